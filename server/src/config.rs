@@ -1,0 +1,249 @@
+//! The configuration tree.
+//!
+//! Sources, highest precedence first: command-line flags, `HUBCAST_*` environment variables,
+//! the TOML file given by `--config` / `HUBCAST_CONFIG`, built-in defaults. The binary merges
+//! flags and environment over the file (see `main.rs`); this module owns the file format and
+//! the defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default HTTP listener (WebSocket, REST, demo page, metrics).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default gRPC listener (control plane, health, reflection).
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener: the client WebSocket endpoint and the REST API.
+    pub listen: SocketAddr,
+    /// gRPC listener for the control plane.
+    pub grpc_listen: SocketAddr,
+    /// Public base URL (`http(s)://host[:port]`) that token audiences name. `None` means
+    /// `http://<listen>` with the port actually bound, which is right for local use.
+    pub endpoint: Option<String>,
+    /// Access keys, primary first. Tokens signed with any of them are accepted, which is how
+    /// keys are rotated. Empty means a random key is made at start and printed.
+    pub access_keys: Vec<String>,
+    /// Cluster settings.
+    pub cluster: ClusterConfig,
+    /// Per-hub settings; the entry `"*"` applies to hubs without an entry of their own.
+    pub hubs: BTreeMap<String, HubConfig>,
+    /// Settings for client WebSocket connections.
+    pub client: ClientConfig,
+    /// How long a graceful shutdown may take before the remaining connections are dropped.
+    #[serde(with = "seconds")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            grpc_listen: DEFAULT_GRPC_LISTEN
+                .parse()
+                .expect("constant address parses"),
+            endpoint: None,
+            access_keys: Vec::new(),
+            cluster: ClusterConfig::default(),
+            hubs: BTreeMap::new(),
+            client: ClientConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid TOML, or has unknown or mistyped keys (unknown
+    /// keys are refused so that a typo never silently falls back to a default).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// Invalid TOML, or unknown or mistyped keys.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The settings of `hub`: its own entry, else the `"*"` entry, else the defaults.
+    /// Hub names are case-insensitive.
+    pub fn hub(&self, hub: &str) -> &HubConfig {
+        static DEFAULT: std::sync::OnceLock<HubConfig> = std::sync::OnceLock::new();
+        self.hubs
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(hub))
+            .or_else(|| self.hubs.get_key_value("*"))
+            .map(|(_, c)| c)
+            .unwrap_or_else(|| DEFAULT.get_or_init(HubConfig::default))
+    }
+}
+
+/// Cluster settings (scale-out through a shared Redis).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL of the backplane; `None` runs a single node, in memory.
+    pub redis_url: Option<String>,
+}
+
+/// Settings of one hub.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Let clients connect without an access token (Azure's `anonymousConnectPolicy`).
+    /// Off by default: an open hub is a decision, never an accident.
+    pub anonymous_connect: bool,
+    /// Upstream event handlers, tried in order. Parsed and validated now; delivering the
+    /// events is the work of the upstream module.
+    pub event_handlers: Vec<EventHandlerConfig>,
+}
+
+/// Where and which upstream events are delivered (Azure's event handler settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHandlerConfig {
+    /// URL with `{hub}` and `{event}` placeholders.
+    pub url_template: String,
+    /// `*`, one event name, or a comma-separated list of names.
+    #[serde(default)]
+    pub user_event_pattern: Option<String>,
+    /// Any of `connect`, `connected`, `disconnected`.
+    #[serde(default)]
+    pub system_events: Vec<String>,
+}
+
+/// Settings for client WebSocket connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Largest frame or message a client may send, in bytes (Azure: 1 MB). Larger ones close
+    /// the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Bytes that may wait in one connection's outbox. A client that falls further behind is
+    /// closed rather than allowed to slow anyone else or grow memory without bound.
+    pub outbox_bytes: usize,
+    /// Interval of WebSocket ping frames sent to every client (Azure default 20 s).
+    #[serde(with = "seconds")]
+    pub keepalive_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            outbox_bytes: 1024 * 1024,
+            keepalive_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+/// Durations are written as whole or fractional seconds in the file (`keepalive_interval = 20`).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let cfg = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            access_keys = ["0123456789abcdef0123456789abcdef"]
+            shutdown_grace = 2.5
+            [client]
+            keepalive_interval = 5
+            [hubs.chat]
+            anonymous_connect = true
+            [[hubs.chat.event_handlers]]
+            url_template = "http://127.0.0.1:3000/api/webpubsub/hubs/{hub}/"
+            user_event_pattern = "*"
+            system_events = ["connect", "connected", "disconnected"]
+            [hubs."*"]
+            anonymous_connect = false
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.shutdown_grace, Duration::from_millis(2500));
+        assert_eq!(cfg.client.keepalive_interval, Duration::from_secs(5));
+        assert!(cfg.hub("CHAT").anonymous_connect);
+        assert_eq!(cfg.hub("chat").event_handlers.len(), 1);
+        assert!(!cfg.hub("other").anonymous_connect);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("listne = \"0.0.0.0:1\"").expect_err("typo must fail");
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn hub_falls_back_to_star_then_default() {
+        let mut cfg = Config::default();
+        assert!(!cfg.hub("x").anonymous_connect);
+        cfg.hubs.insert(
+            "*".into(),
+            HubConfig {
+                anonymous_connect: true,
+                ..HubConfig::default()
+            },
+        );
+        assert!(cfg.hub("x").anonymous_connect);
+    }
+}

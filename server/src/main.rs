@@ -1,0 +1,277 @@
+//! The `hubcast` binary: `hubcast` serves; `hubcast token` prints a client access URL.
+//!
+//! Precedence of settings: flags, then `HUBCAST_*` environment variables, then the TOML file
+//! (`--config`), then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hubcast_server::auth::{self, ConnectionString, TokenRequest};
+use hubcast_server::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a configuration error (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubcast",
+    version,
+    about = "Self-hosted real-time messaging, wire-compatible with Azure Web PubSub"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
+    Token(TokenArgs),
+}
+
+/// Server settings; every one can also come from the environment or the config file.
+#[derive(Debug, Args)]
+struct Settings {
+    /// TOML configuration file (per-hub settings, limits).
+    #[arg(long, env = "HUBCAST_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// HTTP listener: client WebSockets and REST [default: 127.0.0.1:8080].
+    #[arg(long, env = "HUBCAST_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// gRPC listener for the control plane [default: 127.0.0.1:50051].
+    #[arg(long, env = "HUBCAST_GRPC_LISTEN", global = true)]
+    grpc_listen: Option<SocketAddr>,
+    /// Public base URL named by token audiences [default: http://<listen>].
+    #[arg(long, env = "HUBCAST_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// Access key (repeatable; primary first). None: a random development key.
+    #[arg(
+        long = "access-key",
+        env = "HUBCAST_ACCESS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    access_keys: Vec<String>,
+    /// Redis URL for clustering [default: none, single node in memory].
+    #[arg(long = "redis", env = "HUBCAST_REDIS_URL", global = true)]
+    redis_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
+    connection_string: Option<String>,
+    /// The hub.
+    #[arg(long)]
+    hub: String,
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    user: Option<String>,
+    /// A role, e.g. webpubsub.joinLeaveGroup or webpubsub.sendToGroup.room1 (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// A group to join at connect (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Lifetime: a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+}
+
+impl Settings {
+    /// Merges flags and environment over the config file.
+    fn into_config(self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(grpc) = self.grpc_listen {
+            config.grpc_listen = grpc;
+        }
+        if self.endpoint.is_some() {
+            config.endpoint = self.endpoint;
+        }
+        let keys: Vec<String> = self
+            .access_keys
+            .into_iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if !keys.is_empty() {
+            config.access_keys = keys;
+        }
+        if self.redis_url.is_some() {
+            config.cluster.redis_url = self.redis_url;
+        }
+        Ok(config)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 30m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match cli.settings.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hubcast: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Some(Command::Token(args)) => token(&config, args),
+        None => serve(config),
+    }
+}
+
+fn token(config: &Config, args: TokenArgs) -> ExitCode {
+    let (endpoint, key) = match args.connection_string {
+        Some(s) => match ConnectionString::parse(&s) {
+            Ok(cs) => (cs.endpoint, cs.access_key),
+            Err(e) => {
+                eprintln!("hubcast: invalid --connection-string: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => {
+            let Some(key) = config.access_keys.first() else {
+                eprintln!(
+                    "hubcast: no key to sign with: pass --connection-string (printed by the \
+                     server at start) or --access-key"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let endpoint = config
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            (endpoint.trim_end_matches('/').to_owned(), key.clone())
+        }
+    };
+    let request = TokenRequest {
+        hub: args.hub,
+        user_id: args.user,
+        roles: args.roles,
+        groups: args.groups,
+        ttl: args.ttl,
+    };
+    let token = auth::mint_client_token(&key, &endpoint, &request);
+    println!("{}", auth::client_url(&endpoint, &request.hub, &token));
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hubcast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let dev_key = config.access_keys.is_empty();
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hubcast: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        println!("{}", server.connection_string());
+        if dev_key {
+            eprintln!(
+                "hubcast: no access key configured; using a random development key (above). \
+                 Mint a client URL with: hubcast token --connection-string '<the line above>' --hub <hub>"
+            );
+        }
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hubcast: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on Unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "hubcast",
+            "--listen",
+            "127.0.0.1:9999",
+            "--access-key",
+            "k1,k2",
+        ])
+        .expect("valid flags");
+        let config = cli.settings.into_config().expect("valid config");
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.access_keys, ["k1", "k2"]);
+    }
+}

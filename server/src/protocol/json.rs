@@ -1,0 +1,504 @@
+//! `json.webpubsub.azure.v1`: client messages in, server messages out (spec §3.1–3.3).
+//!
+//! Parsing borrows from the frame and keeps a `json` payload as its raw text, so a message
+//! that is forwarded to a group is never re-serialized. Encoding writes the envelope by hand
+//! around that raw text, in the field order Azure uses.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::router::{Data, Message, Source, message::Utf8Bytes};
+
+/// Standard base64 (Azure's `binary` and `protobuf` payloads), tolerant of missing padding
+/// on input, always padded on output.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A message from a JSON client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// `joinGroup`.
+    JoinGroup {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+    /// `leaveGroup`.
+    LeaveGroup {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+    /// `sendToGroup`.
+    SendToGroup {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+        /// Do not deliver to the sender.
+        no_echo: bool,
+        /// The payload.
+        data: Data,
+    },
+    /// `event`: a user event for the upstream handler.
+    Event {
+        /// The event name.
+        event: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+        /// The payload, if any.
+        data: Option<Data>,
+    },
+    /// `sequenceAck` (reliable subprotocols only).
+    SequenceAck {
+        /// Everything up to this id has been received.
+        sequence_id: u64,
+    },
+    /// `ping`: answered with `pong`.
+    Ping,
+    /// A well-formed message of a type this server does not handle.
+    Unsupported {
+        /// The `type` as sent.
+        kind: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+}
+
+/// Why a client frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a JSON object with a string `type`, or a field of the wrong JSON type: the
+    /// connection is closed with 1007, as Azure does.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Well-formed but invalid (missing group, bad base64, unknown dataType, ...): answered
+    /// with a `BadRequest` ack when the message asked for one.
+    #[error("{message}")]
+    Invalid {
+        /// The request's ack id, if any.
+        ack_id: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(rename = "ackId", default)]
+    ack_id: Option<u64>,
+    #[serde(borrow, default)]
+    group: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(rename = "dataType", borrow, default)]
+    data_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "noEcho", default)]
+    no_echo: Option<bool>,
+    #[serde(rename = "sequenceId", default)]
+    sequence_id: Option<u64>,
+}
+
+/// Parses one text frame from a JSON client. Message types match case-insensitively.
+///
+/// # Errors
+/// [`ParseError::Malformed`] for anything that is not a message object;
+/// [`ParseError::Invalid`] for a message missing what its type requires.
+pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
+    let raw: Raw<'_> =
+        serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let ack_id = raw.ack_id;
+    let invalid = |message: String| ParseError::Invalid { ack_id, message };
+    let kind = raw.kind.as_ref();
+    let is = |name: &str| kind.eq_ignore_ascii_case(name);
+    if is("joinGroup") || is("leaveGroup") {
+        let group = raw
+            .group
+            .ok_or_else(|| invalid(format!("'{kind}' requires a 'group'")))?;
+        return Ok(if is("joinGroup") {
+            ClientMessage::JoinGroup { group, ack_id }
+        } else {
+            ClientMessage::LeaveGroup { group, ack_id }
+        });
+    }
+    if is("sendToGroup") {
+        let group = raw
+            .group
+            .ok_or_else(|| invalid("'sendToGroup' requires a 'group'".into()))?;
+        let data = raw
+            .data
+            .ok_or_else(|| invalid("'sendToGroup' requires non-null 'data'".into()))?;
+        let data = decode_data(raw.data_type.as_deref(), data).map_err(invalid)?;
+        return Ok(ClientMessage::SendToGroup {
+            group,
+            ack_id,
+            no_echo: raw.no_echo.unwrap_or(false),
+            data,
+        });
+    }
+    if is("event") {
+        let event = raw
+            .event
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| invalid("'event' requires a non-empty 'event' name".into()))?;
+        let data = raw
+            .data
+            .map(|d| decode_data(raw.data_type.as_deref(), d))
+            .transpose()
+            .map_err(invalid)?;
+        return Ok(ClientMessage::Event {
+            event,
+            ack_id,
+            data,
+        });
+    }
+    if is("sequenceAck") {
+        let sequence_id = raw
+            .sequence_id
+            .ok_or_else(|| invalid("'sequenceAck' requires a 'sequenceId'".into()))?;
+        return Ok(ClientMessage::SequenceAck { sequence_id });
+    }
+    if is("ping") {
+        return Ok(ClientMessage::Ping);
+    }
+    Ok(ClientMessage::Unsupported {
+        kind: raw.kind,
+        ack_id,
+    })
+}
+
+/// Decodes `data` by `dataType` (default `json`).
+fn decode_data(data_type: Option<&str>, data: &RawValue) -> Result<Data, String> {
+    let data_type = data_type.unwrap_or("json");
+    let string = || {
+        serde_json::from_str::<String>(data.get())
+            .map_err(|_| format!("dataType '{data_type}' requires 'data' to be a string"))
+    };
+    let base64 = |s: String| {
+        BASE64
+            .decode(s.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| format!("'data' is not valid base64: {e}"))
+    };
+    if data_type.eq_ignore_ascii_case("json") {
+        Ok(Data::Json(Utf8Bytes::from(data.get().to_owned())))
+    } else if data_type.eq_ignore_ascii_case("text") {
+        Ok(Data::Text(string()?.into()))
+    } else if data_type.eq_ignore_ascii_case("binary") {
+        Ok(Data::Binary(base64(string()?)?))
+    } else if data_type.eq_ignore_ascii_case("protobuf") {
+        Ok(Data::Protobuf(base64(string()?)?))
+    } else {
+        Err(format!(
+            "unknown dataType '{data_type}': expected json, text, binary or protobuf"
+        ))
+    }
+}
+
+/// Appends `s` as a JSON string literal, escaped as RFC 8259 requires. Written by hand so
+/// encoding builds one `String` without a UTF-8 re-validation pass.
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // Every byte matched above is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends `"dataType":"..","data":..` for `data`.
+fn push_data(out: &mut String, data: &Data) {
+    out.push_str(r#""dataType":""#);
+    out.push_str(data.data_type());
+    out.push_str(r#"","data":"#);
+    match data {
+        Data::Json(raw) => out.push_str(raw),
+        Data::Text(text) => push_str(out, text),
+        Data::Binary(b) | Data::Protobuf(b) => {
+            out.push('"');
+            BASE64.encode_string(b, out);
+            out.push('"');
+        }
+    }
+}
+
+/// Renders a data message: `{"type":"message","from":"group","fromUserId":..,"group":..,
+/// "dataType":..,"data":..}` or `{"type":"message","from":"server","dataType":..,"data":..}`.
+pub fn encode_message(message: &Message) -> Utf8Bytes {
+    let mut out = String::with_capacity(96 + message.data.len() * 4 / 3);
+    match &message.source {
+        Source::Group { group, from_user } => {
+            out.push_str(r#"{"type":"message","from":"group","fromUserId":"#);
+            match from_user {
+                Some(user) => push_str(&mut out, user),
+                None => out.push_str("null"),
+            }
+            out.push_str(r#","group":"#);
+            push_str(&mut out, group);
+            out.push(',');
+        }
+        Source::Server => out.push_str(r#"{"type":"message","from":"server","#),
+    }
+    push_data(&mut out, &message.data);
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"system","event":"connected","userId":..,"connectionId":..}`.
+pub fn encode_connected(user_id: Option<&str>, connection_id: &str) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"system","event":"connected","userId":"#);
+    match user_id {
+        Some(user) => push_str(&mut out, user),
+        None => out.push_str("null"),
+    }
+    out.push_str(r#","connectionId":"#);
+    push_str(&mut out, connection_id);
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"system","event":"disconnected","message":..}`, sent before a server-initiated
+/// close.
+pub fn encode_disconnected(reason: &str) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"system","event":"disconnected","message":"#);
+    push_str(&mut out, reason);
+    out.push('}');
+    out.into()
+}
+
+/// The error names an ack can carry (spec §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// The connection lacks the permission.
+    Forbidden,
+    /// The request is invalid.
+    BadRequest,
+    /// The ack id was already processed; the client must not retry.
+    Duplicate,
+    /// The server failed; the client may retry.
+    InternalServerError,
+}
+
+impl AckError {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckError::Forbidden => "Forbidden",
+            AckError::BadRequest => "BadRequest",
+            AckError::Duplicate => "Duplicate",
+            AckError::InternalServerError => "InternalServerError",
+        }
+    }
+}
+
+/// `{"type":"ack","ackId":n,"success":true}` or with `"success":false,"error":{..}`.
+pub fn encode_ack(ack_id: u64, error: Option<(AckError, &str)>) -> Utf8Bytes {
+    let mut out = format!(r#"{{"type":"ack","ackId":{ack_id},"success":"#);
+    match error {
+        None => out.push_str("true}"),
+        Some((name, message)) => {
+            out.push_str(r#"false,"error":{"name":""#);
+            out.push_str(name.name());
+            out.push_str(r#"","message":"#);
+            push_str(&mut out, message);
+            out.push_str("}}");
+        }
+    }
+    out.into()
+}
+
+/// `{"type":"pong"}`.
+pub fn encode_pong() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn value(b: &Utf8Bytes) -> Value {
+        serde_json::from_str(b).expect("valid JSON")
+    }
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(
+            parse(r#"{"type":"joinGroup","group":"g1","ackId":1}"#),
+            Ok(ClientMessage::JoinGroup {
+                group: "g1".into(),
+                ack_id: Some(1)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"LEAVEGROUP","group":"g1"}"#),
+            Ok(ClientMessage::LeaveGroup {
+                group: "g1".into(),
+                ack_id: None
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"sendToGroup","group":"g","ackId":2,"noEcho":true,"dataType":"text","data":"hi"}"#
+            ),
+            Ok(ClientMessage::SendToGroup {
+                group: "g".into(),
+                ack_id: Some(2),
+                no_echo: true,
+                data: Data::Text("hi".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"sendToGroup","group":"g","data":{"a": [1, 2]}}"#),
+            Ok(ClientMessage::SendToGroup {
+                group: "g".into(),
+                ack_id: None,
+                no_echo: false,
+                data: Data::Json(r#"{"a": [1, 2]}"#.into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"sendToGroup","group":"g","dataType":"binary","data":"AAEC"}"#),
+            Ok(ClientMessage::SendToGroup {
+                group: "g".into(),
+                ack_id: None,
+                no_echo: false,
+                data: Data::Binary(Bytes::from_static(&[0, 1, 2]))
+            })
+        );
+        assert!(matches!(
+            parse(r#"{"type":"event","event":"chat","dataType":"json","data":{"a":1}}"#),
+            Ok(ClientMessage::Event { .. })
+        ));
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse(r#"{"type":"sequenceAck","sequenceId":57}"#),
+            Ok(ClientMessage::SequenceAck { sequence_id: 57 })
+        );
+        assert_eq!(
+            parse(r#"{"type":"invoke","ackId":9}"#),
+            Ok(ClientMessage::Unsupported {
+                kind: "invoke".into(),
+                ack_id: Some(9)
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_frames() {
+        for bad in [
+            "not json",
+            "[1,2]",
+            r#"{"group":"g"}"#,
+            r#"{"type":1}"#,
+            r#"{"type":"joinGroup","ackId":"1"}"#,
+            r#"{"type":"joinGroup","ackId":-1}"#,
+            r#"{"type":"joinGroup","group":5}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Malformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_messages_keep_their_ack_id() {
+        for (bad, needle) in [
+            (r#"{"type":"joinGroup","ackId":3}"#, "group"),
+            (
+                r#"{"type":"sendToGroup","group":"g","ackId":3,"data":null}"#,
+                "data",
+            ),
+            (
+                r#"{"type":"sendToGroup","group":"g","ackId":3,"dataType":"binary","data":"!!"}"#,
+                "base64",
+            ),
+            (
+                r#"{"type":"sendToGroup","group":"g","ackId":3,"dataType":"text","data":1}"#,
+                "string",
+            ),
+            (
+                r#"{"type":"sendToGroup","group":"g","ackId":3,"dataType":"xml","data":"a"}"#,
+                "dataType",
+            ),
+        ] {
+            match parse(bad) {
+                Err(ParseError::Invalid {
+                    ack_id: Some(3),
+                    message,
+                }) => assert!(message.contains(needle), "{bad}: {message}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn encodes_group_and_server_messages() {
+        let m = Message::to_group("g\"1", Some("alice".into()), Data::Text("hi\n".into()));
+        assert_eq!(
+            value(&encode_message(&m)),
+            json!({"type":"message","from":"group","fromUserId":"alice","group":"g\"1","dataType":"text","data":"hi\n"})
+        );
+        let m = Message::to_group("g", None, Data::Json(r#"{"a":1}"#.into()));
+        assert_eq!(
+            value(&encode_message(&m)),
+            json!({"type":"message","from":"group","fromUserId":null,"group":"g","dataType":"json","data":{"a":1}})
+        );
+        let m = Message::from_server(Data::Binary(Bytes::from_static(b"\x00\x01\x02")));
+        assert_eq!(
+            value(&encode_message(&m)),
+            json!({"type":"message","from":"server","dataType":"binary","data":"AAEC"})
+        );
+    }
+
+    #[test]
+    fn encodes_system_messages_and_acks() {
+        assert_eq!(
+            value(&encode_connected(None, "c1")),
+            json!({"type":"system","event":"connected","userId":null,"connectionId":"c1"})
+        );
+        assert_eq!(
+            value(&encode_disconnected("bye \"now\"")),
+            json!({"type":"system","event":"disconnected","message":"bye \"now\""})
+        );
+        assert_eq!(
+            value(&encode_ack(7, None)),
+            json!({"type":"ack","ackId":7,"success":true})
+        );
+        assert_eq!(
+            value(&encode_ack(8, Some((AckError::Duplicate, "done")))),
+            json!({"type":"ack","ackId":8,"success":false,"error":{"name":"Duplicate","message":"done"}})
+        );
+        assert_eq!(value(&encode_pong()), json!({"type":"pong"}));
+    }
+}

@@ -1,0 +1,501 @@
+//! The core router: hubs, connections, users, groups, permissions and fan-out.
+//!
+//! Every edge (WebSocket, REST, gRPC) calls this API and nothing else; the router knows
+//! nothing of HTTP, warp or tonic.
+//!
+//! # Concurrency
+//! Each hub keeps three sharded indexes (connections by id, groups by name, users by id),
+//! so the send path takes only the read lock of one shard, never a global lock. A message is
+//! rendered once per wire format ([`message`]) and every recipient's [`outbox::Outbox`] gets
+//! a cheap clone of the same bytes; pushing never waits on a client.
+//!
+//! Lock order, to stay deadlock-free: a connection's membership lock, then an index shard.
+//! Fan-out holds an index shard, then an outbox lock, and never a membership lock.
+
+pub mod connection;
+pub mod message;
+pub mod outbox;
+pub mod permission;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+pub use connection::{ConnectSpec, Connection, ConnectionId};
+pub use message::{Data, Frame, Message, Source, WireFormat};
+pub use outbox::{CLOSE_SLOW_CONSUMER, Close, Push};
+pub use permission::{Permission, Permissions};
+
+use message::Encoded;
+
+/// Connections by id: the shape of every index value (a group's or a user's members).
+type Members = HashMap<Arc<str>, Arc<Connection>>;
+
+/// Longest group name (Azure: 1..1024 characters).
+pub const MAX_GROUP_NAME_CHARS: usize = 1024;
+
+/// Why a router operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouterError {
+    /// The hub name does not match `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`.
+    #[error(
+        "invalid hub name '{0}': it must start with a letter and contain only letters, digits and _`,.[] (at most 128 characters)"
+    )]
+    InvalidHub(String),
+    /// The group name is empty, only whitespace, or too long.
+    #[error("invalid group name: it must have 1 to 1024 characters and not be only whitespace")]
+    InvalidGroup,
+    /// The connection is not (or no longer) connected.
+    #[error("connection '{0}' does not exist")]
+    NoConnection(String),
+}
+
+/// Validates a hub name and returns its routing key (lower-cased: hub names are
+/// case-insensitive, as in Azure).
+///
+/// # Errors
+/// [`RouterError::InvalidHub`] when the name does not match Azure's hub name pattern.
+pub fn hub_key(name: &str) -> Result<Arc<str>, RouterError> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c));
+    if valid {
+        Ok(name.to_ascii_lowercase().into())
+    } else {
+        Err(RouterError::InvalidHub(name.chars().take(140).collect()))
+    }
+}
+
+/// Validates a group name (1..1024 characters, not only whitespace).
+///
+/// # Errors
+/// [`RouterError::InvalidGroup`].
+pub fn check_group_name(name: &str) -> Result<(), RouterError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
+        Err(RouterError::InvalidGroup)
+    } else {
+        Ok(())
+    }
+}
+
+/// Counters for tests, logs and (later) metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections closed because their outbox overflowed.
+    pub slow_consumer_closes: u64,
+    /// Frames queued to connections by fan-out.
+    pub messages_delivered: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    slow_consumer_closes: AtomicU64,
+    messages_delivered: AtomicU64,
+}
+
+/// One hub's indexes.
+#[derive(Debug, Default)]
+struct Hub {
+    connections: DashMap<Arc<str>, Arc<Connection>>,
+    groups: DashMap<Arc<str>, Members>,
+    users: DashMap<Arc<str>, Members>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Hubs are implicit: created by their first connection. They stay (a few hundred bytes
+    /// each) because only holders of an access key can name one.
+    hubs: DashMap<Arc<str>, Arc<Hub>>,
+    outbox_bytes: usize,
+    counters: Counters,
+}
+
+/// The core router. Cheap to clone; all clones share state.
+#[derive(Debug, Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+/// Settings the router needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    /// Byte limit of each connection's outbox.
+    pub outbox_bytes: usize,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hubs: DashMap::new(),
+                outbox_bytes: config.outbox_bytes,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    fn hub(&self, hub: &str) -> Option<Arc<Hub>> {
+        self.inner.hubs.get(hub).map(|h| h.clone())
+    }
+
+    fn hub_or_create(&self, hub: &Arc<str>) -> Arc<Hub> {
+        if let Some(h) = self.hub(hub) {
+            return h;
+        }
+        self.inner.hubs.entry(hub.clone()).or_default().clone()
+    }
+
+    /// Registers a new connection and joins the groups it asked for at connect.
+    pub fn connect(&self, mut spec: ConnectSpec) -> Arc<Connection> {
+        let groups = std::mem::take(&mut spec.groups);
+        let greeting = spec.greeting.take();
+        let conn = Arc::new(Connection::new(spec, self.inner.outbox_bytes));
+        if let Some(frame) = greeting {
+            conn.outbox.push(frame);
+        }
+        let hub = self.hub_or_create(&conn.hub().into());
+        let id = conn.id().shared();
+        hub.connections.insert(id.clone(), conn.clone());
+        if let Some(user) = conn.user_id() {
+            hub.users
+                .entry(user.clone())
+                .or_default()
+                .insert(id, conn.clone());
+        }
+        self.inner
+            .counters
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        for group in groups {
+            if check_group_name(&group).is_ok() {
+                self.join_group(&conn, &group);
+            }
+        }
+        conn
+    }
+
+    /// Removes a connection from every index. Idempotent.
+    pub fn disconnect(&self, conn: &Connection) {
+        let Some(hub) = self.hub(conn.hub()) else {
+            return;
+        };
+        let groups = {
+            let mut membership = conn.membership();
+            if membership.gone {
+                return;
+            }
+            membership.gone = true;
+            let groups = std::mem::take(&mut membership.groups);
+            for group in &groups {
+                remove_member(&hub.groups, group, conn.id().as_str());
+            }
+            groups
+        };
+        drop(groups);
+        if let Some(user) = conn.user_id() {
+            remove_member(&hub.users, user, conn.id().as_str());
+        }
+        hub.connections.remove(conn.id().as_str());
+        self.inner
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Adds `conn` to `group` (the caller has checked permission and the name). Returns
+    /// false if the connection has already gone.
+    pub fn join_group(&self, conn: &Arc<Connection>, group: &str) -> bool {
+        let hub = self.hub_or_create(&conn.hub().into());
+        let mut membership = conn.membership();
+        if membership.gone {
+            return false;
+        }
+        if membership.groups.contains(group) {
+            return true;
+        }
+        let group: Arc<str> = group.into();
+        membership.groups.insert(group.clone());
+        hub.groups
+            .entry(group)
+            .or_default()
+            .insert(conn.id().shared(), conn.clone());
+        true
+    }
+
+    /// Removes `conn` from `group`. Returns whether it was a member.
+    pub fn leave_group(&self, conn: &Connection, group: &str) -> bool {
+        let Some(hub) = self.hub(conn.hub()) else {
+            return false;
+        };
+        let mut membership = conn.membership();
+        if !membership.groups.remove(group) {
+            return false;
+        }
+        remove_member(&hub.groups, group, conn.id().as_str());
+        true
+    }
+
+    /// Looks up a connection.
+    pub fn connection(&self, hub: &str, id: &str) -> Option<Arc<Connection>> {
+        self.hub(hub)?.connections.get(id).map(|c| c.clone())
+    }
+
+    /// Whether the connection is connected to `hub`.
+    pub fn connection_exists(&self, hub: &str, id: &str) -> bool {
+        self.connection(&hub.to_ascii_lowercase(), id).is_some()
+    }
+
+    /// Whether `group` has at least one member in `hub`.
+    pub fn group_exists(&self, hub: &str, group: &str) -> bool {
+        self.hub(&hub.to_ascii_lowercase())
+            .is_some_and(|h| h.groups.contains_key(group))
+    }
+
+    /// Whether `user` has at least one connection in `hub`.
+    pub fn user_exists(&self, hub: &str, user: &str) -> bool {
+        self.hub(&hub.to_ascii_lowercase())
+            .is_some_and(|h| h.users.contains_key(user))
+    }
+
+    /// Sends to every connection of `hub` except `excluded`. Returns the recipient count.
+    pub fn send_to_all(&self, hub: &str, message: &Message, excluded: &[&str]) -> usize {
+        let Some(hub) = self.hub(hub) else { return 0 };
+        let encoded = Encoded::new(message);
+        let mut sent = 0;
+        for entry in hub.connections.iter() {
+            sent += self.deliver(entry.value(), &encoded, excluded);
+        }
+        self.count_delivered(sent)
+    }
+
+    /// Sends to the members of `group` except `excluded`. Returns the recipient count.
+    pub fn send_to_group(
+        &self,
+        hub: &str,
+        group: &str,
+        message: &Message,
+        excluded: &[&str],
+    ) -> usize {
+        let Some(hub) = self.hub(hub) else { return 0 };
+        let Some(members) = hub.groups.get(group) else {
+            return 0;
+        };
+        let encoded = Encoded::new(message);
+        let mut sent = 0;
+        for conn in members.values() {
+            sent += self.deliver(conn, &encoded, excluded);
+        }
+        self.count_delivered(sent)
+    }
+
+    /// Sends to every connection of `user` except `excluded`. Returns the recipient count.
+    pub fn send_to_user(
+        &self,
+        hub: &str,
+        user: &str,
+        message: &Message,
+        excluded: &[&str],
+    ) -> usize {
+        let Some(hub) = self.hub(hub) else { return 0 };
+        let Some(members) = hub.users.get(user) else {
+            return 0;
+        };
+        let encoded = Encoded::new(message);
+        let mut sent = 0;
+        for conn in members.values() {
+            sent += self.deliver(conn, &encoded, excluded);
+        }
+        self.count_delivered(sent)
+    }
+
+    /// Sends to one connection. Returns whether it exists.
+    pub fn send_to_connection(&self, hub: &str, id: &str, message: &Message) -> bool {
+        let Some(conn) = self.connection(hub, id) else {
+            return false;
+        };
+        let sent = self.deliver(&conn, &Encoded::new(message), &[]);
+        self.count_delivered(sent);
+        true
+    }
+
+    /// Closes every connection of every hub (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for hub in self.inner.hubs.iter() {
+            for conn in hub.connections.iter() {
+                conn.close(Close::Server {
+                    code,
+                    reason: reason.into(),
+                    discard_queued: false,
+                });
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> RouterStats {
+        let c = &self.inner.counters;
+        RouterStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            slow_consumer_closes: c.slow_consumer_closes.load(Ordering::Relaxed),
+            messages_delivered: c.messages_delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues the frame for `conn` unless excluded; counts an overflow.
+    fn deliver(&self, conn: &Connection, encoded: &Encoded<'_>, excluded: &[&str]) -> usize {
+        if excluded.contains(&conn.id().as_str()) {
+            return 0;
+        }
+        match conn.outbox.push(encoded.frame(conn.format()).clone()) {
+            Push::Queued => 1,
+            Push::Overflow => {
+                self.inner
+                    .counters
+                    .slow_consumer_closes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    hub = conn.hub(),
+                    connection.id = %conn.id(),
+                    "closing slow consumer: outbox full"
+                );
+                0
+            }
+            Push::Closed => 0,
+        }
+    }
+
+    fn count_delivered(&self, n: usize) -> usize {
+        self.inner
+            .counters
+            .messages_delivered
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+}
+
+/// Removes `id` from the member set under `key`, dropping the set once empty (groups exist
+/// only while they have members).
+fn remove_member(index: &DashMap<Arc<str>, Members>, key: &str, id: &str) {
+    if let Some(mut members) = index.get_mut(key) {
+        members.remove(id);
+    }
+    index.remove_if(key, |_, members| members.is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new(RouterConfig {
+            outbox_bytes: 1 << 20,
+        })
+    }
+
+    fn spec(user: Option<&str>, groups: &[&str]) -> ConnectSpec {
+        ConnectSpec {
+            id: ConnectionId::generate(),
+            hub: "chat".into(),
+            user_id: user.map(Into::into),
+            format: WireFormat::Json,
+            subprotocol: Some("json.webpubsub.azure.v1"),
+            permissions: Permissions::default(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            greeting: None,
+        }
+    }
+
+    fn text(s: &str) -> Data {
+        Data::Text(s.to_owned().into())
+    }
+
+    #[test]
+    fn hub_names_follow_azure_rules() {
+        assert_eq!(&*hub_key("Chat_1.a[b]").expect("valid"), "chat_1.a[b]");
+        for bad in ["", "1chat", "chat room", "chat/x", &"a".repeat(129)] {
+            assert!(hub_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_names_are_checked() {
+        assert!(check_group_name("g").is_ok());
+        assert!(check_group_name("  ").is_err());
+        assert!(check_group_name(&"g".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn fan_out_reaches_group_members_once_and_honours_excluded() {
+        let router = router();
+        let a = router.connect(spec(Some("alice"), &["g"]));
+        let b = router.connect(spec(None, &["g"]));
+        let c = router.connect(spec(None, &[]));
+        let msg = Message::to_group("g", None, text("hi"));
+        assert_eq!(router.send_to_group("chat", "g", &msg, &[]), 2);
+        assert_eq!(
+            router.send_to_group("chat", "g", &msg, &[a.id().as_str()]),
+            1
+        );
+        assert_eq!(c.outbox().queued_bytes(), 0);
+        assert_eq!(router.send_to_user("chat", "alice", &msg, &[]), 1);
+        assert_eq!(router.send_to_all("chat", &msg, &[b.id().as_str()]), 2);
+        assert!(router.send_to_connection("chat", c.id().as_str(), &msg));
+        assert!(!router.send_to_connection("chat", "nope", &msg));
+    }
+
+    #[test]
+    fn groups_vanish_with_their_last_member_and_disconnect_cleans_up() {
+        let router = router();
+        let a = router.connect(spec(Some("alice"), &["g", "h"]));
+        assert!(router.group_exists("chat", "g"));
+        assert!(router.leave_group(&a, "g"));
+        assert!(!router.group_exists("chat", "g"));
+        router.disconnect(&a);
+        router.disconnect(&a);
+        assert!(!router.group_exists("chat", "h"));
+        assert!(!router.user_exists("chat", "alice"));
+        assert!(!router.connection_exists("CHAT", a.id().as_str()));
+        assert_eq!(router.stats().connections, 0);
+        assert!(
+            !router.join_group(&a, "g"),
+            "a gone connection cannot rejoin"
+        );
+        assert!(!router.group_exists("chat", "g"));
+    }
+
+    #[test]
+    fn encodes_once_and_shares_bytes() {
+        let router = router();
+        let a = router.connect(spec(None, &["g"]));
+        let b = router.connect(spec(None, &["g"]));
+        let msg = Message::to_group("g", None, text("payload"));
+        router.send_to_group("chat", "g", &msg, &[]);
+        let take = |c: &Connection| c.outbox.drain_for_test().pop().expect("one frame");
+        let (Frame::Text(fa), Frame::Text(fb)) = (take(&a), take(&b)) else {
+            panic!("text frames expected");
+        };
+        assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr(), "same buffer");
+    }
+
+    #[test]
+    fn overflow_is_counted_and_spares_others() {
+        let router = Router::new(RouterConfig { outbox_bytes: 100 });
+        let slow = router.connect(spec(None, &["g"]));
+        let fast = router.connect(spec(None, &["g"]));
+        let msg = Message::to_group("g", None, text(&"x".repeat(60)));
+        router.send_to_group("chat", "g", &msg, &[]);
+        // Only `fast` is drained, as its writer would.
+        fast.outbox.drain_for_test();
+        router.send_to_group("chat", "g", &msg, &[]);
+        assert_eq!(router.stats().slow_consumer_closes, 1);
+        assert!(slow.outbox().is_closing());
+        assert!(!fast.outbox().is_closing());
+    }
+}

@@ -1,0 +1,186 @@
+//! One client connection as the router sees it: identity, permissions, groups and outbox.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use rand::RngCore;
+
+use super::message::{Frame, WireFormat};
+use super::outbox::{Close, Outbox, Push};
+use super::permission::{Permission, Permissions};
+
+/// A connection id: 22 URL-safe characters (128 random bits, base64url), opaque to clients
+/// and safe to put in REST paths and CloudEvents `ce-source`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(Arc<str>);
+
+impl ConnectionId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        let mut bytes = [0u8; 16];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(bytes)
+                .into(),
+        )
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared string, for indexes keyed by id.
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// The groups a connection belongs to, and whether it has left for good. Membership changes
+/// of one connection are serialized by this lock, so a join racing a disconnect can never
+/// leave the connection behind in a group index.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    pub(crate) groups: HashSet<Arc<str>>,
+    pub(crate) gone: bool,
+}
+
+/// A connected client.
+#[derive(Debug)]
+pub struct Connection {
+    id: ConnectionId,
+    hub: Arc<str>,
+    user_id: Option<Arc<str>>,
+    format: WireFormat,
+    subprotocol: Option<&'static str>,
+    connected_at: SystemTime,
+    pub(crate) outbox: Outbox,
+    pub(crate) membership: Mutex<Membership>,
+    permissions: RwLock<Permissions>,
+}
+
+impl Connection {
+    pub(crate) fn new(spec: ConnectSpec, outbox_bytes: usize) -> Self {
+        Self {
+            id: spec.id,
+            hub: spec.hub,
+            user_id: spec.user_id,
+            format: spec.format,
+            subprotocol: spec.subprotocol,
+            connected_at: SystemTime::now(),
+            outbox: Outbox::new(outbox_bytes),
+            membership: Mutex::new(Membership::default()),
+            permissions: RwLock::new(spec.permissions),
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &ConnectionId {
+        &self.id
+    }
+
+    /// The hub (lower-cased: hub names are case-insensitive).
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
+    /// The user, if the client authenticated as one.
+    pub fn user_id(&self) -> Option<&Arc<str>> {
+        self.user_id.as_ref()
+    }
+
+    /// How messages are rendered for this connection.
+    pub fn format(&self) -> WireFormat {
+        self.format
+    }
+
+    /// The negotiated WebSocket subprotocol, if any.
+    pub fn subprotocol(&self) -> Option<&'static str> {
+        self.subprotocol
+    }
+
+    /// When the connection was accepted.
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// Whether the connection may do `permission` on `group`.
+    pub fn allows(&self, permission: Permission, group: &str) -> bool {
+        self.permissions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allows(permission, group)
+    }
+
+    /// Changes the connection's permissions (runtime grant/revoke).
+    pub fn update_permissions<R>(&self, f: impl FnOnce(&mut Permissions) -> R) -> R {
+        f(&mut self
+            .permissions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The groups the connection is in now.
+    pub fn groups(&self) -> Vec<Arc<str>> {
+        self.membership().groups.iter().cloned().collect()
+    }
+
+    pub(crate) fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a frame for this connection alone (acks, pongs, system messages).
+    pub fn send_frame(&self, frame: Frame) -> Push {
+        self.outbox.push(frame)
+    }
+
+    /// Starts closing the connection; the first close wins.
+    pub fn close(&self, close: Close) -> bool {
+        self.outbox.close(close)
+    }
+
+    /// The outbox, for the socket writer.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+/// What the edge knows about a client when it connects.
+#[derive(Debug)]
+pub struct ConnectSpec {
+    /// The id, chosen by the edge (it names the connection in logs from the handshake on).
+    pub id: ConnectionId,
+    /// The hub, lower-cased.
+    pub hub: Arc<str>,
+    /// The user, if any.
+    pub user_id: Option<Arc<str>>,
+    /// The wire format of the negotiated subprotocol.
+    pub format: WireFormat,
+    /// The negotiated subprotocol name.
+    pub subprotocol: Option<&'static str>,
+    /// Permissions from the token's roles.
+    pub permissions: Permissions,
+    /// Groups to join at once (token `webpubsub.group`); no join permission needed.
+    pub groups: Vec<String>,
+    /// A frame queued before the connection becomes reachable, so it is the first one the
+    /// client sees (the `connected` system message).
+    pub greeting: Option<Frame>,
+}
