@@ -4,6 +4,7 @@
 //! raw UTF-8 bytes (never base64-decoded), exactly as Azure's server SDKs sign them. Either
 //! key verifies a token, which is how key rotation works.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -647,43 +648,26 @@ fn parse_port(port: &str) -> Option<u16> {
     port.parse().ok()
 }
 
-/// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
-/// `+` stays a `+` (this is for paths, not forms).
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// Characters a path segment keeps unescaped: RFC 3986 "unreserved".
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Decodes `%XX` escapes of a URL path; `None` when the result is not UTF-8. A `%` not
+/// followed by two hex digits stays as it is, as browsers do. `+` stays a `+` (this is for
+/// paths, not forms).
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for one path segment.
 fn percent_encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -1228,10 +1212,8 @@ mod tests {
     fn percent_helpers() {
         assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
         assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
-        assert_eq!(percent_decode("%"), None);
-        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%4").as_deref(), Some("%4"));
         assert_eq!(percent_decode("%FF"), None);
-        assert_eq!(percent_decode("%+1"), None);
         assert_eq!(percent_encode_segment("chat_1-a.b~"), "chat_1-a.b~");
         assert_eq!(percent_encode_segment("é"), "%C3%A9");
     }

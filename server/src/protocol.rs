@@ -22,8 +22,11 @@ const SUPPORTED: &[&str] = &[JSON_V1];
 
 /// Picks the subprotocol for a handshake: the first offered value (across every
 /// `Sec-WebSocket-Protocol` header, comma-separated) that is supported, compared
-/// case-insensitively as Azure does. `None` makes a simple client.
-pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+/// case-insensitively as Azure does. Returns the canonical name and the value as offered
+/// (which is what the handshake must echo). `None` makes a simple client.
+pub fn negotiate<'a>(
+    offered: impl IntoIterator<Item = &'a str>,
+) -> Option<(&'static str, &'a str)> {
     offered
         .into_iter()
         .flat_map(|v| v.split(','))
@@ -32,7 +35,7 @@ pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'sta
             SUPPORTED
                 .iter()
                 .find(|s| s.eq_ignore_ascii_case(o))
-                .copied()
+                .map(|s| (*s, o))
         })
 }
 
@@ -81,9 +84,18 @@ mod tests {
 
     #[test]
     fn negotiates_case_insensitively_across_headers() {
-        assert_eq!(negotiate(["JSON.WebPubSub.Azure.V1"]), Some(JSON_V1));
-        assert_eq!(negotiate(["foo, json.webpubsub.azure.v1"]), Some(JSON_V1));
-        assert_eq!(negotiate(["foo", "json.webpubsub.azure.v1"]), Some(JSON_V1));
+        assert_eq!(
+            negotiate(["JSON.WebPubSub.Azure.V1"]),
+            Some((JSON_V1, "JSON.WebPubSub.Azure.V1"))
+        );
+        assert_eq!(
+            negotiate(["foo, json.webpubsub.azure.v1"]),
+            Some((JSON_V1, JSON_V1))
+        );
+        assert_eq!(
+            negotiate(["foo", "json.webpubsub.azure.v1"]),
+            Some((JSON_V1, JSON_V1))
+        );
         assert_eq!(negotiate(["json.reliable.webpubsub.azure.v1"]), None);
         assert_eq!(negotiate([]), None);
     }

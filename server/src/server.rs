@@ -4,6 +4,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::{Service as _, service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -159,11 +167,7 @@ impl Server {
             .map(warp::reply);
         let routes = ws::routes(edge.clone()).or(health);
         let stop_accepting = CancellationToken::new();
-        let http = warp::serve(routes)
-            .incoming(self.listener)
-            .graceful(stop_accepting.clone().cancelled_owned())
-            .run();
-        let http = tokio::spawn(http);
+        let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
         tracing::info!(addr = %self.local_addr, endpoint = %self.endpoint, "listening");
 
         shutdown.await;
@@ -188,15 +192,69 @@ impl Server {
             edge.kill.cancel();
             edge.tracker.wait().await;
         }
-        // Plain HTTP requests in flight get what is left of a short grace; then the task goes.
-        if tokio::time::timeout(std::time::Duration::from_secs(1), http)
-            .await
-            .is_err()
-        {
-            tracing::debug!("HTTP listener did not stop in time");
+        if let Err(e) = http.await {
+            tracing::warn!(error = %e, "HTTP listener task failed");
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long plain HTTP requests in flight may take to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
+
+/// The address of the peer of an HTTP connection, put in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+/// Accepts HTTP/1.1 connections until `stop` fires, then lets requests in flight finish for
+/// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
+/// `TCP_NODELAY`: without it small messages wait for delayed ACKs (Nagle), tens of
+/// milliseconds per message.
+async fn serve_http<F>(listener: TcpListener, filter: F, stop: CancellationToken)
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = GracefulShutdown::new();
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: WebSocket upgrades and REST; gRPC has a listener of its own.
+    http = http.http1_only();
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let warp_service = TowerToHyperService::new(warp::service(filter.clone()));
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(addr));
+            warp_service.call(request)
+        });
+        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP requests still in flight at shutdown");
     }
 }
 

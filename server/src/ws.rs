@@ -31,6 +31,7 @@ use crate::router::{
     self, Close, ConnectSpec, Connection, ConnectionId, Data, Frame, Message, Permission,
     Permissions, Router, WireFormat,
 };
+use crate::server::ClientAddr;
 
 /// Close codes the edge uses (RFC 6455 §7.4.1).
 mod code {
@@ -40,6 +41,9 @@ mod code {
     pub(super) const TOO_BIG: u16 = 1009;
     pub(super) const INTERNAL_ERROR: u16 = 1011;
 }
+
+/// The `disconnected` message and close reason at shutdown.
+const SHUTDOWN_REASON: &str = "The server is shutting down.";
 
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,19 +82,19 @@ pub(crate) fn routes(
         .and(warp::query::<Vec<(String, String)>>())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<ClientAddr>())
         .map(
             move |hub: Option<String>,
                   query: Vec<(String, String)>,
                   headers: HeaderMap,
                   upgrade: Option<OnUpgrade>,
-                  remote: Option<std::net::SocketAddr>| {
+                  remote: Option<ClientAddr>| {
                 let request = UpgradeRequest {
                     hub,
                     query,
                     headers,
                     upgrade,
-                    remote,
+                    remote: remote.map(|ClientAddr(a)| a),
                 };
                 handshake(&edge, request).unwrap_or_else(|refusal| refusal.into_response())
             },
@@ -151,9 +155,17 @@ fn handshake(
     edge: &Arc<Edge>,
     request: UpgradeRequest,
 ) -> Result<Response<warp::hyper::body::Bytes>, Refusal> {
-    let hub_name = request
-        .hub
-        .clone()
+    // warp hands path segments over still percent-encoded; the query is already decoded.
+    let from_path = match &request.hub {
+        Some(raw) => Some(auth::percent_decode(raw).ok_or_else(|| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                "hub name is not valid UTF-8".into(),
+            )
+        })?),
+        None => None,
+    };
+    let hub_name = from_path
         .or_else(|| request.query("hub").map(str::to_owned))
         .ok_or_else(|| {
             Refusal(
@@ -212,12 +224,14 @@ fn handshake(
         header::SEC_WEBSOCKET_ACCEPT,
         header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
-    if let Some(p) = subprotocol {
+    if let Some((_, offered)) = subprotocol {
+        // Echo the client's own spelling: RFC 6455 clients compare it byte for byte.
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            header::HeaderValue::from_static(p),
+            header::HeaderValue::from_str(offered).expect("taken from a valid header value"),
         );
     }
+    let subprotocol = subprotocol.map(|(canonical, _)| canonical);
 
     let id = ConnectionId::generate();
     let span = tracing::info_span!(
@@ -244,6 +258,10 @@ fn handshake(
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
             let conn = connect(&edge_task, id, hub, subprotocol, claims);
             tracing::debug!(subprotocol = subprotocol.unwrap_or("none"), "connected");
+            // Shutdown may have started during the upgrade, after its sweep of the router.
+            if edge_task.draining.is_cancelled() {
+                server_close(&conn, code::GOING_AWAY, SHUTDOWN_REASON);
+            }
             run(&edge_task, &conn, ws).await;
             edge_task.router.disconnect(&conn);
             tracing::debug!("disconnected");
@@ -603,5 +621,5 @@ fn into_ws(frame: Frame) -> WsMessage {
 
 /// Sends the shutdown close to every connection.
 pub(crate) fn close_all(router: &Router) {
-    router.close_all(code::GOING_AWAY, "The server is shutting down.");
+    router.close_all(code::GOING_AWAY, SHUTDOWN_REASON);
 }
