@@ -25,7 +25,7 @@ use dashmap::DashMap;
 
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use message::{Data, Frame, Message, Source, WireFormat};
-pub use outbox::{CLOSE_SLOW_CONSUMER, Close, Push};
+pub use outbox::{CLOSE_SLOW_CONSUMER, CLOSE_UNRECOVERABLE, Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
 
 use message::Encoded;
@@ -181,8 +181,9 @@ impl Router {
         conn
     }
 
-    /// Removes a connection from every index. Idempotent.
+    /// Removes a connection from every index and closes its outbox. Idempotent.
     pub fn disconnect(&self, conn: &Connection) {
+        conn.outbox.close(Close::Peer);
         let Some(hub) = self.hub(conn.hub()) else {
             return;
         };
@@ -353,7 +354,7 @@ impl Router {
         if excluded.contains(&conn.id().as_str()) {
             return 0;
         }
-        match conn.outbox.push(encoded.frame(conn.format()).clone()) {
+        match conn.outbox.push_data(encoded.frame(conn.format()).clone()) {
             Push::Queued => 1,
             Push::Overflow => {
                 self.inner
@@ -406,6 +407,8 @@ mod tests {
             user_id: user.map(Into::into),
             format: WireFormat::Json,
             subprotocol: Some("json.webpubsub.azure.v1"),
+            reliable: None,
+            remote_addr: None,
             permissions: Permissions::default(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             greeting: None,
@@ -477,7 +480,7 @@ mod tests {
         let b = router.connect(spec(None, &["g"]));
         let msg = Message::to_group("g", None, text("payload"));
         router.send_to_group("chat", "g", &msg, &[]);
-        let take = |c: &Connection| c.outbox.drain_for_test().pop().expect("one frame");
+        let take = |c: &Connection| c.outbox.drain_for_test().pop().expect("one frame").frame;
         let (Frame::Text(fa), Frame::Text(fb)) = (take(&a), take(&b)) else {
             panic!("text frames expected");
         };

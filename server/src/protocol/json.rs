@@ -5,6 +5,7 @@
 //! around that raw text, in the field order Azure uses.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -276,8 +277,13 @@ pub fn encode_message(message: &Message) -> Utf8Bytes {
     out.into()
 }
 
-/// `{"type":"system","event":"connected","userId":..,"connectionId":..}`.
-pub fn encode_connected(user_id: Option<&str>, connection_id: &str) -> Utf8Bytes {
+/// `{"type":"system","event":"connected","userId":..,"connectionId":..}`, with
+/// `"reconnectionToken"` for reliable subprotocols.
+pub fn encode_connected(
+    user_id: Option<&str>,
+    connection_id: &str,
+    reconnection_token: Option<&str>,
+) -> Utf8Bytes {
     let mut out = String::from(r#"{"type":"system","event":"connected","userId":"#);
     match user_id {
         Some(user) => push_str(&mut out, user),
@@ -285,7 +291,29 @@ pub fn encode_connected(user_id: Option<&str>, connection_id: &str) -> Utf8Bytes
     }
     out.push_str(r#","connectionId":"#);
     push_str(&mut out, connection_id);
+    if let Some(token) = reconnection_token {
+        out.push_str(r#","reconnectionToken":"#);
+        push_str(&mut out, token);
+    }
     out.push('}');
+    out.into()
+}
+
+/// Splices `"sequenceId":id` into an encoded data message (`{...}`) for a reliable client:
+/// a copy of the shared bytes behind a short prefix, never a re-encode.
+pub fn with_sequence_id(message: &Utf8Bytes, id: u64) -> Utf8Bytes {
+    let body = message
+        .as_str()
+        .strip_prefix('{')
+        .unwrap_or(message.as_str());
+    let mut out = String::with_capacity(body.len() + 36);
+    out.push_str(r#"{"sequenceId":"#);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{id}");
+    if body != "}" {
+        out.push(',');
+    }
+    out.push_str(body);
     out.into()
 }
 
@@ -482,10 +510,33 @@ mod tests {
     }
 
     #[test]
+    fn splices_sequence_ids_into_the_shared_encoding() {
+        let m = encode_message(&Message::to_group("g", None, Data::Text("hi".into())));
+        assert_eq!(
+            value(&with_sequence_id(&m, 42)),
+            json!({"sequenceId":42,"type":"message","from":"group","fromUserId":null,"group":"g","dataType":"text","data":"hi"})
+        );
+        assert_eq!(
+            value(&with_sequence_id(&"{}".into(), 1)),
+            json!({"sequenceId":1})
+        );
+    }
+
+    #[test]
+    fn escapes_control_characters() {
+        let m = Message::from_server(Data::Text("a\u{1}b\"\\".into()));
+        assert_eq!(value(&encode_message(&m))["data"], json!("a\u{1}b\"\\"));
+    }
+
+    #[test]
     fn encodes_system_messages_and_acks() {
         assert_eq!(
-            value(&encode_connected(None, "c1")),
+            value(&encode_connected(None, "c1", None)),
             json!({"type":"system","event":"connected","userId":null,"connectionId":"c1"})
+        );
+        assert_eq!(
+            value(&encode_connected(Some("u"), "c1", Some("t"))),
+            json!({"type":"system","event":"connected","userId":"u","connectionId":"c1","reconnectionToken":"t"})
         );
         assert_eq!(
             value(&encode_disconnected("bye \"now\"")),

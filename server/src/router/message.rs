@@ -11,15 +11,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::json;
+use crate::protocol::{json, protobuf};
 
 /// The wire format a connection speaks, which decides how a message is rendered for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WireFormat {
     /// A simple WebSocket client: data arrives as raw text or binary frames.
     Simple,
-    /// `json.webpubsub.azure.v1`: one JSON object per text frame.
+    /// `json(.reliable).webpubsub.azure.v1`: one JSON object per text frame.
     Json,
+    /// `protobuf(.reliable).webpubsub.azure.v1`: one protobuf message per binary frame.
+    Protobuf,
 }
 
 /// One WebSocket data frame, ready to write. Cloning shares the bytes.
@@ -136,6 +138,7 @@ impl Message {
 pub(crate) struct Encoded<'m> {
     message: &'m Message,
     json: OnceCell<Frame>,
+    protobuf: OnceCell<Frame>,
     simple: OnceCell<Frame>,
 }
 
@@ -144,6 +147,7 @@ impl<'m> Encoded<'m> {
         Self {
             message,
             json: OnceCell::new(),
+            protobuf: OnceCell::new(),
             simple: OnceCell::new(),
         }
     }
@@ -154,6 +158,9 @@ impl<'m> Encoded<'m> {
             WireFormat::Json => self
                 .json
                 .get_or_init(|| Frame::Text(json::encode_message(self.message))),
+            WireFormat::Protobuf => self
+                .protobuf
+                .get_or_init(|| Frame::Binary(protobuf::encode_message(self.message))),
             WireFormat::Simple => self.simple.get_or_init(|| raw_frame(&self.message.data)),
         }
     }
