@@ -431,6 +431,8 @@ struct ReconnectClaims {
     sub: String,
     iat: u64,
     exp: u64,
+    /// A nonce: every token is distinct, even two minted in the same second.
+    jti: String,
 }
 
 /// Mints the `reconnectionToken` of a reliable connection: an HS256 JWT whose subject is
@@ -445,6 +447,7 @@ pub fn mint_reconnection_token(key: &str, connection_id: &str) -> String {
         sub: connection_id.into(),
         iat,
         exp: iat.saturating_add(RECONNECTION_TOKEN_TTL.as_secs()),
+        jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>()),
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
