@@ -17,6 +17,8 @@ pub mod protobuf;
 
 use std::collections::{HashSet, VecDeque};
 
+use bytes::{Bytes, BytesMut};
+
 use crate::router::outbox::Queued;
 use crate::router::{Frame, WireFormat};
 
@@ -133,19 +135,56 @@ pub fn pong(format: WireFormat) -> Option<Frame> {
     }
 }
 
-/// The frame to write for a queued item: a data message for a reliable connection gets its
-/// sequence id spliced into the shared encoding here, at write time, so fan-out never
-/// re-encodes per recipient.
-pub fn render(format: WireFormat, queued: Queued) -> Frame {
-    match (queued.sequence_id, queued.frame) {
-        (None, frame) => frame,
-        (Some(id), Frame::Text(text)) if format == WireFormat::Json => {
-            Frame::Text(json::with_sequence_id(&text, id))
+/// A queued item ready for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// One frame.
+    Whole(Frame),
+    /// A numbered data message for a reliable connection, as one WebSocket message in two
+    /// fragments: a few bytes of its own (`head`, carrying the sequence id) and the shared
+    /// encoding (`tail`) as the continuation. Fragmentation is plain RFC 6455, which every
+    /// client reassembles, and it spares a per-recipient copy of the payload: the socket
+    /// buffer copy is the only one, as for non-reliable clients.
+    Fragments {
+        /// A text message (else binary).
+        text: bool,
+        /// The per-recipient first fragment.
+        head: Bytes,
+        /// The shared rest of the message.
+        tail: Bytes,
+    },
+}
+
+/// Bytes of scratch space allocated at a time for fragment heads (one allocation serves
+/// dozens of heads).
+const HEAD_BLOCK: usize = 1024;
+
+/// Renders a queued item for a connection speaking `format`: a data message for a reliable
+/// connection (queued as its shared numbered body, see `Encoded::numbered`) gets its
+/// sequence id in a head written here, at write time, so fan-out never re-encodes or copies
+/// per recipient. `scratch` holds the heads; the writer keeps it between batches.
+pub fn render(format: WireFormat, queued: Queued, scratch: &mut BytesMut) -> Rendered {
+    let Some(id) = queued.sequence_id else {
+        return Rendered::Whole(queued.frame);
+    };
+    if scratch.capacity() - scratch.len() < 32 {
+        *scratch = BytesMut::with_capacity(HEAD_BLOCK);
+    }
+    let (text, tail) = match (format, queued.frame) {
+        (WireFormat::Json, Frame::Text(body)) => {
+            json::sequence_head(id, scratch);
+            (true, Bytes::from(body))
         }
-        (Some(id), Frame::Binary(bytes)) if format == WireFormat::Protobuf => {
-            Frame::Binary(protobuf::with_sequence_id(&bytes, id))
+        (WireFormat::Protobuf, Frame::Binary(body)) => {
+            protobuf::sequence_head(id, body.len(), scratch);
+            (false, body)
         }
-        (Some(_), frame) => frame,
+        (_, frame) => return Rendered::Whole(frame),
+    };
+    Rendered::Fragments {
+        text,
+        head: scratch.split().freeze(),
+        tail,
     }
 }
 

@@ -354,7 +354,12 @@ impl Router {
         if excluded.contains(&conn.id().as_str()) {
             return 0;
         }
-        match conn.outbox.push_data(encoded.frame(conn.format()).clone()) {
+        let frame = if conn.is_reliable() {
+            encoded.numbered(conn.format())
+        } else {
+            encoded.frame(conn.format())
+        };
+        match conn.outbox.push_data(frame.clone()) {
             Push::Queued => 1,
             Push::Overflow => {
                 self.inner

@@ -5,11 +5,10 @@
 //! around that raw text, in the field order Azure uses.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -299,22 +298,20 @@ pub fn encode_connected(
     out.into()
 }
 
-/// Splices `"sequenceId":id` into an encoded data message (`{...}`) for a reliable client:
-/// a copy of the shared bytes behind a short prefix, never a re-encode.
-pub fn with_sequence_id(message: &Utf8Bytes, id: u64) -> Utf8Bytes {
-    let body = message
-        .as_str()
-        .strip_prefix('{')
-        .unwrap_or(message.as_str());
-    let mut out = String::with_capacity(body.len() + 36);
-    out.push_str(r#"{"sequenceId":"#);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{id}");
-    if body != "}" {
-        out.push(',');
-    }
-    out.push_str(body);
-    out.into()
+/// A data message for reliable clients, without its opening brace: each recipient's writer
+/// puts `{"sequenceId":N,` in front of these shared bytes ([`sequence_head`]).
+pub fn encode_numbered_body(message: &Message) -> Utf8Bytes {
+    let mut encoded = String::from(encode_message(message).as_str());
+    encoded.remove(0);
+    encoded.into()
+}
+
+/// Writes the head of a numbered data message, `{"sequenceId":id,`, to go in front of an
+/// [`encode_numbered_body`] encoding.
+pub fn sequence_head(id: u64, head: &mut BytesMut) {
+    head.extend_from_slice(br#"{"sequenceId":"#);
+    head.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    head.extend_from_slice(b",");
 }
 
 /// `{"type":"system","event":"disconnected","message":..}`, sent before a server-initiated
@@ -510,15 +507,15 @@ mod tests {
     }
 
     #[test]
-    fn splices_sequence_ids_into_the_shared_encoding() {
-        let m = encode_message(&Message::to_group("g", None, Data::Text("hi".into())));
+    fn splices_sequence_ids_in_front_of_the_shared_encoding() {
+        let body = encode_numbered_body(&Message::to_group("g", None, Data::Text("hi".into())));
+        let mut head = BytesMut::new();
+        sequence_head(42, &mut head);
+        let whole = [&head[..], body.as_bytes()].concat();
+        let whole: Value = serde_json::from_slice(&whole).expect("valid JSON");
         assert_eq!(
-            value(&with_sequence_id(&m, 42)),
+            whole,
             json!({"sequenceId":42,"type":"message","from":"group","fromUserId":null,"group":"g","dataType":"text","data":"hi"})
-        );
-        assert_eq!(
-            value(&with_sequence_id(&"{}".into(), 1)),
-            json!({"sequenceId":1})
         );
     }
 

@@ -120,6 +120,16 @@ fn decode_data(data: MessageData) -> Result<Data, String> {
 /// Renders a data message as a `DownstreamMessage` frame. The `DataMessage` has no
 /// `fromUserId` in this protocol.
 pub fn encode_message(message: &Message) -> Bytes {
+    let inner = encode_data_message(message);
+    let mut frame = BytesMut::with_capacity(inner.len() + 6);
+    put_bytes(&mut frame, field::DOWNSTREAM_DATA_MESSAGE, &inner);
+    frame.freeze()
+}
+
+/// The `DataMessage` of a data message, without the `DownstreamMessage` around it: what
+/// reliable clients share, each writer putting its own head with the sequence id in front
+/// ([`sequence_head`]).
+pub fn encode_data_message(message: &Message) -> Bytes {
     let mut inner = BytesMut::with_capacity(message.data.len() + 64);
     let (from, group) = match &message.source {
         Source::Group { group, .. } => ("group", Some(&**group)),
@@ -140,38 +150,23 @@ pub fn encode_message(message: &Message) -> Bytes {
     encode_key(field::DATA_DATA, WireType::LengthDelimited, &mut inner);
     encode_varint(data_len as u64, &mut inner);
     put_bytes(&mut inner, tag, payload);
-
-    let mut frame = BytesMut::with_capacity(inner.len() + 6);
-    put_bytes(&mut frame, field::DOWNSTREAM_DATA_MESSAGE, &inner);
-    frame.freeze()
+    inner.freeze()
 }
 
-/// Appends `sequence_id` (DataMessage field 4) to an encoded data message frame, rewriting
-/// only the outer length prefix: a copy of the shared bytes, never a re-encode.
-pub fn with_sequence_id(frame: &Bytes, id: u64) -> Bytes {
-    let mut rest = &frame[..];
-    let header_ok = rest.first()
-        == Some(&((field::DOWNSTREAM_DATA_MESSAGE << 3) as u8 | WireType::LengthDelimited as u8));
-    if !header_ok {
-        return frame.clone();
-    }
-    rest = &rest[1..];
-    let Ok(len) = prost::encoding::decode_varint(&mut rest) else {
-        return frame.clone();
-    };
-    let inner = &rest[..(len as usize).min(rest.len())];
+/// Writes the head of a numbered data message for a reliable client: the `data_message`
+/// key, the length, and `sequence_id` as the first field of the `DataMessage` (protobuf
+/// fields may come in any order). The shared [`encode_data_message`] bytes (`body_len` of
+/// them) follow it.
+pub fn sequence_head(id: u64, body_len: usize, head: &mut BytesMut) {
     let extra = key_len(field::DATA_SEQUENCE_ID) + encoded_len_varint(id);
-    let mut out = BytesMut::with_capacity(frame.len() + extra + 2);
     encode_key(
         field::DOWNSTREAM_DATA_MESSAGE,
         WireType::LengthDelimited,
-        &mut out,
+        head,
     );
-    encode_varint((inner.len() + extra) as u64, &mut out);
-    out.put_slice(inner);
-    encode_key(field::DATA_SEQUENCE_ID, WireType::Varint, &mut out);
-    encode_varint(id, &mut out);
-    out.freeze()
+    encode_varint((body_len + extra) as u64, head);
+    encode_key(field::DATA_SEQUENCE_ID, WireType::Varint, head);
+    encode_varint(id, head);
 }
 
 fn key_len(tag: u32) -> usize {
@@ -342,6 +337,7 @@ mod tests {
             assert_eq!(m.from, "group");
             assert_eq!(m.group.as_deref(), Some("room"));
             assert_eq!(m.sequence_id, None);
+            let body = encode_data_message(&Message::to_group("room", None, data.clone()));
             let expected = match data {
                 Data::Text(t) => message_data::Data::TextData(t.to_string()),
                 Data::Json(t) => message_data::Data::JsonData(t.to_string()),
@@ -350,7 +346,9 @@ mod tests {
             };
             assert_eq!(m.data.and_then(|d| d.data), Some(expected));
 
-            let spliced = with_sequence_id(&frame, 300);
+            let mut head = BytesMut::new();
+            sequence_head(300, body.len(), &mut head);
+            let spliced = Bytes::from([&head[..], &body[..]].concat());
             let Down::DataMessage(m) = decode(&spliced) else {
                 panic!("data message expected");
             };

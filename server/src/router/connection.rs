@@ -72,6 +72,8 @@ pub struct Connection {
     hub: Arc<str>,
     user_id: Option<Arc<str>>,
     format: WireFormat,
+    /// Fixed at connect; a plain field because fan-out asks it for every recipient.
+    reliable: bool,
     subprotocol: Option<&'static str>,
     connected_at: SystemTime,
     remote_addr: Option<SocketAddr>,
@@ -91,6 +93,7 @@ impl Connection {
             hub: spec.hub,
             user_id: spec.user_id,
             format: spec.format,
+            reliable: spec.reliable.is_some(),
             subprotocol: spec.subprotocol,
             connected_at: SystemTime::now(),
             remote_addr: spec.remote_addr,
@@ -142,7 +145,7 @@ impl Connection {
 
     /// Whether the connection speaks a reliable subprotocol (it survives socket drops).
     pub fn is_reliable(&self) -> bool {
-        self.outbox.is_reliable()
+        self.reliable
     }
 
     /// The processed ack ids, for `Duplicate` answers.

@@ -140,6 +140,8 @@ pub(crate) struct Encoded<'m> {
     json: OnceCell<Frame>,
     protobuf: OnceCell<Frame>,
     simple: OnceCell<Frame>,
+    json_numbered: OnceCell<Frame>,
+    protobuf_numbered: OnceCell<Frame>,
 }
 
 impl<'m> Encoded<'m> {
@@ -149,6 +151,23 @@ impl<'m> Encoded<'m> {
             json: OnceCell::new(),
             protobuf: OnceCell::new(),
             simple: OnceCell::new(),
+            json_numbered: OnceCell::new(),
+            protobuf_numbered: OnceCell::new(),
+        }
+    }
+
+    /// What a reliable connection speaking `format` queues: the encoding without the part
+    /// that carries the sequence id, which the writer puts in front of it
+    /// ([`crate::protocol::render`]). Simple clients are never reliable.
+    pub(crate) fn numbered(&self, format: WireFormat) -> &Frame {
+        match format {
+            WireFormat::Json => self
+                .json_numbered
+                .get_or_init(|| Frame::Text(json::encode_numbered_body(self.message))),
+            WireFormat::Protobuf => self
+                .protobuf_numbered
+                .get_or_init(|| Frame::Binary(protobuf::encode_data_message(self.message))),
+            WireFormat::Simple => self.frame(format),
         }
     }
 

@@ -9,10 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -20,7 +22,7 @@ use tracing::Instrument as _;
 use super::dispatch;
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
 use crate::auth;
-use crate::protocol::{self, Subprotocol};
+use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router::outbox::Taken;
 use crate::router::{Close, Connection, Frame, WireFormat};
 
@@ -262,6 +264,7 @@ where
 {
     let format = conn.format();
     let mut batch = Vec::new();
+    let mut scratch = BytesMut::new();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +282,17 @@ where
             Taken::Frames => {
                 let write = async {
                     for queued in batch.drain(..) {
-                        sink.feed(into_ws(protocol::render(format, queued))).await?;
+                        match protocol::render(format, queued, &mut scratch) {
+                            Rendered::Whole(frame) => sink.feed(into_ws(frame)).await?,
+                            Rendered::Fragments { text, head, tail } => {
+                                let kind = if text { OpData::Text } else { OpData::Binary };
+                                let head = WsFrame::message(head, OpCode::Data(kind), false);
+                                let tail =
+                                    WsFrame::message(tail, OpCode::Data(OpData::Continue), true);
+                                sink.feed(WsMessage::Frame(head)).await?;
+                                sink.feed(WsMessage::Frame(tail)).await?;
+                            }
+                        }
                     }
                     sink.flush().await
                 };
