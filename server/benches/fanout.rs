@@ -11,6 +11,8 @@
 //! is the same for every protocol and left out.
 
 use std::hint::black_box;
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,9 +33,13 @@ struct Setup {
     router: Router,
     conns: Vec<Arc<Connection>>,
     format: WireFormat,
+    /// With sockets: each connection's server end, and the client ends, drained between
+    /// rounds outside the timed part (a client's reading is not the server's cost).
+    sockets: Vec<UnixStream>,
+    clients: Vec<UnixStream>,
 }
 
-fn setup(members: usize, format: WireFormat, reliable: bool) -> Setup {
+fn setup(members: usize, format: WireFormat, reliable: bool, sockets: bool) -> Setup {
     let router = Router::new(RouterConfig {
         outbox_bytes: 64 << 20,
     });
@@ -53,10 +59,32 @@ fn setup(members: usize, format: WireFormat, reliable: bool) -> Setup {
             })
         })
         .collect();
+    let (sockets, clients): (Vec<_>, Vec<_>) = (0..if sockets { members } else { 0 })
+        .map(|_| {
+            let (server, client) = UnixStream::pair().expect("a socket pair");
+            client.set_nonblocking(true).expect("non-blocking");
+            (server, client)
+        })
+        .unzip();
     Setup {
         router,
         conns,
         format,
+        sockets,
+        clients,
+    }
+}
+
+impl Setup {
+    /// Reads and discards what the client ends received.
+    fn drain(&self, buf: &mut [u8]) {
+        for mut client in &self.clients {
+            while let Ok(n) = client.read(buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -71,7 +99,7 @@ fn round(
 ) -> usize {
     setup.router.send_to_group("bench", "g", message, &[]);
     let mut written = 0;
-    for conn in &setup.conns {
+    for (i, conn) in setup.conns.iter().enumerate() {
         let epoch = conn.outbox().epoch();
         let taken = conn
             .outbox()
@@ -80,11 +108,11 @@ fn round(
             .expect("frames are queued");
         debug_assert_eq!(taken, Taken::Frames);
         let mut last = None;
+        wire.clear();
         for queued in batch.drain(..) {
             last = queued.sequence_id.or(last);
             // What tungstenite does with each frame: a header, then the payload copied into
             // its write buffer.
-            wire.clear();
             match protocol::render(setup.format, queued, scratch) {
                 Rendered::Whole(Frame::Text(t)) => {
                     wire.extend_from_slice(&[0x81, 126, 0, 0]);
@@ -101,7 +129,13 @@ fn round(
                     wire.extend_from_slice(&tail);
                 }
             }
-            written += black_box(wire.len());
+        }
+        written += black_box(wire.len());
+        // One flush per batch, as the connection's writer does.
+        if let Some(socket) = setup.sockets.get(i) {
+            (&*socket)
+                .write_all(wire)
+                .expect("the drain thread keeps up");
         }
         // Reliable clients acknowledge cumulatively (Azure's client: every second, or at
         // once when 300 behind); every 64 messages here.
@@ -112,24 +146,34 @@ fn round(
     written
 }
 
-/// Nanoseconds per delivery for each of `variants` (one call = `per_call` deliveries).
+/// Nanoseconds per delivery for each of `variants` (one call = `per_call` deliveries);
+/// `between` runs after each call, untimed.
 ///
 /// The variants run in alternating short slices and each keeps its fastest slice: on a
 /// shared 2-core machine, interference only ever slows a slice down, so the minimum is the
 /// fairest estimate and alternating keeps every variant exposed to the same conditions.
-fn measure(per_call: usize, variants: &mut [&mut dyn FnMut() -> usize]) -> Vec<f64> {
+fn measure(
+    per_call: usize,
+    variants: &mut [&mut dyn FnMut() -> usize],
+    between: &mut dyn FnMut(usize),
+) -> Vec<f64> {
     let mut best = vec![f64::INFINITY; variants.len()];
     let started = Instant::now();
     while started.elapsed() < ROUNDS_TARGET * variants.len() as u32 {
-        for (variant, best) in variants.iter_mut().zip(&mut best) {
+        for (v, (variant, best)) in variants.iter_mut().zip(&mut best).enumerate() {
             black_box(variant());
+            between(v);
             let slice = Instant::now();
+            let mut timed = Duration::ZERO;
             let mut calls = 0u64;
             while slice.elapsed() < SLICE {
+                let t = Instant::now();
                 black_box(variant());
+                timed += t.elapsed();
+                between(v);
                 calls += 1;
             }
-            let ns = slice.elapsed().as_nanos() as f64 / (calls as f64 * per_call as f64);
+            let ns = timed.as_nanos() as f64 / (calls as f64 * per_call as f64);
             *best = best.min(ns);
         }
     }
@@ -140,10 +184,10 @@ fn main() {
     let text: String = "x".repeat(PAYLOAD);
     let message = Message::to_group("g", Some("sender".into()), Data::Text(text.into()));
     println!(
-        "| members | floor (copy) ns | JSON ns | reliable JSON ns | ratio | protobuf ns | reliable protobuf ns | ratio |"
+        "| members | socket writes | floor (copy) ns | JSON ns | reliable JSON ns | ratio | protobuf ns | reliable protobuf ns | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for members in [1_000, 10_000] {
+    println!("|---:|:---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (members, sockets) in [(1_000, false), (10_000, false), (1_000, true)] {
         let payload = vec![b'x'; PAYLOAD + 120];
         let setups: Vec<Setup> = [
             (WireFormat::Json, false),
@@ -152,7 +196,7 @@ fn main() {
             (WireFormat::Protobuf, true),
         ]
         .into_iter()
-        .map(|(format, reliable)| setup(members, format, reliable))
+        .map(|(format, reliable)| setup(members, format, reliable, sockets))
         .collect();
         let mut state: Vec<_> = setups
             .iter()
@@ -182,13 +226,21 @@ fn main() {
         let mut v1 = || round(&setups[1], message, &mut s1.0, &mut s1.1, &mut s1.2);
         let mut v2 = || round(&setups[2], message, &mut s2.0, &mut s2.1, &mut s2.2);
         let mut v3 = || round(&setups[3], message, &mut s3.0, &mut s3.1, &mut s3.2);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut between = |v: usize| {
+            if v > 0 {
+                setups[v - 1].drain(&mut buf);
+            }
+        };
         let ns = measure(
             members,
             &mut [&mut floor, &mut v0, &mut v1, &mut v2, &mut v3],
+            &mut between,
         );
         let (floor, results) = (ns[0], &ns[1..]);
         println!(
-            "| {members} | {floor:.0} | {:.0} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2}x |",
+            "| {members} | {} | {floor:.0} | {:.0} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2}x |",
+            if sockets { "yes" } else { "no" },
             results[0],
             results[1],
             results[1] / results[0],
