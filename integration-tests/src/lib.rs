@@ -891,7 +891,25 @@ impl JsonClient {
     /// The close handshake does not finish within [`TIMEOUT`].
     pub async fn close(mut self) {
         tokio::time::timeout(TIMEOUT, async {
-            let _ = self.ws.close(None).await;
+            let normal = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = self.ws.close(Some(normal)).await;
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await
+        .expect("close handshake timed out");
+    }
+
+    /// Closes the connection from the client side with a close frame that carries no code,
+    /// as Azure's JavaScript client does, and waits for the server's close frame.
+    ///
+    /// # Panics
+    /// The close handshake does not finish within [`TIMEOUT`].
+    pub async fn close_without_code(mut self) {
+        tokio::time::timeout(TIMEOUT, async {
+            let _ = self.ws.send(Message::Close(None)).await;
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await

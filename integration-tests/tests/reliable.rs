@@ -124,11 +124,23 @@ async fn a_client_that_closes_its_socket_can_still_recover() {
     let token = token_of(receiver.connected());
     receiver.join("g").await;
     let url = recovery_url(&server, &receiver, &token);
-    receiver.close().await;
+    receiver.close_without_code().await;
     let mut sender = server.json_client(HUB, Some("s"), &[SEND_ROLE], &[]).await;
     sender.publish_text("g", "while away").await;
     let mut recovered = JsonClient::connect_as(&url, JSON_RELIABLE_SUBPROTOCOL).await;
     expect_numbered(&mut recovered, 1, "while away").await;
+}
+
+#[tokio::test]
+async fn a_client_that_closes_with_1000_leaves_for_good() {
+    let server = TestServer::start().await;
+    let receiver = reliable(&server, "r").await;
+    let id = receiver.connection_id().to_owned();
+    let url = recovery_url(&server, &receiver, &token_of(receiver.connected()));
+    receiver.close().await;
+    assert_eventually!(!server.router().connection_exists(HUB, &id));
+    let retry = JsonClient::connect_raw(&url, JSON_RELIABLE_SUBPROTOCOL).await;
+    assert_eq!(retry.expect_close().await.code, 1008);
 }
 
 #[tokio::test]

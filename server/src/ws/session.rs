@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -40,8 +40,9 @@ enum SocketEnd {
 /// How the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadEnd {
-    /// The client sent a close frame.
-    Closed,
+    /// The client sent a close frame; `normal` when its code was 1000 (a client that means
+    /// to leave for good, as opposed to one that drops a socket it will recover).
+    Closed { normal: bool },
     /// The stream ended or failed without a close frame.
     Lost,
     /// The reader asked for a server close and cannot read on (an oversized frame).
@@ -202,10 +203,13 @@ where
     tokio::select! {
         end = &mut reader => match end {
             ReadEnd::Lost => SocketEnd::Lost,
-            // A reliable client that closes its socket may still come back (Azure's client
-            // closes before it recovers, e.g. after a keep-alive timeout).
-            ReadEnd::Closed if conn.is_reliable() && !conn.outbox().is_closing() => SocketEnd::Lost,
-            ReadEnd::Closed | ReadEnd::Stopped => {
+            // A reliable client that closes its socket without saying it is leaving (code
+            // 1000) may still come back: Azure's client closes with no code both when it
+            // stops and before it recovers (e.g. after a keep-alive timeout).
+            ReadEnd::Closed { normal: false } if conn.is_reliable() && !conn.outbox().is_closing() => {
+                SocketEnd::Lost
+            }
+            ReadEnd::Closed { .. } | ReadEnd::Stopped => {
                 conn.close(Close::Peer);
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
                 SocketEnd::Final
@@ -233,7 +237,10 @@ where
     while let Some(frame) = stream.next().await {
         let closing = conn.outbox().is_closing();
         match frame {
-            Ok(WsMessage::Close(_)) => return ReadEnd::Closed,
+            Ok(WsMessage::Close(frame)) => {
+                let normal = frame.is_some_and(|f| f.code == CloseCode::Normal);
+                return ReadEnd::Closed { normal };
+            }
             Ok(WsMessage::Text(_) | WsMessage::Binary(_)) if closing => {}
             Ok(WsMessage::Text(text)) => dispatch::on_text(edge, conn, &text),
             Ok(WsMessage::Binary(bytes)) => dispatch::on_binary(edge, conn, &bytes),
