@@ -284,10 +284,7 @@ impl Model {
             }
         }
         let options = JsonOptions::new(pool);
-        for file in files
-            .iter()
-            .filter(|f| !f.package().starts_with("google."))
-        {
+        for file in files.iter().filter(|f| !f.package().starts_with("google.")) {
             FileBuilder {
                 file,
                 comments: comments_by_path(file.source_code_info.as_ref()),

@@ -32,8 +32,12 @@ pub(super) fn render(model: &Model, files: &[String]) -> Result<String, GenError
         files.join(", ")
     ));
     code.line("//");
-    code.line("// Message types of the protocol with their protobuf and JSON codecs, and its enums.");
-    code.line("// Each message has an interface (the decoded value) and a codec object of the same name.");
+    code.line(
+        "// Message types of the protocol with their protobuf and JSON codecs, and its enums.",
+    );
+    code.line(
+        "// Each message has an interface (the decoded value) and a codec object of the same name.",
+    );
     code.line("");
     code.line("import * as wire from \"./wire.js\";");
     for en in &ctx.enums {
@@ -258,8 +262,7 @@ impl<'a> Context<'a> {
                     let ty = self.field_ts_type(msg, field)?;
                     let optional = matches!(
                         (&field.cardinality, &field.ty),
-                        (Cardinality::Optional, _)
-                            | (Cardinality::Singular, FieldType::Message(_))
+                        (Cardinality::Optional, _) | (Cardinality::Singular, FieldType::Message(_))
                     );
                     let q = if optional { "?" } else { "" };
                     code.line(format!("{}{q}: {ty};", property(&field.json_name)));
@@ -384,7 +387,10 @@ impl<'a> Context<'a> {
                 for f in oneof_members(msg, oneof) {
                     let kind = self.kind(msg, f, &f.ty)?;
                     code.open(format!("case {}:", string_literal(&f.json_name)));
-                    code.line(format!("{};", write_value("w", f.number, &kind, &format!("{prop}.value"))));
+                    code.line(format!(
+                        "{};",
+                        write_value("w", f.number, &kind, &format!("{prop}.value"))
+                    ));
                     code.line("break;");
                     code.dedent();
                 }
@@ -473,7 +479,12 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
-    fn emit_decode_case(&self, code: &mut Code, msg: &Message, field: &Field) -> Result<(), GenError> {
+    fn emit_decode_case(
+        &self,
+        code: &mut Code,
+        msg: &Message,
+        field: &Field,
+    ) -> Result<(), GenError> {
         let n = field.number;
         let prop = member("m", &field.json_name);
         if let Some(oneof_name) = &field.oneof {
@@ -613,7 +624,12 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
-    fn emit_oneof_to_json(&self, code: &mut Code, msg: &Message, oneof: &Oneof) -> Result<(), GenError> {
+    fn emit_oneof_to_json(
+        &self,
+        code: &mut Code,
+        msg: &Message,
+        oneof: &Oneof,
+    ) -> Result<(), GenError> {
         let prop = lower_camel(&oneof.name);
         code.line(format!("const {prop} = m.{prop};"));
         code.open(format!("switch ({prop}?.case) {{"));
@@ -633,7 +649,11 @@ impl<'a> Context<'a> {
                         }
                         _ => {
                             let key = oneof.json.value_key.as_ref().ok_or_else(|| {
-                                json_error(msg, f, "a non-message member needs the oneof's value_key")
+                                json_error(
+                                    msg,
+                                    f,
+                                    "a non-message member needs the oneof's value_key",
+                                )
                             })?;
                             code.line(format!(
                                 "{} = {};",
@@ -659,7 +679,13 @@ impl<'a> Context<'a> {
     }
 
     /// The JSON value of `expr` (a TypeScript expression of the field's value type).
-    fn to_json_value(&self, msg: &Message, field: &Field, kind: &Kind, expr: &str) -> Result<String, GenError> {
+    fn to_json_value(
+        &self,
+        msg: &Message,
+        field: &Field,
+        kind: &Kind,
+        expr: &str,
+    ) -> Result<String, GenError> {
         Ok(match (kind, field.json.encoding) {
             (Kind::Scalar(Scalar::String), JsonEncoding::RawJson) => {
                 format!("wire.parseJson({expr})")
@@ -683,7 +709,14 @@ impl<'a> Context<'a> {
     }
 
     /// The field value read from the JSON value `expr` (of type `wire.JsonValue`).
-    fn from_json_value(&self, msg: &Message, field: &Field, kind: &Kind, expr: &str, key: &str) -> Result<String, GenError> {
+    fn from_json_value(
+        &self,
+        msg: &Message,
+        field: &Field,
+        kind: &Kind,
+        expr: &str,
+        key: &str,
+    ) -> Result<String, GenError> {
         let key = string_literal(key);
         Ok(match (kind, field.json.encoding) {
             (Kind::Scalar(Scalar::String), JsonEncoding::RawJson) => {
@@ -779,7 +812,12 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
-    fn emit_oneof_from_json(&self, code: &mut Code, msg: &Message, oneof: &Oneof) -> Result<(), GenError> {
+    fn emit_oneof_from_json(
+        &self,
+        code: &mut Code,
+        msg: &Message,
+        oneof: &Oneof,
+    ) -> Result<(), GenError> {
         let prop = member("m", &lower_camel(&oneof.name));
         let members = oneof_members(msg, oneof);
         let Some(disc) = &oneof.json.discriminator else {
@@ -818,7 +856,8 @@ impl<'a> Context<'a> {
                         json_error(msg, f, "a non-message member needs the oneof's value_key")
                     })?;
                     let input = member("o", key);
-                    let read = self.from_json_value(msg, f, &kind, &format!("{input} ?? null"), key)?;
+                    let read =
+                        self.from_json_value(msg, f, &kind, &format!("{input} ?? null"), key)?;
                     read
                 }
             };
@@ -834,7 +873,12 @@ impl<'a> Context<'a> {
     }
 
     /// The top-level JSON keys `msg` reads, including those of inlined and merged messages.
-    fn json_keys(&self, msg: &Message, out: &mut Vec<String>, depth: usize) -> Result<(), GenError> {
+    fn json_keys(
+        &self,
+        msg: &Message,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<(), GenError> {
         if depth > 16 {
             return Err(GenError::JsonMapping {
                 at: msg.full_name.clone(),
@@ -860,7 +904,8 @@ impl<'a> Context<'a> {
                             push(key, out);
                         }
                         for f in oneof_members(msg, oneof) {
-                            if let (FieldType::Message(name), JsonEncoding::Default) = (&f.ty, f.json.encoding)
+                            if let (FieldType::Message(name), JsonEncoding::Default) =
+                                (&f.ty, f.json.encoding)
                                 && let Some(child) = self.by_name.get(name.as_str())
                             {
                                 self.json_keys(child, out, depth + 1)?;
