@@ -285,7 +285,11 @@ export declare class HubcastClient<TJson = unknown> {
     private onSocketClosed;
     /** An established connection closed: recover it, reconnect, or stop. */
     private afterDrop;
-    /** Reliable protocols: reopens the logical connection. True if it worked. */
+    /**
+     * Reliable protocols: reopens the logical connection (same connection id, the service
+     * resends what was not acknowledged). Undefined if it worked, else how the last attempt
+     * failed: recovery stops at a 1008 close, at the end of the recovery window, or at `stop()`.
+     */
     private recover;
     /** Starts new connections until one works, the retries run out, or the client stops. */
     private reconnect;

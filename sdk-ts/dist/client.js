@@ -575,8 +575,12 @@ export class HubcastClient {
             this.id !== undefined &&
             this.reconnectionToken !== undefined &&
             code !== CloseCode.PolicyViolation) {
-            if (await this.recover())
+            const failure = await this.recover();
+            if (failure === undefined)
                 return;
+            // Report how recovery ended when the service refused it (1008), else the drop itself.
+            if (failure.code === CloseCode.PolicyViolation)
+                ({ code, reason } = failure);
         }
         const args = { code, reason };
         if (this.id !== undefined)
@@ -593,30 +597,38 @@ export class HubcastClient {
         }
         await this.reconnect();
     }
-    /** Reliable protocols: reopens the logical connection. True if it worked. */
+    /**
+     * Reliable protocols: reopens the logical connection (same connection id, the service
+     * resends what was not acknowledged). Undefined if it worked, else how the last attempt
+     * failed: recovery stops at a 1008 close, at the end of the recovery window, or at `stop()`.
+     */
     async recover() {
         this.setState("Recovering");
         const deadline = Date.now() + this.opts.recoveryWindowInMs;
+        let failure = { code: 1006, reason: "recovery window elapsed" };
         while (!this.stopping && Date.now() < deadline) {
             const url = new URL(this.baseUrl ?? "");
             url.searchParams.set("awps_connection_id", this.id ?? "");
             url.searchParams.set("awps_reconnection_token", this.reconnectionToken ?? "");
             try {
                 await this.open(url.toString(), true, this.stopController.signal);
-                return true;
+                return undefined;
             }
             catch (error) {
-                if (error instanceof ConnectionError && error.code === CloseCode.PolicyViolation)
-                    return false;
+                if (error instanceof ConnectionError) {
+                    failure = { code: error.code ?? 1006, reason: error.reason ?? error.message };
+                    if (error.code === CloseCode.PolicyViolation)
+                        return failure;
+                }
             }
             try {
                 await sleep(Math.min(this.opts.recoveryRetryDelayInMs, Math.max(0, deadline - Date.now())), this.stopController.signal);
             }
             catch {
-                return false;
+                break;
             }
         }
-        return false;
+        return failure;
     }
     /** Starts new connections until one works, the retries run out, or the client stops. */
     async reconnect() {

@@ -255,7 +255,7 @@ export const UpstreamMessage_SendToGroupMessage = {
         if (m.ttlSeconds !== undefined)
             o.ttlSeconds = m.ttlSeconds;
         if (m.metadata && Object.keys(m.metadata).length)
-            o.metadata = wire.mapToJson(m.metadata, (v) => v);
+            o.metadata = { ...m.metadata };
         if (m.stream !== undefined)
             o.stream = UpstreamMessage_StreamStartInfo.toJson(m.stream);
         return o;
@@ -340,7 +340,7 @@ export const UpstreamMessage_EventMessage = {
         if (m.ackId !== undefined)
             o.ackId = m.ackId;
         if (m.metadata && Object.keys(m.metadata).length)
-            o.metadata = wire.mapToJson(m.metadata, (v) => v);
+            o.metadata = { ...m.metadata };
         if (m.stream !== undefined)
             o.stream = UpstreamMessage_StreamStartInfo.toJson(m.stream);
         return o;
@@ -845,7 +845,7 @@ export const DownstreamMessage_DataMessage = {
         if (m.sequenceId !== undefined)
             o.sequenceId = m.sequenceId;
         if (m.metadata && Object.keys(m.metadata).length)
-            o.metadata = wire.mapToJson(m.metadata, (v) => v);
+            o.metadata = { ...m.metadata };
         if (m.fromUserId !== undefined)
             o.fromUserId = m.fromUserId;
         return o;

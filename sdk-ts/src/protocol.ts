@@ -320,7 +320,7 @@ export const UpstreamMessage_SendToGroupMessage: wire.MessageType<UpstreamMessag
     if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
     if (m.noEcho !== undefined) o.noEcho = m.noEcho;
     if (m.ttlSeconds !== undefined) o.ttlSeconds = m.ttlSeconds;
-    if (m.metadata && Object.keys(m.metadata).length) o.metadata = wire.mapToJson(m.metadata, (v) => v);
+    if (m.metadata && Object.keys(m.metadata).length) o.metadata = { ...m.metadata };
     if (m.stream !== undefined) o.stream = UpstreamMessage_StreamStartInfo.toJson(m.stream);
     return o;
   },
@@ -403,7 +403,7 @@ export const UpstreamMessage_EventMessage: wire.MessageType<UpstreamMessage_Even
     if (m.event) o.event = m.event;
     if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
     if (m.ackId !== undefined) o.ackId = m.ackId;
-    if (m.metadata && Object.keys(m.metadata).length) o.metadata = wire.mapToJson(m.metadata, (v) => v);
+    if (m.metadata && Object.keys(m.metadata).length) o.metadata = { ...m.metadata };
     if (m.stream !== undefined) o.stream = UpstreamMessage_StreamStartInfo.toJson(m.stream);
     return o;
   },
@@ -965,7 +965,7 @@ export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_D
     if (m.group !== undefined) o.group = m.group;
     if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
     if (m.sequenceId !== undefined) o.sequenceId = m.sequenceId;
-    if (m.metadata && Object.keys(m.metadata).length) o.metadata = wire.mapToJson(m.metadata, (v) => v);
+    if (m.metadata && Object.keys(m.metadata).length) o.metadata = { ...m.metadata };
     if (m.fromUserId !== undefined) o.fromUserId = m.fromUserId;
     return o;
   },

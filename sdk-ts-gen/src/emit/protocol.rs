@@ -335,6 +335,7 @@ impl<'a> Context<'a> {
             "export const {name}: wire.MessageType<{name}> = {{"
         ));
         code.line(format!("typeName: {},", string_literal(&msg.full_name)));
+        self.check_json_keys(msg)?;
         let mut keys = Vec::new();
         self.json_keys(msg, &mut keys, 0)?;
         let keys: Vec<String> = keys.iter().map(|k| string_literal(k)).collect();
@@ -578,9 +579,14 @@ impl<'a> Context<'a> {
             }
             if let FieldType::Map { value, .. } = &field.ty {
                 let value = self.kind(msg, field, value)?;
+                let each = self.to_json_value(msg, field, &value, "v")?;
+                let converted = if each == "v" {
+                    format!("{{ ...{prop} }}")
+                } else {
+                    format!("wire.mapToJson({prop}, (v) => {each})")
+                };
                 code.line(format!(
-                    "if ({prop} && Object.keys({prop}).length) {out} = wire.mapToJson({prop}, (v) => {});",
-                    self.to_json_value(msg, field, &value, "v")?
+                    "if ({prop} && Object.keys({prop}).length) {out} = {converted};"
                 ));
                 continue;
             }
@@ -589,9 +595,12 @@ impl<'a> Context<'a> {
             match field.cardinality {
                 Cardinality::Repeated => {
                     let each = self.to_json_value(msg, field, &kind, "v")?;
-                    code.line(format!(
-                        "if ({prop} && {prop}.length) {out} = {prop}.map((v) => {each});"
-                    ));
+                    let converted = if each == "v" {
+                        format!("{prop}.slice()")
+                    } else {
+                        format!("{prop}.map((v) => {each})")
+                    };
+                    code.line(format!("if ({prop} && {prop}.length) {out} = {converted};"));
                 }
                 Cardinality::Optional => {
                     code.line(format!("if ({prop} !== undefined) {out} = {value};"));
@@ -869,6 +878,75 @@ impl<'a> Context<'a> {
             code.dedent();
         }
         code.close("}");
+        Ok(())
+    }
+
+    /// Checks that no two fields of `msg` share a JSON key. Members of a discriminated oneof
+    /// may share keys with each other (only one is ever present), not with the other fields.
+    fn check_json_keys(&self, msg: &Message) -> Result<(), GenError> {
+        let clash = |key: &str| GenError::JsonMapping {
+            at: msg.full_name.clone(),
+            problem: format!("two fields map to the JSON key \"{key}\""),
+        };
+        let mut direct: Vec<String> = Vec::new();
+        let add = |key: &str, direct: &mut Vec<String>| {
+            if direct.iter().any(|k| k == key) {
+                return Err(clash(key));
+            }
+            direct.push(key.to_owned());
+            Ok(())
+        };
+        let mut merged: Vec<&Message> = Vec::new();
+        let mut done = HashSet::new();
+        for field in &msg.fields {
+            if let Some(oneof_name) = &field.oneof {
+                if !done.insert(oneof_name.clone()) {
+                    continue;
+                }
+                let oneof = msg.oneof(oneof_name).expect("a field's oneof is modelled");
+                let Some(disc) = &oneof.json.discriminator else {
+                    for f in oneof_members(msg, oneof) {
+                        add(json_key(f), &mut direct)?;
+                    }
+                    continue;
+                };
+                add(disc, &mut direct)?;
+                if let Some(key) = &oneof.json.value_key {
+                    add(key, &mut direct)?;
+                }
+                for f in oneof_members(msg, oneof) {
+                    if let (FieldType::Message(name), JsonEncoding::Default) =
+                        (&f.ty, f.json.encoding)
+                        && let Some(child) = self.by_name.get(name.as_str())
+                    {
+                        merged.push(child);
+                    }
+                }
+                continue;
+            }
+            if field.json.inline
+                && let FieldType::Message(name) = &field.ty
+                && let Some(child) = self.by_name.get(name.as_str())
+            {
+                let mut keys = Vec::new();
+                self.json_keys(child, &mut keys, 1)?;
+                for key in &keys {
+                    add(key, &mut direct)?;
+                }
+                continue;
+            }
+            add(json_key(field), &mut direct)?;
+        }
+        for extra in &msg.json_extra_fields {
+            add(&extra.name, &mut direct)?;
+        }
+        for child in merged {
+            let mut keys = Vec::new();
+            self.json_keys(child, &mut keys, 1)?;
+            if let Some(key) = keys.iter().find(|k| direct.contains(k)) {
+                return Err(clash(key));
+            }
+        }
         Ok(())
     }
 
