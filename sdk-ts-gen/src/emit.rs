@@ -1,6 +1,6 @@
 //! Renders the [`Model`] as the files of the TypeScript package.
 //!
-//! - `src/protocol.ts` is generated from the model ([`protocol`]): the message types, enums,
+//! - `src/protocol.ts` is generated from the model (module `protocol`): the message types, enums,
 //!   and the protobuf and JSON codecs of every message of the selected proto files.
 //! - `src/wire.ts` (protobuf reader/writer, base64, JSON helpers), `src/client.ts`
 //!   (`HubcastClient`), `src/index.ts` and `README.md` are templates kept under

@@ -52,10 +52,7 @@ fn example_proto_renders_to_the_golden_file() {
             .lines()
             .zip(expected.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || protocol.lines().count().min(expected.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| protocol.lines().count().min(expected.lines().count()));
         panic!(
             "generated output differs from {} at line {} (run with UPDATE_GOLDEN=1 to accept):\n  generated: {:?}\n  golden:    {:?}",
             golden.display(),

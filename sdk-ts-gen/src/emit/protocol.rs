@@ -579,7 +579,7 @@ impl<'a> Context<'a> {
             }
             if let FieldType::Map { value, .. } = &field.ty {
                 let value = self.kind(msg, field, value)?;
-                let each = self.to_json_value(msg, field, &value, "v")?;
+                let each = self.value_to_json(msg, field, &value, "v")?;
                 let converted = if each == "v" {
                     format!("{{ ...{prop} }}")
                 } else {
@@ -591,10 +591,10 @@ impl<'a> Context<'a> {
                 continue;
             }
             let kind = self.kind(msg, field, &field.ty)?;
-            let value = self.to_json_value(msg, field, &kind, &prop)?;
+            let value = self.value_to_json(msg, field, &kind, &prop)?;
             match field.cardinality {
                 Cardinality::Repeated => {
-                    let each = self.to_json_value(msg, field, &kind, "v")?;
+                    let each = self.value_to_json(msg, field, &kind, "v")?;
                     let converted = if each == "v" {
                         format!("{prop}.slice()")
                     } else {
@@ -667,7 +667,7 @@ impl<'a> Context<'a> {
                             code.line(format!(
                                 "{} = {};",
                                 member("o", key),
-                                self.to_json_value(msg, f, &kind, &value)?
+                                self.value_to_json(msg, f, &kind, &value)?
                             ));
                         }
                     }
@@ -676,7 +676,7 @@ impl<'a> Context<'a> {
                     code.line(format!(
                         "{} = {};",
                         member("o", json_key(f)),
-                        self.to_json_value(msg, f, &kind, &value)?
+                        self.value_to_json(msg, f, &kind, &value)?
                     ));
                 }
             }
@@ -688,7 +688,7 @@ impl<'a> Context<'a> {
     }
 
     /// The JSON value of `expr` (a TypeScript expression of the field's value type).
-    fn to_json_value(
+    fn value_to_json(
         &self,
         msg: &Message,
         field: &Field,
@@ -718,7 +718,7 @@ impl<'a> Context<'a> {
     }
 
     /// The field value read from the JSON value `expr` (of type `wire.JsonValue`).
-    fn from_json_value(
+    fn json_to_value(
         &self,
         msg: &Message,
         field: &Field,
@@ -790,7 +790,7 @@ impl<'a> Context<'a> {
                 code.line(format!(
                     "if ({input} != null) {prop} = wire.mapFromJson(wire.jsonObject({input}, {}), (v) => {});",
                     string_literal(key),
-                    self.from_json_value(msg, field, &value, "v", key)?
+                    self.json_to_value(msg, field, &value, "v", key)?
                 ));
                 continue;
             }
@@ -799,12 +799,12 @@ impl<'a> Context<'a> {
                 code.line(format!(
                     "if ({input} != null) {prop} = wire.jsonArray({input}, {}).map((v) => {});",
                     string_literal(key),
-                    self.from_json_value(msg, field, &kind, "v", key)?
+                    self.json_to_value(msg, field, &kind, "v", key)?
                 ));
             } else {
                 code.line(format!(
                     "if ({input} != null) {prop} = {};",
-                    self.from_json_value(msg, field, &kind, &input, key)?
+                    self.json_to_value(msg, field, &kind, &input, key)?
                 ));
             }
         }
@@ -837,7 +837,7 @@ impl<'a> Context<'a> {
                 code.line(format!(
                     "if ({input} != null) {prop} = {{ case: {}, value: {} }};",
                     string_literal(&f.json_name),
-                    self.from_json_value(msg, f, &kind, &input, json_key(f))?
+                    self.json_to_value(msg, f, &kind, &input, json_key(f))?
                 ));
             }
             return Ok(());
@@ -865,9 +865,7 @@ impl<'a> Context<'a> {
                         json_error(msg, f, "a non-message member needs the oneof's value_key")
                     })?;
                     let input = member("o", key);
-                    let read =
-                        self.from_json_value(msg, f, &kind, &format!("{input} ?? null"), key)?;
-                    read
+                    self.json_to_value(msg, f, &kind, &format!("{input} ?? null"), key)?
                 }
             };
             code.line(format!(
