@@ -568,7 +568,7 @@ export class HubcastClient<TJson = unknown> {
         const retryable =
           error instanceof ConnectionLost ||
           (error instanceof SendMessageError && error.errorDetail?.name === AckErrorName.InternalServerError);
-        if (!retryable || attempt >= retry.maxRetries || this.stopping) {
+        if (!retryable || attempt >= retry.maxRetries || this.stopping || this.currentState === "Stopped") {
           if (error instanceof ConnectionLost) {
             throw new SendMessageError(error.message, { ackId, cause: error });
           }
