@@ -40,6 +40,9 @@ pub struct Config {
     /// How long a graceful shutdown may take before the remaining connections are dropped.
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
+    /// Development mode: `GET /dev/token` mints client tokens for anyone (for the demo page).
+    /// Off by default; never enable it in production.
+    pub dev: bool,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             hubs: BTreeMap::new(),
             client: ClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            dev: false,
         }
     }
 }

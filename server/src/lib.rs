@@ -7,12 +7,15 @@
 //!   parsing client frames and encoding server messages once per wire format.
 //! - [`auth`]: access keys, client access tokens (HS256 JWT) and connection strings.
 //! - [`config`]: the configuration tree (TOML file, environment, flags).
+//! - `demo`: the demo page at `/`, the compiled TypeScript client at `/sdk/*.js`, and the
+//!   development-only token endpoint `/dev/token`.
 //! - `ws`: the WebSocket edge at `/client/hubs/{hub}` (warp for the upgrade request,
 //!   tokio-tungstenite for the socket).
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
 pub mod config;
+mod demo;
 pub mod protocol;
 pub mod router;
 mod server;

@@ -19,6 +19,7 @@ use warp::Filter;
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
+use crate::demo::{self, Demo};
 use crate::router::{Router, RouterConfig};
 use crate::ws::{self, Edge};
 
@@ -165,7 +166,15 @@ impl Server {
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
             .map(warp::reply);
-        let routes = ws::routes(edge.clone()).or(health);
+        let demo = Arc::new(Demo {
+            dev: self.config.dev,
+            endpoint: self.endpoint.clone(),
+            key: self.keys.primary().to_owned(),
+        });
+        if demo.dev {
+            tracing::warn!("{}", demo::DEV_WARNING);
+        }
+        let routes = ws::routes(edge.clone()).or(health).or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
         tracing::info!(addr = %self.local_addr, endpoint = %self.endpoint, "listening");
