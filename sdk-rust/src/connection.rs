@@ -457,7 +457,7 @@ impl Worker {
             self.emit(event);
         }
         self.opts.protocol.is_reliable()
-            && self.last_seq - self.acked_seq >= self.opts.sequence_ack_threshold
+            && self.last_seq.saturating_sub(self.acked_seq) >= self.opts.sequence_ack_threshold
     }
 
     async fn on_ack(
