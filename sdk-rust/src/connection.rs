@@ -1052,4 +1052,33 @@ mod tests {
             "ws://h/client/hubs/x?awps_connection_id=c&awps_reconnection_token=t"
         );
     }
+
+    /// With `tls`, a `wss://` URL goes through rustls (a provider is compiled in: a server
+    /// that does not speak TLS is a connect error, not a panic).
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn wss_uses_rustls() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let _ = socket.write_all(b"HTTP/1.1 400 not tls\r\n\r\n").await;
+        });
+        let url = format!("wss://{addr}/client/hubs/x");
+        let error = open(url, Protocol::JsonReliable, Duration::from_secs(5))
+            .await
+            .expect_err("not a TLS server");
+        assert!(error.is_connect(), "{error:?}");
+        let source = std::error::Error::source(&error)
+            .expect("source")
+            .to_string();
+        assert!(
+            source.contains("corrupt message"),
+            "a rustls error: {source}"
+        );
+        let _ = server.await;
+    }
 }

@@ -19,7 +19,9 @@
 //!
 //! # Feature flags
 //!
-//! None yet. Only `ws://` URLs are supported for now (no TLS backend is compiled in).
+//! - `tls` (off by default): `wss://` URLs (Azure Web PubSub, or Hubcast behind TLS), with
+//!   rustls (ring provider) and the Mozilla root certificates. Without it, a `wss://` URL
+//!   fails to connect ([`Error::is_connect`]).
 
 mod builder;
 mod client;
