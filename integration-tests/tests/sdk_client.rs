@@ -648,3 +648,45 @@ async fn a_spawned_client_connects_once_the_service_is_reachable() {
         }
     }
 }
+
+/// A connection on which nothing arrives (the proxy holds everything back, pongs included)
+/// is taken as dead after the keep-alive timeout and recovered: same connection, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_taken_as_dead_and_recovered() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr()).await;
+    let url = proxy.rewrite(&server.url(HUB, Some("frank"), &[JOIN_ROLE], &[]));
+    let (client, mut events) = tokio::time::timeout(
+        TIMEOUT,
+        fast(Client::builder(url))
+            .with_keepalive_interval(Duration::from_millis(100))
+            .with_keepalive_timeout(Duration::from_millis(400))
+            .connect(),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect");
+    let first = expect_connected(&mut events).await;
+    acked(client.join_group("quiet")).await.expect("join");
+    let mut publisher = server
+        .json_client(HUB, Some("publisher"), &[SEND_ROLE], &[])
+        .await;
+
+    proxy.hold_downstream(true);
+    publisher.publish_text("quiet", "while silent").await;
+    // Nobody cuts anything: only the client's keep-alive timeout opens a new connection.
+    assert_eventually!(
+        proxy.accepted() >= 2,
+        "the client never gave up the silent socket"
+    );
+    proxy.hold_downstream(false);
+
+    let m = expect_group_message(&mut events).await;
+    assert_eq!(m.payload.as_text(), Some("while silent"));
+    publisher.publish_text("quiet", "after").await;
+    let m = expect_group_message(&mut events).await;
+    assert_eq!(m.payload.as_text(), Some("after"));
+    assert_eq!(client.connection_id(), Some(first.connection_id));
+    assert_eq!(proxy.cuts(), 0);
+    client.stop().await;
+}
