@@ -1,37 +1,47 @@
-//! The Rust SDK for Hubcast, a self-hosted, Azure Web PubSub compatible messaging service.
+#![doc = include_str!("../README.md")]
 //!
-//! This crate is at its beginning. It will hold:
+//! # Layout
 //!
-//! - a `ServiceClient` for backend services: a typed client of the `hubcast.v1.Control` gRPC
-//!   control plane (send to all, groups, users and connections; manage groups; close
-//!   connections) that also mints client access tokens locally from a connection string
-//!   (`Endpoint=...;AccessKey=...;Version=1.0;`);
-//! - a WebSocket `Client` for devices and apps: the `json.reliable` / `protobuf.reliable`
-//!   client protocols with acks, sequence acks, reconnection, recovery and group rejoin.
+//! - [`Client`] (`client`): the handle, its requests ([`SendToGroup`], [`SendEvent`],
+//!   [`AckFuture`]) and their outcome ([`Ack`]).
+//! - [`Builder`] (`builder`): options and their defaults; [`Builder::connect`] and
+//!   [`Builder::spawn`].
+//! - `connection`: the task that owns the socket (recovery, reconnection, rejoin, acks,
+//!   sequence acks, keep-alive).
+//! - [`Protocol`] (`protocol`): the subprotocols and their JSON and protobuf encodings.
+//! - [`Event`], [`Events`] (`event`): what the application is told.
+//! - [`Payload`] (`payload`), [`Error`] (`error`).
+//! - [`proto`]: the generated protobuf types of Hubcast (client protocol, gRPC control plane
+//!   and event stream), re-exported from `hubcast-proto`.
 //!
-//! Today it re-exports the generated protocol types as [`proto`], so applications can already
-//! speak the protobuf client protocol and call the gRPC services through the tonic stubs in
-//! [`proto::v1`].
+//! A `ServiceClient` for backend services (the gRPC control plane, token minting) is planned;
+//! until then backends can use the tonic stubs in [`proto::v1`].
 //!
-//! # Examples
+//! # Feature flags
 //!
-//! Building the upstream message a protobuf client sends to join a group:
-//!
-//! ```
-//! use hubcast_sdk::proto::v1::{UpstreamMessage, upstream_message};
-//!
-//! let join = UpstreamMessage {
-//!     message: Some(upstream_message::Message::JoinGroupMessage(
-//!         upstream_message::JoinGroupMessage { group: "room".into(), ack_id: Some(1) },
-//!     )),
-//! };
-//! assert!(matches!(
-//!     join.message,
-//!     Some(upstream_message::Message::JoinGroupMessage(ref j)) if j.group == "room"
-//! ));
-//! ```
+//! - `tls` (off by default): `wss://` URLs (Azure Web PubSub, or Hubcast behind TLS), with
+//!   rustls (ring provider) and the Mozilla root certificates. Without it, a `wss://` URL
+//!   fails to connect ([`Error::is_connect`]).
 
+mod builder;
+mod client;
+mod connection;
+mod error;
+mod event;
+mod payload;
+mod protocol;
+
+pub use builder::Builder;
+pub use client::{Ack, AckFuture, Client, SendEvent, SendToGroup, State};
+pub use error::{BoxError, Error, Result};
+pub use event::{
+    Connected, Disconnected, Event, Events, GroupMessage, RejoinGroupFailed, ServerMessage,
+};
 pub use hubcast_proto as proto;
+pub use payload::{DataType, Payload};
+/// The protobuf `google.protobuf.Any` carried by [`Payload::Protobuf`].
+pub use prost_types::Any;
+pub use protocol::Protocol;
 
 #[cfg(test)]
 mod tests {
