@@ -32,6 +32,7 @@ use crate::router::{
     Permissions, Router, WireFormat,
 };
 use crate::server::ClientAddr;
+use crate::upstream::{self, Session, Upstream};
 
 /// Close codes the edge uses (RFC 6455 §7.4.1).
 mod code {
@@ -39,7 +40,6 @@ mod code {
     pub(super) const UNSUPPORTED_DATA: u16 = 1003;
     pub(super) const INVALID_PAYLOAD: u16 = 1007;
     pub(super) const TOO_BIG: u16 = 1009;
-    pub(super) const INTERNAL_ERROR: u16 = 1011;
 }
 
 /// The `disconnected` message and close reason at shutdown.
@@ -65,6 +65,8 @@ pub(crate) struct Edge {
     pub(crate) draining: CancellationToken,
     /// Set when the shutdown grace period is over: remaining sockets are dropped.
     pub(crate) kill: CancellationToken,
+    /// Upstream events (webhooks, event stream).
+    pub(crate) upstream: Arc<Upstream>,
 }
 
 /// The warp filter for the client endpoint.
@@ -83,7 +85,7 @@ pub(crate) fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<ClientAddr>())
-        .map(
+        .then(
             move |hub: Option<String>,
                   query: Vec<(String, String)>,
                   headers: HeaderMap,
@@ -96,7 +98,12 @@ pub(crate) fn routes(
                     upgrade,
                     remote: remote.map(|ClientAddr(a)| a),
                 };
-                handshake(&edge, request).unwrap_or_else(|refusal| refusal.into_response())
+                let edge = edge.clone();
+                async move {
+                    handshake(&edge, request)
+                        .await
+                        .unwrap_or_else(|refusal| refusal.into_response())
+                }
             },
         )
 }
@@ -151,7 +158,7 @@ impl Refusal {
 }
 
 /// Decides on an upgrade request and, if accepted, spawns the connection task.
-fn handshake(
+async fn handshake(
     edge: &Arc<Edge>,
     request: UpgradeRequest,
 ) -> Result<Response<warp::hyper::body::Bytes>, Refusal> {
@@ -208,6 +215,25 @@ fn handshake(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+
+    // The blocking `connect` event: the backend may refuse, or change the user, roles,
+    // groups and subprotocol.
+    let id = ConnectionId::generate();
+    let connect_event = Session::connect_event(
+        hub.clone(),
+        id.clone(),
+        claims.user_id.as_deref(),
+        subprotocol.map(|(canonical, _)| canonical),
+        upstream::connect_body(&request.query, &request.headers, request.token()),
+    );
+    let (accepted, session) = edge.upstream.connect(connect_event).await.map_err(|r| {
+        Refusal(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            r.message,
+        )
+    })?;
+    let mut claims = claims;
+    let (subprotocol, echo) = upstream::apply_connect(&accepted, &mut claims, subprotocol);
     let mut response = Response::new(warp::hyper::body::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -224,16 +250,13 @@ fn handshake(
         header::SEC_WEBSOCKET_ACCEPT,
         header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
-    if let Some((_, offered)) = subprotocol {
+    if let Some(offered) = echo {
         // Echo the client's own spelling: RFC 6455 clients compare it byte for byte.
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            header::HeaderValue::from_str(offered).expect("taken from a valid header value"),
+            header::HeaderValue::from_str(&offered).expect("taken from a valid header value"),
         );
     }
-    let subprotocol = subprotocol.map(|(canonical, _)| canonical);
-
-    let id = ConnectionId::generate();
     let span = tracing::info_span!(
         "connection",
         hub = %hub,
@@ -248,6 +271,11 @@ fn handshake(
                 Ok(io) => TokioIo::new(io),
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
+                    let reason = "The WebSocket upgrade did not complete.";
+                    edge_task
+                        .upstream
+                        .disconnected(&session, Some(reason))
+                        .await;
                     return;
                 }
             };
@@ -262,8 +290,14 @@ fn handshake(
             if edge_task.draining.is_cancelled() {
                 server_close(&conn, code::GOING_AWAY, SHUTDOWN_REASON);
             }
-            run(&edge_task, &conn, ws).await;
+            edge_task.upstream.connected(&session);
+            run(&edge_task, &conn, ws, &session).await;
             edge_task.router.disconnect(&conn);
+            let reason = upstream::disconnect_reason(&conn);
+            edge_task
+                .upstream
+                .disconnected(&session, reason.as_deref())
+                .await;
             tracing::debug!("disconnected");
         }
         .instrument(span),
@@ -318,12 +352,12 @@ fn connect(
 
 /// Runs a connection until it closes: reader and writer side by side; whichever ends first
 /// gives the other [`CLOSE_TIMEOUT`] to finish the closing handshake.
-async fn run<S>(edge: &Edge, conn: &Arc<Connection>, ws: WebSocketStream<S>)
+async fn run<S>(edge: &Edge, conn: &Arc<Connection>, ws: WebSocketStream<S>, session: &Session)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (sink, stream) = ws.split();
-    let reader = read_loop(edge, conn, stream);
+    let reader = read_loop(edge, conn, stream, session);
     let writer = write_loop(conn, sink, edge.config.client.keepalive_interval);
     tokio::pin!(reader, writer);
     tokio::select! {
@@ -339,7 +373,7 @@ where
 
 /// Reads client frames until the client closes or the socket fails. Once the server has
 /// started closing, further data frames are ignored while waiting for the client's close.
-async fn read_loop<R>(edge: &Edge, conn: &Arc<Connection>, mut stream: R)
+async fn read_loop<R>(edge: &Edge, conn: &Arc<Connection>, mut stream: R, session: &Session)
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
@@ -348,16 +382,27 @@ where
         let closing = conn.outbox().is_closing();
         match frame {
             Ok(WsMessage::Text(text)) if !closing => match conn.format() {
-                WireFormat::Json => on_json(edge, conn, &mut acks, &text),
-                WireFormat::Simple => close_no_handler(conn),
+                WireFormat::Json => {
+                    if let Some(event) = on_json(edge, conn, &mut acks, &text) {
+                        let upstream = &edge.upstream;
+                        upstream::on_json_event(upstream, session, conn, &mut acks, event).await;
+                    }
+                }
+                WireFormat::Simple => {
+                    upstream::on_simple_frame(&edge.upstream, session, conn, Data::Text(text))
+                        .await;
+                }
             },
-            Ok(WsMessage::Binary(_)) if !closing => match conn.format() {
+            Ok(WsMessage::Binary(bytes)) if !closing => match conn.format() {
                 WireFormat::Json => server_close(
                     conn,
                     code::UNSUPPORTED_DATA,
                     "Binary frames are not supported by json.webpubsub.azure.v1.",
                 ),
-                WireFormat::Simple => close_no_handler(conn),
+                WireFormat::Simple => {
+                    upstream::on_simple_frame(&edge.upstream, session, conn, Data::Binary(bytes))
+                        .await;
+                }
             },
             Ok(WsMessage::Close(_)) => break,
             Ok(_) => {}
@@ -392,26 +437,23 @@ fn server_close(conn: &Connection, code: u16, reason: &str) {
     });
 }
 
-/// A simple client's frame becomes an upstream `message` event; with no event handler to
-/// take it, Azure closes the connection with 1011 (spec §2.4).
-fn close_no_handler(conn: &Connection) {
-    server_close(
-        conn,
-        code::INTERNAL_ERROR,
-        "No event handler is configured for the 'message' event.",
-    );
-}
-
-/// Handles one text frame from a JSON client.
-fn on_json(edge: &Edge, conn: &Arc<Connection>, acks: &mut AckIds, text: &str) {
+/// Handles one text frame from a JSON client. An `event` message is returned for the
+/// upstream (which may need to wait for the backend).
+fn on_json(
+    edge: &Edge,
+    conn: &Arc<Connection>,
+    acks: &mut AckIds,
+    text: &str,
+) -> Option<upstream::JsonEvent> {
     let message = match json::parse(text) {
         Ok(m) => m,
         Err(ParseError::Malformed(why)) => {
-            return server_close(
+            server_close(
                 conn,
                 code::INVALID_PAYLOAD,
                 &format!("Invalid message: {why}"),
             );
+            return None;
         }
         Err(ParseError::Invalid { ack_id, message }) => {
             if let Some(id) = ack_id {
@@ -420,7 +462,7 @@ fn on_json(edge: &Edge, conn: &Arc<Connection>, acks: &mut AckIds, text: &str) {
                     json::encode_ack(id, Some((AckError::BadRequest, &message))),
                 );
             }
-            return;
+            return None;
         }
     };
     let router = &edge.router;
@@ -445,10 +487,16 @@ fn on_json(edge: &Edge, conn: &Arc<Connection>, acks: &mut AckIds, text: &str) {
             send_to_group(router, conn, &group, no_echo, data);
             Ok(())
         }),
-        ClientMessage::Event { ack_id, .. } => {
-            // Upstream event handlers are not wired yet: the event is accepted and dropped,
-            // so clients that await the ack keep working.
-            acked(conn, acks, ack_id, || Ok(()));
+        ClientMessage::Event {
+            event,
+            ack_id,
+            data,
+        } => {
+            return Some(upstream::JsonEvent {
+                name: event.into_owned(),
+                ack_id,
+                data,
+            });
         }
         ClientMessage::Ping => reply(conn, json::encode_pong()),
         // Only reliable subprotocols carry sequence ids; acks from others change nothing.
@@ -464,6 +512,7 @@ fn on_json(edge: &Edge, conn: &Arc<Connection>, acks: &mut AckIds, text: &str) {
             }
         }
     }
+    None
 }
 
 fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool, data: Data) {
