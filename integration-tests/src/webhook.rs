@@ -157,7 +157,7 @@ impl WebhookReceiver {
     /// # Panics
     /// It cannot bind.
     pub async fn start() -> Self {
-        Self::start_with(|r| default_answer(r)).await
+        Self::start_with(default_answer).await
     }
 
     /// Starts a handler that answers with `respond`.

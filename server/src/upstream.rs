@@ -55,7 +55,7 @@ pub(crate) use session::{
     on_simple_frame,
 };
 
-use event::ReplyBody;
+use event::{EventName, ReplyBody};
 use stream::Listeners;
 use webhook::{WebhookHandler, WebhookShared};
 
@@ -206,6 +206,21 @@ impl Upstream {
         self.hubs.get(hub).or_else(|| self.hubs.get("*"))
     }
 
+    /// Whether anything may take an event named `name` of `hub` (so that connections of hubs
+    /// without handlers or listeners cost no task and no queue slot).
+    fn routes(&self, hub: &str, name: &EventName<'_>) -> bool {
+        if self.listeners.wants(hub, name) {
+            return true;
+        }
+        match self.hub(hub) {
+            None => false,
+            Some(h) => match h.mode {
+                EventStreamMode::Required => true,
+                EventStreamMode::Fallback => h.handlers.iter().any(|w| w.selects(name)),
+            },
+        }
+    }
+
     /// Delivers `event` to whoever takes it. `Ok(None)`: nothing selects the event.
     async fn dispatch(&self, event: &Event) -> Result<Option<Reply>, DeliveryError> {
         let name = event.kind.name();
@@ -248,6 +263,11 @@ impl Upstream {
         self: &Arc<Self>,
         event: Event,
     ) -> Result<(ConnectAccepted, Session), ConnectRefusal> {
+        if !self.routes(&event.hub, &EventName::Connect) {
+            let accepted = ConnectAccepted::default();
+            let session = Session::new(&event, &accepted);
+            return Ok((accepted, session));
+        }
         let offered = match &event.kind {
             EventKind::Connect(body) => body.subprotocols.clone(),
             _ => Vec::new(),
@@ -276,6 +296,9 @@ impl Upstream {
     /// Queues the non-blocking `connected` event. Never waits: with the queue full, the event
     /// is dropped and logged.
     pub(crate) fn connected(&self, session: &Session) {
+        if !self.routes(session.hub(), &EventName::Connected) {
+            return;
+        }
         let event = session.event(EventKind::Connected);
         if let Err(e) = self.queue_for(session).try_send(event) {
             tracing::warn!(error = %e, "upstream queue full: `connected` event dropped");
@@ -285,7 +308,7 @@ impl Upstream {
     /// Queues the non-blocking `disconnected` event, waiting up to the upstream timeout for
     /// room in a full queue. Raised at most once per session.
     pub(crate) async fn disconnected(&self, session: &Session, reason: Option<&str>) {
-        if !session.mark_disconnected() {
+        if !session.mark_disconnected() || !self.routes(session.hub(), &EventName::Disconnected) {
             return;
         }
         let event = session.event(EventKind::Disconnected {

@@ -74,6 +74,11 @@ impl Session {
         }
     }
 
+    /// The hub (lower-cased).
+    pub(crate) fn hub(&self) -> &str {
+        &self.hub
+    }
+
     /// The connection id.
     pub(crate) fn connection_id(&self) -> &ConnectionId {
         &self.connection_id
