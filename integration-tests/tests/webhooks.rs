@@ -715,7 +715,7 @@ async fn binary_event_data_is_decoded_for_the_handler() {
 #[tokio::test]
 async fn a_slow_backend_fills_a_bounded_queue_without_slowing_clients() {
     let mut receiver = WebhookReceiver::start_with(|r| match r.event() {
-        "connected" => Answer::status(204).after(Duration::from_millis(300)),
+        "connected" => Answer::status(204).after(Duration::from_millis(500)),
         _ => default_answer(r),
     })
     .await;
