@@ -17,6 +17,9 @@
 //! - [`upgrade_status`], [`raw_upgrade`]: handshakes whose HTTP outcome is the thing tested.
 //! - [`Bystanders`]: two well-behaved clients that prove the server still works for others.
 //! - [`assert_eventually!`]: polls router state until a condition holds.
+//! - [`webhook`]: a real HTTP event handler that records the events it receives.
+
+pub mod webhook;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -74,6 +77,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A running Hubcast server on an ephemeral loopback port.
 pub struct TestServer {
     addr: SocketAddr,
+    grpc_addr: SocketAddr,
     endpoint: String,
     key: String,
     router: Router,
@@ -122,6 +126,7 @@ impl TestServer {
             .expect("Server::bind timed out")
             .expect("Server::bind failed");
         let addr = server.local_addr();
+        let grpc_addr = server.grpc_addr();
         assert_ne!(addr.port(), 0, "local_addr must report the bound port");
         let endpoint = server.endpoint().to_owned();
         let key = server.keys().primary().to_owned();
@@ -133,6 +138,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            grpc_addr,
             endpoint,
             key,
             router,
@@ -145,6 +151,11 @@ impl TestServer {
     /// The bound HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound gRPC address (event stream).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     /// The public endpoint (`http://127.0.0.1:PORT`) that token audiences name.

@@ -43,6 +43,8 @@ pub struct Config {
     /// Development mode: `GET /dev/token` mints client tokens for anyone (for the demo page).
     /// Off by default; never enable it in production.
     pub dev: bool,
+    /// Delivery of upstream events (webhooks and the gRPC event stream).
+    pub upstream: UpstreamConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             dev: false,
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -122,23 +125,112 @@ pub struct HubConfig {
     /// Let clients connect without an access token (Azure's `anonymousConnectPolicy`).
     /// Off by default: an open hub is a decision, never an accident.
     pub anonymous_connect: bool,
-    /// Upstream event handlers, tried in order. Parsed and validated now; delivering the
-    /// events is the work of the upstream module.
+    /// Upstream event handlers (webhooks). For each event the first handler that selects it
+    /// receives it.
     pub event_handlers: Vec<EventHandlerConfig>,
+    /// How the hub uses backends listening on the gRPC event stream (`Events.Listen`).
+    pub event_stream: EventStreamMode,
+}
+
+/// How a hub uses backends listening on the gRPC event stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStreamMode {
+    /// An event that a listener subscribes to goes to a listener; any other event (or every
+    /// event while no listener is there) goes to the first matching webhook handler.
+    #[default]
+    Fallback,
+    /// Events go to listeners only: while no listener subscribes to the hub, connections are
+    /// refused with 503 and user events fail; webhook handlers are not used.
+    Required,
 }
 
 /// Where and which upstream events are delivered (Azure's event handler settings).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventHandlerConfig {
-    /// URL with `{hub}` and `{event}` placeholders.
+    /// `http(s)://` URL with `{hub}` and `{event}` placeholders (not allowed in the host).
     pub url_template: String,
-    /// `*`, one event name, or a comma-separated list of names.
+    /// User events to deliver: `*`, one event name, or a comma-separated list of names,
+    /// matched case-insensitively. Absent or empty: none.
     #[serde(default)]
     pub user_event_pattern: Option<String>,
-    /// Any of `connect`, `connected`, `disconnected`.
+    /// System events to deliver: any of `connect`, `connected`, `disconnected`.
     #[serde(default)]
     pub system_events: Vec<String>,
+    /// Credentials added to every request to this handler.
+    #[serde(default)]
+    pub auth: Option<EventHandlerAuth>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to an `http://` handler. `https://` handlers
+    /// negotiate HTTP/2 or HTTP/1.1 by ALPN whatever this says. Default false (HTTP/1.1).
+    #[serde(default)]
+    pub http2: bool,
+}
+
+/// Credentials for an event handler: a static header, or an Azure Functions style `code`
+/// query parameter. Exactly one of the two forms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHandlerAuth {
+    /// Header name, e.g. `Authorization` or `x-functions-key`; `value` is then required.
+    pub header: Option<String>,
+    /// Header value.
+    pub value: Option<String>,
+    /// Adds `?code=<code>` to every URL (Azure Functions' key), validation requests included.
+    pub code: Option<String>,
+}
+
+/// Delivery of upstream events, for every hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Time one attempt of one event may take (request and response body, or a reply on the
+    /// event stream). A blocking event that times out fails: `connect` is refused with 504.
+    /// Default 30 s.
+    #[serde(with = "seconds")]
+    pub timeout: Duration,
+    /// Time to establish a TCP (and TLS) connection to a handler. Default 5 s.
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+    /// Webhook requests in flight at once, across every handler; more wait for a slot.
+    /// Default 256.
+    pub max_concurrency: usize,
+    /// Delays before the retries of a non-blocking event (`connected`, `disconnected`) that
+    /// failed with 408, a 5xx or a network error; one retry per entry. Default `[1, 3, 5]`
+    /// (Azure's schedule). Blocking events are never retried: the client is waiting.
+    #[serde(with = "seconds_list")]
+    pub retry_backoff: Vec<Duration>,
+    /// Non-blocking events that may wait for delivery, across every hub. Beyond this,
+    /// `connected` events are dropped (and logged) and `disconnected` events wait up to
+    /// `timeout` for room. Default 10000.
+    pub queue_capacity: usize,
+    /// Tasks delivering non-blocking events; events of one connection always go to the same
+    /// task, in order. Default 16.
+    pub workers: usize,
+    /// How long a passed abuse-protection validation of a handler URL is trusted before it is
+    /// repeated. Default 300 s.
+    #[serde(with = "seconds")]
+    pub validation_ttl: Duration,
+    /// `WebHook-Request-Origin` sent to handlers. Default: the host name of `endpoint`.
+    pub request_origin: Option<String>,
+    /// Largest handler response body accepted, in bytes. Default 16 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_concurrency: 256,
+            retry_backoff: [1, 3, 5].map(Duration::from_secs).to_vec(),
+            queue_capacity: 10_000,
+            workers: 16,
+            validation_ttl: Duration::from_secs(300),
+            request_origin: None,
+            max_response_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// Settings for client WebSocket connections.
@@ -211,6 +303,20 @@ mod seconds {
     }
 }
 
+/// Lists of durations in seconds (`retry_backoff = [1, 3, 5]`).
+mod seconds_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<f64>::deserialize(d)?
+            .into_iter()
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +336,17 @@ mod tests {
             url_template = "http://127.0.0.1:3000/api/webpubsub/hubs/{hub}/"
             user_event_pattern = "*"
             system_events = ["connect", "connected", "disconnected"]
+            auth = { code = "secret" }
+            [[hubs.chat.event_handlers]]
+            url_template = "https://backend.example.com/events/{event}"
+            user_event_pattern = "chat, typing"
+            http2 = true
+            [hubs.chat.event_handlers.auth]
+            header = "x-api-key"
+            value = "k"
+            [upstream]
+            timeout = 10
+            retry_backoff = [0.5, 2]
             [hubs."*"]
             anonymous_connect = false
             "#,
@@ -239,7 +356,19 @@ mod tests {
         assert_eq!(cfg.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(cfg.client.keepalive_interval, Duration::from_secs(5));
         assert!(cfg.hub("CHAT").anonymous_connect);
-        assert_eq!(cfg.hub("chat").event_handlers.len(), 1);
+        assert_eq!(cfg.hub("chat").event_handlers.len(), 2);
+        assert_eq!(cfg.hub("chat").event_stream, EventStreamMode::Fallback);
+        let second = &cfg.hub("chat").event_handlers[1];
+        assert!(second.http2);
+        assert_eq!(
+            second.auth.as_ref().and_then(|a| a.header.as_deref()),
+            Some("x-api-key")
+        );
+        assert_eq!(cfg.upstream.timeout, Duration::from_secs(10));
+        assert_eq!(
+            cfg.upstream.retry_backoff,
+            [Duration::from_millis(500), Duration::from_secs(2)]
+        );
         assert!(!cfg.hub("other").anonymous_connect);
     }
 

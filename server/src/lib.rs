@@ -11,6 +11,8 @@
 //!   development-only token endpoint `/dev/token`.
 //! - `ws`: the WebSocket edge at `/client/hubs/{hub}` (warp for the upgrade request,
 //!   tokio-tungstenite for the socket).
+//! - `upstream`: upstream events (spec §6): CloudEvents webhooks and the gRPC event stream
+//!   (`hubcast.v1.Events/Listen`), behind one API the WebSocket edge calls.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
@@ -19,6 +21,7 @@ mod demo;
 pub mod protocol;
 pub mod router;
 mod server;
+mod upstream;
 mod ws;
 
 pub use config::Config;

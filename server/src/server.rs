@@ -21,6 +21,7 @@ use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::demo::{self, Demo};
 use crate::router::{Router, RouterConfig};
+use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
 
 /// Why the server could not start.
@@ -53,6 +54,7 @@ pub enum Error {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    grpc: GrpcListener,
     endpoint: String,
     keys: KeyRing,
     config: Arc<Config>,
@@ -71,16 +73,6 @@ impl Server {
                  available in this version; remove it to run a single node"
                     .into(),
             ));
-        }
-        if let Some((hub, _)) = config
-            .hubs
-            .iter()
-            .find(|(_, h)| !h.event_handlers.is_empty())
-        {
-            return Err(Error::Unsupported(format!(
-                "hub '{hub}' configures event_handlers, but upstream event delivery is not \
-                 available in this version; remove them"
-            )));
         }
         if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
@@ -109,9 +101,13 @@ impl Server {
         let router = Router::new(RouterConfig {
             outbox_bytes: config.client.outbox_bytes,
         });
+        let upstream = Upstream::new(&config, keys.clone(), &endpoint)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let grpc = GrpcListener::bind(config.grpc_listen, upstream).await?;
         Ok(Self {
             listener,
             local_addr,
+            grpc,
             endpoint,
             keys,
             config: Arc::new(config),
@@ -122,6 +118,11 @@ impl Server {
     /// The bound HTTP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound gRPC address (event stream).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr
     }
 
     /// The public endpoint that token audiences name, without a trailing slash.
@@ -162,6 +163,8 @@ impl Server {
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
             kill: CancellationToken::new(),
+            upstream: self.grpc.upstream.clone(),
+            sessions: dashmap::DashMap::new(),
         });
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
@@ -177,9 +180,14 @@ impl Server {
         let routes = ws::routes(edge.clone()).or(health).or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
-        tracing::info!(addr = %self.local_addr, endpoint = %self.endpoint, "listening");
+        let upstream = self.grpc.upstream.clone();
+        let grpc_addr = self.grpc.local_addr;
+        let stop_grpc = CancellationToken::new();
+        let grpc = tokio::spawn(self.grpc.serve(self.keys.clone(), stop_grpc.clone()));
+        tracing::info!(addr = %self.local_addr, grpc = %grpc_addr, endpoint = %self.endpoint, "listening");
 
         shutdown.await;
+        let started = tokio::time::Instant::now();
         let grace = self.config.shutdown_grace;
         tracing::info!(
             connections = self.router.stats().connections,
@@ -203,6 +211,18 @@ impl Server {
         }
         if let Err(e) = http.await {
             tracing::warn!(error = %e, "HTTP listener task failed");
+        }
+        // Every connection has raised its `disconnected` by now: deliver what is queued
+        // within what is left of the grace period, then end the event streams.
+        upstream
+            .shutdown(grace.saturating_sub(started.elapsed()))
+            .await;
+        stop_grpc.cancel();
+        match tokio::time::timeout(HTTP_DRAIN, grpc).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC listener task failed"),
+            Err(_) => tracing::debug!("gRPC calls still in flight at shutdown"),
+            Ok(Ok(Ok(()))) => {}
         }
         tracing::info!("stopped");
         Ok(())
@@ -264,6 +284,52 @@ where
         .is_err()
     {
         tracing::debug!("HTTP requests still in flight at shutdown");
+    }
+}
+
+// === gRPC ===
+//
+// The gRPC listener serves the upstream event stream (`hubcast.v1.Events`). It is kept
+// small and separate so that the control plane's server (with health, reflection and the
+// shared auth interceptor) can take it over: the service is
+// `EventsService::new(listeners).into_server(keys)`.
+
+/// The bound gRPC listener and what it serves.
+#[derive(Debug)]
+struct GrpcListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    upstream: Arc<Upstream>,
+}
+
+impl GrpcListener {
+    async fn bind(addr: SocketAddr, upstream: Arc<Upstream>) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            upstream,
+        })
+    }
+
+    async fn serve(
+        self,
+        keys: KeyRing,
+        stop: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let events = crate::upstream::stream::EventsService::new(self.upstream.listeners().clone())
+            .into_server(keys);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(events)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
     }
 }
 

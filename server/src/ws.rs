@@ -35,6 +35,8 @@ use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
 };
 use crate::server::ClientAddr;
+use crate::upstream::{self, Session, Upstream};
+use dashmap::DashMap;
 
 /// Close codes the edge uses (RFC 6455 §7.4.1).
 mod code {
@@ -43,7 +45,6 @@ mod code {
     pub(super) const UNSUPPORTED_DATA: u16 = 1003;
     pub(super) const INVALID_PAYLOAD: u16 = 1007;
     pub(super) const TOO_BIG: u16 = 1009;
-    pub(super) const INTERNAL_ERROR: u16 = 1011;
 }
 
 /// The `disconnected` message and close reason at shutdown.
@@ -69,6 +70,11 @@ pub(crate) struct Edge {
     pub(crate) draining: CancellationToken,
     /// Set when the shutdown grace period is over: remaining sockets are dropped.
     pub(crate) kill: CancellationToken,
+    /// Upstream events (webhooks, event stream).
+    pub(crate) upstream: Arc<Upstream>,
+    /// The upstream session of every live logical connection, by connection id: it outlives
+    /// a socket when a reliable connection is recovered.
+    pub(crate) sessions: DashMap<Arc<str>, Arc<Session>>,
 }
 
 /// The warp filter for the client endpoint.
@@ -87,7 +93,7 @@ pub(crate) fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<ClientAddr>())
-        .map(
+        .then(
             move |hub: Option<String>,
                   query: Vec<(String, String)>,
                   headers: HeaderMap,
@@ -100,7 +106,12 @@ pub(crate) fn routes(
                     upgrade,
                     remote: remote.map(|ClientAddr(a)| a),
                 };
-                handshake(&edge, request).unwrap_or_else(|refusal| refusal.into_response())
+                let edge = edge.clone();
+                async move {
+                    handshake(&edge, request)
+                        .await
+                        .unwrap_or_else(|refusal| refusal.into_response())
+                }
             },
         )
 }
@@ -155,7 +166,7 @@ impl Refusal {
 }
 
 /// Decides on an upgrade request and, if accepted, spawns the socket's task.
-fn handshake(
+async fn handshake(
     edge: &Arc<Edge>,
     request: UpgradeRequest,
 ) -> Result<Response<warp::hyper::body::Bytes>, Refusal> {
@@ -225,8 +236,20 @@ fn handshake(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let response = switching_protocols(key, negotiated.map(|(_, offered)| offered));
-    let subprotocol = negotiated.map(|(p, _)| p);
+    // A new connection raises the blocking `connect` event before the upgrade: the backend
+    // may refuse it, or change the user, roles, groups and subprotocol.
+    let admitted = match claims {
+        Some(claims) => Some(admit(edge, &request, &hub, claims, negotiated).await?),
+        None => None,
+    };
+    let (subprotocol, echo) = match &admitted {
+        Some(a) => (a.subprotocol, a.echo.clone()),
+        None => (
+            negotiated.map(|(p, _)| p),
+            negotiated.map(|(_, offered)| offered.to_owned()),
+        ),
+    };
+    let response = switching_protocols(key, echo.as_deref());
 
     let edge_task = edge.clone();
     let remote = request.remote;
@@ -235,6 +258,13 @@ fn handshake(
             Ok(io) => TokioIo::new(io),
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
+                if let Some(admitted) = admitted {
+                    let reason = "The WebSocket upgrade did not complete.";
+                    edge_task
+                        .upstream
+                        .disconnected(&admitted.session, Some(reason))
+                        .await;
+                }
                 return;
             }
         };
@@ -244,22 +274,64 @@ fn handshake(
             .max_message_size(Some(config.max_message_bytes))
             .max_frame_size(Some(config.max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        match (recovery, claims) {
+        match (recovery, admitted) {
             (Some(recovery), _) => {
                 session::recover(&edge_task, &hub, recovery, subprotocol, ws).await;
             }
-            (None, Some(claims)) => {
-                let conn = connect(&edge_task, hub, subprotocol, claims, remote);
+            (None, Some(admitted)) => {
+                let conn = connect(&edge_task, hub, subprotocol, admitted, remote);
                 let span = connection_span(&conn);
                 session::serve_new(&edge_task, conn, ws)
                     .instrument(span)
                     .await;
             }
-            (None, None) => unreachable!("claims are checked for every non-recovery request"),
+            (None, None) => unreachable!("every non-recovery request is admitted"),
         }
     };
     edge.tracker.spawn(task);
     Ok(response)
+}
+
+/// A new connection that the `connect` event (if any) let in.
+struct Admitted {
+    id: ConnectionId,
+    claims: ClientClaims,
+    subprotocol: Option<Subprotocol>,
+    /// The `Sec-WebSocket-Protocol` value to answer with.
+    echo: Option<String>,
+    session: Arc<Session>,
+}
+
+/// Raises the blocking `connect` event and applies the backend's answer.
+async fn admit(
+    edge: &Edge,
+    request: &UpgradeRequest,
+    hub: &Arc<str>,
+    mut claims: ClientClaims,
+    negotiated: Option<(Subprotocol, &str)>,
+) -> Result<Admitted, Refusal> {
+    let id = ConnectionId::generate();
+    let connect_event = Session::connect_event(
+        hub.clone(),
+        id.clone(),
+        claims.user_id.as_deref(),
+        negotiated.map(|(p, _)| p.name),
+        upstream::connect_body(&request.query, &request.headers, request.token()),
+    );
+    let (accepted, session) = edge.upstream.connect(connect_event).await.map_err(|r| {
+        Refusal(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            r.message,
+        )
+    })?;
+    let (subprotocol, echo) = upstream::apply_connect(&accepted, &mut claims, negotiated);
+    Ok(Admitted {
+        id,
+        claims,
+        subprotocol,
+        echo,
+        session: Arc::new(session),
+    })
 }
 
 /// What a recovery request names.
@@ -323,18 +395,23 @@ fn authenticate(edge: &Edge, request: &UpgradeRequest, hub: &str) -> Result<Clie
 }
 
 /// Registers a new connection with the router; protocol clients get `connected` first (with
-/// a reconnection token for reliable subprotocols).
+/// a reconnection token for reliable subprotocols). Its upstream session is kept with it.
 fn connect(
     edge: &Edge,
     hub: Arc<str>,
     subprotocol: Option<Subprotocol>,
-    claims: ClientClaims,
+    admitted: Admitted,
     remote_addr: Option<std::net::SocketAddr>,
 ) -> Arc<Connection> {
-    let id = ConnectionId::generate();
+    let Admitted {
+        id,
+        claims,
+        session,
+        ..
+    } = admitted;
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
     if !rejected.is_empty() {
-        tracing::warn!(connection.id = %id, roles = ?rejected, "ignoring unknown or invalid roles in the access token");
+        tracing::warn!(connection.id = %id, roles = ?rejected, "ignoring unknown or invalid roles");
     }
     let format = subprotocol.map_or(WireFormat::Simple, |p| p.format);
     let reliable = subprotocol.is_some_and(|p| p.reliable);
@@ -346,6 +423,7 @@ fn connect(
         token.as_deref(),
     );
     let config = &edge.config.client;
+    edge.sessions.insert(id.shared(), session);
     edge.router.connect(ConnectSpec {
         id,
         hub,

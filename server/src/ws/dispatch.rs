@@ -8,33 +8,50 @@ use bytes::Bytes;
 
 use super::{Edge, code};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
+use crate::router::message::Utf8Bytes;
 use crate::router::{
     self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
 };
+use crate::upstream::JsonEvent;
+
+/// What a frame asks of the upstream, which the reader awaits (the backend may take time).
+#[derive(Debug)]
+pub(super) enum UserEvent {
+    /// An `event` message of a PubSub client.
+    Event(JsonEvent),
+    /// A frame of a simple client: the `message` event.
+    Frame(Data),
+}
 
 /// A text frame from the client.
-pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: &str) {
+pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: Utf8Bytes) -> Option<UserEvent> {
     match conn.format() {
-        WireFormat::Json => on_parsed(edge, conn, json::parse(text)),
-        WireFormat::Protobuf => server_close(
-            conn,
-            code::UNSUPPORTED_DATA,
-            "Text frames are not supported by the protobuf subprotocols.",
-        ),
-        WireFormat::Simple => close_no_handler(conn),
+        WireFormat::Json => on_parsed(edge, conn, json::parse(&text)),
+        WireFormat::Protobuf => {
+            server_close(
+                conn,
+                code::UNSUPPORTED_DATA,
+                "Text frames are not supported by the protobuf subprotocols.",
+            );
+            None
+        }
+        WireFormat::Simple => Some(UserEvent::Frame(Data::Text(text))),
     }
 }
 
 /// A binary frame from the client.
-pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: &Bytes) {
+pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: Bytes) -> Option<UserEvent> {
     match conn.format() {
-        WireFormat::Protobuf => on_parsed(edge, conn, protocol::protobuf::parse(bytes)),
-        WireFormat::Json => server_close(
-            conn,
-            code::UNSUPPORTED_DATA,
-            "Binary frames are not supported by the JSON subprotocols.",
-        ),
-        WireFormat::Simple => close_no_handler(conn),
+        WireFormat::Protobuf => on_parsed(edge, conn, protocol::protobuf::parse(&bytes)),
+        WireFormat::Json => {
+            server_close(
+                conn,
+                code::UNSUPPORTED_DATA,
+                "Binary frames are not supported by the JSON subprotocols.",
+            );
+            None
+        }
+        WireFormat::Simple => Some(UserEvent::Frame(Data::Binary(bytes))),
     }
 }
 
@@ -47,19 +64,13 @@ pub(super) fn server_close(conn: &Connection, code: u16, reason: &str) {
     });
 }
 
-/// A simple client's frame becomes an upstream `message` event; with no event handler to
-/// take it, Azure closes the connection with 1011 (spec §2.4).
-fn close_no_handler(conn: &Connection) {
-    server_close(
-        conn,
-        code::INTERNAL_ERROR,
-        "No event handler is configured for the 'message' event.",
-    );
-}
-
-fn on_parsed(edge: &Edge, conn: &Arc<Connection>, parsed: Result<ClientMessage<'_>, ParseError>) {
+fn on_parsed(
+    edge: &Edge,
+    conn: &Arc<Connection>,
+    parsed: Result<ClientMessage<'_>, ParseError>,
+) -> Option<UserEvent> {
     match parsed {
-        Ok(message) => on_message(edge, conn, message),
+        Ok(message) => return on_message(edge, conn, message),
         Err(ParseError::Malformed(why)) => server_close(
             conn,
             code::INVALID_PAYLOAD,
@@ -74,10 +85,15 @@ fn on_parsed(edge: &Edge, conn: &Arc<Connection>, parsed: Result<ClientMessage<'
             }
         }
     }
+    None
 }
 
-/// Carries out one client message.
-fn on_message(edge: &Edge, conn: &Arc<Connection>, message: ClientMessage<'_>) {
+/// Carries out one client message; an `event` is handed back for the upstream.
+fn on_message(
+    edge: &Edge,
+    conn: &Arc<Connection>,
+    message: ClientMessage<'_>,
+) -> Option<UserEvent> {
     let router = &edge.router;
     match message {
         ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
@@ -100,10 +116,16 @@ fn on_message(edge: &Edge, conn: &Arc<Connection>, message: ClientMessage<'_>) {
             send_to_group(router, conn, &group, no_echo, data);
             Ok(())
         }),
-        ClientMessage::Event { ack_id, .. } => {
-            // Upstream event handlers are not wired yet: the event is accepted and dropped,
-            // so clients that await the ack keep working.
-            acked(conn, ack_id, || Ok(()));
+        ClientMessage::Event {
+            event,
+            ack_id,
+            data,
+        } => {
+            return Some(UserEvent::Event(JsonEvent {
+                name: event.into_owned(),
+                ack_id,
+                data,
+            }));
         }
         ClientMessage::Ping => reply(conn, protocol::pong(conn.format())),
         ClientMessage::SequenceAck { sequence_id } => conn.outbox().acknowledge(sequence_id),
@@ -118,6 +140,7 @@ fn on_message(edge: &Edge, conn: &Arc<Connection>, message: ClientMessage<'_>) {
             }
         }
     }
+    None
 }
 
 fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool, data: Data) {
@@ -159,18 +182,24 @@ fn acked(
         return;
     };
     let format = conn.format();
-    if conn.acks().is_duplicate(id) {
+    // Check, run and record under one lock: a recovered socket resending a request while
+    // the old socket's reader still runs it must not run it twice.
+    let mut acks = conn.acks();
+    if acks.is_duplicate(id) {
+        drop(acks);
         let why = format!("Message with ack-id: {id} has been processed");
         return reply(
             conn,
             protocol::ack(format, id, Some((AckError::Duplicate, &why))),
         );
     }
-    match op() {
-        Ok(()) => {
-            conn.acks().record(id);
-            reply(conn, protocol::ack(format, id, None));
-        }
+    let result = op();
+    if result.is_ok() {
+        acks.record(id);
+    }
+    drop(acks);
+    match result {
+        Ok(()) => reply(conn, protocol::ack(format, id, None)),
         Err((error, why)) => reply(conn, protocol::ack(format, id, Some((error, &why)))),
     }
 }

@@ -19,12 +19,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::dispatch;
+use super::dispatch::{self, UserEvent};
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
 use crate::auth;
 use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router::outbox::Taken;
 use crate::router::{Close, Connection, Frame, WireFormat};
+use crate::upstream::{self, Session};
 
 /// How a socket ended, from the connection's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,11 @@ where
     if edge.draining.is_cancelled() {
         dispatch::server_close(&conn, code::GOING_AWAY, SHUTDOWN_REASON);
     }
-    serve(edge, conn, ws, epoch, token).await;
+    let Some(session) = edge.sessions.get(conn.id().as_str()).map(|s| s.clone()) else {
+        return;
+    };
+    edge.upstream.connected(&session);
+    serve(edge, conn, ws, epoch, token, session).await;
 }
 
 /// Resumes a reliable connection on a new socket, or refuses with 1008 (after the upgrade,
@@ -90,8 +95,14 @@ pub(super) async fn recover<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let format = subprotocol.map_or(WireFormat::Simple, |p| p.format);
-    let conn = match check_recovery(edge, hub, &recovery, subprotocol) {
-        Ok(conn) => conn,
+    let found = check_recovery(edge, hub, &recovery, subprotocol).and_then(|conn| {
+        let session = edge.sessions.get(conn.id().as_str()).map(|s| s.clone());
+        session
+            .map(|s| (conn, s))
+            .ok_or("The connection has ended and cannot be recovered.")
+    });
+    let (conn, session) = match found {
+        Ok(found) => found,
         Err(why) => {
             tracing::debug!(connection.id = %recovery.connection_id, why, "recovery refused");
             send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
@@ -114,7 +125,7 @@ pub(super) async fn recover<S>(
     };
     async {
         tracing::debug!("recovered");
-        serve(edge, conn, ws, epoch, token).await;
+        serve(edge, conn, ws, epoch, token, session).await;
     }
     .instrument(span)
     .await;
@@ -146,28 +157,35 @@ async fn serve<S>(
     ws: WebSocketStream<S>,
     epoch: u64,
     token: CancellationToken,
+    session: Arc<Session>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match run(edge, &conn, ws, epoch, &token).await {
+    match run(edge, &conn, ws, epoch, &token, &session).await {
         SocketEnd::Lost if conn.outbox().detach(epoch) => {
             tracing::debug!("socket lost; the connection waits for a recovery");
-            await_recovery(edge, conn);
+            await_recovery(edge, conn, session);
         }
         SocketEnd::Superseded => tracing::debug!("socket replaced by a recovery"),
         // Once a connection is closing no socket can attach, so an unchanged epoch means
         // this socket was the connection's last.
-        _ if conn.outbox().epoch() == epoch => {
-            edge.router.disconnect(&conn);
-            tracing::debug!("disconnected");
-        }
+        _ if conn.outbox().epoch() == epoch => finish(edge, &conn, &session).await,
         _ => {}
     }
 }
 
+/// Ends a logical connection: out of the router, and its one upstream `disconnected`.
+async fn finish(edge: &Edge, conn: &Connection, session: &Session) {
+    edge.router.disconnect(conn);
+    edge.sessions.remove(conn.id().as_str());
+    let reason = upstream::disconnect_reason(conn);
+    edge.upstream.disconnected(session, reason.as_deref()).await;
+    tracing::debug!("disconnected");
+}
+
 /// Keeps a detached reliable connection for the recovery window, then ends it unless a
 /// socket came back. Shutdown, or a close while detached, ends it at once.
-fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>) {
+fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>, session: Arc<Session>) {
     let epoch = conn.outbox().epoch();
     let window = edge.config.client.recovery_window;
     let task_edge = edge.clone();
@@ -178,8 +196,8 @@ fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>) {
             () = conn.outbox().closed() => {}
         }
         if conn.outbox().expire(epoch) {
-            task_edge.router.disconnect(&conn);
-            tracing::debug!("not recovered in time; disconnected");
+            tracing::debug!("not recovered in time");
+            finish(&task_edge, &conn, &session).await;
         }
     };
     edge.tracker.spawn(task.in_current_span());
@@ -192,12 +210,13 @@ async fn run<S>(
     ws: WebSocketStream<S>,
     epoch: u64,
     token: &CancellationToken,
+    session: &Session,
 ) -> SocketEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (sink, stream) = ws.split();
-    let reader = read_loop(edge, conn, stream);
+    let reader = read_loop(edge, conn, stream, session);
     let writer = write_loop(conn, sink, epoch, edge.config.client.keepalive_interval);
     tokio::pin!(reader, writer);
     tokio::select! {
@@ -230,7 +249,12 @@ where
 
 /// Reads client frames until the client closes or the socket fails. Once the server has
 /// started closing, data frames are ignored while waiting for the client's close.
-async fn read_loop<R>(edge: &Edge, conn: &Arc<Connection>, mut stream: R) -> ReadEnd
+async fn read_loop<R>(
+    edge: &Edge,
+    conn: &Arc<Connection>,
+    mut stream: R,
+    session: &Session,
+) -> ReadEnd
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
@@ -242,8 +266,16 @@ where
                 return ReadEnd::Closed { normal };
             }
             Ok(WsMessage::Text(_) | WsMessage::Binary(_)) if closing => {}
-            Ok(WsMessage::Text(text)) => dispatch::on_text(edge, conn, &text),
-            Ok(WsMessage::Binary(bytes)) => dispatch::on_binary(edge, conn, &bytes),
+            Ok(WsMessage::Text(text)) => {
+                if let Some(event) = dispatch::on_text(edge, conn, text) {
+                    user_event(edge, conn, session, event).await;
+                }
+            }
+            Ok(WsMessage::Binary(bytes)) => {
+                if let Some(event) = dispatch::on_binary(edge, conn, bytes) {
+                    user_event(edge, conn, session, event).await;
+                }
+            }
             Ok(_) => {}
             Err(WsError::Capacity(e)) => {
                 tracing::debug!(error = %e, "client frame too large");
@@ -262,6 +294,19 @@ where
         }
     }
     ReadEnd::Lost
+}
+
+/// Hands a client's event or simple-client frame to the upstream and applies the answer.
+/// The reader waits for it, so one client's events reach the backend in order.
+async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: UserEvent) {
+    match event {
+        UserEvent::Event(event) => {
+            upstream::on_json_event(&edge.upstream, &edge.router, session, conn, event).await;
+        }
+        UserEvent::Frame(data) => {
+            upstream::on_simple_frame(&edge.upstream, session, conn, data).await;
+        }
+    }
 }
 
 /// Drains the outbox into the socket, one flush per batch, with keepalive pings in between.

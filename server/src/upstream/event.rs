@@ -1,0 +1,253 @@
+//! Transport-agnostic events, replies and delivery errors.
+//!
+//! Both transports carry the same [`Event`] and come back with the same [`Reply`] or
+//! [`DeliveryError`]; only the encoding differs (CloudEvents over HTTP, protobuf over gRPC).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::router::{ConnectionId, Data};
+
+/// One event of one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    /// The hub (lower-cased).
+    pub(crate) hub: Arc<str>,
+    /// The connection.
+    pub(crate) connection_id: ConnectionId,
+    /// The user: on `connect` the token's `sub`, later the final user id.
+    pub(crate) user_id: Option<Arc<str>>,
+    /// The subprotocol: on `connect` the one the server would pick, later the selected one.
+    pub(crate) subprotocol: Option<Arc<str>>,
+    /// The connection state set by earlier answers (never on `connect`).
+    pub(crate) state: Option<Arc<str>>,
+    /// Per-connection sequence number (`ce-id`): `connect` is 0, later events count up.
+    pub(crate) sequence: u64,
+    /// When the event was raised.
+    pub(crate) time: SystemTime,
+    /// What happened.
+    pub(crate) kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub(crate) enum EventKind {
+    /// A client is connecting (blocking).
+    Connect(ConnectBody),
+    /// A client has connected (non-blocking).
+    Connected,
+    /// A client has gone (non-blocking).
+    Disconnected {
+        /// Why, if the server closed the connection.
+        reason: Option<String>,
+    },
+    /// A user event (blocking): a JSON client's `event` message or a simple client's frame
+    /// (`message`).
+    User {
+        /// The event name.
+        name: String,
+        /// Its data, if any.
+        data: Option<Data>,
+    },
+}
+
+impl EventKind {
+    /// The event's name, for selection and logs.
+    pub(crate) fn name(&self) -> EventName<'_> {
+        match self {
+            EventKind::Connect(_) => EventName::Connect,
+            EventKind::Connected => EventName::Connected,
+            EventKind::Disconnected { .. } => EventName::Disconnected,
+            EventKind::User { name, .. } => EventName::User(name),
+        }
+    }
+}
+
+/// An event's name: a system event or a user event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventName<'a> {
+    /// `connect`.
+    Connect,
+    /// `connected`.
+    Connected,
+    /// `disconnected`.
+    Disconnected,
+    /// A user event.
+    User(&'a str),
+}
+
+impl EventName<'_> {
+    /// Whether the event waits for the backend's answer.
+    pub(crate) fn is_blocking(&self) -> bool {
+        matches!(self, EventName::Connect | EventName::User(_))
+    }
+
+    /// The CloudEvents `ce-type`.
+    pub(crate) fn ce_type(&self) -> String {
+        match self {
+            EventName::User(name) => format!("azure.webpubsub.user.{name}"),
+            system => format!("azure.webpubsub.sys.{system}"),
+        }
+    }
+}
+
+impl fmt::Display for EventName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventName::Connect => "connect",
+            EventName::Connected => "connected",
+            EventName::Disconnected => "disconnected",
+            EventName::User(name) => name,
+        })
+    }
+}
+
+/// The body of a `connect` event (spec §6.4). Every map value is a list of strings.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ConnectBody {
+    /// The claims of the access token.
+    pub(crate) claims: BTreeMap<String, Vec<String>>,
+    /// The query parameters, without `access_token`.
+    pub(crate) query: BTreeMap<String, Vec<String>>,
+    /// The request headers, without `Authorization` and the WebSocket handshake headers.
+    pub(crate) headers: BTreeMap<String, Vec<String>>,
+    /// The subprotocols the client offered, in order.
+    pub(crate) subprotocols: Vec<String>,
+    /// TLS client certificates: always empty (the client listener speaks plain HTTP; a TLS
+    /// terminator in front does not pass certificates on).
+    #[serde(rename = "clientCertificates")]
+    pub(crate) client_certificates: Vec<serde_json::Value>,
+}
+
+/// A backend's acceptance of a `connect`; every field optional (spec §6.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct ConnectResponse {
+    /// Replaces the token's user id.
+    #[serde(rename = "userId", default)]
+    pub(crate) user_id: Option<String>,
+    /// Groups to join, in addition to the token's.
+    #[serde(default)]
+    pub(crate) groups: Option<Vec<String>>,
+    /// Replaces the token's roles when present.
+    #[serde(default)]
+    pub(crate) roles: Option<Vec<String>>,
+    /// The subprotocol to select (one the client offered).
+    #[serde(default)]
+    pub(crate) subprotocol: Option<String>,
+}
+
+/// A successful answer of the backend.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reply {
+    /// What it said.
+    pub(crate) body: ReplyBody,
+    /// The new connection state: `None` keeps it, `Some("")` clears it.
+    pub(crate) state: Option<String>,
+}
+
+/// What a successful answer carries.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum ReplyBody {
+    /// Nothing (`204`, an empty body, or a non-blocking event).
+    #[default]
+    Empty,
+    /// The answer to `connect`.
+    Connect(ConnectResponse),
+    /// Data for the sender of a user event.
+    Data(Data),
+}
+
+/// Why an event could not be delivered or was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    /// The backend answered with this non-2xx HTTP status (or the stream equivalent).
+    #[error("the event handler answered HTTP {0}")]
+    Rejected(u16),
+    /// No answer within the upstream timeout.
+    #[error("the event handler did not answer in time")]
+    Timeout,
+    /// The handler could not be reached (connection refused, reset, DNS, TLS).
+    #[error("the event handler is unreachable: {0}")]
+    Unreachable(String),
+    /// The answer could not be understood.
+    #[error("invalid answer from the event handler: {0}")]
+    InvalidResponse(String),
+    /// The handler URL did not pass abuse-protection validation (spec §6.2).
+    #[error("the event handler did not pass abuse protection validation: {0}")]
+    NotValidated(String),
+    /// The hub needs a listener on the event stream and none is there (or every listener
+    /// that took the event went away).
+    #[error("no backend listens on the event stream for this hub")]
+    NoListener,
+}
+
+impl DeliveryError {
+    /// The HTTP status a refused `connect` gets.
+    pub(crate) fn connect_status(&self) -> u16 {
+        match self {
+            DeliveryError::Rejected(status @ 400..=599) => *status,
+            DeliveryError::Rejected(_) => 500,
+            DeliveryError::Timeout => 504,
+            DeliveryError::Unreachable(_)
+            | DeliveryError::InvalidResponse(_)
+            | DeliveryError::NotValidated(_) => 502,
+            DeliveryError::NoListener => 503,
+        }
+    }
+
+    /// What a refused client is told: the kind of failure, never the backend's details.
+    pub(crate) fn client_message(&self) -> String {
+        match self {
+            DeliveryError::Rejected(status) => {
+                format!("the connection was rejected by the event handler (HTTP {status})")
+            }
+            DeliveryError::Timeout => "the connect event handler did not answer in time".into(),
+            DeliveryError::Unreachable(_) => "the connect event handler is unreachable".into(),
+            DeliveryError::InvalidResponse(_) => {
+                "the connect event handler gave an invalid answer".into()
+            }
+            DeliveryError::NotValidated(_) => {
+                "the connect event handler did not pass abuse protection validation".into()
+            }
+            DeliveryError::NoListener => {
+                "no backend is available for this hub; try again later".into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_types() {
+        assert_eq!(EventName::Connect.ce_type(), "azure.webpubsub.sys.connect");
+        assert_eq!(
+            EventName::Disconnected.ce_type(),
+            "azure.webpubsub.sys.disconnected"
+        );
+        assert_eq!(
+            EventName::User("chat").ce_type(),
+            "azure.webpubsub.user.chat"
+        );
+        assert!(EventName::User("x").is_blocking());
+        assert!(!EventName::Connected.is_blocking());
+    }
+
+    #[test]
+    fn connect_response_fields_are_optional() {
+        let r: ConnectResponse = serde_json::from_str("{}").expect("empty object");
+        assert_eq!(r, ConnectResponse::default());
+        let r: ConnectResponse = serde_json::from_str(
+            r#"{"userId":"u","groups":["g"],"roles":[],"subprotocol":"json.webpubsub.azure.v1","extra":1}"#,
+        )
+        .expect("full object");
+        assert_eq!(r.user_id.as_deref(), Some("u"));
+        assert_eq!(r.roles, Some(vec![]));
+    }
+}

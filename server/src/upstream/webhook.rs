@@ -1,0 +1,379 @@
+//! Webhooks: events as CloudEvents HTTP requests to the configured event handlers
+//! (spec §6), each handler an [`EventSink`].
+
+pub(crate) mod client;
+pub(crate) mod cloudevents;
+pub(crate) mod validation;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
+use super::handler::Selection;
+use super::{BoxFuture, EventSink};
+use crate::auth::KeyRing;
+use crate::config::{EventHandlerConfig, UpstreamConfig};
+use crate::router::{Data, message::Utf8Bytes};
+use client::{HttpClient, InboundResponse, OutboundRequest, SendError};
+use validation::Validator;
+
+/// Characters kept as they are when a value replaces `{hub}` or `{event}` in a URL path
+/// (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What every handler shares: the HTTP client, the validation cache, the keys that sign.
+#[derive(Debug)]
+pub(crate) struct WebhookShared {
+    client: HttpClient,
+    validator: Validator,
+    keys: KeyRing,
+    origin: HeaderValue,
+}
+
+impl WebhookShared {
+    pub(crate) fn new(settings: &UpstreamConfig, keys: KeyRing, origin: String) -> Self {
+        let client = HttpClient::new(settings);
+        let origin = HeaderValue::from_str(&origin).unwrap_or_else(|_| {
+            tracing::warn!(origin = %origin, "request origin is not a valid header value; using localhost");
+            HeaderValue::from_static("localhost")
+        });
+        Self {
+            validator: Validator::new(client.clone(), origin.clone(), settings.validation_ttl),
+            client,
+            keys,
+            origin,
+        }
+    }
+}
+
+/// One configured event handler.
+#[derive(Debug)]
+pub(crate) struct WebhookHandler {
+    url_template: String,
+    selection: Selection,
+    /// The `auth` header, if any.
+    auth_header: Option<(HeaderName, HeaderValue)>,
+    /// The `?code=` value, percent-encoded.
+    code: Option<String>,
+    http2: bool,
+    shared: Arc<WebhookShared>,
+}
+
+impl WebhookHandler {
+    /// Checks and builds a handler from its settings.
+    ///
+    /// # Errors
+    /// A readable description of what is wrong with the settings.
+    pub(crate) fn new(
+        config: &EventHandlerConfig,
+        shared: Arc<WebhookShared>,
+    ) -> Result<Self, String> {
+        let template = config.url_template.trim();
+        let rest = template
+            .strip_prefix("http://")
+            .or_else(|| template.strip_prefix("https://"))
+            .ok_or_else(|| {
+                format!("url_template '{template}' must start with http:// or https://")
+            })?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.is_empty() || authority.contains('{') {
+            return Err(format!(
+                "url_template '{template}' needs a host, without {{hub}} or {{event}} in it"
+            ));
+        }
+        let selection = Selection::new(
+            config.user_event_pattern.as_deref(),
+            config.system_events.iter().map(String::as_str),
+        )?;
+        let (auth_header, code) = match &config.auth {
+            None => (None, None),
+            Some(auth) => match (&auth.header, &auth.value, &auth.code) {
+                (Some(name), Some(value), None) => {
+                    let name = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("auth.header '{name}' is not a header name"))?;
+                    let value = HeaderValue::from_str(value)
+                        .map_err(|_| "auth.value is not a valid header value".to_owned())?;
+                    (Some((name, value)), None)
+                }
+                (None, None, Some(code)) => {
+                    (None, Some(utf8_percent_encode(code, SEGMENT).to_string()))
+                }
+                _ => {
+                    return Err(
+                        "auth must be either { header = \"..\", value = \"..\" } or { code = \"..\" }"
+                            .into(),
+                    );
+                }
+            },
+        };
+        let handler = Self {
+            url_template: template.to_owned(),
+            selection,
+            auth_header,
+            code,
+            http2: config.http2,
+            shared,
+        };
+        handler
+            .url("hub", "event")
+            .map_err(|e| format!("url_template '{template}' does not make a valid URL: {e}"))?;
+        Ok(handler)
+    }
+
+    /// Whether this handler takes the event.
+    pub(crate) fn selects(&self, event: &EventName<'_>) -> bool {
+        self.selection.selects(event)
+    }
+
+    /// The URL for `hub` and `event` (both percent-encoded into the template), with `code`.
+    fn url(&self, hub: &str, event: &str) -> Result<Uri, http::uri::InvalidUri> {
+        let mut url = self
+            .url_template
+            .replace("{hub}", &utf8_percent_encode(hub, SEGMENT).to_string())
+            .replace("{event}", &utf8_percent_encode(event, SEGMENT).to_string());
+        if let Some(code) = &self.code {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("code=");
+            url.push_str(code);
+        }
+        url.parse()
+    }
+
+    fn auth_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some((name, value)) = &self.auth_header {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers
+    }
+
+    async fn send(&self, event: &Event) -> Result<Reply, DeliveryError> {
+        let name = event.kind.name();
+        let shared = &self.shared;
+        let invalid = |e: http::uri::InvalidUri| DeliveryError::InvalidResponse(e.to_string());
+        let validate_url = self.url(&event.hub, "validate").map_err(invalid)?;
+        let auth = self.auth_headers();
+        shared
+            .validator
+            .ensure(&validate_url, &auth, self.http2)
+            .await
+            .map_err(DeliveryError::NotValidated)?;
+        let mut headers = cloudevents::headers(event, &shared.origin, &shared.keys);
+        headers.extend(auth);
+        let request = OutboundRequest {
+            method: Method::POST,
+            uri: self.url(&event.hub, &name.to_string()).map_err(invalid)?,
+            headers,
+            body: cloudevents::body(&event.kind),
+            http2: self.http2,
+        };
+        let response = shared
+            .client
+            .send(request, !name.is_blocking())
+            .await
+            .map_err(|e| match e {
+                SendError::Timeout => DeliveryError::Timeout,
+                SendError::Network(e) => DeliveryError::Unreachable(e),
+                SendError::TooLarge => {
+                    DeliveryError::InvalidResponse("the response body is too large".into())
+                }
+            })?;
+        parse_response(&event.kind, response)
+    }
+}
+
+impl EventSink for WebhookHandler {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<Reply, DeliveryError>> {
+        Box::pin(self.send(event))
+    }
+}
+
+/// Reads a handler's answer (spec §6.4–6.6).
+fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, DeliveryError> {
+    if !response.status.is_success() {
+        return Err(DeliveryError::Rejected(response.status.as_u16()));
+    }
+    let blocking = kind.name().is_blocking();
+    let state = if blocking {
+        let mut values = response
+            .headers
+            .get_all(cloudevents::CONNECTION_STATE)
+            .iter();
+        match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(v), None) => Some(
+                v.to_str()
+                    .map_err(|_| invalid("ce-connectionState is not a valid string"))?
+                    .to_owned(),
+            ),
+            (Some(_), Some(_)) => return Err(invalid("ce-connectionState is sent more than once")),
+        }
+    } else {
+        None
+    };
+    let empty = response.status.as_u16() == 204 || response.body.is_empty();
+    let body = match kind {
+        _ if empty || !blocking => ReplyBody::Empty,
+        EventKind::Connect(_) => ReplyBody::Connect(
+            serde_json::from_slice::<ConnectResponse>(&response.body)
+                .map_err(|e| invalid(&format!("the connect answer is not valid JSON: {e}")))?,
+        ),
+        _ => ReplyBody::Data(data_of(&response.headers, response.body)?),
+    };
+    Ok(Reply { body, state })
+}
+
+/// The data of a user-event answer, by its media type (parameters ignored). No
+/// `Content-Type` means binary, HTTP's default.
+fn data_of(headers: &HeaderMap, body: Bytes) -> Result<Data, DeliveryError> {
+    let media = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let text = |body: Bytes| {
+        Utf8Bytes::try_from(body).map_err(|_| invalid("the answer is not valid UTF-8"))
+    };
+    match media.as_str() {
+        "application/json" => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .map_err(|e| invalid(&format!("the answer is not valid JSON: {e}")))?;
+            Ok(Data::Json(text(body)?))
+        }
+        "text/plain" => Ok(Data::Text(text(body)?)),
+        "application/octet-stream" => Ok(Data::Binary(body)),
+        "application/x-protobuf" => Ok(Data::Protobuf(body)),
+        other => Err(invalid(&format!("unsupported content type '{other}'"))),
+    }
+}
+
+fn invalid(why: &str) -> DeliveryError {
+    DeliveryError::InvalidResponse(why.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+    use crate::config::EventHandlerAuth;
+
+    fn shared() -> Arc<WebhookShared> {
+        let keys = KeyRing::new(vec!["k".repeat(32)]).expect("key");
+        Arc::new(WebhookShared::new(
+            &UpstreamConfig::default(),
+            keys,
+            "localhost".into(),
+        ))
+    }
+
+    fn config(url: &str) -> EventHandlerConfig {
+        EventHandlerConfig {
+            url_template: url.into(),
+            user_event_pattern: Some("*".into()),
+            system_events: vec!["connect".into()],
+            auth: None,
+            http2: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn templates_expand_and_carry_the_code() {
+        let mut c = config("http://127.0.0.1:1/api/{hub}/{event}");
+        c.auth = Some(EventHandlerAuth {
+            header: None,
+            value: None,
+            code: Some("s e/cret".into()),
+        });
+        let h = WebhookHandler::new(&c, shared()).expect("valid");
+        assert_eq!(
+            h.url("chat", "my event").expect("url").to_string(),
+            "http://127.0.0.1:1/api/chat/my%20event?code=s%20e%2Fcret"
+        );
+        for bad in ["ftp://x/{event}", "http://{hub}.example.com/", "http:///x"] {
+            assert!(
+                WebhookHandler::new(&config(bad), shared()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    fn response(
+        status: u16,
+        headers: &[(&'static str, &'static str)],
+        body: &str,
+    ) -> InboundResponse {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        InboundResponse {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers: h,
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn user_event_answers_map_to_data_types() {
+        let user = EventKind::User {
+            name: "e".into(),
+            data: None,
+        };
+        let data = |ct: &'static str, body: &str| match parse_response(
+            &user,
+            response(200, &[("content-type", ct)], body),
+        ) {
+            Ok(Reply {
+                body: ReplyBody::Data(d),
+                ..
+            }) => Ok(d),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            data("application/json; charset=utf-8", r#"{"a":1}"#),
+            Ok(Data::Json(r#"{"a":1}"#.into()))
+        );
+        assert_eq!(
+            data("text/plain; charset=utf-8", "hi"),
+            Ok(Data::Text("hi".into()))
+        );
+        assert!(matches!(
+            data("application/octet-stream", "x"),
+            Ok(Data::Binary(_))
+        ));
+        assert!(data("application/json", "not json").is_err());
+        assert!(data("text/html", "x").is_err());
+        assert!(matches!(
+            parse_response(&user, response(204, &[], "")),
+            Ok(Reply {
+                body: ReplyBody::Empty,
+                state: None
+            })
+        ));
+        assert_eq!(
+            parse_response(&user, response(503, &[], "")).map(|_| ()),
+            Err(DeliveryError::Rejected(503))
+        );
+        let two = response(
+            200,
+            &[("ce-connectionstate", "a"), ("ce-connectionstate", "b")],
+            "",
+        );
+        assert!(parse_response(&user, two).is_err());
+    }
+}

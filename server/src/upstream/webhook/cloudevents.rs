@@ -1,0 +1,194 @@
+//! CloudEvents HTTP binary mode as Azure Web PubSub writes it (spec §6.3): the `ce-*` headers,
+//! the signature over every access key, and the bodies.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use sha2::Sha256;
+
+use super::super::event::{Event, EventKind};
+use crate::auth::KeyRing;
+use crate::router::Data;
+
+/// `Content-Type` of system events.
+const SYSTEM_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// The header `ce-awpsversion` and its only value, required by the JS middleware.
+pub(crate) const AWPS_VERSION: (&str, &str) = ("ce-awpsversion", "1.0");
+
+/// The header naming the service host (spec §6.2), sent on every request.
+pub(crate) const REQUEST_ORIGIN: &str = "webhook-request-origin";
+
+/// The response header that replaces the connection state.
+pub(crate) const CONNECTION_STATE: &str = "ce-connectionstate";
+
+/// The headers of an event POST.
+pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> HeaderMap {
+    let name = event.kind.name();
+    let mut h = HeaderMap::with_capacity(16);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&event.kind)),
+    );
+    h.insert(REQUEST_ORIGIN, origin.clone());
+    h.insert("ce-specversion", HeaderValue::from_static("1.0"));
+    h.insert(AWPS_VERSION.0, HeaderValue::from_static(AWPS_VERSION.1));
+    put(&mut h, "ce-type", &name.ce_type());
+    put(
+        &mut h,
+        "ce-source",
+        &format!("/hubs/{}/client/{}", event.hub, event.connection_id),
+    );
+    put(&mut h, "ce-id", &event.sequence.to_string());
+    put(&mut h, "ce-time", &format_time(event.time));
+    put(
+        &mut h,
+        "ce-signature",
+        &signature(event.connection_id.as_str(), keys),
+    );
+    if let Some(user) = &event.user_id {
+        put(&mut h, "ce-userid", user);
+    }
+    put(&mut h, "ce-connectionid", event.connection_id.as_str());
+    put(&mut h, "ce-hub", &event.hub);
+    put(&mut h, "ce-eventname", &name.to_string());
+    if let Some(subprotocol) = &event.subprotocol {
+        put(&mut h, "ce-subprotocol", subprotocol);
+    }
+    if let (Some(state), false) = (&event.state, matches!(event.kind, EventKind::Connect(_))) {
+        put(&mut h, CONNECTION_STATE, state);
+    }
+    h
+}
+
+/// Sets a header whose value comes from a client or a backend (user ids, state). Values
+/// that cannot be header values (control characters) are left out and logged.
+fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(v) => {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+        Err(_) => tracing::warn!(header = name, "value cannot be sent as a header; left out"),
+    }
+}
+
+/// The `Content-Type` of an event's body (spec §3.3).
+fn content_type(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::User { data, .. } => match data {
+            Some(Data::Json(_)) => "application/json",
+            Some(Data::Binary(_)) => "application/octet-stream",
+            Some(Data::Protobuf(_)) => "application/x-protobuf",
+            Some(Data::Text(_)) | None => "text/plain",
+        },
+        _ => SYSTEM_CONTENT_TYPE,
+    }
+}
+
+/// The body of an event POST.
+pub(crate) fn body(kind: &EventKind) -> Bytes {
+    match kind {
+        EventKind::Connect(body) => serde_json::to_vec(body)
+            .expect("maps of strings serialize")
+            .into(),
+        EventKind::Connected => Bytes::from_static(b"{}"),
+        EventKind::Disconnected { reason } => match reason {
+            Some(reason) => serde_json::to_vec(&serde_json::json!({ "reason": reason }))
+                .expect("a string serializes")
+                .into(),
+            None => Bytes::from_static(b"{}"),
+        },
+        EventKind::User { data, .. } => match data {
+            Some(Data::Text(t) | Data::Json(t)) => Bytes::copy_from_slice(t.as_bytes()),
+            Some(Data::Binary(b) | Data::Protobuf(b)) => b.clone(),
+            None => Bytes::new(),
+        },
+    }
+}
+
+/// `ce-signature`: `sha256=<hex HMAC-SHA256(key, connectionId)>` for every key, primary
+/// first, comma-separated (spec appendix A.4). The key is its UTF-8 bytes.
+pub(crate) fn signature(connection_id: &str, keys: &KeyRing) -> String {
+    keys.keys()
+        .map(|key| {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+            mac.update(connection_id.as_bytes());
+            let digest = mac.finalize().into_bytes();
+            let mut out = String::with_capacity(7 + 64);
+            out.push_str("sha256=");
+            for byte in digest {
+                out.push_str(&format!("{byte:02x}"));
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ce-time`: UTC `yyyy-MM-ddTHH:mm:ssZ`.
+pub(crate) fn format_time(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn times_are_utc_seconds() {
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 3661);
+        assert_eq!(format_time(t), "2026-01-01T01:01:01Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_time(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn signature_covers_every_key_in_order() {
+        let keys = KeyRing::new(vec!["a".repeat(32), "b".repeat(32)]).expect("valid keys");
+        let sig = signature("conn1", &keys);
+        let parts: Vec<&str> = sig.split(',').collect();
+        assert_eq!(parts.len(), 2);
+        let mut mac = Hmac::<Sha256>::new_from_slice("a".repeat(32).as_bytes()).expect("key");
+        mac.update(b"conn1");
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(parts[0], format!("sha256={expected}"));
+        assert_ne!(parts[0], parts[1]);
+    }
+}
