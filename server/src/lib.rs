@@ -13,6 +13,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod error;
+pub mod filter;
 pub mod protocol;
 pub mod router;
 mod server;
