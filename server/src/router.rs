@@ -13,6 +13,7 @@
 //! Fan-out holds an index shard, then an outbox lock, and never a membership lock.
 
 pub mod connection;
+pub mod manage;
 pub mod message;
 pub mod outbox;
 pub mod permission;
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 pub use connection::{ConnectSpec, Connection, ConnectionId};
+pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};
 pub use outbox::{CLOSE_SLOW_CONSUMER, Close, Push};
 pub use permission::{Permission, Permissions};
@@ -409,6 +411,7 @@ mod tests {
             permissions: Permissions::default(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             greeting: None,
+            remote_addr: None,
         }
     }
 

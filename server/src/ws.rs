@@ -242,6 +242,7 @@ fn handshake(
         client.addr = ?request.remote,
     );
     let edge_task = edge.clone();
+    let remote = request.remote;
     edge.tracker.spawn(
         async move {
             let io = match upgrade.await {
@@ -256,7 +257,7 @@ fn handshake(
                 .max_message_size(Some(edge_task.config.client.max_message_bytes))
                 .max_frame_size(Some(edge_task.config.client.max_message_bytes));
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-            let conn = connect(&edge_task, id, hub, subprotocol, claims);
+            let conn = connect(&edge_task, id, hub, subprotocol, claims, remote);
             tracing::debug!(subprotocol = subprotocol.unwrap_or("none"), "connected");
             // Shutdown may have started during the upgrade, after its sweep of the router.
             if edge_task.draining.is_cancelled() {
@@ -292,6 +293,7 @@ fn connect(
     hub: Arc<str>,
     subprotocol: Option<&'static str>,
     claims: ClientClaims,
+    remote_addr: Option<std::net::SocketAddr>,
 ) -> Arc<Connection> {
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
     if !rejected.is_empty() {
@@ -313,6 +315,7 @@ fn connect(
         permissions,
         groups: claims.groups,
         greeting,
+        remote_addr,
     })
 }
 

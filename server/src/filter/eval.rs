@@ -44,9 +44,7 @@ impl<'s, S: Subject + ?Sized> Ctx<'s, S> {
             Expr::Lit(Lit::Bool(b)) => V::Bool(*b),
             Expr::Lit(Lit::Int(n)) => V::Int(*n),
             Expr::Lit(Lit::Str(s)) => V::Str(Cow::Borrowed(s)),
-            Expr::Field(Field::ConnectionId) => {
-                V::Str(Cow::Borrowed(self.subject.connection_id()))
-            }
+            Expr::Field(Field::ConnectionId) => V::Str(Cow::Borrowed(self.subject.connection_id())),
             Expr::Field(Field::UserId) => opt_str(self.subject.user_id()),
             Expr::Field(Field::Protocol) => opt_str(self.subject.protocol()),
             Expr::Field(Field::Groups) => V::Groups,
@@ -91,16 +89,14 @@ impl<'s, S: Subject + ?Sized> Ctx<'s, S> {
                 (V::Str(a), V::Str(b)) => V::Str(Cow::Owned(format!("{a}{b}"))),
                 _ => V::Null,
             },
-            Func::Contains | Func::StartsWith | Func::EndsWith => {
-                V::Bool(match (next(), next()) {
-                    (V::Str(a), V::Str(b)) => match func {
-                        Func::Contains => a.contains(&*b),
-                        Func::StartsWith => a.starts_with(&*b),
-                        _ => a.ends_with(&*b),
-                    },
-                    _ => false,
-                })
-            }
+            Func::Contains | Func::StartsWith | Func::EndsWith => V::Bool(match (next(), next()) {
+                (V::Str(a), V::Str(b)) => match func {
+                    Func::Contains => a.contains(&*b),
+                    Func::StartsWith => a.starts_with(&*b),
+                    _ => a.ends_with(&*b),
+                },
+                _ => false,
+            }),
             Func::IndexOf => V::Int(match (next(), next()) {
                 (V::Str(a), V::Str(b)) => a.find(&*b).map_or(-1, |at| count(&a[..at])),
                 _ => -1,

@@ -125,7 +125,10 @@ pub(super) fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                 while chars.get(i).is_some_and(char::is_ascii_digit) {
                     i += 1;
                 }
-                if chars.get(i).is_some_and(|c| c.is_alphanumeric() || *c == '_') {
+                if chars
+                    .get(i)
+                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+                {
                     return Err(FilterError::new(
                         i,
                         format!("unexpected '{}' after a number", chars[i]),

@@ -309,9 +309,7 @@ impl Parser {
             if matches!(side.ty, Ty::Groups) {
                 return Err(FilterError::new(
                     side.start,
-                    format!(
-                        "'groups' is a collection and cannot be compared; use 'g' in groups or length(groups)"
-                    ),
+                    "'groups' is a collection and cannot be compared; use 'g' in groups or length(groups)",
                 ));
             }
         }
@@ -523,8 +521,7 @@ impl Parser {
     /// `name '(' args ')'`; the name has been consumed, `(` is next.
     fn call(&mut self, name: &str, pos: usize) -> Result<Typed, FilterError> {
         use Ty::{Bool, Int, Str};
-        let (func, params, ret): (Func, &[&[Ty]], Ty) = match name.to_ascii_lowercase().as_str()
-        {
+        let (func, params, ret): (Func, &[&[Ty]], Ty) = match name.to_ascii_lowercase().as_str() {
             "indexof" => (Func::IndexOf, &[&[Str, Str]], Int),
             "concat" => (Func::Concat, &[&[Str, Str]], Str),
             "contains" => (Func::Contains, &[&[Str, Str]], Bool),

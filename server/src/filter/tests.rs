@@ -60,9 +60,15 @@ fn error(filter: &str) -> FilterError {
 fn the_documented_examples() {
     let a = alice();
     assert!(eval("'group1' in groups or 'group2' in groups", &a));
-    assert!(eval("userId in ('user1', 'alice') and 'group1' in groups", &a));
+    assert!(eval(
+        "userId in ('user1', 'alice') and 'group1' in groups",
+        &a
+    ));
     assert!(eval("userId eq 'alice' and connectionId ne '123'", &a));
-    assert!(!eval("userId eq 'alice' and (not ('group1' in groups))", &a));
+    assert!(!eval(
+        "userId eq 'alice' and (not ('group1' in groups))",
+        &a
+    ));
     assert!(eval("not ('group2' in groups)", &a));
     assert!(eval("protocol eq 'json.webpubsub.azure.v1'", &a));
     assert!(!eval("protocol eq 'json.webpubsub.azure.v1'", &anonymous()));
@@ -88,11 +94,21 @@ fn quotes_are_escaped_by_doubling() {
 fn precedence_not_then_comparison_then_and_then_or() {
     let a = alice();
     // `and` binds tighter than `or`: true or (false and false).
-    assert!(eval("userId eq 'alice' or userId eq 'x' and userId eq 'y'", &a));
+    assert!(eval(
+        "userId eq 'alice' or userId eq 'x' and userId eq 'y'",
+        &a
+    ));
     // Parentheses change it: (true or false) and false.
-    assert!(!eval("(userId eq 'alice' or userId eq 'x') and userId eq 'y'", &a));
+    assert!(!eval(
+        "(userId eq 'alice' or userId eq 'x') and userId eq 'y'",
+        &a
+    ));
     // `not` applies to the next operand only.
-    assert!(error("not userId eq 'bob'").message.contains("'not' needs a boolean"));
+    assert!(
+        error("not userId eq 'bob'")
+            .message
+            .contains("'not' needs a boolean")
+    );
     assert!(eval("not false and true", &a));
     assert!(!eval("not (false or true)", &a));
     // `not` binds tighter than comparisons, so this is a type error (spec §5.2).
@@ -213,13 +229,21 @@ fn syntax_errors_point_at_the_problem() {
         ("(userId eq 'a'", 14, "expected ')'"),
         ("userId eq 'a')", 13, "unexpected ')'"),
         ("userId eq 'a' & true", 14, "unexpected character '&'"),
-        ("userid eq 'a' and nickname eq 'b'", 18, "unknown identifier 'nickname'"),
+        (
+            "userid eq 'a' and nickname eq 'b'",
+            18,
+            "unknown identifier 'nickname'",
+        ),
         ("frobnicate(userId)", 0, "unknown function 'frobnicate'"),
         ("userId in 'a'", 10, "after 'in'"),
         ("userId in ('a' 'b')", 15, "to close the list"),
         ("userId eq and", 10, "keyword 'and'"),
         ("userId eq 'a' eq 'b'", 14, "unexpected 'eq'"),
-        ("length(userId,) eq 1", 14, "expected an expression, found ')'"),
+        (
+            "length(userId,) eq 1",
+            14,
+            "expected an expression, found ')'",
+        ),
         ("12ab eq 1", 2, "after a number"),
         ("- 1 eq 1", 0, "sign"),
         ("userId eq 'é' and x", 18, "unknown identifier 'x'"),

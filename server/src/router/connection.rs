@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -70,6 +71,7 @@ pub struct Connection {
     format: WireFormat,
     subprotocol: Option<&'static str>,
     connected_at: SystemTime,
+    remote_addr: Option<SocketAddr>,
     pub(crate) outbox: Outbox,
     pub(crate) membership: Mutex<Membership>,
     permissions: RwLock<Permissions>,
@@ -84,6 +86,7 @@ impl Connection {
             format: spec.format,
             subprotocol: spec.subprotocol,
             connected_at: SystemTime::now(),
+            remote_addr: spec.remote_addr,
             outbox: Outbox::new(outbox_bytes),
             membership: Mutex::new(Membership::default()),
             permissions: RwLock::new(spec.permissions),
@@ -118,6 +121,19 @@ impl Connection {
     /// When the connection was accepted.
     pub fn connected_at(&self) -> SystemTime {
         self.connected_at
+    }
+
+    /// The client's address as the server saw it (the peer of the TCP connection).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The runtime "check permission" answer; see [`Permissions::check`].
+    pub fn check_permission(&self, permission: Permission, target: Option<&str>) -> bool {
+        self.permissions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(permission, target)
     }
 
     /// Whether the connection may do `permission` on `group`.
@@ -183,4 +199,6 @@ pub struct ConnectSpec {
     /// A frame queued before the connection becomes reachable, so it is the first one the
     /// client sees (the `connected` system message).
     pub greeting: Option<Frame>,
+    /// The client's address (the TCP peer), shown in connection details.
+    pub remote_addr: Option<SocketAddr>,
 }

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::Frame;
@@ -47,9 +48,16 @@ pub enum Push {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     close: Option<Close>,
+}
+
+/// A queued frame and, for messages sent with a TTL, when it stops being worth writing.
+#[derive(Debug)]
+struct Queued {
+    frame: Frame,
+    expires: Option<Instant>,
 }
 
 /// A bounded, byte-counted queue of frames for one connection.
@@ -86,6 +94,23 @@ impl Outbox {
 
     /// Queues a frame. Never blocks on the client.
     pub fn push(&self, frame: Frame) -> Push {
+        self.push_queued(Queued {
+            frame,
+            expires: None,
+        })
+    }
+
+    /// Queues a frame that is dropped instead of written if the writer only reaches it at or
+    /// after `expires` (a message TTL: a client that cannot take it in time never gets it).
+    pub fn push_expiring(&self, frame: Frame, expires: Instant) -> Push {
+        self.push_queued(Queued {
+            frame,
+            expires: Some(expires),
+        })
+    }
+
+    fn push_queued(&self, queued: Queued) -> Push {
+        let frame = &queued.frame;
         let mut state = self.lock();
         if state.close.is_some() {
             return Push::Closed;
@@ -107,7 +132,7 @@ impl Outbox {
         }
         let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
-        state.frames.push_back(frame);
+        state.frames.push_back(queued);
         drop(state);
         if was_empty {
             self.wake.notify_one();
@@ -158,8 +183,17 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 if !state.frames.is_empty() {
-                    batch.extend(state.frames.drain(..));
+                    let now = Instant::now();
+                    batch.extend(
+                        state
+                            .frames
+                            .drain(..)
+                            .filter(|q| q.expires.is_none_or(|at| at > now))
+                            .map(|q| q.frame),
+                    );
                     state.bytes = 0;
+                    // Everything may have expired: then there is nothing to write, and the
+                    // caller comes back for more.
                     return None;
                 }
                 if let Some(close) = &state.close {
@@ -175,7 +209,7 @@ impl Outbox {
     pub(crate) fn drain_for_test(&self) -> Vec<Frame> {
         let mut state = self.lock();
         state.bytes = 0;
-        state.frames.drain(..).collect()
+        state.frames.drain(..).map(|q| q.frame).collect()
     }
 
     /// The close that has started, if any.
@@ -240,6 +274,34 @@ mod tests {
         // enforced elsewhere, and refusing it would make the message undeliverable.
         let outbox = Outbox::new(10);
         assert_eq!(outbox.push(frame(50)), Push::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_frames_are_dropped_when_the_writer_reaches_them() {
+        let outbox = Outbox::new(1000);
+        let soon = Instant::now() + std::time::Duration::from_secs(1);
+        assert_eq!(outbox.push_expiring(frame(1), soon), Push::Queued);
+        assert_eq!(outbox.push(frame(2)), Push::Queued);
+        assert_eq!(
+            outbox.push_expiring(frame(3), soon + std::time::Duration::from_secs(10)),
+            Push::Queued
+        );
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, None);
+        assert_eq!(
+            batch.iter().map(Frame::len).collect::<Vec<_>>(),
+            [2, 3],
+            "the expired frame is gone, the others keep their order"
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        // Only expired frames queued: nothing to write, and no spurious close.
+        outbox.push_expiring(frame(4), Instant::now());
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, None);
+        assert!(batch.is_empty());
+        assert!(!outbox.is_closing());
     }
 
     #[tokio::test]
