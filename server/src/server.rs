@@ -19,6 +19,7 @@ use warp::Filter;
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
+use crate::control::{Control, grpc::GrpcEdge};
 use crate::router::{Router, RouterConfig};
 use crate::ws::{self, Edge};
 
@@ -52,6 +53,8 @@ pub enum Error {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    grpc_listener: TcpListener,
+    grpc_addr: SocketAddr,
     endpoint: String,
     keys: KeyRing,
     config: Arc<Config>,
@@ -101,6 +104,16 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
         let endpoint = match &config.endpoint {
             Some(e) => normalize_endpoint(e)?,
             None => format!("http://{local_addr}"),
@@ -111,6 +124,8 @@ impl Server {
         Ok(Self {
             listener,
             local_addr,
+            grpc_listener,
+            grpc_addr,
             endpoint,
             keys,
             config: Arc::new(config),
@@ -121,6 +136,11 @@ impl Server {
     /// The bound HTTP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound gRPC address (control plane, health, reflection).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     /// The public endpoint that token audiences name, without a trailing slash.
@@ -165,12 +185,27 @@ impl Server {
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
             .map(warp::reply);
-        let routes = ws::routes(edge.clone()).or(health);
+        // Control plane: one implementation, two edges (REST here, gRPC on its listener).
+        let control = Control::new(
+            self.router.clone(),
+            self.keys.clone(),
+            self.endpoint.clone(),
+        );
+        let grpc = GrpcEdge::start(self.grpc_listener, control.clone()).await;
+        let routes = ws::routes(edge.clone())
+            .or(health)
+            .or(crate::rest::routes(control));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
-        tracing::info!(addr = %self.local_addr, endpoint = %self.endpoint, "listening");
+        tracing::info!(
+            addr = %self.local_addr,
+            grpc.addr = %self.grpc_addr,
+            endpoint = %self.endpoint,
+            "listening"
+        );
 
         shutdown.await;
+        grpc.draining().await;
         let grace = self.config.shutdown_grace;
         tracing::info!(
             connections = self.router.stats().connections,
@@ -195,6 +230,7 @@ impl Server {
         if let Err(e) = http.await {
             tracing::warn!(error = %e, "HTTP listener task failed");
         }
+        grpc.stop().await;
         tracing::info!("stopped");
         Ok(())
     }
