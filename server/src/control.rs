@@ -208,7 +208,7 @@ impl Control {
             &hub,
             Target::User(&req.user_id),
             &message,
-            &[],
+            &req.excluded,
             &req.filter,
             req.ttl_seconds,
         )?;

@@ -282,6 +282,7 @@ where
                 payload: Some(payload),
                 filter: query.get("filter").unwrap_or_default().to_owned(),
                 ttl_seconds: ttl(&query)?,
+                excluded: Vec::new(),
             })?;
             accepted()
         }
