@@ -17,6 +17,8 @@
 //! - [`upgrade_status`], [`raw_upgrade`]: handshakes whose HTTP outcome is the thing tested.
 //! - [`Bystanders`]: two well-behaved clients that prove the server still works for others.
 //! - [`assert_eventually!`]: polls router state until a condition holds.
+//! - [`Rest`]: Azure's REST data plane over plain HTTP/1.1, signed like the official SDKs;
+//!   [`TestServer::service_client`] for the gRPC control plane through the Rust SDK.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -44,6 +46,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 #[doc(hidden)]
 pub use tokio as __tokio;
 
+mod control;
+pub use control::{Rest, RestResponse, enc};
+
 /// How long any single wait (a receive, a handshake, a condition) may take before the test
 /// fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +74,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A running Hubcast server on an ephemeral loopback port.
 pub struct TestServer {
     addr: SocketAddr,
+    grpc_addr: SocketAddr,
     endpoint: String,
     key: String,
     router: Router,
@@ -118,6 +124,8 @@ impl TestServer {
             .expect("Server::bind failed");
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0, "local_addr must report the bound port");
+        let grpc_addr = server.grpc_addr();
+        assert_ne!(grpc_addr.port(), 0, "grpc_addr must report the bound port");
         let endpoint = server.endpoint().to_owned();
         let key = server.keys().primary().to_owned();
         let router = server.router();
@@ -128,6 +136,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            grpc_addr,
             endpoint,
             key,
             router,
@@ -140,6 +149,41 @@ impl TestServer {
     /// The bound HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound gRPC address (control plane, health, reflection).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The Azure-style connection string for the primary key.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "Endpoint={};AccessKey={};Version=1.0;",
+            self.endpoint, self.key
+        )
+    }
+
+    /// A Rust SDK client of the gRPC control plane, connected now.
+    ///
+    /// # Panics
+    /// The client cannot connect within [`TIMEOUT`].
+    pub async fn service_client(&self) -> hubcast_sdk::ServiceClient {
+        tokio::time::timeout(
+            TIMEOUT,
+            hubcast_sdk::ServiceClient::connect(
+                &self.connection_string(),
+                &self.grpc_addr.to_string(),
+            ),
+        )
+        .await
+        .expect("gRPC connect timed out")
+        .expect("gRPC connect failed")
+    }
+
+    /// A REST client that signs each request as Azure's SDKs do (see [`Rest`]).
+    pub fn rest(&self) -> Rest {
+        Rest::new(self.addr, &self.endpoint, &self.key)
     }
 
     /// The public endpoint (`http://127.0.0.1:PORT`) that token audiences name.
