@@ -230,7 +230,7 @@ where
         ),
         NoRoute::NotFound => not_found(&req.path),
         NoRoute::Method(allowed) => RestError::new(
-            ErrorCode::BadRequest,
+            ErrorCode::NotFound,
             format!(
                 "{} is not allowed on {}; use {}",
                 req.method,
@@ -640,8 +640,14 @@ fn list_group_connections(
     ))
 }
 
+/// Percent-encodes a query value, keeping RFC 3986 unreserved characters.
 fn encode(value: &str) -> String {
-    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+    const UNRESERVED: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(value, UNRESERVED).to_string()
 }
 
 // === bodies ===
