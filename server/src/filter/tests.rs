@@ -70,6 +70,9 @@ fn the_documented_examples() {
         &a
     ));
     assert!(eval("not ('group2' in groups)", &a));
+    // As the JS SDK documents it: no space after `not`.
+    assert!(!eval("not('group1' in groups)", &a));
+    assert!(eval("userId ne 'user1' and userId ne 'user2'", &a));
     assert!(eval("protocol eq 'json.webpubsub.azure.v1'", &a));
     assert!(!eval("protocol eq 'json.webpubsub.azure.v1'", &anonymous()));
 }
