@@ -16,6 +16,8 @@ async fn clients(server: &TestServer) -> (JsonClient, JsonClient, JsonClient, Si
     let bob = server.json_client(HUB, Some("bob"), &[], &["room"]).await;
     let anon = server.json_client(HUB, None, &[], &["vip"]).await;
     let simple = SimpleClient::connect(&server.url(HUB, None, &[], &[])).await;
+    // A simple client gets no `connected` message: wait until the server has registered it.
+    hubcast_integration_tests::assert_eventually!(server.router().stats().connections == 4);
     (alice, bob, anon, simple)
 }
 

@@ -21,6 +21,8 @@ async fn sends_reach_the_addressed_clients_in_every_data_type() {
     let mut alice = server.json_client(HUB, Some("alice"), &[], &["g"]).await;
     let mut bob = server.json_client(HUB, Some("bob"), &[], &[]).await;
     let mut simple = SimpleClient::connect(&server.url(HUB, None, &[], &["g"])).await;
+    // A simple client gets no `connected` message: wait until the server has registered it.
+    hubcast_integration_tests::assert_eventually!(server.router().stats().connections == 3);
 
     // To all: a server message; simple clients get the raw text.
     client
@@ -501,6 +503,7 @@ async fn listings_details_and_stats() {
         members.push(server.json_client(HUB, Some(user), &[], &["g"]).await);
     }
     let anon = SimpleClient::connect(&server.url(HUB, None, &[], &["solo"])).await;
+    hubcast_integration_tests::assert_eventually!(server.router().stats().connections == 6);
 
     // Group members, two per page, in id order, every member once.
     let mut seen = Vec::new();

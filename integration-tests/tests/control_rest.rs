@@ -36,6 +36,8 @@ async fn sends_are_202_and_reach_clients_with_the_content_type_as_data_type() {
         .await;
     let mut bob = server.json_client(HUB, Some("bob"), &[], &[]).await;
     let mut simple = SimpleClient::connect(&server.url(HUB, None, &[], &[])).await;
+    // A simple client gets no `connected` message: wait until the server has registered it.
+    hubcast_integration_tests::assert_eventually!(server.router().stats().connections == 3);
 
     // Send to all: JSON, with bob excluded.
     let r = rest
