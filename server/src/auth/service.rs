@@ -36,7 +36,10 @@ pub const GRPC_AUDIENCE_PATH: &str = "/hubcast.v1.Control";
 ///
 /// Checks, in order: HS256 header, signature with any key of `keys`, `exp` (required) and
 /// `nbf` with [`CLOCK_SKEW`](super::CLOCK_SKEW), then `aud` (a string or an array of which
-/// one entry must match) as described in the [module docs](self).
+/// one entry must match): its scheme, host and port must equal `endpoint`'s (ASCII
+/// case-insensitive, an explicit default port equals none) and its path, percent-decoded,
+/// must equal `endpoint`'s path followed by `path` (ASCII case-insensitive); a query, a
+/// fragment and one trailing `/` are ignored on both sides.
 ///
 /// # Errors
 /// The [`AuthError`] to answer with (401 / `UNAUTHENTICATED`).
