@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "hubcast/v1/client.proto",
     "hubcast/v1/control.proto",
     "hubcast/v1/events.proto",
+    "hubcast/v1/options.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

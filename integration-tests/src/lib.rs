@@ -62,6 +62,9 @@ pub const SECONDARY_KEY: &str = "hubcast-test-secondary-key-fedcba9876543210";
 /// The JSON subprotocol of Azure Web PubSub.
 pub const JSON_SUBPROTOCOL: &str = "json.webpubsub.azure.v1";
 
+/// The reliable JSON subprotocol (the default of Azure's JavaScript client).
+pub const JSON_RELIABLE_SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
+
 /// Global join/leave permission.
 pub const JOIN_ROLE: &str = "webpubsub.joinLeaveGroup";
 
@@ -593,6 +596,41 @@ impl JsonClient {
         Self::after_handshake(ws, response).await
     }
 
+    /// Connects offering `subprotocol` (e.g. [`JSON_RELIABLE_SUBPROTOCOL`]) and reads the
+    /// `connected` message.
+    ///
+    /// # Panics
+    /// As [`JsonClient::connect`].
+    pub async fn connect_as(url: &str, subprotocol: &str) -> Self {
+        let (ws, response) = try_connect(request(url, &[subprotocol], None))
+            .await
+            .unwrap_or_else(|e| panic!("JSON client handshake failed: {}", describe(&e)));
+        Self::after_handshake_as(ws, response, subprotocol).await
+    }
+
+    /// Connects offering `subprotocol` without expecting `connected`: for recoveries that
+    /// the server refuses after the upgrade.
+    ///
+    /// # Panics
+    /// The handshake fails.
+    pub async fn connect_raw(url: &str, subprotocol: &str) -> Self {
+        let (ws, response) = try_connect(request(url, &[subprotocol], None))
+            .await
+            .unwrap_or_else(|e| panic!("handshake failed: {}", describe(&e)));
+        Self {
+            ws,
+            response,
+            connected: Value::Null,
+            pending: VecDeque::new(),
+            next_ack: 1_000_000,
+        }
+    }
+
+    /// Drops the TCP connection without a WebSocket close frame, as a network failure would.
+    pub fn abort(self) {
+        drop(self.ws);
+    }
+
     /// Connects like [`JsonClient::connect`] over a socket with a small kernel receive
     /// buffer (see [`try_connect_with_recv_buffer`]).
     ///
@@ -607,6 +645,10 @@ impl JsonClient {
     }
 
     async fn after_handshake(ws: Ws, response: Response) -> Self {
+        Self::after_handshake_as(ws, response, JSON_SUBPROTOCOL).await
+    }
+
+    async fn after_handshake_as(ws: Ws, response: Response, subprotocol: &str) -> Self {
         let echoed = response
             .headers()
             .get("sec-websocket-protocol")
@@ -614,8 +656,8 @@ impl JsonClient {
             .unwrap_or_default()
             .to_owned();
         assert!(
-            echoed.eq_ignore_ascii_case(JSON_SUBPROTOCOL),
-            "server must echo the JSON subprotocol; echoed {echoed:?}"
+            echoed.eq_ignore_ascii_case(subprotocol),
+            "server must echo the {subprotocol} subprotocol; echoed {echoed:?}"
         );
         let mut client = Self {
             ws,
@@ -893,7 +935,25 @@ impl JsonClient {
     /// The close handshake does not finish within [`TIMEOUT`].
     pub async fn close(mut self) {
         tokio::time::timeout(TIMEOUT, async {
-            let _ = self.ws.close(None).await;
+            let normal = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = self.ws.close(Some(normal)).await;
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await
+        .expect("close handshake timed out");
+    }
+
+    /// Closes the connection from the client side with a close frame that carries no code,
+    /// as Azure's JavaScript client does, and waits for the server's close frame.
+    ///
+    /// # Panics
+    /// The close handshake does not finish within [`TIMEOUT`].
+    pub async fn close_without_code(mut self) {
+        tokio::time::timeout(TIMEOUT, async {
+            let _ = self.ws.send(Message::Close(None)).await;
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await

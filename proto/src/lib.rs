@@ -15,7 +15,11 @@
 //!     client ([`v1::control_client::ControlClient`]) and server
 //!     ([`v1::control_server::ControlServer`]) stubs and request/response messages;
 //!   - the **event stream** (`events.proto`): the `hubcast.v1.Events` gRPC service that
-//!     delivers upstream events ([`v1::Event`]) to a backend over a bidirectional stream.
+//!     delivers upstream events ([`v1::Event`]) to a backend over a bidirectional stream;
+//!   - the **JSON mapping options** (`options.proto`): custom options with which
+//!     `client.proto` records how its messages look in the JSON subprotocols (Azure's shape),
+//!     read by the TypeScript client generator (`sdk-ts-gen`). They never change the binary
+//!     encoding; prost ignores them.
 //!
 //!   Protobuf `bytes` fields are [`prost::bytes::Bytes`], so a payload decoded from a frame
 //!   held in `Bytes` shares the frame's buffer instead of copying it.

@@ -4,12 +4,17 @@
 //!
 //! Files of `google.*` packages (well-known types pulled in as imports) are not modelled;
 //! fields refer to them by full name (`google.protobuf.Any`), and emitters map them.
+//!
+//! The model also carries the JSON mapping recorded by the custom options of
+//! `hubcast/v1/options.proto` ([`JsonField`], [`JsonOneof`], [`JsonOnlyField`],
+//! [`EnumValue::json_value`]); a declaration without options gets the defaults.
 
 use std::collections::HashMap;
 
+use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor};
 use prost_types::{
     DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
-    FileDescriptorSet, SourceCodeInfo,
+    SourceCodeInfo,
     field_descriptor_proto::{Label, Type},
 };
 
@@ -43,6 +48,8 @@ pub struct Message {
     pub full_name: String,
     /// The simple name, e.g. `PingMessage`.
     pub name: String,
+    /// The package, e.g. `hubcast.v1` (empty for a file without one).
+    pub package: String,
     /// The proto file that declares it, e.g. `hubcast/v1/client.proto`.
     pub file: String,
     /// The leading comment, without comment markers; empty if none.
@@ -51,6 +58,8 @@ pub struct Message {
     pub fields: Vec<Field>,
     /// Real oneofs (not the synthetic ones proto3 `optional` creates), in declaration order.
     pub oneofs: Vec<Oneof>,
+    /// Keys only the JSON form of the message carries (`(hubcast.v1.json_message)`).
+    pub json_extra_fields: Vec<JsonOnlyField>,
 }
 
 /// A field of a message.
@@ -71,6 +80,59 @@ pub struct Field {
     pub oneof: Option<String>,
     /// The leading comment; empty if none.
     pub comments: String,
+    /// The JSON mapping (`(hubcast.v1.json)`).
+    pub json: JsonField,
+}
+
+/// How a field appears in the JSON subprotocols: the `(hubcast.v1.json)` option.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonField {
+    /// The JSON key, if not [`Field::json_name`].
+    pub name: Option<String>,
+    /// A message field whose keys are merged into the parent object.
+    pub inline: bool,
+    /// The discriminator value that selects this oneof member.
+    pub tag: Option<String>,
+    /// The empty string is written as `null`.
+    pub null_if_empty: bool,
+    /// How the value is written.
+    pub encoding: JsonEncoding,
+    /// Full name of the string-valued enum whose values the (string) field carries.
+    pub string_enum: Option<String>,
+}
+
+/// Non-default JSON encodings of a value (`hubcast.v1.JsonEncoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JsonEncoding {
+    /// The default for the type.
+    #[default]
+    Default,
+    /// A string holding a JSON document, embedded as the document itself.
+    RawJson,
+    /// A message written as the base64 of its protobuf encoding.
+    Base64Protobuf,
+}
+
+/// How a oneof appears in the JSON subprotocols: the `(hubcast.v1.json_oneof)` option.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonOneof {
+    /// The key naming the member that is set; `None` means protobuf's mapping.
+    pub discriminator: Option<String>,
+    /// The key holding a non-message member's value.
+    pub value_key: Option<String>,
+    /// The tag assumed when the discriminator is absent.
+    pub default_tag: Option<String>,
+}
+
+/// A string key that only the JSON form of a message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonOnlyField {
+    /// The JSON key, which is also the generated property name.
+    pub name: String,
+    /// Documentation.
+    pub doc: String,
+    /// The value may be `null`.
+    pub nullable: bool,
 }
 
 /// How many values a field holds.
@@ -132,6 +194,8 @@ pub struct Oneof {
     pub comments: String,
     /// Names of its member fields, in declaration order.
     pub fields: Vec<String>,
+    /// The JSON mapping (`(hubcast.v1.json_oneof)`).
+    pub json: JsonOneof,
 }
 
 /// A protobuf enum.
@@ -141,6 +205,8 @@ pub struct Enum {
     pub full_name: String,
     /// The simple name.
     pub name: String,
+    /// The package (empty for a file without one).
+    pub package: String,
     /// The proto file that declares it.
     pub file: String,
     /// The leading comment; empty if none.
@@ -158,6 +224,9 @@ pub struct EnumValue {
     pub number: i32,
     /// The leading comment; empty if none.
     pub comments: String,
+    /// The string written for this value where a string field carries it
+    /// (`(hubcast.v1.json_value)`).
+    pub json_value: Option<String>,
 }
 
 /// A gRPC service.
@@ -195,29 +264,32 @@ pub struct Method {
 // === impl Model ===
 
 impl Model {
-    /// Builds the model of every non-`google.*` file in `fds`.
+    /// Builds the model of every non-`google.*` file in `pool`, with the JSON mapping
+    /// options of `hubcast/v1/options.proto` where the pool has that file.
     ///
     /// References that cannot be resolved (a map field whose entry message is missing) are
-    /// kept as plain message references; a set produced by protox is always complete.
-    pub fn build(fds: &FileDescriptorSet) -> Self {
+    /// kept as plain message references; a pool built by protox is always complete.
+    pub fn build(pool: &DescriptorPool) -> Self {
         let mut model = Self::default();
+        let files: Vec<FileDescriptorProto> = pool
+            .files()
+            .map(|f| f.file_descriptor_proto().clone())
+            .collect();
         // Map-entry messages of every file, so map fields can be resolved to key/value types.
         let mut map_entries = HashMap::new();
-        for file in &fds.file {
+        for file in &files {
             let prefix = package_prefix(file);
             for msg in &file.message_type {
                 collect_map_entries(&prefix, msg, &mut map_entries);
             }
         }
-        for file in fds
-            .file
-            .iter()
-            .filter(|f| !f.package().starts_with("google."))
-        {
+        let options = JsonOptions::new(pool);
+        for file in files.iter().filter(|f| !f.package().starts_with("google.")) {
             FileBuilder {
                 file,
                 comments: comments_by_path(file.source_code_info.as_ref()),
                 map_entries: &map_entries,
+                options: &options,
                 model: &mut model,
             }
             .build();
@@ -309,11 +381,143 @@ fn type_ref(type_name: &str) -> String {
     type_name.trim_start_matches('.').to_owned()
 }
 
+/// The extensions of `hubcast/v1/options.proto`, looked up once; `None` where the pool does
+/// not have that file (then every declaration gets the default mapping).
+struct JsonOptions<'a> {
+    pool: &'a DescriptorPool,
+    field: Option<ExtensionDescriptor>,
+    oneof: Option<ExtensionDescriptor>,
+    message: Option<ExtensionDescriptor>,
+    enum_value: Option<ExtensionDescriptor>,
+}
+
+impl<'a> JsonOptions<'a> {
+    fn new(pool: &'a DescriptorPool) -> Self {
+        Self {
+            pool,
+            field: pool.get_extension_by_name("hubcast.v1.json"),
+            oneof: pool.get_extension_by_name("hubcast.v1.json_oneof"),
+            message: pool.get_extension_by_name("hubcast.v1.json_message"),
+            enum_value: pool.get_extension_by_name("hubcast.v1.json_value"),
+        }
+    }
+
+    fn field(&self, message: &str, field: &str) -> JsonField {
+        let Some(opts) = self
+            .pool
+            .get_message_by_name(message)
+            .and_then(|m| m.get_field_by_name(field))
+            .and_then(|f| extension(&f.options(), self.field.as_ref()))
+        else {
+            return JsonField::default();
+        };
+        let Some(opts) = opts.as_message() else {
+            return JsonField::default();
+        };
+        let encoding = match opts
+            .get_field_by_name("encoding")
+            .and_then(|v| v.as_enum_number())
+        {
+            Some(1) => JsonEncoding::RawJson,
+            Some(2) => JsonEncoding::Base64Protobuf,
+            _ => JsonEncoding::Default,
+        };
+        JsonField {
+            name: string_field(opts, "name"),
+            inline: bool_field(opts, "inline"),
+            tag: string_field(opts, "tag"),
+            null_if_empty: bool_field(opts, "null_if_empty"),
+            encoding,
+            string_enum: string_field(opts, "string_enum"),
+        }
+    }
+
+    fn oneof(&self, message: &str, oneof: &str) -> JsonOneof {
+        let Some(opts) = self
+            .pool
+            .get_message_by_name(message)
+            .and_then(|m| m.oneofs().find(|o| o.name() == oneof))
+            .and_then(|o| extension(&o.options(), self.oneof.as_ref()))
+        else {
+            return JsonOneof::default();
+        };
+        let Some(opts) = opts.as_message() else {
+            return JsonOneof::default();
+        };
+        JsonOneof {
+            discriminator: string_field(opts, "discriminator"),
+            value_key: string_field(opts, "value_key"),
+            default_tag: string_field(opts, "default_tag"),
+        }
+    }
+
+    fn extra_fields(&self, message: &str) -> Vec<JsonOnlyField> {
+        let Some(opts) = self
+            .pool
+            .get_message_by_name(message)
+            .and_then(|m| extension(&m.options(), self.message.as_ref()))
+        else {
+            return Vec::new();
+        };
+        let Some(list) = opts
+            .as_message()
+            .and_then(|o| o.get_field_by_name("extra_fields"))
+            .and_then(|l| l.as_list().map(<[_]>::to_vec))
+        else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|v| v.as_message())
+            .map(|f| JsonOnlyField {
+                name: string_field(f, "name").unwrap_or_default(),
+                doc: string_field(f, "doc").unwrap_or_default(),
+                nullable: bool_field(f, "nullable"),
+            })
+            .collect()
+    }
+
+    fn enum_value(&self, en: &str, value: &str) -> Option<String> {
+        let value = self
+            .pool
+            .get_enum_by_name(en)?
+            .values()
+            .find(|v| v.name() == value)?;
+        let opts = extension(&value.options(), self.enum_value.as_ref())?;
+        opts.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    }
+}
+
+/// The value of extension `ext` in `options`, if set.
+fn extension(
+    options: &DynamicMessage,
+    ext: Option<&ExtensionDescriptor>,
+) -> Option<prost_reflect::Value> {
+    let ext = ext?;
+    options
+        .has_extension(ext)
+        .then(|| options.get_extension(ext).into_owned())
+}
+
+/// A non-empty string field of an options message.
+fn string_field(m: &DynamicMessage, name: &str) -> Option<String> {
+    m.get_field_by_name(name)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+}
+
+/// A bool field of an options message.
+fn bool_field(m: &DynamicMessage, name: &str) -> bool {
+    m.get_field_by_name(name)
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
 /// Walks one file, appending its declarations to the model.
 struct FileBuilder<'a> {
     file: &'a FileDescriptorProto,
     comments: HashMap<Vec<i32>, String>,
     map_entries: &'a HashMap<String, (FieldDescriptorProto, FieldDescriptorProto)>,
+    options: &'a JsonOptions<'a>,
     model: &'a mut Model,
 }
 
@@ -369,6 +573,7 @@ impl FileBuilder<'_> {
                     name: o.name().to_owned(),
                     comments: self.comment(&child(&path, MESSAGE_ONEOF_DECL, k)),
                     fields: Vec::new(),
+                    json: self.options.oneof(&full_name, o.name()),
                 })
             })
             .collect();
@@ -395,15 +600,18 @@ impl FileBuilder<'_> {
                 cardinality,
                 oneof,
                 comments: self.comment(&child(&path, MESSAGE_FIELD, k)),
+                json: self.options.field(&full_name, f.name()),
             });
         }
         self.model.messages.push(Message {
             full_name: full_name.clone(),
             name: msg.name().to_owned(),
+            package: self.file.package().to_owned(),
             file: self.file.name().to_owned(),
             comments: self.comment(&path),
             fields,
             oneofs: oneofs.into_iter().flatten().collect(),
+            json_extra_fields: self.options.extra_fields(&full_name),
         });
         let nested_prefix = format!("{full_name}.");
         for (j, nested) in msg.nested_type.iter().enumerate() {
@@ -437,6 +645,7 @@ impl FileBuilder<'_> {
     }
 
     fn enumeration(&mut self, prefix: &str, en: &EnumDescriptorProto, path: Vec<i32>) {
+        let full_name = format!("{prefix}{}", en.name());
         let values = en
             .value
             .iter()
@@ -445,11 +654,13 @@ impl FileBuilder<'_> {
                 name: v.name().to_owned(),
                 number: v.number(),
                 comments: self.comment(&child(&path, ENUM_VALUE, k)),
+                json_value: self.options.enum_value(&full_name, v.name()),
             })
             .collect();
         self.model.enums.push(Enum {
-            full_name: format!("{prefix}{}", en.name()),
+            full_name,
             name: en.name().to_owned(),
+            package: self.file.package().to_owned(),
             file: self.file.name().to_owned(),
             comments: self.comment(&path),
             values,
@@ -502,8 +713,8 @@ mod tests {
 
     fn repo_model() -> Model {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-        let fds = crate::load(&root).expect("the repo's protos compile");
-        Model::build(&fds)
+        let pool = crate::load(&root).expect("the repo's protos compile");
+        Model::build(&pool)
     }
 
     #[test]

@@ -422,6 +422,76 @@ pub fn mint_client_token(key: &str, endpoint: &str, req: &TokenRequest) -> Strin
     format!("{message}.{signature}")
 }
 
+/// Audience of reconnection tokens: they are accepted nowhere else.
+const RECONNECT_AUDIENCE: &str = "hubcast:reconnect";
+
+/// Lifetime of a reconnection token (Azure: about a week). The recovery window, not the
+/// token, bounds how long a dropped connection can be resumed.
+pub const RECONNECTION_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+#[derive(Serialize, serde::Deserialize)]
+struct ReconnectClaims {
+    aud: String,
+    sub: String,
+    iat: u64,
+    exp: u64,
+    /// A nonce: every token is distinct, even two minted in the same second.
+    jti: String,
+}
+
+/// Mints the `reconnectionToken` of a reliable connection: an HS256 JWT whose subject is
+/// the connection id, so it can resume that connection and no other.
+pub fn mint_reconnection_token(key: &str, connection_id: &str) -> String {
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = ReconnectClaims {
+        aud: RECONNECT_AUDIENCE.into(),
+        sub: connection_id.into(),
+        iat,
+        exp: iat.saturating_add(RECONNECTION_TOKEN_TTL.as_secs()),
+        jti: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>()),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(key.as_bytes()),
+    )
+    .expect("HS256 signing of plain claims cannot fail")
+}
+
+/// Checks a reconnection token against every key and the connection it claims to resume.
+///
+/// # Errors
+/// [`AuthError::BadSignature`], [`AuthError::Expired`], [`AuthError::Malformed`], or
+/// [`AuthError::WrongAudience`] when the token belongs to another connection.
+pub fn verify_reconnection_token(
+    token: &str,
+    keys: &KeyRing,
+    connection_id: &str,
+) -> Result<(), AuthError> {
+    check_header(token)?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[RECONNECT_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    for key in keys.keys() {
+        let key = DecodingKey::from_secret(key.as_bytes());
+        match jsonwebtoken::decode::<ReconnectClaims>(token, &key, &validation) {
+            Ok(data) if data.claims.sub == connection_id => return Ok(()),
+            Ok(data) => {
+                return Err(AuthError::WrongAudience {
+                    expected: connection_id.into(),
+                    found: data.claims.sub,
+                });
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::InvalidSignature) => continue,
+            Err(error) => return Err(jwt_error(error.kind(), token)),
+        }
+    }
+    Err(AuthError::BadSignature)
+}
+
 /// The URL a client connects to: `endpoint` with `http`→`ws` and `https`→`wss`, plus
 /// `/client/hubs/{hub}?access_token={token}`.
 ///
@@ -1210,6 +1280,26 @@ mod tests {
         assert_eq!(cs.endpoint, "http://localhost:8080");
         assert_eq!(cs.access_key, KEY1);
         assert_eq!(ConnectionString::format(&cs.endpoint, &cs.access_key), s);
+    }
+
+    #[test]
+    fn reconnection_tokens_are_scoped_to_their_connection() {
+        let keys = KeyRing::new(vec![KEY1.into(), KEY2.into()]).expect("valid keys");
+        let token = mint_reconnection_token(KEY2, "conn-1");
+        assert_eq!(verify_reconnection_token(&token, &keys, "conn-1"), Ok(()));
+        assert!(matches!(
+            verify_reconnection_token(&token, &keys, "conn-2"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        let other = KeyRing::new(vec![KEY1.into()]).expect("valid keys");
+        assert_eq!(
+            verify_reconnection_token(&token, &other, "conn-1"),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify_reconnection_token("garbage", &keys, "conn-1"),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Config {
     /// How long a graceful shutdown may take before the remaining connections are dropped.
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
+    /// Development mode: `GET /dev/token` mints client tokens for anyone (for the demo page).
+    /// Off by default; never enable it in production.
+    pub dev: bool,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             hubs: BTreeMap::new(),
             client: ClientConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            dev: false,
         }
     }
 }
@@ -150,6 +154,15 @@ pub struct ClientConfig {
     /// Interval of WebSocket ping frames sent to every client (Azure default 20 s).
     #[serde(with = "seconds")]
     pub keepalive_interval: Duration,
+    /// Reliable subprotocols: how long a dropped connection keeps its groups and unacknowledged
+    /// messages, waiting for the client to recover it (Azure: at least 30 s).
+    #[serde(with = "seconds")]
+    pub recovery_window: Duration,
+    /// Reliable subprotocols: most messages a client may leave unacknowledged before its
+    /// connection is closed for good (Azure: 1000).
+    pub unacked_max_messages: usize,
+    /// Reliable subprotocols: most bytes a client may leave unacknowledged (Azure: 16 MB).
+    pub unacked_max_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -158,6 +171,9 @@ impl Default for ClientConfig {
             max_message_bytes: 1024 * 1024,
             outbox_bytes: 1024 * 1024,
             keepalive_interval: Duration::from_secs(20),
+            recovery_window: Duration::from_secs(30),
+            unacked_max_messages: 1000,
+            unacked_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   parsing client frames and encoding server messages once per wire format.
 //! - [`auth`]: access keys, client access tokens (HS256 JWT) and connection strings.
 //! - [`config`]: the configuration tree (TOML file, environment, flags).
+//! - `demo`: the demo page at `/`, the compiled TypeScript client at `/sdk/*.js`, and the
+//!   development-only token endpoint `/dev/token`.
 //! - `ws`: the WebSocket edge at `/client/hubs/{hub}` (warp for the upgrade request,
 //!   tokio-tungstenite for the socket).
 //! - `control`: the control plane. One implementation of every data-plane operation
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod config;
 mod control;
+mod demo;
 pub mod error;
 pub mod filter;
 pub mod protocol;

@@ -81,6 +81,10 @@ struct Settings {
     /// Redis URL for clustering [default: none, single node in memory].
     #[arg(long = "redis", env = "HUBCAST_REDIS_URL", global = true)]
     redis_url: Option<String>,
+    /// Development mode: serve GET /dev/token, which mints client tokens for anyone (for the
+    /// demo page at /). Never in production.
+    #[arg(long, env = "HUBCAST_DEV", global = true)]
+    dev: bool,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +136,9 @@ impl Settings {
         }
         if self.redis_url.is_some() {
             config.cluster.redis_url = self.redis_url;
+        }
+        if self.dev {
+            config.dev = true;
         }
         Ok(config)
     }

@@ -1,32 +1,79 @@
-//! Client subprotocols: negotiation, and what a connection's messages mean.
+//! Client subprotocols: negotiation, what a connection's messages mean, and how replies are
+//! rendered for each wire format.
 //!
 //! - No or an unknown subprotocol: a *simple* client. Its frames are raw payloads, and it
 //!   receives raw payloads (spec §2.4).
-//! - `json.webpubsub.azure.v1`: a PubSub client speaking JSON ([`json`]).
+//! - `json.webpubsub.azure.v1` and `json.reliable.webpubsub.azure.v1`: JSON text frames
+//!   ([`json`]).
+//! - `protobuf.webpubsub.azure.v1` and `protobuf.reliable.webpubsub.azure.v1`: protobuf
+//!   binary frames ([`protobuf`]).
 //!
-//! The reliable and protobuf subprotocols are not negotiated yet: a client that offers only
-//! those gets no `Sec-WebSocket-Protocol` back, so it fails its handshake loudly instead of
-//! being silently treated as a simple client.
+//! The reliable variants number data messages and let a client resume its logical
+//! connection after a drop; the numbering lives in the router's outbox, and the sequence id
+//! is spliced into the shared encoding by [`render`] when a frame is written.
 
 pub mod json;
+pub mod protobuf;
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::router::WireFormat;
+use bytes::{Bytes, BytesMut};
+
+use crate::router::outbox::Queued;
+use crate::router::{Frame, WireFormat};
+
+pub use json::{AckError, ClientMessage, ParseError};
 
 /// The JSON PubSub subprotocol.
 pub const JSON_V1: &str = "json.webpubsub.azure.v1";
+/// The reliable JSON PubSub subprotocol (the default of Azure's JavaScript client).
+pub const JSON_RELIABLE_V1: &str = "json.reliable.webpubsub.azure.v1";
+/// The protobuf PubSub subprotocol.
+pub const PROTOBUF_V1: &str = "protobuf.webpubsub.azure.v1";
+/// The reliable protobuf PubSub subprotocol.
+pub const PROTOBUF_RELIABLE_V1: &str = "protobuf.reliable.webpubsub.azure.v1";
 
-/// The subprotocols this server speaks, in order of preference when a client offers several.
-const SUPPORTED: &[&str] = &[JSON_V1];
+/// A subprotocol this server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subprotocol {
+    /// Its registered name.
+    pub name: &'static str,
+    /// How frames are encoded.
+    pub format: WireFormat,
+    /// Whether data messages are numbered, buffered until acknowledged, and recoverable.
+    pub reliable: bool,
+}
+
+/// The subprotocols this server speaks, in order of preference when a client offers several
+/// that are equally early in its list.
+pub const SUPPORTED: &[Subprotocol] = &[
+    Subprotocol {
+        name: JSON_V1,
+        format: WireFormat::Json,
+        reliable: false,
+    },
+    Subprotocol {
+        name: JSON_RELIABLE_V1,
+        format: WireFormat::Json,
+        reliable: true,
+    },
+    Subprotocol {
+        name: PROTOBUF_V1,
+        format: WireFormat::Protobuf,
+        reliable: false,
+    },
+    Subprotocol {
+        name: PROTOBUF_RELIABLE_V1,
+        format: WireFormat::Protobuf,
+        reliable: true,
+    },
+];
 
 /// Picks the subprotocol for a handshake: the first offered value (across every
 /// `Sec-WebSocket-Protocol` header, comma-separated) that is supported, compared
-/// case-insensitively as Azure does. Returns the canonical name and the value as offered
+/// case-insensitively as Azure does. Returns the subprotocol and the value as offered
 /// (which is what the handshake must echo). `None` makes a simple client.
-pub fn negotiate<'a>(
-    offered: impl IntoIterator<Item = &'a str>,
-) -> Option<(&'static str, &'a str)> {
+pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<(Subprotocol, &'a str)> {
     offered
         .into_iter()
         .flat_map(|v| v.split(','))
@@ -34,16 +81,110 @@ pub fn negotiate<'a>(
         .find_map(|o| {
             SUPPORTED
                 .iter()
-                .find(|s| s.eq_ignore_ascii_case(o))
+                .find(|s| s.name.eq_ignore_ascii_case(o))
                 .map(|s| (*s, o))
         })
 }
 
-/// The wire format of a negotiated subprotocol.
-pub fn wire_format(subprotocol: Option<&str>) -> WireFormat {
-    match subprotocol {
-        Some(_) => WireFormat::Json,
-        None => WireFormat::Simple,
+/// The `connected` system message (with a reconnection token for reliable subprotocols).
+pub fn connected(
+    format: WireFormat,
+    user_id: Option<&str>,
+    connection_id: &str,
+    reconnection_token: Option<&str>,
+) -> Option<Frame> {
+    match format {
+        WireFormat::Simple => None,
+        WireFormat::Json => Some(Frame::Text(json::encode_connected(
+            user_id,
+            connection_id,
+            reconnection_token,
+        ))),
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_connected(
+            user_id,
+            connection_id,
+            reconnection_token,
+        ))),
+    }
+}
+
+/// The `disconnected` system message sent before a server-initiated close.
+pub fn disconnected(format: WireFormat, reason: &str) -> Option<Frame> {
+    match format {
+        WireFormat::Simple => None,
+        WireFormat::Json => Some(Frame::Text(json::encode_disconnected(reason))),
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_disconnected(reason))),
+    }
+}
+
+/// An ack, successful or with an error.
+pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> Option<Frame> {
+    match format {
+        WireFormat::Simple => None,
+        WireFormat::Json => Some(Frame::Text(json::encode_ack(ack_id, error))),
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_ack(ack_id, error))),
+    }
+}
+
+/// The answer to a ping.
+pub fn pong(format: WireFormat) -> Option<Frame> {
+    match format {
+        WireFormat::Simple => None,
+        WireFormat::Json => Some(Frame::Text(json::encode_pong())),
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_pong())),
+    }
+}
+
+/// A queued item ready for the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// One frame.
+    Whole(Frame),
+    /// A numbered data message for a reliable connection, as one WebSocket message in two
+    /// fragments: a few bytes of its own (`head`, carrying the sequence id) and the shared
+    /// encoding (`tail`) as the continuation. Fragmentation is plain RFC 6455, which every
+    /// client reassembles, and it spares a per-recipient copy of the payload: the socket
+    /// buffer copy is the only one, as for non-reliable clients.
+    Fragments {
+        /// A text message (else binary).
+        text: bool,
+        /// The per-recipient first fragment.
+        head: Bytes,
+        /// The shared rest of the message.
+        tail: Bytes,
+    },
+}
+
+/// Bytes of scratch space allocated at a time for fragment heads (one allocation serves
+/// dozens of heads).
+const HEAD_BLOCK: usize = 1024;
+
+/// Renders a queued item for a connection speaking `format`: a data message for a reliable
+/// connection (queued as its shared numbered body, see `Encoded::numbered`) gets its
+/// sequence id in a head written here, at write time, so fan-out never re-encodes or copies
+/// per recipient. `scratch` holds the heads; the writer keeps it between batches.
+pub fn render(format: WireFormat, queued: Queued, scratch: &mut BytesMut) -> Rendered {
+    let Some(id) = queued.sequence_id else {
+        return Rendered::Whole(queued.frame);
+    };
+    if scratch.capacity() - scratch.len() < 32 {
+        *scratch = BytesMut::with_capacity(HEAD_BLOCK);
+    }
+    let (text, tail) = match (format, queued.frame) {
+        (WireFormat::Json, Frame::Text(body)) => {
+            json::sequence_head(id, scratch);
+            (true, Bytes::from(body))
+        }
+        (WireFormat::Protobuf, Frame::Binary(body)) => {
+            protobuf::sequence_head(id, body.len(), scratch);
+            (false, body)
+        }
+        (_, frame) => return Rendered::Whole(frame),
+    };
+    Rendered::Fragments {
+        text,
+        head: scratch.split().freeze(),
+        tail,
     }
 }
 
@@ -84,19 +225,13 @@ mod tests {
 
     #[test]
     fn negotiates_case_insensitively_across_headers() {
-        assert_eq!(
-            negotiate(["JSON.WebPubSub.Azure.V1"]),
-            Some((JSON_V1, "JSON.WebPubSub.Azure.V1"))
-        );
-        assert_eq!(
-            negotiate(["foo, json.webpubsub.azure.v1"]),
-            Some((JSON_V1, JSON_V1))
-        );
-        assert_eq!(
-            negotiate(["foo", "json.webpubsub.azure.v1"]),
-            Some((JSON_V1, JSON_V1))
-        );
-        assert_eq!(negotiate(["json.reliable.webpubsub.azure.v1"]), None);
+        let (p, offered) = negotiate(["JSON.WebPubSub.Azure.V1"]).expect("supported");
+        assert_eq!((p.name, offered), (JSON_V1, "JSON.WebPubSub.Azure.V1"));
+        let (p, _) = negotiate(["foo, json.reliable.webpubsub.azure.v1"]).expect("supported");
+        assert_eq!((p.name, p.reliable), (JSON_RELIABLE_V1, true));
+        let (p, _) = negotiate(["foo", "protobuf.webpubsub.azure.v1"]).expect("supported");
+        assert_eq!((p.format, p.reliable), (WireFormat::Protobuf, false));
+        assert_eq!(negotiate(["mqtt"]), None);
         assert_eq!(negotiate([]), None);
     }
 

@@ -27,7 +27,7 @@ use dashmap::DashMap;
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};
-pub use outbox::{CLOSE_SLOW_CONSUMER, Close, Push};
+pub use outbox::{CLOSE_SLOW_CONSUMER, CLOSE_UNRECOVERABLE, Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
 
 use message::Encoded;
@@ -183,8 +183,9 @@ impl Router {
         conn
     }
 
-    /// Removes a connection from every index. Idempotent.
+    /// Removes a connection from every index and closes its outbox. Idempotent.
     pub fn disconnect(&self, conn: &Connection) {
+        conn.outbox.close(Close::Peer);
         let Some(hub) = self.hub(conn.hub()) else {
             return;
         };
@@ -352,10 +353,27 @@ impl Router {
 
     /// Queues the frame for `conn` unless excluded; counts an overflow.
     fn deliver(&self, conn: &Connection, encoded: &Encoded<'_>, excluded: &[&str]) -> usize {
+        self.deliver_until(conn, encoded, excluded, None)
+    }
+
+    /// [`Router::deliver`] of a message that expires at `expires` (a message TTL; see
+    /// [`Outbox::push_data_until`](outbox::Outbox::push_data_until)).
+    fn deliver_until(
+        &self,
+        conn: &Connection,
+        encoded: &Encoded<'_>,
+        excluded: &[&str],
+        expires: Option<tokio::time::Instant>,
+    ) -> usize {
         if excluded.contains(&conn.id().as_str()) {
             return 0;
         }
-        match conn.outbox.push(encoded.frame(conn.format()).clone()) {
+        let frame = if conn.is_reliable() {
+            encoded.numbered(conn.format())
+        } else {
+            encoded.frame(conn.format())
+        };
+        match conn.outbox.push_data_until(frame.clone(), expires) {
             Push::Queued => 1,
             Push::Overflow => {
                 self.inner
@@ -408,10 +426,11 @@ mod tests {
             user_id: user.map(Into::into),
             format: WireFormat::Json,
             subprotocol: Some("json.webpubsub.azure.v1"),
+            reliable: None,
+            remote_addr: None,
             permissions: Permissions::default(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             greeting: None,
-            remote_addr: None,
         }
     }
 
@@ -480,7 +499,7 @@ mod tests {
         let b = router.connect(spec(None, &["g"]));
         let msg = Message::to_group("g", None, text("payload"));
         router.send_to_group("chat", "g", &msg, &[]);
-        let take = |c: &Connection| c.outbox.drain_for_test().pop().expect("one frame");
+        let take = |c: &Connection| c.outbox.drain_for_test().pop().expect("one frame").frame;
         let (Frame::Text(fa), Frame::Text(fb)) = (take(&a), take(&b)) else {
             panic!("text frames expected");
         };

@@ -20,6 +20,7 @@ use warp::Filter;
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
+use crate::demo::{self, Demo};
 use crate::router::{Router, RouterConfig};
 use crate::ws::{self, Edge};
 
@@ -192,9 +193,18 @@ impl Server {
             self.endpoint.clone(),
         );
         let grpc = GrpcEdge::start(self.grpc_listener, control.clone()).await;
+        let demo = Arc::new(Demo {
+            dev: self.config.dev,
+            endpoint: self.endpoint.clone(),
+            key: self.keys.primary().to_owned(),
+        });
+        if demo.dev {
+            tracing::warn!("{}", demo::DEV_WARNING);
+        }
         let routes = ws::routes(edge.clone())
             .or(health)
-            .or(crate::rest::routes(control));
+            .or(crate::rest::routes(control))
+            .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
         tracing::info!(

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -276,8 +276,13 @@ pub fn encode_message(message: &Message) -> Utf8Bytes {
     out.into()
 }
 
-/// `{"type":"system","event":"connected","userId":..,"connectionId":..}`.
-pub fn encode_connected(user_id: Option<&str>, connection_id: &str) -> Utf8Bytes {
+/// `{"type":"system","event":"connected","userId":..,"connectionId":..}`, with
+/// `"reconnectionToken"` for reliable subprotocols.
+pub fn encode_connected(
+    user_id: Option<&str>,
+    connection_id: &str,
+    reconnection_token: Option<&str>,
+) -> Utf8Bytes {
     let mut out = String::from(r#"{"type":"system","event":"connected","userId":"#);
     match user_id {
         Some(user) => push_str(&mut out, user),
@@ -285,8 +290,28 @@ pub fn encode_connected(user_id: Option<&str>, connection_id: &str) -> Utf8Bytes
     }
     out.push_str(r#","connectionId":"#);
     push_str(&mut out, connection_id);
+    if let Some(token) = reconnection_token {
+        out.push_str(r#","reconnectionToken":"#);
+        push_str(&mut out, token);
+    }
     out.push('}');
     out.into()
+}
+
+/// A data message for reliable clients, without its opening brace: each recipient's writer
+/// puts `{"sequenceId":N,` in front of these shared bytes ([`sequence_head`]).
+pub fn encode_numbered_body(message: &Message) -> Utf8Bytes {
+    let mut encoded = String::from(encode_message(message).as_str());
+    encoded.remove(0);
+    encoded.into()
+}
+
+/// Writes the head of a numbered data message, `{"sequenceId":id,`, to go in front of an
+/// [`encode_numbered_body`] encoding.
+pub fn sequence_head(id: u64, head: &mut BytesMut) {
+    head.extend_from_slice(br#"{"sequenceId":"#);
+    head.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    head.extend_from_slice(b",");
 }
 
 /// `{"type":"system","event":"disconnected","message":..}`, sent before a server-initiated
@@ -482,10 +507,33 @@ mod tests {
     }
 
     #[test]
+    fn splices_sequence_ids_in_front_of_the_shared_encoding() {
+        let body = encode_numbered_body(&Message::to_group("g", None, Data::Text("hi".into())));
+        let mut head = BytesMut::new();
+        sequence_head(42, &mut head);
+        let whole = [&head[..], body.as_bytes()].concat();
+        let whole: Value = serde_json::from_slice(&whole).expect("valid JSON");
+        assert_eq!(
+            whole,
+            json!({"sequenceId":42,"type":"message","from":"group","fromUserId":null,"group":"g","dataType":"text","data":"hi"})
+        );
+    }
+
+    #[test]
+    fn escapes_control_characters() {
+        let m = Message::from_server(Data::Text("a\u{1}b\"\\".into()));
+        assert_eq!(value(&encode_message(&m))["data"], json!("a\u{1}b\"\\"));
+    }
+
+    #[test]
     fn encodes_system_messages_and_acks() {
         assert_eq!(
-            value(&encode_connected(None, "c1")),
+            value(&encode_connected(None, "c1", None)),
             json!({"type":"system","event":"connected","userId":null,"connectionId":"c1"})
+        );
+        assert_eq!(
+            value(&encode_connected(Some("u"), "c1", Some("t"))),
+            json!({"type":"system","event":"connected","userId":"u","connectionId":"c1","reconnectionToken":"t"})
         );
         assert_eq!(
             value(&encode_disconnected("bye \"now\"")),

@@ -8,9 +8,12 @@ use std::time::SystemTime;
 
 use rand::RngCore;
 
+use tokio_util::sync::CancellationToken;
+
 use super::message::{Frame, WireFormat};
-use super::outbox::{Close, Outbox, Push};
+use super::outbox::{Close, Outbox, Push, ReliableLimits};
 use super::permission::{Permission, Permissions};
+use crate::protocol::AckIds;
 
 /// A connection id: 22 URL-safe characters (128 random bits, base64url), opaque to clients
 /// and safe to put in REST paths and CloudEvents `ce-source`.
@@ -69,10 +72,16 @@ pub struct Connection {
     hub: Arc<str>,
     user_id: Option<Arc<str>>,
     format: WireFormat,
+    /// Fixed at connect; a plain field because fan-out asks it for every recipient.
+    reliable: bool,
     subprotocol: Option<&'static str>,
     connected_at: SystemTime,
     remote_addr: Option<SocketAddr>,
     pub(crate) outbox: Outbox,
+    /// Processed ack ids; kept with the logical connection so `Duplicate` survives recovery.
+    acks: Mutex<AckIds>,
+    /// Cancels the task of the socket currently attached (a recovery replaces it).
+    socket: Mutex<CancellationToken>,
     pub(crate) membership: Mutex<Membership>,
     permissions: RwLock<Permissions>,
 }
@@ -84,10 +93,16 @@ impl Connection {
             hub: spec.hub,
             user_id: spec.user_id,
             format: spec.format,
+            reliable: spec.reliable.is_some(),
             subprotocol: spec.subprotocol,
             connected_at: SystemTime::now(),
             remote_addr: spec.remote_addr,
-            outbox: Outbox::new(outbox_bytes),
+            outbox: match spec.reliable {
+                Some(limits) => Outbox::reliable(outbox_bytes, limits),
+                None => Outbox::new(outbox_bytes),
+            },
+            acks: Mutex::new(AckIds::default()),
+            socket: Mutex::new(CancellationToken::new()),
             membership: Mutex::new(Membership::default()),
             permissions: RwLock::new(spec.permissions),
         }
@@ -136,6 +151,33 @@ impl Connection {
             .check(permission, target)
     }
 
+    /// Whether the connection speaks a reliable subprotocol (it survives socket drops).
+    pub fn is_reliable(&self) -> bool {
+        self.reliable
+    }
+
+    /// The processed ack ids, for `Duplicate` answers.
+    pub fn acks(&self) -> std::sync::MutexGuard<'_, AckIds> {
+        self.acks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes a new socket task the connection's, cancelling the previous one's token, and
+    /// returns the token the new task must watch.
+    pub fn replace_socket(&self) -> CancellationToken {
+        let fresh = CancellationToken::new();
+        let old = std::mem::replace(
+            &mut *self
+                .socket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            fresh.clone(),
+        );
+        old.cancel();
+        fresh
+    }
+
     /// Whether the connection may do `permission` on `group`.
     pub fn allows(&self, permission: Permission, group: &str) -> bool {
         self.permissions
@@ -163,7 +205,7 @@ impl Connection {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues a frame for this connection alone (acks, pongs, system messages).
+    /// Queues a control frame for this connection alone (acks, pongs, system messages).
     pub fn send_frame(&self, frame: Frame) -> Push {
         self.outbox.push(frame)
     }
@@ -192,6 +234,10 @@ pub struct ConnectSpec {
     pub format: WireFormat,
     /// The negotiated subprotocol name.
     pub subprotocol: Option<&'static str>,
+    /// `Some` for reliable subprotocols: the limits of the unacknowledged buffer.
+    pub reliable: Option<ReliableLimits>,
+    /// The client's address (the TCP peer), shown in connection details.
+    pub remote_addr: Option<SocketAddr>,
     /// Permissions from the token's roles.
     pub permissions: Permissions,
     /// Groups to join at once (token `webpubsub.group`); no join permission needed.
@@ -199,6 +245,4 @@ pub struct ConnectSpec {
     /// A frame queued before the connection becomes reachable, so it is the first one the
     /// client sees (the `connected` system message).
     pub greeting: Option<Frame>,
-    /// The client's address (the TCP peer), shown in connection details.
-    pub remote_addr: Option<SocketAddr>,
 }

@@ -15,14 +15,13 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::message::Encoded;
 use super::{
-    Close, Connection, Hub, Message, Permission, Push, Router, RouterError, check_group_name,
+    Close, Connection, Hub, Message, Permission, Router, RouterError, check_group_name,
     remove_member,
 };
 use crate::error::{Classify, ErrorCode};
@@ -130,51 +129,17 @@ impl Router {
         let mut sent = 0;
         match options.filter {
             None => for_each_target(&hub, target, |conn| {
-                sent += self.deliver_expiring(conn, &encoded, options.excluded, expires);
+                sent += self.deliver_until(conn, &encoded, options.excluded, expires);
             }),
             Some(filter) => {
                 for conn in snapshot(&hub, target) {
                     if filter(&conn) {
-                        sent += self.deliver_expiring(&conn, &encoded, options.excluded, expires);
+                        sent += self.deliver_until(&conn, &encoded, options.excluded, expires);
                     }
                 }
             }
         }
         self.count_delivered(sent)
-    }
-
-    fn deliver_expiring(
-        &self,
-        conn: &Connection,
-        encoded: &Encoded<'_>,
-        excluded: &[&str],
-        expires: Option<Instant>,
-    ) -> usize {
-        let Some(expires) = expires else {
-            return self.deliver(conn, encoded, excluded);
-        };
-        if excluded.contains(&conn.id().as_str()) {
-            return 0;
-        }
-        match conn
-            .outbox
-            .push_expiring(encoded.frame(conn.format()).clone(), expires)
-        {
-            Push::Queued => 1,
-            Push::Overflow => {
-                self.inner
-                    .counters
-                    .slow_consumer_closes
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    hub = conn.hub(),
-                    connection.id = %conn.id(),
-                    "closing slow consumer: outbox full"
-                );
-                0
-            }
-            Push::Closed => 0,
-        }
     }
 
     // === group membership ===
@@ -492,8 +457,9 @@ fn first_page<T>(mut items: Vec<T>, limit: usize, cmp: impl Fn(&T, &T) -> CmpOrd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::outbox::Taken;
     use crate::router::{
-        ConnectSpec, ConnectionId, Data, Frame, Permissions, RouterConfig, WireFormat,
+        ConnectSpec, ConnectionId, Data, Permissions, ReliableLimits, RouterConfig, WireFormat,
     };
 
     fn router() -> Router {
@@ -509,10 +475,26 @@ mod tests {
             user_id: user.map(Into::into),
             format: WireFormat::Json,
             subprotocol: Some("json.webpubsub.azure.v1"),
+            reliable: None,
+            remote_addr: None,
             permissions: Permissions::default(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             greeting: None,
+        })
+    }
+
+    fn connect_reliable(router: &Router) -> Arc<Connection> {
+        router.connect(ConnectSpec {
+            id: ConnectionId::generate(),
+            hub: "chat".into(),
+            user_id: None,
+            format: WireFormat::Json,
+            subprotocol: Some("json.reliable.webpubsub.azure.v1"),
+            reliable: Some(ReliableLimits::default()),
             remote_addr: None,
+            permissions: Permissions::default(),
+            groups: Vec::new(),
+            greeting: None,
         })
     }
 
@@ -564,9 +546,33 @@ mod tests {
         router.send("chat", Target::All, &msg(), &options);
         router.send("chat", Target::All, &msg(), &SendOptions::default());
         tokio::time::advance(Duration::from_secs(6)).await;
-        let mut batch: Vec<Frame> = Vec::new();
-        a.outbox().take(&mut batch).await;
+        let mut batch = Vec::new();
+        let taken = a.outbox().take(a.outbox().epoch(), &mut batch).await;
+        assert_eq!(taken, Taken::Frames);
         assert_eq!(batch.len(), 1, "only the message without TTL is left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_to_reliable_connections_are_numbered_and_outlive_their_ttl() {
+        let router = router();
+        let r = connect_reliable(&router);
+        let options = SendOptions {
+            ttl: Some(Duration::from_secs(5)),
+            ..SendOptions::default()
+        };
+        let id = r.id().as_str();
+        router.send("chat", Target::Connection(id), &msg(), &options);
+        router.send("chat", Target::All, &msg(), &SendOptions::default());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let mut batch = Vec::new();
+        let taken = r.outbox().take(r.outbox().epoch(), &mut batch).await;
+        assert_eq!(taken, Taken::Frames);
+        assert_eq!(
+            batch.iter().map(|q| q.sequence_id).collect::<Vec<_>>(),
+            [Some(1), Some(2)],
+            "numbered like group sends, and the TTL does not open a hole in the numbering"
+        );
+        assert_eq!(r.outbox().unacknowledged().0, 2);
     }
 
     #[test]

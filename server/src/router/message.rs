@@ -11,15 +11,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::json;
+use crate::protocol::{json, protobuf};
 
 /// The wire format a connection speaks, which decides how a message is rendered for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WireFormat {
     /// A simple WebSocket client: data arrives as raw text or binary frames.
     Simple,
-    /// `json.webpubsub.azure.v1`: one JSON object per text frame.
+    /// `json(.reliable).webpubsub.azure.v1`: one JSON object per text frame.
     Json,
+    /// `protobuf(.reliable).webpubsub.azure.v1`: one protobuf message per binary frame.
+    Protobuf,
 }
 
 /// One WebSocket data frame, ready to write. Cloning shares the bytes.
@@ -136,7 +138,10 @@ impl Message {
 pub(crate) struct Encoded<'m> {
     message: &'m Message,
     json: OnceCell<Frame>,
+    protobuf: OnceCell<Frame>,
     simple: OnceCell<Frame>,
+    json_numbered: OnceCell<Frame>,
+    protobuf_numbered: OnceCell<Frame>,
 }
 
 impl<'m> Encoded<'m> {
@@ -144,7 +149,25 @@ impl<'m> Encoded<'m> {
         Self {
             message,
             json: OnceCell::new(),
+            protobuf: OnceCell::new(),
             simple: OnceCell::new(),
+            json_numbered: OnceCell::new(),
+            protobuf_numbered: OnceCell::new(),
+        }
+    }
+
+    /// What a reliable connection speaking `format` queues: the encoding without the part
+    /// that carries the sequence id, which the writer puts in front of it
+    /// ([`crate::protocol::render`]). Simple clients are never reliable.
+    pub(crate) fn numbered(&self, format: WireFormat) -> &Frame {
+        match format {
+            WireFormat::Json => self
+                .json_numbered
+                .get_or_init(|| Frame::Text(json::encode_numbered_body(self.message))),
+            WireFormat::Protobuf => self
+                .protobuf_numbered
+                .get_or_init(|| Frame::Binary(protobuf::encode_data_message(self.message))),
+            WireFormat::Simple => self.frame(format),
         }
     }
 
@@ -154,6 +177,9 @@ impl<'m> Encoded<'m> {
             WireFormat::Json => self
                 .json
                 .get_or_init(|| Frame::Text(json::encode_message(self.message))),
+            WireFormat::Protobuf => self
+                .protobuf
+                .get_or_init(|| Frame::Binary(protobuf::encode_message(self.message))),
             WireFormat::Simple => self.simple.get_or_init(|| raw_frame(&self.message.data)),
         }
     }

@@ -1,9 +1,27 @@
-//! The bounded queue between fan-out and one connection's socket writer.
+//! The bounded queue between fan-out and one connection's socket writer, and, for reliable
+//! subprotocols, the buffer of messages the client has not acknowledged yet.
 //!
 //! Fan-out never waits on a client: it appends a shared [`Frame`] and moves on. The writer
 //! takes everything queued in one go and writes it with a single flush, so a burst costs one
 //! syscall-sized write rather than one per message. When a client falls more than the byte
 //! limit behind, its outbox closes itself; the slow client is dropped, nobody else notices.
+//!
+//! A reliable outbox numbers each data message (`sequenceId`, from 1) as it is queued and
+//! keeps it until the client acknowledges it. The number travels beside the shared frame and
+//! is spliced in only when the writer renders the frame for the socket, so fan-out to reliable
+//! clients still shares one encoding. When the socket is lost the outbox *detaches*: the
+//! queue for the dead socket is dropped, new messages keep being numbered and buffered, and a
+//! later [`Outbox::reattach`] queues every unacknowledged message again, in order. Reliable
+//! clients are bounded by their unacknowledged buffer (count and bytes) instead of the
+//! outbox's byte limit: overflowing it ends the logical connection.
+//!
+//! A data message sent with a time to live ([`Outbox::push_data_until`]) carries its expiry
+//! beside the frame; the writer drops a copy it reaches at or after that instant instead of
+//! writing it, so a client that cannot take the message in time never gets it. The TTL
+//! applies to non-reliable connections only: on a reliable connection the message is
+//! numbered and owed until acknowledged, and dropping it would leave a hole in the
+//! `sequenceId`s the client acknowledges and a recovery resends. There the reliable
+//! guarantee wins, and the message is written (and resent after a recovery) like any other.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -18,6 +36,10 @@ use super::message::Frame;
 /// the client may reconnect, but it was not keeping up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
+/// Close code for a reliable connection that cannot be recovered (RFC 6455 1008, "policy
+/// violation"): Azure's clients stop trying to recover on this code and start afresh.
+pub const CLOSE_UNRECOVERABLE: u16 = 1008;
+
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Close {
@@ -31,14 +53,14 @@ pub enum Close {
         /// Drop queued frames first (the client is too slow to be owed them).
         discard_queued: bool,
     },
-    /// The peer closed or the socket failed: nothing more is written.
+    /// The peer closed or the socket failed for good: nothing more is written.
     Peer,
 }
 
-/// The result of [`Outbox::push`].
+/// The result of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// Queued for writing.
+    /// Queued for writing (or, while detached, buffered for the next socket).
     Queued,
     /// The frame did not fit: the outbox has closed itself (the caller counts it).
     Overflow,
@@ -46,18 +68,65 @@ pub enum Push {
     Closed,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    frames: VecDeque<Queued>,
-    bytes: usize,
-    close: Option<Close>,
+/// A frame in the queue, with the sequence id it carries on a reliable connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The shared frame.
+    pub frame: Frame,
+    /// `Some` for data messages to reliable connections: the writer splices it in.
+    pub sequence_id: Option<u64>,
+    /// For a message sent with a TTL (non-reliable connections only): when it stops being
+    /// worth writing. [`Outbox::take`] drops it from then on.
+    pub expires: Option<Instant>,
 }
 
-/// A queued frame and, for messages sent with a TTL, when it stops being worth writing.
+/// What the writer gets from [`Outbox::take`] besides frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Frames were moved into the batch.
+    Frames,
+    /// A close has started and the queue is drained.
+    Close(Close),
+    /// This writer's socket is no longer the connection's (lost, or replaced by a recovery).
+    Detached,
+}
+
+/// Limits of a reliable connection's unacknowledged buffer (Azure: 1000 messages, 16 MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReliableLimits {
+    /// Most unacknowledged messages.
+    pub max_messages: usize,
+    /// Most unacknowledged payload bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for ReliableLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug)]
-struct Queued {
-    frame: Frame,
-    expires: Option<Instant>,
+struct Reliable {
+    limits: ReliableLimits,
+    next_sequence_id: u64,
+    unacked: VecDeque<(u64, Frame)>,
+    unacked_bytes: usize,
+    /// No socket is attached; messages are only buffered.
+    detached: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+    close: Option<Close>,
+    /// Bumped by every (re)attachment, so a writer of an earlier socket knows it is stale.
+    epoch: u64,
+    reliable: Option<Reliable>,
 }
 
 /// A bounded, byte-counted queue of frames for one connection.
@@ -70,6 +139,8 @@ pub struct Outbox {
     /// Fires when a close that discards the queue starts (the client is being dropped), for
     /// a writer blocked on the socket rather than on [`Outbox::take`].
     abandoned: CancellationToken,
+    /// Fires when any close starts, for tasks that wait on a detached connection.
+    closed: CancellationToken,
     limit: usize,
 }
 
@@ -80,8 +151,22 @@ impl Outbox {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             abandoned: CancellationToken::new(),
+            closed: CancellationToken::new(),
             limit,
         }
+    }
+
+    /// An outbox for a reliable subprotocol.
+    pub fn reliable(limit: usize, limits: ReliableLimits) -> Self {
+        let outbox = Self::new(limit);
+        outbox.lock().reliable = Some(Reliable {
+            limits,
+            next_sequence_id: 1,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            detached: false,
+        });
+        outbox
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -92,47 +177,106 @@ impl Outbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues a frame. Never blocks on the client.
+    /// Whether this outbox numbers and buffers data messages.
+    pub fn is_reliable(&self) -> bool {
+        self.lock().reliable.is_some()
+    }
+
+    /// Queues a control frame (ack, pong, system message): never numbered, never buffered for
+    /// recovery. Dropped while detached: it answered a socket that is gone.
     pub fn push(&self, frame: Frame) -> Push {
-        self.push_queued(Queued {
-            frame,
-            expires: None,
-        })
+        let state = self.lock();
+        if state.close.is_some() {
+            return Push::Closed;
+        }
+        let mut limit = self.limit;
+        if let Some(r) = &state.reliable {
+            if r.detached {
+                return Push::Queued;
+            }
+            // Data frames sit in the queue too, bounded by the unacked limits.
+            limit += r.limits.max_bytes;
+        }
+        if state.bytes + frame.len() > limit && !state.queue.is_empty() {
+            return self.overflow(state);
+        }
+        self.enqueue(
+            state,
+            Queued {
+                frame,
+                sequence_id: None,
+                expires: None,
+            },
+        )
     }
 
-    /// Queues a frame that is dropped instead of written if the writer only reaches it at or
-    /// after `expires` (a message TTL: a client that cannot take it in time never gets it).
-    pub fn push_expiring(&self, frame: Frame, expires: Instant) -> Push {
-        self.push_queued(Queued {
-            frame,
-            expires: Some(expires),
-        })
+    /// Queues a data message (a group or server message). A reliable outbox numbers it and
+    /// keeps it until acknowledged.
+    pub fn push_data(&self, frame: Frame) -> Push {
+        self.push_data_until(frame, None)
     }
 
-    fn push_queued(&self, queued: Queued) -> Push {
-        let frame = &queued.frame;
+    /// Queues a data message that expires at `expires` (a message TTL): the writer drops it
+    /// instead of writing it if it only gets to it then or later. A reliable outbox ignores
+    /// the expiry (see the module documentation) and numbers and buffers it as
+    /// [`Outbox::push_data`] does.
+    pub fn push_data_until(&self, frame: Frame, expires: Option<Instant>) -> Push {
         let mut state = self.lock();
         if state.close.is_some() {
             return Push::Closed;
         }
-        if state.bytes + frame.len() > self.limit && !state.frames.is_empty() {
-            state.frames.clear();
-            state.bytes = 0;
-            state.close = Some(Close::Server {
-                code: CLOSE_SLOW_CONSUMER,
-                reason: "The connection was closed because the client did not read its \
-                         messages fast enough (outbox full)."
-                    .into(),
-                discard_queued: true,
-            });
-            drop(state);
-            self.abandoned.cancel();
-            self.wake.notify_one();
-            return Push::Overflow;
+        let Some(r) = &mut state.reliable else {
+            if state.bytes + frame.len() > self.limit && !state.queue.is_empty() {
+                return self.overflow(state);
+            }
+            return self.enqueue(
+                state,
+                Queued {
+                    frame,
+                    sequence_id: None,
+                    expires,
+                },
+            );
+        };
+        if r.unacked.len() >= r.limits.max_messages
+            || r.unacked_bytes + frame.len() > r.limits.max_bytes
+        {
+            let reason = format!(
+                "The connection was closed because more than {} messages or {} bytes were \
+                 not acknowledged by the client.",
+                r.limits.max_messages, r.limits.max_bytes
+            );
+            return self.close_locked(
+                state,
+                Close::Server {
+                    code: CLOSE_UNRECOVERABLE,
+                    reason,
+                    discard_queued: true,
+                },
+                Push::Overflow,
+            );
         }
-        let was_empty = state.frames.is_empty();
-        state.bytes += frame.len();
-        state.frames.push_back(queued);
+        let sequence_id = r.next_sequence_id;
+        r.next_sequence_id += 1;
+        r.unacked_bytes += frame.len();
+        r.unacked.push_back((sequence_id, frame.clone()));
+        if r.detached {
+            return Push::Queued;
+        }
+        self.enqueue(
+            state,
+            Queued {
+                frame,
+                sequence_id: Some(sequence_id),
+                expires: None,
+            },
+        )
+    }
+
+    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, item: Queued) -> Push {
+        let was_empty = state.queue.is_empty();
+        state.bytes += item.frame.len();
+        state.queue.push_back(item);
         drop(state);
         if was_empty {
             self.wake.notify_one();
@@ -140,12 +284,56 @@ impl Outbox {
         Push::Queued
     }
 
+    fn overflow(&self, state: std::sync::MutexGuard<'_, State>) -> Push {
+        self.close_locked(
+            state,
+            Close::Server {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "The connection was closed because the client did not read its \
+                         messages fast enough (outbox full)."
+                    .into(),
+                discard_queued: true,
+            },
+            Push::Overflow,
+        )
+    }
+
+    /// Drops every buffered message up to and including `sequence_id` (a cumulative ack).
+    pub fn acknowledge(&self, sequence_id: u64) {
+        let mut state = self.lock();
+        if let Some(r) = &mut state.reliable {
+            while r.unacked.front().is_some_and(|(id, _)| *id <= sequence_id) {
+                if let Some((_, frame)) = r.unacked.pop_front() {
+                    r.unacked_bytes -= frame.len();
+                }
+            }
+        }
+    }
+
+    /// Messages waiting for an acknowledgement (reliable outboxes), and their bytes.
+    pub fn unacknowledged(&self) -> (usize, usize) {
+        self.lock()
+            .reliable
+            .as_ref()
+            .map_or((0, 0), |r| (r.unacked.len(), r.unacked_bytes))
+    }
+
     /// Starts closing. The first close wins; returns whether this call was it.
     pub fn close(&self, close: Close) -> bool {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.close.is_some() {
             return false;
         }
+        self.close_locked(state, close, Push::Closed);
+        true
+    }
+
+    fn close_locked(
+        &self,
+        mut state: std::sync::MutexGuard<'_, State>,
+        close: Close,
+        result: Push,
+    ) -> Push {
         let discard = matches!(
             close,
             Close::Server {
@@ -154,16 +342,103 @@ impl Outbox {
             }
         );
         if discard {
-            state.frames.clear();
+            state.queue.clear();
             state.bytes = 0;
+        }
+        if let Some(r) = &mut state.reliable {
+            r.unacked.clear();
+            r.unacked_bytes = 0;
         }
         state.close = Some(close);
         drop(state);
         if discard {
             self.abandoned.cancel();
         }
+        self.closed.cancel();
+        self.wake.notify_one();
+        result
+    }
+
+    /// The current attachment epoch, for [`Outbox::take`] and [`Outbox::detach`].
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// A reliable connection lost socket `epoch`: keep numbering and buffering messages for a
+    /// recovery, drop the queue of the dead socket. Returns false (nothing changes) for
+    /// non-reliable outboxes, once a close has started, or if `epoch` is stale.
+    pub fn detach(&self, epoch: u64) -> bool {
+        let mut state = self.lock();
+        if state.close.is_some() || state.epoch != epoch {
+            return false;
+        }
+        let Some(r) = &mut state.reliable else {
+            return false;
+        };
+        r.detached = true;
+        state.queue.clear();
+        state.bytes = 0;
+        state.epoch += 1;
+        drop(state);
         self.wake.notify_one();
         true
+    }
+
+    /// Ends a detached connection (its recovery window passed, or it was closed while no
+    /// socket was attached), unless a socket was attached since `epoch`. Returns whether the
+    /// caller must now remove the connection.
+    pub fn expire(&self, epoch: u64) -> bool {
+        let state = self.lock();
+        let detached = state.reliable.as_ref().is_some_and(|r| r.detached);
+        if state.epoch != epoch || !detached {
+            return false;
+        }
+        if state.close.is_none() {
+            self.close_locked(state, Close::Peer, Push::Closed);
+        }
+        true
+    }
+
+    /// Resolves once any close has started.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    /// Attaches a new socket to a reliable connection (a recovery): the previous socket's
+    /// writer sees [`Taken::Detached`], and `first` (the new `connected` message) followed by
+    /// every unacknowledged message, in order, is queued for the new one. Returns the new
+    /// epoch, or `None` when the connection is closing or not reliable.
+    pub fn reattach(&self, first: Option<Frame>) -> Option<u64> {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return None;
+        }
+        let state = &mut *state;
+        let r = state.reliable.as_mut()?;
+        r.detached = false;
+        state.epoch += 1;
+        state.queue.clear();
+        state.bytes = 0;
+        if let Some(frame) = first {
+            state.bytes += frame.len();
+            state.queue.push_back(Queued {
+                frame,
+                sequence_id: None,
+                expires: None,
+            });
+        }
+        for (id, frame) in &r.unacked {
+            state.bytes += frame.len();
+            state.queue.push_back(Queued {
+                frame: frame.clone(),
+                sequence_id: Some(*id),
+                expires: None,
+            });
+        }
+        let epoch = state.epoch;
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        Some(epoch)
     }
 
     /// Whether a close has started.
@@ -176,28 +451,35 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// Waits until there is something to do, then moves every queued frame into `batch`.
-    /// Returns the close, once one has started and the queue is drained.
-    pub async fn take(&self, batch: &mut Vec<Frame>) -> Option<Close> {
+    /// The close that has started, if any.
+    pub fn current_close(&self) -> Option<Close> {
+        self.lock().close.clone()
+    }
+
+    /// Waits until there is something to do for the writer of socket `epoch`, then moves
+    /// every queued frame into `batch`, leaving out those whose TTL has passed. When all of
+    /// them had expired the batch gets nothing and the result is still [`Taken::Frames`]: the
+    /// writer comes back for more.
+    pub async fn take(&self, epoch: u64, batch: &mut Vec<Queued>) -> Taken {
         loop {
             {
                 let mut state = self.lock();
-                if !state.frames.is_empty() {
+                if state.epoch != epoch {
+                    return Taken::Detached;
+                }
+                if !state.queue.is_empty() {
                     let now = Instant::now();
                     batch.extend(
                         state
-                            .frames
+                            .queue
                             .drain(..)
-                            .filter(|q| q.expires.is_none_or(|at| at > now))
-                            .map(|q| q.frame),
+                            .filter(|q| q.expires.is_none_or(|at| at > now)),
                     );
                     state.bytes = 0;
-                    // Everything may have expired: then there is nothing to write, and the
-                    // caller comes back for more.
-                    return None;
+                    return Taken::Frames;
                 }
                 if let Some(close) = &state.close {
-                    return Some(close.clone());
+                    return Taken::Close(close.clone());
                 }
             }
             self.wake.notified().await;
@@ -206,15 +488,10 @@ impl Outbox {
 
     /// Takes the queued frames without waiting (unit tests stand in for the writer).
     #[cfg(test)]
-    pub(crate) fn drain_for_test(&self) -> Vec<Frame> {
+    pub(crate) fn drain_for_test(&self) -> Vec<Queued> {
         let mut state = self.lock();
         state.bytes = 0;
-        state.frames.drain(..).map(|q| q.frame).collect()
-    }
-
-    /// The close that has started, if any.
-    pub fn current_close(&self) -> Option<Close> {
-        self.lock().close.clone()
+        state.queue.drain(..).collect()
     }
 
     /// Resolves once the connection is being dropped with its queue discarded (used to give
@@ -238,34 +515,40 @@ mod tests {
         Frame::Binary(Bytes::from(vec![0u8; n]))
     }
 
+    fn ids(batch: &[Queued]) -> Vec<Option<u64>> {
+        batch.iter().map(|q| q.sequence_id).collect()
+    }
+
     #[tokio::test]
     async fn drains_everything_in_one_take() {
         let outbox = Outbox::new(1000);
         for _ in 0..5 {
-            assert_eq!(outbox.push(frame(10)), Push::Queued);
+            assert_eq!(outbox.push_data(frame(10)), Push::Queued);
         }
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch).await, None);
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
         assert_eq!(batch.len(), 5);
+        assert_eq!(ids(&batch), vec![None; 5]);
         assert_eq!(outbox.queued_bytes(), 0);
     }
 
     #[tokio::test]
     async fn overflow_closes_and_discards() {
         let outbox = Outbox::new(100);
-        assert_eq!(outbox.push(frame(60)), Push::Queued);
-        assert_eq!(outbox.push(frame(60)), Push::Overflow);
+        assert_eq!(outbox.push_data(frame(60)), Push::Queued);
+        assert_eq!(outbox.push_data(frame(60)), Push::Overflow);
         assert_eq!(outbox.push(frame(1)), Push::Closed);
         let mut batch = Vec::new();
-        let close = outbox.take(&mut batch).await;
+        let taken = outbox.take(0, &mut batch).await;
         assert!(batch.is_empty());
         assert!(matches!(
-            close,
-            Some(Close::Server {
+            taken,
+            Taken::Close(Close::Server {
                 code: CLOSE_SLOW_CONSUMER,
                 ..
             })
         ));
+        assert!(outbox.abandoned_now());
     }
 
     #[tokio::test]
@@ -273,41 +556,55 @@ mod tests {
         // An empty outbox accepts one frame whatever its size; the frame-size limit is
         // enforced elsewhere, and refusing it would make the message undeliverable.
         let outbox = Outbox::new(10);
-        assert_eq!(outbox.push(frame(50)), Push::Queued);
+        assert_eq!(outbox.push_data(frame(50)), Push::Queued);
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_frames_are_dropped_when_the_writer_reaches_them() {
         let outbox = Outbox::new(1000);
         let soon = Instant::now() + std::time::Duration::from_secs(1);
-        assert_eq!(outbox.push_expiring(frame(1), soon), Push::Queued);
-        assert_eq!(outbox.push(frame(2)), Push::Queued);
+        assert_eq!(outbox.push_data_until(frame(1), Some(soon)), Push::Queued);
+        assert_eq!(outbox.push_data(frame(2)), Push::Queued);
         assert_eq!(
-            outbox.push_expiring(frame(3), soon + std::time::Duration::from_secs(10)),
+            outbox.push_data_until(frame(3), Some(soon + std::time::Duration::from_secs(10))),
             Push::Queued
         );
         tokio::time::advance(std::time::Duration::from_secs(2)).await;
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch).await, None);
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
         assert_eq!(
-            batch.iter().map(Frame::len).collect::<Vec<_>>(),
+            batch.iter().map(|q| q.frame.len()).collect::<Vec<_>>(),
             [2, 3],
             "the expired frame is gone, the others keep their order"
         );
         assert_eq!(outbox.queued_bytes(), 0);
 
         // Only expired frames queued: nothing to write, and no spurious close.
-        outbox.push_expiring(frame(4), Instant::now());
+        outbox.push_data_until(frame(4), Some(Instant::now()));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch).await, None);
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
         assert!(batch.is_empty());
         assert!(!outbox.is_closing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reliable_outboxes_number_and_write_messages_whatever_their_ttl() {
+        let outbox = reliable(10);
+        let soon = Instant::now() + std::time::Duration::from_secs(1);
+        outbox.push_data(frame(1));
+        outbox.push_data_until(frame(2), Some(soon));
+        outbox.push_data(frame(3));
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
+        assert_eq!(ids(&batch), vec![Some(1), Some(2), Some(3)], "no hole");
+        assert_eq!(outbox.unacknowledged(), (3, 6));
     }
 
     #[tokio::test]
     async fn graceful_close_keeps_queued_frames() {
         let outbox = Outbox::new(100);
-        outbox.push(frame(10));
+        outbox.push_data(frame(10));
         assert!(outbox.close(Close::Server {
             code: 1000,
             reason: "bye".into(),
@@ -315,11 +612,81 @@ mod tests {
         }));
         assert!(!outbox.close(Close::Peer), "first close wins");
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch).await, None);
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
         assert_eq!(batch.len(), 1);
         assert!(matches!(
-            outbox.take(&mut batch).await,
-            Some(Close::Server { code: 1000, .. })
+            outbox.take(0, &mut batch).await,
+            Taken::Close(Close::Server { code: 1000, .. })
         ));
+    }
+
+    fn reliable(max_messages: usize) -> Outbox {
+        Outbox::reliable(
+            100,
+            ReliableLimits {
+                max_messages,
+                max_bytes: 1 << 20,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn reliable_outbox_numbers_data_and_not_control_frames() {
+        let outbox = reliable(10);
+        outbox.push_data(frame(1));
+        outbox.push(frame(1));
+        outbox.push_data(frame(1));
+        let batch = outbox.drain_for_test();
+        assert_eq!(ids(&batch), vec![Some(1), None, Some(2)]);
+        assert_eq!(outbox.unacknowledged(), (2, 2));
+        outbox.acknowledge(1);
+        assert_eq!(outbox.unacknowledged(), (1, 1));
+        outbox.acknowledge(7);
+        assert_eq!(outbox.unacknowledged(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn reliable_outbox_ignores_the_byte_limit_but_not_its_buffer_limit() {
+        let outbox = reliable(3);
+        for _ in 0..3 {
+            assert_eq!(outbox.push_data(frame(90)), Push::Queued);
+        }
+        assert_eq!(outbox.push_data(frame(1)), Push::Overflow);
+        assert!(matches!(
+            outbox.current_close(),
+            Some(Close::Server {
+                code: CLOSE_UNRECOVERABLE,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn detached_outbox_buffers_and_reattach_resends_unacked_in_order() {
+        let outbox = reliable(10);
+        outbox.push_data(frame(1));
+        outbox.push_data(frame(1));
+        outbox.acknowledge(1);
+        let old = outbox.epoch();
+        assert!(outbox.detach(old));
+        assert!(!outbox.detach(old), "stale epoch");
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(old, &mut batch).await, Taken::Detached);
+        assert_eq!(outbox.push(frame(1)), Push::Queued, "control dropped");
+        outbox.push_data(frame(1));
+        let epoch = outbox.reattach(Some(frame(2))).expect("reattached");
+        assert_eq!(outbox.take(epoch, &mut batch).await, Taken::Frames);
+        assert_eq!(ids(&batch), vec![None, Some(2), Some(3)]);
+        assert!(!outbox.expire(epoch), "attached again");
+    }
+
+    #[tokio::test]
+    async fn expiry_ends_a_detached_connection_for_good() {
+        let outbox = reliable(10);
+        let epoch = outbox.epoch();
+        outbox.detach(epoch);
+        assert!(outbox.expire(outbox.epoch()));
+        assert_eq!(outbox.reattach(None), None);
+        assert_eq!(outbox.push_data(frame(1)), Push::Closed);
     }
 }

@@ -1,0 +1,253 @@
+// Shared helpers of the Node tests that drive the real `hubcast` binary: spawning it,
+// minting client URLs, bounded waits, and a TCP proxy that can drop or freeze connections.
+//
+// The binary is `$HUBCAST_BIN`, by default `<repo>/target/debug/hubcast`.
+
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = fileURLToPath(new URL("../../..", import.meta.url));
+export const hubcastBin = process.env.HUBCAST_BIN || `${repoRoot}target/debug/hubcast`;
+
+export const STARTUP_TIMEOUT_MS = 20_000;
+export const SHUTDOWN_TIMEOUT_MS = 15_000;
+export const STEP_TIMEOUT_MS = 10_000;
+
+/** Rejects with a message naming `what` if `promise` does not settle within `ms`. */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves with the first `event` of `client` (a HubcastClient) that satisfies `predicate`. */
+export function nextEvent(client, event, predicate = () => true, what = event, ms = STEP_TIMEOUT_MS) {
+  return new Promise((resolve, reject) => {
+    const off = client.on(event, (e) => {
+      if (predicate(e)) {
+        clearTimeout(timer);
+        off();
+        resolve(e);
+      }
+    });
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+  });
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `condition` every 20 ms until it returns true, or fails after `ms`. */
+export async function eventually(condition, what, ms = STEP_TIMEOUT_MS) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A running `hubcast` process, its connection string and the output it printed. */
+export class Server {
+  /** `args`: extra command-line arguments (e.g. `["--dev"]`); `port`: 0 for any. */
+  constructor({ args = [], port = 0, accessKey = randomBytes(33).toString("base64") } = {}) {
+    this.args = args;
+    this.port = port;
+    this.accessKey = accessKey;
+    this.stdout = "";
+    this.stderr = "";
+    this.exited = null;
+  }
+
+  /** Spawns the binary and resolves once it printed its connection string. */
+  async start() {
+    assert.ok(
+      existsSync(hubcastBin),
+      `hubcast binary not found at ${hubcastBin} (build it with \`cargo build -p hubcast-server\` or set HUBCAST_BIN)`,
+    );
+    this.stdout = "";
+    this.stderr = "";
+    this.exited = null;
+    this.connectionString = undefined;
+    this.child = spawn(
+      hubcastBin,
+      ["--listen", `127.0.0.1:${this.port}`, "--access-key", this.accessKey, "--grpc-listen", "127.0.0.1:0", ...this.args],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } },
+    );
+    this.exitPromise = new Promise((resolve) => {
+      this.child.once("exit", (code, signal) => {
+        this.exited = { code, signal };
+        resolve(this.exited);
+      });
+    });
+    this.child.stderr.setEncoding("utf8");
+    this.child.stderr.on("data", (chunk) => {
+      this.stderr = (this.stderr + chunk).slice(-64 * 1024);
+    });
+    const lines = createInterface({ input: this.child.stdout });
+    const connectionString = new Promise((resolve) => {
+      lines.on("line", (line) => {
+        this.stdout = (this.stdout + line + "\n").slice(-64 * 1024);
+        const match = /Endpoint=http:\/\/127\.0\.0\.1:(\d+);AccessKey=[^;\s]+;Version=1\.0;/.exec(line);
+        if (match && this.connectionString === undefined) {
+          this.connectionString = match[0];
+          this.port = Number(match[1]);
+          resolve(match[0]);
+        }
+      });
+    });
+    const exitedEarly = this.exitPromise.then(({ code, signal }) => {
+      throw new Error(`hubcast exited during start-up (code ${code}, signal ${signal})`);
+    });
+    try {
+      await withTimeout(Promise.race([connectionString, exitedEarly]), STARTUP_TIMEOUT_MS, "hubcast printing its connection string");
+    } catch (err) {
+      err.message += `\n--- hubcast stdout ---\n${this.stdout}\n--- hubcast stderr ---\n${this.stderr}`;
+      this.kill();
+      throw err;
+    }
+    return this.connectionString;
+  }
+
+  /** `http://127.0.0.1:PORT`. */
+  get baseUrl() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Mints a client access URL with `hubcast token`. */
+  clientUrl(hub, user, roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]) {
+    const args = ["token", "--connection-string", this.connectionString, "--hub", hub, "--user", user];
+    for (const role of roles) args.push("--role", role);
+    return new Promise((resolve, reject) => {
+      execFile(hubcastBin, args, { timeout: STEP_TIMEOUT_MS }, (err, stdout, stderr) => {
+        if (err) {
+          reject(new Error(`hubcast ${args.join(" ")} failed: ${err.message}\n${stderr}`));
+          return;
+        }
+        const url = stdout.split("\n").map((l) => l.trim()).filter(Boolean).at(-1) ?? "";
+        if (!/^ws:\/\/127\.0\.0\.1:\d+\/client\/hubs\/.*access_token=/.test(url)) {
+          reject(new Error(`hubcast token printed no client URL; stdout:\n${stdout}\nstderr:\n${stderr}`));
+          return;
+        }
+        resolve(url);
+      });
+    });
+  }
+
+  /** Sends SIGTERM and asserts the process exits within the shutdown timeout. */
+  async stop() {
+    if (!this.child) return;
+    if (!this.exited) {
+      this.child.kill("SIGTERM");
+      try {
+        await withTimeout(this.exitPromise, SHUTDOWN_TIMEOUT_MS, "hubcast exiting after SIGTERM");
+      } catch (err) {
+        err.message += `\n--- hubcast stderr ---\n${this.stderr}`;
+        this.kill();
+        throw err;
+      }
+    }
+    this.closePipes();
+  }
+
+  /** Kills the process outright (SIGKILL) and waits for it to exit. */
+  async killNow() {
+    if (this.child && !this.exited) {
+      this.child.kill("SIGKILL");
+      await withTimeout(this.exitPromise, SHUTDOWN_TIMEOUT_MS, "hubcast exiting after SIGKILL");
+    }
+    this.closePipes();
+  }
+
+  kill() {
+    if (this.child && !this.exited) this.child.kill("SIGKILL");
+    this.closePipes();
+  }
+
+  closePipes() {
+    this.child?.stdout.destroy();
+    this.child?.stderr.destroy();
+  }
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of a server port, so a test can break connections the way
+ * a network does: `drop()` destroys every proxied connection (no WebSocket close frame: the
+ * peers see an abnormal closure, 1006), `freeze()` stops forwarding on the current ones
+ * without closing them (a half-open connection). New connections are forwarded normally.
+ */
+export class Proxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.connections = 0;
+  }
+
+  async start() {
+    this.server = net.createServer((client) => {
+      this.connections++;
+      const upstream = net.connect(this.targetPort, "127.0.0.1");
+      const pair = { client, upstream, frozen: false };
+      this.pairs.add(pair);
+      const forward = (from, to) => {
+        from.on("data", (chunk) => {
+          if (!pair.frozen) to.write(chunk);
+        });
+      };
+      forward(client, upstream);
+      forward(upstream, client);
+      const close = () => {
+        this.pairs.delete(pair);
+        client.destroy();
+        upstream.destroy();
+      };
+      for (const s of [client, upstream]) {
+        s.on("error", close);
+        s.on("close", () => {
+          if (!pair.frozen) close();
+        });
+      }
+    });
+    await new Promise((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    this.port = this.server.address().port;
+    return this;
+  }
+
+  /** `url` (a ws:// client URL) redirected through the proxy. */
+  route(url) {
+    const u = new URL(url);
+    u.port = String(this.port);
+    return u.toString();
+  }
+
+  /** Destroys every proxied connection. */
+  drop() {
+    for (const { client, upstream } of this.pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Stops forwarding on the current connections, keeping them open. */
+  freeze() {
+    for (const pair of this.pairs) pair.frozen = true;
+  }
+
+  async close() {
+    for (const { client, upstream } of this.pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+    await new Promise((resolve) => this.server?.close(resolve));
+  }
+}

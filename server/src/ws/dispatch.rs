@@ -1,0 +1,182 @@
+//! What a client's frames do: parsing by subprotocol, permission checks, router calls, and
+//! Azure's ack semantics. JSON and protobuf clients share every rule here; only parsing and
+//! the encoding of replies differ.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Edge, code};
+use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
+use crate::router::{
+    self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
+};
+
+/// A text frame from the client.
+pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: &str) {
+    match conn.format() {
+        WireFormat::Json => on_parsed(edge, conn, json::parse(text)),
+        WireFormat::Protobuf => server_close(
+            conn,
+            code::UNSUPPORTED_DATA,
+            "Text frames are not supported by the protobuf subprotocols.",
+        ),
+        WireFormat::Simple => close_no_handler(conn),
+    }
+}
+
+/// A binary frame from the client.
+pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: &Bytes) {
+    match conn.format() {
+        WireFormat::Protobuf => on_parsed(edge, conn, protocol::protobuf::parse(bytes)),
+        WireFormat::Json => server_close(
+            conn,
+            code::UNSUPPORTED_DATA,
+            "Binary frames are not supported by the JSON subprotocols.",
+        ),
+        WireFormat::Simple => close_no_handler(conn),
+    }
+}
+
+/// Starts a server-initiated close (a `disconnected` message, then the close frame).
+pub(super) fn server_close(conn: &Connection, code: u16, reason: &str) {
+    conn.close(Close::Server {
+        code,
+        reason: reason.into(),
+        discard_queued: false,
+    });
+}
+
+/// A simple client's frame becomes an upstream `message` event; with no event handler to
+/// take it, Azure closes the connection with 1011 (spec §2.4).
+fn close_no_handler(conn: &Connection) {
+    server_close(
+        conn,
+        code::INTERNAL_ERROR,
+        "No event handler is configured for the 'message' event.",
+    );
+}
+
+fn on_parsed(edge: &Edge, conn: &Arc<Connection>, parsed: Result<ClientMessage<'_>, ParseError>) {
+    match parsed {
+        Ok(message) => on_message(edge, conn, message),
+        Err(ParseError::Malformed(why)) => server_close(
+            conn,
+            code::INVALID_PAYLOAD,
+            &format!("Invalid message: {why}"),
+        ),
+        Err(ParseError::Invalid { ack_id, message }) => {
+            if let Some(id) = ack_id {
+                reply(
+                    conn,
+                    protocol::ack(conn.format(), id, Some((AckError::BadRequest, &message))),
+                );
+            }
+        }
+    }
+}
+
+/// Carries out one client message.
+fn on_message(edge: &Edge, conn: &Arc<Connection>, message: ClientMessage<'_>) {
+    let router = &edge.router;
+    match message {
+        ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
+            check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
+            router.join_group(conn, &group);
+            Ok(())
+        }),
+        ClientMessage::LeaveGroup { group, ack_id } => acked(conn, ack_id, || {
+            check_group(conn, Permission::JoinLeaveGroup, &group, "leave")?;
+            router.leave_group(conn, &group);
+            Ok(())
+        }),
+        ClientMessage::SendToGroup {
+            group,
+            ack_id,
+            no_echo,
+            data,
+        } => acked(conn, ack_id, || {
+            check_group(conn, Permission::SendToGroup, &group, "send to")?;
+            send_to_group(router, conn, &group, no_echo, data);
+            Ok(())
+        }),
+        ClientMessage::Event { ack_id, .. } => {
+            // Upstream event handlers are not wired yet: the event is accepted and dropped,
+            // so clients that await the ack keep working.
+            acked(conn, ack_id, || Ok(()));
+        }
+        ClientMessage::Ping => reply(conn, protocol::pong(conn.format())),
+        ClientMessage::SequenceAck { sequence_id } => conn.outbox().acknowledge(sequence_id),
+        ClientMessage::Unsupported { kind, ack_id } => {
+            tracing::debug!(kind = %kind, "unsupported message type");
+            if let Some(id) = ack_id {
+                let why = format!("Unsupported message type '{kind}'.");
+                reply(
+                    conn,
+                    protocol::ack(conn.format(), id, Some((AckError::BadRequest, &why))),
+                );
+            }
+        }
+    }
+}
+
+fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool, data: Data) {
+    let message = Message::to_group(group, conn.user_id().cloned(), data);
+    let me = [conn.id().as_str()];
+    let excluded: &[&str] = if no_echo { &me } else { &[] };
+    router.send_to_group(conn.hub(), group, &message, excluded);
+}
+
+/// Checks a group name and the connection's permission on it.
+fn check_group(
+    conn: &Connection,
+    permission: Permission,
+    group: &str,
+    verb: &str,
+) -> Result<(), (AckError, String)> {
+    router::check_group_name(group).map_err(|e| (AckError::BadRequest, e.to_string()))?;
+    if conn.allows(permission, group) {
+        Ok(())
+    } else {
+        Err((
+            AckError::Forbidden,
+            format!("The connection has no permission to {verb} group '{group}'."),
+        ))
+    }
+}
+
+/// Runs an operation with Azure's ack semantics: a processed ack id is answered `Duplicate`
+/// without running the operation again; only successes are remembered. The memory belongs
+/// to the connection, so it survives a reliable recovery.
+fn acked(
+    conn: &Connection,
+    ack_id: Option<u64>,
+    op: impl FnOnce() -> Result<(), (AckError, String)>,
+) {
+    let Some(id) = ack_id else {
+        // Fire-and-forget: failures are silent, as in Azure.
+        let _ = op();
+        return;
+    };
+    let format = conn.format();
+    if conn.acks().is_duplicate(id) {
+        let why = format!("Message with ack-id: {id} has been processed");
+        return reply(
+            conn,
+            protocol::ack(format, id, Some((AckError::Duplicate, &why))),
+        );
+    }
+    match op() {
+        Ok(()) => {
+            conn.acks().record(id);
+            reply(conn, protocol::ack(format, id, None));
+        }
+        Err((error, why)) => reply(conn, protocol::ack(format, id, Some((error, &why)))),
+    }
+}
+
+fn reply(conn: &Connection, frame: Option<Frame>) {
+    if let Some(frame) = frame {
+        conn.send_frame(frame);
+    }
+}

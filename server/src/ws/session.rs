@@ -1,0 +1,380 @@
+//! One socket of a connection: its reader and writer, and what its end means for the
+//! connection.
+//!
+//! A socket ends in one of three ways ([`SocketEnd`]). *Final*: the connection is over and
+//! leaves the router. *Lost*: the socket failed or the client closed it; a reliable connection
+//! detaches and waits out its recovery window, any other is over. *Superseded*: a recovery
+//! attached a newer socket, which now owns the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::dispatch;
+use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
+use crate::auth;
+use crate::protocol::{self, Rendered, Subprotocol};
+use crate::router::outbox::Taken;
+use crate::router::{Close, Connection, Frame, WireFormat};
+
+/// How a socket ended, from the connection's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocketEnd {
+    /// The connection is over.
+    Final,
+    /// The socket is gone; a reliable connection may be recovered.
+    Lost,
+    /// A newer socket owns the connection now.
+    Superseded,
+}
+
+/// How the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client sent a close frame; `normal` when its code was 1000 (a client that means
+    /// to leave for good, as opposed to one that drops a socket it will recover).
+    Closed { normal: bool },
+    /// The stream ended or failed without a close frame.
+    Lost,
+    /// The reader asked for a server close and cannot read on (an oversized frame).
+    Stopped,
+}
+
+/// How the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// It wrote the close (or flushed the reply to the client's close).
+    Closed,
+    /// Writing failed.
+    Failed,
+    /// The outbox moved on to another socket.
+    Detached,
+}
+
+/// Serves the first socket of a new connection.
+pub(super) async fn serve_new<S>(edge: &Arc<Edge>, conn: Arc<Connection>, ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(
+        subprotocol = conn.subprotocol().unwrap_or("none"),
+        "connected"
+    );
+    let token = conn.replace_socket();
+    let epoch = conn.outbox().epoch();
+    // Shutdown may have started during the upgrade, after its sweep of the router.
+    if edge.draining.is_cancelled() {
+        dispatch::server_close(&conn, code::GOING_AWAY, SHUTDOWN_REASON);
+    }
+    serve(edge, conn, ws, epoch, token).await;
+}
+
+/// Resumes a reliable connection on a new socket, or refuses with 1008 (after the upgrade,
+/// as Azure does: its clients only stop retrying on that close code).
+pub(super) async fn recover<S>(
+    edge: &Arc<Edge>,
+    hub: &str,
+    recovery: Recovery,
+    subprotocol: Option<Subprotocol>,
+    mut ws: WebSocketStream<S>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let format = subprotocol.map_or(WireFormat::Simple, |p| p.format);
+    let conn = match check_recovery(edge, hub, &recovery, subprotocol) {
+        Ok(conn) => conn,
+        Err(why) => {
+            tracing::debug!(connection.id = %recovery.connection_id, why, "recovery refused");
+            send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
+            return;
+        }
+    };
+    let span = connection_span(&conn);
+    let token = conn.replace_socket();
+    let reconnection_token = auth::mint_reconnection_token(edge.keys.primary(), conn.id().as_str());
+    let connected = protocol::connected(
+        conn.format(),
+        conn.user_id().map(|u| &**u),
+        conn.id().as_str(),
+        Some(&reconnection_token),
+    );
+    let Some(epoch) = conn.outbox().reattach(connected) else {
+        let why = "The connection has ended and cannot be recovered.";
+        send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
+        return;
+    };
+    async {
+        tracing::debug!("recovered");
+        serve(edge, conn, ws, epoch, token).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Finds the connection a recovery names and checks that this client may resume it.
+fn check_recovery(
+    edge: &Edge,
+    hub: &str,
+    recovery: &Recovery,
+    subprotocol: Option<Subprotocol>,
+) -> Result<Arc<Connection>, &'static str> {
+    let conn = edge
+        .router
+        .connection(hub, &recovery.connection_id)
+        .ok_or("The connection does not exist or its recovery window has passed.")?;
+    auth::verify_reconnection_token(&recovery.token, &edge.keys, conn.id().as_str())
+        .map_err(|_| "Invalid reconnection token.")?;
+    match subprotocol {
+        Some(p) if p.reliable && conn.is_reliable() && p.format == conn.format() => Ok(conn),
+        _ => Err("A connection can only be recovered with its own reliable subprotocol."),
+    }
+}
+
+/// Runs one socket and settles the connection's fate when it ends.
+async fn serve<S>(
+    edge: &Arc<Edge>,
+    conn: Arc<Connection>,
+    ws: WebSocketStream<S>,
+    epoch: u64,
+    token: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match run(edge, &conn, ws, epoch, &token).await {
+        SocketEnd::Lost if conn.outbox().detach(epoch) => {
+            tracing::debug!("socket lost; the connection waits for a recovery");
+            await_recovery(edge, conn);
+        }
+        SocketEnd::Superseded => tracing::debug!("socket replaced by a recovery"),
+        // Once a connection is closing no socket can attach, so an unchanged epoch means
+        // this socket was the connection's last.
+        _ if conn.outbox().epoch() == epoch => {
+            edge.router.disconnect(&conn);
+            tracing::debug!("disconnected");
+        }
+        _ => {}
+    }
+}
+
+/// Keeps a detached reliable connection for the recovery window, then ends it unless a
+/// socket came back. Shutdown, or a close while detached, ends it at once.
+fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>) {
+    let epoch = conn.outbox().epoch();
+    let window = edge.config.client.recovery_window;
+    let task_edge = edge.clone();
+    let task = async move {
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            () = task_edge.draining.cancelled() => {}
+            () = conn.outbox().closed() => {}
+        }
+        if conn.outbox().expire(epoch) {
+            task_edge.router.disconnect(&conn);
+            tracing::debug!("not recovered in time; disconnected");
+        }
+    };
+    edge.tracker.spawn(task.in_current_span());
+}
+
+/// Reader and writer side by side until the socket ends.
+async fn run<S>(
+    edge: &Edge,
+    conn: &Arc<Connection>,
+    ws: WebSocketStream<S>,
+    epoch: u64,
+    token: &CancellationToken,
+) -> SocketEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sink, stream) = ws.split();
+    let reader = read_loop(edge, conn, stream);
+    let writer = write_loop(conn, sink, epoch, edge.config.client.keepalive_interval);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        end = &mut reader => match end {
+            ReadEnd::Lost => SocketEnd::Lost,
+            // A reliable client that closes its socket without saying it is leaving (code
+            // 1000) may still come back: Azure's client closes with no code both when it
+            // stops and before it recovers (e.g. after a keep-alive timeout).
+            ReadEnd::Closed { normal: false } if conn.is_reliable() && !conn.outbox().is_closing() => {
+                SocketEnd::Lost
+            }
+            ReadEnd::Closed { .. } | ReadEnd::Stopped => {
+                conn.close(Close::Peer);
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+                SocketEnd::Final
+            }
+        },
+        end = &mut writer => match end {
+            WriteEnd::Closed => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                SocketEnd::Final
+            }
+            WriteEnd::Failed => SocketEnd::Lost,
+            WriteEnd::Detached => SocketEnd::Superseded,
+        },
+        () = token.cancelled() => SocketEnd::Superseded,
+        () = edge.kill.cancelled() => SocketEnd::Final,
+    }
+}
+
+/// Reads client frames until the client closes or the socket fails. Once the server has
+/// started closing, data frames are ignored while waiting for the client's close.
+async fn read_loop<R>(edge: &Edge, conn: &Arc<Connection>, mut stream: R) -> ReadEnd
+where
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+{
+    while let Some(frame) = stream.next().await {
+        let closing = conn.outbox().is_closing();
+        match frame {
+            Ok(WsMessage::Close(frame)) => {
+                let normal = frame.is_some_and(|f| f.code == CloseCode::Normal);
+                return ReadEnd::Closed { normal };
+            }
+            Ok(WsMessage::Text(_) | WsMessage::Binary(_)) if closing => {}
+            Ok(WsMessage::Text(text)) => dispatch::on_text(edge, conn, &text),
+            Ok(WsMessage::Binary(bytes)) => dispatch::on_binary(edge, conn, &bytes),
+            Ok(_) => {}
+            Err(WsError::Capacity(e)) => {
+                tracing::debug!(error = %e, "client frame too large");
+                let why = format!(
+                    "The message exceeds the limit of {} bytes.",
+                    edge.config.client.max_message_bytes
+                );
+                dispatch::server_close(conn, code::TOO_BIG, &why);
+                // The rest of the oversized frame cannot be skipped; stop reading.
+                return ReadEnd::Stopped;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return ReadEnd::Lost;
+            }
+        }
+    }
+    ReadEnd::Lost
+}
+
+/// Drains the outbox into the socket, one flush per batch, with keepalive pings in between.
+async fn write_loop<W>(conn: &Connection, mut sink: W, epoch: u64, keepalive: Duration) -> WriteEnd
+where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let format = conn.format();
+    let mut batch = Vec::new();
+    let mut scratch = BytesMut::new();
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let taken = tokio::select! {
+            taken = conn.outbox().take(epoch, &mut batch) => taken,
+            _ = keepalive.tick() => {
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return WriteEnd::Failed;
+                }
+                continue;
+            }
+        };
+        match taken {
+            Taken::Frames => {
+                let write = async {
+                    for queued in batch.drain(..) {
+                        match protocol::render(format, queued, &mut scratch) {
+                            Rendered::Whole(frame) => sink.feed(into_ws(frame)).await?,
+                            Rendered::Fragments { text, head, tail } => {
+                                let kind = if text { OpData::Text } else { OpData::Binary };
+                                let head = WsFrame::message(head, OpCode::Data(kind), false);
+                                let tail =
+                                    WsFrame::message(tail, OpCode::Data(OpData::Continue), true);
+                                sink.feed(WsMessage::Frame(head)).await?;
+                                sink.feed(WsMessage::Frame(tail)).await?;
+                            }
+                        }
+                    }
+                    sink.flush().await
+                };
+                // A client that stopped reading blocks this write; when its outbox overflows
+                // meanwhile, give up on it rather than wait.
+                let written = tokio::select! {
+                    r = write => r.is_ok(),
+                    () = conn.outbox().abandoned() => false,
+                };
+                batch.clear();
+                if !written {
+                    if conn.outbox().abandoned_now() {
+                        final_close(conn, &mut sink).await;
+                        return WriteEnd::Closed;
+                    }
+                    return WriteEnd::Failed;
+                }
+            }
+            Taken::Close(Close::Server { .. }) => {
+                final_close(conn, &mut sink).await;
+                return WriteEnd::Closed;
+            }
+            Taken::Close(Close::Peer) => {
+                // Flush tungstenite's pending reply to the client's close.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+                return WriteEnd::Closed;
+            }
+            Taken::Detached => return WriteEnd::Detached,
+        }
+    }
+}
+
+/// Writes the close of a server-initiated close that has started on `conn`.
+async fn final_close<W>(conn: &Connection, sink: &mut W)
+where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    if let Some(Close::Server { code, reason, .. }) = conn.outbox().current_close() {
+        send_close(sink, conn.format(), code, &reason).await;
+    }
+}
+
+/// Sends `disconnected` (protocol clients) and a close frame, giving up after
+/// [`CLOSE_TIMEOUT`] (a stalled client cannot be told).
+async fn send_close<W>(sink: &mut W, format: WireFormat, code: u16, reason: &str)
+where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let send = async {
+        if let Some(frame) = protocol::disconnected(format, reason) {
+            sink.feed(into_ws(frame)).await?;
+        }
+        sink.send(WsMessage::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: close_reason(reason).into(),
+        })))
+        .await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, send).await {
+        tracing::debug!(error = %e, "close not delivered");
+    }
+}
+
+/// A close frame's reason is limited to 123 bytes; cut at a character boundary.
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+fn into_ws(frame: Frame) -> WsMessage {
+    match frame {
+        Frame::Text(t) => WsMessage::Text(t),
+        Frame::Binary(b) => WsMessage::Binary(b),
+    }
+}
