@@ -17,6 +17,8 @@
 //! - [`upgrade_status`], [`raw_upgrade`]: handshakes whose HTTP outcome is the thing tested.
 //! - [`Bystanders`]: two well-behaved clients that prove the server still works for others.
 //! - [`assert_eventually!`]: polls router state until a condition holds.
+//! - [`Rest`]: Azure's REST data plane over plain HTTP/1.1, signed like the official SDKs;
+//!   [`TestServer::service_client`] for the gRPC control plane through the Rust SDK.
 //! - [`webhook`]: a real HTTP event handler that records the events it receives.
 
 pub mod webhook;
@@ -48,6 +50,9 @@ pub mod proxy;
 
 #[doc(hidden)]
 pub use tokio as __tokio;
+
+mod control;
+pub use control::{Rest, RestResponse, enc};
 
 /// How long any single wait (a receive, a handshake, a condition) may take before the test
 /// fails.
@@ -128,6 +133,7 @@ impl TestServer {
         let addr = server.local_addr();
         let grpc_addr = server.grpc_addr();
         assert_ne!(addr.port(), 0, "local_addr must report the bound port");
+        assert_ne!(grpc_addr.port(), 0, "grpc_addr must report the bound port");
         let endpoint = server.endpoint().to_owned();
         let key = server.keys().primary().to_owned();
         let router = server.router();
@@ -153,9 +159,39 @@ impl TestServer {
         self.addr
     }
 
-    /// The bound gRPC address (event stream).
+    /// The bound gRPC address (control plane, health, reflection, event stream).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The Azure-style connection string for the primary key.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "Endpoint={};AccessKey={};Version=1.0;",
+            self.endpoint, self.key
+        )
+    }
+
+    /// A Rust SDK client of the gRPC control plane, connected now.
+    ///
+    /// # Panics
+    /// The client cannot connect within [`TIMEOUT`].
+    pub async fn service_client(&self) -> hubcast_sdk::ServiceClient {
+        tokio::time::timeout(
+            TIMEOUT,
+            hubcast_sdk::ServiceClient::connect(
+                &self.connection_string(),
+                &self.grpc_addr.to_string(),
+            ),
+        )
+        .await
+        .expect("gRPC connect timed out")
+        .expect("gRPC connect failed")
+    }
+
+    /// A REST client that signs each request as Azure's SDKs do (see [`Rest`]).
+    pub fn rest(&self) -> Rest {
+        Rest::new(self.addr, &self.endpoint, &self.key)
     }
 
     /// The public endpoint (`http://127.0.0.1:PORT`) that token audiences name.

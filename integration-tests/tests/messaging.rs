@@ -391,6 +391,9 @@ async fn unknown_subprotocol_makes_a_simple_client_and_is_not_echoed() {
         "an unknown subprotocol must not be echoed"
     );
     let mut simple = SimpleClient::from_ws(upgrade.ws.expect("upgraded"));
+    // The server registers the connection just after the 101 and a simple client gets no
+    // `connected` message to wait for: wait until it is in its group before publishing.
+    assert_eventually!(server.router().group_exists(HUB, "feed"));
 
     let mut sender = server.json_client(HUB, Some("s"), &[SEND_ROLE], &[]).await;
     sender.publish_text("feed", "raw hello").await;

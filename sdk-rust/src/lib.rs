@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`ServiceClient`] (`service`): the typed client of the `hubcast.v1.Control` gRPC
+//!   control plane, with its option types and [`ServiceError`].
 //! - [`Client`] (`client`): the handle, its requests ([`SendToGroup`], [`SendEvent`],
 //!   [`AckFuture`]) and their outcome ([`Ack`]).
 //! - [`Builder`] (`builder`): options and their defaults; [`Builder::connect`] and
@@ -30,6 +32,7 @@ mod error;
 mod event;
 mod payload;
 mod protocol;
+mod service;
 
 pub use builder::Builder;
 pub use client::{Ack, AckFuture, Client, SendEvent, SendToGroup, State};
@@ -42,6 +45,11 @@ pub use payload::{DataType, Payload};
 /// The protobuf `google.protobuf.Any` carried by [`Payload::Protobuf`].
 pub use prost_types::Any;
 pub use protocol::Protocol;
+pub use service::{
+    Batch, BatchResult, Bearer, ClientAccess, ClientTokenOptions, CloseOptions, ConnectionInfo,
+    GroupInfo, GroupMember, HubStats, Message, Operation, Page, PageRequest, Permission,
+    SendOptions, ServiceClient, ServiceError,
+};
 
 #[cfg(test)]
 mod tests {

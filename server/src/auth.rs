@@ -16,6 +16,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+mod service;
+
+pub use service::{GRPC_AUDIENCE_PATH, mint_service_token, verify_service_token};
+
 /// Leeway applied to `exp` and `nbf` so that clocks a few minutes apart still agree.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
 

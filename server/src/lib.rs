@@ -13,12 +13,22 @@
 //!   tokio-tungstenite for the socket).
 //! - `upstream`: upstream events (spec §6): CloudEvents webhooks and the gRPC event stream
 //!   (`hubcast.v1.Events/Listen`), behind one API the WebSocket edge calls.
+//! - `control`: the control plane. One implementation of every data-plane operation
+//!   (sends, groups, users, permissions, closes, listings), served over gRPC
+//!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`) and over Azure's REST
+//!   API (`rest`, on the HTTP listener).
+//! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
+//! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
 pub mod config;
+mod control;
 mod demo;
+pub mod error;
+pub mod filter;
 pub mod protocol;
+mod rest;
 pub mod router;
 mod server;
 mod upstream;

@@ -33,6 +33,25 @@ struct Cli {
 enum Command {
     /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
     Token(TokenArgs),
+    /// Print a bearer token for the control plane: for a REST request URL (`--url`), or for
+    /// the gRPC `hubcast.v1.Control` service (`--grpc`).
+    ServiceToken(ServiceTokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServiceTokenArgs {
+    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
+    connection_string: Option<String>,
+    /// The REST request URL (or path) the token is for; its query does not matter.
+    #[arg(long, conflicts_with = "grpc", required_unless_present = "grpc")]
+    url: Option<String>,
+    /// A token for the gRPC control plane (audience `<endpoint>/hubcast.v1.Control`).
+    #[arg(long)]
+    grpc: bool,
+    /// Lifetime: a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
 }
 
 /// Server settings; every one can also come from the environment or the config file.
@@ -157,17 +176,22 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Token(args)) => token(&config, args),
+        Some(Command::ServiceToken(args)) => service_token(&config, args),
         None => serve(config),
     }
 }
 
-fn token(config: &Config, args: TokenArgs) -> ExitCode {
-    let (endpoint, key) = match args.connection_string {
+/// The endpoint and key to sign with: from the connection string, else the configuration.
+fn signing_key(
+    config: &Config,
+    connection_string: Option<String>,
+) -> Result<(String, String), ExitCode> {
+    match connection_string {
         Some(s) => match ConnectionString::parse(&s) {
-            Ok(cs) => (cs.endpoint, cs.access_key),
+            Ok(cs) => Ok((cs.endpoint, cs.access_key)),
             Err(e) => {
                 eprintln!("hubcast: invalid --connection-string: {e}");
-                return ExitCode::from(EXIT_CONFIG);
+                Err(ExitCode::from(EXIT_CONFIG))
             }
         },
         None => {
@@ -176,14 +200,35 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
                     "hubcast: no key to sign with: pass --connection-string (printed by the \
                      server at start) or --access-key"
                 );
-                return ExitCode::from(EXIT_CONFIG);
+                return Err(ExitCode::from(EXIT_CONFIG));
             };
             let endpoint = config
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", config.listen));
-            (endpoint.trim_end_matches('/').to_owned(), key.clone())
+            Ok((endpoint.trim_end_matches('/').to_owned(), key.clone()))
         }
+    }
+}
+
+fn service_token(config: &Config, args: ServiceTokenArgs) -> ExitCode {
+    let (endpoint, key) = match signing_key(config, args.connection_string) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let audience = match args.url {
+        Some(url) if url.starts_with('/') => format!("{endpoint}{url}"),
+        Some(url) => url,
+        None => format!("{endpoint}{}", auth::GRPC_AUDIENCE_PATH),
+    };
+    println!("{}", auth::mint_service_token(&key, &audience, args.ttl));
+    ExitCode::SUCCESS
+}
+
+fn token(config: &Config, args: TokenArgs) -> ExitCode {
+    let (endpoint, key) = match signing_key(config, args.connection_string) {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
     let request = TokenRequest {
         hub: args.hub,
@@ -265,6 +310,19 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn service_token_needs_a_url_or_grpc() {
+        assert!(Cli::try_parse_from(["hubcast", "service-token"]).is_err());
+        assert!(Cli::try_parse_from(["hubcast", "service-token", "--grpc"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["hubcast", "service-token", "--url", "/api/hubs/chat/:send"])
+                .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["hubcast", "service-token", "--grpc", "--url", "/x"]).is_err()
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Fan-out holds an index shard, then an outbox lock, and never a membership lock.
 
 pub mod connection;
+pub mod manage;
 pub mod message;
 pub mod outbox;
 pub mod permission;
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 pub use connection::{ConnectSpec, Connection, ConnectionId};
+pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};
 pub use outbox::{CLOSE_SLOW_CONSUMER, CLOSE_UNRECOVERABLE, Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
@@ -351,6 +353,18 @@ impl Router {
 
     /// Queues the frame for `conn` unless excluded; counts an overflow.
     fn deliver(&self, conn: &Connection, encoded: &Encoded<'_>, excluded: &[&str]) -> usize {
+        self.deliver_until(conn, encoded, excluded, None)
+    }
+
+    /// [`Router::deliver`] of a message that expires at `expires` (a message TTL; see
+    /// [`Outbox::push_data_until`](outbox::Outbox::push_data_until)).
+    fn deliver_until(
+        &self,
+        conn: &Connection,
+        encoded: &Encoded<'_>,
+        excluded: &[&str],
+        expires: Option<tokio::time::Instant>,
+    ) -> usize {
         if excluded.contains(&conn.id().as_str()) {
             return 0;
         }
@@ -359,7 +373,7 @@ impl Router {
         } else {
             encoded.frame(conn.format())
         };
-        match conn.outbox.push_data(frame.clone()) {
+        match conn.outbox.push_data_until(frame.clone(), expires) {
             Push::Queued => 1,
             Push::Overflow => {
                 self.inner

@@ -19,6 +19,7 @@ use warp::Filter;
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
+use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::router::{Router, RouterConfig};
 use crate::upstream::Upstream;
@@ -54,7 +55,9 @@ pub enum Error {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
-    grpc: GrpcListener,
+    grpc_listener: TcpListener,
+    grpc_addr: SocketAddr,
+    upstream: Arc<Upstream>,
     endpoint: String,
     keys: KeyRing,
     config: Arc<Config>,
@@ -94,6 +97,16 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
         let endpoint = match &config.endpoint {
             Some(e) => normalize_endpoint(e)?,
             None => format!("http://{local_addr}"),
@@ -103,11 +116,12 @@ impl Server {
         });
         let upstream = Upstream::new(&config, keys.clone(), &endpoint)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let grpc = GrpcListener::bind(config.grpc_listen, upstream).await?;
         Ok(Self {
             listener,
             local_addr,
-            grpc,
+            grpc_listener,
+            grpc_addr,
+            upstream,
             endpoint,
             keys,
             config: Arc::new(config),
@@ -120,9 +134,9 @@ impl Server {
         self.local_addr
     }
 
-    /// The bound gRPC address (event stream).
+    /// The bound gRPC address (control plane, event stream, health, reflection).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr
+        self.grpc_addr
     }
 
     /// The public endpoint that token audiences name, without a trailing slash.
@@ -163,12 +177,20 @@ impl Server {
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
             kill: CancellationToken::new(),
-            upstream: self.grpc.upstream.clone(),
+            upstream: self.upstream.clone(),
             sessions: dashmap::DashMap::new(),
         });
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
             .map(warp::reply);
+        // Control plane: one implementation, two edges (REST here, gRPC on its listener).
+        let control = Control::new(
+            self.router.clone(),
+            self.keys.clone(),
+            self.endpoint.clone(),
+        );
+        let events = self.upstream.listeners().clone();
+        let grpc = GrpcEdge::start(self.grpc_listener, control.clone(), events).await;
         let demo = Arc::new(Demo {
             dev: self.config.dev,
             endpoint: self.endpoint.clone(),
@@ -177,17 +199,22 @@ impl Server {
         if demo.dev {
             tracing::warn!("{}", demo::DEV_WARNING);
         }
-        let routes = ws::routes(edge.clone()).or(health).or(demo::routes(demo));
+        let routes = ws::routes(edge.clone())
+            .or(health)
+            .or(crate::rest::routes(control))
+            .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
-        let upstream = self.grpc.upstream.clone();
-        let grpc_addr = self.grpc.local_addr;
-        let stop_grpc = CancellationToken::new();
-        let grpc = tokio::spawn(self.grpc.serve(self.keys.clone(), stop_grpc.clone()));
-        tracing::info!(addr = %self.local_addr, grpc = %grpc_addr, endpoint = %self.endpoint, "listening");
+        tracing::info!(
+            addr = %self.local_addr,
+            grpc.addr = %self.grpc_addr,
+            endpoint = %self.endpoint,
+            "listening"
+        );
 
         shutdown.await;
         let started = tokio::time::Instant::now();
+        grpc.draining().await;
         let grace = self.config.shutdown_grace;
         tracing::info!(
             connections = self.router.stats().connections,
@@ -213,17 +240,11 @@ impl Server {
             tracing::warn!(error = %e, "HTTP listener task failed");
         }
         // Every connection has raised its `disconnected` by now: deliver what is queued
-        // within what is left of the grace period, then end the event streams.
-        upstream
+        // within what is left of the grace period, then end the event streams and gRPC.
+        self.upstream
             .shutdown(grace.saturating_sub(started.elapsed()))
             .await;
-        stop_grpc.cancel();
-        match tokio::time::timeout(HTTP_DRAIN, grpc).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC listener failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC listener task failed"),
-            Err(_) => tracing::debug!("gRPC calls still in flight at shutdown"),
-            Ok(Ok(Ok(()))) => {}
-        }
+        grpc.stop().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -289,50 +310,6 @@ where
 
 // === gRPC ===
 //
-// The gRPC listener serves the upstream event stream (`hubcast.v1.Events`). It is kept
-// small and separate so that the control plane's server (with health, reflection and the
-// shared auth interceptor) can take it over: the service is
-// `EventsService::new(listeners).into_server(keys)`.
-
-/// The bound gRPC listener and what it serves.
-#[derive(Debug)]
-struct GrpcListener {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    upstream: Arc<Upstream>,
-}
-
-impl GrpcListener {
-    async fn bind(addr: SocketAddr, upstream: Arc<Upstream>) -> Result<Self, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
-        Ok(Self {
-            listener,
-            local_addr,
-            upstream,
-        })
-    }
-
-    async fn serve(
-        self,
-        keys: KeyRing,
-        stop: CancellationToken,
-    ) -> Result<(), tonic::transport::Error> {
-        let events = crate::upstream::stream::EventsService::new(self.upstream.listeners().clone())
-            .into_server(keys);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(events)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await
-    }
-}
-
 /// Checks an endpoint (`http(s)://host[:port]`, no path) and strips a trailing slash.
 fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     let trimmed = endpoint.trim_end_matches('/');

@@ -138,9 +138,17 @@ impl Connection {
         self.connected_at
     }
 
-    /// The client's address, as the server saw it.
+    /// The client's address as the server saw it (the peer of the TCP connection).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
+    }
+
+    /// The runtime "check permission" answer; see [`Permissions::check`].
+    pub fn check_permission(&self, permission: Permission, target: Option<&str>) -> bool {
+        self.permissions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(permission, target)
     }
 
     /// Whether the connection speaks a reliable subprotocol (it survives socket drops).
@@ -228,7 +236,7 @@ pub struct ConnectSpec {
     pub subprotocol: Option<&'static str>,
     /// `Some` for reliable subprotocols: the limits of the unacknowledged buffer.
     pub reliable: Option<ReliableLimits>,
-    /// The client's address.
+    /// The client's address (the TCP peer), shown in connection details.
     pub remote_addr: Option<SocketAddr>,
     /// Permissions from the token's roles.
     pub permissions: Permissions,

@@ -14,11 +14,20 @@
 //! later [`Outbox::reattach`] queues every unacknowledged message again, in order. Reliable
 //! clients are bounded by their unacknowledged buffer (count and bytes) instead of the
 //! outbox's byte limit: overflowing it ends the logical connection.
+//!
+//! A data message sent with a time to live ([`Outbox::push_data_until`]) carries its expiry
+//! beside the frame; the writer drops a copy it reaches at or after that instant instead of
+//! writing it, so a client that cannot take the message in time never gets it. The TTL
+//! applies to non-reliable connections only: on a reliable connection the message is
+//! numbered and owed until acknowledged, and dropping it would leave a hole in the
+//! `sequenceId`s the client acknowledges and a recovery resends. There the reliable
+//! guarantee wins, and the message is written (and resent after a recovery) like any other.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::Frame;
@@ -66,6 +75,9 @@ pub struct Queued {
     pub frame: Frame,
     /// `Some` for data messages to reliable connections: the writer splices it in.
     pub sequence_id: Option<u64>,
+    /// For a message sent with a TTL (non-reliable connections only): when it stops being
+    /// worth writing. [`Outbox::take`] drops it from then on.
+    pub expires: Option<Instant>,
 }
 
 /// What the writer gets from [`Outbox::take`] besides frames.
@@ -193,6 +205,7 @@ impl Outbox {
             Queued {
                 frame,
                 sequence_id: None,
+                expires: None,
             },
         )
     }
@@ -200,6 +213,14 @@ impl Outbox {
     /// Queues a data message (a group or server message). A reliable outbox numbers it and
     /// keeps it until acknowledged.
     pub fn push_data(&self, frame: Frame) -> Push {
+        self.push_data_until(frame, None)
+    }
+
+    /// Queues a data message that expires at `expires` (a message TTL): the writer drops it
+    /// instead of writing it if it only gets to it then or later. A reliable outbox ignores
+    /// the expiry (see the module documentation) and numbers and buffers it as
+    /// [`Outbox::push_data`] does.
+    pub fn push_data_until(&self, frame: Frame, expires: Option<Instant>) -> Push {
         let mut state = self.lock();
         if state.close.is_some() {
             return Push::Closed;
@@ -213,6 +234,7 @@ impl Outbox {
                 Queued {
                     frame,
                     sequence_id: None,
+                    expires,
                 },
             );
         };
@@ -246,6 +268,7 @@ impl Outbox {
             Queued {
                 frame,
                 sequence_id: Some(sequence_id),
+                expires: None,
             },
         )
     }
@@ -401,6 +424,7 @@ impl Outbox {
             state.queue.push_back(Queued {
                 frame,
                 sequence_id: None,
+                expires: None,
             });
         }
         for (id, frame) in &r.unacked {
@@ -408,6 +432,7 @@ impl Outbox {
             state.queue.push_back(Queued {
                 frame: frame.clone(),
                 sequence_id: Some(*id),
+                expires: None,
             });
         }
         let epoch = state.epoch;
@@ -432,7 +457,9 @@ impl Outbox {
     }
 
     /// Waits until there is something to do for the writer of socket `epoch`, then moves
-    /// every queued frame into `batch`.
+    /// every queued frame into `batch`, leaving out those whose TTL has passed. When all of
+    /// them had expired the batch gets nothing and the result is still [`Taken::Frames`]: the
+    /// writer comes back for more.
     pub async fn take(&self, epoch: u64, batch: &mut Vec<Queued>) -> Taken {
         loop {
             {
@@ -441,7 +468,13 @@ impl Outbox {
                     return Taken::Detached;
                 }
                 if !state.queue.is_empty() {
-                    batch.extend(state.queue.drain(..));
+                    let now = Instant::now();
+                    batch.extend(
+                        state
+                            .queue
+                            .drain(..)
+                            .filter(|q| q.expires.is_none_or(|at| at > now)),
+                    );
                     state.bytes = 0;
                     return Taken::Frames;
                 }
@@ -524,6 +557,48 @@ mod tests {
         // enforced elsewhere, and refusing it would make the message undeliverable.
         let outbox = Outbox::new(10);
         assert_eq!(outbox.push_data(frame(50)), Push::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_frames_are_dropped_when_the_writer_reaches_them() {
+        let outbox = Outbox::new(1000);
+        let soon = Instant::now() + std::time::Duration::from_secs(1);
+        assert_eq!(outbox.push_data_until(frame(1), Some(soon)), Push::Queued);
+        assert_eq!(outbox.push_data(frame(2)), Push::Queued);
+        assert_eq!(
+            outbox.push_data_until(frame(3), Some(soon + std::time::Duration::from_secs(10))),
+            Push::Queued
+        );
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
+        assert_eq!(
+            batch.iter().map(|q| q.frame.len()).collect::<Vec<_>>(),
+            [2, 3],
+            "the expired frame is gone, the others keep their order"
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        // Only expired frames queued: nothing to write, and no spurious close.
+        outbox.push_data_until(frame(4), Some(Instant::now()));
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
+        assert!(batch.is_empty());
+        assert!(!outbox.is_closing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reliable_outboxes_number_and_write_messages_whatever_their_ttl() {
+        let outbox = reliable(10);
+        let soon = Instant::now() + std::time::Duration::from_secs(1);
+        outbox.push_data(frame(1));
+        outbox.push_data_until(frame(2), Some(soon));
+        outbox.push_data(frame(3));
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(0, &mut batch).await, Taken::Frames);
+        assert_eq!(ids(&batch), vec![Some(1), Some(2), Some(3)], "no hole");
+        assert_eq!(outbox.unacknowledged(), (3, 6));
     }
 
     #[tokio::test]

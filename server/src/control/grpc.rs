@@ -1,0 +1,307 @@
+//! The gRPC edge of the control plane: `hubcast.v1.Control` (tonic), `grpc.health.v1` and
+//! server reflection, on the `grpc_listen` listener.
+//!
+//! Every `Control` call must carry `authorization: Bearer <service token>` (see
+//! [`verify_service_token`](crate::auth::verify_service_token) with audience
+//! `{endpoint}/hubcast.v1.Control`); health and reflection are open, as load balancers and
+//! tools expect. Errors leave through one function, [`status`].
+
+use crate::upstream::stream::{EventsService, Listeners};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubcast_proto::v1 as pb;
+use pb::batch_operation::Operation;
+use pb::control_server::ControlServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use super::{Control, ControlError};
+use crate::auth::{self, GRPC_AUDIENCE_PATH, KeyRing};
+use crate::error::{Classify, ErrorCode};
+
+/// Most operations one `Batch` call may carry.
+pub(crate) const MAX_BATCH_OPERATIONS: usize = 1000;
+
+/// How long in-flight RPCs may take to finish once the listener stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Maps a control-plane error to its gRPC status: the one place this happens.
+pub(crate) fn status(error: &ControlError) -> Status {
+    let message = error.to_string();
+    match error.code() {
+        ErrorCode::BadRequest => Status::invalid_argument(message),
+        ErrorCode::NotFound => Status::not_found(message),
+        ErrorCode::Unauthenticated => Status::unauthenticated(message),
+        ErrorCode::PermissionDenied => Status::permission_denied(message),
+        ErrorCode::PayloadTooLarge => Status::resource_exhausted(message),
+        ErrorCode::UnsupportedMediaType => Status::invalid_argument(message),
+        ErrorCode::Unavailable => Status::unavailable(message),
+        ErrorCode::Internal => {
+            tracing::error!(error = %error, "control-plane call failed");
+            Status::internal("internal error")
+        }
+    }
+}
+
+fn respond<T>(result: Result<T, ControlError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|e| status(&e))
+}
+
+/// The tonic service: each RPC hands its request message to [`Control`].
+#[derive(Debug, Clone)]
+struct ControlService {
+    control: Control,
+}
+
+/// Implements the unary RPCs that map one-to-one onto [`Control`] methods of the same name,
+/// plus `Batch`. (A macro around the whole impl, because `async_trait` must see the
+/// expanded methods.)
+macro_rules! control_service {
+    ($($method:ident($request:ident) -> $response:ident;)*) => {
+        #[tonic::async_trait]
+        impl pb::control_server::Control for ControlService {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<pb::$request>,
+                ) -> Result<Response<pb::$response>, Status> {
+                    respond(self.control.$method(request.into_inner()))
+                }
+            )*
+
+            async fn batch(
+                &self,
+                request: Request<pb::BatchRequest>,
+            ) -> Result<Response<pb::BatchResponse>, Status> {
+                self.run_batch(request.into_inner()).map(Response::new)
+            }
+        }
+    };
+}
+
+control_service! {
+    send_to_all(SendToAllRequest) -> SendToAllResponse;
+    send_to_group(SendToGroupRequest) -> SendToGroupResponse;
+    send_to_user(SendToUserRequest) -> SendToUserResponse;
+    send_to_connection(SendToConnectionRequest) -> SendToConnectionResponse;
+    add_connection_to_group(AddConnectionToGroupRequest) -> AddConnectionToGroupResponse;
+    remove_connection_from_group(RemoveConnectionFromGroupRequest) -> RemoveConnectionFromGroupResponse;
+    remove_connection_from_all_groups(RemoveConnectionFromAllGroupsRequest) -> RemoveConnectionFromAllGroupsResponse;
+    add_user_to_group(AddUserToGroupRequest) -> AddUserToGroupResponse;
+    remove_user_from_group(RemoveUserFromGroupRequest) -> RemoveUserFromGroupResponse;
+    remove_user_from_all_groups(RemoveUserFromAllGroupsRequest) -> RemoveUserFromAllGroupsResponse;
+    add_connections_to_groups(AddConnectionsToGroupsRequest) -> AddConnectionsToGroupsResponse;
+    remove_connections_from_groups(RemoveConnectionsFromGroupsRequest) -> RemoveConnectionsFromGroupsResponse;
+    close_connection(CloseConnectionRequest) -> CloseConnectionResponse;
+    close_all_connections(CloseAllConnectionsRequest) -> CloseAllConnectionsResponse;
+    close_group_connections(CloseGroupConnectionsRequest) -> CloseGroupConnectionsResponse;
+    close_user_connections(CloseUserConnectionsRequest) -> CloseUserConnectionsResponse;
+    connection_exists(ConnectionExistsRequest) -> ExistsResponse;
+    group_exists(GroupExistsRequest) -> ExistsResponse;
+    user_exists(UserExistsRequest) -> ExistsResponse;
+    grant_permission(GrantPermissionRequest) -> GrantPermissionResponse;
+    revoke_permission(RevokePermissionRequest) -> RevokePermissionResponse;
+    check_permission(CheckPermissionRequest) -> CheckPermissionResponse;
+    generate_client_token(GenerateClientTokenRequest) -> GenerateClientTokenResponse;
+    list_group_connections(ListGroupConnectionsRequest) -> ListGroupConnectionsResponse;
+    list_connections(ListConnectionsRequest) -> ListConnectionsResponse;
+    get_connection(GetConnectionRequest) -> ConnectionInfo;
+    list_groups(ListGroupsRequest) -> ListGroupsResponse;
+    get_hub_stats(GetHubStatsRequest) -> HubStats;
+}
+
+impl ControlService {
+    /// Applies a batch in order; see `Control.Batch` in `control.proto`.
+    fn run_batch(&self, request: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
+        if request.operations.len() > MAX_BATCH_OPERATIONS {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds at most {MAX_BATCH_OPERATIONS} operations, not {}",
+                request.operations.len()
+            )));
+        }
+        if let Some(index) = request
+            .operations
+            .iter()
+            .position(|op| op.operation.is_none())
+        {
+            return Err(Status::invalid_argument(format!(
+                "operation {index} of the batch has no request set"
+            )));
+        }
+        let control = &self.control;
+        let mut results = Vec::with_capacity(request.operations.len());
+        for op in request.operations {
+            let outcome = match op.operation.expect("checked above") {
+                Operation::SendToAll(r) => control.send_to_all(r).map(drop),
+                Operation::SendToGroup(r) => control.send_to_group(r).map(drop),
+                Operation::SendToUser(r) => control.send_to_user(r).map(drop),
+                Operation::SendToConnection(r) => control.send_to_connection(r).map(drop),
+                Operation::AddConnectionToGroup(r) => control.add_connection_to_group(r).map(drop),
+                Operation::RemoveConnectionFromGroup(r) => {
+                    control.remove_connection_from_group(r).map(drop)
+                }
+                Operation::RemoveConnectionFromAllGroups(r) => {
+                    control.remove_connection_from_all_groups(r).map(drop)
+                }
+                Operation::AddUserToGroup(r) => control.add_user_to_group(r).map(drop),
+                Operation::RemoveUserFromGroup(r) => control.remove_user_from_group(r).map(drop),
+                Operation::RemoveUserFromAllGroups(r) => {
+                    control.remove_user_from_all_groups(r).map(drop)
+                }
+                Operation::AddConnectionsToGroups(r) => {
+                    control.add_connections_to_groups(r).map(drop)
+                }
+                Operation::RemoveConnectionsFromGroups(r) => {
+                    control.remove_connections_from_groups(r).map(drop)
+                }
+                Operation::CloseConnection(r) => control.close_connection(r).map(drop),
+                Operation::CloseAllConnections(r) => control.close_all_connections(r).map(drop),
+                Operation::CloseGroupConnections(r) => control.close_group_connections(r).map(drop),
+                Operation::CloseUserConnections(r) => control.close_user_connections(r).map(drop),
+                Operation::GrantPermission(r) => control.grant_permission(r).map(drop),
+                Operation::RevokePermission(r) => control.revoke_permission(r).map(drop),
+            };
+            match outcome {
+                Ok(()) => results.push(pb::BatchResult {
+                    code: tonic::Code::Ok as i32,
+                    message: String::new(),
+                }),
+                Err(error) => {
+                    let status = status(&error);
+                    results.push(pb::BatchResult {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    });
+                    if !request.continue_on_error {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(pb::BatchResponse { results })
+    }
+}
+
+/// Checks the bearer token of every `Control` call.
+#[derive(Clone)]
+struct Authenticate {
+    keys: KeyRing,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for Authenticate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticate")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "missing `authorization: Bearer <token>` metadata: sign a service token with \
+                     an access key (audience `<endpoint>/hubcast.v1.Control`)",
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
+            })?;
+        auth::verify_service_token(token, &self.keys, &self.endpoint, GRPC_AUDIENCE_PATH)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        Ok(request)
+    }
+}
+
+/// The running gRPC listener: health reporting and shutdown.
+#[derive(Debug)]
+pub(crate) struct GrpcEdge {
+    health: HealthReporter,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl GrpcEdge {
+    /// Serves `Control`, the upstream event stream (`hubcast.v1.Events`, for backends that
+    /// dial in), health and reflection on `listener` until [`GrpcEdge::stop`].
+    pub(crate) async fn start(
+        listener: TcpListener,
+        control: Control,
+        listeners: Arc<Listeners>,
+    ) -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ControlServer<ControlService>>().await;
+        // v1 for current tools, v1alpha for older grpcurl and friends.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(hubcast_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .expect("the embedded descriptor sets decode");
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .expect("the embedded descriptor sets decode");
+        let authenticate = Authenticate {
+            keys: control.keys().clone(),
+            endpoint: control.endpoint().to_owned(),
+        };
+        let events = EventsService::new(listeners).into_server(control.keys().clone());
+        let control = ControlServer::with_interceptor(ControlService { control }, authenticate);
+        let stop = CancellationToken::new();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let signal = stop.clone().cancelled_owned();
+        let task = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(control)
+                .add_service(events)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC listener failed");
+            }
+        });
+        Self { health, stop, task }
+    }
+
+    /// Reports `NOT_SERVING` (overall and for `hubcast.v1.Control`) while the server drains;
+    /// calls are still answered.
+    pub(crate) async fn draining(&self) {
+        self.health
+            .set_not_serving::<ControlServer<ControlService>>()
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Stops accepting, lets in-flight calls finish for a moment, then drops the rest.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        let mut task = self.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            tracing::debug!("gRPC calls still in flight at shutdown; dropping them");
+            task.abort();
+        }
+    }
+}
