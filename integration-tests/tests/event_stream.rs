@@ -24,8 +24,13 @@ struct Listener {
     events: tonic::Streaming<pb::Event>,
 }
 
-fn api_token() -> String {
-    sign_token(PRIMARY_KEY, &json!({ "exp": unix_now() + 3600 }))
+/// A service token for the event stream: signed with an access key, audience
+/// `{endpoint}/hubcast.v1.Events`.
+fn api_token(server: &TestServer) -> String {
+    sign_token(
+        PRIMARY_KEY,
+        &json!({ "exp": unix_now() + 3600, "aud": format!("{}/hubcast.v1.Events", server.endpoint()) }),
+    )
 }
 
 fn subscription(hubs: &[&str], pattern: &str, system: &[pb::SystemEventKind]) -> pb::Subscription {
@@ -79,7 +84,7 @@ async fn try_listen(
 
 impl Listener {
     async fn open(server: &TestServer, subscription: pb::Subscription) -> Self {
-        try_listen(server, Some(api_token()), subscription)
+        try_listen(server, Some(api_token(server)), subscription)
             .await
             .expect("Listen accepted")
     }
@@ -387,9 +392,26 @@ async fn listen_needs_a_valid_token_and_subscription() {
         .err()
         .expect("refused");
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = try_listen(&server, Some(api_token()), subscription(&[], "*", &[]))
-        .await
-        .err()
-        .expect("refused");
+    // Tokens for other audiences do not open the stream: not a control-plane token, and
+    // above all not a client access token, which browsers hold.
+    for aud in [
+        format!("{}/hubcast.v1.Control", server.endpoint()),
+        format!("{}/client/hubs/chat", server.endpoint()),
+    ] {
+        let other = sign_token(PRIMARY_KEY, &json!({"exp": unix_now() + 60, "aud": aud}));
+        let status = try_listen(&server, Some(other), everything())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{aud}");
+    }
+    let status = try_listen(
+        &server,
+        Some(api_token(&server)),
+        subscription(&[], "*", &[]),
+    )
+    .await
+    .err()
+    .expect("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
 }

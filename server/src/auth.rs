@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 
 mod service;
 
-pub use service::{GRPC_AUDIENCE_PATH, mint_service_token, verify_service_token};
+pub use service::{
+    EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, mint_service_token, verify_service_token,
+};
 
 /// Leeway applied to `exp` and `nbf` so that clocks a few minutes apart still agree.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);

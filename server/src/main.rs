@@ -33,8 +33,8 @@ struct Cli {
 enum Command {
     /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
     Token(TokenArgs),
-    /// Print a bearer token for the control plane: for a REST request URL (`--url`), or for
-    /// the gRPC `hubcast.v1.Control` service (`--grpc`).
+    /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
+    /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
     ServiceToken(ServiceTokenArgs),
 }
 
@@ -44,11 +44,18 @@ struct ServiceTokenArgs {
     #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
     /// The REST request URL (or path) the token is for; its query does not matter.
-    #[arg(long, conflicts_with = "grpc", required_unless_present = "grpc")]
+    #[arg(
+        long,
+        conflicts_with_all = ["grpc", "events"],
+        required_unless_present_any = ["grpc", "events"]
+    )]
     url: Option<String>,
     /// A token for the gRPC control plane (audience `<endpoint>/hubcast.v1.Control`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     grpc: bool,
+    /// A token for the gRPC event stream (audience `<endpoint>/hubcast.v1.Events`).
+    #[arg(long)]
+    events: bool,
     /// Lifetime: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
@@ -219,6 +226,7 @@ fn service_token(config: &Config, args: ServiceTokenArgs) -> ExitCode {
     let audience = match args.url {
         Some(url) if url.starts_with('/') => format!("{endpoint}{url}"),
         Some(url) => url,
+        None if args.events => format!("{endpoint}{}", auth::EVENTS_AUDIENCE_PATH),
         None => format!("{endpoint}{}", auth::GRPC_AUDIENCE_PATH),
     };
     println!("{}", auth::mint_service_token(&key, &audience, args.ttl));

@@ -31,6 +31,11 @@ use super::{
 /// of the service, so `aud` is e.g. `http://127.0.0.1:8080/hubcast.v1.Control`.
 pub const GRPC_AUDIENCE_PATH: &str = "/hubcast.v1.Control";
 
+/// The audience path of the gRPC event stream (`hubcast.v1.Events`): a backend that listens
+/// to events needs a token for it; a control-plane token or a client's access token does not
+/// open the stream.
+pub const EVENTS_AUDIENCE_PATH: &str = "/hubcast.v1.Events";
+
 /// Verifies a service token presented for `path` (percent-encoded or not) on the service at
 /// `endpoint`.
 ///

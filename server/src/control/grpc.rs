@@ -7,6 +7,8 @@
 //! tools expect. Errors leave through one function, [`status`].
 
 use crate::upstream::stream::{EventsService, Listeners};
+use hubcast_proto::v1::events_server::EventsServer;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::{Control, ControlError};
-use crate::auth::{self, GRPC_AUDIENCE_PATH, KeyRing};
+use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
 
 /// Most operations one `Batch` call may carry.
@@ -194,6 +196,8 @@ impl ControlService {
 struct Authenticate {
     keys: KeyRing,
     endpoint: String,
+    /// What the token's audience names after the endpoint: the service's full name.
+    path: &'static str,
 }
 
 impl std::fmt::Debug for Authenticate {
@@ -213,7 +217,8 @@ impl Interceptor for Authenticate {
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "missing `authorization: Bearer <token>` metadata: sign a service token with \
-                     an access key (audience `<endpoint>/hubcast.v1.Control`)",
+                     an access key (audience `<endpoint>/<service>`, e.g. \
+                     `<endpoint>/hubcast.v1.Control`)",
                 )
             })?;
         let token = header
@@ -223,7 +228,7 @@ impl Interceptor for Authenticate {
             .ok_or_else(|| {
                 Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
             })?;
-        auth::verify_service_token(token, &self.keys, &self.endpoint, GRPC_AUDIENCE_PATH)
+        auth::verify_service_token(token, &self.keys, &self.endpoint, self.path)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         Ok(request)
     }
@@ -262,8 +267,18 @@ impl GrpcEdge {
         let authenticate = Authenticate {
             keys: control.keys().clone(),
             endpoint: control.endpoint().to_owned(),
+            path: GRPC_AUDIENCE_PATH,
         };
-        let events = EventsService::new(listeners).into_server(control.keys().clone());
+        // The event stream takes service tokens of its own audience: a token for the control
+        // plane, or a client's access token, cannot open it.
+        let events = EventsServer::with_interceptor(
+            EventsService::new(listeners),
+            Authenticate {
+                keys: control.keys().clone(),
+                endpoint: control.endpoint().to_owned(),
+                path: EVENTS_AUDIENCE_PATH,
+            },
+        );
         let control = ControlServer::with_interceptor(ControlService { control }, authenticate);
         let stop = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -20,7 +20,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
-use crate::auth::{CLOCK_SKEW, KeyRing};
 use crate::router::{Data, message::Utf8Bytes};
 
 /// Events that may wait for one listener's stream before senders wait.
@@ -242,21 +241,6 @@ impl EventsService {
             tasks: tokio_util::task::TaskTracker::new(),
         }
     }
-
-    /// The service behind its authentication: `authorization: Bearer <JWT>` signed (HS256)
-    /// with an access key.
-    pub(crate) fn into_server(
-        self,
-        keys: KeyRing,
-    ) -> tonic::service::interceptor::InterceptedService<
-        pb::events_server::EventsServer<Self>,
-        impl tonic::service::Interceptor + Clone,
-    > {
-        pb::events_server::EventsServer::with_interceptor(self, move |request: Request<()>| {
-            authorize(&keys, &request)?;
-            Ok(request)
-        })
-    }
 }
 
 #[tonic::async_trait]
@@ -339,39 +323,6 @@ fn parse_subscription(s: &pb::Subscription) -> Result<(Vec<String>, Selection), 
         });
     }
     Ok((hubs, selection))
-}
-
-/// Checks the bearer token of a `Listen` call: HS256, signed with an access key, `exp`
-/// required and checked with [`CLOCK_SKEW`] leeway.
-fn authorize(keys: &KeyRing, request: &Request<()>) -> Result<(), Status> {
-    let token = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.leeway = CLOCK_SKEW.as_secs();
-    validation.validate_aud = false;
-    validation.set_required_spec_claims(&["exp"]);
-    let valid = keys.keys().any(|key| {
-        jsonwebtoken::decode::<serde_json::Value>(
-            token,
-            &jsonwebtoken::DecodingKey::from_secret(key.as_bytes()),
-            &validation,
-        )
-        .is_ok()
-    });
-    if valid {
-        Ok(())
-    } else {
-        Err(Status::unauthenticated(
-            "invalid token: it must be an unexpired HS256 JWT signed with an access key",
-        ))
-    }
 }
 
 // === conversions ===
