@@ -73,7 +73,7 @@ struct Settings {
     /// gRPC listener for the control plane [default: 127.0.0.1:50051].
     #[arg(long, env = "HUBCAST_GRPC_LISTEN", global = true)]
     grpc_listen: Option<SocketAddr>,
-    /// Public base URL named by token audiences [default: http://<listen>].
+    /// Public base URL named by token audiences (default: `http://<listen>`).
     #[arg(long, env = "HUBCAST_ENDPOINT", global = true)]
     endpoint: Option<String>,
     /// Access key (repeatable; primary first). None: a random development key.

@@ -1,7 +1,7 @@
 //! Messages on their way to clients, and the frames they become.
 //!
 //! A [`Message`] is format-agnostic: who it is from and what it carries. Fan-out wraps it in
-//! an [`Encoded`] that renders it at most once per [`WireFormat`], so a message to ten thousand
+//! an `Encoded` that renders it at most once per [`WireFormat`], so a message to ten thousand
 //! JSON clients is serialized once and every outbox holds a reference-counted slice of the
 //! same bytes.
 
