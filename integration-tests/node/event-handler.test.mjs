@@ -14,26 +14,9 @@ import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import express from "express";
 
-import { HubcastProcess, SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, withTimeout } from "./hubcast-process.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, nextEvent, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "chat";
-
-/** Resolves with the first `event` of `client` that satisfies `predicate`. */
-function nextEvent(client, event, predicate, what) {
-  return withTimeout(
-    new Promise((resolve) => {
-      const handler = (e) => {
-        if (predicate(e)) {
-          client.off(event, handler);
-          resolve(e);
-        }
-      };
-      client.on(event, handler);
-    }),
-    STEP_TIMEOUT_MS,
-    what,
-  );
-}
 
 /** Records what the backend saw, and lets tests wait for it. */
 class Seen {
@@ -116,7 +99,7 @@ describe("@azure/web-pubsub-express as the event handler of hubcast", { timeout:
       const s = app.listen(0, "127.0.0.1", () => resolve(s));
     });
     const { port } = httpServer.address();
-    hubcast = new HubcastProcess({
+    hubcast = new Server({
       configToml: [
         `[hubs.${HUB}]`,
         `[[hubs.${HUB}.event_handlers]]`,
@@ -142,7 +125,7 @@ describe("@azure/web-pubsub-express as the event handler of hubcast", { timeout:
   }, { timeout: SHUTDOWN_TIMEOUT_MS + 5_000 });
 
   test("handleConnect sets the user, groups and roles; events echo; state round-trips; onConnected/onDisconnected fire", async () => {
-    const alice = newClient(await hubcast.clientUrl(HUB, "alice"));
+    const alice = newClient(await hubcast.clientUrl(HUB, "alice", []));
     const connected = nextEvent(alice, "connected", () => true, "alice connected");
     await withTimeout(alice.start(), STEP_TIMEOUT_MS, "alice start()");
     const { userId, connectionId } = await connected;
@@ -196,7 +179,7 @@ describe("@azure/web-pubsub-express as the event handler of hubcast", { timeout:
   });
 
   test("a connection refused by handleConnect fails to start", async () => {
-    const mallory = newClient(await hubcast.clientUrl(HUB, "mallory"));
+    const mallory = newClient(await hubcast.clientUrl(HUB, "mallory", []));
     await assert.rejects(withTimeout(mallory.start(), STEP_TIMEOUT_MS, "mallory start()"));
     assert.equal(seen.count("connected", (r) => r.context.userId === "mallory"), 0);
   });

@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
 import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
 
-import { HubcastProcess, SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, withTimeout } from "./hubcast-process.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "chat";
 
@@ -82,7 +82,7 @@ class Observer {
 }
 
 describe("official @azure/web-pubsub WebPubSubServiceClient against hubcast", { timeout: 180_000 }, () => {
-  const server = new HubcastProcess();
+  const server = new Server();
   const observers = [];
   let service;
 

@@ -10,27 +10,21 @@ import { after, before, describe, test } from "node:test";
 import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
 
 import {
-  CutProxy,
+  Proxy,
   STARTUP_TIMEOUT_MS,
   STEP_TIMEOUT_MS,
   Server,
+  eventually,
   nextEvent,
+  sleep,
   withTimeout,
-} from "./harness.mjs";
+} from "./support/hubcast.mjs";
 
 const MESSAGES = 1_200;
 const CUTS = 12;
+const HUB = "chat";
 const GROUP = "stream";
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
-
-/** Resolves once `condition()` holds, polling; rejects after `ms`. */
-async function until(condition, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 describe("reliable protocol through network cuts (official client)", { timeout: 180_000 }, () => {
   const server = new Server();
@@ -40,26 +34,24 @@ describe("reliable protocol through network cuts (official client)", { timeout: 
 
   before(async () => {
     await server.start();
-    const serverPort = Number(/127\.0\.0\.1:(\d+)/.exec(server.connectionString)[1]);
-    proxy = new CutProxy(serverPort);
-    await proxy.start();
+    proxy = await new Proxy(server.port).start();
   }, { timeout: STARTUP_TIMEOUT_MS });
 
   after(async () => {
     receiver?.stop();
     publisher?.stop();
-    await proxy?.stop();
+    await proxy?.close();
     await server.stop();
   });
 
   test("every message arrives once, in order, on one connection", async () => {
     // The default protocol is json.reliable.webpubsub.azure.v1; no `protocol` option given.
     // Keep-alive is off so the SDK's timers let this process exit at the end.
-    receiver = new WebPubSubClient(proxy.route(await server.clientUrl("receiver", ROLES)), {
+    receiver = new WebPubSubClient(proxy.route(await server.clientUrl(HUB, "receiver", ROLES)), {
       keepAliveIntervalInMs: 0,
       keepAliveTimeoutInMs: 0,
     });
-    publisher = new WebPubSubClient(await server.clientUrl("publisher", ROLES), {
+    publisher = new WebPubSubClient(await server.clientUrl(HUB, "publisher", ROLES), {
       protocol: WebPubSubJsonProtocol(),
       autoReconnect: false,
       keepAliveIntervalInMs: 0,
@@ -83,13 +75,13 @@ describe("reliable protocol through network cuts (official client)", { timeout: 
       await withTimeout(publisher.sendToGroup(GROUP, i, "json"), STEP_TIMEOUT_MS, `publish ${i}`);
       if (i > 0 && i % every === 0 && proxy.cuts < CUTS) {
         // Cut only while the receiver is attached, so every cut interrupts a live socket.
-        await until(() => proxy.pairs.size > 0, 30_000, "the receiver reconnecting through the proxy");
+        await eventually(() => proxy.pairs.size > 0, "the receiver reconnecting through the proxy", 30_000);
         proxy.cut();
       }
     }
-    await until(() => received.length >= MESSAGES, 60_000, `all ${MESSAGES} messages (got ${received.length})`);
+    await eventually(() => received.length >= MESSAGES, `all ${MESSAGES} messages (got ${received.length})`, 60_000);
     // Anything extra would be a duplicate: give stragglers a moment to show up.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
 
     assert.ok(proxy.cuts >= 10, `the proxy cut the connection ${proxy.cuts} times`);
     assert.equal(received.length, MESSAGES, "no message lost or duplicated");

@@ -1,13 +1,23 @@
-// Shared helpers of the Node tests that drive the real `hubcast` binary: spawning it,
-// minting client URLs, bounded waits, and a TCP proxy that can drop or freeze connections.
+// THE shared helper module of every Node test that drives the real `hubcast` binary (the only
+// one: there is no other harness file; add new helpers here).
+//
+//   Server     spawn the binary (optional extra args, fixed port, access key, TOML config),
+//              wait for its connection string, `clientUrl(hub, user, roles)` via
+//              `hubcast token`, `baseUrl`, `stop()` (SIGTERM, must exit within
+//              SHUTDOWN_TIMEOUT_MS), `kill()`, `killNow()`; `start()` again restarts it.
+//   Proxy      a TCP proxy in front of a server port: `drop()` / `cut()` every connection
+//              abruptly, `freeze()` the current ones, `route(url)`, `close()`.
+//   withTimeout, nextEvent, sleep, eventually, and the STARTUP/SHUTDOWN/STEP timeouts.
 //
 // The binary is `$HUBCAST_BIN`, by default `<repo>/target/debug/hubcast`.
 
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -18,6 +28,9 @@ export const STARTUP_TIMEOUT_MS = 20_000;
 export const SHUTDOWN_TIMEOUT_MS = 15_000;
 export const STEP_TIMEOUT_MS = 10_000;
 
+/** The roles `Server.clientUrl` grants when none are given. */
+export const DEFAULT_ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
+
 /** Rejects with a message naming `what` if `promise` does not settle within `ms`. */
 export function withTimeout(promise, ms, what) {
   let timer;
@@ -27,20 +40,27 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Resolves with the first `event` of `client` (a HubcastClient) that satisfies `predicate`. */
+/**
+ * Resolves with the first `event` of `client` that satisfies `predicate`. Works with clients
+ * whose `on` returns an unsubscribe function (HubcastClient) and with those that have `off`
+ * (the official WebPubSubClient).
+ */
 export function nextEvent(client, event, predicate = () => true, what = event, ms = STEP_TIMEOUT_MS) {
   return new Promise((resolve, reject) => {
-    const off = client.on(event, (e) => {
+    let off = () => {};
+    const handler = (e) => {
       if (predicate(e)) {
         clearTimeout(timer);
         off();
         resolve(e);
       }
-    });
+    };
     const timer = setTimeout(() => {
       off();
       reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
     }, ms);
+    const unsubscribe = client.on(event, handler);
+    off = typeof unsubscribe === "function" ? unsubscribe : () => client.off(event, handler);
   });
 }
 
@@ -55,19 +75,26 @@ export async function eventually(condition, what, ms = STEP_TIMEOUT_MS) {
   }
 }
 
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 /** A running `hubcast` process, its connection string and the output it printed. */
 export class Server {
-  /** `args`: extra command-line arguments (e.g. `["--dev"]`); `port`: 0 for any. */
-  constructor({ args = [], port = 0, accessKey = randomBytes(33).toString("base64") } = {}) {
+  /**
+   * `args`: extra command-line arguments (e.g. `["--dev"]`); `port`: 0 for any;
+   * `accessKey`: the key for `--access-key` (random by default); `configToml`: the text of a
+   * config file to pass with `--config`, if any.
+   */
+  constructor({ args = [], port = 0, accessKey = randomBytes(33).toString("base64"), configToml } = {}) {
     this.args = args;
     this.port = port;
-    this.accessKey = accessKey;
+    this.accessKey = accessKey; // random: 44 characters, no padding
+    this.configToml = configToml;
     this.stdout = "";
     this.stderr = "";
-    this.exited = null;
+    this.exited = null; // { code, signal } once the process has exited
   }
 
-  /** Spawns the binary and resolves once it printed its connection string. */
+  /** Spawns the binary and resolves with its connection string once printed. */
   async start() {
     assert.ok(
       existsSync(hubcastBin),
@@ -77,17 +104,25 @@ export class Server {
     this.stderr = "";
     this.exited = null;
     this.connectionString = undefined;
-    this.child = spawn(
-      hubcastBin,
-      ["--listen", `127.0.0.1:${this.port}`, "--access-key", this.accessKey, "--grpc-listen", "127.0.0.1:0", ...this.args],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } },
-    );
+    const args = ["--listen", `127.0.0.1:${this.port}`, "--access-key", this.accessKey, "--grpc-listen", "127.0.0.1:0"];
+    if (this.configToml !== undefined) {
+      this.configDir = mkdtempSync(join(tmpdir(), "hubcast-test-"));
+      const path = join(this.configDir, "hubcast.toml");
+      writeFileSync(path, this.configToml);
+      args.push("--config", path);
+    }
+    args.push(...this.args);
+    this.child = spawn(hubcastBin, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+    });
     this.exitPromise = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
         this.exited = { code, signal };
         resolve(this.exited);
       });
     });
+    // Keep draining both pipes for the whole run so the server never blocks on a full pipe.
     this.child.stderr.setEncoding("utf8");
     this.child.stderr.on("data", (chunk) => {
       this.stderr = (this.stderr + chunk).slice(-64 * 1024);
@@ -108,12 +143,20 @@ export class Server {
       throw new Error(`hubcast exited during start-up (code ${code}, signal ${signal})`);
     });
     try {
-      await withTimeout(Promise.race([connectionString, exitedEarly]), STARTUP_TIMEOUT_MS, "hubcast printing its connection string");
+      await withTimeout(
+        Promise.race([connectionString, exitedEarly]),
+        STARTUP_TIMEOUT_MS,
+        "hubcast printing `Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;` on stdout",
+      );
     } catch (err) {
       err.message += `\n--- hubcast stdout ---\n${this.stdout}\n--- hubcast stderr ---\n${this.stderr}`;
       this.kill();
       throw err;
     }
+    assert.ok(
+      this.connectionString.includes(`;AccessKey=${this.accessKey};`),
+      `the connection string carries the key given with --access-key: ${this.connectionString}`,
+    );
     return this.connectionString;
   }
 
@@ -122,10 +165,11 @@ export class Server {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Mints a client access URL with `hubcast token`. */
-  clientUrl(hub, user, roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]) {
+  /** Mints a client access URL for `hub` with `hubcast token`. */
+  clientUrl(hub, user, roles = DEFAULT_ROLES) {
     const args = ["token", "--connection-string", this.connectionString, "--hub", hub, "--user", user];
     for (const role of roles) args.push("--role", role);
+    const expected = new RegExp(`^ws://127\\.0\\.0\\.1:\\d+/client/hubs/${escapeRegExp(hub)}\\?.*access_token=`);
     return new Promise((resolve, reject) => {
       execFile(hubcastBin, args, { timeout: STEP_TIMEOUT_MS }, (err, stdout, stderr) => {
         if (err) {
@@ -133,7 +177,7 @@ export class Server {
           return;
         }
         const url = stdout.split("\n").map((l) => l.trim()).filter(Boolean).at(-1) ?? "";
-        if (!/^ws:\/\/127\.0\.0\.1:\d+\/client\/hubs\/.*access_token=/.test(url)) {
+        if (!expected.test(url)) {
           reject(new Error(`hubcast token printed no client URL; stdout:\n${stdout}\nstderr:\n${stderr}`));
           return;
         }
@@ -167,30 +211,43 @@ export class Server {
     this.closePipes();
   }
 
+  /** Kills the process outright (SIGKILL) without waiting, and stops reading its output. */
   kill() {
     if (this.child && !this.exited) this.child.kill("SIGKILL");
     this.closePipes();
   }
 
+  /**
+   * Stops reading the pipes, which a surviving grandchild could otherwise hold open, and
+   * removes the config file, if any.
+   */
   closePipes() {
     this.child?.stdout.destroy();
     this.child?.stderr.destroy();
+    if (this.configDir) {
+      rmSync(this.configDir, { recursive: true, force: true });
+      this.configDir = undefined;
+    }
   }
 }
 
 /**
  * A TCP proxy on 127.0.0.1 in front of a server port, so a test can break connections the way
- * a network does: `drop()` destroys every proxied connection (no WebSocket close frame: the
- * peers see an abnormal closure, 1006), `freeze()` stops forwarding on the current ones
- * without closing them (a half-open connection). New connections are forwarded normally.
+ * a network does: `drop()` destroys every proxied connection and `cut()` resets it (TCP RST);
+ * either way no WebSocket close frame is sent and the peers see an abnormal closure (1006).
+ * `freeze()` stops forwarding on the current connections without closing them (a half-open
+ * connection). New connections are forwarded normally. `connections` counts the accepted
+ * ones, `cuts` the `cut()` calls that cut at least one, `pairs` holds the open ones.
  */
 export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.pairs = new Set();
     this.connections = 0;
+    this.cuts = 0;
   }
 
+  /** Starts listening on an ephemeral port (`this.port`); resolves with the proxy. */
   async start() {
     this.server = net.createServer((client) => {
       this.connections++;
@@ -221,7 +278,7 @@ export class Proxy {
     return this;
   }
 
-  /** `url` (a ws:// client URL) redirected through the proxy. */
+  /** `url` (a ws:// client URL of the server) redirected through the proxy. */
   route(url) {
     const u = new URL(url);
     u.port = String(this.port);
@@ -237,17 +294,26 @@ export class Proxy {
     this.pairs.clear();
   }
 
+  /** Resets (TCP RST) every proxied connection; returns how many were cut. */
+  cut() {
+    const open = [...this.pairs];
+    for (const { client, upstream } of open) {
+      client.resetAndDestroy();
+      upstream.resetAndDestroy();
+    }
+    this.pairs.clear();
+    if (open.length > 0) this.cuts += 1;
+    return open.length;
+  }
+
   /** Stops forwarding on the current connections, keeping them open. */
   freeze() {
     for (const pair of this.pairs) pair.frozen = true;
   }
 
+  /** Destroys every proxied connection and stops listening. */
   async close() {
-    for (const { client, upstream } of this.pairs) {
-      client.destroy();
-      upstream.destroy();
-    }
-    this.pairs.clear();
-    await new Promise((resolve) => this.server?.close(resolve));
+    this.drop();
+    await new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve()));
   }
 }
