@@ -409,7 +409,13 @@ pub fn mint_client_token(key: &str, endpoint: &str, req: &TokenRequest) -> Strin
         aud: format!("{}/client/hubs/{}", endpoint.trim_end_matches('/'), req.hub),
         sub: req.user_id.as_deref(),
     };
-    let claims = serde_json::to_vec(&claims).expect("token claims are plain strings and numbers");
+    sign_hs256(key, &claims)
+}
+
+/// Signs `claims` as an HS256 JWT with the header Azure's SDKs use,
+/// `{"alg":"HS256","typ":"JWT"}` (exactly, so tokens look the same whoever minted them).
+pub(crate) fn sign_hs256(key: &str, claims: &impl Serialize) -> String {
+    let claims = serde_json::to_vec(claims).expect("token claims are plain strings and numbers");
     let message = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(TOKEN_HEADER),

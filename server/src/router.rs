@@ -287,15 +287,7 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        let Some(members) = hub.groups.get(group) else {
-            return 0;
-        };
-        let encoded = Encoded::new(message);
-        let mut sent = 0;
-        for conn in members.values() {
-            sent += self.deliver(conn, &encoded, excluded);
-        }
-        self.count_delivered(sent)
+        self.send_to_members(&hub.groups, group, message, excluded)
     }
 
     /// Sends to every connection of `user` except `excluded`. Returns the recipient count.
@@ -307,7 +299,19 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        let Some(members) = hub.users.get(user) else {
+        self.send_to_members(&hub.users, user, message, excluded)
+    }
+
+    /// Fan-out to the members under `key` of a group or user index, encoding `message` once
+    /// per wire format. Holds that index shard's read lock while queueing (never waits).
+    fn send_to_members(
+        &self,
+        index: &DashMap<Arc<str>, Members>,
+        key: &str,
+        message: &Message,
+        excluded: &[&str],
+    ) -> usize {
+        let Some(members) = index.get(key) else {
             return 0;
         };
         let encoded = Encoded::new(message);

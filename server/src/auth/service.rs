@@ -15,15 +15,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::DecodingKey;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    AuthError, HttpUrl, KeyRing, TOKEN_HEADER, VALIDATION, check_header, jwt_error, percent_decode,
+    AuthError, HttpUrl, KeyRing, VALIDATION, check_header, jwt_error, percent_decode,
     string_or_array,
 };
 
@@ -131,24 +129,16 @@ pub fn mint_service_token(key: &str, audience: &str, ttl: Duration) -> String {
         exp: iat.saturating_add(ttl.as_secs()),
         aud: audience,
     };
-    let claims = serde_json::to_vec(&claims).expect("token claims are plain strings and numbers");
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(TOKEN_HEADER),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(key.as_bytes()),
-        Algorithm::HS256,
-    )
-    .expect("HMAC-SHA256 accepts keys of any length");
-    format!("{message}.{signature}")
+    super::sign_hs256(key, &claims)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::TOKEN_HEADER;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey};
 
     const KEY1: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH";
     const KEY2: &str = "secondary-key-secondary-key-secondary-key-00";
