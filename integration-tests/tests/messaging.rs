@@ -391,9 +391,9 @@ async fn unknown_subprotocol_makes_a_simple_client_and_is_not_echoed() {
         "an unknown subprotocol must not be echoed"
     );
     let mut simple = SimpleClient::from_ws(upgrade.ws.expect("upgraded"));
-    // The server registers the connection just after the 101 and a simple client gets no
-    // `connected` message to wait for: wait until it is in its group before publishing.
-    assert_eventually!(server.router().group_exists(HUB, "feed"));
+    // A simple client gets no `connected` message to wait for: the server registers it
+    // (in its token's groups) before answering 101, so it is reachable at once.
+    assert!(server.router().group_exists(HUB, "feed"));
 
     let mut sender = server.json_client(HUB, Some("s"), &[SEND_ROLE], &[]).await;
     sender.publish_text("feed", "raw hello").await;
@@ -447,7 +447,11 @@ async fn frame_from_a_simple_client_closes_it_with_1011() {
     let mut watcher = server.json_client(HUB, Some("w"), &[], &[]).await;
     let before = server.router().stats().connections;
     let mut simple = SimpleClient::connect(&server.url(HUB, Some("raw"), &[], &[])).await;
-    assert_eventually!(server.router().stats().connections == before + 1);
+    assert_eq!(
+        server.router().stats().connections,
+        before + 1,
+        "registered before the 101"
+    );
 
     simple.send(Message::text("hello upstream")).await;
     let closed = simple.expect_close().await;

@@ -251,19 +251,18 @@ async fn handshake(
     };
     let response = switching_protocols(key, echo.as_deref());
 
+    // A new connection is registered now, before the `101`: once the client sees the
+    // upgrade succeed, it is in its groups and messages to it are queued for it.
+    let conn = admitted.map(|a| connect(edge, hub.clone(), subprotocol, a, request.remote));
     let edge_task = edge.clone();
-    let remote = request.remote;
     let task = async move {
         let io = match upgrade.await {
             Ok(io) => TokioIo::new(io),
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
-                if let Some(admitted) = admitted {
+                if let Some(conn) = conn {
                     let reason = "The WebSocket upgrade did not complete.";
-                    edge_task
-                        .upstream
-                        .disconnected(&admitted.session, Some(reason))
-                        .await;
+                    session::abandon(&edge_task, &conn, reason).await;
                 }
                 return;
             }
@@ -274,12 +273,11 @@ async fn handshake(
             .max_message_size(Some(config.max_message_bytes))
             .max_frame_size(Some(config.max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        match (recovery, admitted) {
+        match (recovery, conn) {
             (Some(recovery), _) => {
                 session::recover(&edge_task, &hub, recovery, subprotocol, ws).await;
             }
-            (None, Some(admitted)) => {
-                let conn = connect(&edge_task, hub, subprotocol, admitted, remote);
+            (None, Some(conn)) => {
                 let span = connection_span(&conn);
                 session::serve_new(&edge_task, conn, ws)
                     .instrument(span)

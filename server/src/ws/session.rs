@@ -174,6 +174,19 @@ async fn serve<S>(
     }
 }
 
+/// Ends a connection whose upgrade never completed: it was registered before the `101`.
+pub(super) async fn abandon(edge: &Edge, conn: &Connection, reason: &str) {
+    conn.close(Close::Server {
+        code: code::GOING_AWAY,
+        reason: reason.into(),
+        discard_queued: true,
+    });
+    match edge.sessions.get(conn.id().as_str()).map(|s| s.clone()) {
+        Some(session) => finish(edge, conn, &session).await,
+        None => edge.router.disconnect(conn),
+    }
+}
+
 /// Ends a logical connection: out of the router, and its one upstream `disconnected`.
 async fn finish(edge: &Edge, conn: &Connection, session: &Session) {
     edge.router.disconnect(conn);
