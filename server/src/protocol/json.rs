@@ -258,22 +258,28 @@ fn push_data(out: &mut String, data: &Data) {
 /// "dataType":..,"data":..}` or `{"type":"message","from":"server","dataType":..,"data":..}`.
 pub fn encode_message(message: &Message) -> Utf8Bytes {
     let mut out = String::with_capacity(96 + message.data.len() * 4 / 3);
+    out.push('{');
+    push_message_fields(&mut out, message);
+    out.into()
+}
+
+/// Everything of a data message after its opening brace.
+fn push_message_fields(out: &mut String, message: &Message) {
     match &message.source {
         Source::Group { group, from_user } => {
-            out.push_str(r#"{"type":"message","from":"group","fromUserId":"#);
+            out.push_str(r#""type":"message","from":"group","fromUserId":"#);
             match from_user {
-                Some(user) => push_str(&mut out, user),
+                Some(user) => push_str(out, user),
                 None => out.push_str("null"),
             }
             out.push_str(r#","group":"#);
-            push_str(&mut out, group);
+            push_str(out, group);
             out.push(',');
         }
-        Source::Server => out.push_str(r#"{"type":"message","from":"server","#),
+        Source::Server => out.push_str(r#""type":"message","from":"server","#),
     }
-    push_data(&mut out, &message.data);
+    push_data(out, &message.data);
     out.push('}');
-    out.into()
 }
 
 /// `{"type":"system","event":"connected","userId":..,"connectionId":..}`, with
@@ -301,9 +307,9 @@ pub fn encode_connected(
 /// A data message for reliable clients, without its opening brace: each recipient's writer
 /// puts `{"sequenceId":N,` in front of these shared bytes ([`sequence_head`]).
 pub fn encode_numbered_body(message: &Message) -> Utf8Bytes {
-    let mut encoded = String::from(encode_message(message).as_str());
-    encoded.remove(0);
-    encoded.into()
+    let mut out = String::with_capacity(96 + message.data.len() * 4 / 3);
+    push_message_fields(&mut out, message);
+    out.into()
 }
 
 /// Writes the head of a numbered data message, `{"sequenceId":id,`, to go in front of an
