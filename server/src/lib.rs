@@ -17,6 +17,7 @@
 //!   (sends, groups, users, permissions, closes, listings), served over gRPC
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`) and over Azure's REST
 //!   API (`rest`, on the HTTP listener).
+//! - [`limits`]: per-hub and listener limits, rate limiting, counts of refusals.
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
@@ -27,6 +28,7 @@ mod control;
 mod demo;
 pub mod error;
 pub mod filter;
+pub mod limits;
 pub mod protocol;
 mod rest;
 pub mod router;

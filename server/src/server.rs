@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::{Service as _, service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -21,6 +21,7 @@ use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
+use crate::limits::LimitCounters;
 use crate::router::{Router, RouterConfig};
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
@@ -62,6 +63,7 @@ pub struct Server {
     keys: KeyRing,
     config: Arc<Config>,
     router: Router,
+    limits: Arc<LimitCounters>,
 }
 
 impl Server {
@@ -77,6 +79,7 @@ impl Server {
                     .into(),
             ));
         }
+        config.check().map_err(Error::Invalid)?;
         if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
                 "client.max_message_bytes and client.outbox_bytes must be positive".into(),
@@ -126,6 +129,7 @@ impl Server {
             keys,
             config: Arc::new(config),
             router,
+            limits: Arc::default(),
         })
     }
 
@@ -159,6 +163,11 @@ impl Server {
         self.router.clone()
     }
 
+    /// How often each limit has refused something; shared with the running server.
+    pub fn limit_counters(&self) -> Arc<LimitCounters> {
+        self.limits.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains: new upgrades are refused, every client
     /// gets a `disconnected` message and a 1001 close, and the call returns once they have
     /// gone or `shutdown_grace` has passed.
@@ -179,6 +188,10 @@ impl Server {
             kill: CancellationToken::new(),
             upstream: self.upstream.clone(),
             sessions: dashmap::DashMap::new(),
+            limits: self.limits.clone(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(
+                self.config.limits.max_concurrent_handshakes,
+            )),
         });
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
@@ -204,7 +217,12 @@ impl Server {
             .or(crate::rest::routes(control))
             .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
-        let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
+        let http = tokio::spawn(serve_http(
+            self.listener,
+            routes,
+            stop_accepting.clone(),
+            self.config.limits.handshake_timeout,
+        ));
         tracing::info!(
             addr = %self.local_addr,
             grpc.addr = %self.grpc_addr,
@@ -261,8 +279,12 @@ pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 /// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
 /// `TCP_NODELAY`: without it small messages wait for delayed ACKs (Nagle), tens of
 /// milliseconds per message.
-async fn serve_http<F>(listener: TcpListener, filter: F, stop: CancellationToken)
-where
+async fn serve_http<F>(
+    listener: TcpListener,
+    filter: F,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
@@ -270,6 +292,11 @@ where
     let mut http = auto::Builder::new(TokioExecutor::new());
     // HTTP/1.1 only: WebSocket upgrades and REST; gRPC has a listener of its own.
     http = http.http1_only();
+    // A client that trickles its request headers (slow loris) is cut off after
+    // `limits.handshake_timeout` instead of holding a socket and a task forever.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
