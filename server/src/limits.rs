@@ -133,16 +133,27 @@ impl Limits {
     /// # Errors
     /// A zero limit, or an idle timeout not longer than the keep-alive interval (every quiet
     /// but healthy client would be dropped).
-    pub fn check(&self, hub: &str, o: &HubLimitOverrides, keepalive: Duration) -> Result<(), String> {
+    pub fn check(
+        &self,
+        hub: &str,
+        o: &HubLimitOverrides,
+        keepalive: Duration,
+    ) -> Result<(), String> {
         let l = self.for_hub(o);
         let zero = [
             ("max_connections_per_hub", l.max_connections_per_hub as u64),
-            ("max_connections_per_user", l.max_connections_per_user as u64),
+            (
+                "max_connections_per_user",
+                l.max_connections_per_user as u64,
+            ),
             ("messages_per_second", u64::from(l.messages_per_second)),
             ("bytes_per_second", l.bytes_per_second),
             ("max_user_id_chars", l.max_user_id_chars as u64),
             ("max_event_name_chars", l.max_event_name_chars as u64),
-            ("max_concurrent_handshakes", self.max_concurrent_handshakes as u64),
+            (
+                "max_concurrent_handshakes",
+                self.max_concurrent_handshakes as u64,
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
@@ -326,7 +337,8 @@ mod tests {
         r.take(60).expect("within budget");
         assert_eq!(r.take(60), Err(LimitKind::ByteRate));
         tokio::time::advance(Duration::from_secs(2)).await;
-        r.take(500).expect("a frame above the rate passes on a full bucket");
+        r.take(500)
+            .expect("a frame above the rate passes on a full bucket");
         assert_eq!(r.take(1), Err(LimitKind::ByteRate));
     }
 
@@ -347,7 +359,10 @@ mod tests {
         let err = limits
             .check("chat", &zero, Duration::from_secs(20))
             .expect_err("zero rate refused");
-        assert!(err.contains("messages_per_second") && err.contains("chat"), "{err}");
+        assert!(
+            err.contains("messages_per_second") && err.contains("chat"),
+            "{err}"
+        );
         let err = limits
             .check("*", &o, Duration::from_secs(200))
             .expect_err("idle timeout below keep-alive refused");

@@ -167,7 +167,11 @@ fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool,
 }
 
 /// Refuses a join beyond `limits.max_groups_per_connection` (rejoining a group is free).
-fn check_group_count(edge: &Edge, conn: &Connection, group: &str) -> Result<(), (AckError, String)> {
+fn check_group_count(
+    edge: &Edge,
+    conn: &Connection,
+    group: &str,
+) -> Result<(), (AckError, String)> {
     let max = edge.config.hub_limits(conn.hub()).max_groups_per_connection;
     let membership = conn.membership();
     if membership.groups.len() < max || membership.groups.contains(group) {
@@ -177,7 +181,9 @@ fn check_group_count(edge: &Edge, conn: &Connection, group: &str) -> Result<(), 
     edge.limits.hit(LimitKind::GroupsPerConnection);
     Err((
         AckError::Forbidden,
-        format!("The connection has joined its limit of {max} groups (limits.max_groups_per_connection)."),
+        format!(
+            "The connection has joined its limit of {max} groups (limits.max_groups_per_connection)."
+        ),
     ))
 }
 
