@@ -28,6 +28,9 @@ mod control;
 mod demo;
 pub mod error;
 pub mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod protocol;
 mod rest;
