@@ -33,6 +33,7 @@ pub mod filter;
 pub mod fuzzing;
 pub mod limits;
 pub mod protocol;
+mod redact;
 mod rest;
 pub mod router;
 mod server;
