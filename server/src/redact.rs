@@ -67,10 +67,14 @@ mod tests {
             "https://f.example/api/x?code=<redacted>&hub=chat"
         );
         assert_eq!(
-            Url("ws://h/client/hubs/c?ACCESS_TOKEN=eyJ.a.b&awps_reconnection_token=t#f").to_string(),
+            Url("ws://h/client/hubs/c?ACCESS_TOKEN=eyJ.a.b&awps_reconnection_token=t#f")
+                .to_string(),
             "ws://h/client/hubs/c?ACCESS_TOKEN=<redacted>&awps_reconnection_token=<redacted>#f"
         );
         assert_eq!(Url("http://h/p").to_string(), "http://h/p");
-        assert_eq!(Url("http://h/p?flag&x=1").to_string(), "http://h/p?flag&x=1");
+        assert_eq!(
+            Url("http://h/p?flag&x=1").to_string(),
+            "http://h/p?flag&x=1"
+        );
     }
 }

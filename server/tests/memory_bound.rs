@@ -44,8 +44,11 @@ impl Hubcast {
         let dir = std::env::temp_dir().join(format!("hubcast-memory-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("hubcast.toml");
-        std::fs::write(&config, format!("[client]\noutbox_bytes = {OUTBOX_BYTES}\n"))
-            .expect("write config");
+        std::fs::write(
+            &config,
+            format!("[client]\noutbox_bytes = {OUTBOX_BYTES}\n"),
+        )
+        .expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
             .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .args(["--access-key", KEY, "--config"])
@@ -94,9 +97,8 @@ impl Hubcast {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects with a small receive buffer, so that what a client does not read piles up in
 /// the server (where the outbox limit must catch it) rather than in the kernel.
@@ -106,7 +108,12 @@ async fn connect(url: &str) -> Ws {
         "sec-websocket-protocol",
         HeaderValue::from_static("json.webpubsub.azure.v1"),
     );
-    let authority = request.uri().authority().expect("authority").as_str().to_owned();
+    let authority = request
+        .uri()
+        .authority()
+        .expect("authority")
+        .as_str()
+        .to_owned();
     let work = async {
         let addr = tokio::net::lookup_host(&authority)
             .await
@@ -131,12 +138,10 @@ async fn rss_stays_bounded_while_many_clients_stop_reading() {
     let server = Hubcast::start();
     let mut publisher = connect(&server.url("pub", &["webpubsub.sendToGroup"], &[])).await;
     // Warm up: connections, buffers and the allocator reach their steady size.
-    let warm: Vec<Ws> = futures_util::future::join_all(
-        (0..STALLED_PER_WAVE).map(|i| {
-            let url = server.url(&format!("warm{i}"), &[], &["g"]);
-            async move { connect(&url).await }
-        }),
-    )
+    let warm: Vec<Ws> = futures_util::future::join_all((0..STALLED_PER_WAVE).map(|i| {
+        let url = server.url(&format!("warm{i}"), &[], &["g"]);
+        async move { connect(&url).await }
+    }))
     .await;
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -160,10 +165,13 @@ async fn rss_stays_bounded_while_many_clients_stop_reading() {
         .await;
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) {
-            tokio::time::timeout(Duration::from_secs(5), publisher.send(Message::text(frame.clone())))
-                .await
-                .expect("the publisher is never blocked by stalled clients")
-                .expect("publish");
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                publisher.send(Message::text(frame.clone())),
+            )
+            .await
+            .expect("the publisher is never blocked by stalled clients")
+            .expect("publish");
             sent += 1;
             offered_bytes += (MESSAGE_BYTES * STALLED_PER_WAVE) as u64;
             if sent % 10 == 0 {
@@ -205,7 +213,11 @@ async fn rss_stays_bounded_while_many_clients_stop_reading() {
     })
     .await
     .expect("close within 10 s");
-    assert_eq!(close, Some(1013), "a stalled client is closed as a slow consumer");
+    assert_eq!(
+        close,
+        Some(1013),
+        "a stalled client is closed as a slow consumer"
+    );
 
     // The server still serves: a fresh client's ping is answered.
     let mut fresh = connect(&server.url("fresh", &[], &[])).await;
