@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::limits::{HubLimitOverrides, HubLimits, Limits};
+pub use crate::tls::TlsConfig;
 
 /// Default HTTP listener (WebSocket, REST, demo page, metrics).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -50,6 +51,9 @@ pub struct Config {
     /// Limits for every hub (each hub may override them in `[hubs.<name>.limits]`) and for
     /// the listener.
     pub limits: Limits,
+    /// Serve the HTTP and gRPC listeners over TLS. `None` (the default): plain TCP, for
+    /// loopback or behind a TLS-terminating proxy.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             dev: false,
             upstream: UpstreamConfig::default(),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }

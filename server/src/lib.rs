@@ -37,6 +37,7 @@ mod redact;
 mod rest;
 pub mod router;
 mod server;
+pub mod tls;
 mod upstream;
 mod ws;
 

@@ -23,6 +23,7 @@ use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::limits::LimitCounters;
 use crate::router::{Router, RouterConfig};
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
 
@@ -64,6 +65,7 @@ pub struct Server {
     config: Arc<Config>,
     router: Router,
     limits: Arc<LimitCounters>,
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -110,8 +112,15 @@ impl Server {
             addr: config.grpc_listen,
             source,
         })?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()
+            .map_err(Error::Invalid)?;
         let endpoint = match &config.endpoint {
             Some(e) => normalize_endpoint(e)?,
+            None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
         let router = Router::new(RouterConfig {
@@ -130,6 +139,7 @@ impl Server {
             config: Arc::new(config),
             router,
             limits: Arc::default(),
+            tls,
         })
     }
 
@@ -203,7 +213,13 @@ impl Server {
             self.endpoint.clone(),
         );
         let events = self.upstream.listeners().clone();
-        let grpc = GrpcEdge::start(self.grpc_listener, control.clone(), events).await;
+        let grpc = GrpcEdge::start(
+            self.grpc_listener,
+            control.clone(),
+            events,
+            self.tls.as_ref().map(|t| t.grpc.clone()),
+        )
+        .await;
         let demo = Arc::new(Demo {
             dev: self.config.dev,
             endpoint: self.endpoint.clone(),
@@ -222,6 +238,7 @@ impl Server {
             routes,
             stop_accepting.clone(),
             self.config.limits.handshake_timeout,
+            self.tls.as_ref().map(|t| t.http.clone()),
         ));
         tracing::info!(
             addr = %self.local_addr,
@@ -284,6 +301,7 @@ async fn serve_http<F>(
     filter: F,
     stop: CancellationToken,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
@@ -318,10 +336,36 @@ async fn serve_http<F>(
             request.extensions_mut().insert(ClientAddr(addr));
             warp_service.call(request)
         });
-        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    let connection =
+                        http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The TLS handshake counts against the same budget as the headers.
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection =
+                        http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection error");
             }
         });
