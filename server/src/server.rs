@@ -203,9 +203,17 @@ impl Server {
                 self.config.limits.max_concurrent_handshakes,
             )),
         });
+        let draining = edge.draining.clone();
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
-            .map(warp::reply);
+            .map(move || {
+                let status = if draining.is_cancelled() {
+                    warp::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    warp::http::StatusCode::OK
+                };
+                warp::reply::with_status(warp::reply(), status)
+            });
         // Control plane: one implementation, two edges (REST here, gRPC on its listener).
         let control = Control::new(
             self.router.clone(),
@@ -256,8 +264,10 @@ impl Server {
             grace = ?grace,
             "shutting down"
         );
+        // The HTTP listener keeps accepting while connections drain, so that newcomers (and
+        // load balancers polling /api/health) get a clear 503 rather than a refused TCP
+        // connect; it stops once the drain is over.
         edge.draining.cancel();
-        stop_accepting.cancel();
         ws::close_all(&self.router);
         edge.tracker.close();
         if tokio::time::timeout(grace, edge.tracker.wait())
@@ -271,6 +281,7 @@ impl Server {
             edge.kill.cancel();
             edge.tracker.wait().await;
         }
+        stop_accepting.cancel();
         if let Err(e) = http.await {
             tracing::warn!(error = %e, "HTTP listener task failed");
         }
