@@ -47,10 +47,10 @@ impl Subject for Sample {
 
 /// OData filters (REST `filter=` and gRPC `filter`): parse, and evaluate what parses.
 pub fn odata_filter(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(filter) = Filter::parse(text) {
-            let _ = filter.matches(&Sample);
-        }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(filter) = Filter::parse(text)
+    {
+        let _ = filter.matches(&Sample);
     }
 }
 
@@ -115,8 +115,11 @@ pub fn webhook_response(data: &[u8]) {
     crate::upstream::webhook::fuzz::response(status, &headers, body);
 }
 
+/// A parser entry point: arbitrary bytes in, nothing out.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the regression replay and the fuzz crate.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("json_protocol", json_protocol),
     ("protobuf_protocol", protobuf_protocol),
     ("odata_filter", odata_filter),

@@ -55,8 +55,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections_per_hub: 100_000,
-            max_connections_per_user: 1_000,
+            max_connections_per_hub: 1_000_000,
+            max_connections_per_user: 10_000,
             max_groups_per_connection: 1_000,
             messages_per_second: 1_000,
             bytes_per_second: 16 * 1024 * 1024,
@@ -282,9 +282,8 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one frame of `len` bytes, or says which limit it exceeds.
-    pub(crate) fn take(&mut self, len: usize) -> Result<(), LimitKind> {
-        let now = Instant::now();
+    /// Takes one frame of `len` bytes arriving at `now`, or says which limit it exceeds.
+    pub(crate) fn take(&mut self, len: usize, now: Instant) -> Result<(), LimitKind> {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.messages =
@@ -323,23 +322,25 @@ mod tests {
     async fn message_rate_allows_a_burst_then_the_sustained_rate() {
         let mut r = RateLimiter::new(&hub(10, 1 << 20));
         for _ in 0..10 {
-            r.take(1).expect("burst of one second's worth");
+            r.take(1, Instant::now())
+                .expect("burst of one second's worth");
         }
-        assert_eq!(r.take(1), Err(LimitKind::MessageRate));
+        assert_eq!(r.take(1, Instant::now()), Err(LimitKind::MessageRate));
         tokio::time::advance(Duration::from_millis(100)).await;
-        r.take(1).expect("one more after a tenth of a second");
-        assert_eq!(r.take(1), Err(LimitKind::MessageRate));
+        r.take(1, Instant::now())
+            .expect("one more after a tenth of a second");
+        assert_eq!(r.take(1, Instant::now()), Err(LimitKind::MessageRate));
     }
 
     #[tokio::test(start_paused = true)]
     async fn byte_rate_refuses_beyond_the_budget_but_never_a_lone_large_frame() {
         let mut r = RateLimiter::new(&hub(1000, 100));
-        r.take(60).expect("within budget");
-        assert_eq!(r.take(60), Err(LimitKind::ByteRate));
+        r.take(60, Instant::now()).expect("within budget");
+        assert_eq!(r.take(60, Instant::now()), Err(LimitKind::ByteRate));
         tokio::time::advance(Duration::from_secs(2)).await;
-        r.take(500)
+        r.take(500, Instant::now())
             .expect("a frame above the rate passes on a full bucket");
-        assert_eq!(r.take(1), Err(LimitKind::ByteRate));
+        assert_eq!(r.take(1, Instant::now()), Err(LimitKind::ByteRate));
     }
 
     #[test]

@@ -447,17 +447,17 @@ fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Res
         edge.limits.hit(kind);
         Err(Refusal(status, why))
     };
-    if let Some(user) = &claims.user_id {
-        if user.chars().count() > limits.max_user_id_chars {
-            return refuse(
-                LimitKind::UserIdLength,
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "user id longer than {} characters (limits.max_user_id_chars)",
-                    limits.max_user_id_chars
-                ),
-            );
-        }
+    if let Some(user) = &claims.user_id
+        && user.chars().count() > limits.max_user_id_chars
+    {
+        return refuse(
+            LimitKind::UserIdLength,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "user id longer than {} characters (limits.max_user_id_chars)",
+                limits.max_user_id_chars
+            ),
+        );
     }
     if edge.router.hub_connection_count(hub) >= limits.max_connections_per_hub {
         return refuse(
@@ -469,17 +469,17 @@ fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Res
             ),
         );
     }
-    if let Some(user) = &claims.user_id {
-        if edge.router.user_connection_count(hub, user) >= limits.max_connections_per_user {
-            return refuse(
-                LimitKind::ConnectionsPerUser,
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "user '{user}' has reached the limit of {} connections in hub '{hub}' (limits.max_connections_per_user)",
-                    limits.max_connections_per_user
-                ),
-            );
-        }
+    if let Some(user) = &claims.user_id
+        && edge.router.user_connection_count(hub, user) >= limits.max_connections_per_user
+    {
+        return refuse(
+            LimitKind::ConnectionsPerUser,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "user '{user}' has reached the limit of {} connections in hub '{hub}' (limits.max_connections_per_user)",
+                limits.max_connections_per_user
+            ),
+        );
     }
     Ok(())
 }

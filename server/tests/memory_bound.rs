@@ -174,7 +174,7 @@ async fn rss_stays_bounded_while_many_clients_stop_reading() {
             .expect("publish");
             sent += 1;
             offered_bytes += (MESSAGE_BYTES * STALLED_PER_WAVE) as u64;
-            if sent % 10 == 0 {
+            if sent.is_multiple_of(10) {
                 peak = peak.max(server.rss_kib());
             }
             tokio::time::sleep(Duration::from_millis(1000 / PUBLISH_RATE)).await;

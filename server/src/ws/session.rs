@@ -274,21 +274,33 @@ where
 {
     let mut rate = RateLimiter::new(&edge.config.hub_limits(conn.hub()));
     let idle = edge.config.limits.idle_timeout;
+    // One timer per socket, re-armed only when it fires: each frame just notes the time, so
+    // busy sockets do not touch the timer wheel per frame.
+    let mut last_seen = tokio::time::Instant::now();
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
     loop {
         // Pongs to our keep-alive pings count as traffic: only a dead or stuck peer is idle.
-        let frame = match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => {
+        let frame = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            () = &mut idle_check => {
+                if last_seen.elapsed() < idle {
+                    idle_check.as_mut().reset(last_seen + idle);
+                    continue;
+                }
                 edge.limits.hit(LimitKind::IdleTimeout);
                 tracing::debug!(idle = ?idle, "nothing received within limits.idle_timeout");
                 return ReadEnd::Lost;
             }
         };
+        last_seen = tokio::time::Instant::now();
         let closing = conn.outbox().is_closing();
         if let Ok(WsMessage::Text(_) | WsMessage::Binary(_)) = &frame {
             let len = frame.as_ref().map_or(0, WsMessage::len);
-            if let Err(kind) = rate.take(len) {
+            if let Err(kind) = rate.take(len, last_seen) {
                 if !closing {
                     edge.limits.hit(kind);
                     let why = format!(
