@@ -31,6 +31,7 @@ pub mod protocol;
 mod rest;
 pub mod router;
 mod server;
+pub mod telemetry;
 mod upstream;
 mod ws;
 
