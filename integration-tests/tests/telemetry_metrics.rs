@@ -379,3 +379,31 @@ async fn the_endpoint_can_be_disabled() {
     );
     server.shutdown().await;
 }
+
+/// The Grafana dashboard and the README's metric list cover every metric the registry has
+/// (a metric added without them fails here).
+#[test]
+fn dashboard_and_readme_cover_every_metric() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/hubcast.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push_str(target["expr"].as_str().expect("expr"));
+            exprs.push('\n');
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let metrics = hubcast_server::telemetry::Metrics::new();
+    for family in metrics.registry().families() {
+        let name = family.name();
+        assert!(exprs.contains(name), "the dashboard does not show {name}");
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "the README's metric list lacks {name}"
+        );
+    }
+}
