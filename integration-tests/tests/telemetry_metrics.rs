@@ -407,3 +407,68 @@ fn dashboard_and_readme_cover_every_metric() {
         );
     }
 }
+
+/// Webhook calls are timed by event and outcome, and failures counted by kind.
+#[tokio::test]
+async fn webhook_calls_are_timed_and_failures_counted() {
+    use hubcast_integration_tests::webhook::{Answer, WebhookReceiver};
+    use hubcast_server::config::{EventHandlerConfig, HubConfig};
+
+    // The handler lets the first `connect` in and refuses the second with 401.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let receiver = WebhookReceiver::start_with(move |r| {
+        if r.method == http::Method::OPTIONS {
+            return Answer::allow_any_origin();
+        }
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Answer::status(204)
+        } else {
+            Answer::status(401)
+        }
+    })
+    .await;
+    let url = receiver.url("/upstream/{hub}/{event}");
+    let server = TestServer::start_with(|c| {
+        c.hubs.insert(
+            HUB.into(),
+            HubConfig {
+                event_handlers: vec![EventHandlerConfig {
+                    url_template: url,
+                    user_event_pattern: None,
+                    system_events: vec!["connect".into()],
+                    auth: None,
+                    http2: false,
+                }],
+                ..HubConfig::default()
+            },
+        );
+    })
+    .await;
+    let _admitted = server.json_client(HUB, Some("a"), &[], &[]).await;
+    let refused = upgrade_status(request(&server.url(HUB, Some("b"), &[], &[]), &[], None)).await;
+    assert_eq!(refused, 401, "the handler's refusal reaches the client");
+
+    let scrape = Scrape::take(&server).await;
+    let calls = |outcome: &str| {
+        scrape.value(
+            "hubcast_webhook_duration_seconds_count",
+            &[("event", "connect"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(calls("ok"), 1.0);
+    assert_eq!(calls("error"), 1.0);
+    assert_eq!(
+        scrape.value(
+            "hubcast_webhook_errors_total",
+            &[("event", "connect"), ("error", "rejected")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("hubcast_connect_refusals_total", &[("status", "401")]),
+        1.0
+    );
+    assert_eq!(scrape.value("hubcast_connects_total", &[("hub", HUB)]), 1.0);
+    server.shutdown().await;
+}
