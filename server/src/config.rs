@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::limits::{HubLimitOverrides, HubLimits, Limits};
+use crate::telemetry::otlp::OtlpSettings;
 pub use crate::tls::TlsConfig;
 
 /// Default HTTP listener (WebSocket, REST, demo page, metrics).
@@ -54,6 +55,27 @@ pub struct Config {
     /// Serve the HTTP and gRPC listeners over TLS. `None` (the default): plain TCP, for
     /// loopback or behind a TLS-terminating proxy.
     pub tls: Option<TlsConfig>,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// OTLP export. Not a file setting: the binary reads the standard `OTEL_*` environment
+    /// variables into it ([`OtlpSettings::from_env`]); `None` (the default) exports nothing.
+    #[serde(skip)]
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// The Prometheus scrape endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on the HTTP listener. Default true; metrics are counted either
+    /// way (OTLP export reads the same counters).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 impl Default for Config {
@@ -73,6 +95,8 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: Limits::default(),
             tls: None,
+            metrics: MetricsConfig::default(),
+            otlp: None,
         }
     }
 }
@@ -408,6 +432,9 @@ mod tests {
             [Duration::from_millis(500), Duration::from_secs(2)]
         );
         assert!(!cfg.hub("other").anonymous_connect);
+        assert!(cfg.metrics.enabled, "/metrics is on by default");
+        let off = Config::from_toml("[metrics]\nenabled = false").expect("valid config");
+        assert!(!off.metrics.enabled);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`limits`]: per-hub and listener limits, rate limiting, counts of refusals.
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
+//! - [`telemetry`]: the metric registry (`/metrics`), OTLP export and W3C trace context.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
@@ -37,6 +38,7 @@ mod redact;
 mod rest;
 pub mod router;
 mod server;
+pub mod telemetry;
 pub mod tls;
 mod upstream;
 mod ws;
