@@ -50,6 +50,8 @@ pub(crate) async fn serve(listen: &str) -> Result<(), String> {
     }
 }
 
+// tungstenite fixes the callback's error type (an HTTP response); it is never built here.
+#[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, groups: Arc<Groups>) {
     let mut wanted = Vec::new();
     let callback = |request: &Request, response: Response| {
@@ -73,7 +75,10 @@ async fn connection(stream: TcpStream, groups: Arc<Groups>) {
     {
         let mut members = groups.members.write().unwrap_or_else(|e| e.into_inner());
         for group in &wanted {
-            members.entry(group.clone()).or_default().push((id, tx.clone()));
+            members
+                .entry(group.clone())
+                .or_default()
+                .push((id, tx.clone()));
         }
     }
     let _ = tx.send(Message::text("ok"));

@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one scenario against one or more systems, one after the other.
-    Run(RunCli),
+    Run(Box<RunCli>),
     /// Serve the raw fan-out floor (started by `run`; a separate process so its CPU and
     /// memory are measured the way the other systems' are).
     Floor {
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Floor { listen } => floor::serve(&listen).await,
-            Command::Run(run) => run_cli(run).await,
+            Command::Run(run) => run_cli(*run).await,
         }
     });
     match result {
@@ -192,7 +192,7 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
         eprintln!("--- {} on {}", plan.scenario.name(), kind.name());
         let system = system::System::start(kind, &plan, &start).await?;
         let result = scenario::run(&plan, &system).await;
-        system.stop().await;
+        system.stop();
         let result = result?;
         println!("{}", serde_json::to_string(&result).unwrap_or_default());
         results.push(result);

@@ -153,15 +153,20 @@ pub(crate) fn print_markdown(results: &[RunResult]) {
                 ratio(r.deliveries_per_s, f.deliveries_per_s)
             }
         });
-        let p99_vs_floor = floor.map_or("–".into(), |f| ratio(r.latency.p99_ms, f.latency.p99_ms));
-        let opt = |v: Option<f64>, digits: usize| {
-            v.map_or("–".into(), |v| format!("{v:.digits$}"))
+        let p99_vs_floor =
+            floor.map_or("–".into(), |f| ratio(r.latency.p99_ms, f.latency.p99_ms));
+        let opt =
+            |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        let system = match r.stalled_client_closed_by_server {
+            Some(true) => format!("{} (stalled client closed)", r.target),
+            Some(false) => format!("{} (stalled client kept)", r.target),
+            None => r.target.to_owned(),
         };
         println!(
             "| {}{} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.0} | {} | {} |",
             r.scenario,
             if r.reliable { " (reliable)" } else { "" },
-            r.target,
+            system,
             r.connected,
             r.sent_per_s,
             r.deliveries_per_s,
@@ -218,7 +223,10 @@ pub(crate) fn check(results: &[RunResult]) -> Result<(), String> {
             ));
         }
         if r.server_closed > 0 {
-            failures.push(format!("{name}: the server closed {} clients", r.server_closed));
+            failures.push(format!(
+                "{name}: the server closed {} clients",
+                r.server_closed
+            ));
         }
     }
     if failures.is_empty() {

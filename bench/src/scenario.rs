@@ -137,7 +137,9 @@ impl RunArgs {
             _ => 1,
         });
         if groups == 0 || groups > clients {
-            return Err(format!("--groups must be between 1 and the clients ({clients})"));
+            return Err(format!(
+                "--groups must be between 1 and the clients ({clients})"
+            ));
         }
         let clients_f = clients as f64;
         let rate = self.rate.unwrap_or(match self.scenario {
@@ -275,10 +277,10 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     let locals: Vec<usize> = (0..plan.clients).filter(|i| plan.shard.owns(*i)).collect();
     let mut per_group = vec![0u64; plan.clients.div_ceil(10).max(plan.groups)];
     for &i in &locals {
-        if let Some(group) = plan.group_of(i) {
-            if let Ok(g) = group[1..].parse::<usize>() {
-                per_group[g] += 1;
-            }
+        if let Some(group) = plan.group_of(i)
+            && let Ok(g) = group[1..].parse::<usize>()
+        {
+            per_group[g] += 1;
         }
     }
     let before = metrics::sample_all(&system.pids);
@@ -341,9 +343,9 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     }
 
     if plan.scenario == Scenario::ConnectRate {
-        result.server = before.zip(metrics::sample_all(&system.pids)).map(|(a, b)| {
-            crate::report::ServerUse::between(a, b, connect_seconds, outboxes.len())
-        });
+        result.server = before
+            .zip(metrics::sample_all(&system.pids))
+            .map(|(a, b)| crate::report::ServerUse::between(a, b, connect_seconds, outboxes.len()));
         drop(outboxes);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, drivers.join_all()).await;
         return Ok(result);
@@ -417,8 +419,12 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     };
     let started = Instant::now();
     let total = plan.warmup + plan.duration;
-    let mut window: Option<(Instant, u64, Option<metrics::ProcSample>, Option<metrics::ProcSample>)> =
-        None;
+    let mut window: Option<(
+        Instant,
+        u64,
+        Option<metrics::ProcSample>,
+        Option<metrics::ProcSample>,
+    )> = None;
     let mut sent: u64 = 0;
     let mut sent_at_window = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -460,11 +466,8 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
                 sent += 1;
             } else {
                 stats.waiting.store(true, Ordering::SeqCst);
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(5),
-                    stats.progress.notified(),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(5), stats.progress.notified()).await;
                 stats.waiting.store(false, Ordering::SeqCst);
             }
         }
@@ -492,9 +495,9 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     result.delivered = stats.delivered.load(Ordering::Relaxed);
     result.deliveries_per_s = measured as f64 / window_seconds;
     result.set_latency(&stats.latencies());
-    result.server = server_before.zip(server_after).map(|(a, b)| {
-        crate::report::ServerUse::between(a, b, window_seconds, outboxes.len())
-    });
+    result.server = server_before
+        .zip(server_after)
+        .map(|(a, b)| crate::report::ServerUse::between(a, b, window_seconds, outboxes.len()));
     result.generator_cpu_percent =
         generator_cpu(own_before, Duration::from_secs_f64(window_seconds));
     result.server_closed = count_server_closes(&mut drivers);
@@ -564,10 +567,10 @@ impl Sender<'_> {
             let control = control.clone();
             let errors = self.send_errors.clone();
             tokio::spawn(async move {
-                if let Err(e) = control.send(&destination, text).await {
-                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("control-plane send failed: {e}");
-                    }
+                if let Err(e) = control.send(&destination, text).await
+                    && errors.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("control-plane send failed: {e}");
                 }
                 drop(permit);
             });
@@ -579,7 +582,11 @@ impl Sender<'_> {
             Destination::User(user) => format!("u{user}"),
         };
         let publisher = &self.publishers[(k as usize) % self.publishers.len().max(1)];
-        if publisher.send(wire::publish(self.kind, &group, &text)).await.is_err() {
+        if publisher
+            .send(wire::publish(self.kind, &group, &text))
+            .await
+            .is_err()
+        {
             self.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -651,7 +658,12 @@ impl Control {
                     .await
                     .map_err(|e| e.to_string()),
                 Destination::User(user) => client
-                    .send_to_user(HUB, &format!("u{user}"), SdkMessage::text(text), SendOptions::new())
+                    .send_to_user(
+                        HUB,
+                        &format!("u{user}"),
+                        SdkMessage::text(text),
+                        SendOptions::new(),
+                    )
                     .await
                     .map_err(|e| e.to_string()),
                 Destination::Group(group) => client
@@ -666,11 +678,8 @@ impl Control {
                     Destination::Group(group) => format!("/api/hubs/{HUB}/groups/{group}/:send"),
                 };
                 let url = format!("{base}{path}");
-                let token = hubcast_server::auth::mint_service_token(
-                    key,
-                    &url,
-                    Duration::from_secs(3600),
-                );
+                let token =
+                    hubcast_server::auth::mint_service_token(key, &url, Duration::from_secs(3600));
                 let request = http::Request::post(format!("{url}?api-version=2024-01-01"))
                     .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
                     .header(http::header::CONTENT_TYPE, "text/plain")

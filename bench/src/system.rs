@@ -3,10 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use tokio::process::{Child, Command};
 
 use crate::limits::free_port;
 use crate::scenario::{Plan, Scenario};
@@ -67,14 +65,18 @@ pub(crate) struct System {
     /// Hubcast: the access key, the endpoint tokens name, and the gRPC address.
     pub(crate) access_key: String,
     pub(crate) grpc: Option<String>,
-    children: Vec<Child>,
+    _children: Vec<Running>,
     _echo: Option<EchoReceiver>,
     _dir: Option<TempDir>,
 }
 
 impl System {
     /// Starts `kind` for `plan` (or attaches to `options.urls`).
-    pub(crate) async fn start(kind: Kind, plan: &Plan, options: &StartOptions) -> Result<Self, String> {
+    pub(crate) async fn start(
+        kind: Kind,
+        plan: &Plan,
+        options: &StartOptions,
+    ) -> Result<Self, String> {
         let access_key = options
             .access_key
             .clone()
@@ -86,7 +88,7 @@ impl System {
                 pids: options.pids.clone(),
                 access_key,
                 grpc: options.grpc.clone(),
-                children: Vec::new(),
+                _children: Vec::new(),
                 _echo: None,
                 _dir: None,
             });
@@ -95,7 +97,7 @@ impl System {
         let mut echo = None;
         let port = free_port()?;
         let mut grpc = None;
-        let mut child = match kind {
+        let mut child = Running(match kind {
             Kind::Hubcast => {
                 let bin = match &options.hubcast_bin {
                     Some(bin) => bin.clone(),
@@ -133,7 +135,10 @@ impl System {
             Kind::Floor => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
                 let mut command = Command::new(&bin);
-                command.arg("floor").arg("--listen").arg(format!("127.0.0.1:{port}"));
+                command
+                    .arg("floor")
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"));
                 spawn(command, &bin)?
             }
             Kind::Nats => {
@@ -170,24 +175,27 @@ impl System {
                 spawn(command, Path::new("node"))?
             }
             Kind::All => unreachable!("expanded by the caller"),
-        };
+        });
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        if let Err(e) = wait_for_port(addr, &mut child).await {
-            let _ = child.kill().await;
-            return Err(format!("{} did not start: {e}", kind.name()));
-        }
-        if let Some(grpc) = &grpc {
-            let grpc_addr: SocketAddr = grpc.parse().map_err(|e| format!("{e}"))?;
-            wait_for_port(grpc_addr, &mut child).await?;
-        }
-        let pid = child.id().ok_or("the server exited at once")?;
+        let started = async {
+            wait_for_port(addr, &mut child.0).await?;
+            if let Some(grpc) = &grpc {
+                let grpc_addr: SocketAddr = grpc.parse().map_err(|e| format!("{e}"))?;
+                wait_for_port(grpc_addr, &mut child.0).await?;
+            }
+            Ok::<_, String>(())
+        };
+        started
+            .await
+            .map_err(|e| format!("{} did not start: {e}", kind.name()))?;
+        let pid = child.0.id();
         Ok(Self {
             kind,
             urls: vec![format!("ws://127.0.0.1:{port}")],
             pids: vec![pid],
             access_key,
             grpc,
-            children: vec![child],
+            _children: vec![child],
             _echo: echo,
             _dir: Some(dir),
         })
@@ -199,10 +207,18 @@ impl System {
     }
 
     /// Stops the processes this run started.
-    pub(crate) async fn stop(mut self) {
-        for child in &mut self.children {
-            let _ = child.kill().await;
-        }
+    pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A started server, killed when dropped (also when a run fails halfway).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -225,8 +241,7 @@ fn spawn(mut command: Command, bin: &Path) -> Result<Child, String> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .stderr(Stdio::inherit());
     command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))

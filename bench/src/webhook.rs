@@ -55,9 +55,10 @@ async fn answer(request: http::Request<Incoming>) -> Result<Response<Full<Bytes>
     let mut response = Response::new(Full::new(Bytes::new()));
     if request.method() == Method::OPTIONS {
         // Abuse protection: allow any origin.
-        response
-            .headers_mut()
-            .insert("WebHook-Allowed-Origin", http::HeaderValue::from_static("*"));
+        response.headers_mut().insert(
+            "WebHook-Allowed-Origin",
+            http::HeaderValue::from_static("*"),
+        );
         return Ok(response);
     }
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
@@ -65,7 +66,9 @@ async fn answer(request: http::Request<Incoming>) -> Result<Response<Full<Bytes>
         Ok(body) => {
             *response.body_mut() = Full::new(body.to_bytes());
             if let Some(content_type) = content_type {
-                response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
             }
         }
         Err(_) => *response.status_mut() = StatusCode::BAD_REQUEST,

@@ -56,7 +56,12 @@ pub(crate) struct Identity {
 pub(crate) async fn connect(system: &System, who: &Identity) -> Result<Ws, String> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_inner(system, who))
         .await
-        .map_err(|_| format!("client {} not ready within {HANDSHAKE_TIMEOUT:?}", who.index))?
+        .map_err(|_| {
+            format!(
+                "client {} not ready within {HANDSHAKE_TIMEOUT:?}",
+                who.index
+            )
+        })?
 }
 
 async fn connect_inner(system: &System, who: &Identity) -> Result<Ws, String> {
@@ -135,7 +140,9 @@ fn server_address(base: &str) -> Result<SocketAddr, String> {
         .parse()
         .map_err(|_| format!("{base}: the host must be an IP address and port"))?;
     if !addr.ip().is_loopback() {
-        return Err(format!("{base}: the load generator targets loopback (127.0.0.0/8) only"));
+        return Err(format!(
+            "{base}: the load generator targets loopback (127.0.0.0/8) only"
+        ));
     }
     Ok(addr)
 }
@@ -205,7 +212,9 @@ async fn subscribe(kind: Kind, who: &Identity, ws: &mut Ws) -> Result<(), String
             send(ws, Message::text("40")).await?;
             let connected = next_text(ws).await?;
             if !connected.starts_with("40") {
-                return Err(format!("expected the Socket.IO connect packet, got {connected}"));
+                return Err(format!(
+                    "expected the Socket.IO connect packet, got {connected}"
+                ));
             }
             let groups = serde_json::to_string(&who.groups).unwrap_or_default();
             send(ws, Message::text(format!(r#"421["join",{groups}]"#))).await?;
@@ -231,10 +240,7 @@ pub(crate) fn publish(kind: Kind, group: &str, payload: &str) -> Message {
             r#"{{"type":"sendToGroup","group":"{group}","dataType":"text","data":"{payload}","noEcho":true}}"#
         )),
         Kind::Floor => Message::text(format!("{group} {payload}")),
-        Kind::Nats => Message::binary(format!(
-            "PUB {group} {}\r\n{payload}\r\n",
-            payload.len()
-        )),
+        Kind::Nats => Message::binary(format!("PUB {group} {}\r\n{payload}\r\n", payload.len())),
         Kind::SocketIo => Message::text(format!(r#"42["pub","{group}","{payload}"]"#)),
         Kind::All => unreachable!("expanded by the caller"),
     }
@@ -350,12 +356,13 @@ impl Reader {
                 if let Some(stamp) = stamp_in(&bytes) {
                     self.stats.record(self.client, Some(stamp));
                     self.received += 1;
-                    if self.reliable && self.received % SEQUENCE_ACK_EVERY == 0 {
-                        if let Some(id) = number_after(&bytes, br#""sequenceId":"#) {
-                            replies.push(Message::text(format!(
-                                r#"{{"type":"sequenceAck","sequenceId":{id}}}"#
-                            )));
-                        }
+                    if self.reliable
+                        && self.received.is_multiple_of(SEQUENCE_ACK_EVERY)
+                        && let Some(id) = number_after(&bytes, br#""sequenceId":"#)
+                    {
+                        replies.push(Message::text(format!(
+                            r#"{{"type":"sequenceAck","sequenceId":{id}}}"#
+                        )));
                     }
                 }
             }
@@ -439,11 +446,20 @@ mod tests {
     fn nats_operations_split_across_frames_are_counted_once() {
         let mut r = reader(Kind::Nats);
         let mut replies = Vec::new();
-        r.on_message(Message::binary(&b"MSG g 1 6\r\n@12.xx\r\nPI"[..]), &mut replies);
+        r.on_message(
+            Message::binary(&b"MSG g 1 6\r\n@12.xx\r\nPI"[..]),
+            &mut replies,
+        );
         r.on_message(Message::binary(&b"NG\r\nMSG g 1 6\r\n@1"[..]), &mut replies);
-        assert_eq!(r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         r.on_message(Message::binary(&b"3.xx\r\n"[..]), &mut replies);
-        assert_eq!(r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
         assert_eq!(replies, [Message::binary(&b"PONG\r\n"[..])]);
     }
 
@@ -454,7 +470,10 @@ mod tests {
         r.on_message(Message::text("2"), &mut replies);
         r.on_message(Message::text(r#"42["msg","@5.xx"]"#), &mut replies);
         assert_eq!(replies, [Message::text("3")]);
-        assert_eq!(r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
@@ -468,7 +487,10 @@ mod tests {
     #[test]
     fn sequence_ids_are_found() {
         assert_eq!(
-            number_after(br#"{"sequenceId":42,"type":"message"}"#, br#""sequenceId":"#),
+            number_after(
+                br#"{"sequenceId":42,"type":"message"}"#,
+                br#""sequenceId":"#
+            ),
             Some(42)
         );
     }
