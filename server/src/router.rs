@@ -109,6 +109,30 @@ struct Hub {
     users: DashMap<Arc<str>, Members>,
 }
 
+impl Hub {
+    /// The connections a send leaves out (`excluded` ids; unknown ones are ignored).
+    fn excluded(&self, ids: &[&str]) -> Excluded {
+        Excluded(
+            ids.iter()
+                .filter_map(|id| self.connections.get(*id).map(|c| c.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// The connections a send leaves out, resolved once per message so that the per-recipient
+/// check compares addresses. Comparing each recipient's id instead reads a cache line of
+/// every recipient (its id's allocation) and cost a tenth of the server's CPU in a fan-out
+/// profile (sendToGroup with noEcho; docs/PERFORMANCE.md).
+#[derive(Default)]
+struct Excluded(Vec<Arc<Connection>>);
+
+impl Excluded {
+    fn contains(&self, conn: &Connection) -> bool {
+        self.0.iter().any(|e| std::ptr::eq(Arc::as_ptr(e), conn))
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     /// Hubs are implicit: created by their first connection. They stay (a few hundred bytes
@@ -271,9 +295,10 @@ impl Router {
     pub fn send_to_all(&self, hub: &str, message: &Message, excluded: &[&str]) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
         let encoded = Encoded::new(message);
+        let excluded = hub.excluded(excluded);
         let mut sent = 0;
         for entry in hub.connections.iter() {
-            sent += self.deliver(entry.value(), &encoded, excluded);
+            sent += self.deliver(entry.value(), &encoded, &excluded);
         }
         self.count_delivered(sent)
     }
@@ -287,7 +312,7 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.groups, group, message, excluded)
+        self.send_to_members(&hub.groups, group, message, &hub.excluded(excluded))
     }
 
     /// Sends to every connection of `user` except `excluded`. Returns the recipient count.
@@ -299,7 +324,7 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.users, user, message, excluded)
+        self.send_to_members(&hub.users, user, message, &hub.excluded(excluded))
     }
 
     /// Fan-out to the members under `key` of a group or user index, encoding `message` once
@@ -309,7 +334,7 @@ impl Router {
         index: &DashMap<Arc<str>, Members>,
         key: &str,
         message: &Message,
-        excluded: &[&str],
+        excluded: &Excluded,
     ) -> usize {
         let Some(members) = index.get(key) else {
             return 0;
@@ -327,7 +352,7 @@ impl Router {
         let Some(conn) = self.connection(hub, id) else {
             return false;
         };
-        let sent = self.deliver(&conn, &Encoded::new(message), &[]);
+        let sent = self.deliver(&conn, &Encoded::new(message), &Excluded::default());
         self.count_delivered(sent);
         true
     }
@@ -356,7 +381,7 @@ impl Router {
     }
 
     /// Queues the frame for `conn` unless excluded; counts an overflow.
-    fn deliver(&self, conn: &Connection, encoded: &Encoded<'_>, excluded: &[&str]) -> usize {
+    fn deliver(&self, conn: &Connection, encoded: &Encoded<'_>, excluded: &Excluded) -> usize {
         self.deliver_until(conn, encoded, excluded, None)
     }
 
@@ -366,10 +391,10 @@ impl Router {
         &self,
         conn: &Connection,
         encoded: &Encoded<'_>,
-        excluded: &[&str],
+        excluded: &Excluded,
         expires: Option<tokio::time::Instant>,
     ) -> usize {
-        if excluded.contains(&conn.id().as_str()) {
+        if excluded.contains(conn) {
             return 0;
         }
         let frame = if conn.is_reliable() {
