@@ -111,7 +111,9 @@ mod tests {
     #[test]
     fn more_than_the_hard_limit_is_refused() {
         let (_, hard) = Resource::NOFILE.get().unwrap();
-        let above = usize::try_from(hard).unwrap_or(usize::MAX).saturating_add(1);
+        let above = usize::try_from(hard)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         if (above as u64) > hard {
             let err = raise_nofile(above).unwrap_err();
             assert!(err.contains("hard limit"), "{err}");
