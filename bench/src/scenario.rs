@@ -53,7 +53,7 @@ pub(crate) enum Scenario {
     Idle,
     /// Connect rate: new authenticated connections per second.
     ConnectRate,
-    /// Slow consumer: one stalled client in a group of clients, 200 msg/s of 2 KB.
+    /// Slow consumer: one stalled client in a group of clients, 50 msg/s of 2 KB.
     SlowConsumer,
 }
 
@@ -148,7 +148,7 @@ impl RunArgs {
             BroadcastRest | BroadcastGrpc => 3.0,
             UserRest | UserGrpc => 0.18 * clients_f,
             Echo => 0.5 * clients_f,
-            SlowConsumer => 200.0,
+            SlowConsumer => 50.0,
             Fanout | Idle | ConnectRate => 0.0,
         });
         if !(0.0..=1_000_000.0).contains(&rate) {

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
+
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};
@@ -102,11 +104,24 @@ struct Counters {
 }
 
 /// One hub's indexes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Hub {
     connections: DashMap<Arc<str>, Arc<Connection>>,
     groups: DashMap<Arc<str>, Members>,
     users: DashMap<Arc<str>, Members>,
+    /// The hub's metric series, looked up once so fan-out only adds to atomics.
+    metrics: Arc<HubMetrics>,
+}
+
+impl Hub {
+    fn new(metrics: Arc<HubMetrics>) -> Self {
+        Self {
+            connections: DashMap::new(),
+            groups: DashMap::new(),
+            users: DashMap::new(),
+            metrics,
+        }
+    }
 }
 
 impl Hub {
@@ -140,6 +155,7 @@ struct Inner {
     hubs: DashMap<Arc<str>, Arc<Hub>>,
     outbox_bytes: usize,
     counters: Counters,
+    metrics: Metrics,
 }
 
 /// The core router. Cheap to clone; all clones share state.
@@ -158,12 +174,52 @@ pub struct RouterConfig {
 impl Router {
     /// An empty router.
     pub fn new(config: RouterConfig) -> Self {
-        Self {
+        let router = Self {
             inner: Arc::new(Inner {
                 hubs: DashMap::new(),
                 outbox_bytes: config.outbox_bytes,
                 counters: Counters::default(),
+                metrics: Metrics::new(),
             }),
+        };
+        // Outbox and reliable-buffer gauges are sums over connections, computed when asked.
+        let weak = Arc::downgrade(&router.inner);
+        router.inner.metrics.on_collect(move |registry| {
+            let Some(inner) = weak.upgrade() else { return };
+            for hub in inner.hubs.iter() {
+                let (mut queued, mut unacked, mut unacked_bytes) = (0, 0, 0);
+                for conn in hub.connections.iter() {
+                    queued += conn.outbox.queued_bytes();
+                    let (messages, bytes) = conn.outbox.unacknowledged();
+                    unacked += messages;
+                    unacked_bytes += bytes;
+                }
+                let name = [&**hub.key()];
+                let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                registry.outbox_bytes.with(&name).set(as_i64(queued));
+                registry
+                    .reliable_unacked_messages
+                    .with(&name)
+                    .set(as_i64(unacked));
+                registry
+                    .reliable_unacked_bytes
+                    .with(&name)
+                    .set(as_i64(unacked_bytes));
+            }
+        });
+        router
+    }
+
+    /// The metric registry of this router's server (every edge records into it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metric series of `hub` (a lower-cased hub key), for a socket task to keep.
+    pub fn hub_metrics(&self, hub: &str) -> Arc<HubMetrics> {
+        match self.hub(hub) {
+            Some(h) => h.metrics.clone(),
+            None => Arc::new(self.inner.metrics.hub(hub)),
         }
     }
 
@@ -175,7 +231,11 @@ impl Router {
         if let Some(h) = self.hub(hub) {
             return h;
         }
-        self.inner.hubs.entry(hub.clone()).or_default().clone()
+        self.inner
+            .hubs
+            .entry(hub.clone())
+            .or_insert_with(|| Arc::new(Hub::new(Arc::new(self.inner.metrics.hub(hub)))))
+            .clone()
     }
 
     /// Registers a new connection and joins the groups it asked for at connect.
@@ -199,6 +259,8 @@ impl Router {
             .counters
             .connections
             .fetch_add(1, Ordering::Relaxed);
+        hub.metrics.connections.inc();
+        hub.metrics.connects.inc();
         for group in groups {
             if check_group_name(&group).is_ok() {
                 self.join_group(&conn, &group);
@@ -234,6 +296,7 @@ impl Router {
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        hub.metrics.connections.dec();
     }
 
     /// Adds `conn` to `group` (the caller has checked permission and the name). Returns
@@ -294,13 +357,14 @@ impl Router {
     /// Sends to every connection of `hub` except `excluded`. Returns the recipient count.
     pub fn send_to_all(&self, hub: &str, message: &Message, excluded: &[&str]) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        let encoded = Encoded::new(message);
+        let _span = trace::fanout_span(hub_name(&hub), SendKind::All);
+        let encoded = Encoded::new(message, &hub.metrics);
         let excluded = hub.excluded(excluded);
         let mut sent = 0;
         for entry in hub.connections.iter() {
             sent += self.deliver(entry.value(), &encoded, &excluded);
         }
-        self.count_delivered(sent)
+        self.count_delivered(&encoded, SendKind::All, sent)
     }
 
     /// Sends to the members of `group` except `excluded`. Returns the recipient count.
@@ -312,7 +376,8 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.groups, group, message, &hub.excluded(excluded))
+        let excluded = hub.excluded(excluded);
+        self.send_to_members(&hub, SendKind::Group, group, message, &excluded)
     }
 
     /// Sends to every connection of `user` except `excluded`. Returns the recipient count.
@@ -324,36 +389,48 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.users, user, message, &hub.excluded(excluded))
+        let excluded = hub.excluded(excluded);
+        self.send_to_members(&hub, SendKind::User, user, message, &excluded)
     }
 
     /// Fan-out to the members under `key` of a group or user index, encoding `message` once
     /// per wire format. Holds that index shard's read lock while queueing (never waits).
     fn send_to_members(
         &self,
-        index: &DashMap<Arc<str>, Members>,
+        hub: &Hub,
+        kind: SendKind,
         key: &str,
         message: &Message,
         excluded: &Excluded,
     ) -> usize {
+        let index = match kind {
+            SendKind::User => &hub.users,
+            _ => &hub.groups,
+        };
         let Some(members) = index.get(key) else {
             return 0;
         };
-        let encoded = Encoded::new(message);
+        let _span = trace::fanout_span(hub_name(hub), kind);
+        let encoded = Encoded::new(message, &hub.metrics);
         let mut sent = 0;
         for conn in members.values() {
             sent += self.deliver(conn, &encoded, excluded);
         }
-        self.count_delivered(sent)
+        self.count_delivered(&encoded, kind, sent)
     }
 
     /// Sends to one connection. Returns whether it exists.
     pub fn send_to_connection(&self, hub: &str, id: &str, message: &Message) -> bool {
-        let Some(conn) = self.connection(hub, id) else {
+        let Some(hub) = self.hub(hub) else {
             return false;
         };
-        let sent = self.deliver(&conn, &Encoded::new(message), &Excluded::default());
-        self.count_delivered(sent);
+        let Some(conn) = hub.connections.get(id).map(|c| c.clone()) else {
+            return false;
+        };
+        let _span = trace::fanout_span(hub_name(&hub), SendKind::Connection);
+        let encoded = Encoded::new(message, &hub.metrics);
+        let sent = self.deliver(&conn, &encoded, &Excluded::default());
+        self.count_delivered(&encoded, SendKind::Connection, sent);
         true
     }
 
@@ -402,13 +479,20 @@ impl Router {
         } else {
             encoded.frame(conn.format())
         };
-        match conn.outbox.push_data_until(frame.clone(), expires) {
-            Push::Queued => 1,
+        match conn
+            .outbox
+            .push_message(frame.clone(), expires, encoded.origin())
+        {
+            Push::Queued => {
+                encoded.add_bytes(frame.len());
+                1
+            }
             Push::Overflow => {
                 self.inner
                     .counters
                     .slow_consumer_closes
                     .fetch_add(1, Ordering::Relaxed);
+                encoded.metrics().slow_consumer_closes.inc();
                 tracing::warn!(
                     hub = conn.hub(),
                     connection.id = %conn.id(),
@@ -420,13 +504,20 @@ impl Router {
         }
     }
 
-    fn count_delivered(&self, n: usize) -> usize {
+    fn count_delivered(&self, encoded: &Encoded<'_>, kind: SendKind, n: usize) -> usize {
+        encoded.metrics().sent(kind, n, encoded.bytes());
+        trace::record("recipients", n);
         self.inner
             .counters
             .messages_delivered
             .fetch_add(n as u64, Ordering::Relaxed);
         n
     }
+}
+
+/// A hub's name for spans (its metric series know it; the hub itself is keyed by it).
+fn hub_name(hub: &Hub) -> &str {
+    hub.metrics.hub()
 }
 
 /// Removes `id` from the member set under `key`, dropping the set once empty (groups exist

@@ -27,6 +27,7 @@ use tonic_health::server::HealthReporter;
 use super::{Control, ControlError};
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
+use crate::telemetry::{ControlCall, trace};
 
 /// Most operations one `Batch` call may carry.
 pub(crate) const MAX_BATCH_OPERATIONS: usize = 1000;
@@ -52,6 +53,14 @@ pub(crate) fn status(error: &ControlError) -> Status {
     }
 }
 
+/// The gRPC status code of a call's result, as the `status` label (`Ok`, `NotFound`, ...).
+fn code_name<T>(result: &Result<T, Status>) -> String {
+    match result {
+        Ok(_) => "Ok".to_owned(),
+        Err(status) => format!("{:?}", status.code()),
+    }
+}
+
 fn respond<T>(result: Result<T, ControlError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| status(&e))
 }
@@ -74,7 +83,12 @@ macro_rules! control_service {
                     &self,
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
-                    respond(self.control.$method(request.into_inner()))
+                    let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                    let result = call
+                        .span
+                        .in_scope(|| respond(self.control.$method(request.into_inner())));
+                    call.finish(self.control.metrics(), stringify!($method), &code_name(&result));
+                    result
                 }
             )*
 
@@ -82,7 +96,12 @@ macro_rules! control_service {
                 &self,
                 request: Request<pb::BatchRequest>,
             ) -> Result<Response<pb::BatchResponse>, Status> {
-                self.run_batch(request.into_inner()).map(Response::new)
+                let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                let result = call
+                    .span
+                    .in_scope(|| self.run_batch(request.into_inner()).map(Response::new));
+                call.finish(self.control.metrics(), "batch", &code_name(&result));
+                result
             }
         }
     };
