@@ -21,7 +21,7 @@ use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
-use crate::router::{Router, RouterConfig};
+use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
 
@@ -70,13 +70,6 @@ impl Server {
     /// # Errors
     /// Invalid keys or endpoint, unsupported settings, or a listener that cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        if config.cluster.redis_url.is_some() {
-            return Err(Error::Unsupported(
-                "the Redis backplane (--redis / HUBCAST_REDIS_URL / cluster.redis_url) is not \
-                 available in this version; remove it to run a single node"
-                    .into(),
-            ));
-        }
         if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
                 "client.max_message_bytes and client.outbox_bytes must be positive".into(),
@@ -111,9 +104,24 @@ impl Server {
             Some(e) => normalize_endpoint(e)?,
             None => format!("http://{local_addr}"),
         };
-        let router = Router::new(RouterConfig {
-            outbox_bytes: config.client.outbox_bytes,
-        });
+        let cluster = match &config.cluster.redis_url {
+            None => None,
+            Some(url) => Some(
+                Cluster::start(ClusterSettings {
+                    redis_url: url.clone(),
+                    key_prefix: config.cluster.key_prefix.clone(),
+                    lease: config.cluster.lease,
+                })
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+            ),
+        };
+        let router = Router::with_cluster(
+            RouterConfig {
+                outbox_bytes: config.client.outbox_bytes,
+            },
+            cluster,
+        );
         let upstream = Upstream::new(&config, keys.clone(), &endpoint)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Self {
@@ -190,7 +198,13 @@ impl Server {
             self.endpoint.clone(),
         );
         let events = self.upstream.listeners().clone();
-        let grpc = GrpcEdge::start(self.grpc_listener, control.clone(), events).await;
+        let grpc = GrpcEdge::start(
+            self.grpc_listener,
+            control.clone(),
+            events,
+            self.router.cluster().map(|c| c.serving()),
+        )
+        .await;
         let demo = Arc::new(Demo {
             dev: self.config.dev,
             endpoint: self.endpoint.clone(),
@@ -245,6 +259,9 @@ impl Server {
             .shutdown(grace.saturating_sub(started.elapsed()))
             .await;
         grpc.stop().await;
+        if let Some(cluster) = self.router.cluster() {
+            cluster.stop().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

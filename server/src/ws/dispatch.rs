@@ -113,8 +113,8 @@ fn on_message(
             data,
         } => acked(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
-            send_to_group(router, conn, &group, no_echo, data);
-            Ok(())
+            send_to_group(router, conn, &group, no_echo, data)
+                .map_err(|e| (AckError::InternalServerError, e.to_string()))
         }),
         ClientMessage::Event {
             event,
@@ -143,11 +143,25 @@ fn on_message(
     None
 }
 
-fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool, data: Data) {
+/// Delivers a client's group send here and, in a cluster, hands it to the other nodes (an
+/// error tells the client that those may not have it).
+fn send_to_group(
+    router: &Router,
+    conn: &Connection,
+    group: &str,
+    no_echo: bool,
+    data: Data,
+) -> Result<(), router::ClusterError> {
     let message = Message::to_group(group, conn.user_id().cloned(), data);
     let me = [conn.id().as_str()];
     let excluded: &[&str] = if no_echo { &me } else { &[] };
     router.send_to_group(conn.hub(), group, &message, excluded);
+    router.forward_group_send(
+        conn.hub(),
+        group,
+        &message,
+        no_echo.then(|| conn.id().as_str()),
+    )
 }
 
 /// Checks a group name and the connection's permission on it.
