@@ -366,8 +366,10 @@ impl Cluster {
         }
     }
 
-    /// Asks every other node and returns their replies. Waits for every node whose lease is
-    /// current, or for as many replies as nodes were subscribed, whichever comes first.
+    /// Asks every other node and returns their replies. Waits for as many replies as nodes
+    /// were subscribed; if some stay silent until the timeout, the answer stands only if every
+    /// node whose lease is current did answer (the silent ones are hung nodes past their
+    /// lease, whose connections are no longer counted); otherwise it is an error.
     pub(crate) async fn gather(&self, body: Body) -> Result<Vec<Reply>, ClusterError> {
         self.check_available()?;
         let mut expected: HashSet<String> = self.live_nodes().await?;
@@ -380,12 +382,13 @@ impl Cluster {
         let others = receivers.saturating_sub(1);
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         let mut answers = Vec::new();
-        while !expected.is_empty() && answers.len() < others {
+        while answers.len() < others {
             match tokio::time::timeout_at(deadline, replies.recv()).await {
                 Ok(Some((node, reply))) => {
                     expected.remove(&node);
                     answers.push(reply);
                 }
+                _ if expected.is_empty() => break,
                 _ => {
                     let mut missing: Vec<_> = expected.into_iter().collect();
                     missing.sort_unstable();
@@ -453,8 +456,7 @@ impl Cluster {
             .ignore()
             .sadd(format!("{}:nodes", self.prefix), &*self.node)
             .ignore();
-        let result: Result<redis::RedisResult<()>, _> =
-            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
+        let result: Result<redis::RedisResult<()>, _> = run(&mut conn, &pipe).await;
         let ok = matches!(result, Ok(Ok(())));
         if !ok {
             self.error();
@@ -548,6 +550,24 @@ fn random_node_id() -> String {
     id
 }
 
+/// Runs `pipe` with [`COMMAND_TIMEOUT`]. A connection that broke while idle (Redis
+/// restarted) is only noticed by the next command, after which the connection manager
+/// reconnects: so a pipeline that failed on a dropped connection is tried once more. (A
+/// duplicate would need Redis to have run the commands before the connection dropped
+/// and before it answered: possible, rare, and harmless for the lease commands.)
+async fn run<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed> {
+    let first = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await;
+    match first {
+        Ok(Err(e)) if e.is_connection_dropped() => {
+            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await
+        }
+        other => other,
+    }
+}
+
 /// Publishes queued messages in order, several per pipeline.
 async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut conn = cluster.commands.clone();
@@ -569,8 +589,7 @@ async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
             pipe.publish(&*item.channel, &item.bytes[..]);
         }
         let started = Instant::now();
-        let result: Result<redis::RedisResult<Vec<usize>>, _> =
-            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
+        let result: Result<redis::RedisResult<Vec<usize>>, _> = run(&mut conn, &pipe).await;
         match result {
             Ok(Ok(counts)) => {
                 let h = &cluster.health;
@@ -627,15 +646,30 @@ async fn subscriber(cluster: Arc<Cluster>) {
                 backoff = Duration::from_millis(100);
                 cluster.health.subscriptions.fetch_add(1, Ordering::Relaxed);
                 cluster.health.subscribed.store(true, Ordering::Relaxed);
-                cluster.update_health();
+                // Renew the lease at once: a restarted Redis has forgotten it.
+                cluster.heartbeat_once().await;
                 tracing::info!(node = %cluster.node, "subscribed to the cluster channels");
-                let mut messages = pubsub.on_message();
+                // A subscription whose TCP connection died quietly would never end its stream:
+                // a ping per heartbeat period notices.
+                let (mut sink, mut messages) = pubsub.split();
+                let mut check = tokio::time::interval(cluster.lease / 3);
+                check.reset();
                 loop {
                     tokio::select! {
                         message = messages.next() => match message {
                             Some(message) => cluster.receive(message.get_payload_bytes()),
                             None => break,
                         },
+                        _ = check.tick() => {
+                            let pong = tokio::time::timeout(
+                                COMMAND_TIMEOUT,
+                                sink.ping::<redis::Value>(),
+                            )
+                            .await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
                         () = cluster.stop.cancelled() => return,
                     }
                 }
