@@ -455,6 +455,12 @@ impl Cluster {
             .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
             .ignore()
             .sadd(format!("{}:nodes", self.prefix), &*self.node)
+            .ignore()
+            // The member list outlives its last node by a few leases, not forever.
+            .pexpire(
+                format!("{}:nodes", self.prefix),
+                i64::try_from(self.lease.as_millis().saturating_mul(10)).unwrap_or(i64::MAX),
+            )
             .ignore();
         let result: Result<redis::RedisResult<()>, _> = run(&mut conn, &pipe).await;
         let ok = matches!(result, Ok(Ok(())));
