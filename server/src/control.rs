@@ -8,6 +8,10 @@
 //! edge only parses HTTP into the request message and maps the outcome to Azure's status
 //! codes. Failures are [`ControlError`]s, classified by [`ErrorCode`]; each edge maps them to
 //! its wire form in exactly one function.
+//!
+//! The `local_*` methods act on this node's connections; the edges call the async methods of
+//! [`routing`], which run them here, on the node that owns a connection, or on every node of
+//! a cluster (and merge the answers).
 
 pub(crate) mod grpc;
 mod routing;
