@@ -611,6 +611,18 @@ async fn health(server: &TestServer) -> ServingStatus {
         .status()
 }
 
+/// Waits until the gRPC health of `server` reports `status` (it follows the backplane).
+async fn wait_health(server: &TestServer, status: ServingStatus) {
+    let deadline = std::time::Instant::now() + hubcast_integration_tests::TIMEOUT;
+    while health(server).await != status {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gRPC health never became {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_redis_restart_is_survived_without_restarting_hubcast() {
     let mut redis = OwnRedis::start().await;
@@ -622,14 +634,24 @@ async fn a_redis_restart_is_survived_without_restarting_hubcast() {
     let mut remote_sender = n2.json_client(HUB, None, &[SEND_ROLE], &[]).await;
     remote_sender.publish_text("g", "before").await;
     assert_eq!(text(&member.recv_message().await), "before");
-    assert_eq!(health(n1).await, ServingStatus::Serving);
+    wait_health(n1, ServingStatus::Serving).await;
 
     redis.stop().await;
     assert_eventually!(n1.cluster_degraded() && n2.cluster_degraded());
-    assert_eq!(health(n1).await, ServingStatus::NotServing);
-    assert_eq!(health(n2).await, ServingStatus::NotServing);
+    wait_health(n1, ServingStatus::NotServing).await;
+    wait_health(n2, ServingStatus::NotServing).await;
     let metrics = n1.router().cluster().expect("clustered").metrics();
     assert!(metrics.degraded && metrics.errors > 0, "{metrics:?}");
+    let node = n1.router().cluster().expect("clustered").node().to_owned();
+    let exported = n1
+        .rest()
+        .call_with("GET", "/metrics", None, None, &[])
+        .await;
+    let body = String::from_utf8_lossy(&exported.body).into_owned();
+    assert!(
+        body.contains(&format!("hubcast_cluster_degraded{{node=\"{node}\"}} 1")),
+        "/metrics reports the degraded period: {body}"
+    );
 
     // Local clients are still served; the sender is told the other nodes may miss it.
     local_sender
@@ -660,7 +682,16 @@ async fn a_redis_restart_is_survived_without_restarting_hubcast() {
 
     redis.restart().await;
     cluster.wait_healthy().await;
-    assert_eq!(health(n1).await, ServingStatus::Serving);
+    wait_health(n1, ServingStatus::Serving).await;
+    let exported = n1
+        .rest()
+        .call_with("GET", "/metrics", None, None, &[])
+        .await;
+    let body = String::from_utf8_lossy(&exported.body).into_owned();
+    assert!(
+        body.contains(&format!("hubcast_cluster_degraded{{node=\"{node}\"}} 0")),
+        "{body}"
+    );
     remote_sender.publish_text("g", "after").await;
     assert_eq!(text(&member.recv_message().await), "after");
     assert!(grpc.group_exists(HUB, "g").await.expect("exists"));

@@ -98,6 +98,7 @@ fn round(
     wire: &mut Vec<u8>,
 ) -> usize {
     setup.router.send_to_group("bench", "g", message, &[]);
+    let latency = setup.router.hub_metrics("bench").fanout_latency.clone();
     let mut written = 0;
     for (i, conn) in setup.conns.iter().enumerate() {
         let epoch = conn.outbox().epoch();
@@ -109,8 +110,22 @@ fn round(
         debug_assert_eq!(taken, Taken::Frames);
         let mut last = None;
         wire.clear();
+        let now = tokio::time::Instant::now();
         for queued in batch.drain(..) {
             last = queued.sequence_id.or(last);
+            // The writer's publish-to-write latency, observed per data message.
+            if let Some(at) = queued.published {
+                latency.observe(now.saturating_duration_since(at));
+            }
+            // A traced message gets a delivery span, child of its fan-out span.
+            let _delivery = queued.trace.as_ref().map(|parent| {
+                let span = tracing::info_span!("deliver");
+                hubcast_server::telemetry::trace::set_parent(
+                    &span,
+                    hubcast_server::telemetry::trace::context_of(parent),
+                );
+                span
+            });
             // What tungstenite does with each frame: a header, then the payload copied into
             // its write buffer.
             match protocol::render(setup.format, queued, scratch) {
@@ -178,6 +193,81 @@ fn measure(
         }
     }
     best
+}
+
+/// Telemetry export off vs on, in one run: JSON fan-out to a group, with the writer's work
+/// per frame (including its publish-to-write latency observation, as the socket writer
+/// does). "off" is the default (no OTLP endpoint): per-message spans are not created and
+/// the only telemetry work is a few relaxed atomic adds. "traces on" installs the OTLP
+/// trace layer with an always-on sampler, so every fan-out opens a span and every
+/// recipient's copy carries its context (export goes to a closed loopback port: the
+/// exporter's own work runs on its thread, not on the measured path).
+fn telemetry_on_vs_off() {
+    use hubcast_server::telemetry::otlp::{OtlpSettings, SamplerSetting, TraceExport};
+    use hubcast_server::telemetry::trace;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let settings = OtlpSettings {
+        sampler: SamplerSetting::AlwaysOn,
+        ..OtlpSettings::new("http://127.0.0.1:9")
+    };
+    let traces = runtime
+        .block_on(async { TraceExport::start(&settings) })
+        .expect("valid settings")
+        .expect("traces on");
+    tracing_subscriber::registry().with(traces.layer()).init();
+
+    let text: String = "x".repeat(PAYLOAD);
+    let message = Message::to_group("g", Some("sender".into()), Data::Text(text.into()));
+    println!();
+    println!("| members | floor (copy) ns | export off ns | traces on ns | on / off |");
+    println!("|---:|---:|---:|---:|---:|");
+    for members in [1_000, 10_000] {
+        let payload = vec![b'x'; PAYLOAD + 120];
+        let off = setup(members, WireFormat::Json, false, false);
+        let on = setup(members, WireFormat::Json, false, false);
+        let mut floor_wire = Vec::with_capacity(PAYLOAD + 256);
+        let mut floor = || {
+            let mut n = 0;
+            for _ in 0..members {
+                floor_wire.clear();
+                floor_wire.extend_from_slice(black_box(&payload));
+                n += black_box(floor_wire.len());
+            }
+            n
+        };
+        let (mut b0, mut s0, mut w0) = (Vec::new(), BytesMut::new(), Vec::new());
+        let (mut b1, mut s1, mut w1) = (Vec::new(), BytesMut::new(), Vec::new());
+        let message = &message;
+        let mut v_off = || {
+            trace::set_enabled(false);
+            round(&off, message, &mut b0, &mut s0, &mut w0)
+        };
+        let mut v_on = || {
+            trace::set_enabled(true);
+            round(&on, message, &mut b1, &mut s1, &mut w1)
+        };
+        let ns = measure(
+            members,
+            &mut [&mut floor, &mut v_off, &mut v_on],
+            &mut |_| {},
+        );
+        println!(
+            "| {members} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+            ns[0],
+            ns[1],
+            ns[2],
+            ns[2] / ns[1]
+        );
+    }
+    trace::set_enabled(false);
+    drop(runtime);
 }
 
 fn main() {
@@ -249,4 +339,5 @@ fn main() {
             results[3] / results[2],
         );
     }
+    telemetry_on_vs_off();
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::telemetry::otlp::OtlpSettings;
+
 /// Default HTTP listener (WebSocket, REST, demo page, metrics).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default gRPC listener (control plane, health, reflection).
@@ -45,6 +47,27 @@ pub struct Config {
     pub dev: bool,
     /// Delivery of upstream events (webhooks and the gRPC event stream).
     pub upstream: UpstreamConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// OTLP export. Not a file setting: the binary reads the standard `OTEL_*` environment
+    /// variables into it ([`OtlpSettings::from_env`]); `None` (the default) exports nothing.
+    #[serde(skip)]
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// The Prometheus scrape endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on the HTTP listener. Default true; metrics are counted either
+    /// way (OTLP export reads the same counters).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +85,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             dev: false,
             upstream: UpstreamConfig::default(),
+            metrics: MetricsConfig::default(),
+            otlp: None,
         }
     }
 }
@@ -387,6 +412,9 @@ mod tests {
             [Duration::from_millis(500), Duration::from_secs(2)]
         );
         assert!(!cfg.hub("other").anonymous_connect);
+        assert!(cfg.metrics.enabled, "/metrics is on by default");
+        let off = Config::from_toml("[metrics]\nenabled = false").expect("valid config");
+        assert!(!off.metrics.enabled);
     }
 
     #[test]

@@ -187,6 +187,11 @@ impl Control {
         &self.inner.endpoint
     }
 
+    /// The metric registry the control plane records into.
+    pub(crate) fn metrics(&self) -> &crate::telemetry::Metrics {
+        self.router().metrics()
+    }
+
     fn router(&self) -> &Router {
         &self.inner.router
     }

@@ -20,6 +20,7 @@
 //!   API (`rest`, on the HTTP listener).
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
+//! - [`telemetry`]: the metric registry (`/metrics`), OTLP export and W3C trace context.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod protocol;
 mod rest;
 pub mod router;
 mod server;
+pub mod telemetry;
 mod upstream;
 mod ws;
 

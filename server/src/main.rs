@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hubcast_server::auth::{self, ConnectionString, TokenRequest};
+use hubcast_server::telemetry::otlp::{OtlpSettings, TraceExport};
 use hubcast_server::{Config, Server};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Exit code for a configuration error (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -99,6 +103,10 @@ struct Settings {
     /// demo page at /). Never in production.
     #[arg(long, env = "HUBCAST_DEV", global = true)]
     dev: bool,
+    /// Do not serve GET /metrics (Prometheus text; on by default). OTLP export is configured
+    /// by the standard OTEL_* environment variables (off unless an endpoint is set).
+    #[arg(long, env = "HUBCAST_NO_METRICS", global = true)]
+    no_metrics: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +168,11 @@ impl Settings {
         if self.dev {
             config.dev = true;
         }
+        if self.no_metrics {
+            config.metrics.enabled = false;
+        }
+        config.otlp = OtlpSettings::from_env(|name| std::env::var(name).ok())
+            .map_err(|e| format!("invalid OpenTelemetry setting: {e}"))?;
         Ok(config)
     }
 }
@@ -181,12 +194,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match cli.settings.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -195,10 +202,29 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Token(args)) => token(&config, args),
-        Some(Command::ServiceToken(args)) => service_token(&config, args),
+        Some(Command::Token(args)) => {
+            init_logging(None);
+            token(&config, args)
+        }
+        Some(Command::ServiceToken(args)) => {
+            init_logging(None);
+            service_token(&config, args)
+        }
         None => serve(config),
     }
+}
+
+/// Logs to stderr (`RUST_LOG`, default `info`) and, when traces are exported, sends Hubcast's
+/// spans to the OTLP layer (which has its own filter, so `RUST_LOG` only governs logs).
+fn init_logging(traces: Option<&TraceExport>) {
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let otel = traces.map(|t| {
+        t.layer()
+            .with_filter(Targets::new().with_target("hubcast_server", tracing::Level::INFO))
+    });
+    tracing_subscriber::registry().with(logs).with(otel).init();
 }
 
 /// The endpoint and key to sign with: from the connection string, else the configuration.
@@ -275,6 +301,25 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // The trace exporter's gRPC channel lives on this runtime.
+        let traces = match config.otlp.as_ref().map(TraceExport::start).transpose() {
+            Ok(traces) => traces.flatten(),
+            Err(e) => {
+                eprintln!("hubcast: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        init_logging(traces.as_ref());
+        let code = run_server(config).await;
+        if let Some(traces) = traces {
+            traces.shutdown();
+        }
+        code
+    })
+}
+
+async fn run_server(config: Config) -> ExitCode {
+    {
         let dev_key = config.access_keys.is_empty();
         let server = match Server::bind(config).await {
             Ok(s) => s,
@@ -297,7 +342,7 @@ fn serve(config: Config) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

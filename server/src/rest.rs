@@ -24,7 +24,9 @@ use crate::auth;
 use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::router::Permission;
+use crate::telemetry::{ControlCall, trace};
 use route::{NoRoute, Route};
+use tracing::Instrument as _;
 
 /// Largest request body (Azure: 1 MB).
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -73,16 +75,22 @@ pub(crate) fn routes(
                 let control = control.clone();
                 async move {
                     let head = method == Method::HEAD;
+                    let call = ControlCall::start("rest", trace::extract_http(&headers));
                     let request = RestRequest {
                         path: path.as_str().to_owned(),
                         method,
                         query,
                         headers,
                     };
-                    let mut reply = match handle(&control, &request, body).await {
+                    let mut operation = "unknown";
+                    let handled = handle(&control, &request, body, &mut operation)
+                        .instrument(call.span.clone())
+                        .await;
+                    let mut reply = match handled {
                         Ok(reply) => reply,
                         Err(error) => error.into_response(head),
                     };
+                    call.finish(control.metrics(), operation, reply.status().as_str());
                     reply.headers_mut().insert(
                         "api-supported-versions",
                         HeaderValue::from_static(SUPPORTED_VERSIONS_HEADER),
@@ -211,7 +219,12 @@ fn json(status: StatusCode, value: &impl Serialize) -> Reply {
 
 // === the handler ===
 
-async fn handle<S, B>(control: &Control, req: &RestRequest, body: S) -> Result<Reply, RestError>
+async fn handle<S, B>(
+    control: &Control,
+    req: &RestRequest,
+    body: S,
+    operation: &mut &'static str,
+) -> Result<Reply, RestError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
@@ -240,6 +253,7 @@ where
             Some("Request"),
         ),
     })?;
+    *operation = route.name();
     let accepted = || empty(StatusCode::ACCEPTED);
     let no_content = || empty(StatusCode::NO_CONTENT);
     let ok = || empty(StatusCode::OK);

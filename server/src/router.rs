@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
+
 pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
@@ -104,11 +106,24 @@ struct Counters {
 }
 
 /// One hub's indexes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Hub {
     connections: DashMap<Arc<str>, Arc<Connection>>,
     groups: DashMap<Arc<str>, Members>,
     users: DashMap<Arc<str>, Members>,
+    /// The hub's metric series, looked up once so fan-out only adds to atomics.
+    metrics: Arc<HubMetrics>,
+}
+
+impl Hub {
+    fn new(metrics: Arc<HubMetrics>) -> Self {
+        Self {
+            connections: DashMap::new(),
+            groups: DashMap::new(),
+            users: DashMap::new(),
+            metrics,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -118,6 +133,7 @@ struct Inner {
     hubs: DashMap<Arc<str>, Arc<Hub>>,
     outbox_bytes: usize,
     counters: Counters,
+    metrics: Metrics,
     /// The Redis backplane; `None` on a single node, where nothing leaves this process.
     cluster: Option<Arc<Cluster>>,
 }
@@ -143,13 +159,85 @@ impl Router {
 
     /// An empty router, one node of a cluster when `cluster` is set.
     pub fn with_cluster(config: RouterConfig, cluster: Option<Arc<Cluster>>) -> Self {
-        Self {
+        let router = Self {
             inner: Arc::new(Inner {
                 hubs: DashMap::new(),
                 outbox_bytes: config.outbox_bytes,
                 counters: Counters::default(),
+                metrics: Metrics::new(),
                 cluster,
             }),
+        };
+        // Outbox and reliable-buffer gauges are sums over connections, computed when asked.
+        let weak = Arc::downgrade(&router.inner);
+        router.inner.metrics.on_collect(move |registry| {
+            let Some(inner) = weak.upgrade() else { return };
+            for hub in inner.hubs.iter() {
+                let (mut queued, mut unacked, mut unacked_bytes) = (0, 0, 0);
+                for conn in hub.connections.iter() {
+                    queued += conn.outbox.queued_bytes();
+                    let (messages, bytes) = conn.outbox.unacknowledged();
+                    unacked += messages;
+                    unacked_bytes += bytes;
+                }
+                let name = [&**hub.key()];
+                let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                registry.outbox_bytes.with(&name).set(as_i64(queued));
+                registry
+                    .reliable_unacked_messages
+                    .with(&name)
+                    .set(as_i64(unacked));
+                registry
+                    .reliable_unacked_bytes
+                    .with(&name)
+                    .set(as_i64(unacked_bytes));
+            }
+        });
+        if let Some(cluster) = &router.inner.cluster {
+            let cluster = Arc::downgrade(cluster);
+            // The backplane keeps its own atomics; counters advance by what changed since the
+            // last collection.
+            let last = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+            router.inner.metrics.on_collect(move |registry| {
+                let Some(cluster) = cluster.upgrade() else {
+                    return;
+                };
+                let m = cluster.metrics();
+                let node = [cluster.node()];
+                registry
+                    .cluster_degraded
+                    .with(&node)
+                    .set(i64::from(m.degraded));
+                registry
+                    .cluster_publish_latency
+                    .with(&node)
+                    .set(i64::try_from(m.publish_latency_us).unwrap_or(i64::MAX));
+                let delta =
+                    |i: usize, now: u64| now.saturating_sub(last[i].swap(now, Ordering::Relaxed));
+                registry
+                    .cluster_messages
+                    .with(&[cluster.node(), "published"])
+                    .add(delta(0, m.published));
+                registry
+                    .cluster_messages
+                    .with(&[cluster.node(), "received"])
+                    .add(delta(1, m.received));
+                registry.cluster_errors.with(&node).add(delta(2, m.errors));
+            });
+        }
+        router
+    }
+
+    /// The metric registry of this router's server (every edge records into it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metric series of `hub` (a lower-cased hub key), for a socket task to keep.
+    pub fn hub_metrics(&self, hub: &str) -> Arc<HubMetrics> {
+        match self.hub(hub) {
+            Some(h) => h.metrics.clone(),
+            None => Arc::new(self.inner.metrics.hub(hub)),
         }
     }
 
@@ -210,7 +298,11 @@ impl Router {
         if let Some(h) = self.hub(hub) {
             return h;
         }
-        self.inner.hubs.entry(hub.clone()).or_default().clone()
+        self.inner
+            .hubs
+            .entry(hub.clone())
+            .or_insert_with(|| Arc::new(Hub::new(Arc::new(self.inner.metrics.hub(hub)))))
+            .clone()
     }
 
     /// Registers a new connection and joins the groups it asked for at connect.
@@ -234,6 +326,8 @@ impl Router {
             .counters
             .connections
             .fetch_add(1, Ordering::Relaxed);
+        hub.metrics.connections.inc();
+        hub.metrics.connects.inc();
         for group in groups {
             if check_group_name(&group).is_ok() {
                 self.join_group(&conn, &group);
@@ -269,6 +363,7 @@ impl Router {
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        hub.metrics.connections.dec();
     }
 
     /// Adds `conn` to `group` (the caller has checked permission and the name). Returns
@@ -329,12 +424,13 @@ impl Router {
     /// Sends to every connection of `hub` except `excluded`. Returns the recipient count.
     pub fn send_to_all(&self, hub: &str, message: &Message, excluded: &[&str]) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        let encoded = Encoded::new(message);
+        let _span = trace::fanout_span(hub_name(&hub), SendKind::All);
+        let encoded = Encoded::new(message, &hub.metrics);
         let mut sent = 0;
         for entry in hub.connections.iter() {
             sent += self.deliver(entry.value(), &encoded, excluded);
         }
-        self.count_delivered(sent)
+        self.count_delivered(&encoded, SendKind::All, sent)
     }
 
     /// Sends to the members of `group` except `excluded`. Returns the recipient count.
@@ -346,7 +442,7 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.groups, group, message, excluded)
+        self.send_to_members(&hub, SendKind::Group, group, message, excluded)
     }
 
     /// Sends to every connection of `user` except `excluded`. Returns the recipient count.
@@ -358,36 +454,47 @@ impl Router {
         excluded: &[&str],
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        self.send_to_members(&hub.users, user, message, excluded)
+        self.send_to_members(&hub, SendKind::User, user, message, excluded)
     }
 
     /// Fan-out to the members under `key` of a group or user index, encoding `message` once
     /// per wire format. Holds that index shard's read lock while queueing (never waits).
     fn send_to_members(
         &self,
-        index: &DashMap<Arc<str>, Members>,
+        hub: &Hub,
+        kind: SendKind,
         key: &str,
         message: &Message,
         excluded: &[&str],
     ) -> usize {
+        let index = match kind {
+            SendKind::User => &hub.users,
+            _ => &hub.groups,
+        };
         let Some(members) = index.get(key) else {
             return 0;
         };
-        let encoded = Encoded::new(message);
+        let _span = trace::fanout_span(hub_name(hub), kind);
+        let encoded = Encoded::new(message, &hub.metrics);
         let mut sent = 0;
         for conn in members.values() {
             sent += self.deliver(conn, &encoded, excluded);
         }
-        self.count_delivered(sent)
+        self.count_delivered(&encoded, kind, sent)
     }
 
     /// Sends to one connection. Returns whether it exists.
     pub fn send_to_connection(&self, hub: &str, id: &str, message: &Message) -> bool {
-        let Some(conn) = self.connection(hub, id) else {
+        let Some(hub) = self.hub(hub) else {
             return false;
         };
-        let sent = self.deliver(&conn, &Encoded::new(message), &[]);
-        self.count_delivered(sent);
+        let Some(conn) = hub.connections.get(id).map(|c| c.clone()) else {
+            return false;
+        };
+        let _span = trace::fanout_span(hub_name(&hub), SendKind::Connection);
+        let encoded = Encoded::new(message, &hub.metrics);
+        let sent = self.deliver(&conn, &encoded, &[]);
+        self.count_delivered(&encoded, SendKind::Connection, sent);
         true
     }
 
@@ -436,13 +543,20 @@ impl Router {
         } else {
             encoded.frame(conn.format())
         };
-        match conn.outbox.push_data_until(frame.clone(), expires) {
-            Push::Queued => 1,
+        match conn
+            .outbox
+            .push_message(frame.clone(), expires, encoded.origin())
+        {
+            Push::Queued => {
+                encoded.add_bytes(frame.len());
+                1
+            }
             Push::Overflow => {
                 self.inner
                     .counters
                     .slow_consumer_closes
                     .fetch_add(1, Ordering::Relaxed);
+                encoded.metrics().slow_consumer_closes.inc();
                 tracing::warn!(
                     hub = conn.hub(),
                     connection.id = %conn.id(),
@@ -454,13 +568,20 @@ impl Router {
         }
     }
 
-    fn count_delivered(&self, n: usize) -> usize {
+    fn count_delivered(&self, encoded: &Encoded<'_>, kind: SendKind, n: usize) -> usize {
+        encoded.metrics().sent(kind, n, encoded.bytes());
+        trace::record("recipients", n);
         self.inner
             .counters
             .messages_delivered
             .fetch_add(n as u64, Ordering::Relaxed);
         n
     }
+}
+
+/// A hub's name for spans (its metric series know it; the hub itself is keyed by it).
+fn hub_name(hub: &Hub) -> &str {
+    hub.metrics.hub()
 }
 
 /// Removes `id` from the member set under `key`, dropping the set once empty (groups exist

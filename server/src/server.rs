@@ -22,6 +22,9 @@ use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
+use crate::telemetry::otlp::MetricExport;
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
 
@@ -62,6 +65,8 @@ pub struct Server {
     keys: KeyRing,
     config: Arc<Config>,
     router: Router,
+    /// OTLP metric export of this server's registry, when configured.
+    metric_export: Option<MetricExport>,
 }
 
 impl Server {
@@ -122,8 +127,13 @@ impl Server {
             },
             cluster,
         );
-        let upstream = Upstream::new(&config, keys.clone(), &endpoint)
+        let upstream = Upstream::new(&config, keys.clone(), &endpoint, router.metrics().clone())
             .map_err(|e| Error::Invalid(e.to_string()))?;
+        let metric_export = match &config.otlp {
+            Some(settings) => MetricExport::start(settings, router.metrics())
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
@@ -134,6 +144,7 @@ impl Server {
             keys,
             config: Arc::new(config),
             router,
+            metric_export,
         })
     }
 
@@ -213,8 +224,10 @@ impl Server {
         if demo.dev {
             tracing::warn!("{}", demo::DEV_WARNING);
         }
+        let metrics = metrics_route(self.config.metrics.enabled, self.router.metrics().clone());
         let routes = ws::routes(edge.clone())
             .or(health)
+            .or(metrics)
             .or(crate::rest::routes(control))
             .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
@@ -262,9 +275,37 @@ impl Server {
         if let Some(cluster) = self.router.cluster() {
             cluster.stop().await;
         }
+        // Last, so the final export has the counts of the drain.
+        // The SDK's shutdown blocks until the final export is done, and that export runs on
+        // this runtime: block a thread of the blocking pool, not a runtime thread.
+        if let Some(export) = self.metric_export {
+            let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// `GET /metrics`: the registry as Prometheus text. When disabled the path is not routed
+/// (404), so a scraper misconfigured against it fails visibly.
+fn metrics_route(
+    enabled: bool,
+    metrics: Metrics,
+) -> impl Filter<Extract = (warp::http::Response<String>,), Error = warp::Rejection> + Clone {
+    warp::path!("metrics").and(warp::get()).and_then(move || {
+        let metrics = metrics.clone();
+        async move {
+            if !enabled {
+                return Err(warp::reject::not_found());
+            }
+            let mut response = warp::http::Response::new(metrics.render());
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+            );
+            Ok(response)
+        }
+    })
 }
 
 /// How long plain HTTP requests in flight may take to finish at shutdown.

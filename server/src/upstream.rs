@@ -35,12 +35,14 @@ pub(crate) mod session;
 pub(crate) mod stream;
 pub(crate) mod webhook;
 
+use crate::telemetry::Metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -142,13 +144,14 @@ impl Upstream {
         config: &Config,
         keys: KeyRing,
         endpoint: &str,
+        metrics: Metrics,
     ) -> Result<Arc<Self>, HandlerConfigError> {
         let settings = config.upstream.clone();
         let origin = settings
             .request_origin
             .clone()
             .unwrap_or_else(|| endpoint_host(endpoint));
-        let shared = Arc::new(WebhookShared::new(&settings, keys.clone(), origin));
+        let shared = Arc::new(WebhookShared::new(&settings, keys.clone(), origin, metrics));
         let mut hubs = HashMap::new();
         for (name, hub) in &config.hubs {
             let handlers = hub
@@ -274,17 +277,22 @@ impl Upstream {
         };
         let (tx, rx) = oneshot::channel();
         let this = self.clone();
-        self.workers.spawn(async move {
-            let outcome = decide_connect(this.dispatch(&event).await, &offered).map(|accepted| {
-                let session = Session::new(&event, &accepted);
-                (accepted, session)
-            });
-            if let Err(Ok((_, session))) = tx.send(outcome) {
-                tracing::debug!("client left while its connect event was handled");
-                this.disconnected(&session, Some("The client left during the handshake."))
-                    .await;
+        self.workers.spawn(
+            async move {
+                let outcome =
+                    decide_connect(this.dispatch(&event).await, &offered).map(|accepted| {
+                        let session = Session::new(&event, &accepted);
+                        (accepted, session)
+                    });
+                if let Err(Ok((_, session))) = tx.send(outcome) {
+                    tracing::debug!("client left while its connect event was handled");
+                    this.disconnected(&session, Some("The client left during the handshake."))
+                        .await;
+                }
             }
-        });
+            // The webhook call belongs to the handshake's trace.
+            .in_current_span(),
+        );
         rx.await.unwrap_or_else(|_| {
             Err(ConnectRefusal {
                 status: 500,

@@ -35,6 +35,7 @@ use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
 };
 use crate::server::ClientAddr;
+use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
 
@@ -107,10 +108,27 @@ pub(crate) fn routes(
                     remote: remote.map(|ClientAddr(a)| a),
                 };
                 let edge = edge.clone();
+                // The upgrade request may carry the caller's trace context; the `connect`
+                // webhook raised during the handshake continues it.
+                let span = tracing::info_span!(
+                    "handshake",
+                    otel.kind = "server",
+                    http.response.status_code = tracing::field::Empty,
+                );
+                trace::set_parent(&span, trace::extract_http(&request.headers));
                 async move {
-                    handshake(&edge, request)
-                        .await
-                        .unwrap_or_else(|refusal| refusal.into_response())
+                    let result = handshake(&edge, request).instrument(span.clone()).await;
+                    let response = result.unwrap_or_else(|refusal| {
+                        edge.router
+                            .metrics()
+                            .registry()
+                            .connect_refusals
+                            .with(&[refusal.0.as_str()])
+                            .inc();
+                        refusal.into_response()
+                    });
+                    span.record("http.response.status_code", response.status().as_u16());
+                    response
                 }
             },
         )

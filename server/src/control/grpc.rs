@@ -27,6 +27,8 @@ use tonic_health::server::HealthReporter;
 use super::{Control, ControlError};
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
+use crate::telemetry::{ControlCall, trace};
+use tracing::Instrument as _;
 
 /// Most operations one `Batch` call may carry.
 pub(crate) const MAX_BATCH_OPERATIONS: usize = 1000;
@@ -52,6 +54,14 @@ pub(crate) fn status(error: &ControlError) -> Status {
     }
 }
 
+/// The gRPC status code of a call's result, as the `status` label (`Ok`, `NotFound`, ...).
+fn code_name<T>(result: &Result<T, Status>) -> String {
+    match result {
+        Ok(_) => "Ok".to_owned(),
+        Err(status) => format!("{:?}", status.code()),
+    }
+}
+
 fn respond<T>(result: Result<T, ControlError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| status(&e))
 }
@@ -74,7 +84,15 @@ macro_rules! control_service {
                     &self,
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
-                    respond(self.control.$method(request.into_inner()).await)
+                    let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                    let result = respond(
+                        self.control
+                            .$method(request.into_inner())
+                            .instrument(call.span.clone())
+                            .await,
+                    );
+                    call.finish(self.control.metrics(), stringify!($method), &code_name(&result));
+                    result
                 }
             )*
 
@@ -82,14 +100,26 @@ macro_rules! control_service {
                 &self,
                 request: Request<pb::GenerateClientTokenRequest>,
             ) -> Result<Response<pb::GenerateClientTokenResponse>, Status> {
-                respond(self.control.generate_client_token(request.into_inner()))
+                let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                let result = call
+                    .span
+                    .in_scope(|| respond(self.control.generate_client_token(request.into_inner())));
+                call.finish(self.control.metrics(), "generate_client_token", &code_name(&result));
+                result
             }
 
             async fn batch(
                 &self,
                 request: Request<pb::BatchRequest>,
             ) -> Result<Response<pb::BatchResponse>, Status> {
-                self.run_batch(request.into_inner()).await.map(Response::new)
+                let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                let result = self
+                    .run_batch(request.into_inner())
+                    .instrument(call.span.clone())
+                    .await
+                    .map(Response::new);
+                call.finish(self.control.metrics(), "batch", &code_name(&result));
+                result
             }
         }
     };

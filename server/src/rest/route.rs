@@ -57,6 +57,39 @@ pub(super) enum Route {
     },
 }
 
+impl Route {
+    /// The operation's name, for spans and the `operation` metric label (the same names the
+    /// gRPC methods have, in Azure's camel case).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Route::SendToAll => "sendToAll",
+            Route::CloseAll => "closeAll",
+            Route::AddToGroups => "addToGroups",
+            Route::RemoveFromGroups => "removeFromGroups",
+            Route::GenerateToken => "generateToken",
+            Route::ConnectionExists(_) => "connectionExists",
+            Route::CloseConnection(_) => "closeConnection",
+            Route::SendToConnection(_) => "sendToConnection",
+            Route::RemoveConnectionFromAllGroups(_) => "removeConnectionFromAllGroups",
+            Route::GroupExists(_) => "groupExists",
+            Route::SendToGroup(_) => "sendToGroup",
+            Route::CloseGroup(_) => "closeGroup",
+            Route::ListGroupConnections(_) => "listGroupConnections",
+            Route::AddConnectionToGroup { .. } => "addConnectionToGroup",
+            Route::RemoveConnectionFromGroup { .. } => "removeConnectionFromGroup",
+            Route::UserExists(_) => "userExists",
+            Route::SendToUser(_) => "sendToUser",
+            Route::CloseUser(_) => "closeUser",
+            Route::RemoveUserFromAllGroups(_) => "removeUserFromAllGroups",
+            Route::AddUserToGroup { .. } => "addUserToGroup",
+            Route::RemoveUserFromGroup { .. } => "removeUserFromGroup",
+            Route::GrantPermission { .. } => "grantPermission",
+            Route::RevokePermission { .. } => "revokePermission",
+            Route::CheckPermission { .. } => "checkPermission",
+        }
+    }
+}
+
 /// Why a path did not name an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum NoRoute {

@@ -25,6 +25,7 @@ use super::{
     remove_member,
 };
 use crate::error::{Classify, ErrorCode};
+use crate::telemetry::SendKind;
 
 /// Close code of a connection closed through the control plane (normal closure), after its
 /// `disconnected` message carrying the reason.
@@ -121,7 +122,14 @@ impl Router {
         options: &SendOptions<'_>,
     ) -> usize {
         let Some(hub) = self.hub(hub) else { return 0 };
-        let encoded = Encoded::new(message);
+        let kind = match target {
+            Target::All => SendKind::All,
+            Target::Group(_) => SendKind::Group,
+            Target::User(_) => SendKind::User,
+            Target::Connection(_) => SendKind::Connection,
+        };
+        let _span = crate::telemetry::trace::fanout_span(hub.metrics.hub(), kind);
+        let encoded = Encoded::new(message, &hub.metrics);
         let expires = options
             .ttl
             .filter(|ttl| !ttl.is_zero())
@@ -139,7 +147,7 @@ impl Router {
                 }
             }
         }
-        self.count_delivered(sent)
+        self.count_delivered(&encoded, kind, sent)
     }
 
     // === group membership ===

@@ -5,13 +5,16 @@
 //! JSON clients is serialized once and every outbox holds a reference-counted slice of the
 //! same bytes.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 
 use bytes::Bytes;
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{json, protobuf};
+use crate::router::outbox::Origin;
+use crate::telemetry::{HubMetrics, trace};
+use tokio::time::Instant;
 
 /// The wire format a connection speaks, which decides how a message is rendered for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,10 +145,16 @@ pub(crate) struct Encoded<'m> {
     simple: OnceCell<Frame>,
     json_numbered: OnceCell<Frame>,
     protobuf_numbered: OnceCell<Frame>,
+    /// The hub's series, counted into once per fan-out.
+    metrics: &'m HubMetrics,
+    /// When fan-out started and its trace, carried with each recipient's copy.
+    origin: Origin,
+    /// Bytes queued so far, over every recipient.
+    bytes: Cell<usize>,
 }
 
 impl<'m> Encoded<'m> {
-    pub(crate) fn new(message: &'m Message) -> Self {
+    pub(crate) fn new(message: &'m Message, metrics: &'m HubMetrics) -> Self {
         Self {
             message,
             json: OnceCell::new(),
@@ -153,7 +162,29 @@ impl<'m> Encoded<'m> {
             simple: OnceCell::new(),
             json_numbered: OnceCell::new(),
             protobuf_numbered: OnceCell::new(),
+            metrics,
+            origin: Origin {
+                published: Some(Instant::now()),
+                trace: trace::current_parent(),
+            },
+            bytes: Cell::new(0),
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &HubMetrics {
+        self.metrics
+    }
+
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub(crate) fn add_bytes(&self, n: usize) {
+        self.bytes.set(self.bytes.get() + n);
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.get()
     }
 
     /// What a reliable connection speaking `format` queues: the encoding without the part

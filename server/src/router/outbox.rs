@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::Frame;
+use crate::telemetry::trace::TraceParent;
 
 /// Close code for a connection whose outbox overflowed (RFC 6455 1013, "try again later"):
 /// the client may reconnect, but it was not keeping up.
@@ -78,6 +79,20 @@ pub struct Queued {
     /// For a message sent with a TTL (non-reliable connections only): when it stops being
     /// worth writing. [`Outbox::take`] drops it from then on.
     pub expires: Option<Instant>,
+    /// For a data message: when fan-out started, for the publish-to-write latency
+    /// (`hubcast_fanout_latency_seconds`). `None` for control frames and resends.
+    pub published: Option<Instant>,
+    /// For a traced data message: the fan-out span, parent of the writer's delivery span.
+    pub trace: Option<TraceParent>,
+}
+
+/// Where a data message comes from, carried beside each recipient's copy.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// When fan-out started.
+    pub published: Option<Instant>,
+    /// The fan-out span, when the message is traced.
+    pub trace: Option<TraceParent>,
 }
 
 /// What the writer gets from [`Outbox::take`] besides frames.
@@ -206,6 +221,8 @@ impl Outbox {
                 frame,
                 sequence_id: None,
                 expires: None,
+                published: None,
+                trace: None,
             },
         )
     }
@@ -221,6 +238,12 @@ impl Outbox {
     /// the expiry (see the module documentation) and numbers and buffers it as
     /// [`Outbox::push_data`] does.
     pub fn push_data_until(&self, frame: Frame, expires: Option<Instant>) -> Push {
+        self.push_message(frame, expires, &Origin::default())
+    }
+
+    /// [`Outbox::push_data_until`] of a message whose copy carries `origin` (fan-out's
+    /// timestamp and trace) to the writer.
+    pub fn push_message(&self, frame: Frame, expires: Option<Instant>, origin: &Origin) -> Push {
         let mut state = self.lock();
         if state.close.is_some() {
             return Push::Closed;
@@ -235,6 +258,8 @@ impl Outbox {
                     frame,
                     sequence_id: None,
                     expires,
+                    published: origin.published,
+                    trace: origin.trace.clone(),
                 },
             );
         };
@@ -269,6 +294,8 @@ impl Outbox {
                 frame,
                 sequence_id: Some(sequence_id),
                 expires: None,
+                published: origin.published,
+                trace: origin.trace.clone(),
             },
         )
     }
@@ -425,6 +452,8 @@ impl Outbox {
                 frame,
                 sequence_id: None,
                 expires: None,
+                published: None,
+                trace: None,
             });
         }
         for (id, frame) in &r.unacked {
@@ -433,6 +462,8 @@ impl Outbox {
                 frame: frame.clone(),
                 sequence_id: Some(*id),
                 expires: None,
+                published: None,
+                trace: None,
             });
         }
         let epoch = state.epoch;

@@ -5,7 +5,9 @@ pub(crate) mod client;
 pub(crate) mod cloudevents;
 pub(crate) mod validation;
 
+use crate::telemetry::{Metrics, trace};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -35,10 +37,16 @@ pub(crate) struct WebhookShared {
     validator: Validator,
     keys: KeyRing,
     origin: HeaderValue,
+    metrics: Metrics,
 }
 
 impl WebhookShared {
-    pub(crate) fn new(settings: &UpstreamConfig, keys: KeyRing, origin: String) -> Self {
+    pub(crate) fn new(
+        settings: &UpstreamConfig,
+        keys: KeyRing,
+        origin: String,
+        metrics: Metrics,
+    ) -> Self {
         let client = HttpClient::new(settings);
         let origin = HeaderValue::from_str(&origin).unwrap_or_else(|_| {
             tracing::warn!(origin = %origin, "request origin is not a valid header value; using localhost");
@@ -49,6 +57,7 @@ impl WebhookShared {
             client,
             keys,
             origin,
+            metrics,
         }
     }
 }
@@ -154,7 +163,38 @@ impl WebhookHandler {
         headers
     }
 
+    /// One webhook call, in a `webhook` span (child of whatever raised the event), timed and
+    /// counted by event and outcome; the handler gets the span as its `traceparent`.
     async fn send(&self, event: &Event) -> Result<Reply, DeliveryError> {
+        let event_name = event.kind.name().to_string();
+        let span = tracing::info_span!(
+            "webhook",
+            otel.kind = "client",
+            hub = %event.hub,
+            event = %event_name,
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self.call(event).instrument(span.clone()).await;
+        let metrics = self.shared.metrics.registry();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                let error = delivery_error_label(e);
+                span.record("error", error);
+                metrics.webhook_errors.with(&[&event_name, error]).inc();
+                "error"
+            }
+        };
+        metrics
+            .webhook_latency
+            .with(&[&event_name, outcome])
+            .observe(started.elapsed());
+        result
+    }
+
+    async fn call(&self, event: &Event) -> Result<Reply, DeliveryError> {
         let name = event.kind.name();
         let shared = &self.shared;
         let invalid = |e: http::uri::InvalidUri| DeliveryError::InvalidResponse(e.to_string());
@@ -167,6 +207,7 @@ impl WebhookHandler {
             .map_err(DeliveryError::NotValidated)?;
         let mut headers = cloudevents::headers(event, &shared.origin, &shared.keys);
         headers.extend(auth);
+        trace::inject_http(&mut headers);
         let request = OutboundRequest {
             method: Method::POST,
             uri: self.url(&event.hub, &name.to_string()).map_err(invalid)?,
@@ -185,7 +226,20 @@ impl WebhookHandler {
                     DeliveryError::InvalidResponse("the response body is too large".into())
                 }
             })?;
+        tracing::Span::current().record("http.response.status_code", response.status.as_u16());
         parse_response(&event.kind, response)
+    }
+}
+
+/// The `error` label of `hubcast_webhook_errors_total`.
+fn delivery_error_label(error: &DeliveryError) -> &'static str {
+    match error {
+        DeliveryError::Rejected(_) => "rejected",
+        DeliveryError::Timeout => "timeout",
+        DeliveryError::Unreachable(_) => "unreachable",
+        DeliveryError::InvalidResponse(_) => "invalid_response",
+        DeliveryError::NotValidated(_) => "not_validated",
+        DeliveryError::NoListener => "no_listener",
     }
 }
 
@@ -277,6 +331,7 @@ mod tests {
             &UpstreamConfig::default(),
             keys,
             "localhost".into(),
+            Metrics::new(),
         ))
     }
 

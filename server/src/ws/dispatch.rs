@@ -12,6 +12,7 @@ use crate::router::message::Utf8Bytes;
 use crate::router::{
     self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
 };
+use crate::telemetry::trace;
 use crate::upstream::JsonEvent;
 
 /// What a frame asks of the upstream, which the reader awaits (the backend may take time).
@@ -95,6 +96,9 @@ fn on_message(
     message: ClientMessage<'_>,
 ) -> Option<UserEvent> {
     let router = &edge.router;
+    if trace::enabled() {
+        trace::record("message.type", message_type(&message));
+    }
     match message {
         ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
@@ -143,6 +147,19 @@ fn on_message(
     None
 }
 
+/// The Azure `type` of a client message, for its span.
+fn message_type(message: &ClientMessage<'_>) -> &'static str {
+    match message {
+        ClientMessage::JoinGroup { .. } => "joinGroup",
+        ClientMessage::LeaveGroup { .. } => "leaveGroup",
+        ClientMessage::SendToGroup { .. } => "sendToGroup",
+        ClientMessage::Event { .. } => "event",
+        ClientMessage::SequenceAck { .. } => "sequenceAck",
+        ClientMessage::Ping => "ping",
+        ClientMessage::Unsupported { .. } => "unsupported",
+    }
+}
+
 /// Delivers a client's group send here and, in a cluster, hands it to the other nodes (an
 /// error tells the client that those may not have it).
 fn send_to_group(
@@ -155,7 +172,9 @@ fn send_to_group(
     let message = Message::to_group(group, conn.user_id().cloned(), data);
     let me = [conn.id().as_str()];
     let excluded: &[&str] = if no_echo { &me } else { &[] };
-    router.send_to_group(conn.hub(), group, &message, excluded);
+    let recipients = router.send_to_group(conn.hub(), group, &message, excluded);
+    trace::record("group", group);
+    trace::record("recipients", recipients);
     router.forward_group_send(
         conn.hub(),
         group,

@@ -23,8 +23,11 @@ use super::dispatch::{self, UserEvent};
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
 use crate::auth;
 use crate::protocol::{self, Rendered, Subprotocol};
+use crate::router;
 use crate::router::outbox::Taken;
 use crate::router::{Close, Connection, Frame, WireFormat};
+use crate::telemetry::HubMetrics;
+use crate::telemetry::trace::{self, TraceParent};
 use crate::upstream::{self, Session};
 
 /// How a socket ended, from the connection's point of view.
@@ -105,6 +108,12 @@ pub(super) async fn recover<S>(
         Ok(found) => found,
         Err(why) => {
             tracing::debug!(connection.id = %recovery.connection_id, why, "recovery refused");
+            edge.router
+                .metrics()
+                .registry()
+                .reliable_recoveries
+                .with(&[hub, "refused"])
+                .inc();
             send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
             return;
         }
@@ -123,6 +132,12 @@ pub(super) async fn recover<S>(
         send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
         return;
     };
+    edge.router
+        .metrics()
+        .registry()
+        .reliable_recoveries
+        .with(&[hub, "recovered"])
+        .inc();
     async {
         tracing::debug!("recovered");
         serve(edge, conn, ws, epoch, token, session).await;
@@ -169,7 +184,10 @@ async fn serve<S>(
         SocketEnd::Superseded => tracing::debug!("socket replaced by a recovery"),
         // Once a connection is closing no socket can attach, so an unchanged epoch means
         // this socket was the connection's last.
-        _ if conn.outbox().epoch() == epoch => finish(edge, &conn, &session).await,
+        _ if conn.outbox().epoch() == epoch => {
+            let reason = disconnect_reason(&conn, edge.draining.is_cancelled());
+            finish(edge, &conn, &session, reason).await;
+        }
         _ => {}
     }
 }
@@ -182,13 +200,37 @@ pub(super) async fn abandon(edge: &Edge, conn: &Connection, reason: &str) {
         discard_queued: true,
     });
     match edge.sessions.get(conn.id().as_str()).map(|s| s.clone()) {
-        Some(session) => finish(edge, conn, &session).await,
+        Some(session) => finish(edge, conn, &session, "upgrade_failed").await,
         None => edge.router.disconnect(conn),
     }
 }
 
-/// Ends a logical connection: out of the router, and its one upstream `disconnected`.
-async fn finish(edge: &Edge, conn: &Connection, session: &Session) {
+/// The `reason` label of `hubcast_disconnects_total` for a connection whose last socket
+/// ended: who closed it, and why.
+fn disconnect_reason(conn: &Connection, draining: bool) -> &'static str {
+    match conn.outbox().current_close() {
+        None | Some(Close::Peer) => "client",
+        Some(Close::Server { code, .. }) => match code {
+            router::CLOSE_SLOW_CONSUMER => "slow_consumer",
+            router::CLOSE_UNRECOVERABLE => "unacked_limit",
+            code::GOING_AWAY if draining => "shutdown",
+            code::TOO_BIG => "message_too_large",
+            code::UNSUPPORTED_DATA | code::INVALID_PAYLOAD => "protocol_error",
+            router::manage::CLOSE_BY_SERVICE => "closed_by_service",
+            _ => "server",
+        },
+    }
+}
+
+/// Ends a logical connection: out of the router, and its one upstream `disconnected`;
+/// counted under `reason`.
+async fn finish(edge: &Edge, conn: &Connection, session: &Session, reason: &'static str) {
+    edge.router
+        .metrics()
+        .registry()
+        .disconnects
+        .with(&[conn.hub(), reason])
+        .inc();
     edge.router.disconnect(conn);
     edge.sessions.remove(conn.id().as_str());
     let reason = upstream::disconnect_reason(conn);
@@ -210,7 +252,13 @@ fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>, session: Arc<Session>
         }
         if conn.outbox().expire(epoch) {
             tracing::debug!("not recovered in time");
-            finish(&task_edge, &conn, &session).await;
+            let reason = match conn.outbox().current_close() {
+                Some(Close::Server { .. }) => {
+                    disconnect_reason(&conn, task_edge.draining.is_cancelled())
+                }
+                _ => "recovery_expired",
+            };
+            finish(&task_edge, &conn, &session, reason).await;
         }
     };
     edge.tracker.spawn(task.in_current_span());
@@ -229,8 +277,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (sink, stream) = ws.split();
-    let reader = read_loop(edge, conn, stream, session);
-    let writer = write_loop(conn, sink, epoch, edge.config.client.keepalive_interval);
+    let metrics = edge.router.hub_metrics(conn.hub());
+    let reader = read_loop(edge, conn, stream, session, &metrics);
+    let writer = write_loop(
+        conn,
+        sink,
+        epoch,
+        edge.config.client.keepalive_interval,
+        &metrics,
+    );
     tokio::pin!(reader, writer);
     tokio::select! {
         end = &mut reader => match end {
@@ -267,6 +322,7 @@ async fn read_loop<R>(
     conn: &Arc<Connection>,
     mut stream: R,
     session: &Session,
+    metrics: &HubMetrics,
 ) -> ReadEnd
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
@@ -280,13 +336,21 @@ where
             }
             Ok(WsMessage::Text(_) | WsMessage::Binary(_)) if closing => {}
             Ok(WsMessage::Text(text)) => {
-                if let Some(event) = dispatch::on_text(edge, conn, text) {
-                    user_event(edge, conn, session, event).await;
+                metrics.received(false, text.len());
+                let span = message_span(conn, "text");
+                if let Some(event) = span.in_scope(|| dispatch::on_text(edge, conn, text)) {
+                    user_event(edge, conn, session, event)
+                        .instrument(span)
+                        .await;
                 }
             }
             Ok(WsMessage::Binary(bytes)) => {
-                if let Some(event) = dispatch::on_binary(edge, conn, bytes) {
-                    user_event(edge, conn, session, event).await;
+                metrics.received(true, bytes.len());
+                let span = message_span(conn, "binary");
+                if let Some(event) = span.in_scope(|| dispatch::on_binary(edge, conn, bytes)) {
+                    user_event(edge, conn, session, event)
+                        .instrument(span)
+                        .await;
                 }
             }
             Ok(_) => {}
@@ -309,6 +373,23 @@ where
     ReadEnd::Lost
 }
 
+/// The span of one client message, when traces are exported (none otherwise: this is the
+/// hot path). What the message does fills in `message.type`, `group` and `recipients`.
+fn message_span(conn: &Connection, frame: &'static str) -> tracing::Span {
+    if !trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "client message",
+        hub = conn.hub(),
+        connection.id = %conn.id(),
+        frame,
+        message.type = tracing::field::Empty,
+        group = tracing::field::Empty,
+        recipients = tracing::field::Empty,
+    )
+}
+
 /// Hands a client's event or simple-client frame to the upstream and applies the answer.
 /// The reader waits for it, so one client's events reach the backend in order.
 async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: UserEvent) {
@@ -323,12 +404,22 @@ async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: Us
 }
 
 /// Drains the outbox into the socket, one flush per batch, with keepalive pings in between.
-async fn write_loop<W>(conn: &Connection, mut sink: W, epoch: u64, keepalive: Duration) -> WriteEnd
+async fn write_loop<W>(
+    conn: &Connection,
+    mut sink: W,
+    epoch: u64,
+    keepalive: Duration,
+    metrics: &HubMetrics,
+) -> WriteEnd
 where
     W: Sink<WsMessage, Error = WsError> + Unpin,
 {
     let format = conn.format();
     let mut batch = Vec::new();
+    // Reused across batches: when each data message of the batch entered fan-out, and the
+    // delivery spans of traced ones.
+    let mut published = Vec::new();
+    let mut deliveries = Vec::new();
     let mut scratch = BytesMut::new();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -345,6 +436,14 @@ where
         };
         match taken {
             Taken::Frames => {
+                for queued in &batch {
+                    if let Some(at) = queued.published {
+                        published.push(at);
+                    }
+                    if let Some(parent) = &queued.trace {
+                        deliveries.push(delivery_span(conn, parent));
+                    }
+                }
                 let write = async {
                     for queued in batch.drain(..) {
                         match protocol::render(format, queued, &mut scratch) {
@@ -368,6 +467,17 @@ where
                     () = conn.outbox().abandoned() => false,
                 };
                 batch.clear();
+                deliveries.clear();
+                if written {
+                    let now = tokio::time::Instant::now();
+                    for at in published.drain(..) {
+                        metrics
+                            .fanout_latency
+                            .observe(now.saturating_duration_since(at));
+                    }
+                } else {
+                    published.clear();
+                }
                 if !written {
                     if conn.outbox().abandoned_now() {
                         final_close(conn, &mut sink).await;
@@ -388,6 +498,17 @@ where
             Taken::Detached => return WriteEnd::Detached,
         }
     }
+}
+
+/// The span of one message's write to this connection's socket, child of its fan-out.
+fn delivery_span(conn: &Connection, parent: &TraceParent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "deliver",
+        hub = conn.hub(),
+        connection.id = %conn.id(),
+    );
+    trace::set_parent(&span, trace::context_of(parent));
+    span
 }
 
 /// Writes the close of a server-initiated close that has started on `conn`.
