@@ -134,15 +134,16 @@ impl Router {
             .ttl
             .filter(|ttl| !ttl.is_zero())
             .map(|ttl| Instant::now() + ttl);
+        let excluded = hub.excluded(options.excluded);
         let mut sent = 0;
         match options.filter {
             None => for_each_target(&hub, target, |conn| {
-                sent += self.deliver_until(conn, &encoded, options.excluded, expires);
+                sent += self.deliver_until(conn, &encoded, &excluded, expires);
             }),
             Some(filter) => {
                 for conn in snapshot(&hub, target) {
                     if filter(&conn) {
-                        sent += self.deliver_until(&conn, &encoded, options.excluded, expires);
+                        sent += self.deliver_until(&conn, &encoded, &excluded, expires);
                     }
                 }
             }

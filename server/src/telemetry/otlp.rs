@@ -399,11 +399,15 @@ fn register(meter: &opentelemetry::metrics::Meter, metrics: &Metrics, index: usi
         return;
     };
     let help = metrics.registry().families()[index].help();
-    // Each callback reads the registry through its own handle (a cheap clone).
+    // Each callback reads the registry through its own handle (a cheap clone). Only gauges
+    // can be set by collect hooks (which walk every connection): counters and histograms
+    // are read as they are.
     let read = {
         let metrics = metrics.clone();
         Arc::new(move |f: &mut dyn FnMut(&dyn Collect)| {
-            metrics.refresh();
+            if kind == Kind::Gauge {
+                metrics.refresh();
+            }
             f(metrics.registry().families()[index]);
         })
     };
