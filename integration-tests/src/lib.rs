@@ -20,6 +20,7 @@
 //! - [`Rest`]: Azure's REST data plane over plain HTTP/1.1, signed like the official SDKs;
 //!   [`TestServer::service_client`] for the gRPC control plane through the Rust SDK.
 //! - [`webhook`]: a real HTTP event handler that records the events it receives.
+//! - [`cluster`]: several nodes on one Redis, a Redis of a test's own, `hubcast` processes.
 
 pub mod webhook;
 
@@ -55,6 +56,8 @@ pub use tokio as __tokio;
 
 mod control;
 pub use control::{Rest, RestResponse, enc};
+
+pub mod cluster;
 
 /// How long any single wait (a receive, a handshake, a condition) may take before the test
 /// fails.

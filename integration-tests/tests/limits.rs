@@ -72,6 +72,22 @@ async fn connections_beyond_the_per_hub_limit_are_refused_with_429_and_a_reason(
     assert_eq!(server.limit_counters().get(LimitKind::ConnectionsPerHub), 1);
     // Another hub has its own count.
     let _c = server.json_client("empty", Some("c"), &[], &[]).await;
+    // The refusal is on /metrics, by limit; limits that refused nothing read 0.
+    let metrics = server
+        .rest()
+        .call_with("GET", "/metrics", None, None, &[])
+        .await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body.to_vec()).expect("UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(&r#"hubcast_limit_refusals_total{limit="connections_per_hub"} 1"#),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"hubcast_limit_refusals_total{limit="connections_per_user"} 0"#),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,15 @@
 //! OpenTelemetry export end to end, against an OTLP receiver inside the test: a tonic server
 //! implementing the collector's `TraceService` and `MetricsService` from `opentelemetry-proto`.
 //!
+//! Also across a two-node cluster on the real Redis: the backplane carries the trace.
+//!
 //! One test function on purpose: `tracing`'s subscriber (and so the trace pipeline) is
 //! process-wide, and its exporter lives on the runtime it was built on.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hubcast_integration_tests::cluster::TestCluster;
 use hubcast_integration_tests::webhook::WebhookReceiver;
 use hubcast_integration_tests::{JsonClient, PRIMARY_KEY, TIMEOUT, TestServer, request};
 use hubcast_proto::v1 as pb;
@@ -313,37 +316,7 @@ async fn traces_follow_messages_and_metrics_are_exported() {
 
     // 2. A backend sends to group g over gRPC with its own `traceparent`.
     let (send_trace, send_parent, header) = caller(2);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("gRPC connect");
-    let token = hubcast_server::auth::mint_service_token(
-        PRIMARY_KEY,
-        &format!(
-            "{}{}",
-            server.endpoint(),
-            hubcast_server::auth::GRPC_AUDIENCE_PATH
-        ),
-        Duration::from_secs(600),
-    );
-    let mut control = pb::control_client::ControlClient::new(channel);
-    let mut call = tonic::Request::new(pb::SendToGroupRequest {
-        hub: HUB.into(),
-        group: "g".into(),
-        payload: Some(pb::Payload {
-            content_type: String::new(),
-            data: Some(pb::payload::Data::Text("traced hello".into())),
-        }),
-        ..Default::default()
-    });
-    call.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata"),
-    );
-    call.metadata_mut()
-        .insert("traceparent", header.parse().expect("metadata"));
-    control.send_to_group(call).await.expect("send to group");
+    grpc_send_to_group(&server, "g", &header, "traced hello").await;
     assert_eq!(alice.recv_message().await["data"], "traced hello");
 
     // 3. The client publishes an event: the user-event webhook carries the trace of the
@@ -443,4 +416,69 @@ async fn traces_follow_messages_and_metrics_are_exported() {
     );
     drop(alice);
     server.shutdown().await;
+
+    // 4. Across a cluster: a gRPC send on node 1 to a group whose member is on node 0. The
+    //    trace goes control call -> backplane publish (node 1) -> backplane receive (node 0)
+    //    -> fan-out -> delivery.
+    let cluster = TestCluster::start("telemetry_traces", 2).await;
+    let mut bob = JsonClient::connect(&cluster.node(0).url(HUB, Some("bob"), &[], &["cg"])).await;
+    let (cluster_trace, cluster_parent, header) = caller(3);
+    grpc_send_to_group(cluster.node(1), "cg", &header, "across nodes").await;
+    assert_eq!(bob.recv_message().await["data"], "across nodes");
+    let spans = spans_of(&receiver, &traces, &cluster_trace, "deliver").await;
+    let control_span = one(&spans, "control");
+    assert_eq!(control_span.parent_span_id, cluster_parent);
+    let publish = one(&spans, "backplane publish");
+    assert_eq!(publish.parent_span_id, control_span.span_id);
+    let receive = one(&spans, "backplane receive");
+    assert_eq!(
+        receive.parent_span_id, publish.span_id,
+        "the receiving node continues the publishing node's span"
+    );
+    let remote_fanout = spans
+        .iter()
+        .find(|s| s.name == "fanout" && s.parent_span_id == receive.span_id)
+        .expect("a fan-out under the backplane receive span");
+    assert_eq!(attribute(remote_fanout, "recipients").as_deref(), Some("1"));
+    let deliver = one(&spans, "deliver");
+    assert_eq!(deliver.parent_span_id, remote_fanout.span_id);
+    assert_eq!(
+        attribute(deliver, "connection.id").as_deref(),
+        Some(bob.connection_id())
+    );
+}
+
+/// Sends `text` to `group` of [`HUB`] over gRPC with `traceparent` in the call's metadata.
+async fn grpc_send_to_group(server: &TestServer, group: &str, traceparent: &str, text: &str) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let token = hubcast_server::auth::mint_service_token(
+        PRIMARY_KEY,
+        &format!(
+            "{}{}",
+            server.endpoint(),
+            hubcast_server::auth::GRPC_AUDIENCE_PATH
+        ),
+        Duration::from_secs(600),
+    );
+    let mut control = pb::control_client::ControlClient::new(channel);
+    let mut call = tonic::Request::new(pb::SendToGroupRequest {
+        hub: HUB.into(),
+        group: group.into(),
+        payload: Some(pb::Payload {
+            content_type: String::new(),
+            data: Some(pb::payload::Data::Text(text.into())),
+        }),
+        ..Default::default()
+    });
+    call.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    call.metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("metadata"));
+    control.send_to_group(call).await.expect("send to group");
 }

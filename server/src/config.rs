@@ -164,12 +164,29 @@ impl Config {
     }
 }
 
-/// Cluster settings (scale-out through a shared Redis).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Cluster settings (scale-out through a shared Redis; see docs/DEPLOYMENT.md).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Redis URL of the backplane; `None` runs a single node, in memory.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel: the nodes of one cluster share it, and
+    /// different clusters (or test runs) on one Redis use different ones.
+    pub key_prefix: String,
+    /// How long a node that stopped renewing its lease (hung, cut off) still counts as a
+    /// member; nodes that exit or crash leave at once. Seconds in the file.
+    #[serde(with = "seconds")]
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "hubcast".into(),
+            lease: crate::router::cluster::DEFAULT_LEASE,
+        }
+    }
 }
 
 /// Settings of one hub.

@@ -8,8 +8,13 @@
 //! edge only parses HTTP into the request message and maps the outcome to Azure's status
 //! codes. Failures are [`ControlError`]s, classified by [`ErrorCode`]; each edge maps them to
 //! its wire form in exactly one function.
+//!
+//! The `local_*` methods act on this node's connections; the edges call the async methods of
+//! [`routing`], which run them here, on the node that owns a connection, or on every node of
+//! a cluster (and merge the answers).
 
 pub(crate) mod grpc;
+mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +27,8 @@ use crate::auth::{self, KeyRing, TokenRequest};
 use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
 use crate::router::{
-    self, Connection, Data, Message, Page, PageRequest, Permission, Router, RouterError,
-    SendOptions, Target, message::Utf8Bytes,
+    self, ClusterError, Connection, Data, Message, Page, PageRequest, Permission, Router,
+    RouterError, SendOptions, Target, message::Utf8Bytes,
 };
 
 /// Longest message TTL (Azure: 300 s).
@@ -92,6 +97,19 @@ pub(crate) enum ControlError {
     /// An OData filter that does not parse or type-check.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The other nodes of the cluster cannot be reached now.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Another node refused the operation (its error, as it classified it).
+    #[error("{message}")]
+    Remote {
+        /// The other node's classification.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+        /// The field it is about.
+        field: Option<Field>,
+    },
 }
 
 impl ControlError {
@@ -110,6 +128,8 @@ impl ControlError {
             ControlError::Router(RouterError::InvalidGroup) => Some(Field::Group),
             ControlError::Router(RouterError::NoConnection(_)) => Some(Field::ConnectionId),
             ControlError::Filter(_) => Some(Field::Filter),
+            ControlError::Cluster(_) => None,
+            ControlError::Remote { field, .. } => *field,
         }
     }
 }
@@ -120,6 +140,8 @@ impl Classify for ControlError {
             ControlError::Invalid { .. } => ErrorCode::BadRequest,
             ControlError::Router(e) => e.code(),
             ControlError::Filter(e) => e.code(),
+            ControlError::Cluster(_) => ErrorCode::Unavailable,
+            ControlError::Remote { code, .. } => *code,
         }
     }
 }
@@ -141,14 +163,20 @@ struct Inner {
 }
 
 impl Control {
+    /// The control plane of `router`; in a cluster it also handles what the other nodes ask
+    /// of this one.
     pub(crate) fn new(router: Router, keys: KeyRing, endpoint: String) -> Self {
-        Self {
+        let control = Self {
             inner: Arc::new(Inner {
                 router,
                 keys,
                 endpoint,
             }),
+        };
+        if let Some(cluster) = control.router().cluster() {
+            cluster.set_handler(Arc::new(control.clone()));
         }
+        control
     }
 
     pub(crate) fn keys(&self) -> &KeyRing {
@@ -170,7 +198,7 @@ impl Control {
 
     // === sends ===
 
-    pub(crate) fn send_to_all(&self, req: pb::SendToAllRequest) -> Result<pb::SendToAllResponse> {
+    fn local_send_to_all(&self, req: pb::SendToAllRequest) -> Result<pb::SendToAllResponse> {
         let hub = router::hub_key(&req.hub)?;
         let message = Message::from_server(data(req.payload)?);
         self.send(
@@ -184,10 +212,7 @@ impl Control {
         Ok(pb::SendToAllResponse {})
     }
 
-    pub(crate) fn send_to_group(
-        &self,
-        req: pb::SendToGroupRequest,
-    ) -> Result<pb::SendToGroupResponse> {
+    fn local_send_to_group(&self, req: pb::SendToGroupRequest) -> Result<pb::SendToGroupResponse> {
         let hub = router::hub_key(&req.hub)?;
         router::check_group_name(&req.group)?;
         let message = Message::to_group(req.group.as_str(), None, data(req.payload)?);
@@ -202,10 +227,7 @@ impl Control {
         Ok(pb::SendToGroupResponse {})
     }
 
-    pub(crate) fn send_to_user(
-        &self,
-        req: pb::SendToUserRequest,
-    ) -> Result<pb::SendToUserResponse> {
+    fn local_send_to_user(&self, req: pb::SendToUserRequest) -> Result<pb::SendToUserResponse> {
         let hub = router::hub_key(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         let message = Message::from_server(data(req.payload)?);
@@ -220,7 +242,7 @@ impl Control {
         Ok(pb::SendToUserResponse {})
     }
 
-    pub(crate) fn send_to_connection(
+    fn local_send_to_connection(
         &self,
         req: pb::SendToConnectionRequest,
     ) -> Result<pb::SendToConnectionResponse> {
@@ -270,7 +292,7 @@ impl Control {
 
     // === group membership ===
 
-    pub(crate) fn add_connection_to_group(
+    fn local_add_connection_to_group(
         &self,
         req: pb::AddConnectionToGroupRequest,
     ) -> Result<pb::AddConnectionToGroupResponse> {
@@ -281,7 +303,7 @@ impl Control {
         Ok(pb::AddConnectionToGroupResponse {})
     }
 
-    pub(crate) fn remove_connection_from_group(
+    fn local_remove_connection_from_group(
         &self,
         req: pb::RemoveConnectionFromGroupRequest,
     ) -> Result<pb::RemoveConnectionFromGroupResponse> {
@@ -293,7 +315,7 @@ impl Control {
         Ok(pb::RemoveConnectionFromGroupResponse {})
     }
 
-    pub(crate) fn remove_connection_from_all_groups(
+    fn local_remove_connection_from_all_groups(
         &self,
         req: pb::RemoveConnectionFromAllGroupsRequest,
     ) -> Result<pb::RemoveConnectionFromAllGroupsResponse> {
@@ -304,7 +326,7 @@ impl Control {
         Ok(pb::RemoveConnectionFromAllGroupsResponse {})
     }
 
-    pub(crate) fn add_user_to_group(
+    fn local_add_user_to_group(
         &self,
         req: pb::AddUserToGroupRequest,
     ) -> Result<pb::AddUserToGroupResponse> {
@@ -315,7 +337,7 @@ impl Control {
         Ok(pb::AddUserToGroupResponse {})
     }
 
-    pub(crate) fn remove_user_from_group(
+    fn local_remove_user_from_group(
         &self,
         req: pb::RemoveUserFromGroupRequest,
     ) -> Result<pb::RemoveUserFromGroupResponse> {
@@ -327,7 +349,7 @@ impl Control {
         Ok(pb::RemoveUserFromGroupResponse {})
     }
 
-    pub(crate) fn remove_user_from_all_groups(
+    fn local_remove_user_from_all_groups(
         &self,
         req: pb::RemoveUserFromAllGroupsRequest,
     ) -> Result<pb::RemoveUserFromAllGroupsResponse> {
@@ -338,7 +360,7 @@ impl Control {
         Ok(pb::RemoveUserFromAllGroupsResponse {})
     }
 
-    pub(crate) fn add_connections_to_groups(
+    fn local_add_connections_to_groups(
         &self,
         req: pb::AddConnectionsToGroupsRequest,
     ) -> Result<pb::AddConnectionsToGroupsResponse> {
@@ -356,7 +378,7 @@ impl Control {
         Ok(pb::AddConnectionsToGroupsResponse {})
     }
 
-    pub(crate) fn remove_connections_from_groups(
+    fn local_remove_connections_from_groups(
         &self,
         req: pb::RemoveConnectionsFromGroupsRequest,
     ) -> Result<pb::RemoveConnectionsFromGroupsResponse> {
@@ -376,7 +398,7 @@ impl Control {
 
     // === closing ===
 
-    pub(crate) fn close_connection(
+    fn local_close_connection(
         &self,
         req: pb::CloseConnectionRequest,
     ) -> Result<pb::CloseConnectionResponse> {
@@ -391,7 +413,7 @@ impl Control {
         Ok(pb::CloseConnectionResponse {})
     }
 
-    pub(crate) fn close_all_connections(
+    fn local_close_all_connections(
         &self,
         req: pb::CloseAllConnectionsRequest,
     ) -> Result<pb::CloseAllConnectionsResponse> {
@@ -400,7 +422,7 @@ impl Control {
         Ok(pb::CloseAllConnectionsResponse {})
     }
 
-    pub(crate) fn close_group_connections(
+    fn local_close_group_connections(
         &self,
         req: pb::CloseGroupConnectionsRequest,
     ) -> Result<pb::CloseGroupConnectionsResponse> {
@@ -410,7 +432,7 @@ impl Control {
         Ok(pb::CloseGroupConnectionsResponse {})
     }
 
-    pub(crate) fn close_user_connections(
+    fn local_close_user_connections(
         &self,
         req: pb::CloseUserConnectionsRequest,
     ) -> Result<pb::CloseUserConnectionsResponse> {
@@ -433,7 +455,7 @@ impl Control {
 
     // === existence ===
 
-    pub(crate) fn connection_exists(
+    fn local_connection_exists(
         &self,
         req: pb::ConnectionExistsRequest,
     ) -> Result<pb::ExistsResponse> {
@@ -444,7 +466,7 @@ impl Control {
         })
     }
 
-    pub(crate) fn group_exists(&self, req: pb::GroupExistsRequest) -> Result<pb::ExistsResponse> {
+    fn local_group_exists(&self, req: pb::GroupExistsRequest) -> Result<pb::ExistsResponse> {
         let hub = router::hub_key(&req.hub)?;
         router::check_group_name(&req.group)?;
         Ok(pb::ExistsResponse {
@@ -452,7 +474,7 @@ impl Control {
         })
     }
 
-    pub(crate) fn user_exists(&self, req: pb::UserExistsRequest) -> Result<pb::ExistsResponse> {
+    fn local_user_exists(&self, req: pb::UserExistsRequest) -> Result<pb::ExistsResponse> {
         let hub = router::hub_key(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         Ok(pb::ExistsResponse {
@@ -462,7 +484,7 @@ impl Control {
 
     // === permissions ===
 
-    pub(crate) fn grant_permission(
+    fn local_grant_permission(
         &self,
         req: pb::GrantPermissionRequest,
     ) -> Result<pb::GrantPermissionResponse> {
@@ -477,7 +499,7 @@ impl Control {
         Ok(pb::GrantPermissionResponse {})
     }
 
-    pub(crate) fn revoke_permission(
+    fn local_revoke_permission(
         &self,
         req: pb::RevokePermissionRequest,
     ) -> Result<pb::RevokePermissionResponse> {
@@ -492,7 +514,7 @@ impl Control {
         Ok(pb::RevokePermissionResponse {})
     }
 
-    pub(crate) fn check_permission(
+    fn local_check_permission(
         &self,
         req: pb::CheckPermissionRequest,
     ) -> Result<pb::CheckPermissionResponse> {
@@ -535,7 +557,7 @@ impl Control {
 
     // === listings ===
 
-    pub(crate) fn list_group_connections(
+    fn local_list_group_connections(
         &self,
         req: pb::ListGroupConnectionsRequest,
     ) -> Result<pb::ListGroupConnectionsResponse> {
@@ -562,7 +584,7 @@ impl Control {
         })
     }
 
-    pub(crate) fn list_connections(
+    fn local_list_connections(
         &self,
         req: pb::ListConnectionsRequest,
     ) -> Result<pb::ListConnectionsResponse> {
@@ -590,10 +612,7 @@ impl Control {
         })
     }
 
-    pub(crate) fn get_connection(
-        &self,
-        req: pb::GetConnectionRequest,
-    ) -> Result<pb::ConnectionInfo> {
+    fn local_get_connection(&self, req: pb::GetConnectionRequest) -> Result<pb::ConnectionInfo> {
         let hub = router::hub_key(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.router()
@@ -602,7 +621,7 @@ impl Control {
             .ok_or_else(|| RouterError::NoConnection(req.connection_id).into())
     }
 
-    pub(crate) fn list_groups(&self, req: pb::ListGroupsRequest) -> Result<pb::ListGroupsResponse> {
+    fn local_list_groups(&self, req: pb::ListGroupsRequest) -> Result<pb::ListGroupsResponse> {
         let hub = router::hub_key(&req.hub)?;
         let after = PageToken::decode(&req.page_token, PageToken::GROUPS)?;
         let page = self
@@ -622,7 +641,7 @@ impl Control {
         })
     }
 
-    pub(crate) fn get_hub_stats(&self, req: pb::GetHubStatsRequest) -> Result<pb::HubStats> {
+    fn local_get_hub_stats(&self, req: pb::GetHubStatsRequest) -> Result<pb::HubStats> {
         let hub = router::hub_key(&req.hub)?;
         let stats = self.router().hub_stats(&hub);
         Ok(pb::HubStats {

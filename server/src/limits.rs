@@ -13,10 +13,13 @@
 //! `router::check_group_name`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::Instant;
+
+use crate::telemetry::Metrics;
 
 /// Limits for every hub (`[limits]`), and the listener-wide ones.
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +256,29 @@ impl LimitCounters {
     /// Every kind with its count, in [`LimitKind::ALL`] order.
     pub fn snapshot(&self) -> Vec<(LimitKind, u64)> {
         LimitKind::ALL.iter().map(|&k| (k, self.get(k))).collect()
+    }
+
+    /// Publishes these counts as `hubcast_limit_refusals_total{limit}` at every scrape and
+    /// export. The refusal paths keep counting in their own atomics (no registry lookup
+    /// where a flood is being refused); the collect hook adds what is new since the last
+    /// collection, and as it is the series' only writer the two stay equal.
+    pub fn export_to(self: &Arc<Self>, metrics: &Metrics) {
+        let counters = Arc::downgrade(self);
+        // A scrape and an OTLP export may collect at once; one at a time keeps the
+        // read-then-add exact.
+        let one_at_a_time = Mutex::new(());
+        metrics.on_collect(move |registry| {
+            let Some(counters) = counters.upgrade() else {
+                return;
+            };
+            let _guard = one_at_a_time
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (kind, count) in counters.snapshot() {
+                let series = registry.limit_refusals.with(&[kind.name()]);
+                series.add(count.saturating_sub(series.get()));
+            }
+        });
     }
 }
 

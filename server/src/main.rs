@@ -92,6 +92,13 @@ struct Settings {
     /// Redis URL for clustering [default: none, single node in memory].
     #[arg(long = "redis", env = "HUBCAST_REDIS_URL", global = true)]
     redis_url: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels [default: hubcast].
+    #[arg(long = "redis-prefix", env = "HUBCAST_REDIS_PREFIX", global = true)]
+    redis_prefix: Option<String>,
+    /// How long a node that stopped renewing its cluster lease still counts, e.g. 30s
+    /// [default: 30s].
+    #[arg(long = "cluster-lease", env = "HUBCAST_CLUSTER_LEASE", value_parser = parse_duration, global = true)]
+    cluster_lease: Option<Duration>,
     /// Development mode: serve GET /dev/token, which mints client tokens for anyone (for the
     /// demo page at /). Never in production.
     #[arg(long, env = "HUBCAST_DEV", global = true)]
@@ -151,6 +158,12 @@ impl Settings {
         }
         if self.redis_url.is_some() {
             config.cluster.redis_url = self.redis_url;
+        }
+        if let Some(prefix) = self.redis_prefix {
+            config.cluster.key_prefix = prefix;
+        }
+        if let Some(lease) = self.cluster_lease {
+            config.cluster.lease = lease;
         }
         if self.dev {
             config.dev = true;

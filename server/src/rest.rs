@@ -267,181 +267,220 @@ where
     Ok(match route {
         Route::SendToAll => {
             let payload = read_payload(req, body).await?;
-            control.send_to_all(pb::SendToAllRequest {
-                hub,
-                payload: Some(payload),
-                excluded: query.all("excluded"),
-                filter: query.get("filter").unwrap_or_default().to_owned(),
-                ttl_seconds: ttl(&query)?,
-            })?;
+            control
+                .send_to_all(pb::SendToAllRequest {
+                    hub,
+                    payload: Some(payload),
+                    excluded: query.all("excluded"),
+                    filter: query.get("filter").unwrap_or_default().to_owned(),
+                    ttl_seconds: ttl(&query)?,
+                })
+                .await?;
             accepted()
         }
         Route::SendToGroup(group) => {
             let payload = read_payload(req, body).await?;
-            control.send_to_group(pb::SendToGroupRequest {
-                hub,
-                group,
-                payload: Some(payload),
-                excluded: query.all("excluded"),
-                filter: query.get("filter").unwrap_or_default().to_owned(),
-                ttl_seconds: ttl(&query)?,
-            })?;
+            control
+                .send_to_group(pb::SendToGroupRequest {
+                    hub,
+                    group,
+                    payload: Some(payload),
+                    excluded: query.all("excluded"),
+                    filter: query.get("filter").unwrap_or_default().to_owned(),
+                    ttl_seconds: ttl(&query)?,
+                })
+                .await?;
             accepted()
         }
         Route::SendToUser(user_id) => {
             let payload = read_payload(req, body).await?;
-            control.send_to_user(pb::SendToUserRequest {
-                hub,
-                user_id,
-                payload: Some(payload),
-                filter: query.get("filter").unwrap_or_default().to_owned(),
-                ttl_seconds: ttl(&query)?,
-                excluded: Vec::new(),
-            })?;
+            control
+                .send_to_user(pb::SendToUserRequest {
+                    hub,
+                    user_id,
+                    payload: Some(payload),
+                    filter: query.get("filter").unwrap_or_default().to_owned(),
+                    ttl_seconds: ttl(&query)?,
+                    excluded: Vec::new(),
+                })
+                .await?;
             accepted()
         }
         Route::SendToConnection(connection_id) => {
             let payload = read_payload(req, body).await?;
-            control.send_to_connection(pb::SendToConnectionRequest {
-                hub,
-                connection_id,
-                payload: Some(payload),
-                ttl_seconds: ttl(&query)?,
-            })?;
+            control
+                .send_to_connection(pb::SendToConnectionRequest {
+                    hub,
+                    connection_id,
+                    payload: Some(payload),
+                    ttl_seconds: ttl(&query)?,
+                })
+                .await?;
             accepted()
         }
         Route::ConnectionExists(connection_id) => exists(
             control
-                .connection_exists(pb::ConnectionExistsRequest { hub, connection_id })?
+                .connection_exists(pb::ConnectionExistsRequest { hub, connection_id })
+                .await?
                 .exists,
         ),
         Route::GroupExists(group) => exists(
             control
-                .group_exists(pb::GroupExistsRequest { hub, group })?
+                .group_exists(pb::GroupExistsRequest { hub, group })
+                .await?
                 .exists,
         ),
         Route::UserExists(user_id) => exists(
             control
-                .user_exists(pb::UserExistsRequest { hub, user_id })?
+                .user_exists(pb::UserExistsRequest { hub, user_id })
+                .await?
                 .exists,
         ),
         Route::CloseConnection(connection_id) => {
-            control.close_connection(pb::CloseConnectionRequest {
-                hub,
-                connection_id,
-                reason: query.get("reason").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .close_connection(pb::CloseConnectionRequest {
+                    hub,
+                    connection_id,
+                    reason: query.get("reason").unwrap_or_default().to_owned(),
+                })
+                .await?;
             no_content()
         }
         Route::CloseAll => {
-            control.close_all_connections(pb::CloseAllConnectionsRequest {
-                hub,
-                excluded: query.all("excluded"),
-                reason: query.get("reason").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .close_all_connections(pb::CloseAllConnectionsRequest {
+                    hub,
+                    excluded: query.all("excluded"),
+                    reason: query.get("reason").unwrap_or_default().to_owned(),
+                })
+                .await?;
             no_content()
         }
         Route::CloseGroup(group) => {
-            control.close_group_connections(pb::CloseGroupConnectionsRequest {
-                hub,
-                group,
-                excluded: query.all("excluded"),
-                reason: query.get("reason").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .close_group_connections(pb::CloseGroupConnectionsRequest {
+                    hub,
+                    group,
+                    excluded: query.all("excluded"),
+                    reason: query.get("reason").unwrap_or_default().to_owned(),
+                })
+                .await?;
             no_content()
         }
         Route::CloseUser(user_id) => {
-            control.close_user_connections(pb::CloseUserConnectionsRequest {
-                hub,
-                user_id,
-                excluded: query.all("excluded"),
-                reason: query.get("reason").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .close_user_connections(pb::CloseUserConnectionsRequest {
+                    hub,
+                    user_id,
+                    excluded: query.all("excluded"),
+                    reason: query.get("reason").unwrap_or_default().to_owned(),
+                })
+                .await?;
             no_content()
         }
         Route::AddConnectionToGroup { group, connection } => {
-            control.add_connection_to_group(pb::AddConnectionToGroupRequest {
-                hub,
-                group,
-                connection_id: connection,
-            })?;
+            control
+                .add_connection_to_group(pb::AddConnectionToGroupRequest {
+                    hub,
+                    group,
+                    connection_id: connection,
+                })
+                .await?;
             ok()
         }
         Route::RemoveConnectionFromGroup { group, connection } => {
-            control.remove_connection_from_group(pb::RemoveConnectionFromGroupRequest {
-                hub,
-                group,
-                connection_id: connection,
-            })?;
+            control
+                .remove_connection_from_group(pb::RemoveConnectionFromGroupRequest {
+                    hub,
+                    group,
+                    connection_id: connection,
+                })
+                .await?;
             no_content()
         }
         Route::RemoveConnectionFromAllGroups(connection_id) => {
-            control.remove_connection_from_all_groups(
-                pb::RemoveConnectionFromAllGroupsRequest { hub, connection_id },
-            )?;
+            control
+                .remove_connection_from_all_groups(pb::RemoveConnectionFromAllGroupsRequest {
+                    hub,
+                    connection_id,
+                })
+                .await?;
             no_content()
         }
         Route::AddUserToGroup { user, group } => {
-            control.add_user_to_group(pb::AddUserToGroupRequest {
-                hub,
-                group,
-                user_id: user,
-            })?;
+            control
+                .add_user_to_group(pb::AddUserToGroupRequest {
+                    hub,
+                    group,
+                    user_id: user,
+                })
+                .await?;
             ok()
         }
         Route::RemoveUserFromGroup { user, group } => {
-            control.remove_user_from_group(pb::RemoveUserFromGroupRequest {
-                hub,
-                group,
-                user_id: user,
-            })?;
+            control
+                .remove_user_from_group(pb::RemoveUserFromGroupRequest {
+                    hub,
+                    group,
+                    user_id: user,
+                })
+                .await?;
             no_content()
         }
         Route::RemoveUserFromAllGroups(user_id) => {
             control
-                .remove_user_from_all_groups(pb::RemoveUserFromAllGroupsRequest { hub, user_id })?;
+                .remove_user_from_all_groups(pb::RemoveUserFromAllGroupsRequest { hub, user_id })
+                .await?;
             no_content()
         }
         Route::AddToGroups => {
             let GroupsBody { groups, filter } = read_groups_body(req, body).await?;
-            control.add_connections_to_groups(pb::AddConnectionsToGroupsRequest {
-                hub,
-                groups,
-                filter: filter.unwrap_or_default(),
-            })?;
+            control
+                .add_connections_to_groups(pb::AddConnectionsToGroupsRequest {
+                    hub,
+                    groups,
+                    filter: filter.unwrap_or_default(),
+                })
+                .await?;
             ok()
         }
         Route::RemoveFromGroups => {
             let GroupsBody { groups, filter } = read_groups_body(req, body).await?;
-            control.remove_connections_from_groups(pb::RemoveConnectionsFromGroupsRequest {
-                hub,
-                groups,
-                filter: filter.unwrap_or_default(),
-            })?;
+            control
+                .remove_connections_from_groups(pb::RemoveConnectionsFromGroupsRequest {
+                    hub,
+                    groups,
+                    filter: filter.unwrap_or_default(),
+                })
+                .await?;
             ok()
         }
         Route::GrantPermission {
             permission,
             connection,
         } => {
-            control.grant_permission(pb::GrantPermissionRequest {
-                hub,
-                connection_id: connection,
-                permission: permission_value(&permission)?,
-                target_group: query.get("targetName").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .grant_permission(pb::GrantPermissionRequest {
+                    hub,
+                    connection_id: connection,
+                    permission: permission_value(&permission)?,
+                    target_group: query.get("targetName").unwrap_or_default().to_owned(),
+                })
+                .await?;
             ok()
         }
         Route::RevokePermission {
             permission,
             connection,
         } => {
-            control.revoke_permission(pb::RevokePermissionRequest {
-                hub,
-                connection_id: connection,
-                permission: permission_value(&permission)?,
-                target_group: query.get("targetName").unwrap_or_default().to_owned(),
-            })?;
+            control
+                .revoke_permission(pb::RevokePermissionRequest {
+                    hub,
+                    connection_id: connection,
+                    permission: permission_value(&permission)?,
+                    target_group: query.get("targetName").unwrap_or_default().to_owned(),
+                })
+                .await?;
             no_content()
         }
         Route::CheckPermission {
@@ -454,12 +493,13 @@ where
                     connection_id: connection,
                     permission: permission_value(&permission)?,
                     target_group: query.get("targetName").unwrap_or_default().to_owned(),
-                })?
+                })
+                .await?
                 .granted,
         ),
         Route::GenerateToken => generate_token(control, hub, &query)?,
         Route::ListGroupConnections(group) => {
-            list_group_connections(control, req, hub, group, &query, api_version)?
+            list_group_connections(control, req, hub, group, &query, api_version).await?
         }
     })
 }
@@ -578,7 +618,7 @@ fn generate_token(control: &Control, hub: String, query: &Query) -> Result<Reply
 /// `GET /api/hubs/{hub}/groups/{group}/connections` with Azure's paging: `maxpagesize`,
 /// `top` (a total across pages) and `continuationToken`, answered with `value` and an
 /// absolute `nextLink`.
-fn list_group_connections(
+async fn list_group_connections(
     control: &Control,
     req: &RestRequest,
     hub: String,
@@ -601,15 +641,17 @@ fn list_group_connections(
     let max_page = positive("maxpagesize", MAX_REST_PAGE_SIZE)?.unwrap_or(MAX_REST_PAGE_SIZE);
     let top = positive("top", i32::MAX as u32)?;
     let page_size = top.map_or(max_page, |t| t.min(max_page));
-    let page = control.list_group_connections(pb::ListGroupConnectionsRequest {
-        hub,
-        group,
-        page_size,
-        page_token: query
-            .get("continuationToken")
-            .unwrap_or_default()
-            .to_owned(),
-    })?;
+    let page = control
+        .list_group_connections(pb::ListGroupConnectionsRequest {
+            hub,
+            group,
+            page_size,
+            page_token: query
+                .get("continuationToken")
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .await?;
     let returned = u32::try_from(page.connections.len()).unwrap_or(u32::MAX);
     let remaining = top.map(|t| t.saturating_sub(returned));
     let next_link = (!page.next_page_token.is_empty() && remaining != Some(0)).then(|| {

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::limits::LimitCounters;
-use crate::router::{Router, RouterConfig};
+use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
@@ -79,13 +79,6 @@ impl Server {
     /// # Errors
     /// Invalid keys or endpoint, unsupported settings, or a listener that cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        if config.cluster.redis_url.is_some() {
-            return Err(Error::Unsupported(
-                "the Redis backplane (--redis / HUBCAST_REDIS_URL / cluster.redis_url) is not \
-                 available in this version; remove it to run a single node"
-                    .into(),
-            ));
-        }
         config.check().map_err(Error::Invalid)?;
         if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
@@ -128,11 +121,28 @@ impl Server {
             None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
-        let router = Router::new(RouterConfig {
-            outbox_bytes: config.client.outbox_bytes,
-        });
+        let cluster = match &config.cluster.redis_url {
+            None => None,
+            Some(url) => Some(
+                Cluster::start(ClusterSettings {
+                    redis_url: url.clone(),
+                    key_prefix: config.cluster.key_prefix.clone(),
+                    lease: config.cluster.lease,
+                })
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+            ),
+        };
+        let router = Router::with_cluster(
+            RouterConfig {
+                outbox_bytes: config.client.outbox_bytes,
+            },
+            cluster,
+        );
         let upstream = Upstream::new(&config, keys.clone(), &endpoint, router.metrics().clone())
             .map_err(|e| Error::Invalid(e.to_string()))?;
+        let limits = Arc::new(LimitCounters::default());
+        limits.export_to(router.metrics());
         let metric_export = match &config.otlp {
             Some(settings) => MetricExport::start(settings, router.metrics())
                 .map_err(|e| Error::Invalid(e.to_string()))?,
@@ -148,7 +158,7 @@ impl Server {
             keys,
             config: Arc::new(config),
             router,
-            limits: Arc::default(),
+            limits,
             tls,
             metric_export,
         })
@@ -237,6 +247,7 @@ impl Server {
             control.clone(),
             events,
             self.tls.as_ref().map(|t| t.grpc.clone()),
+            self.router.cluster().map(|c| c.serving()),
         )
         .await;
         let demo = Arc::new(Demo {
@@ -304,6 +315,9 @@ impl Server {
             .shutdown(grace.saturating_sub(started.elapsed()))
             .await;
         grpc.stop().await;
+        if let Some(cluster) = self.router.cluster() {
+            cluster.stop().await;
+        }
         // Last, so the final export has the counts of the drain.
         // The SDK's shutdown blocks until the final export is done, and that export runs on
         // this runtime: block a thread of the blocking pool, not a runtime thread.

@@ -348,7 +348,7 @@ async fn admit(
     mut claims: ClientClaims,
     negotiated: Option<(Subprotocol, &str)>,
 ) -> Result<Admitted, Refusal> {
-    let id = ConnectionId::generate();
+    let id = edge.router.new_connection_id();
     let connect_event = Session::connect_event(
         hub.clone(),
         id.clone(),

@@ -7,6 +7,8 @@
 //              SHUTDOWN_TIMEOUT_MS), `kill()`, `killNow()`; `start()` again restarts it.
 //   Proxy      a TCP proxy in front of a server port: `drop()` / `cut()` every connection
 //              abruptly, `freeze()` the current ones, `route(url)`, `close()`.
+//   Cluster    N `hubcast` processes sharing one access key and one Redis under a key prefix of
+//              their own (`nodes`, `start()`, `stop()`); `REDIS_URL` is the test Redis.
 //   withTimeout, nextEvent, sleep, eventually, and the STARTUP/SHUTDOWN/STEP timeouts.
 //
 // The binary is `$HUBCAST_BIN`, by default `<repo>/target/debug/hubcast`.
@@ -315,5 +317,33 @@ export class Proxy {
   async close() {
     this.drop();
     await new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve()));
+  }
+}
+
+/** The Redis every test cluster shares (`scripts/test` makes sure it runs). */
+export const REDIS_URL = process.env.HUBCAST_TEST_REDIS_URL || "redis://127.0.0.1:6379";
+
+/**
+ * `count` hubcast processes forming one cluster: same access key, same Redis, a key prefix
+ * no other test uses, and a short lease (`lease`, e.g. "2s").
+ */
+export class Cluster {
+  constructor(count, { lease = "2s" } = {}) {
+    const accessKey = randomBytes(33).toString("base64");
+    this.prefix = `hubcast-node-test:${process.pid}:${randomBytes(6).toString("hex")}`;
+    const args = ["--redis", REDIS_URL, "--redis-prefix", this.prefix, "--cluster-lease", lease];
+    this.nodes = Array.from({ length: count }, () => new Server({ args, accessKey }));
+  }
+
+  /** Starts every node; resolves with their connection strings. */
+  async start() {
+    const strings = [];
+    for (const node of this.nodes) strings.push(await node.start());
+    return strings;
+  }
+
+  /** Stops every node (SIGTERM). */
+  async stop() {
+    await Promise.all(this.nodes.map((n) => n.stop()));
   }
 }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hubcast_proto::v1 as pb;
-use pb::batch_operation::Operation;
 use pb::control_server::ControlServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
@@ -28,6 +28,7 @@ use super::{Control, ControlError};
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
 use crate::telemetry::{ControlCall, trace};
+use tracing::Instrument as _;
 
 /// Most operations one `Batch` call may carry.
 pub(crate) const MAX_BATCH_OPERATIONS: usize = 1000;
@@ -84,22 +85,39 @@ macro_rules! control_service {
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
                     let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
-                    let result = call
-                        .span
-                        .in_scope(|| respond(self.control.$method(request.into_inner())));
+                    let result = respond(
+                        self.control
+                            .$method(request.into_inner())
+                            .instrument(call.span.clone())
+                            .await,
+                    );
                     call.finish(self.control.metrics(), stringify!($method), &code_name(&result));
                     result
                 }
             )*
+
+            async fn generate_client_token(
+                &self,
+                request: Request<pb::GenerateClientTokenRequest>,
+            ) -> Result<Response<pb::GenerateClientTokenResponse>, Status> {
+                let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
+                let result = call
+                    .span
+                    .in_scope(|| respond(self.control.generate_client_token(request.into_inner())));
+                call.finish(self.control.metrics(), "generate_client_token", &code_name(&result));
+                result
+            }
 
             async fn batch(
                 &self,
                 request: Request<pb::BatchRequest>,
             ) -> Result<Response<pb::BatchResponse>, Status> {
                 let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
-                let result = call
-                    .span
-                    .in_scope(|| self.run_batch(request.into_inner()).map(Response::new));
+                let result = self
+                    .run_batch(request.into_inner())
+                    .instrument(call.span.clone())
+                    .await
+                    .map(Response::new);
                 call.finish(self.control.metrics(), "batch", &code_name(&result));
                 result
             }
@@ -130,7 +148,6 @@ control_service! {
     grant_permission(GrantPermissionRequest) -> GrantPermissionResponse;
     revoke_permission(RevokePermissionRequest) -> RevokePermissionResponse;
     check_permission(CheckPermissionRequest) -> CheckPermissionResponse;
-    generate_client_token(GenerateClientTokenRequest) -> GenerateClientTokenResponse;
     list_group_connections(ListGroupConnectionsRequest) -> ListGroupConnectionsResponse;
     list_connections(ListConnectionsRequest) -> ListConnectionsResponse;
     get_connection(GetConnectionRequest) -> ConnectionInfo;
@@ -140,7 +157,7 @@ control_service! {
 
 impl ControlService {
     /// Applies a batch in order; see `Control.Batch` in `control.proto`.
-    fn run_batch(&self, request: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
+    async fn run_batch(&self, request: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
         if request.operations.len() > MAX_BATCH_OPERATIONS {
             return Err(Status::invalid_argument(format!(
                 "a batch holds at most {MAX_BATCH_OPERATIONS} operations, not {}",
@@ -156,39 +173,12 @@ impl ControlService {
                 "operation {index} of the batch has no request set"
             )));
         }
-        let control = &self.control;
         let mut results = Vec::with_capacity(request.operations.len());
         for op in request.operations {
-            let outcome = match op.operation.expect("checked above") {
-                Operation::SendToAll(r) => control.send_to_all(r).map(drop),
-                Operation::SendToGroup(r) => control.send_to_group(r).map(drop),
-                Operation::SendToUser(r) => control.send_to_user(r).map(drop),
-                Operation::SendToConnection(r) => control.send_to_connection(r).map(drop),
-                Operation::AddConnectionToGroup(r) => control.add_connection_to_group(r).map(drop),
-                Operation::RemoveConnectionFromGroup(r) => {
-                    control.remove_connection_from_group(r).map(drop)
-                }
-                Operation::RemoveConnectionFromAllGroups(r) => {
-                    control.remove_connection_from_all_groups(r).map(drop)
-                }
-                Operation::AddUserToGroup(r) => control.add_user_to_group(r).map(drop),
-                Operation::RemoveUserFromGroup(r) => control.remove_user_from_group(r).map(drop),
-                Operation::RemoveUserFromAllGroups(r) => {
-                    control.remove_user_from_all_groups(r).map(drop)
-                }
-                Operation::AddConnectionsToGroups(r) => {
-                    control.add_connections_to_groups(r).map(drop)
-                }
-                Operation::RemoveConnectionsFromGroups(r) => {
-                    control.remove_connections_from_groups(r).map(drop)
-                }
-                Operation::CloseConnection(r) => control.close_connection(r).map(drop),
-                Operation::CloseAllConnections(r) => control.close_all_connections(r).map(drop),
-                Operation::CloseGroupConnections(r) => control.close_group_connections(r).map(drop),
-                Operation::CloseUserConnections(r) => control.close_user_connections(r).map(drop),
-                Operation::GrantPermission(r) => control.grant_permission(r).map(drop),
-                Operation::RevokePermission(r) => control.revoke_permission(r).map(drop),
-            };
+            let outcome = self
+                .control
+                .mutate(op.operation.expect("checked above"))
+                .await;
             match outcome {
                 Ok(()) => results.push(pb::BatchResult {
                     code: tonic::Code::Ok as i32,
@@ -258,6 +248,8 @@ impl Interceptor for Authenticate {
 pub(crate) struct GrpcEdge {
     health: HealthReporter,
     stop: CancellationToken,
+    /// Stops following the cluster's health once the server drains.
+    draining: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -269,9 +261,14 @@ impl GrpcEdge {
         control: Control,
         listeners: Arc<Listeners>,
         tls: Option<tonic::transport::ServerTlsConfig>,
+        cluster_serving: Option<watch::Receiver<bool>>,
     ) -> Self {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ControlServer<ControlService>>().await;
+        let draining = CancellationToken::new();
+        if let Some(serving) = cluster_serving {
+            tokio::spawn(follow_cluster(health.clone(), serving, draining.clone()));
+        }
         // v1 for current tools, v1alpha for older grpcurl and friends.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -327,12 +324,18 @@ impl GrpcEdge {
                 tracing::error!(error = %e, "gRPC listener failed");
             }
         });
-        Self { health, stop, task }
+        Self {
+            health,
+            stop,
+            draining,
+            task,
+        }
     }
 
     /// Reports `NOT_SERVING` (overall and for `hubcast.v1.Control`) while the server drains;
     /// calls are still answered.
     pub(crate) async fn draining(&self) {
+        self.draining.cancel();
         self.health
             .set_not_serving::<ControlServer<ControlService>>()
             .await;
@@ -348,6 +351,32 @@ impl GrpcEdge {
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             tracing::debug!("gRPC calls still in flight at shutdown; dropping them");
             task.abort();
+        }
+    }
+}
+
+/// Reports `NOT_SERVING` (overall and for `hubcast.v1.Control`) while the node has lost Redis,
+/// and `SERVING` again once it is back, until the server drains. Local clients are still
+/// served meanwhile; the status tells load balancers and operators that cluster operations
+/// fail.
+async fn follow_cluster(
+    health: HealthReporter,
+    mut serving: watch::Receiver<bool>,
+    draining: CancellationToken,
+) {
+    loop {
+        let status = if *serving.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health
+            .set_service_status("hubcast.v1.Control", status)
+            .await;
+        health.set_service_status("", status).await;
+        tokio::select! {
+            changed = serving.changed() => if changed.is_err() { return },
+            () = draining.cancelled() => return,
         }
     }
 }

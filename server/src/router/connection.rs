@@ -33,6 +33,16 @@ impl ConnectionId {
         )
     }
 
+    /// A fresh random id that starts with `node` (a cluster node's id), keeping 22
+    /// characters; the rest stays random (at least 96 bits).
+    pub fn generate_on(node: &str) -> Self {
+        let random = Self::generate();
+        let mut id = String::with_capacity(random.0.len());
+        id.push_str(node);
+        id.push_str(&random.0[node.len().min(random.0.len())..]);
+        Self(id.into())
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -396,6 +396,19 @@ impl Router {
         first_page(candidates, page.limit, |a, b| a.0.cmp(&b.0))
     }
 
+    /// The connection count, users and groups of `hub` on this node, for cluster-wide
+    /// statistics (users and groups are counted once across nodes).
+    pub fn hub_detail(&self, hub: &str) -> (u64, Vec<String>, Vec<String>) {
+        let Some(h) = self.hub(hub) else {
+            return (0, Vec::new(), Vec::new());
+        };
+        (
+            u64::try_from(h.connections.len()).unwrap_or(u64::MAX),
+            h.users.iter().map(|u| u.key().to_string()).collect(),
+            h.groups.iter().map(|g| g.key().to_string()).collect(),
+        )
+    }
+
     /// Connection, user and group counts of `hub`.
     pub fn hub_stats(&self, hub: &str) -> HubStats {
         let Some(h) = self.hub(hub) else {

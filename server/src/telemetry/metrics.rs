@@ -367,6 +367,22 @@ registry! {
     control_latency: Histogram = "hubcast_control_call_duration_seconds",
         "Duration of control-plane calls, by transport (grpc, rest), operation and status.",
         ["transport", "operation", "status"];
+    /// Whether this cluster node has lost Redis (1) or not (0); absent on a single node.
+    cluster_degraded: Gauge = "hubcast_cluster_degraded",
+        "1 while this cluster node cannot reach Redis or is not subscribed, else 0.", ["node"];
+    /// Backplane messages, by direction.
+    cluster_messages: Counter = "hubcast_cluster_messages_total",
+        "Backplane messages published to Redis and received from other nodes, by direction.",
+        ["node", "direction"];
+    /// Backplane failures.
+    cluster_errors: Counter = "hubcast_cluster_errors_total",
+        "Backplane Redis failures and messages refused by a full queue.", ["node"];
+    /// Round trip of the last publish.
+    cluster_publish_latency: Gauge = "hubcast_cluster_publish_latency_microseconds",
+        "Round trip of the last pipeline this node published to Redis.", ["node"];
+    /// Requests, connections and frames refused by a configured limit, by limit.
+    limit_refusals: Counter = "hubcast_limit_refusals_total",
+        "Requests, connections and frames refused by a configured limit, by limit.", ["limit"];
 }
 
 /// A function run before every collection, to set gauges that are computed on demand.

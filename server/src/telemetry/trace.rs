@@ -97,6 +97,38 @@ pub fn inject_http(headers: &mut http::HeaderMap) {
     }
 }
 
+/// The current span's `traceparent` value, to carry inside a message that has no headers
+/// (the cluster backplane's envelopes); empty when traces are off or nothing is sampled.
+pub fn current_traceparent() -> String {
+    if !enabled() {
+        return String::new();
+    }
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return String::new();
+    }
+    let mut headers = http::HeaderMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The trace context named by a `traceparent` value carried in a message (see
+/// [`current_traceparent`]); an empty context for an empty or malformed value.
+pub fn extract_traceparent(traceparent: &str) -> Context {
+    if !enabled() || traceparent.is_empty() {
+        return Context::new();
+    }
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_str(traceparent) {
+        headers.insert("traceparent", value);
+    }
+    extract_http(&headers)
+}
+
 struct HeaderCarrier<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderCarrier<'_> {

@@ -119,8 +119,8 @@ fn on_message(
             data,
         } => acked(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
-            send_to_group(router, conn, &group, no_echo, data);
-            Ok(())
+            send_to_group(router, conn, &group, no_echo, data)
+                .map_err(|e| (AckError::InternalServerError, e.to_string()))
         }),
         ClientMessage::Event {
             event,
@@ -176,13 +176,27 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
     }
 }
 
-fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool, data: Data) {
+/// Delivers a client's group send here and, in a cluster, hands it to the other nodes (an
+/// error tells the client that those may not have it).
+fn send_to_group(
+    router: &Router,
+    conn: &Connection,
+    group: &str,
+    no_echo: bool,
+    data: Data,
+) -> Result<(), router::ClusterError> {
     let message = Message::to_group(group, conn.user_id().cloned(), data);
     let me = [conn.id().as_str()];
     let excluded: &[&str] = if no_echo { &me } else { &[] };
     let recipients = router.send_to_group(conn.hub(), group, &message, excluded);
     trace::record("group", group);
     trace::record("recipients", recipients);
+    router.forward_group_send(
+        conn.hub(),
+        group,
+        &message,
+        no_echo.then(|| conn.id().as_str()),
+    )
 }
 
 /// Refuses a join beyond `limits.max_groups_per_connection` (rejoining a group is free).

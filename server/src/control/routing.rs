@@ -1,0 +1,586 @@
+//! Where each control-plane operation runs: on this node alone (single node), or across the
+//! cluster through the router's [`Cluster`] backplane.
+//!
+//! The edges call the async methods here; they call the `local_*` methods of [`Control`],
+//! which act on this node's connections, on the nodes that must act:
+//!
+//! - an operation on one connection (send, group membership, permission, close, exists,
+//!   details) runs on the node that owns it, named by the connection id; when that node is
+//!   gone, so is the connection, and the local answer (not found, or a no-op) is the right
+//!   one;
+//! - any other mutation runs here and then on every other node (one broadcast);
+//! - any other question is asked of every live node and the answers are merged (pages by key,
+//!   counts of distinct users and groups).
+//!
+//! So one implementation serves every operation on one node and on many, and what a remote
+//! node runs is the very request the caller made.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use hubcast_proto::v1 as pb;
+use pb::batch_operation::Operation;
+use prost::Message as _;
+
+use super::{Control, ControlError, Field, PageToken, Result, page_request};
+use crate::error::{Classify, ErrorCode};
+use crate::router::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
+use crate::router::cluster::{Cluster, Handler};
+use crate::router::{Data, Message, message::Utf8Bytes};
+
+/// Declares the async mutation methods and [`Control::apply_local`] from one list, so the
+/// two can never disagree about which local method an operation runs.
+macro_rules! mutations {
+    ($($name:ident => $local:ident($request:ident) -> $response:ident, $variant:ident;)*) => {
+        impl Control {
+            $(
+                #[doc = concat!("`", stringify!($request), "`, wherever its targets are.")]
+                pub(crate) async fn $name(&self, req: pb::$request) -> Result<pb::$response> {
+                    self.mutate(Operation::$variant(req)).await?;
+                    Ok(pb::$response::default())
+                }
+            )*
+
+            /// Applies one mutation to this node's connections.
+            pub(crate) fn apply_local(&self, op: Operation) -> Result<()> {
+                match op {
+                    $(Operation::$variant(r) => self.$local(r).map(drop),)*
+                }
+            }
+        }
+    };
+}
+
+mutations! {
+    send_to_all => local_send_to_all(SendToAllRequest) -> SendToAllResponse, SendToAll;
+    send_to_group => local_send_to_group(SendToGroupRequest) -> SendToGroupResponse, SendToGroup;
+    send_to_user => local_send_to_user(SendToUserRequest) -> SendToUserResponse, SendToUser;
+    send_to_connection => local_send_to_connection(SendToConnectionRequest) -> SendToConnectionResponse, SendToConnection;
+    add_connection_to_group => local_add_connection_to_group(AddConnectionToGroupRequest) -> AddConnectionToGroupResponse, AddConnectionToGroup;
+    remove_connection_from_group => local_remove_connection_from_group(RemoveConnectionFromGroupRequest) -> RemoveConnectionFromGroupResponse, RemoveConnectionFromGroup;
+    remove_connection_from_all_groups => local_remove_connection_from_all_groups(RemoveConnectionFromAllGroupsRequest) -> RemoveConnectionFromAllGroupsResponse, RemoveConnectionFromAllGroups;
+    add_user_to_group => local_add_user_to_group(AddUserToGroupRequest) -> AddUserToGroupResponse, AddUserToGroup;
+    remove_user_from_group => local_remove_user_from_group(RemoveUserFromGroupRequest) -> RemoveUserFromGroupResponse, RemoveUserFromGroup;
+    remove_user_from_all_groups => local_remove_user_from_all_groups(RemoveUserFromAllGroupsRequest) -> RemoveUserFromAllGroupsResponse, RemoveUserFromAllGroups;
+    add_connections_to_groups => local_add_connections_to_groups(AddConnectionsToGroupsRequest) -> AddConnectionsToGroupsResponse, AddConnectionsToGroups;
+    remove_connections_from_groups => local_remove_connections_from_groups(RemoveConnectionsFromGroupsRequest) -> RemoveConnectionsFromGroupsResponse, RemoveConnectionsFromGroups;
+    close_connection => local_close_connection(CloseConnectionRequest) -> CloseConnectionResponse, CloseConnection;
+    close_all_connections => local_close_all_connections(CloseAllConnectionsRequest) -> CloseAllConnectionsResponse, CloseAllConnections;
+    close_group_connections => local_close_group_connections(CloseGroupConnectionsRequest) -> CloseGroupConnectionsResponse, CloseGroupConnections;
+    close_user_connections => local_close_user_connections(CloseUserConnectionsRequest) -> CloseUserConnectionsResponse, CloseUserConnections;
+    grant_permission => local_grant_permission(GrantPermissionRequest) -> GrantPermissionResponse, GrantPermission;
+    revoke_permission => local_revoke_permission(RevokePermissionRequest) -> RevokePermissionResponse, RevokePermission;
+}
+
+/// The connection an operation addresses, when it addresses exactly one.
+fn connection_of(op: &Operation) -> Option<&str> {
+    match op {
+        Operation::SendToConnection(r) => Some(&r.connection_id),
+        Operation::AddConnectionToGroup(r) => Some(&r.connection_id),
+        Operation::RemoveConnectionFromGroup(r) => Some(&r.connection_id),
+        Operation::RemoveConnectionFromAllGroups(r) => Some(&r.connection_id),
+        Operation::CloseConnection(r) => Some(&r.connection_id),
+        Operation::GrantPermission(r) => Some(&r.connection_id),
+        Operation::RevokePermission(r) => Some(&r.connection_id),
+        _ => None,
+    }
+}
+
+impl Control {
+    /// Runs a mutation where it must run.
+    pub(crate) async fn mutate(&self, op: Operation) -> Result<()> {
+        let Some(cluster) = self.router().cluster() else {
+            return self.apply_local(op);
+        };
+        if let Some(id) = connection_of(&op) {
+            if let Some(owner) = remote_owner(cluster, id) {
+                let body = Body::Op(pb::BatchOperation {
+                    operation: Some(op.clone()),
+                });
+                if let Some(reply) = cluster.ask(&owner, body).await? {
+                    return from_reply(&reply).map(drop);
+                }
+            }
+            return self.apply_local(op);
+        }
+        cluster.check_available()?;
+        self.apply_local(op.clone())?;
+        cluster
+            .broadcast(Body::Op(pb::BatchOperation {
+                operation: Some(op),
+            }))
+            .await
+            .map_err(|e| {
+                ControlError::Cluster(crate::router::ClusterError::Unavailable(format!(
+                    "{e}; applied to this node's connections only"
+                )))
+            })
+    }
+
+    /// Asks the owner of `id` when another node owns it; `None` means: answer locally.
+    async fn ask_owner<R: prost::Message + Default>(
+        &self,
+        id: &str,
+        question: impl FnOnce() -> Question,
+    ) -> Result<Option<R>> {
+        let Some(cluster) = self.router().cluster() else {
+            return Ok(None);
+        };
+        let Some(owner) = remote_owner(cluster, id) else {
+            return Ok(None);
+        };
+        let body = Body::Query(Query {
+            question: Some(question()),
+        });
+        match cluster.ask(&owner, body).await? {
+            Some(reply) => decode(&from_reply(&reply)?).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Asks every other node; `None` on a single node.
+    async fn ask_others<R: prost::Message + Default>(
+        &self,
+        question: impl FnOnce() -> Question,
+    ) -> Result<Option<Vec<R>>> {
+        let Some(cluster) = self.router().cluster() else {
+            return Ok(None);
+        };
+        let replies = cluster
+            .gather(Body::Query(Query {
+                question: Some(question()),
+            }))
+            .await?;
+        replies
+            .iter()
+            .map(|r| decode(&from_reply(r)?))
+            .collect::<Result<Vec<R>>>()
+            .map(Some)
+    }
+
+    // === questions about one connection ===
+
+    pub(crate) async fn connection_exists(
+        &self,
+        req: pb::ConnectionExistsRequest,
+    ) -> Result<pb::ExistsResponse> {
+        let id = req.connection_id.clone();
+        match self
+            .ask_owner(&id, || Question::ConnectionExists(req.clone()))
+            .await?
+        {
+            Some(answer) => Ok(answer),
+            None => self.local_connection_exists(req),
+        }
+    }
+
+    pub(crate) async fn get_connection(
+        &self,
+        req: pb::GetConnectionRequest,
+    ) -> Result<pb::ConnectionInfo> {
+        let id = req.connection_id.clone();
+        match self
+            .ask_owner(&id, || Question::GetConnection(req.clone()))
+            .await?
+        {
+            Some(answer) => Ok(answer),
+            None => self.local_get_connection(req),
+        }
+    }
+
+    pub(crate) async fn check_permission(
+        &self,
+        req: pb::CheckPermissionRequest,
+    ) -> Result<pb::CheckPermissionResponse> {
+        let id = req.connection_id.clone();
+        match self
+            .ask_owner(&id, || Question::CheckPermission(req.clone()))
+            .await?
+        {
+            Some(answer) => Ok(answer),
+            None => self.local_check_permission(req),
+        }
+    }
+
+    // === questions about the whole hub ===
+
+    pub(crate) async fn group_exists(
+        &self,
+        req: pb::GroupExistsRequest,
+    ) -> Result<pb::ExistsResponse> {
+        let here = self.local_group_exists(req.clone())?;
+        if here.exists {
+            return Ok(here);
+        }
+        let others: Option<Vec<pb::ExistsResponse>> =
+            self.ask_others(|| Question::GroupExists(req)).await?;
+        Ok(pb::ExistsResponse {
+            exists: others.is_some_and(|o| o.iter().any(|r| r.exists)),
+        })
+    }
+
+    pub(crate) async fn user_exists(
+        &self,
+        req: pb::UserExistsRequest,
+    ) -> Result<pb::ExistsResponse> {
+        let here = self.local_user_exists(req.clone())?;
+        if here.exists {
+            return Ok(here);
+        }
+        let others: Option<Vec<pb::ExistsResponse>> =
+            self.ask_others(|| Question::UserExists(req)).await?;
+        Ok(pb::ExistsResponse {
+            exists: others.is_some_and(|o| o.iter().any(|r| r.exists)),
+        })
+    }
+
+    pub(crate) async fn list_connections(
+        &self,
+        req: pb::ListConnectionsRequest,
+    ) -> Result<pb::ListConnectionsResponse> {
+        let limit = page_request(None, req.page_size)?.limit;
+        let here = self.local_list_connections(req.clone())?;
+        let Some(others) = self
+            .ask_others::<pb::ListConnectionsResponse>(|| Question::ListConnections(req))
+            .await?
+        else {
+            return Ok(here);
+        };
+        let (connections, next_page_token) = merge_pages(
+            std::iter::once(here)
+                .chain(others)
+                .map(|p| (p.connections, p.next_page_token)),
+            limit,
+            |c: &pb::ConnectionInfo| c.connection_id.clone(),
+            PageToken::CONNECTIONS,
+        );
+        Ok(pb::ListConnectionsResponse {
+            connections,
+            next_page_token,
+        })
+    }
+
+    pub(crate) async fn list_group_connections(
+        &self,
+        req: pb::ListGroupConnectionsRequest,
+    ) -> Result<pb::ListGroupConnectionsResponse> {
+        let limit = page_request(None, req.page_size)?.limit;
+        let here = self.local_list_group_connections(req.clone())?;
+        let Some(others) = self
+            .ask_others::<pb::ListGroupConnectionsResponse>(|| Question::ListGroupConnections(req))
+            .await?
+        else {
+            return Ok(here);
+        };
+        let (connections, next_page_token) = merge_pages(
+            std::iter::once(here)
+                .chain(others)
+                .map(|p| (p.connections, p.next_page_token)),
+            limit,
+            |c: &pb::GroupMember| c.connection_id.clone(),
+            PageToken::CONNECTIONS,
+        );
+        Ok(pb::ListGroupConnectionsResponse {
+            connections,
+            next_page_token,
+        })
+    }
+
+    pub(crate) async fn list_groups(
+        &self,
+        req: pb::ListGroupsRequest,
+    ) -> Result<pb::ListGroupsResponse> {
+        let limit = page_request(None, req.page_size)?.limit;
+        let here = self.local_list_groups(req.clone())?;
+        let Some(others) = self
+            .ask_others::<pb::ListGroupsResponse>(|| Question::ListGroups(req))
+            .await?
+        else {
+            return Ok(here);
+        };
+        // Each node's page holds its first `limit` groups after the token; the first `limit`
+        // names of the union are complete, since a node whose page stopped early had
+        // `limit` names before its last one.
+        let mut more = false;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for page in std::iter::once(here).chain(others) {
+            more |= !page.next_page_token.is_empty();
+            for group in page.groups {
+                *counts.entry(group.name).or_default() += group.connection_count;
+            }
+        }
+        more |= counts.len() > limit;
+        let groups: Vec<pb::GroupInfo> = counts
+            .into_iter()
+            .take(limit)
+            .map(|(name, connection_count)| pb::GroupInfo {
+                name,
+                connection_count,
+            })
+            .collect();
+        let next_page_token = match groups.last() {
+            Some(last) if more => PageToken::encode(PageToken::GROUPS, &last.name),
+            _ => String::new(),
+        };
+        Ok(pb::ListGroupsResponse {
+            groups,
+            next_page_token,
+        })
+    }
+
+    pub(crate) async fn get_hub_stats(&self, req: pb::GetHubStatsRequest) -> Result<pb::HubStats> {
+        let here = self.local_get_hub_stats(req.clone())?;
+        let Some(others) = self
+            .ask_others::<HubDetail>(|| Question::HubDetail(req))
+            .await?
+        else {
+            return Ok(here);
+        };
+        let mine = self.local_hub_detail(&here.hub);
+        let mut users: HashSet<String> = HashSet::new();
+        let mut groups: HashSet<String> = HashSet::new();
+        let mut connections = 0;
+        for detail in std::iter::once(mine).chain(others) {
+            connections += detail.connections;
+            users.extend(detail.users);
+            groups.extend(detail.groups);
+        }
+        Ok(pb::HubStats {
+            hub: here.hub,
+            connections,
+            users: users.len() as u64,
+            groups: groups.len() as u64,
+        })
+    }
+
+    fn local_hub_detail(&self, hub: &str) -> HubDetail {
+        let (connections, users, groups) = self.router().hub_detail(hub);
+        HubDetail {
+            connections,
+            users,
+            groups,
+        }
+    }
+
+    /// Answers a question from this node's connections.
+    fn answer_local(&self, question: Question) -> Result<Vec<u8>> {
+        Ok(match question {
+            Question::ConnectionExists(r) => self.local_connection_exists(r)?.encode_to_vec(),
+            Question::GetConnection(r) => self.local_get_connection(r)?.encode_to_vec(),
+            Question::CheckPermission(r) => self.local_check_permission(r)?.encode_to_vec(),
+            Question::GroupExists(r) => self.local_group_exists(r)?.encode_to_vec(),
+            Question::UserExists(r) => self.local_user_exists(r)?.encode_to_vec(),
+            Question::ListGroupConnections(r) => {
+                self.local_list_group_connections(r)?.encode_to_vec()
+            }
+            Question::ListConnections(r) => self.local_list_connections(r)?.encode_to_vec(),
+            Question::ListGroups(r) => self.local_list_groups(r)?.encode_to_vec(),
+            Question::HubDetail(r) => {
+                let hub = crate::router::hub_key(&r.hub)?;
+                self.local_hub_detail(&hub).encode_to_vec()
+            }
+        })
+    }
+
+    /// Delivers another node's client group send to this node's members.
+    fn deliver_group_send(&self, send: GroupSend) {
+        let text = || Utf8Bytes::try_from(send.payload.clone()).ok();
+        let data = match send.data_type {
+            0 => text().map(Data::Text),
+            1 => text().map(Data::Json),
+            2 => Some(Data::Binary(send.payload.clone())),
+            3 => Some(Data::Protobuf(send.payload.clone())),
+            _ => None,
+        };
+        let Some(data) = data else {
+            tracing::warn!("ignoring a malformed group send from another node");
+            return;
+        };
+        let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data);
+        let excluded: Vec<&str> = send.excluded.as_deref().into_iter().collect();
+        self.router()
+            .send_to_group(&send.hub, &send.group, &message, &excluded);
+    }
+}
+
+impl Handler for Control {
+    fn handle(&self, body: Body) -> Option<Reply> {
+        match body {
+            Body::Op(op) => Some(to_reply(match op.operation {
+                Some(op) => self.apply_local(op).map(|()| Vec::new()),
+                None => Err(ControlError::invalid(Field::Hub, "empty operation")),
+            })),
+            Body::Query(query) => Some(to_reply(match query.question {
+                Some(q) => self.answer_local(q),
+                None => Err(ControlError::invalid(Field::Hub, "empty question")),
+            })),
+            Body::GroupSend(send) => {
+                self.deliver_group_send(send);
+                None
+            }
+            Body::Reply(_) => None,
+        }
+    }
+}
+
+/// The node that owns `id`, when it is not this one.
+fn remote_owner(cluster: &Cluster, id: &str) -> Option<String> {
+    cluster
+        .owner_of(id)
+        .filter(|owner| *owner != cluster.node())
+        .map(str::to_owned)
+}
+
+/// Merges one page from each node: items in key order, the first `limit`, and a token when
+/// any node had more.
+fn merge_pages<T>(
+    pages: impl Iterator<Item = (Vec<T>, String)>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+    kind: &str,
+) -> (Vec<T>, String) {
+    let mut more = false;
+    let mut items = Vec::new();
+    for (page, token) in pages {
+        more |= !token.is_empty();
+        items.extend(page);
+    }
+    items.sort_by_key(|item| key(item));
+    more |= items.len() > limit;
+    items.truncate(limit);
+    let token = match items.last() {
+        Some(last) if more => PageToken::encode(kind, &key(last)),
+        _ => String::new(),
+    };
+    (items, token)
+}
+
+fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R> {
+    R::decode(bytes).map_err(|e| ControlError::Remote {
+        code: ErrorCode::Internal,
+        message: format!("undecodable answer from another node: {e}"),
+        field: None,
+    })
+}
+
+fn to_reply(result: Result<Vec<u8>>) -> Reply {
+    match result {
+        Ok(body) => Reply {
+            body,
+            ..Reply::default()
+        },
+        Err(e) => Reply {
+            error_code: code_number(e.code()),
+            message: e.to_string(),
+            field: e.field().map_or(0, field_number),
+            body: Vec::new(),
+        },
+    }
+}
+
+fn from_reply(reply: &Reply) -> Result<Vec<u8>> {
+    if reply.error_code == 0 {
+        return Ok(reply.body.clone());
+    }
+    Err(ControlError::Remote {
+        code: code_of(reply.error_code),
+        message: reply.message.clone(),
+        field: field_of(reply.field),
+    })
+}
+
+const CODES: [ErrorCode; 8] = [
+    ErrorCode::BadRequest,
+    ErrorCode::Unauthenticated,
+    ErrorCode::PermissionDenied,
+    ErrorCode::NotFound,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::Unavailable,
+    ErrorCode::Internal,
+];
+
+fn code_number(code: ErrorCode) -> u32 {
+    CODES
+        .iter()
+        .position(|c| *c == code)
+        .map_or(8, |i| i as u32 + 1)
+}
+
+fn code_of(n: u32) -> ErrorCode {
+    CODES
+        .get((n as usize).wrapping_sub(1))
+        .copied()
+        .unwrap_or(ErrorCode::Internal)
+}
+
+const FIELDS: [Field; 12] = [
+    Field::Hub,
+    Field::Group,
+    Field::Groups,
+    Field::UserId,
+    Field::ConnectionId,
+    Field::Payload,
+    Field::Ttl,
+    Field::Permission,
+    Field::TargetGroup,
+    Field::PageSize,
+    Field::PageToken,
+    Field::Filter,
+];
+
+fn field_number(field: Field) -> u32 {
+    FIELDS
+        .iter()
+        .position(|f| *f == field)
+        .map_or(0, |i| i as u32 + 1)
+}
+
+fn field_of(n: u32) -> Option<Field> {
+    FIELDS.get((n as usize).wrapping_sub(1)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_and_fields_survive_the_trip() {
+        for code in CODES {
+            assert_eq!(code_of(code_number(code)), code);
+        }
+        for field in FIELDS {
+            assert_eq!(field_of(field_number(field)), Some(field));
+        }
+        assert_eq!(field_of(0), None);
+        assert_eq!(code_of(0), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn pages_merge_in_key_order_and_keep_going() {
+        let page = |ids: &[&str], more: bool| {
+            (
+                ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                if more { "t".to_owned() } else { String::new() },
+            )
+        };
+        let (items, token) = merge_pages(
+            [page(&["b", "d"], false), page(&["a", "c"], false)].into_iter(),
+            3,
+            Clone::clone,
+            PageToken::CONNECTIONS,
+        );
+        assert_eq!(items, ["a", "b", "c"]);
+        assert_eq!(
+            PageToken::decode(&token, PageToken::CONNECTIONS).expect("valid"),
+            Some("c".to_owned())
+        );
+        let (items, token) = merge_pages(
+            [page(&["a"], false), page(&["b"], false)].into_iter(),
+            3,
+            Clone::clone,
+            PageToken::CONNECTIONS,
+        );
+        assert_eq!((items.len(), token.as_str()), (2, ""));
+    }
+}

@@ -1,0 +1,743 @@
+//! The Redis backplane: how several Hubcast nodes behind one load balancer act as one service.
+//!
+//! Single node (no Redis URL) there is no backplane at all: the router holds `None` and every
+//! operation stays in memory, at no extra cost on the send path.
+//!
+//! With Redis, each node has a random id of [`NODE_ID_LEN`] characters, and every connection
+//! id it hands out starts with it, so the owner of a connection is known from the id alone,
+//! with no lookup. Nodes talk over Redis pub/sub:
+//!
+//! - `{prefix}:all`, which every node subscribes to, carries what concerns every node: sends
+//!   to all / a group / a user, user and filtered group operations, closes of a group, user or
+//!   hub, and the cluster-wide questions (exists, listings, statistics);
+//! - `{prefix}:node:{id}`, one per node, carries what concerns one node: operations on a
+//!   connection it owns, and the replies to the questions it asked.
+//!
+//! Each node publishes through one connection, from one task, in the order operations were
+//! queued, so messages from one sender reach every node in order; and each node handles what
+//! it receives in one task, in order, feeding it into the same local fan-out as a local send
+//! (the message is encoded once per node).
+//!
+//! Cluster state lives with the nodes that hold the connections, and questions are asked of
+//! the live nodes: `PUBLISH` says how many nodes are subscribed, and a lease key per node
+//! (`{prefix}:lease:{id}`, refreshed by a heartbeat, [`DEFAULT_LEASE`] by default) says which
+//! are alive. A node that dies drops its Redis connections, so it leaves the answers at once;
+//! one that hangs leaves them when its lease runs out. There is nothing to clean up after a
+//! dead node but its entry in `{prefix}:nodes`, which the survivors remove.
+//!
+//! Redis trouble: the node keeps serving its local connections, reconnects and resubscribes by
+//! itself, reports itself degraded ([`Cluster::serving`], gRPC health `NOT_SERVING`,
+//! [`ClusterMetrics`]) and fails cluster operations with [`ClusterError`] instead of
+//! pretending they succeeded. Every queue is bounded.
+
+pub(crate) mod wire;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use prost::Message as _;
+use rand::RngCore;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use tracing::Instrument as _;
+use wire::{Body, Envelope, Reply};
+
+use crate::telemetry::trace;
+
+/// A `backplane publish` span for a message to `channel` when traces are on (a disabled
+/// span otherwise, which costs nothing).
+fn publish_span(channel: &str) -> tracing::Span {
+    if trace::enabled() {
+        tracing::info_span!("backplane publish", channel)
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Length of a node id, which is also the prefix of every connection id the node hands out.
+pub const NODE_ID_LEN: usize = 6;
+
+/// How long a node stays in cluster answers after its last heartbeat, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How long a node waits for the answers of the others.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one Redis command may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Messages waiting to be published; beyond this, sends fail instead of queueing.
+const OUTGOING_CAPACITY: usize = 8192;
+
+/// How many queued messages one pipeline carries.
+const PIPELINE_MAX: usize = 256;
+
+/// Replies one question may collect before the rest are dropped (far more than nodes).
+const REPLY_CAPACITY: usize = 256;
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Settings of the Redis backplane.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The Redis URL (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several clusters (or tests) share one Redis.
+    pub key_prefix: String,
+    /// How long a node stays in cluster answers without a heartbeat.
+    pub lease: Duration,
+}
+
+/// A cluster operation that cannot be completed now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// Redis cannot be reached, or another node did not answer.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Backplane health and counters, for health checks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Whether the node cannot reach Redis (or is not subscribed) right now.
+    pub degraded: bool,
+    /// Messages published.
+    pub published: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Redis commands or publishes that failed, and messages refused by a full queue.
+    pub errors: u64,
+    /// Times the subscription was (re)established.
+    pub subscriptions: u64,
+    /// Latency of the last publish round trip, in microseconds.
+    pub publish_latency_us: u64,
+}
+
+/// Carries out what other nodes ask of this one. Implemented by the control plane, which
+/// owns the meaning of every operation; the backplane only moves bytes.
+pub(crate) trait Handler: Send + Sync + fmt::Debug {
+    /// Handles one request; returns the reply when it expects one.
+    fn handle(&self, body: Body) -> Option<Reply>;
+}
+
+/// One message on its way to Redis.
+#[derive(Debug)]
+struct Outgoing {
+    channel: Arc<str>,
+    bytes: Vec<u8>,
+    /// Told how many nodes received it (or why it failed), for callers that wait.
+    done: Option<oneshot::Sender<Result<usize, ClusterError>>>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    subscribed: AtomicBool,
+    redis_ok: AtomicBool,
+    published: AtomicU64,
+    received: AtomicU64,
+    errors: AtomicU64,
+    subscriptions: AtomicU64,
+    publish_latency_us: AtomicU64,
+}
+
+/// The Redis backplane of one node.
+pub struct Cluster {
+    node: Arc<str>,
+    prefix: String,
+    all_channel: Arc<str>,
+    lease: Duration,
+    client: redis::Client,
+    commands: ConnectionManager,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// Questions in flight: request id → where replies go.
+    pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
+    next_request: AtomicU64,
+    handler: RwLock<Option<Arc<dyn Handler>>>,
+    health: Health,
+    serving: watch::Sender<bool>,
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to Redis and starts the publisher, subscriber and heartbeat tasks.
+    ///
+    /// # Errors
+    /// A malformed URL, or a Redis that cannot be reached at start (a node that cannot join
+    /// the cluster should fail loudly, not serve alone).
+    pub async fn start(settings: ClusterSettings) -> Result<Arc<Self>, ClusterError> {
+        let unavailable = |e: &dyn fmt::Display| {
+            ClusterError::Unavailable(format!("Redis at {}: {e}", settings.redis_url))
+        };
+        let client =
+            redis::Client::open(settings.redis_url.as_str()).map_err(|e| unavailable(&e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(MAX_BACKOFF);
+        let commands = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| unavailable(&"connection timed out"))?
+        .map_err(|e| unavailable(&e))?;
+        let node = random_node_id();
+        let (outgoing, queue) = mpsc::channel(OUTGOING_CAPACITY);
+        let (serving, _) = watch::channel(false);
+        let cluster = Arc::new(Self {
+            all_channel: format!("{}:all", settings.key_prefix).into(),
+            node: node.into(),
+            prefix: settings.key_prefix,
+            lease: settings.lease.max(Duration::from_millis(300)),
+            client,
+            commands,
+            outgoing,
+            pending: DashMap::new(),
+            next_request: AtomicU64::new(1),
+            handler: RwLock::new(None),
+            health: Health::default(),
+            serving,
+            stop: CancellationToken::new(),
+        });
+        cluster.heartbeat_once().await;
+        tokio::spawn(publisher(cluster.clone(), queue));
+        tokio::spawn(subscriber(cluster.clone()));
+        tokio::spawn(heartbeat(cluster.clone()));
+        tracing::info!(node = %cluster.node, prefix = %cluster.prefix, lease = ?cluster.lease, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The node that owns a connection id (its first [`NODE_ID_LEN`] characters).
+    pub fn owner_of<'a>(&self, connection_id: &'a str) -> Option<&'a str> {
+        connection_id.get(..NODE_ID_LEN)
+    }
+
+    /// Installs what handles requests from other nodes.
+    pub(crate) fn set_handler(&self, handler: Arc<dyn Handler>) {
+        *self
+            .handler
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// Whether the node is healthy (true) or degraded (false); changes are sent as they
+    /// happen, so a health endpoint can follow them.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
+    /// Health and counters.
+    pub fn metrics(&self) -> ClusterMetrics {
+        let h = &self.health;
+        ClusterMetrics {
+            degraded: !self.is_healthy(),
+            published: h.published.load(Ordering::Relaxed),
+            received: h.received.load(Ordering::Relaxed),
+            errors: h.errors.load(Ordering::Relaxed),
+            subscriptions: h.subscriptions.load(Ordering::Relaxed),
+            publish_latency_us: h.publish_latency_us.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.health.subscribed.load(Ordering::Relaxed)
+            && self.health.redis_ok.load(Ordering::Relaxed)
+    }
+
+    /// Fails fast while degraded, so callers get a clear error instead of a half-applied
+    /// operation.
+    pub(crate) fn check_available(&self) -> Result<(), ClusterError> {
+        if self.is_healthy() {
+            Ok(())
+        } else {
+            Err(ClusterError::Unavailable(
+                "this node has lost its connection to Redis; it is reconnecting".into(),
+            ))
+        }
+    }
+
+    fn update_health(&self) {
+        let healthy = self.is_healthy();
+        self.serving.send_if_modified(|s| {
+            let changed = *s != healthy;
+            *s = healthy;
+            changed
+        });
+    }
+
+    fn error(&self) {
+        self.health.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn node_channel(&self, node: &str) -> Arc<str> {
+        format!("{}:node:{node}", self.prefix).into()
+    }
+
+    fn envelope(&self, request_id: u64, body: Body) -> Vec<u8> {
+        Envelope {
+            origin: self.node.to_string(),
+            request_id,
+            body: Some(body),
+            traceparent: trace::current_traceparent(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Queues `body` for `channel` and waits until Redis has taken it; returns how many
+    /// nodes were subscribed. The envelope is made inside the `backplane publish` span, so
+    /// it carries that span as the receivers' parent.
+    async fn publish_to(
+        &self,
+        channel: Arc<str>,
+        request_id: u64,
+        body: Body,
+    ) -> Result<usize, ClusterError> {
+        let span = publish_span(&channel);
+        async move {
+            let bytes = self.envelope(request_id, body);
+            self.publish_bytes(channel, bytes).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn publish_bytes(
+        &self,
+        channel: Arc<str>,
+        bytes: Vec<u8>,
+    ) -> Result<usize, ClusterError> {
+        let (done, result) = oneshot::channel();
+        let item = Outgoing {
+            channel,
+            bytes,
+            done: Some(done),
+        };
+        let queued = tokio::time::timeout(COMMAND_TIMEOUT, self.outgoing.send(item)).await;
+        if !matches!(queued, Ok(Ok(()))) {
+            self.error();
+            return Err(ClusterError::Unavailable(
+                "the queue to Redis is full".into(),
+            ));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(ClusterError::Unavailable("the node is stopping".into())))
+    }
+
+    /// Publishes `body` to every node and waits until Redis has taken it.
+    pub(crate) async fn broadcast(&self, body: Body) -> Result<(), ClusterError> {
+        self.check_available()?;
+        self.publish_to(self.all_channel.clone(), 0, body)
+            .await
+            .map(drop)
+    }
+
+    /// Publishes `body` to every node without waiting (a client's send: the socket task
+    /// must not wait on Redis). Fails at once if degraded or the queue is full.
+    pub(crate) fn broadcast_now(&self, body: Body) -> Result<(), ClusterError> {
+        self.check_available()?;
+        let span = publish_span(&self.all_channel);
+        let _entered = span.enter();
+        let item = Outgoing {
+            channel: self.all_channel.clone(),
+            bytes: self.envelope(0, body),
+            done: None,
+        };
+        self.outgoing.try_send(item).map_err(|_| {
+            self.error();
+            ClusterError::Unavailable("the queue to Redis is full".into())
+        })
+    }
+
+    fn register(&self) -> (u64, mpsc::Receiver<(String, Reply)>, PendingGuard<'_>) {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(REPLY_CAPACITY);
+        self.pending.insert(id, tx);
+        (id, rx, PendingGuard { cluster: self, id })
+    }
+
+    /// Asks one node. `Ok(None)` when that node is not subscribed (it does not exist, or is
+    /// gone): whatever it owned is gone with it.
+    pub(crate) async fn ask(&self, node: &str, body: Body) -> Result<Option<Reply>, ClusterError> {
+        self.check_available()?;
+        let (id, mut replies, _guard) = self.register();
+        let receivers = self.publish_to(self.node_channel(node), id, body).await?;
+        if receivers == 0 {
+            return Ok(None);
+        }
+        match tokio::time::timeout(ANSWER_TIMEOUT, replies.recv()).await {
+            Ok(Some((_, reply))) => Ok(Some(reply)),
+            _ => Err(ClusterError::Unavailable(format!(
+                "node {node} did not answer within {ANSWER_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Asks every other node and returns their replies. Waits for as many replies as nodes
+    /// were subscribed; if some stay silent until the timeout, the answer stands only if every
+    /// node whose lease is current did answer (the silent ones are hung nodes past their
+    /// lease, whose connections are no longer counted); otherwise it is an error.
+    pub(crate) async fn gather(&self, body: Body) -> Result<Vec<Reply>, ClusterError> {
+        self.check_available()?;
+        let mut expected: HashSet<String> = self.live_nodes().await?;
+        expected.remove(&*self.node);
+        let (id, mut replies, _guard) = self.register();
+        let receivers = self.publish_to(self.all_channel.clone(), id, body).await?;
+        // This node is subscribed too, and does not answer itself.
+        let others = receivers.saturating_sub(1);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut answers = Vec::new();
+        while answers.len() < others {
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some((node, reply))) => {
+                    expected.remove(&node);
+                    answers.push(reply);
+                }
+                _ if expected.is_empty() => break,
+                _ => {
+                    let mut missing: Vec<_> = expected.into_iter().collect();
+                    missing.sort_unstable();
+                    return Err(ClusterError::Unavailable(format!(
+                        "node(s) {} did not answer within {ANSWER_TIMEOUT:?}",
+                        missing.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// The nodes whose lease is current; forgets the others.
+    async fn live_nodes(&self) -> Result<HashSet<String>, ClusterError> {
+        let fail = |e: &dyn fmt::Display| {
+            self.error();
+            ClusterError::Unavailable(format!("Redis: {e}"))
+        };
+        let mut conn = self.commands.clone();
+        let nodes_key = format!("{}:nodes", self.prefix);
+        let nodes: Vec<String> = tokio::time::timeout(COMMAND_TIMEOUT, conn.smembers(&nodes_key))
+            .await
+            .map_err(|_| fail(&"timed out"))?
+            .map_err(|e| fail(&e))?;
+        if nodes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| self.lease_key(n)).collect();
+        let leases: Vec<Option<String>> = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| fail(&"timed out"))?
+        .map_err(|e| fail(&e))?;
+        let mut live = HashSet::new();
+        let mut dead = Vec::new();
+        for (node, lease) in nodes.into_iter().zip(leases) {
+            if lease.is_some() {
+                live.insert(node);
+            } else {
+                dead.push(node);
+            }
+        }
+        if !dead.is_empty() {
+            tracing::info!(nodes = ?dead, "forgetting nodes whose lease ran out");
+            let _: Result<(), _> = conn.srem(&nodes_key, &dead).await;
+        }
+        Ok(live)
+    }
+
+    fn lease_key(&self, node: &str) -> String {
+        format!("{}:lease:{node}", self.prefix)
+    }
+
+    async fn heartbeat_once(&self) {
+        let mut conn = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.lease_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
+            .ignore()
+            .sadd(format!("{}:nodes", self.prefix), &*self.node)
+            .ignore()
+            // The member list outlives its last node by a few leases, not forever.
+            .pexpire(
+                format!("{}:nodes", self.prefix),
+                i64::try_from(self.lease.as_millis().saturating_mul(10)).unwrap_or(i64::MAX),
+            )
+            .ignore();
+        let result: Result<redis::RedisResult<()>, _> = run(&mut conn, &pipe).await;
+        let ok = matches!(result, Ok(Ok(())));
+        if !ok {
+            self.error();
+        }
+        let was = self.health.redis_ok.swap(ok, Ordering::Relaxed);
+        if was != ok {
+            if ok {
+                tracing::info!("Redis reachable again");
+            } else {
+                tracing::warn!("cannot renew this node's lease in Redis; degraded");
+            }
+        }
+        self.update_health();
+    }
+
+    /// Leaves the cluster: stops the tasks and gives up the lease, so the other nodes stop
+    /// asking this one at once.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.handler
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let mut conn = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.del(self.lease_key(&self.node))
+            .ignore()
+            .srem(format!("{}:nodes", self.prefix), &*self.node)
+            .ignore();
+        let _: Result<redis::RedisResult<()>, _> =
+            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
+    }
+
+    /// Handles one message from Redis.
+    fn receive(&self, payload: &[u8]) {
+        let Ok(envelope) = Envelope::decode(payload) else {
+            self.error();
+            tracing::warn!("ignoring an undecodable message on the cluster channel");
+            return;
+        };
+        if *envelope.origin == *self.node {
+            return;
+        }
+        self.health.received.fetch_add(1, Ordering::Relaxed);
+        let Some(body) = envelope.body else { return };
+        if let Body::Reply(reply) = body {
+            if let Some(pending) = self.pending.get(&envelope.request_id) {
+                // Full only if far more nodes answered than exist: drop the extra.
+                let _ = pending.try_send((envelope.origin, reply));
+            }
+            return;
+        }
+        let handler = self
+            .handler
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(handler) = handler else { return };
+        let span = if trace::enabled() {
+            let span = tracing::info_span!("backplane receive", origin = %envelope.origin);
+            trace::set_parent(&span, trace::extract_traceparent(&envelope.traceparent));
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let reply = span.in_scope(|| handler.handle(body));
+        if let (Some(reply), true) = (reply, envelope.request_id != 0) {
+            let item = Outgoing {
+                channel: self.node_channel(&envelope.origin),
+                bytes: self.envelope(envelope.request_id, Body::Reply(reply)),
+                done: None,
+            };
+            if self.outgoing.try_send(item).is_err() {
+                self.error();
+            }
+        }
+    }
+}
+
+/// Forgets a question when its asker stops waiting.
+struct PendingGuard<'a> {
+    cluster: &'a Cluster,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.cluster.pending.remove(&self.id);
+    }
+}
+
+fn random_node_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    id.truncate(NODE_ID_LEN);
+    id
+}
+
+/// Runs `pipe` with [`COMMAND_TIMEOUT`]. A connection that broke while idle (Redis
+/// restarted) is only noticed by the next command, after which the connection manager
+/// reconnects: so a pipeline that failed on a dropped connection is tried once more. (A
+/// duplicate would need Redis to have run the commands before the connection dropped
+/// and before it answered: possible, rare, and harmless for the lease commands.)
+async fn run<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed> {
+    let first = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await;
+    match first {
+        Ok(Err(e)) if e.is_connection_dropped() => {
+            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await
+        }
+        other => other,
+    }
+}
+
+/// Publishes queued messages in order, several per pipeline.
+async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut conn = cluster.commands.clone();
+    let mut batch = Vec::with_capacity(PIPELINE_MAX);
+    loop {
+        let first = tokio::select! {
+            item = queue.recv() => match item { Some(item) => item, None => return },
+            () = cluster.stop.cancelled() => return,
+        };
+        batch.push(first);
+        while batch.len() < PIPELINE_MAX {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for item in &batch {
+            pipe.publish(&*item.channel, &item.bytes[..]);
+        }
+        let started = Instant::now();
+        let result: Result<redis::RedisResult<Vec<usize>>, _> = run(&mut conn, &pipe).await;
+        match result {
+            Ok(Ok(counts)) => {
+                let h = &cluster.health;
+                h.publish_latency_us.store(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                h.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for (item, count) in batch.drain(..).zip(counts) {
+                    if let Some(done) = item.done {
+                        let _ = done.send(Ok(count));
+                    }
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::warn!(error = %why, messages = batch.len(), "publishing to Redis failed");
+                cluster
+                    .health
+                    .errors
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if cluster.health.redis_ok.swap(false, Ordering::Relaxed) {
+                    cluster.update_health();
+                }
+                for item in batch.drain(..) {
+                    if let Some(done) = item.done {
+                        let _ = done.send(Err(ClusterError::Unavailable(format!(
+                            "publishing to Redis failed: {why}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps this node subscribed to its channels, reconnecting with backoff.
+async fn subscriber(cluster: Arc<Cluster>) {
+    let own = cluster.node_channel(&cluster.node);
+    let mut backoff = Duration::from_millis(100);
+    while !cluster.stop.is_cancelled() {
+        let connected =
+            tokio::time::timeout(COMMAND_TIMEOUT, cluster.client.get_async_pubsub()).await;
+        if let Ok(Ok(mut pubsub)) = connected {
+            let subscribed = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                pubsub.subscribe(&[&*cluster.all_channel, &*own]),
+            )
+            .await;
+            if matches!(subscribed, Ok(Ok(()))) {
+                backoff = Duration::from_millis(100);
+                cluster.health.subscriptions.fetch_add(1, Ordering::Relaxed);
+                cluster.health.subscribed.store(true, Ordering::Relaxed);
+                // Renew the lease at once: a restarted Redis has forgotten it.
+                cluster.heartbeat_once().await;
+                tracing::info!(node = %cluster.node, "subscribed to the cluster channels");
+                // A subscription whose TCP connection died quietly would never end its stream:
+                // a ping per heartbeat period notices.
+                let (mut sink, mut messages) = pubsub.split();
+                let mut check = tokio::time::interval(cluster.lease / 3);
+                check.reset();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => cluster.receive(message.get_payload_bytes()),
+                            None => break,
+                        },
+                        _ = check.tick() => {
+                            let pong = tokio::time::timeout(
+                                COMMAND_TIMEOUT,
+                                sink.ping::<redis::Value>(),
+                            )
+                            .await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                        () = cluster.stop.cancelled() => return,
+                    }
+                }
+                tracing::warn!("lost the cluster subscription; degraded until it is back");
+            }
+        }
+        cluster.error();
+        cluster.health.subscribed.store(false, Ordering::Relaxed);
+        cluster.update_health();
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cluster.stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Renews this node's lease three times per lease period.
+async fn heartbeat(cluster: Arc<Cluster>) {
+    let period = cluster.lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => cluster.heartbeat_once().await,
+            () = cluster.stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What nodes say to each other over Redis pub/sub: one protobuf [`Envelope`] per Redis
+//! message. Control-plane mutations travel as the `hubcast.v1.BatchOperation` the edges
+//! already build, so a remote node applies exactly the request the caller made, through the
+//! same code as a local call.
+
+use hubcast_proto::v1 as pb;
+
+/// One message between nodes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Envelope {
+    /// The sending node's id (its own broadcasts come back to it and are skipped).
+    #[prost(string, tag = "1")]
+    pub(crate) origin: String,
+    /// Non-zero when the sender waits for a [`Reply`] with this id on its node channel.
+    #[prost(uint64, tag = "2")]
+    pub(crate) request_id: u64,
+    /// What it carries.
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6")]
+    pub(crate) body: Option<Body>,
+    /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
+    /// receiving node's work continues the sender's trace.
+    #[prost(string, tag = "7")]
+    pub(crate) traceparent: String,
+}
+
+/// The payload of an [`Envelope`].
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum Body {
+    /// A control-plane mutation to apply to this node's connections.
+    #[prost(message, tag = "3")]
+    Op(pb::BatchOperation),
+    /// A control-plane question about this node's connections.
+    #[prost(message, tag = "4")]
+    Query(Query),
+    /// The answer to a request.
+    #[prost(message, tag = "5")]
+    Reply(Reply),
+    /// A client's `sendToGroup` (it carries the sender's user id, which service sends lack).
+    #[prost(message, tag = "6")]
+    GroupSend(GroupSend),
+}
+
+/// A question a node answers from its own connections.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Query {
+    /// Which question.
+    #[prost(oneof = "Question", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    pub(crate) question: Option<Question>,
+}
+
+/// The questions of [`Query`]: the control plane's read requests, as the edges build them.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum Question {
+    /// Answered by the owner node.
+    #[prost(message, tag = "1")]
+    ConnectionExists(pb::ConnectionExistsRequest),
+    /// Answered by the owner node.
+    #[prost(message, tag = "2")]
+    GetConnection(pb::GetConnectionRequest),
+    /// Answered by the owner node.
+    #[prost(message, tag = "3")]
+    CheckPermission(pb::CheckPermissionRequest),
+    /// Answered by every node.
+    #[prost(message, tag = "4")]
+    GroupExists(pb::GroupExistsRequest),
+    /// Answered by every node.
+    #[prost(message, tag = "5")]
+    UserExists(pb::UserExistsRequest),
+    /// Answered by every node (one page each, merged by the asker).
+    #[prost(message, tag = "6")]
+    ListGroupConnections(pb::ListGroupConnectionsRequest),
+    /// Answered by every node (one page each, merged by the asker).
+    #[prost(message, tag = "7")]
+    ListConnections(pb::ListConnectionsRequest),
+    /// Answered by every node (one page each, merged by the asker).
+    #[prost(message, tag = "8")]
+    ListGroups(pb::ListGroupsRequest),
+    /// Answered by every node with its [`HubDetail`].
+    #[prost(message, tag = "9")]
+    HubDetail(pb::GetHubStatsRequest),
+}
+
+/// A node's answer: success with an encoded response message, or an error.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Reply {
+    /// 0 on success, else the error's [`ErrorCode`](crate::error::ErrorCode) number.
+    #[prost(uint32, tag = "1")]
+    pub(crate) error_code: u32,
+    /// The error message.
+    #[prost(string, tag = "2")]
+    pub(crate) message: String,
+    /// The request field the error is about (a `Field` number), 0 for none.
+    #[prost(uint32, tag = "3")]
+    pub(crate) field: u32,
+    /// The encoded response message on success.
+    #[prost(bytes = "vec", tag = "4")]
+    pub(crate) body: Vec<u8>,
+}
+
+/// What one node holds of a hub, so the asker can count distinct users and groups.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct HubDetail {
+    /// Connections on this node.
+    #[prost(uint64, tag = "1")]
+    pub(crate) connections: u64,
+    /// Users with a connection on this node.
+    #[prost(string, repeated, tag = "2")]
+    pub(crate) users: Vec<String>,
+    /// Groups with a member on this node.
+    #[prost(string, repeated, tag = "3")]
+    pub(crate) groups: Vec<String>,
+}
+
+/// A client's group send, forwarded to the other nodes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GroupSend {
+    /// The hub routing key.
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The group.
+    #[prost(string, tag = "2")]
+    pub(crate) group: String,
+    /// The sender's user id.
+    #[prost(string, optional, tag = "3")]
+    pub(crate) from_user: Option<String>,
+    /// The sender's connection id when it asked for `noEcho`.
+    #[prost(string, optional, tag = "4")]
+    pub(crate) excluded: Option<String>,
+    /// Data type: 0 text, 1 json, 2 binary, 3 protobuf.
+    #[prost(uint32, tag = "5")]
+    pub(crate) data_type: u32,
+    /// The payload.
+    #[prost(bytes = "bytes", tag = "6")]
+    pub(crate) payload: bytes::Bytes,
+}
