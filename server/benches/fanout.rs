@@ -97,8 +97,38 @@ fn round(
     scratch: &mut BytesMut,
     wire: &mut Vec<u8>,
 ) -> usize {
+    round_with(
+        setup,
+        message,
+        batch,
+        scratch,
+        wire,
+        WriterTelemetry::Recorded,
+    )
+}
+
+/// Whether the writer's share of a round does its telemetry work (the publish-to-write
+/// latency observation and the delivery-span check), or leaves it out, to isolate what that
+/// work costs in the same run.
+#[derive(Clone, Copy, PartialEq)]
+enum WriterTelemetry {
+    Recorded,
+    Skipped,
+}
+
+/// [`round`], with the writer's telemetry work done or skipped.
+fn round_with(
+    setup: &Setup,
+    message: &Message,
+    batch: &mut Vec<Queued>,
+    scratch: &mut BytesMut,
+    wire: &mut Vec<u8>,
+    telemetry: WriterTelemetry,
+) -> usize {
     setup.router.send_to_group("bench", "g", message, &[]);
     let latency = setup.router.hub_metrics("bench").fanout_latency.clone();
+    let record = telemetry == WriterTelemetry::Recorded;
+    let mut published = Vec::new();
     let mut written = 0;
     for (i, conn) in setup.conns.iter().enumerate() {
         let epoch = conn.outbox().epoch();
@@ -110,15 +140,15 @@ fn round(
         debug_assert_eq!(taken, Taken::Frames);
         let mut last = None;
         wire.clear();
-        let now = tokio::time::Instant::now();
         for queued in batch.drain(..) {
             last = queued.sequence_id.or(last);
-            // The writer's publish-to-write latency, observed per data message.
-            if let Some(at) = queued.published {
-                latency.observe(now.saturating_duration_since(at));
+            // When each data message entered fan-out, for the writer's publish-to-write
+            // latency.
+            if let Some(at) = queued.published.filter(|_| record) {
+                published.push(at);
             }
             // A traced message gets a delivery span, child of its fan-out span.
-            let _delivery = queued.trace.as_ref().map(|parent| {
+            let _delivery = queued.trace.as_ref().filter(|_| record).map(|parent| {
                 let span = tracing::info_span!("deliver");
                 hubcast_server::telemetry::trace::set_parent(
                     &span,
@@ -151,6 +181,15 @@ fn round(
             (&*socket)
                 .write_all(wire)
                 .expect("the drain thread keeps up");
+        }
+        // Once written, the writer observes the batch's latencies (one clock read).
+        if record {
+            let now = tokio::time::Instant::now();
+            latency.observe_all(
+                published
+                    .drain(..)
+                    .map(|at| now.saturating_duration_since(at)),
+            );
         }
         // Reliable clients acknowledge cumulatively (Azure's client: every second, or at
         // once when 300 behind); every 64 messages here.
@@ -198,7 +237,9 @@ fn measure(
 /// Telemetry export off vs on, in one run: JSON fan-out to a group, with the writer's work
 /// per frame (including its publish-to-write latency observation, as the socket writer
 /// does). "off" is the default (no OTLP endpoint): per-message spans are not created and
-/// the only telemetry work is a few relaxed atomic adds. "traces on" installs the OTLP
+/// the only telemetry work is a few relaxed atomic adds. "writer telemetry skipped" is "off"
+/// without the writer's clock read, latency observation and delivery-span check, so
+/// "off / skipped" is what that per-recipient work costs. "traces on" installs the OTLP
 /// trace layer with an always-on sampler, so every fan-out opens a span and every
 /// recipient's copy carries its context (export goes to a closed loopback port: the
 /// exporter's own work runs on its thread, not on the measured path).
@@ -226,10 +267,13 @@ fn telemetry_on_vs_off() {
     let text: String = "x".repeat(PAYLOAD);
     let message = Message::to_group("g", Some("sender".into()), Data::Text(text.into()));
     println!();
-    println!("| members | floor (copy) ns | export off ns | traces on ns | on / off |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| members | floor (copy) ns | writer telemetry skipped ns | export off ns | off / skipped | traces on ns | on / off |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for members in [1_000, 10_000] {
         let payload = vec![b'x'; PAYLOAD + 120];
+        let none = setup(members, WireFormat::Json, false, false);
         let off = setup(members, WireFormat::Json, false, false);
         let on = setup(members, WireFormat::Json, false, false);
         let mut floor_wire = Vec::with_capacity(PAYLOAD + 256);
@@ -242,9 +286,21 @@ fn telemetry_on_vs_off() {
             }
             n
         };
+        let (mut bn, mut sn, mut wn) = (Vec::new(), BytesMut::new(), Vec::new());
         let (mut b0, mut s0, mut w0) = (Vec::new(), BytesMut::new(), Vec::new());
         let (mut b1, mut s1, mut w1) = (Vec::new(), BytesMut::new(), Vec::new());
         let message = &message;
+        let mut v_none = || {
+            trace::set_enabled(false);
+            round_with(
+                &none,
+                message,
+                &mut bn,
+                &mut sn,
+                &mut wn,
+                WriterTelemetry::Skipped,
+            )
+        };
         let mut v_off = || {
             trace::set_enabled(false);
             round(&off, message, &mut b0, &mut s0, &mut w0)
@@ -255,15 +311,17 @@ fn telemetry_on_vs_off() {
         };
         let ns = measure(
             members,
-            &mut [&mut floor, &mut v_off, &mut v_on],
+            &mut [&mut floor, &mut v_none, &mut v_off, &mut v_on],
             &mut |_| {},
         );
         println!(
-            "| {members} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+            "| {members} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.0} | {:.2}x |",
             ns[0],
             ns[1],
             ns[2],
-            ns[2] / ns[1]
+            ns[2] / ns[1],
+            ns[3],
+            ns[3] / ns[2]
         );
     }
     trace::set_enabled(false);

@@ -85,13 +85,15 @@ impl Gauge {
 }
 
 /// A latency distribution over [`LATENCY_BUCKETS`].
+///
+/// Recording is on the fan-out path (every delivered message), so it is kept to two relaxed
+/// atomic adds: the bucket and the sum. The count is the buckets' total, computed when read.
 #[derive(Debug)]
 pub struct Histogram {
     /// Non-cumulative counts per bucket; the last one is `+Inf`.
     buckets: Box<[AtomicU64]>,
     /// Sum of observations in nanoseconds (u64 nanoseconds last 584 years).
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -101,9 +103,37 @@ impl Default for Histogram {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
+}
+
+/// [`LATENCY_BUCKETS`] in nanoseconds, so that bucketing compares integers.
+const LATENCY_BUCKETS_NANOS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// The bucket of an observation of `nanos`.
+#[inline]
+fn bucket_of(nanos: u64) -> usize {
+    LATENCY_BUCKETS_NANOS
+        .iter()
+        .position(|&bound| nanos <= bound)
+        .unwrap_or(LATENCY_BUCKETS_NANOS.len())
 }
 
 /// A consistent-enough read of a [`Histogram`] (each atomic read once).
@@ -121,27 +151,42 @@ impl Histogram {
     /// Records one duration.
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| secs <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.observe_all([elapsed]);
+    }
+
+    /// Records each of `durations` (a writer's batch): one atomic add per run of
+    /// observations falling in the same bucket, and one for the sum, however many there are.
+    #[inline]
+    pub fn observe_all(&self, durations: impl IntoIterator<Item = Duration>) {
+        let (mut bucket, mut pending, mut sum) = (0, 0u64, 0u64);
+        for elapsed in durations {
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            sum = sum.saturating_add(nanos);
+            let b = bucket_of(nanos);
+            if b != bucket && pending > 0 {
+                self.buckets[bucket].fetch_add(pending, Ordering::Relaxed);
+                pending = 0;
+            }
+            bucket = b;
+            pending += 1;
+        }
+        if pending > 0 {
+            self.buckets[bucket].fetch_add(pending, Ordering::Relaxed);
+            self.sum_nanos.fetch_add(sum, Ordering::Relaxed);
+        }
     }
 
     /// The current state.
     pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         HistogramSnapshot {
-            buckets: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
+            count: buckets.iter().sum(),
+            buckets,
             sum: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            count: self.count.load(Ordering::Relaxed),
         }
     }
 }
@@ -675,6 +720,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hubcast_fanout_latency_seconds_count{hub=\"chat\"} 3\n"));
+    }
+
+    #[test]
+    fn a_batch_is_recorded_as_its_observations_one_by_one() {
+        let batch = [
+            Duration::from_micros(50),
+            Duration::from_micros(80),
+            Duration::from_millis(3),
+            Duration::from_micros(10),
+            Duration::from_secs(60),
+            Duration::from_nanos(100_000),
+            Duration::from_nanos(100_001),
+        ];
+        let (one_by_one, at_once) = (Histogram::default(), Histogram::default());
+        for d in batch {
+            one_by_one.observe(d);
+        }
+        at_once.observe_all(batch);
+        at_once.observe_all([]);
+        let snapshot = at_once.snapshot();
+        assert_eq!(snapshot, one_by_one.snapshot());
+        assert_eq!(snapshot.count, 7);
+        // Bucket bounds are inclusive, as Prometheus' `le` says.
+        assert_eq!(snapshot.buckets[0], 4);
+        assert_eq!(snapshot.buckets[1], 1);
+        assert_eq!(snapshot.buckets[LATENCY_BUCKETS.len()], 1);
+        assert!(
+            (snapshot.sum - 60.003_340_001).abs() < 1e-9,
+            "{}",
+            snapshot.sum
+        );
+    }
+
+    #[test]
+    fn integer_bucket_bounds_are_the_published_ones() {
+        assert_eq!(LATENCY_BUCKETS.len(), LATENCY_BUCKETS_NANOS.len());
+        for (secs, nanos) in LATENCY_BUCKETS.iter().zip(LATENCY_BUCKETS_NANOS) {
+            assert_eq!((secs * 1e9).round() as u64, nanos);
+        }
     }
 
     #[test]
