@@ -26,12 +26,14 @@ pub mod webhook;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hubcast_server::auth::{TokenRequest, client_url, mint_client_token};
+use hubcast_server::limits::LimitCounters;
 use hubcast_server::router::Router;
 use hubcast_server::{Config, Server};
 use serde_json::{Value, json};
@@ -86,6 +88,7 @@ pub struct TestServer {
     endpoint: String,
     key: String,
     router: Router,
+    limits: Arc<LimitCounters>,
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hubcast_server::Error>>>,
@@ -137,6 +140,7 @@ impl TestServer {
         let endpoint = server.endpoint().to_owned();
         let key = server.keys().primary().to_owned();
         let router = server.router();
+        let limits = server.limit_counters();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             // A send or a drop of the sender both mean "stop".
@@ -148,6 +152,7 @@ impl TestServer {
             endpoint,
             key,
             router,
+            limits,
             grace,
             shutdown: Some(tx),
             task: Some(task),
@@ -197,6 +202,11 @@ impl TestServer {
     /// The public endpoint (`http://127.0.0.1:PORT`) that token audiences name.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// How often each limit refused something, for assertions that refusals are counted.
+    pub fn limit_counters(&self) -> &LimitCounters {
+        &self.limits
     }
 
     /// The server's router, for assertions on its state.

@@ -954,6 +954,29 @@ mod tests {
         }
     }
 
+    /// Algorithm confusion: a token whose header names an asymmetric algorithm but which is
+    /// HMAC-signed with the access key (what an attacker does when a verifier uses the
+    /// header's algorithm with the key as a "public key") is refused before any key is tried.
+    #[test]
+    fn asymmetric_algorithm_headers_are_refused_even_with_a_valid_hmac() {
+        use hmac::{Hmac, Mac};
+        let payload = URL_SAFE_NO_PAD
+            .encode(claims_with_aud("http://127.0.0.1:8080/client/hubs/chat").to_string());
+        for alg in ["RS256", "ES256", "PS256", "EdDSA", "hs256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            let message = format!("{header}.{payload}");
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(KEY1.as_bytes()).expect("any key length");
+            mac.update(message.as_bytes());
+            let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+            assert_eq!(
+                verify(&format!("{message}.{signature}"), "chat"),
+                Err(AuthError::UnsupportedAlgorithm),
+                "{alg}"
+            );
+        }
+    }
+
     #[test]
     fn malformed_tokens() {
         for token in ["", "abc", "a.b", "a.b.c.d", "!!!.e30.sig", "e30.e30.sig"] {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::limits::{HubLimitOverrides, HubLimits, Limits};
 use crate::telemetry::otlp::OtlpSettings;
+pub use crate::tls::TlsConfig;
 
 /// Default HTTP listener (WebSocket, REST, demo page, metrics).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -47,6 +49,12 @@ pub struct Config {
     pub dev: bool,
     /// Delivery of upstream events (webhooks and the gRPC event stream).
     pub upstream: UpstreamConfig,
+    /// Limits for every hub (each hub may override them in `[hubs.<name>.limits]`) and for
+    /// the listener.
+    pub limits: Limits,
+    /// Serve the HTTP and gRPC listeners over TLS. `None` (the default): plain TCP, for
+    /// loopback or behind a TLS-terminating proxy.
+    pub tls: Option<TlsConfig>,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// OTLP export. Not a file setting: the binary reads the standard `OTEL_*` environment
@@ -85,6 +93,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             dev: false,
             upstream: UpstreamConfig::default(),
+            limits: Limits::default(),
+            tls: None,
             metrics: MetricsConfig::default(),
             otlp: None,
         }
@@ -133,6 +143,25 @@ impl Config {
             .map(|(_, c)| c)
             .unwrap_or_else(|| DEFAULT.get_or_init(HubConfig::default))
     }
+
+    /// The limits in force for `hub`: `[limits]` with the hub's overrides.
+    pub fn hub_limits(&self, hub: &str) -> HubLimits {
+        self.limits.for_hub(&self.hub(hub).limits)
+    }
+
+    /// Checks settings that parse but cannot work (zero limits, for instance).
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        let keepalive = self.client.keepalive_interval;
+        self.limits
+            .check("*", &HubLimitOverrides::default(), keepalive)?;
+        for (name, hub) in &self.hubs {
+            self.limits.check(name, &hub.limits, keepalive)?;
+        }
+        Ok(())
+    }
 }
 
 /// Cluster settings (scale-out through a shared Redis).
@@ -155,6 +184,8 @@ pub struct HubConfig {
     pub event_handlers: Vec<EventHandlerConfig>,
     /// How the hub uses backends listening on the gRPC event stream (`Events.Listen`).
     pub event_stream: EventStreamMode,
+    /// This hub's limits where they differ from `[limits]`.
+    pub limits: HubLimitOverrides,
 }
 
 /// How a hub uses backends listening on the gRPC event stream.
@@ -280,6 +311,11 @@ pub struct ClientConfig {
     pub unacked_max_messages: usize,
     /// Reliable subprotocols: most bytes a client may leave unacknowledged (Azure: 16 MB).
     pub unacked_max_bytes: usize,
+    /// Origins (`scheme://host[:port]`, compared case-insensitively) whose browser pages may
+    /// open WebSockets. Empty (the default) allows every origin, as Azure does; requests
+    /// without an `Origin` header (non-browser clients) are always allowed, since only
+    /// browsers send it and only browsers can be made to connect by a third-party page.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -291,6 +327,7 @@ impl Default for ClientConfig {
             recovery_window: Duration::from_secs(30),
             unacked_max_messages: 1000,
             unacked_max_bytes: 16 * 1024 * 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -317,12 +354,12 @@ pub enum ConfigError {
 }
 
 /// Durations are written as whole or fractional seconds in the file (`keepalive_interval = 20`).
-mod seconds {
+pub(crate) mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }

@@ -17,6 +17,7 @@
 //!   (sends, groups, users, permissions, closes, listings), served over gRPC
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`) and over Azure's REST
 //!   API (`rest`, on the HTTP listener).
+//! - [`limits`]: per-hub and listener limits, rate limiting, counts of refusals.
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
 //! - [`telemetry`]: the metric registry (`/metrics`), OTLP export and W3C trace context.
@@ -28,11 +29,17 @@ mod control;
 mod demo;
 pub mod error;
 pub mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
 pub mod protocol;
+mod redact;
 mod rest;
 pub mod router;
 mod server;
 pub mod telemetry;
+pub mod tls;
 mod upstream;
 mod ws;
 

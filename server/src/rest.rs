@@ -815,6 +815,34 @@ where
     })
 }
 
+/// Entry points for the parser fuzz targets and property tests (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz {
+    use warp::http::Method;
+
+    /// Routes `path` (after `/api/hubs/`) with every method and parses `query`.
+    pub(crate) fn request(path: &str, query: &str) {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            let _ = super::route::route(&method, path);
+        }
+        if let Ok(q) = super::Query::parse(query) {
+            let _ = super::api_version(&q);
+            let _ = super::ttl(&q);
+        }
+    }
+
+    /// Parses a `:addToGroups` / `:removeFromGroups` body.
+    pub(crate) fn groups_body(body: &[u8]) {
+        let _ = serde_json::from_slice::<super::GroupsBody>(body);
+    }
+}
+
 // === query strings ===
 
 /// A decoded query string; names match ASCII case-insensitively, repeated names are kept

@@ -332,6 +332,18 @@ impl Router {
         true
     }
 
+    /// Open connections of `hub` (a hub routing key), for connection limits.
+    pub fn hub_connection_count(&self, hub: &str) -> usize {
+        self.hub(hub).map_or(0, |h| h.connections.len())
+    }
+
+    /// Open connections of `user` in `hub`, for connection limits.
+    pub fn user_connection_count(&self, hub: &str, user: &str) -> usize {
+        self.hub(hub)
+            .and_then(|h| h.users.get(user).map(|m| m.len()))
+            .unwrap_or(0)
+    }
+
     /// Looks up a connection.
     pub fn connection(&self, hub: &str, id: &str) -> Option<Arc<Connection>> {
         self.hub(hub)?.connections.get(id).map(|c| c.clone())

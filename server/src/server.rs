@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::{Service as _, service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -21,10 +21,12 @@ use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
+use crate::limits::LimitCounters;
 use crate::router::{Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
 
@@ -65,6 +67,8 @@ pub struct Server {
     keys: KeyRing,
     config: Arc<Config>,
     router: Router,
+    limits: Arc<LimitCounters>,
+    tls: Option<Tls>,
     /// OTLP metric export of this server's registry, when configured.
     metric_export: Option<MetricExport>,
 }
@@ -82,6 +86,7 @@ impl Server {
                     .into(),
             ));
         }
+        config.check().map_err(Error::Invalid)?;
         if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
                 "client.max_message_bytes and client.outbox_bytes must be positive".into(),
@@ -112,8 +117,15 @@ impl Server {
             addr: config.grpc_listen,
             source,
         })?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()
+            .map_err(Error::Invalid)?;
         let endpoint = match &config.endpoint {
             Some(e) => normalize_endpoint(e)?,
+            None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
         let router = Router::new(RouterConfig {
@@ -136,6 +148,8 @@ impl Server {
             keys,
             config: Arc::new(config),
             router,
+            limits: Arc::default(),
+            tls,
             metric_export,
         })
     }
@@ -170,6 +184,11 @@ impl Server {
         self.router.clone()
     }
 
+    /// How often each limit has refused something; shared with the running server.
+    pub fn limit_counters(&self) -> Arc<LimitCounters> {
+        self.limits.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains: new upgrades are refused, every client
     /// gets a `disconnected` message and a 1001 close, and the call returns once they have
     /// gone or `shutdown_grace` has passed.
@@ -190,10 +209,22 @@ impl Server {
             kill: CancellationToken::new(),
             upstream: self.upstream.clone(),
             sessions: dashmap::DashMap::new(),
+            limits: self.limits.clone(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(
+                self.config.limits.max_concurrent_handshakes,
+            )),
         });
+        let draining = edge.draining.clone();
         let health = warp::path!("api" / "health")
             .and(warp::head().or(warp::get()).unify())
-            .map(warp::reply);
+            .map(move || {
+                let status = if draining.is_cancelled() {
+                    warp::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    warp::http::StatusCode::OK
+                };
+                warp::reply::with_status(warp::reply(), status)
+            });
         // Control plane: one implementation, two edges (REST here, gRPC on its listener).
         let control = Control::new(
             self.router.clone(),
@@ -201,7 +232,13 @@ impl Server {
             self.endpoint.clone(),
         );
         let events = self.upstream.listeners().clone();
-        let grpc = GrpcEdge::start(self.grpc_listener, control.clone(), events).await;
+        let grpc = GrpcEdge::start(
+            self.grpc_listener,
+            control.clone(),
+            events,
+            self.tls.as_ref().map(|t| t.grpc.clone()),
+        )
+        .await;
         let demo = Arc::new(Demo {
             dev: self.config.dev,
             endpoint: self.endpoint.clone(),
@@ -217,7 +254,13 @@ impl Server {
             .or(crate::rest::routes(control))
             .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
-        let http = tokio::spawn(serve_http(self.listener, routes, stop_accepting.clone()));
+        let http = tokio::spawn(serve_http(
+            self.listener,
+            routes,
+            stop_accepting.clone(),
+            self.config.limits.handshake_timeout,
+            self.tls.as_ref().map(|t| t.http.clone()),
+        ));
         tracing::info!(
             addr = %self.local_addr,
             grpc.addr = %self.grpc_addr,
@@ -234,8 +277,10 @@ impl Server {
             grace = ?grace,
             "shutting down"
         );
+        // The HTTP listener keeps accepting while connections drain, so that newcomers (and
+        // load balancers polling /api/health) get a clear 503 rather than a refused TCP
+        // connect; it stops once the drain is over.
         edge.draining.cancel();
-        stop_accepting.cancel();
         ws::close_all(&self.router);
         edge.tracker.close();
         if tokio::time::timeout(grace, edge.tracker.wait())
@@ -249,6 +294,7 @@ impl Server {
             edge.kill.cancel();
             edge.tracker.wait().await;
         }
+        stop_accepting.cancel();
         if let Err(e) = http.await {
             tracing::warn!(error = %e, "HTTP listener task failed");
         }
@@ -302,8 +348,13 @@ pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 /// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
 /// `TCP_NODELAY`: without it small messages wait for delayed ACKs (Nagle), tens of
 /// milliseconds per message.
-async fn serve_http<F>(listener: TcpListener, filter: F, stop: CancellationToken)
-where
+async fn serve_http<F>(
+    listener: TcpListener,
+    filter: F,
+    stop: CancellationToken,
+    header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
@@ -311,6 +362,11 @@ where
     let mut http = auto::Builder::new(TokioExecutor::new());
     // HTTP/1.1 only: WebSocket upgrades and REST; gRPC has a listener of its own.
     http = http.http1_only();
+    // A client that trickles its request headers (slow loris) is cut off after
+    // `limits.handshake_timeout` instead of holding a socket and a task forever.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -332,10 +388,36 @@ where
             request.extensions_mut().insert(ClientAddr(addr));
             warp_service.call(request)
         });
-        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    let connection =
+                        http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The TLS handshake counts against the same budget as the headers.
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection =
+                        http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection error");
             }
         });

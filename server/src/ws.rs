@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -30,6 +31,7 @@ use warp::{Filter, Rejection};
 
 use crate::auth::{self, ClientClaims, KeyRing};
 use crate::config::Config;
+use crate::limits::{LimitCounters, LimitKind};
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
@@ -79,6 +81,10 @@ pub(crate) struct Edge {
     /// The upstream session of every live logical connection, by connection id: it outlives
     /// a socket when a reliable connection is recovered.
     pub(crate) sessions: DashMap<Arc<str>, Arc<Session>>,
+    /// Counts of limit refusals.
+    pub(crate) limits: Arc<LimitCounters>,
+    /// Upgrades being decided now (`limits.max_concurrent_handshakes`).
+    pub(crate) handshakes: Arc<Semaphore>,
 }
 
 /// The warp filter for the client endpoint.
@@ -234,6 +240,18 @@ async fn handshake(
             "the server is shutting down".into(),
         ));
     }
+    check_origin(edge, &request)?;
+    // Held until the upgrade is decided: token check and the blocking `connect` event.
+    let _handshake = edge.handshakes.clone().try_acquire_owned().map_err(|_| {
+        edge.limits.hit(LimitKind::ConcurrentHandshakes);
+        Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many WebSocket handshakes in progress (limits.max_concurrent_handshakes = {}); retry shortly",
+                edge.config.limits.max_concurrent_handshakes
+            ),
+        )
+    })?;
 
     // A recovery authenticates with its reconnection token, checked after the upgrade so a
     // failure can be told with close code 1008 (the only answer Azure's clients act on);
@@ -247,7 +265,11 @@ async fn handshake(
     });
     let claims = match recovery {
         Some(_) => None,
-        None => Some(authenticate(edge, &request, &hub_name)?),
+        None => {
+            let claims = authenticate(edge, &request, &hub_name)?;
+            check_connection_limits(edge, &hub, &claims)?;
+            Some(claims)
+        }
     };
 
     let negotiated = protocol::negotiate(
@@ -420,6 +442,76 @@ fn authenticate(edge: &Edge, request: &UpgradeRequest, hub: &str) -> Result<Clie
                 .into(),
         )),
     }
+}
+
+/// Refuses browser upgrades from origins not in `client.allowed_origins` (when it is set).
+fn check_origin(edge: &Edge, request: &UpgradeRequest) -> Result<(), Refusal> {
+    let allowed = &edge.config.client.allowed_origins;
+    let Some(origin) = request.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        Ok(())
+    } else {
+        edge.limits.hit(LimitKind::Origin);
+        Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("origin '{origin}' is not allowed (client.allowed_origins)"),
+        ))
+    }
+}
+
+/// Applies the hub's user id length and connection count limits to a new connection.
+/// The counts are read before registering, so concurrent upgrades may overshoot a limit by
+/// the number of handshakes in flight; the limits bound growth, they are not quotas.
+fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Result<(), Refusal> {
+    let limits = edge.config.hub_limits(hub);
+    let refuse = |kind: LimitKind, status: StatusCode, why: String| {
+        edge.limits.hit(kind);
+        Err(Refusal(status, why))
+    };
+    if let Some(user) = &claims.user_id
+        && user.chars().count() > limits.max_user_id_chars
+    {
+        return refuse(
+            LimitKind::UserIdLength,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "user id longer than {} characters (limits.max_user_id_chars)",
+                limits.max_user_id_chars
+            ),
+        );
+    }
+    if edge.router.hub_connection_count(hub) >= limits.max_connections_per_hub {
+        return refuse(
+            LimitKind::ConnectionsPerHub,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "hub '{hub}' has reached its limit of {} connections (limits.max_connections_per_hub)",
+                limits.max_connections_per_hub
+            ),
+        );
+    }
+    if let Some(user) = &claims.user_id
+        && edge.router.user_connection_count(hub, user) >= limits.max_connections_per_user
+    {
+        return refuse(
+            LimitKind::ConnectionsPerUser,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "user '{user}' has reached the limit of {} connections in hub '{hub}' (limits.max_connections_per_user)",
+                limits.max_connections_per_user
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Registers a new connection with the router; protocol clients get `connected` first (with

@@ -268,6 +268,7 @@ impl GrpcEdge {
         listener: TcpListener,
         control: Control,
         listeners: Arc<Listeners>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Self {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ControlServer<ControlService>>().await;
@@ -303,7 +304,18 @@ impl GrpcEdge {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                builder = match builder.tls_config(tls) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // The certificate and key were checked at bind; this cannot happen.
+                        tracing::error!(error = %e, "gRPC TLS configuration refused");
+                        return;
+                    }
+                };
+            }
+            let served = builder
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -249,6 +249,42 @@ impl EventSink for WebhookHandler {
     }
 }
 
+/// Entry points for the parser fuzz targets and property tests (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz {
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+    use super::client::InboundResponse;
+    use crate::upstream::event::{ConnectBody, EventKind};
+
+    /// Reads `body` with the given headers as the answer to a `connect` and to a user event.
+    pub(crate) fn response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                map.append(n, v);
+            }
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let kinds = [
+            EventKind::Connect(ConnectBody::default()),
+            EventKind::User {
+                name: "message".into(),
+                data: None,
+            },
+        ];
+        for kind in &kinds {
+            let answer = InboundResponse {
+                status,
+                headers: map.clone(),
+                body: Bytes::copy_from_slice(body),
+            };
+            let _ = super::parse_response(kind, answer);
+        }
+    }
+}
+
 /// Reads a handler's answer (spec §6.4–6.6).
 fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, DeliveryError> {
     if !response.status.is_success() {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Edge, code};
+use crate::limits::LimitKind;
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::message::Utf8Bytes;
 use crate::router::{
@@ -102,6 +103,7 @@ fn on_message(
     match message {
         ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
+            check_group_count(edge, conn, &group)?;
             router.join_group(conn, &group);
             Ok(())
         }),
@@ -125,6 +127,20 @@ fn on_message(
             ack_id,
             data,
         } => {
+            let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
+            if event.chars().count() > max {
+                edge.limits.hit(LimitKind::EventNameLength);
+                if let Some(id) = ack_id {
+                    let why = format!(
+                        "The event name is longer than {max} characters (limits.max_event_name_chars)."
+                    );
+                    reply(
+                        conn,
+                        protocol::ack(conn.format(), id, Some((AckError::BadRequest, &why))),
+                    );
+                }
+                return None;
+            }
             return Some(UserEvent::Event(JsonEvent {
                 name: event.into_owned(),
                 ack_id,
@@ -167,6 +183,27 @@ fn send_to_group(router: &Router, conn: &Connection, group: &str, no_echo: bool,
     let recipients = router.send_to_group(conn.hub(), group, &message, excluded);
     trace::record("group", group);
     trace::record("recipients", recipients);
+}
+
+/// Refuses a join beyond `limits.max_groups_per_connection` (rejoining a group is free).
+fn check_group_count(
+    edge: &Edge,
+    conn: &Connection,
+    group: &str,
+) -> Result<(), (AckError, String)> {
+    let max = edge.config.hub_limits(conn.hub()).max_groups_per_connection;
+    let membership = conn.membership();
+    if membership.groups.len() < max || membership.groups.contains(group) {
+        return Ok(());
+    }
+    drop(membership);
+    edge.limits.hit(LimitKind::GroupsPerConnection);
+    Err((
+        AckError::Forbidden,
+        format!(
+            "The connection has joined its limit of {max} groups (limits.max_groups_per_connection)."
+        ),
+    ))
 }
 
 /// Checks a group name and the connection's permission on it.

@@ -22,6 +22,7 @@ use tracing::Instrument as _;
 use super::dispatch::{self, UserEvent};
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
 use crate::auth;
+use crate::limits::{LimitKind, RateLimiter};
 use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router;
 use crate::router::outbox::Taken;
@@ -329,8 +330,50 @@ async fn read_loop<R>(
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
-    while let Some(frame) = stream.next().await {
+    let mut rate = RateLimiter::new(&edge.config.hub_limits(conn.hub()));
+    let idle = edge.config.limits.idle_timeout;
+    // One timer per socket, re-armed only when it fires: each frame just notes the time, so
+    // busy sockets do not touch the timer wheel per frame.
+    let mut last_seen = tokio::time::Instant::now();
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    loop {
+        // Pongs to our keep-alive pings count as traffic: only a dead or stuck peer is idle.
+        let frame = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            () = &mut idle_check => {
+                if last_seen.elapsed() < idle {
+                    idle_check.as_mut().reset(last_seen + idle);
+                    continue;
+                }
+                edge.limits.hit(LimitKind::IdleTimeout);
+                tracing::debug!(idle = ?idle, "nothing received within limits.idle_timeout");
+                return ReadEnd::Lost;
+            }
+        };
+        last_seen = tokio::time::Instant::now();
         let closing = conn.outbox().is_closing();
+        if let Ok(WsMessage::Text(_) | WsMessage::Binary(_)) = &frame {
+            let len = frame.as_ref().map_or(0, WsMessage::len);
+            if let Err(kind) = rate.take(len, last_seen) {
+                if !closing {
+                    edge.limits.hit(kind);
+                    let why = format!(
+                        "The connection exceeded its limit of {} (limits.{}).",
+                        match kind {
+                            LimitKind::ByteRate => "bytes per second",
+                            _ => "messages per second",
+                        },
+                        kind.name()
+                    );
+                    dispatch::server_close(conn, code::POLICY_VIOLATION, &why);
+                }
+                continue;
+            }
+        }
         match frame {
             Ok(WsMessage::Close(frame)) => {
                 let normal = frame.is_some_and(|f| f.code == CloseCode::Normal);
@@ -358,6 +401,7 @@ where
             Ok(_) => {}
             Err(WsError::Capacity(e)) => {
                 tracing::debug!(error = %e, "client frame too large");
+                edge.limits.hit(LimitKind::MessageSize);
                 let why = format!(
                     "The message exceeds the limit of {} bytes.",
                     edge.config.client.max_message_bytes

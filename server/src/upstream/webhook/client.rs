@@ -165,7 +165,7 @@ impl Policy<OutboundRequest, InboundResponse, BoxError> for RetryPolicy {
         }
         let delay = *self.backoff.get(self.attempt)?;
         self.attempt += 1;
-        tracing::debug!(uri = %request.uri, attempt = self.attempt, ?delay, "retrying webhook");
+        tracing::debug!(uri = %crate::redact::Url(&request.uri.to_string()), attempt = self.attempt, ?delay, "retrying webhook");
         Some(tokio::time::sleep(delay))
     }
 

@@ -77,14 +77,14 @@ impl Validator {
         };
         match self.validate(uri, extra, http2).await {
             Ok(()) => {
-                tracing::debug!(%uri, "event handler validated");
+                tracing::debug!(uri = %crate::redact::Url(&uri.to_string()), "event handler validated");
                 *state = State::Passed {
                     until: Instant::now() + self.ttl,
                 };
                 Ok(())
             }
             Err(why) => {
-                tracing::warn!(%uri, reason = %why, "event handler failed abuse protection validation");
+                tracing::warn!(uri = %crate::redact::Url(&uri.to_string()), reason = %why, "event handler failed abuse protection validation");
                 *state = State::Failed {
                     retry_at: Instant::now() + backoff,
                     backoff,

@@ -1,0 +1,199 @@
+//! TLS on both listeners from certificate and key files: a WebSocket client and REST over
+//! HTTPS, gRPC (health and the control plane) over TLS with ALPN h2, plain TCP refused, and
+//! unusable files refused at start with a message naming the file.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use hubcast_integration_tests::{JSON_SUBPROTOCOL, TIMEOUT, TestServer, request};
+use hubcast_server::Config;
+use hubcast_server::config::TlsConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written to a temporary directory.
+struct SelfSigned {
+    dir: std::path::PathBuf,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+}
+
+impl SelfSigned {
+    fn new(name: &str) -> Self {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("self-signed certificate");
+        let dir = std::env::temp_dir().join(format!("hubcast-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert_pem = certified.cert.pem();
+        std::fs::write(dir.join("cert.pem"), &cert_pem).expect("write cert");
+        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem())
+            .expect("write key");
+        Self {
+            dir,
+            cert_pem,
+            cert_der: certified.cert.der().clone(),
+        }
+    }
+
+    fn config(&self) -> TlsConfig {
+        TlsConfig {
+            cert_file: self.dir.join("cert.pem"),
+            key_file: self.dir.join("key.pem"),
+        }
+    }
+
+    fn connector(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).expect("add root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_rest_and_grpc_are_served_over_tls() {
+    let cert = SelfSigned::new("serve");
+    let tls = cert.config();
+    let server = TestServer::start_with(|c| c.tls = Some(tls)).await;
+    assert!(
+        server.endpoint().starts_with("https://"),
+        "{}",
+        server.endpoint()
+    );
+
+    // WebSocket over TLS (wss), with a token for the https endpoint.
+    let url = server.url("secure", Some("alice"), &[], &[]);
+    assert!(url.starts_with("wss://"), "{url}");
+    let tcp = TcpStream::connect(server.addr()).await.expect("connect");
+    let stream = cert
+        .connector(b"http/1.1")
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut ws, response) = tokio::time::timeout(
+        TIMEOUT,
+        tokio_tungstenite::client_async(request(&url, &[JSON_SUBPROTOCOL], None), stream),
+    )
+    .await
+    .expect("upgrade in time")
+    .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let connected = tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("connected in time")
+        .expect("a frame")
+        .expect("a message");
+    assert!(
+        connected.to_text().expect("text").contains("\"connected\""),
+        "{connected:?}"
+    );
+    ws.send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .expect("ping");
+
+    // REST over HTTPS: the health endpoint.
+    let tcp = TcpStream::connect(server.addr()).await.expect("connect");
+    let mut https = cert
+        .connector(b"http/1.1")
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    https
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, https.read_to_string(&mut answer))
+        .await
+        .expect("answer in time")
+        .ok();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Plain HTTP on the TLS listener gets nothing useful.
+    let mut plain = TcpStream::connect(server.addr()).await.expect("connect");
+    plain
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, plain.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "plain HTTP must not be served on a TLS listener"
+    );
+
+    // gRPC over TLS: health says SERVING.
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", server.grpc_addr().port()))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&cert.cert_pem))
+                .domain_name("localhost"),
+        )
+        .expect("client TLS")
+        .connect()
+        .await
+        .expect("gRPC over TLS connects");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_are_refused_at_start_naming_the_file() {
+    let cert = SelfSigned::new("bad");
+    let base = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
+    let missing = TlsConfig {
+        cert_file: cert.dir.join("nope.pem"),
+        key_file: cert.dir.join("key.pem"),
+    };
+    let swapped = TlsConfig {
+        cert_file: cert.dir.join("key.pem"),
+        key_file: cert.dir.join("cert.pem"),
+    };
+    let other = SelfSigned::new("other");
+    let mismatched = TlsConfig {
+        cert_file: cert.dir.join("cert.pem"),
+        key_file: other.dir.join("key.pem"),
+    };
+    for (what, tls, expected) in [
+        ("missing file", missing, "nope.pem"),
+        ("key as certificate", swapped, "cert_file"),
+        ("key of another certificate", mismatched, "key_file"),
+    ] {
+        let config = Config {
+            tls: Some(tls),
+            ..base.clone()
+        };
+        let err = hubcast_server::Server::bind(config).await.expect_err(what);
+        assert!(err.to_string().contains(expected), "{what}: {err}");
+    }
+}
