@@ -56,9 +56,12 @@ const SHUTDOWN_REASON: &str = "The server is shutting down.";
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Read buffer per connection. tungstenite's default (128 KiB) would be kept by every idle
-/// connection; frames larger than this still work, the buffer grows while reading them.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per connection, and the most one read call asks the socket for. tungstenite's
+/// default (128 KiB) would be kept by every idle connection; at 4 KiB it was still a third
+/// of an idle connection's heap (docs/PERFORMANCE.md). Clients mostly receive: their
+/// frames are small, and larger ones still work (the buffer grows to the frame's length
+/// while reading it, in reads of at most this size).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// What the edge shares with every connection task.
 #[derive(Debug)]
@@ -302,7 +305,7 @@ async fn handshake(
                 tracing::debug!(error = %e, "upgrade failed");
                 if let Some(conn) = conn {
                     let reason = "The WebSocket upgrade did not complete.";
-                    session::abandon(&edge_task, &conn, reason).await;
+                    Box::pin(session::abandon(&edge_task, &conn, reason)).await;
                 }
                 return;
             }
@@ -314,8 +317,17 @@ async fn handshake(
             .max_frame_size(Some(config.max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
         match (recovery, conn) {
+            // The rare paths are boxed so that the task of every connection (its size is
+            // the largest of its states, kept for the connection's lifetime) stays small.
             (Some(recovery), _) => {
-                session::recover(&edge_task, &hub, recovery, subprotocol, ws).await;
+                Box::pin(session::recover(
+                    &edge_task,
+                    &hub,
+                    recovery,
+                    subprotocol,
+                    ws,
+                ))
+                .await;
             }
             (None, Some(conn)) => {
                 let span = connection_span(&conn);

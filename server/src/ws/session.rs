@@ -187,7 +187,9 @@ async fn serve<S>(
         // this socket was the connection's last.
         _ if conn.outbox().epoch() == epoch => {
             let reason = disconnect_reason(&conn, edge.draining.is_cancelled());
-            finish(edge, &conn, &session, reason).await;
+            // Boxed: the `disconnected` webhook call happens once, at the end; inline it
+            // would enlarge every live connection's task.
+            Box::pin(finish(edge, &conn, &session, reason)).await;
         }
         _ => {}
     }
@@ -382,18 +384,18 @@ where
                 metrics.received(false, text.len());
                 let span = message_span(conn, "text");
                 if let Some(event) = span.in_scope(|| dispatch::on_text(edge, conn, text)) {
-                    user_event(edge, conn, session, event)
-                        .instrument(span)
-                        .await;
+                    // Boxed: the upstream call is large and rare, and an idle
+                    // connection's task would otherwise reserve room for it.
+                    Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
                 }
             }
             Ok(WsMessage::Binary(bytes)) => {
                 metrics.received(true, bytes.len());
                 let span = message_span(conn, "binary");
                 if let Some(event) = span.in_scope(|| dispatch::on_binary(edge, conn, bytes)) {
-                    user_event(edge, conn, session, event)
-                        .instrument(span)
-                        .await;
+                    // Boxed: the upstream call is large and rare, and an idle
+                    // connection's task would otherwise reserve room for it.
+                    Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
                 }
             }
             Ok(_) => {}
