@@ -10,65 +10,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
-import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
 
 import { Cluster, SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, sleep, withTimeout } from "./support/hubcast.mjs";
+import { Observer } from "./support/observer.mjs";
 
 const HUB = "chat";
-
-/** An official client and everything it received, awaited by predicate. */
-class Observer {
-  constructor(url) {
-    this.client = new WebPubSubClient(url, {
-      protocol: WebPubSubJsonProtocol(),
-      autoReconnect: false,
-      autoRejoinGroups: false,
-      messageRetryOptions: { maxRetries: 0 },
-      keepAliveIntervalInMs: 0,
-      keepAliveTimeoutInMs: 0,
-    });
-    this.inbox = [];
-    this.waiters = [];
-    const push = (kind) => (e) => this.deliver({ ...e.message, kind });
-    this.client.on("server-message", push("server"));
-    this.client.on("group-message", push("group"));
-    this.client.on("disconnected", (e) => this.deliver({ kind: "disconnected", reason: e.message?.message }));
-  }
-
-  deliver(message) {
-    const i = this.waiters.findIndex((w) => w.predicate(message));
-    if (i >= 0) this.waiters.splice(i, 1)[0].resolve(message);
-    else this.inbox.push(message);
-  }
-
-  async start() {
-    const connected = new Promise((resolve) => this.client.on("connected", resolve));
-    await withTimeout(this.client.start(), STEP_TIMEOUT_MS, "client start()");
-    const e = await withTimeout(connected, STEP_TIMEOUT_MS, "connected event");
-    this.connectionId = e.connectionId;
-    this.userId = e.userId;
-    return this;
-  }
-
-  next(predicate = () => true, what = "a message") {
-    const i = this.inbox.findIndex(predicate);
-    if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0]);
-    const promise = new Promise((resolve) => this.waiters.push({ predicate, resolve }));
-    return withTimeout(promise, STEP_TIMEOUT_MS, `${what} on ${this.connectionId}`);
-  }
-
-  nextData() {
-    return this.next((m) => m.kind === "server" || m.kind === "group", "the next data message");
-  }
-
-  stop() {
-    try {
-      this.client.stop();
-    } catch {
-      // Already stopped.
-    }
-  }
-}
 
 describe("official SDKs against a three-node hubcast cluster", { timeout: 180_000 }, () => {
   const cluster = new Cluster(3);
