@@ -1,5 +1,6 @@
 //! Multi-node harness: several [`TestServer`]s sharing one real Redis under a key prefix of
-//! their own, a Redis of a test's own on a spare port (to stop and restart it), and the real
+//! their own, a Redis of a test's own on a spare port (to stop and restart it), a Redis
+//! Cluster of a test's own (three masters, to stop and restart one of them), and the real
 //! `hubcast` binary as a separate process (to kill it).
 
 use std::net::SocketAddr;
@@ -57,11 +58,29 @@ impl TestCluster {
         n: usize,
         configure: impl Fn(&mut Config),
     ) -> Self {
+        Self::start_nodes(prefix, n, |c| {
+            c.cluster.redis_url = Some(redis_url.to_owned());
+            configure(c);
+        })
+        .await
+    }
+
+    /// Starts `n` nodes on the Redis Cluster with seed nodes `seeds`, under `prefix`.
+    ///
+    /// # Panics
+    /// As [`TestCluster::start`].
+    pub async fn start_on_redis_cluster(seeds: &[String], prefix: &str, n: usize) -> Self {
+        Self::start_nodes(prefix, n, |c| {
+            c.cluster.redis_cluster_nodes = seeds.to_vec()
+        })
+        .await
+    }
+
+    async fn start_nodes(prefix: &str, n: usize, configure: impl Fn(&mut Config)) -> Self {
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
             nodes.push(
                 TestServer::start_with(|c| {
-                    c.cluster.redis_url = Some(redis_url.to_owned());
                     c.cluster.key_prefix = prefix.to_owned();
                     c.cluster.lease = TEST_LEASE;
                     configure(c);
@@ -189,6 +208,303 @@ impl OwnRedis {
             "redis-server on port {} did not answer",
             self.port
         );
+    }
+}
+
+/// A Redis Cluster of a test's own: three masters without replicas, on spare loopback ports,
+/// their cluster config files in a temporary directory. Every process is killed and the
+/// directory removed when dropped.
+#[derive(Debug)]
+pub struct OwnRedisCluster {
+    dir: PathBuf,
+    nodes: Vec<ClusterMember>,
+}
+
+#[derive(Debug)]
+struct ClusterMember {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl ClusterMember {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// How long a cluster node may be unreachable before the others mark it failed: short, so a
+/// test sees the cluster react within seconds.
+const CLUSTER_NODE_TIMEOUT_MS: u32 = 2000;
+
+impl OwnRedisCluster {
+    /// Starts three `redis-server --cluster-enabled yes` processes, joins them with
+    /// `redis-cli --cluster create` (the 16384 slots split over three masters) and waits
+    /// until every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// `redis-server` or `redis-cli` is missing, or the cluster does not form in time.
+    pub async fn start() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "hubcast-redis-cluster-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the Redis Cluster directory");
+        let mut cluster = Self {
+            dir,
+            nodes: Vec::new(),
+        };
+        while cluster.nodes.len() < 3 {
+            let port = cluster_port().await;
+            if cluster.nodes.iter().any(|n| n.port == port) {
+                continue;
+            }
+            cluster.nodes.push(ClusterMember { port, child: None });
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.restart(i).await;
+        }
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = tokio::time::timeout(
+            TIMEOUT * 4,
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("redis-cli --cluster create timed out")
+        .expect("redis-cli must be installed (scripts/test installs it)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// The URLs of every node, as seeds for Hubcast.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(ClusterMember::url).collect()
+    }
+
+    /// How many nodes the cluster has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: the cluster has three nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A connection to node `i` alone (not cluster-aware: it answers for itself).
+    ///
+    /// # Panics
+    /// The node does not accept a connection.
+    pub async fn node_connection(&self, i: usize) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.nodes[i].url())
+            .expect("node URL")
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("connect to Redis Cluster node {i}: {e}"))
+    }
+
+    /// How many clients are subscribed to `channel` on node `i` itself (classic pub/sub
+    /// counts per node in a Redis Cluster).
+    ///
+    /// # Panics
+    /// The node does not answer.
+    pub async fn subscribers_on(&self, i: usize, channel: &str) -> i64 {
+        let mut conn = self.node_connection(i).await;
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async::<Vec<(String, i64)>>(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB")
+            .pop()
+            .expect("one channel in the answer");
+        count
+    }
+
+    /// The index of the master that owns `key`'s hash slot.
+    ///
+    /// # Panics
+    /// No node answers, or the slot has no master among this cluster's nodes.
+    pub async fn master_of(&self, key: &str) -> usize {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                continue;
+            }
+            let mut conn = self.node_connection(i).await;
+            let slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .expect("CLUSTER KEYSLOT");
+            let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut conn)
+                .await
+                .expect("CLUSTER SLOTS");
+            for range in slots {
+                let redis::Value::Array(parts) = range else {
+                    continue;
+                };
+                let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                    (parts.first(), parts.get(1))
+                else {
+                    continue;
+                };
+                if !(*start..=*end).contains(&slot) {
+                    continue;
+                }
+                if let Some(redis::Value::Array(master)) = parts.get(2)
+                    && let Some(redis::Value::Int(port)) = master.get(1)
+                {
+                    return self
+                        .nodes
+                        .iter()
+                        .position(|n| i64::from(n.port) == *port)
+                        .expect("the master is one of this cluster's nodes");
+                }
+            }
+            panic!("no master for slot {slot}");
+        }
+        panic!("no Redis Cluster node is running");
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// Some node does not within a generous [`TIMEOUT`] multiple.
+    pub async fn wait_ok(&self) {
+        let deadline = std::time::Instant::now() + TIMEOUT * 4;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.child.is_none() {
+                continue;
+            }
+            loop {
+                let state = async {
+                    let mut conn = redis::Client::open(node.url())
+                        .ok()?
+                        .get_multiplexed_async_connection()
+                        .await
+                        .ok()?;
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                };
+                let ok = tokio::time::timeout(Duration::from_secs(1), state)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|info| info.contains("cluster_state:ok"));
+                if ok {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "Redis Cluster node {i} never reported cluster_state:ok"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Kills node `i` (SIGKILL) and waits until its port is closed.
+    ///
+    /// # Panics
+    /// It still answers after [`TIMEOUT`].
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill().await;
+        }
+        let addr = self.nodes[i].addr();
+        crate::assert_eventually!(
+            !redis_answers(addr).await,
+            "Redis Cluster node {i} still answers"
+        );
+    }
+
+    /// Starts node `i` (again) on its port, with its cluster config file: it rejoins the
+    /// cluster with the slots it had (and no data, as nothing is persisted).
+    ///
+    /// # Panics
+    /// `redis-server` is missing or does not answer within [`TIMEOUT`].
+    pub async fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(
+            node.child.is_none(),
+            "Redis Cluster node {i} is already running"
+        );
+        let config_file = self.dir.join(format!("nodes-{}.conf", node.port));
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &node.port.to_string()])
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(&config_file)
+            .args([
+                "--cluster-node-timeout",
+                &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        node.child = Some(child);
+        let addr = node.addr();
+        crate::assert_eventually!(
+            redis_answers(addr).await,
+            "Redis Cluster node on port {} did not answer",
+            addr.port()
+        );
+    }
+}
+
+impl Drop for OwnRedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A spare port whose cluster bus port (port + 10000) is spare too.
+async fn cluster_port() -> u16 {
+    loop {
+        let port = spare_port().await;
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", bus)).await.is_ok() {
+            return port;
+        }
     }
 }
 

@@ -154,6 +154,7 @@ impl Config {
     /// # Errors
     /// A message naming the setting.
     pub fn check(&self) -> Result<(), String> {
+        self.cluster.check()?;
         let keepalive = self.client.keepalive_interval;
         self.limits
             .check("*", &HubLimitOverrides::default(), keepalive)?;
@@ -168,10 +169,16 @@ impl Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Redis URL of the backplane; `None` runs a single node, in memory.
+    /// Redis URL of the backplane; `None` (and no `redis_cluster_nodes`) runs a single node,
+    /// in memory.
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster backplane (`redis://host:port`, some or all of its
+    /// nodes; the rest are discovered). The other way to give the backplane, so setting both
+    /// this and `redis_url` is an error.
+    pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key and channel: the nodes of one cluster share it, and
-    /// different clusters (or test runs) on one Redis use different ones.
+    /// different clusters (or test runs) on one Redis use different ones. On a Redis Cluster
+    /// it is used as the hash tag `{prefix}`, so it may not contain braces.
     pub key_prefix: String,
     /// How long a node that stopped renewing its lease (hung, cut off) still counts as a
     /// member; nodes that exit or crash leave at once. Seconds in the file.
@@ -179,10 +186,43 @@ pub struct ClusterConfig {
     pub lease: Duration,
 }
 
+impl ClusterConfig {
+    /// The Redis of the backplane, if any.
+    pub fn redis_target(&self) -> Option<crate::router::RedisTarget> {
+        use crate::router::RedisTarget;
+        match (&self.redis_url, self.redis_cluster_nodes.is_empty()) {
+            (Some(url), _) => Some(RedisTarget::Single(url.clone())),
+            (None, false) => Some(RedisTarget::Cluster(self.redis_cluster_nodes.clone())),
+            (None, true) => None,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.redis_url.is_some() && !self.redis_cluster_nodes.is_empty() {
+            return Err("cluster.redis_url (--redis, HUBCAST_REDIS_URL) and \
+                 cluster.redis_cluster_nodes (--redis-cluster-node, HUBCAST_REDIS_CLUSTER_NODES) \
+                 are mutually exclusive: give one Redis server, or the seed nodes of one Redis \
+                 Cluster"
+                .into());
+        }
+        if !self.redis_cluster_nodes.is_empty()
+            && (self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']))
+        {
+            return Err(format!(
+                "cluster.key_prefix '{}': on a Redis Cluster the prefix becomes the hash tag \
+                 {{prefix}} of every key, so it must be non-empty and free of braces",
+                self.key_prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             key_prefix: "hubcast".into(),
             lease: crate::router::cluster::DEFAULT_LEASE,
         }
@@ -452,6 +492,37 @@ mod tests {
         assert!(cfg.metrics.enabled, "/metrics is on by default");
         let off = Config::from_toml("[metrics]\nenabled = false").expect("valid config");
         assert!(!off.metrics.enabled);
+    }
+
+    #[test]
+    fn a_redis_cluster_is_configured_by_its_seed_nodes() {
+        let cfg = Config::from_toml(
+            "[cluster]\nredis_cluster_nodes = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]",
+        )
+        .expect("valid config");
+        cfg.check().expect("consistent");
+        assert_eq!(
+            cfg.cluster.redis_target(),
+            Some(crate::router::RedisTarget::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ]))
+        );
+        assert_eq!(Config::default().cluster.redis_target(), None);
+
+        let both = Config::from_toml(
+            "[cluster]\nredis_url = \"redis://h\"\nredis_cluster_nodes = [\"redis://h:7000\"]",
+        )
+        .expect("parses");
+        let err = both.check().expect_err("both is an error");
+        assert!(err.contains("mutually exclusive"), "{err}");
+
+        let braces = Config::from_toml(
+            "[cluster]\nkey_prefix = \"{x}\"\nredis_cluster_nodes = [\"redis://h:7000\"]",
+        )
+        .expect("parses");
+        let err = braces.check().expect_err("braces are refused");
+        assert!(err.contains("hash tag"), "{err}");
     }
 
     #[test]

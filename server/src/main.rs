@@ -92,6 +92,15 @@ struct Settings {
     /// Redis URL for clustering [default: none, single node in memory].
     #[arg(long = "redis", env = "HUBCAST_REDIS_URL", global = true)]
     redis_url: Option<String>,
+    /// Seed node of a Redis Cluster for clustering, redis://host:port (repeatable, or
+    /// comma-separated in the environment); instead of --redis.
+    #[arg(
+        long = "redis-cluster-node",
+        env = "HUBCAST_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        global = true
+    )]
+    redis_cluster_nodes: Vec<String>,
     /// Prefix of the cluster's Redis keys and channels [default: hubcast].
     #[arg(long = "redis-prefix", env = "HUBCAST_REDIS_PREFIX", global = true)]
     redis_prefix: Option<String>,
@@ -158,6 +167,15 @@ impl Settings {
         }
         if self.redis_url.is_some() {
             config.cluster.redis_url = self.redis_url;
+        }
+        let seeds: Vec<String> = self
+            .redis_cluster_nodes
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !seeds.is_empty() {
+            config.cluster.redis_cluster_nodes = seeds;
         }
         if let Some(prefix) = self.redis_prefix {
             config.cluster.key_prefix = prefix;

@@ -27,7 +27,7 @@ use dashmap::DashMap;
 
 use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
 
-pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings};
+pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};

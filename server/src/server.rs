@@ -121,11 +121,11 @@ impl Server {
             None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
-        let cluster = match &config.cluster.redis_url {
+        let cluster = match config.cluster.redis_target() {
             None => None,
-            Some(url) => Some(
+            Some(redis) => Some(
                 Cluster::start(ClusterSettings {
-                    redis_url: url.clone(),
+                    redis,
                     key_prefix: config.cluster.key_prefix.clone(),
                     lease: config.cluster.lease,
                 })

@@ -25,11 +25,17 @@
 //! one that hangs leaves them when its lease runs out. There is nothing to clean up after a
 //! dead node but its entry in `{prefix}:nodes`, which the survivors remove.
 //!
+//! Redis is one server (`cluster.redis_url`) or a Redis Cluster (`cluster.redis_cluster_nodes`):
+//! on a Redis Cluster every key and channel is named `{prefix}:...` instead, the braces making
+//! the prefix a hash tag so that all of them share one hash slot ([`endpoint`] says how the
+//! commands and the subscription find it).
+//!
 //! Redis trouble: the node keeps serving its local connections, reconnects and resubscribes by
 //! itself, reports itself degraded ([`Cluster::serving`], gRPC health `NOT_SERVING`,
 //! [`ClusterMetrics`]) and fails cluster operations with [`ClusterError`] instead of
 //! pretending they succeeded. Every queue is bounded.
 
+pub(crate) mod endpoint;
 pub(crate) mod wire;
 
 use std::collections::HashSet;
@@ -43,11 +49,12 @@ use futures_util::StreamExt;
 use prost::Message as _;
 use rand::RngCore;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use endpoint::RedisTarget;
+use endpoint::{Commands, Endpoint};
 use tracing::Instrument as _;
 use wire::{Body, Envelope, Reply};
 
@@ -90,9 +97,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Settings of the Redis backplane.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
-    /// The Redis URL (`redis://host:port/db`).
-    pub redis_url: String,
+    /// Where Redis is: one server, or a Redis Cluster.
+    pub redis: RedisTarget,
     /// Prefix of every Redis key and channel, so several clusters (or tests) share one Redis.
+    /// On a Redis Cluster it becomes the hash tag `{prefix}` of every key and channel.
     pub key_prefix: String,
     /// How long a node stays in cluster answers without a heartbeat.
     pub lease: Duration,
@@ -154,10 +162,13 @@ struct Health {
 pub struct Cluster {
     node: Arc<str>,
     prefix: String,
+    /// What every key and channel starts with: the prefix, or on a Redis Cluster the hash tag
+    /// `{prefix}` that keeps them all in one slot.
+    key_base: String,
     all_channel: Arc<str>,
     lease: Duration,
-    client: redis::Client,
-    commands: ConnectionManager,
+    endpoint: Endpoint,
+    commands: Commands,
     outgoing: mpsc::Sender<Outgoing>,
     /// Questions in flight: request id → where replies go.
     pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
@@ -185,19 +196,16 @@ impl Cluster {
     /// A malformed URL, or a Redis that cannot be reached at start (a node that cannot join
     /// the cluster should fail loudly, not serve alone).
     pub async fn start(settings: ClusterSettings) -> Result<Arc<Self>, ClusterError> {
-        let unavailable = |e: &dyn fmt::Display| {
-            ClusterError::Unavailable(format!("Redis at {}: {e}", settings.redis_url))
+        let unavailable =
+            |e: &dyn fmt::Display| ClusterError::Unavailable(format!("{}: {e}", settings.redis));
+        let key_base = match &settings.redis {
+            RedisTarget::Single(_) => settings.key_prefix.clone(),
+            RedisTarget::Cluster(_) => format!("{{{}}}", settings.key_prefix),
         };
-        let client =
-            redis::Client::open(settings.redis_url.as_str()).map_err(|e| unavailable(&e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(MAX_BACKOFF);
+        let endpoint = Endpoint::new(settings.redis.clone()).map_err(|e| unavailable(&e))?;
         let commands = tokio::time::timeout(
             COMMAND_TIMEOUT * 2,
-            ConnectionManager::new_with_config(client.clone(), config),
+            endpoint.commands(COMMAND_TIMEOUT, MAX_BACKOFF),
         )
         .await
         .map_err(|_| unavailable(&"connection timed out"))?
@@ -206,11 +214,12 @@ impl Cluster {
         let (outgoing, queue) = mpsc::channel(OUTGOING_CAPACITY);
         let (serving, _) = watch::channel(false);
         let cluster = Arc::new(Self {
-            all_channel: format!("{}:all", settings.key_prefix).into(),
+            all_channel: format!("{key_base}:all").into(),
             node: node.into(),
             prefix: settings.key_prefix,
+            key_base,
             lease: settings.lease.max(Duration::from_millis(300)),
-            client,
+            endpoint,
             commands,
             outgoing,
             pending: DashMap::new(),
@@ -296,7 +305,7 @@ impl Cluster {
     }
 
     fn node_channel(&self, node: &str) -> Arc<str> {
-        format!("{}:node:{node}", self.prefix).into()
+        format!("{}:node:{node}", self.key_base).into()
     }
 
     fn envelope(&self, request_id: u64, body: Body) -> Vec<u8> {
@@ -440,7 +449,7 @@ impl Cluster {
             ClusterError::Unavailable(format!("Redis: {e}"))
         };
         let mut conn = self.commands.clone();
-        let nodes_key = format!("{}:nodes", self.prefix);
+        let nodes_key = self.nodes_key();
         let nodes: Vec<String> = tokio::time::timeout(COMMAND_TIMEOUT, conn.smembers(&nodes_key))
             .await
             .map_err(|_| fail(&"timed out"))?
@@ -472,8 +481,12 @@ impl Cluster {
         Ok(live)
     }
 
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.key_base)
+    }
+
     fn lease_key(&self, node: &str) -> String {
-        format!("{}:lease:{node}", self.prefix)
+        format!("{}:lease:{node}", self.key_base)
     }
 
     async fn heartbeat_once(&self) {
@@ -485,11 +498,11 @@ impl Cluster {
             .arg("PX")
             .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
             .ignore()
-            .sadd(format!("{}:nodes", self.prefix), &*self.node)
+            .sadd(self.nodes_key(), &*self.node)
             .ignore()
             // The member list outlives its last node by a few leases, not forever.
             .pexpire(
-                format!("{}:nodes", self.prefix),
+                self.nodes_key(),
                 i64::try_from(self.lease.as_millis().saturating_mul(10)).unwrap_or(i64::MAX),
             )
             .ignore();
@@ -509,6 +522,28 @@ impl Cluster {
         self.update_health();
     }
 
+    /// On a Redis Cluster: whether `master` still owns the backplane's slot. Only a definite
+    /// "it moved" counts; a question nobody answers leaves the ping to judge the connection.
+    async fn still_slot_master(&self, master: &endpoint::NodeAddr) -> bool {
+        let asked = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            self.endpoint
+                .slot_master(&self.all_channel, COMMAND_TIMEOUT),
+        )
+        .await;
+        match asked {
+            Ok(Ok(now)) if now != *master => {
+                tracing::info!(
+                    from = %format_args!("{}:{}", master.0, master.1),
+                    to = %format_args!("{}:{}", now.0, now.1),
+                    "the backplane's hash slot moved; resubscribing"
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Leaves the cluster: stops the tasks and gives up the lease, so the other nodes stop
     /// asking this one at once.
     pub async fn stop(&self) {
@@ -521,7 +556,7 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.del(self.lease_key(&self.node))
             .ignore()
-            .srem(format!("{}:nodes", self.prefix), &*self.node)
+            .srem(self.nodes_key(), &*self.node)
             .ignore();
         let _: Result<redis::RedisResult<()>, _> =
             tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
@@ -600,7 +635,7 @@ fn random_node_id() -> String {
 /// duplicate would need Redis to have run the commands before the connection dropped
 /// and before it answered: possible, rare, and harmless for the lease commands.)
 async fn run<T: redis::FromRedisValue>(
-    conn: &mut ConnectionManager,
+    conn: &mut Commands,
     pipe: &redis::Pipeline,
 ) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed> {
     let first = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await;
@@ -678,9 +713,14 @@ async fn subscriber(cluster: Arc<Cluster>) {
     let own = cluster.node_channel(&cluster.node);
     let mut backoff = Duration::from_millis(100);
     while !cluster.stop.is_cancelled() {
-        let connected =
-            tokio::time::timeout(COMMAND_TIMEOUT, cluster.client.get_async_pubsub()).await;
-        if let Ok(Ok(mut pubsub)) = connected {
+        let connected = cluster
+            .endpoint
+            .pubsub(&cluster.all_channel, COMMAND_TIMEOUT)
+            .await;
+        if let Err(e) = &connected {
+            tracing::debug!(error = %e, "cannot open the cluster subscription");
+        }
+        if let Ok((mut pubsub, master)) = connected {
             let subscribed = tokio::time::timeout(
                 COMMAND_TIMEOUT,
                 pubsub.subscribe(&[&*cluster.all_channel, &*own]),
@@ -692,7 +732,15 @@ async fn subscriber(cluster: Arc<Cluster>) {
                 cluster.health.subscribed.store(true, Ordering::Relaxed);
                 // Renew the lease at once: a restarted Redis has forgotten it.
                 cluster.heartbeat_once().await;
-                tracing::info!(node = %cluster.node, "subscribed to the cluster channels");
+                match &master {
+                    Some((host, port)) => tracing::info!(
+                        node = %cluster.node, via = %format_args!("{host}:{port}"),
+                        "subscribed to the cluster channels"
+                    ),
+                    None => {
+                        tracing::info!(node = %cluster.node, "subscribed to the cluster channels")
+                    }
+                }
                 // A subscription whose TCP connection died quietly would never end its stream:
                 // a ping per heartbeat period notices.
                 let (mut sink, mut messages) = pubsub.split();
@@ -711,6 +759,11 @@ async fn subscriber(cluster: Arc<Cluster>) {
                             )
                             .await;
                             if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                            if let Some(master) = &master
+                                && !cluster.still_slot_master(master).await
+                            {
                                 break;
                             }
                         }
