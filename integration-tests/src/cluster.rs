@@ -390,6 +390,83 @@ impl OwnRedisCluster {
         panic!("no Redis Cluster node is running");
     }
 
+    /// Moves `key`'s hash slot, with its keys, from its master to node `to`: the manual
+    /// resharding steps (`IMPORTING` / `MIGRATING`, `MIGRATE` of every key, `SETSLOT … NODE`
+    /// on every node).
+    ///
+    /// # Panics
+    /// A step fails.
+    pub async fn move_slot(&self, key: &str, to: usize) {
+        let from = self.master_of(key).await;
+        assert_ne!(from, to, "node {to} already owns the slot of {key}");
+        let mut source = self.node_connection(from).await;
+        let mut target = self.node_connection(to).await;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut source)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let id = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .expect("CLUSTER MYID")
+            }
+        };
+        let (source_id, target_id) = (id(&mut source).await, id(&mut target).await);
+        let setslot = |conn: &mut redis::aio::MultiplexedConnection, how: &str, node: &str| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(how).arg(node);
+            async move {
+                cmd.query_async::<()>(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("CLUSTER SETSLOT: {e}"));
+            }
+        };
+        setslot(&mut target, "IMPORTING", &source_id).await;
+        setslot(&mut source, "MIGRATING", &target_id).await;
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut source)
+                .await
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async::<()>(&mut source)
+                .await
+                .expect("MIGRATE");
+        }
+        setslot(&mut target, "NODE", &target_id).await;
+        setslot(&mut source, "NODE", &target_id).await;
+        for i in 0..self.nodes.len() {
+            if i != from && i != to {
+                let mut other = self.node_connection(i).await;
+                setslot(&mut other, "NODE", &target_id).await;
+            }
+        }
+        crate::assert_eventually!(
+            self.master_of(key).await == to,
+            "the slot of {key} did not move to node {to}"
+        );
+    }
+
     /// Waits until every running node reports `cluster_state:ok`.
     ///
     /// # Panics

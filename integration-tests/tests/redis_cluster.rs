@@ -237,6 +237,53 @@ async fn a_restart_of_the_redis_cluster_master_of_the_backplane_slot_is_survived
     assert_eq!(grpc.hub_stats(HUB).await.expect("stats").connections, 2);
 }
 
+#[tokio::test]
+async fn a_moved_backplane_slot_is_followed_by_commands_and_subscriptions() {
+    let redis = OwnRedisCluster::start().await;
+    let prefix = unique_prefix("rcluster-move");
+    let cluster = TestCluster::start_on_redis_cluster(&redis.seeds(), &prefix, 3).await;
+    let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let mut member = n1.json_client(HUB, Some("m"), &[], &["g"]).await;
+    let mut sender = n2.json_client(HUB, Some("s"), &[SEND_ROLE], &[]).await;
+    let from = subscribed_through(&redis, &prefix, 3).await;
+    let to = (from + 1) % redis.len();
+
+    // Resharding: the slot and its keys (leases, node set) move to another master.
+    let channel = format!("{{{prefix}}}:all");
+    redis.move_slot(&channel, to).await;
+    // Every node notices within a check (a third of the lease) and resubscribes there, so
+    // `PUBLISH` counts every node again.
+    assert_eventually!(
+        redis.subscribers_on(to, &channel).await == 3
+            && redis.subscribers_on(from, &channel).await == 0,
+        "the nodes did not resubscribe through the slot's new master"
+    );
+    cluster.wait_healthy().await;
+    // Commands follow the slot: the leases are renewed on the new master.
+    let mut conn = redis.node_connection(to).await;
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{{{prefix}}}:nodes"))
+        .query_async(&mut conn)
+        .await
+        .expect("SMEMBERS on the new master");
+    assert_eq!(members.len(), 3, "{members:?}");
+
+    sender.publish_text("g", "after the move").await;
+    assert_eq!(text(&member.recv_message().await), "after the move");
+    let grpc = n3.service_client().await;
+    grpc.send_to_connection(HUB, member.connection_id(), "routed", SendOptions::new())
+        .await
+        .expect("send to connection");
+    assert_eq!(text(&member.recv_message().await), "routed");
+    assert!(
+        grpc.connection_exists(HUB, sender.connection_id())
+            .await
+            .expect("exists")
+    );
+    let stats = grpc.hub_stats(HUB).await.expect("stats");
+    assert_eq!((stats.connections, stats.users, stats.groups), (2, 2, 1));
+}
+
 /// Runs the binary with `args` and `env`; returns its exit code and stderr.
 async fn run_hubcast(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = tokio::process::Command::new(hubcast_bin());

@@ -137,6 +137,11 @@ impl Endpoint {
                             .as_str()
                             .into_connection_info()
                             .map_err(|e| e.to_string())?;
+                        if info.redis_settings().db() != 0 {
+                            return Err(format!(
+                                "{u}: a Redis Cluster has no databases; leave out the /db"
+                            ));
+                        }
                         match info.addr() {
                             ConnectionAddr::Tcp(..) => Ok(info),
                             _ => Err(format!(
@@ -382,5 +387,6 @@ mod tests {
         assert!(Endpoint::new(RedisTarget::Cluster(Vec::new())).is_err());
         assert!(Endpoint::new(RedisTarget::Cluster(vec!["redis://127.0.0.1:7000".into()])).is_ok());
         assert!(Endpoint::new(RedisTarget::Cluster(vec!["nonsense".into()])).is_err());
+        assert!(Endpoint::new(RedisTarget::Cluster(vec!["redis://h:7000/2".into()])).is_err());
     }
 }
