@@ -423,4 +423,22 @@ mod tests {
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.access_keys, ["k1", "k2"]);
     }
+
+    #[test]
+    fn redis_cluster_nodes_repeat_or_come_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "hubcast",
+            "--redis-cluster-node",
+            "redis://a:7000",
+            "--redis-cluster-node",
+            "redis://b:7000,redis://c:7000",
+        ])
+        .expect("valid flags");
+        let config = cli.settings.into_config().expect("valid config");
+        assert_eq!(
+            config.cluster.redis_cluster_nodes,
+            ["redis://a:7000", "redis://b:7000", "redis://c:7000"]
+        );
+        assert_eq!(config.cluster.redis_url, None);
+    }
 }
