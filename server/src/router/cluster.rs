@@ -25,10 +25,10 @@
 //! one that hangs leaves them when its lease runs out. There is nothing to clean up after a
 //! dead node but its entry in `{prefix}:nodes`, which the survivors remove.
 //!
-//! Redis is one server (`cluster.redis_url`) or a Redis Cluster (`cluster.redis_cluster_nodes`):
-//! on a Redis Cluster every key and channel is named `{prefix}:...` instead, the braces making
-//! the prefix a hash tag so that all of them share one hash slot ([`endpoint`] says how the
-//! commands and the subscription find it).
+//! Redis is one server (`cluster.redis_url`) or a Redis Cluster
+//! (`cluster.redis_cluster_nodes`): on a Redis Cluster every key and channel is named
+//! `{prefix}:...` instead, the braces making the prefix a hash tag so that all of them share
+//! one hash slot (`cluster/endpoint.rs` says how the commands and the subscription find it).
 //!
 //! Redis trouble: the node keeps serving its local connections, reconnects and resubscribes by
 //! itself, reports itself degraded ([`Cluster::serving`], gRPC health `NOT_SERVING`,
