@@ -664,4 +664,25 @@ impl NodeProcess {
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill hubcast");
     }
+
+    /// Freezes the process (SIGSTOP): its sockets stay open, so Redis still counts it as
+    /// subscribed, but it answers nothing and stops renewing its lease — a hung node.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the hubcast process is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
 }

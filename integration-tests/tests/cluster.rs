@@ -594,6 +594,79 @@ async fn a_killed_node_leaves_the_cluster_answers_within_its_lease() {
     drop((doomed_a, doomed_b));
 }
 
+#[tokio::test]
+async fn a_hung_node_fails_answers_during_its_lease_then_drops_out_until_it_wakes() {
+    let prefix = hubcast_integration_tests::cluster::unique_prefix("hang");
+    let cluster = TestCluster::start_on(
+        hubcast_integration_tests::cluster::REDIS_URL,
+        &prefix,
+        2,
+        |_| {},
+    )
+    .await;
+    // Longer than the answer timeout (5 s), so that answers fail while the lease runs.
+    let lease = std::time::Duration::from_secs(12);
+    let process = NodeProcess::start(
+        hubcast_integration_tests::cluster::REDIS_URL,
+        &prefix,
+        lease,
+    )
+    .await;
+    let frozen = JsonClient::connect(&process.url(HUB, Some("frozen"), &["g"])).await;
+    let _other = cluster.node(1).json_client(HUB, Some("s"), &[], &[]).await;
+    let grpc = cluster.node(0).service_client().await;
+    assert_eq!(grpc.hub_stats(HUB).await.expect("stats").connections, 2);
+
+    // Hung while its lease runs: the answer would be incomplete without it, so it is an
+    // error, not a wrong number.
+    process.pause();
+    let paused = std::time::Instant::now();
+    let (stats, exists) = tokio::join!(
+        grpc.hub_stats(HUB),
+        grpc.connection_exists(HUB, frozen.connection_id())
+    );
+    let err = stats.expect_err("a silent node with a current lease fails the answer");
+    assert!(matches!(err, ServiceError::Unavailable(_)), "{err:?}");
+    let err = exists.expect_err("its connection's owner does not answer");
+    assert!(matches!(err, ServiceError::Unavailable(_)), "{err:?}");
+
+    // Past its lease it no longer counts, though Redis still has it subscribed: the answers
+    // leave it out, and do not wait for it.
+    tokio::time::sleep(lease.saturating_sub(paused.elapsed())).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(grpc.hub_stats(HUB).await.expect("stats").connections, 1);
+    assert!(!grpc.user_exists(HUB, "frozen").await.expect("exists"));
+    assert!(
+        !grpc
+            .connection_exists(HUB, frozen.connection_id())
+            .await
+            .expect("exists")
+    );
+    // Waiting for it would take the full answer timeout (5 s) for each of the three.
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "answers waited {:?} for a node past its lease",
+        asked.elapsed()
+    );
+
+    // Awake again, it renews its lease and is back in the answers with its connection.
+    process.resume();
+    let woke = std::time::Instant::now();
+    loop {
+        if matches!(grpc.hub_stats(HUB).await, Ok(s) if s.connections == 2)
+            && matches!(grpc.user_exists(HUB, "frozen").await, Ok(true))
+        {
+            break;
+        }
+        assert!(
+            woke.elapsed() < lease,
+            "the node that woke up is not back in the answers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(frozen);
+}
+
 async fn health(server: &TestServer) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))
         .expect("endpoint")

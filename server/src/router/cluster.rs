@@ -91,6 +91,9 @@ const PIPELINE_MAX: usize = 256;
 /// Replies one question may collect before the rest are dropped (far more than nodes).
 const REPLY_CAPACITY: usize = 256;
 
+/// How many leases a node seen without a lease stays known as dead.
+const DEAD_MEMORY: u32 = 10;
+
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -170,6 +173,10 @@ pub struct Cluster {
     endpoint: Endpoint,
     commands: Commands,
     outgoing: mpsc::Sender<Outgoing>,
+    /// Nodes seen without a lease, and since when: asking them would only wait out the
+    /// answer timeout (a hung node is still subscribed). Forgotten when they renew their
+    /// lease, or after [`DEAD_MEMORY`] leases.
+    dead: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Questions in flight: request id → where replies go.
     pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
     next_request: AtomicU64,
@@ -222,6 +229,7 @@ impl Cluster {
             endpoint,
             commands,
             outgoing,
+            dead: std::sync::Mutex::default(),
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             handler: RwLock::new(None),
@@ -395,6 +403,9 @@ impl Cluster {
     /// gone): whatever it owned is gone with it.
     pub(crate) async fn ask(&self, node: &str, body: Body) -> Result<Option<Reply>, ClusterError> {
         self.check_available()?;
+        if self.is_known_dead(node) {
+            return Ok(None);
+        }
         let (id, mut replies, _guard) = self.register();
         let receivers = self.publish_to(self.node_channel(node), id, body).await?;
         if receivers == 0 {
@@ -402,16 +413,20 @@ impl Cluster {
         }
         match tokio::time::timeout(ANSWER_TIMEOUT, replies.recv()).await {
             Ok(Some((_, reply))) => Ok(Some(reply)),
+            // Still subscribed but silent past its lease: a hung node, whose connections no
+            // longer count (as for `gather`).
+            _ if !self.live_nodes().await?.contains(node) => Ok(None),
             _ => Err(ClusterError::Unavailable(format!(
                 "node {node} did not answer within {ANSWER_TIMEOUT:?}"
             ))),
         }
     }
 
-    /// Asks every other node and returns their replies. Waits for as many replies as nodes
-    /// were subscribed; if some stay silent until the timeout, the answer stands only if every
-    /// node whose lease is current did answer (the silent ones are hung nodes past their
-    /// lease, whose connections are no longer counted); otherwise it is an error.
+    /// Asks every other node and returns their replies. Waits until every subscribed node
+    /// or every node whose lease is current has answered, whichever comes first: a hung node
+    /// past its lease is still subscribed (its TCP connections live on) but no longer counts,
+    /// so it must not hold every answer up until the timeout. If a node whose lease is still
+    /// current at the timeout has stayed silent, the answer is an error.
     pub(crate) async fn gather(&self, body: Body) -> Result<Vec<Reply>, ClusterError> {
         self.check_available()?;
         let mut expected: HashSet<String> = self.live_nodes().await?;
@@ -422,14 +437,19 @@ impl Cluster {
         let others = receivers.saturating_sub(1);
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         let mut answers = Vec::new();
-        while answers.len() < others {
+        while answers.len() < others && !expected.is_empty() {
             match tokio::time::timeout_at(deadline, replies.recv()).await {
                 Ok(Some((node, reply))) => {
                     expected.remove(&node);
                     answers.push(reply);
                 }
-                _ if expected.is_empty() => break,
                 _ => {
+                    // The silent ones may have lost their lease while we waited.
+                    let live = self.live_nodes().await?;
+                    expected.retain(|node| live.contains(node));
+                    if expected.is_empty() {
+                        break;
+                    }
                     let mut missing: Vec<_> = expected.into_iter().collect();
                     missing.sort_unstable();
                     return Err(ClusterError::Unavailable(format!(
@@ -474,6 +494,7 @@ impl Cluster {
                 dead.push(node);
             }
         }
+        self.remember_dead(&live, &dead);
         if !dead.is_empty() {
             tracing::info!(nodes = ?dead, "forgetting nodes whose lease ran out");
             let _: Result<(), _> = conn.srem(&nodes_key, &dead).await;
@@ -483,6 +504,27 @@ impl Cluster {
 
     fn nodes_key(&self) -> String {
         format!("{}:nodes", self.key_base)
+    }
+
+    fn remember_dead(&self, live: &HashSet<String>, dead: &[String]) {
+        let now = Instant::now();
+        let memory = self.lease * DEAD_MEMORY;
+        let mut known = self
+            .dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.retain(|node, since| !live.contains(node) && now.duration_since(*since) < memory);
+        for node in dead {
+            known.entry(node.clone()).or_insert(now);
+        }
+    }
+
+    /// Whether `node` was last seen without a lease (by a question or a heartbeat).
+    fn is_known_dead(&self, node: &str) -> bool {
+        self.dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(node)
     }
 
     fn lease_key(&self, node: &str) -> String {
@@ -784,12 +826,17 @@ async fn subscriber(cluster: Arc<Cluster>) {
     }
 }
 
-/// Renews this node's lease three times per lease period.
+/// Renews this node's lease three times per lease period, and looks at the others' (so a
+/// node that stopped renewing is known dead without waiting for a question to time out).
 async fn heartbeat(cluster: Arc<Cluster>) {
     let period = cluster.lease / 3;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(period) => cluster.heartbeat_once().await,
+            () = tokio::time::sleep(period) => {
+                cluster.heartbeat_once().await;
+                // A failure is counted by `live_nodes` and shows as degraded health.
+                let _ = cluster.live_nodes().await;
+            }
             () = cluster.stop.cancelled() => return,
         }
     }
