@@ -45,7 +45,10 @@ async fn malformed_json_gets_disconnected_and_1007() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_gets_disconnected_and_1009() {
     const LIMIT: usize = 4096;
-    let server = TestServer::start_with(|config| config.client.max_message_bytes = LIMIT).await;
+    // Set through `client.max_message_bytes`, the older home of `limits.max_message_bytes`,
+    // which still sets the default of every hub (the per-hub limit is in tests/limits.rs).
+    let server =
+        TestServer::start_with(|config| config.client.max_message_bytes = Some(LIMIT)).await;
     let mut bystanders = Bystanders::connect(&server, HUB).await;
     let (mut bad, id) = misbehaving_client(&server).await;
     let group = bystanders.group().to_owned();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use hubcast_integration_tests::{
     Bystanders, JOIN_ROLE, JsonClient, TIMEOUT, TestServer, assert_eventually, raw_upgrade,
     request, try_connect, upgrade_status,
@@ -13,6 +14,9 @@ use hubcast_server::limits::LimitKind;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// The path and query of a client URL, for [`raw_upgrade`].
 fn path_of(url: &str) -> &str {
@@ -323,6 +327,138 @@ async fn browser_upgrades_from_origins_not_allowed_are_refused_with_403() {
     // Non-browser clients send no Origin and are not affected.
     let plain = raw_upgrade(server.addr(), path, &[]).await;
     assert_eq!(plain.status, 101);
+}
+
+/// A hub whose `max_message_bytes` is [`SMALL`] under a `[limits]` default of 64 KiB.
+const SMALL: usize = 2048;
+
+async fn server_with_a_small_message_hub() -> TestServer {
+    TestServer::start_with(|c| {
+        c.limits.max_message_bytes = Some(64 * 1024);
+        c.hubs.insert(
+            "tiny".into(),
+            limited_hub(HubLimitOverrides {
+                max_message_bytes: Some(SMALL),
+                ..HubLimitOverrides::default()
+            }),
+        );
+    })
+    .await
+}
+
+/// A `ping` of about `len` bytes (the padding is ignored by the server).
+fn padded_ping(len: usize) -> String {
+    json!({"type": "ping", "padding": "x".repeat(len)}).to_string()
+}
+
+/// Asserts the close of a message over the `tiny` hub's size, and that it was counted.
+async fn expect_too_big(client: JsonClient, server: &TestServer) {
+    let closed = client.expect_close().await;
+    assert_eq!(closed.code, 1009, "{closed:?}");
+    let reason = closed.expect_disconnected();
+    assert!(
+        reason.contains(&SMALL.to_string()),
+        "names the limit: {reason}"
+    );
+    assert!(
+        !closed.messages.iter().any(|m| m["type"] == "pong"),
+        "the oversized message must not be processed: {:?}",
+        closed.messages
+    );
+    assert_eq!(server.limit_counters().get(LimitKind::MessageSize), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_with_a_small_message_size_closes_with_1009_what_another_hub_accepts() {
+    let server = server_with_a_small_message_hub().await;
+    let message = padded_ping(SMALL * 2);
+    // Another hub, under the [limits] default, answers it.
+    let mut roomy = server.json_client("roomy", Some("r"), &[], &[]).await;
+    roomy.send_frame(Message::text(message.clone())).await;
+    roomy.recv_where(|m| m["type"] == "pong").await;
+    // The small hub answers a message under its limit, and closes on the same message.
+    let mut tiny = server.json_client("tiny", Some("t"), &[], &[]).await;
+    tiny.send_frame(Message::text(padded_ping(SMALL / 2))).await;
+    tiny.recv_where(|m| m["type"] == "pong").await;
+    tiny.send_frame(Message::text(message)).await;
+    expect_too_big(tiny, &server).await;
+    // The roomy hub's connection is untouched, and the refusal is on /metrics.
+    roomy.ping().await;
+    let metrics = server
+        .rest()
+        .call_with("GET", "/metrics", None, None, &[])
+        .await;
+    let text = String::from_utf8(metrics.body.to_vec()).expect("UTF-8");
+    assert!(
+        text.lines()
+            .any(|l| l == r#"hubcast_limit_refusals_total{limit="message_size"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_message_size_bounds_a_message_sent_in_small_fragments() {
+    let server = server_with_a_small_message_hub().await;
+    // Fragments of SMALL / 4 bytes each, which no frame-size check alone would refuse.
+    let fragments = |message: &str| -> Vec<Message> {
+        let chunks: Vec<&[u8]> = message.as_bytes().chunks(SMALL / 4).collect();
+        let last = chunks.len() - 1;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let opcode = if i == 0 {
+                    OpCode::Data(Data::Text)
+                } else {
+                    OpCode::Data(Data::Continue)
+                };
+                Message::Frame(Frame::message(
+                    Bytes::copy_from_slice(chunk),
+                    opcode,
+                    i == last,
+                ))
+            })
+            .collect()
+    };
+    let mut tiny = server.json_client("tiny", Some("t"), &[], &[]).await;
+    // Fragmented but under the limit: answered.
+    for frame in fragments(&padded_ping(SMALL / 2)) {
+        tiny.send_frame(frame).await;
+    }
+    tiny.recv_where(|m| m["type"] == "pong").await;
+    // Over it in total, by its last fragment: closed, and the message is not processed.
+    // (Only the last one goes over, so that no fragment is sent after the server stops
+    // reading: the reset that would cause could lose the close frame.)
+    let over = fragments(&padded_ping(SMALL));
+    assert!(over.len() > 4, "several fragments");
+    for frame in over {
+        tiny.send_frame(frame).await;
+    }
+    expect_too_big(tiny, &server).await;
+}
+
+#[tokio::test]
+async fn a_message_size_given_twice_with_different_values_is_refused_at_start() {
+    let config = Config::from_toml(
+        r#"
+        listen = "127.0.0.1:0"
+        grpc_listen = "127.0.0.1:0"
+        [client]
+        max_message_bytes = 2000
+        [limits]
+        max_message_bytes = 3000
+        "#,
+    )
+    .expect("parses");
+    let err = hubcast_server::Server::bind(config)
+        .await
+        .expect_err("contradictory sizes refused");
+    let err = err.to_string();
+    assert!(
+        err.contains("client.max_message_bytes (2000)")
+            && err.contains("limits.max_message_bytes (3000)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -146,7 +146,19 @@ impl Config {
 
     /// The limits in force for `hub`: `[limits]` with the hub's overrides.
     pub fn hub_limits(&self, hub: &str) -> HubLimits {
-        self.limits.for_hub(&self.hub(hub).limits)
+        self.global_limits().for_hub(&self.hub(hub).limits)
+    }
+
+    /// `[limits]` as in force for every hub: `client.max_message_bytes`, the older home of
+    /// `limits.max_message_bytes`, stands in for it when only the older key is given.
+    fn global_limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self
+                .limits
+                .max_message_bytes
+                .or(self.client.max_message_bytes),
+            ..self.limits
+        }
     }
 
     /// Checks settings that parse but cannot work (zero limits, for instance).
@@ -155,11 +167,21 @@ impl Config {
     /// A message naming the setting.
     pub fn check(&self) -> Result<(), String> {
         self.cluster.check()?;
+        if let (Some(old), Some(new)) =
+            (self.client.max_message_bytes, self.limits.max_message_bytes)
+            && old != new
+        {
+            return Err(format!(
+                "client.max_message_bytes ({old}) and limits.max_message_bytes ({new}) disagree: \
+                 client.max_message_bytes is the older name of limits.max_message_bytes; \
+                 set only limits.max_message_bytes"
+            ));
+        }
         let keepalive = self.client.keepalive_interval;
-        self.limits
-            .check("*", &HubLimitOverrides::default(), keepalive)?;
+        let limits = self.global_limits();
+        limits.check("*", &HubLimitOverrides::default(), keepalive)?;
         for (name, hub) in &self.hubs {
-            self.limits.check(name, &hub.limits, keepalive)?;
+            limits.check(name, &hub.limits, keepalive)?;
         }
         Ok(())
     }
@@ -350,9 +372,10 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Largest frame or message a client may send, in bytes (Azure: 1 MB). Larger ones close
-    /// the connection with 1009.
-    pub max_message_bytes: usize,
+    /// The older name of `limits.max_message_bytes` (largest frame or message a client may
+    /// send), kept so existing files still work: when given, it is the default for every hub
+    /// that `[limits]` would set. Giving both with different values is refused at start.
+    pub max_message_bytes: Option<usize>,
     /// Bytes that may wait in one connection's outbox. A client that falls further behind is
     /// closed rather than allowed to slow anyone else or grow memory without bound.
     pub outbox_bytes: usize,
@@ -378,7 +401,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            max_message_bytes: 1024 * 1024,
+            max_message_bytes: None,
             outbox_bytes: 1024 * 1024,
             keepalive_interval: Duration::from_secs(20),
             recovery_window: Duration::from_secs(30),
@@ -543,5 +566,52 @@ mod tests {
             },
         );
         assert!(cfg.hub("x").anonymous_connect);
+    }
+
+    #[test]
+    fn message_size_is_per_hub_and_the_older_client_key_sets_its_default() {
+        let size = |toml: &str, hub: &str| {
+            let cfg = Config::from_toml(toml).expect("valid config");
+            cfg.check().expect("consistent config");
+            cfg.hub_limits(hub).max_message_bytes
+        };
+        assert_eq!(size("", "chat"), 1024 * 1024, "Azure's 1 MB by default");
+        let per_hub = "[limits]\nmax_message_bytes = 1000\n\
+                       [hubs.big.limits]\nmax_message_bytes = 5000";
+        assert_eq!(size(per_hub, "chat"), 1000);
+        assert_eq!(size(per_hub, "BIG"), 5000);
+        // client.max_message_bytes alone is the default for every hub, as before...
+        let old = "[client]\nmax_message_bytes = 2000\n[hubs.big.limits]\nmax_message_bytes = 5000";
+        assert_eq!(size(old, "chat"), 2000);
+        assert_eq!(
+            size(old, "big"),
+            5000,
+            "hub overrides win over the older key"
+        );
+        // ... may repeat the same value as [limits] ...
+        let same = "[client]\nmax_message_bytes = 3000\n[limits]\nmax_message_bytes = 3000";
+        assert_eq!(size(same, "chat"), 3000);
+        // ... but never contradict it.
+        let both = Config::from_toml(
+            "[client]\nmax_message_bytes = 2000\n[limits]\nmax_message_bytes = 3000",
+        )
+        .expect("parses");
+        let err = both.check().expect_err("two different values are refused");
+        assert!(
+            err.contains("client.max_message_bytes (2000)")
+                && err.contains("limits.max_message_bytes (3000)"),
+            "{err}"
+        );
+        let zero = Config::from_toml("[hubs.tiny.limits]\nmax_message_bytes = 0").expect("parses");
+        let err = zero.check().expect_err("zero refused");
+        assert!(
+            err.contains("max_message_bytes") && err.contains("tiny"),
+            "{err}"
+        );
+        let zero_old = Config::from_toml("[client]\nmax_message_bytes = 0").expect("parses");
+        assert!(
+            zero_old.check().is_err(),
+            "zero refused under the older key too"
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! `[limits]` and for one hub in `[hubs.<name>.limits]`, and answers with a specific HTTP
 //! status, close code or ack error whose text names the limit (see README, "Limits").
 //!
-//! Limits that already had a home stay there: the message size
-//! (`client.max_message_bytes`, close 1009), the outbox (`client.outbox_bytes`, close 1013)
-//! and the unacknowledged buffers of reliable connections (`client.unacked_*`, close 1008).
+//! The message size limit (`max_message_bytes`, close 1009) moved here from
+//! `client.max_message_bytes`, which still sets its default for every hub (see
+//! [`Limits::max_message_bytes`]). Limits that already had a home stay there: the outbox
+//! (`client.outbox_bytes`, close 1013) and the unacknowledged buffers of reliable
+//! connections (`client.unacked_*`, close 1008).
 //! Hub and group name rules are Azure's and fixed (`router::hub_key`,
 //! `router::check_group_name`).
 
@@ -21,10 +23,19 @@ use tokio::time::Instant;
 
 use crate::telemetry::Metrics;
 
+/// Default of [`Limits::max_message_bytes`]: Azure's 1 MB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// Limits for every hub (`[limits]`), and the listener-wide ones.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Largest frame or message a client may send, in bytes; a larger one closes the
+    /// connection with 1009. `None` (not in `[limits]`): `client.max_message_bytes`, the
+    /// setting's older home, if given, else [`DEFAULT_MAX_MESSAGE_BYTES`]. An `Option` so
+    /// that a file giving both with different values can be refused rather than one of them
+    /// silently ignored (see `Config::check`).
+    pub max_message_bytes: Option<usize>,
     /// Open connections of one hub. Beyond it, upgrades are refused with 429.
     pub max_connections_per_hub: usize,
     /// Open connections of one user in one hub. Beyond it, upgrades are refused with 429.
@@ -58,6 +69,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            max_message_bytes: None,
             max_connections_per_hub: 1_000_000,
             max_connections_per_user: 10_000,
             max_groups_per_connection: 1_000,
@@ -76,6 +88,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubLimitOverrides {
+    /// See [`Limits::max_message_bytes`].
+    pub max_message_bytes: Option<usize>,
     /// See [`Limits::max_connections_per_hub`].
     pub max_connections_per_hub: Option<usize>,
     /// See [`Limits::max_connections_per_user`].
@@ -95,6 +109,9 @@ pub struct HubLimitOverrides {
 /// The limits in force for one hub: `[limits]` with the hub's overrides applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubLimits {
+    /// See [`Limits::max_message_bytes`]. Applied to a socket when it is upgraded (the
+    /// WebSocket codec's frame and message size), so a change reaches new connections only.
+    pub max_message_bytes: usize,
     /// See [`Limits::max_connections_per_hub`].
     pub max_connections_per_hub: usize,
     /// See [`Limits::max_connections_per_user`].
@@ -115,6 +132,10 @@ impl Limits {
     /// Applies one hub's overrides.
     pub fn for_hub(&self, o: &HubLimitOverrides) -> HubLimits {
         HubLimits {
+            max_message_bytes: o
+                .max_message_bytes
+                .or(self.max_message_bytes)
+                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             max_connections_per_hub: o
                 .max_connections_per_hub
                 .unwrap_or(self.max_connections_per_hub),
@@ -144,6 +165,7 @@ impl Limits {
     ) -> Result<(), String> {
         let l = self.for_hub(o);
         let zero = [
+            ("max_message_bytes", l.max_message_bytes as u64),
             ("max_connections_per_hub", l.max_connections_per_hub as u64),
             (
                 "max_connections_per_user",
@@ -194,7 +216,7 @@ pub enum LimitKind {
     ConcurrentHandshakes,
     /// [`Limits::idle_timeout`].
     IdleTimeout,
-    /// `client.max_message_bytes` (close 1009).
+    /// [`Limits::max_message_bytes`] (close 1009).
     MessageSize,
     /// Browser upgrades from an origin not in `client.allowed_origins` (403).
     Origin,

@@ -80,9 +80,9 @@ impl Server {
     /// Invalid keys or endpoint, unsupported settings, or a listener that cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.check().map_err(Error::Invalid)?;
-        if config.client.max_message_bytes == 0 || config.client.outbox_bytes == 0 {
+        if config.client.outbox_bytes == 0 {
             return Err(Error::Invalid(
-                "client.max_message_bytes and client.outbox_bytes must be positive".into(),
+                "client.outbox_bytes must be positive".into(),
             ));
         }
         let keys = if config.access_keys.is_empty() {

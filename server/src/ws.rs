@@ -310,11 +310,13 @@ async fn handshake(
                 return;
             }
         };
-        let config = &edge_task.config.client;
+        // The codec enforces the hub's size limit: an oversized frame is refused from its
+        // header, before its payload is read (see `session` for the 1009 close).
+        let max_message_bytes = edge_task.config.hub_limits(&hub).max_message_bytes;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
-            .max_message_size(Some(config.max_message_bytes))
-            .max_frame_size(Some(config.max_message_bytes));
+            .max_message_size(Some(max_message_bytes))
+            .max_frame_size(Some(max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
         match (recovery, conn) {
             // The rare paths are boxed so that the task of every connection (its size is

@@ -404,7 +404,7 @@ where
                 edge.limits.hit(LimitKind::MessageSize);
                 let why = format!(
                     "The message exceeds the limit of {} bytes.",
-                    edge.config.client.max_message_bytes
+                    edge.config.hub_limits(conn.hub()).max_message_bytes
                 );
                 dispatch::server_close(conn, code::TOO_BIG, &why);
                 // The rest of the oversized frame cannot be skipped; stop reading.
