@@ -474,13 +474,7 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     };
     let started = Instant::now();
     let total = plan.warmup + plan.duration;
-    let mut window: Option<(
-        Instant,
-        u64,
-        Option<metrics::ProcSample>,
-        Option<metrics::ProcSample>,
-        Vec<Option<metrics::ProcSample>>,
-    )> = None;
+    let mut window: Option<WindowStart> = None;
     let mut sent: u64 = 0;
     let mut sent_at_window = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -490,17 +484,17 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
         if window.is_none() && elapsed >= plan.warmup {
             stats.set_measuring(true);
             sent_at_window = sent;
-            window = Some((
-                Instant::now(),
-                stats.measured.load(Ordering::Relaxed),
-                metrics::sample_all(&system.pids),
-                metrics::sample(std::process::id()),
-                system
+            window = Some(WindowStart {
+                at: Instant::now(),
+                measured: stats.measured.load(Ordering::Relaxed),
+                server: metrics::sample_all(&system.pids),
+                own: metrics::sample(std::process::id()),
+                nodes: system
                     .pids
                     .iter()
                     .map(|pid| metrics::sample(*pid))
                     .collect(),
-            ));
+            });
         }
         if elapsed >= total {
             break;
@@ -534,8 +528,13 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
         }
     }
     stats.set_measuring(false);
-    let (window_start, measured_before, server_before, own_before, nodes_before) =
-        window.expect("the window opens before the run ends");
+    let WindowStart {
+        at: window_start,
+        measured: measured_before,
+        server: server_before,
+        own: own_before,
+        nodes: nodes_before,
+    } = window.expect("the window opens before the run ends");
     let window_seconds = window_start.elapsed().as_secs_f64();
     let server_after = metrics::sample_all(&system.pids);
     // Per node: the connections each holds are not known here, so no per-connection RSS.
@@ -607,6 +606,17 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     drop(outboxes);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drivers.join_all()).await;
     Ok(result)
+}
+
+/// What is read when the measurement window opens, to be compared at its end.
+struct WindowStart {
+    at: Instant,
+    /// Deliveries measured before the window (counted from here).
+    measured: u64,
+    /// The server processes together, this process, and each server process.
+    server: Option<metrics::ProcSample>,
+    own: Option<metrics::ProcSample>,
+    nodes: Vec<Option<metrics::ProcSample>>,
 }
 
 /// Connections that the server ended while the run was going (drivers already finished).
