@@ -69,7 +69,8 @@ pub(crate) struct RunResult {
     pub(crate) deliveries_per_s: f64,
     pub(crate) latency: Latency,
     pub(crate) server: Option<ServerUse>,
-    /// The same per server process, in `--pid` order (one entry per node of a cluster).
+    /// The same per server process, in `--pid` order (one entry per node of a cluster;
+    /// `rss_per_connection_kib` is 0 there: how the connections split is not known).
     pub(crate) nodes: Vec<ServerUse>,
     /// Messages sent while the window was open, and the deliveries they are due over all
     /// shards (every member of the destination, connected or not).

@@ -537,19 +537,17 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     } = window.expect("the window opens before the run ends");
     let window_seconds = window_start.elapsed().as_secs_f64();
     let server_after = metrics::sample_all(&system.pids);
-    // Per node: the connections each holds are not known here, so no per-connection RSS.
+    // Per node: the connections each holds are not known here, so its per-connection RSS
+    // is left at 0.
     result.nodes = system
         .pids
         .iter()
         .zip(nodes_before)
         .filter_map(|(pid, before)| {
             let after = metrics::sample(*pid)?;
-            Some(crate::report::ServerUse::between(
-                before?,
-                after,
-                window_seconds,
-                0,
-            ))
+            let mut node = crate::report::ServerUse::between(before?, after, window_seconds, 0);
+            node.rss_per_connection_kib = 0.0;
+            Some(node)
         })
         .collect();
     let measured = stats.measured.load(Ordering::Relaxed) - measured_before;
