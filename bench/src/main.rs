@@ -10,6 +10,8 @@
 //! Everything is bounded: a run has a fixed number of connections and a fixed duration,
 //! targets loopback only, and stops by itself.
 
+mod aggregate;
+mod barrier;
 mod floor;
 mod limits;
 mod metrics;
@@ -44,6 +46,17 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// Combine the JSON files of the shards of one run (`run --shard i/n --json FILE`)
+    /// into one result: connections and deliveries added up, latency histograms merged,
+    /// and the share of deliveries within 1 s of what shard 0 sent.
+    Aggregate {
+        /// The shards' JSON files, one per shard.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the combined result as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -94,6 +107,11 @@ struct RunCli {
     /// is i. Shard 0 alone sends; run the shards at the same time with the same arguments.
     #[arg(long, default_value = "0/1")]
     shard: String,
+    /// A directory shared by the shards of one run (empty at the start): each shard waits
+    /// there until all are connected, then they all start sending and measuring at the same
+    /// wall-clock instant.
+    #[arg(long)]
+    barrier: Option<PathBuf>,
     /// The `hubcast` binary to start (default: next to this binary).
     #[arg(long)]
     hubcast_bin: Option<PathBuf>,
@@ -128,6 +146,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Floor { listen } => floor::serve(&listen).await,
             Command::Run(run) => run_cli(*run).await,
+            Command::Aggregate { files, json } => aggregate_cli(&files, json.as_deref()),
         }
     });
     match result {
@@ -162,6 +181,7 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
         reliable: cli.reliable,
         shard,
         connect_concurrency: cli.connect_concurrency.max(1),
+        barrier: cli.barrier,
     };
     let plan = args.plan()?;
     let nofile = limits::raise_nofile(plan.local_sockets() + 64)?;
@@ -204,6 +224,17 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
     }
     if cli.check {
         report::check(&results)?;
+    }
+    Ok(())
+}
+
+fn aggregate_cli(files: &[PathBuf], json: Option<&std::path::Path>) -> Result<(), String> {
+    let combined = aggregate::combine(&aggregate::read(files)?)?;
+    let text = serde_json::to_string_pretty(&combined).map_err(|e| e.to_string())?;
+    println!("{text}");
+    aggregate::print_markdown(&combined);
+    if let Some(path) = json {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -14,6 +14,10 @@ const SHARDS: usize = 16;
 /// Latencies are recorded in microseconds, up to a minute.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
+/// Azure's latency target: a delivery counts as on time when it arrives within 1 s of its
+/// send.
+pub(crate) const ON_TIME_NANOS: u64 = 1_000_000_000;
+
 /// The marker in front of the send timestamp in every payload: `@<unix nanoseconds>.`.
 pub(crate) const STAMP: u8 = b'@';
 
@@ -26,9 +30,9 @@ pub(crate) fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// A payload of exactly `size` bytes (at least the stamp) that carries the current time.
-pub(crate) fn payload(size: usize) -> String {
-    let mut text = format!("@{}.", now_nanos());
+/// A payload of exactly `size` bytes (at least the stamp) that carries `stamp`.
+pub(crate) fn stamped_payload(size: usize, stamp: u64) -> String {
+    let mut text = format!("@{stamp}.");
     while text.len() < size {
         text.push('x');
     }
@@ -59,6 +63,18 @@ pub(crate) struct Stats {
     /// Data messages received while the measurement window was open.
     pub(crate) measured: AtomicU64,
     measuring: AtomicBool,
+    /// The measurement window in wall-clock ns, `[start, end)`, for the on-time count:
+    /// messages *sent* inside it, wherever they arrive (drain included), so that a message
+    /// that arrives late, or after the window, still counts against the target.
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+    /// The window was given by [`Stats::fix_window`] (shards share one) and the
+    /// measurement flag leaves it alone.
+    window_fixed: AtomicBool,
+    /// Deliveries of messages sent inside the window, and those of them that arrived
+    /// within [`ON_TIME_NANOS`].
+    pub(crate) window_delivered: AtomicU64,
+    pub(crate) on_time: AtomicU64,
     /// Set by a sender waiting for deliveries (closed-loop fan-out), so receivers only pay
     /// for a wake-up when someone waits.
     pub(crate) waiting: AtomicBool,
@@ -80,6 +96,11 @@ impl Stats {
             delivered: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            window_fixed: AtomicBool::new(false),
+            window_delivered: AtomicU64::new(0),
+            on_time: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             progress: Notify::new(),
         }
@@ -88,12 +109,43 @@ impl Stats {
     /// Opens or closes the measurement window. Latencies are recorded only while it is
     /// open, so warm-up and drain do not count.
     pub(crate) fn set_measuring(&self, on: bool) {
+        if !self.window_fixed.load(Ordering::SeqCst) {
+            let now = now_nanos();
+            if on {
+                self.window_end.store(u64::MAX, Ordering::SeqCst);
+                self.window_start.store(now, Ordering::SeqCst);
+            } else {
+                self.window_end.store(now, Ordering::SeqCst);
+            }
+        }
         self.measuring.store(on, Ordering::SeqCst);
+    }
+
+    /// Sets the on-time window to `[start, end)` (wall-clock ns) for good: the shards of one
+    /// run count the same messages even if one of them wakes up late.
+    pub(crate) fn fix_window(&self, start: u64, end: u64) {
+        self.window_fixed.store(true, Ordering::SeqCst);
+        self.window_start.store(start, Ordering::SeqCst);
+        self.window_end.store(end, Ordering::SeqCst);
+    }
+
+    /// Whether a message stamped `stamp` was sent inside the on-time window.
+    pub(crate) fn in_window(&self, stamp: u64) -> bool {
+        stamp >= self.window_start.load(Ordering::Relaxed)
+            && stamp < self.window_end.load(Ordering::Relaxed)
     }
 
     /// One data message arrived at client `client`, sent at `stamp` (ns).
     pub(crate) fn record(&self, client: usize, stamp: Option<u64>) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some(stamp) = stamp
+            && self.in_window(stamp)
+        {
+            self.window_delivered.fetch_add(1, Ordering::Relaxed);
+            if now_nanos().saturating_sub(stamp) <= ON_TIME_NANOS {
+                self.on_time.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if self.measuring.load(Ordering::Relaxed) {
             self.measured.fetch_add(1, Ordering::Relaxed);
             if let Some(stamp) = stamp {
@@ -190,7 +242,7 @@ mod tests {
     #[test]
     fn payloads_carry_their_send_time() {
         let before = now_nanos();
-        let text = payload(2048);
+        let text = stamped_payload(2048, now_nanos());
         assert_eq!(text.len(), 2048);
         let stamp = stamp_in(format!("{{\"data\":\"{text}\"}}").as_bytes()).unwrap();
         assert!(stamp >= before && stamp <= now_nanos());
@@ -215,5 +267,35 @@ mod tests {
         assert_eq!(stats.delivered.load(Ordering::Relaxed), 3);
         assert_eq!(stats.measured.load(Ordering::Relaxed), 2);
         assert_eq!(stats.latencies().len(), 1);
+    }
+
+    #[test]
+    fn on_time_counts_messages_sent_in_the_window_wherever_they_arrive() {
+        let stats = Stats::new();
+        let before = now_nanos() - 1;
+        stats.set_measuring(true);
+        let fresh = now_nanos();
+        let stale = fresh - 2 * ON_TIME_NANOS;
+        stats.record(0, Some(fresh));
+        stats.set_measuring(false);
+        // Sent in the window, arriving after it closed: counted, on time.
+        stats.record(1, Some(fresh));
+        // Sent before the window: not counted.
+        stats.record(2, Some(before));
+        assert_eq!(stats.window_delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.on_time.load(Ordering::Relaxed), 2);
+        // A message stamped inside a window but 2 s old on arrival is late.
+        let late = Stats::new();
+        late.window_start.store(stale - 1, Ordering::SeqCst);
+        late.record(0, Some(stale));
+        assert_eq!(late.window_delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(late.on_time.load(Ordering::Relaxed), 0);
+        // A fixed window is not moved by the measurement flag.
+        let fixed = Stats::new();
+        fixed.fix_window(10, 20);
+        fixed.set_measuring(true);
+        fixed.set_measuring(false);
+        assert!(fixed.in_window(10) && fixed.in_window(19));
+        assert!(!fixed.in_window(9) && !fixed.in_window(20));
     }
 }

@@ -2,24 +2,27 @@
 //! CI makes (the tool worked; the numbers themselves are not judged).
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::ProcSample;
 use crate::scenario::{Plan, Scenario};
 use crate::system::Kind;
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Latency {
     pub(crate) samples: u64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) p999_ms: f64,
     pub(crate) max_ms: f64,
+    /// The whole histogram as `[µs, count]` pairs, so that shards can be merged.
+    #[serde(default)]
+    pub(crate) histogram: Vec<[u64; 2]>,
 }
 
 /// The server's use of the machine during the measurement window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ServerUse {
     /// CPU time over wall time, in percent of one core (200 = both cores of this machine).
     pub(crate) cpu_percent: f64,
@@ -66,6 +69,20 @@ pub(crate) struct RunResult {
     pub(crate) deliveries_per_s: f64,
     pub(crate) latency: Latency,
     pub(crate) server: Option<ServerUse>,
+    /// The same per server process, in `--pid` order (one entry per node of a cluster;
+    /// `rss_per_connection_kib` is 0 there: how the connections split is not known).
+    pub(crate) nodes: Vec<ServerUse>,
+    /// Messages sent while the window was open, and the deliveries they are due over all
+    /// shards (every member of the destination, connected or not).
+    pub(crate) sent_in_window: u64,
+    pub(crate) due_in_window: u64,
+    /// Deliveries to this shard's clients of messages sent in the window (arriving at any
+    /// time until the drain ends), and those of them within 1 s.
+    pub(crate) window_delivered: u64,
+    pub(crate) on_time: u64,
+    /// `on_time` over `due_in_window` in percent: Azure's "delivered within 1 s" (only
+    /// when this process holds every client; shards are combined by `aggregate`).
+    pub(crate) on_time_percent: Option<f64>,
     pub(crate) idle_rss_per_connection_kib: Option<f64>,
     pub(crate) generator_cpu_percent: Option<f64>,
     /// Client connections the server ended during the run.
@@ -96,6 +113,12 @@ impl RunResult {
             deliveries_per_s: 0.0,
             latency: Latency::default(),
             server: None,
+            nodes: Vec::new(),
+            sent_in_window: 0,
+            due_in_window: 0,
+            window_delivered: 0,
+            on_time: 0,
+            on_time_percent: None,
             idle_rss_per_connection_kib: None,
             generator_cpu_percent: None,
             server_closed: 0,
@@ -111,6 +134,10 @@ impl RunResult {
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
             max_ms: histogram.max() as f64 / 1000.0,
+            histogram: histogram
+                .iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect(),
         };
     }
 

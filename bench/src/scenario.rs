@@ -2,6 +2,7 @@
 //! who connects, who is in which group, and what is sent how fast; and the runner that
 //! carries a plan out against one system.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,8 +13,9 @@ use hubcast_sdk::{Message as SdkMessage, SendOptions};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::barrier;
 use crate::limits::Shard;
-use crate::metrics::{self, Stats, payload};
+use crate::metrics::{self, Stats, now_nanos, stamped_payload};
 use crate::report::RunResult;
 use crate::system::{HUB, Kind, System};
 use crate::wire::{self, Identity, Outbox};
@@ -23,6 +25,13 @@ const FANOUT_WINDOW: u64 = 32;
 
 /// Longest wait for messages still in flight when sending stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for the other shards at the start line (they may connect 20,000 clients
+/// each on a busy machine).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A shard that does not send stops draining once nothing arrived for this long.
+const QUIET: Duration = Duration::from_millis(1_000);
 
 /// Control-plane calls in flight at once.
 const CONTROL_CONCURRENCY: usize = 64;
@@ -99,6 +108,8 @@ pub(crate) struct RunArgs {
     pub(crate) reliable: bool,
     pub(crate) shard: Shard,
     pub(crate) connect_concurrency: usize,
+    /// A directory shared by the shards of one run: they start together (see `barrier`).
+    pub(crate) barrier: Option<PathBuf>,
 }
 
 /// A scenario with every number decided.
@@ -116,6 +127,7 @@ pub(crate) struct Plan {
     pub(crate) reliable: bool,
     pub(crate) shard: Shard,
     pub(crate) connect_concurrency: usize,
+    pub(crate) barrier: Option<PathBuf>,
     /// Publisher connections (shard 0).
     pub(crate) publishers: usize,
 }
@@ -185,6 +197,7 @@ impl RunArgs {
             reliable: self.reliable,
             shard: self.shard,
             connect_concurrency: self.connect_concurrency,
+            barrier: self.barrier.clone(),
             publishers,
         })
     }
@@ -255,6 +268,31 @@ impl Plan {
         }
     }
 
+    /// How many clients, over all shards, the k-th message is due to (connected or not).
+    fn recipients(&self, k: u64) -> u64 {
+        if self.scenario == Scenario::Echo {
+            return 1;
+        }
+        match self.destination(k) {
+            Destination::All => self.clients as u64,
+            Destination::User(_) => 1,
+            Destination::Group(group) => group[1..]
+                .parse::<usize>()
+                .map_or(0, |g| self.group_size(g) as u64),
+        }
+    }
+
+    /// Members of group `g` over all shards.
+    fn group_size(&self, g: usize) -> usize {
+        match self.scenario {
+            Scenario::SmallGroup => self.clients.saturating_sub(g * 10).min(10),
+            _ if g < self.groups => {
+                self.clients / self.groups + usize::from(g < self.clients % self.groups)
+            }
+            _ => 0,
+        }
+    }
+
     /// How many of this shard's clients the k-th message reaches.
     fn local_recipients(&self, destination: &Destination, per_group: &[u64]) -> u64 {
         match destination {
@@ -319,11 +357,27 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     if let Some(e) = &first_error {
         eprintln!("{connect_errors} connections failed; the first: {e}");
     }
+    eprintln!(
+        "shard {}/{}: {} clients connected in {connect_seconds:.1} s",
+        plan.shard.index,
+        plan.shard.count,
+        outboxes.len()
+    );
     if outboxes.is_empty() && !locals.is_empty() {
         return Err(format!(
             "no client connected: {}",
             first_error.unwrap_or_default()
         ));
+    }
+
+    if let Some(dir) = &plan.barrier {
+        let start = barrier::wait(dir, plan.shard, BARRIER_TIMEOUT).await?;
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let window_start = start.saturating_add(nanos(plan.warmup));
+        stats.fix_window(
+            window_start,
+            window_start.saturating_add(nanos(plan.duration)),
+        );
     }
 
     let mut result = RunResult::new(plan, kind);
@@ -416,15 +470,11 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
         stats: &stats,
         inflight: Arc::new(Semaphore::new(CONTROL_CONCURRENCY)),
         send_errors: Arc::new(AtomicU64::new(0)),
+        due_in_window: AtomicU64::new(0),
     };
     let started = Instant::now();
     let total = plan.warmup + plan.duration;
-    let mut window: Option<(
-        Instant,
-        u64,
-        Option<metrics::ProcSample>,
-        Option<metrics::ProcSample>,
-    )> = None;
+    let mut window: Option<WindowStart> = None;
     let mut sent: u64 = 0;
     let mut sent_at_window = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -434,12 +484,17 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
         if window.is_none() && elapsed >= plan.warmup {
             stats.set_measuring(true);
             sent_at_window = sent;
-            window = Some((
-                Instant::now(),
-                stats.measured.load(Ordering::Relaxed),
-                metrics::sample_all(&system.pids),
-                metrics::sample(std::process::id()),
-            ));
+            window = Some(WindowStart {
+                at: Instant::now(),
+                measured: stats.measured.load(Ordering::Relaxed),
+                server: metrics::sample_all(&system.pids),
+                own: metrics::sample(std::process::id()),
+                nodes: system
+                    .pids
+                    .iter()
+                    .map(|pid| metrics::sample(*pid))
+                    .collect(),
+            });
         }
         if elapsed >= total {
             break;
@@ -473,22 +528,61 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
         }
     }
     stats.set_measuring(false);
-    let (window_start, measured_before, server_before, own_before) =
-        window.expect("the window opens before the run ends");
+    let WindowStart {
+        at: window_start,
+        measured: measured_before,
+        server: server_before,
+        own: own_before,
+        nodes: nodes_before,
+    } = window.expect("the window opens before the run ends");
     let window_seconds = window_start.elapsed().as_secs_f64();
     let server_after = metrics::sample_all(&system.pids);
+    // Per node: the connections each holds are not known here, so its per-connection RSS
+    // is left at 0.
+    result.nodes = system
+        .pids
+        .iter()
+        .zip(nodes_before)
+        .filter_map(|(pid, before)| {
+            let after = metrics::sample(*pid)?;
+            let mut node = crate::report::ServerUse::between(before?, after, window_seconds, 0);
+            node.rss_per_connection_kib = 0.0;
+            Some(node)
+        })
+        .collect();
     let measured = stats.measured.load(Ordering::Relaxed) - measured_before;
 
-    // Let what is in flight arrive (or not) before counting losses.
+    // Let what is in flight arrive (or not) before counting losses. A shard that did not
+    // send does not know what is due: it waits until deliveries stop.
     let drain = Instant::now();
-    while stats.delivered.load(Ordering::Relaxed) < expected.load(Ordering::Relaxed)
-        && drain.elapsed() < DRAIN_TIMEOUT
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if plan.shard.sends() {
+        while stats.delivered.load(Ordering::Relaxed) < expected.load(Ordering::Relaxed)
+            && drain.elapsed() < DRAIN_TIMEOUT
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        let mut last = stats.delivered.load(Ordering::Relaxed);
+        let mut last_change = Instant::now();
+        while last_change.elapsed() < QUIET && drain.elapsed() < DRAIN_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = stats.delivered.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            }
+        }
     }
     sender.wait_for_control().await;
 
     result.sent = sent;
+    result.sent_in_window = sent - sent_at_window;
+    result.due_in_window = sender.due_in_window.load(Ordering::Relaxed);
+    result.window_delivered = stats.window_delivered.load(Ordering::Relaxed);
+    result.on_time = stats.on_time.load(Ordering::Relaxed);
+    if plan.shard.count == 1 && result.due_in_window > 0 {
+        result.on_time_percent = Some(result.on_time as f64 / result.due_in_window as f64 * 100.0);
+    }
     result.sent_per_s = (sent - sent_at_window) as f64 / window_seconds;
     result.send_errors = sender.send_errors.load(Ordering::Relaxed);
     result.expected = expected.load(Ordering::Relaxed);
@@ -510,6 +604,17 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     drop(outboxes);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drivers.join_all()).await;
     Ok(result)
+}
+
+/// What is read when the measurement window opens, to be compared at its end.
+struct WindowStart {
+    at: Instant,
+    /// Deliveries measured before the window (counted from here).
+    measured: u64,
+    /// The server processes together, this process, and each server process.
+    server: Option<metrics::ProcSample>,
+    own: Option<metrics::ProcSample>,
+    nodes: Vec<Option<metrics::ProcSample>>,
 }
 
 /// Connections that the server ended while the run was going (drivers already finished).
@@ -540,11 +645,18 @@ struct Sender<'a> {
     stats: &'a Stats,
     inflight: Arc<Semaphore>,
     send_errors: Arc<AtomicU64>,
+    /// Deliveries due, over all shards, for the messages stamped inside the window.
+    due_in_window: AtomicU64,
 }
 
 impl Sender<'_> {
     async fn send(&self, k: u64) {
-        let text = payload(self.plan.size);
+        let stamp = now_nanos();
+        let text = stamped_payload(self.plan.size, stamp);
+        if self.stats.in_window(stamp) {
+            self.due_in_window
+                .fetch_add(self.plan.recipients(k), Ordering::Relaxed);
+        }
         if self.plan.scenario == Scenario::Echo {
             if self.clients.is_empty() {
                 return;
@@ -558,7 +670,6 @@ impl Sender<'_> {
         }
         let destination = self.plan.destination(k);
         let recipients = self.plan.local_recipients(&destination, self.per_group);
-        let _ = self.stats;
         self.expected.fetch_add(recipients, Ordering::Relaxed);
         if let Some(control) = self.control {
             let Ok(permit) = self.inflight.clone().acquire_owned().await else {
