@@ -188,6 +188,17 @@ impl OwnRedis {
         crate::assert_eventually!(!redis_answers(self.addr()).await, "Redis still answers");
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered, as with
+    /// a Redis stalled by a long command or a busy machine.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().expect("Redis is running"), "STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.as_ref().expect("Redis is running"), "CONT");
+    }
+
     /// Starts the server (again) on the same port.
     ///
     /// # Panics
@@ -677,12 +688,17 @@ impl NodeProcess {
     }
 
     fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("the hubcast process is running");
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+        signal(&self.child, name);
     }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`) to a running child process.
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("the process is running");
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
 }

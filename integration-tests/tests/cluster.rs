@@ -667,6 +667,43 @@ async fn a_hung_node_fails_answers_during_its_lease_then_drops_out_until_it_wake
     drop(frozen);
 }
 
+/// A Redis that stalls for longer than a command may take (a publish times out) and then
+/// answers again: the node is degraded meanwhile, and serving again as soon as Redis
+/// answers, not at its next regular heartbeat (a third of the 30 s lease here, so 10 s).
+#[tokio::test]
+async fn a_stalled_redis_ends_the_degraded_period_as_soon_as_it_answers() {
+    let redis = OwnRedis::start().await;
+    let prefix = hubcast_integration_tests::cluster::unique_prefix("stall");
+    let cluster = TestCluster::start_on(&redis.url(), &prefix, 2, |c| {
+        c.cluster.lease = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    let mut member = n1.json_client(HUB, None, &[], &["g"]).await;
+    let mut sender = n2.json_client(HUB, None, &[SEND_ROLE], &[]).await;
+    sender.publish_text("g", "before").await;
+    assert_eq!(text(&member.recv_message().await), "before");
+
+    redis.pause();
+    sender.publish_text("g", "during").await;
+    assert_eventually!(
+        n2.cluster_degraded(),
+        "a publish that timed out degrades the node"
+    );
+    redis.resume();
+    let resumed = std::time::Instant::now();
+    assert_eventually!(!n2.cluster_degraded(), "serving again once Redis answers");
+    assert!(
+        resumed.elapsed() < std::time::Duration::from_secs(5),
+        "degraded for {:?} after Redis answered again",
+        resumed.elapsed()
+    );
+    wait_health(n2, ServingStatus::Serving).await;
+    sender.publish_text("g", "after").await;
+    // "during" may or may not have reached Redis before the stall; "after" must arrive.
+    member.recv_where(|m| m["data"] == "after").await;
+}
+
 async fn health(server: &TestServer) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))
         .expect("endpoint")

@@ -94,6 +94,9 @@ const REPLY_CAPACITY: usize = 256;
 /// How many leases a node seen without a lease stays known as dead.
 const DEAD_MEMORY: u32 = 10;
 
+/// First pause before the heartbeat tries again after a failure.
+const RETRY_START: Duration = Duration::from_millis(100);
+
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -182,6 +185,9 @@ pub struct Cluster {
     next_request: AtomicU64,
     handler: RwLock<Option<Arc<dyn Handler>>>,
     health: Health,
+    /// Wakes the heartbeat after a failed publish, so a passing Redis hiccup ends the
+    /// degraded period as soon as Redis answers again, not at the next regular heartbeat.
+    recheck: tokio::sync::Notify,
     serving: watch::Sender<bool>,
     stop: CancellationToken,
 }
@@ -234,6 +240,7 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             handler: RwLock::new(None),
             health: Health::default(),
+            recheck: tokio::sync::Notify::new(),
             serving,
             stop: CancellationToken::new(),
         });
@@ -735,6 +742,7 @@ async fn publisher(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Outgoing>) {
                     .health
                     .errors
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                cluster.recheck.notify_one();
                 if cluster.health.redis_ok.swap(false, Ordering::Relaxed) {
                     cluster.update_health();
                 }
@@ -828,16 +836,28 @@ async fn subscriber(cluster: Arc<Cluster>) {
 
 /// Renews this node's lease three times per lease period, and looks at the others' (so a
 /// node that stopped renewing is known dead without waiting for a question to time out).
+///
+/// After a failure (of the heartbeat itself, or of a publish) it tries again soon, with
+/// backoff: one slow answer from a busy Redis must not keep the node degraded, refusing
+/// cross-node sends, for a whole heartbeat period.
 async fn heartbeat(cluster: Arc<Cluster>) {
     let period = cluster.lease / 3;
+    let mut retry = RETRY_START;
     loop {
+        let healthy = cluster.health.redis_ok.load(Ordering::Relaxed);
+        let wait = if healthy { period } else { retry.min(period) };
         tokio::select! {
-            () = tokio::time::sleep(period) => {
-                cluster.heartbeat_once().await;
-                // A failure is counted by `live_nodes` and shows as degraded health.
-                let _ = cluster.live_nodes().await;
-            }
+            () = tokio::time::sleep(wait) => {}
+            () = cluster.recheck.notified() => {}
             () = cluster.stop.cancelled() => return,
+        }
+        cluster.heartbeat_once().await;
+        if cluster.health.redis_ok.load(Ordering::Relaxed) {
+            retry = RETRY_START;
+            // A failure is counted by `live_nodes` and shows as degraded health.
+            let _ = cluster.live_nodes().await;
+        } else {
+            retry = (retry * 2).min(MAX_BACKOFF);
         }
     }
 }
