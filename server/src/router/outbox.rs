@@ -148,9 +148,8 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer. Pushes use `notify_one`, which keeps a permit when nobody waits, so
-    /// a push between the writer's check and its wait is never lost; a change of socket
-    /// (epoch) wakes every waiter, so no writer of a replaced socket stays in line.
+    /// Wakes the writer. `notify_one` keeps a permit when nobody waits, so a push between
+    /// the writer's check and its wait is never lost.
     wake: Notify,
     /// Fires when a close that discards the queue starts (the client is being dropped), for
     /// a writer blocked on the socket rather than on [`Outbox::take`].
@@ -408,8 +407,7 @@ impl Outbox {
         state.bytes = 0;
         state.epoch += 1;
         drop(state);
-        // Every writer of the old epoch must see it, not just the first in line.
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         true
     }
 
@@ -495,13 +493,6 @@ impl Outbox {
     /// writer comes back for more.
     pub async fn take(&self, epoch: u64, batch: &mut Vec<Queued>) -> Taken {
         loop {
-            // Wait-list first, then look: a writer that looked before a recovery replaced
-            // its socket and only then started waiting would sleep on with a stale epoch,
-            // missed by the recovery's `notify_waiters`, and could swallow the `notify_one`
-            // of the next push, leaving the new socket's writer asleep with frames queued.
-            let notified = self.wake.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
             {
                 let mut state = self.lock();
                 if state.epoch != epoch {
@@ -522,7 +513,7 @@ impl Outbox {
                     return Taken::Close(close.clone());
                 }
             }
-            notified.await;
+            self.wake.notified().await;
         }
     }
 
