@@ -123,7 +123,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let single = TestServer::start().await;
+        let single = TestServer::start_single_with(|_| {}).await;
         let cluster = TestCluster::start("bench", 2).await;
         println!(
             "{receivers} receivers, {messages} messages of {PAYLOAD} B to one group, then \

@@ -80,7 +80,7 @@ impl TestCluster {
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
             nodes.push(
-                TestServer::start_with(|c| {
+                TestServer::start_single_with(|c| {
                     c.cluster.key_prefix = prefix.to_owned();
                     c.cluster.lease = TEST_LEASE;
                     configure(c);
@@ -117,11 +117,13 @@ impl TestCluster {
 }
 
 impl TestServer {
-    /// Whether this node is part of a cluster and degraded (false on a single node).
+    /// Whether some node of this server is part of a cluster and degraded (false on a
+    /// single node).
     pub fn cluster_degraded(&self) -> bool {
         self.router()
-            .cluster()
-            .is_some_and(|c| c.metrics().degraded)
+            .nodes()
+            .iter()
+            .any(|r| r.cluster().is_some_and(|c| c.metrics().degraded))
     }
 }
 

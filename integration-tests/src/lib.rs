@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`TestServer`]: start a server with a tweaked [`Config`], mint client URLs and tokens,
-//!   look at the router, shut it down.
+//!   look at the router, shut it down. One node, or three sharing Redis when
+//!   `HUBCAST_TEST_TOPOLOGY=cluster` ([`topology`]): the same tests then run across nodes.
 //! - [`JsonClient`]: a `json.webpubsub.azure.v1` client (connected message, acks, pings,
 //!   group messages, close codes).
 //! - [`SimpleClient`]: a client without subprotocol, which receives raw frames.
@@ -28,6 +29,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -59,6 +61,9 @@ pub use control::{Rest, RestResponse, enc};
 
 pub mod cluster;
 
+pub mod topology;
+pub use topology::{CLUSTER_NODES, Routers, TOPOLOGY_ENV, Topology};
+
 /// How long any single wait (a receive, a handshake, a condition) may take before the test
 /// fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,15 +89,27 @@ pub const SEND_ROLE: &str = "webpubsub.sendToGroup";
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running Hubcast server on an ephemeral loopback port.
+/// A running Hubcast server on ephemeral loopback ports: one node, or a cluster of
+/// [`CLUSTER_NODES`] nodes, as [`Topology::from_env`] says (see [`topology`]).
 pub struct TestServer {
-    addr: SocketAddr,
-    grpc_addr: SocketAddr,
+    topology: Topology,
+    /// The nodes in start order; on a cluster, nodes 1 and 2 take the clients and node 3
+    /// the control calls.
+    nodes: Vec<Node>,
+    /// Each node's router, in the order of `nodes` (a slice of its own for [`Routers`]).
+    routers: Vec<Router>,
+    /// Which client node the next client URL names (a cluster alternates).
+    next_client: AtomicUsize,
     endpoint: String,
     key: String,
-    router: Router,
-    limits: Arc<LimitCounters>,
     grace: Duration,
+}
+
+/// One running `hubcast_server::Server`.
+struct Node {
+    addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    limits: Arc<LimitCounters>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hubcast_server::Error>>>,
 }
@@ -100,38 +117,21 @@ pub struct TestServer {
 impl fmt::Debug for TestServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestServer")
-            .field("addr", &self.addr)
+            .field("topology", &self.topology)
+            .field(
+                "addrs",
+                &self.nodes.iter().map(|n| n.addr).collect::<Vec<_>>(),
+            )
             .field("endpoint", &self.endpoint)
-            .field("running", &self.task.is_some())
+            .field("running", &self.nodes.iter().any(|n| n.task.is_some()))
             .finish_non_exhaustive()
     }
 }
 
-impl TestServer {
-    /// Starts a server with the test defaults (see [`TestServer::start_with`]).
-    ///
-    /// # Panics
-    /// The server cannot bind or does not bind within [`TIMEOUT`].
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    /// Starts a server with the test defaults, changed by `configure`.
-    ///
-    /// Defaults: both listeners on `127.0.0.1:0`, access keys [`PRIMARY_KEY`] and
-    /// [`SECONDARY_KEY`], everything else as [`Config::default`].
-    ///
-    /// # Panics
-    /// The server cannot bind or does not bind within [`TIMEOUT`].
-    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            access_keys: vec![PRIMARY_KEY.to_owned(), SECONDARY_KEY.to_owned()],
-            ..Config::default()
-        };
-        configure(&mut config);
-        let grace = config.shutdown_grace;
+impl Node {
+    /// Binds a server for `config` and runs it until the returned node's shutdown sender is
+    /// used or dropped. Returns the node, its router, its endpoint and its primary key.
+    async fn start(config: Config) -> (Self, Router, String, String) {
         let server = tokio::time::timeout(TIMEOUT, Server::bind(config))
             .await
             .expect("Server::bind timed out")
@@ -149,27 +149,163 @@ impl TestServer {
             // A send or a drop of the sender both mean "stop".
             let _ = rx.await;
         }));
-        Self {
+        let node = Self {
             addr,
             grpc_addr,
-            endpoint,
-            key,
-            router,
             limits,
-            grace,
             shutdown: Some(tx),
             task: Some(task),
+        };
+        (node, router, endpoint, key)
+    }
+}
+
+impl TestServer {
+    /// Starts a server with the test defaults (see [`TestServer::start_with`]).
+    ///
+    /// # Panics
+    /// The server cannot bind or does not bind within [`TIMEOUT`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the test defaults, changed by `configure`, in the topology that
+    /// [`Topology::from_env`] names.
+    ///
+    /// Defaults: both listeners on `127.0.0.1:0`, access keys [`PRIMARY_KEY`] and
+    /// [`SECONDARY_KEY`], everything else as [`Config::default`]. On a cluster every node
+    /// gets the same configuration plus the shared Redis ([`cluster::REDIS_URL`]) under a
+    /// key prefix of this server's own, a short lease ([`cluster::TEST_LEASE`]), and one
+    /// public endpoint (node 1's, unless `configure` sets one), as behind a load balancer.
+    ///
+    /// # Panics
+    /// A node cannot bind or does not bind within [`TIMEOUT`]; a cluster node does not join
+    /// within [`TIMEOUT`].
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        match Topology::from_env() {
+            Topology::Single => Self::start_single_with(configure).await,
+            Topology::Cluster => Self::start_cluster_with(configure).await,
         }
     }
 
-    /// The bound HTTP address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Starts one node, whatever [`TOPOLOGY_ENV`] says: for tests that build a cluster of
+    /// their own ([`cluster::TestCluster`]) or compare against one node.
+    ///
+    /// # Panics
+    /// As [`TestServer::start_with`].
+    pub async fn start_single_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Self::default_config();
+        configure(&mut config);
+        let grace = config.shutdown_grace;
+        let (node, router, endpoint, key) = Node::start(config).await;
+        Self {
+            topology: Topology::Single,
+            nodes: vec![node],
+            routers: vec![router],
+            next_client: AtomicUsize::new(0),
+            endpoint,
+            key,
+            grace,
+        }
     }
 
-    /// The bound gRPC address (control plane, health, reflection, event stream).
+    async fn start_cluster_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Self::default_config();
+        configure(&mut config);
+        config.cluster.redis_url = Some(cluster::REDIS_URL.to_owned());
+        config.cluster.key_prefix = cluster::unique_prefix(
+            std::thread::current()
+                .name()
+                .unwrap_or("topology")
+                .rsplit("::")
+                .next()
+                .unwrap_or("topology"),
+        );
+        config.cluster.lease = cluster::TEST_LEASE;
+        let grace = config.shutdown_grace;
+        let mut nodes = Vec::with_capacity(CLUSTER_NODES);
+        let mut routers = Vec::with_capacity(CLUSTER_NODES);
+        let mut first = None;
+        for _ in 0..CLUSTER_NODES {
+            let (node, router, node_endpoint, node_key) = Node::start(config.clone()).await;
+            // Token audiences and REST signatures name the load balancer's URL, the same on
+            // every node (docs/DEPLOYMENT.md): here node 1's. Keys are shared too.
+            config.endpoint.get_or_insert_with(|| node_endpoint.clone());
+            if config.access_keys.is_empty() {
+                config.access_keys.push(node_key.clone());
+            }
+            first.get_or_insert((node_endpoint, node_key));
+            nodes.push(node);
+            routers.push(router);
+        }
+        let (endpoint, key) = first.expect("a cluster has nodes");
+        let server = Self {
+            topology: Topology::Cluster,
+            nodes,
+            routers,
+            next_client: AtomicUsize::new(0),
+            endpoint,
+            key,
+            grace,
+        };
+        for (i, router) in server.routers.iter().enumerate() {
+            crate::assert_eventually!(
+                router.cluster().is_some_and(|c| !c.metrics().degraded),
+                "cluster node {} did not join",
+                i + 1
+            );
+        }
+        server
+    }
+
+    fn default_config() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_keys: vec![PRIMARY_KEY.to_owned(), SECONDARY_KEY.to_owned()],
+            ..Config::default()
+        }
+    }
+
+    /// The topology this server runs in.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The node that takes control calls (REST, gRPC): the last one.
+    fn control_node(&self) -> &Node {
+        self.nodes.last().expect("a server has nodes")
+    }
+
+    /// The node the next client reaches: on a cluster nodes 1 and 2 in turn, as a load
+    /// balancer without sticky sessions spreads clients.
+    fn client_node(&self) -> &Node {
+        match self.topology {
+            Topology::Single => &self.nodes[0],
+            Topology::Cluster => {
+                let turn = self.next_client.fetch_add(1, Ordering::Relaxed);
+                &self.nodes[turn % (CLUSTER_NODES - 1)]
+            }
+        }
+    }
+
+    /// The HTTP address of the node that takes control calls (REST, `/api/health`,
+    /// `/metrics`): the only node, or node 3 of a cluster. Clients use
+    /// [`TestServer::client_addr`].
+    pub fn addr(&self) -> SocketAddr {
+        self.control_node().addr
+    }
+
+    /// The HTTP address for the next client: the only node, or nodes 1 and 2 of a cluster
+    /// in turn (each call takes a turn).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_node().addr
+    }
+
+    /// The gRPC address (control plane, health, reflection, event stream) of the node that
+    /// takes control calls.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.control_node().grpc_addr
     }
 
     /// The Azure-style connection string for the primary key.
@@ -180,7 +316,7 @@ impl TestServer {
         )
     }
 
-    /// A Rust SDK client of the gRPC control plane, connected now.
+    /// A Rust SDK client of the gRPC control plane, connected now (to the control node).
     ///
     /// # Panics
     /// The client cannot connect within [`TIMEOUT`].
@@ -189,7 +325,7 @@ impl TestServer {
             TIMEOUT,
             hubcast_sdk::ServiceClient::connect(
                 &self.connection_string(),
-                &self.grpc_addr.to_string(),
+                &self.grpc_addr().to_string(),
             ),
         )
         .await
@@ -197,9 +333,10 @@ impl TestServer {
         .expect("gRPC connect failed")
     }
 
-    /// A REST client that signs each request as Azure's SDKs do (see [`Rest`]).
+    /// A REST client of the control node that signs each request as Azure's SDKs do (see
+    /// [`Rest`]).
     pub fn rest(&self) -> Rest {
-        Rest::new(self.addr, &self.endpoint, &self.key)
+        Rest::new(self.addr(), &self.endpoint, &self.key)
     }
 
     /// The public endpoint (`http://127.0.0.1:PORT`) that token audiences name.
@@ -208,13 +345,21 @@ impl TestServer {
     }
 
     /// How often each limit refused something, for assertions that refusals are counted.
+    ///
+    /// # Panics
+    /// On a cluster: limits are each node's own, and so are their tests.
     pub fn limit_counters(&self) -> &LimitCounters {
-        &self.limits
+        assert_eq!(
+            self.topology,
+            Topology::Single,
+            "limit counters are per node: a test of them is single-node by nature"
+        );
+        &self.nodes[0].limits
     }
 
-    /// The server's router, for assertions on its state.
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The routers of every node, answering as one server (see [`Routers`]).
+    pub fn router(&self) -> Routers<'_> {
+        Routers::new(&self.routers)
     }
 
     /// The audience a client token for `hub` must carry.
@@ -222,9 +367,10 @@ impl TestServer {
         format!("{}/client/hubs/{hub}", self.endpoint)
     }
 
-    /// `ws://127.0.0.1:PORT` followed by `path_and_query`.
+    /// `ws://HOST:PORT` of the next client node (see [`TestServer::client_addr`]) followed
+    /// by `path_and_query`.
     pub fn ws_url(&self, path_and_query: &str) -> String {
-        format!("ws://{}{path_and_query}", self.addr)
+        format!("ws://{}{path_and_query}", self.client_addr())
     }
 
     /// A client access token minted by the server's own code with the primary key, valid
@@ -252,9 +398,62 @@ impl TestServer {
         mint_client_token(key, &self.endpoint, &request)
     }
 
-    /// A client access URL (`ws://.../client/hubs/{hub}?access_token=...`).
+    /// A client access URL (`ws://.../client/hubs/{hub}?access_token=...`) of the next
+    /// client node.
     pub fn url(&self, hub: &str, user: Option<&str>, roles: &[&str], groups: &[&str]) -> String {
-        client_url(&self.endpoint, hub, &self.token(hub, user, roles, groups))
+        let token = self.token(hub, user, roles, groups);
+        match self.topology {
+            Topology::Single => client_url(&self.endpoint, hub, &token),
+            // The audience names the public endpoint; the socket goes to one node.
+            Topology::Cluster => client_url(&format!("http://{}", self.client_addr()), hub, &token),
+        }
+    }
+
+    /// Like [`TestServer::url`], on the node that holds (or held) connection `id` rather
+    /// than the next client node: where a balancer that keeps a client on its node while it
+    /// lives sends its reconnection. Reliable recovery needs that node, which keeps the
+    /// session (docs/DEPLOYMENT.md, "Reliable clients across nodes"; a recovery on another
+    /// node is refused, as tests/cluster.rs shows).
+    ///
+    /// # Panics
+    /// On a cluster, `id` names none of its nodes.
+    pub fn url_to_node_of(
+        &self,
+        id: &str,
+        hub: &str,
+        user: Option<&str>,
+        roles: &[&str],
+        groups: &[&str],
+    ) -> String {
+        let token = self.token(hub, user, roles, groups);
+        match self.topology {
+            Topology::Single => client_url(&self.endpoint, hub, &token),
+            Topology::Cluster => {
+                let node = self
+                    .routers
+                    .iter()
+                    .position(|r| {
+                        r.cluster()
+                            .is_some_and(|c| c.owner_of(id) == Some(c.node()))
+                    })
+                    .unwrap_or_else(|| panic!("connection {id} names no node of this cluster"));
+                client_url(&format!("http://{}", self.nodes[node].addr), hub, &token)
+            }
+        }
+    }
+
+    /// A client access URL through `proxy` (which stands in for the one node it forwards
+    /// to), as [`TestServer::url`] would mint it.
+    pub fn url_through(
+        &self,
+        proxy: &proxy::Proxy,
+        hub: &str,
+        user: Option<&str>,
+        roles: &[&str],
+        groups: &[&str],
+    ) -> String {
+        let token = self.token(hub, user, roles, groups);
+        client_url(&format!("http://{}", proxy.addr()), hub, &token)
     }
 
     /// The client URL of `hub` without any token.
@@ -273,7 +472,7 @@ impl TestServer {
         claims
     }
 
-    /// Connects a [`JsonClient`] with a freshly minted token.
+    /// Connects a [`JsonClient`] with a freshly minted token to the next client node.
     ///
     /// # Panics
     /// As [`JsonClient::connect`].
@@ -287,27 +486,30 @@ impl TestServer {
         JsonClient::connect(&self.url(hub, user, roles, groups)).await
     }
 
-    /// Triggers shutdown and waits for `run` to return, for at most the configured grace
-    /// period plus [`TIMEOUT`]. Returns how long `run` took to return.
+    /// Triggers shutdown of every node and waits for each `run` to return, for at most the
+    /// configured grace period plus [`TIMEOUT`]. Returns how long that took.
     ///
     /// # Panics
-    /// `run` does not return in time, returns an error, or panicked.
+    /// A `run` does not return in time, returns an error, or panicked.
     pub async fn shutdown(mut self) -> Duration {
         let started = Instant::now();
-        let tx = self.shutdown.take().expect("shutdown is called once");
-        let task = self.task.take().expect("shutdown is called once");
-        let _ = tx.send(());
-        let outcome = tokio::time::timeout(self.grace + TIMEOUT, task)
+        let grace = self.grace;
+        let mut tasks = Vec::with_capacity(self.nodes.len());
+        for node in &mut self.nodes {
+            let tx = node.shutdown.take().expect("shutdown is called once");
+            tasks.push(node.task.take().expect("shutdown is called once"));
+            let _ = tx.send(());
+        }
+        let outcomes = tokio::time::timeout(grace + TIMEOUT, futures_util::future::join_all(tasks))
             .await
             .unwrap_or_else(|_| {
-                panic!(
-                    "Server::run did not return within grace {:?} + {TIMEOUT:?}",
-                    self.grace
-                )
+                panic!("Server::run did not return within grace {grace:?} + {TIMEOUT:?}")
             });
-        outcome
-            .expect("Server::run panicked")
-            .expect("Server::run returned an error");
+        for outcome in outcomes {
+            outcome
+                .expect("Server::run panicked")
+                .expect("Server::run returned an error");
+        }
         started.elapsed()
     }
 }

@@ -49,7 +49,13 @@ async fn connection_ids_name_their_node() {
     let cluster = TestCluster::start("ids", 2).await;
     let a = cluster.node(0).json_client(HUB, None, &[], &[]).await;
     let b = cluster.node(1).json_client(HUB, None, &[], &[]).await;
-    let node = |s: &TestServer| s.router().cluster().expect("clustered").node().to_owned();
+    let node = |s: &TestServer| {
+        s.router().nodes()[0]
+            .cluster()
+            .expect("clustered")
+            .node()
+            .to_owned()
+    };
     assert!(a.connection_id().starts_with(&node(cluster.node(0))));
     assert!(b.connection_id().starts_with(&node(cluster.node(1))));
     assert_ne!(node(cluster.node(0)), node(cluster.node(1)));
@@ -750,9 +756,16 @@ async fn a_redis_restart_is_survived_without_restarting_hubcast() {
     assert_eventually!(n1.cluster_degraded() && n2.cluster_degraded());
     wait_health(n1, ServingStatus::NotServing).await;
     wait_health(n2, ServingStatus::NotServing).await;
-    let metrics = n1.router().cluster().expect("clustered").metrics();
+    let metrics = n1.router().nodes()[0]
+        .cluster()
+        .expect("clustered")
+        .metrics();
     assert!(metrics.degraded && metrics.errors > 0, "{metrics:?}");
-    let node = n1.router().cluster().expect("clustered").node().to_owned();
+    let node = n1.router().nodes()[0]
+        .cluster()
+        .expect("clustered")
+        .node()
+        .to_owned();
     let exported = n1
         .rest()
         .call_with("GET", "/metrics", None, None, &[])

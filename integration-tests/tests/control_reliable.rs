@@ -26,7 +26,7 @@ fn recovery_url(server: &TestServer, client: &JsonClient) -> String {
         .to_owned();
     format!(
         "{}&awps_connection_id={}&awps_reconnection_token={token}",
-        server.url(HUB, Some("ignored"), &[], &[]),
+        server.url_to_node_of(client.connection_id(), HUB, Some("ignored"), &[], &[]),
         client.connection_id()
     )
 }

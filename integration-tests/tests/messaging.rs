@@ -346,7 +346,7 @@ async fn subprotocol_is_matched_case_insensitively_and_echoed_as_offered() {
     let offered = "JSON.WebPubSub.Azure.V1";
     let token = server.token(HUB, Some("c"), &[], &[]);
     let upgrade = raw_upgrade(
-        server.addr(),
+        server.client_addr(),
         &format!("/client/hubs/{HUB}?access_token={token}"),
         &[("Sec-WebSocket-Protocol", offered)],
     )
@@ -379,7 +379,7 @@ async fn unknown_subprotocol_makes_a_simple_client_and_is_not_echoed() {
     let server = TestServer::start().await;
     let token = server.token(HUB, Some("raw"), &[], &["feed"]);
     let upgrade = raw_upgrade(
-        server.addr(),
+        server.client_addr(),
         &format!("/client/hubs/{HUB}?access_token={token}"),
         &[("Sec-WebSocket-Protocol", "custom.protocol.v1")],
     )

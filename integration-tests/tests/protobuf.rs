@@ -260,7 +260,7 @@ async fn reliable_protobuf_recovers_with_the_unacked_messages() {
     assert_eq!(client.data().await.sequence_id, Some(1));
     let url = format!(
         "{}&awps_connection_id={}&awps_reconnection_token={}",
-        server.url(HUB, Some("p"), &[], &[]),
+        server.url_to_node_of(&client.connection_id, HUB, Some("p"), &[], &[]),
         client.connection_id,
         client.reconnection_token.clone().expect("reliable")
     );

@@ -19,7 +19,7 @@ async fn reliable(server: &TestServer, user: &str) -> JsonClient {
 fn recovery_url(server: &TestServer, client: &JsonClient, token: &str) -> String {
     // Azure's clients append the recovery parameters to the original URL, stale access
     // token and all: the server must ignore that token.
-    let original = server.url(HUB, Some("ignored"), &[], &[]);
+    let original = server.url_to_node_of(client.connection_id(), HUB, Some("ignored"), &[], &[]);
     format!(
         "{original}&awps_connection_id={}&awps_reconnection_token={token}",
         client.connection_id()

@@ -88,9 +88,14 @@ async fn stream_survives_cuts(protocol: Protocol) {
     // Messages held back in the proxy before every other cut.
     const HELD: u64 = 25;
 
-    let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
-    let url = proxy.rewrite(&server.url(HUB, Some("reader"), &[JOIN_ROLE], &[]));
+    let server = TestServer::start_with(|c| {
+        // The publisher sends as fast as acks come back, the reader acks every message: the
+        // per-connection rate limit is not what this test is about.
+        c.limits.messages_per_second = 100_000;
+    })
+    .await;
+    let proxy = Proxy::start(server.client_addr()).await;
+    let url = server.url_through(&proxy, HUB, Some("reader"), &[JOIN_ROLE], &[]);
     let (client, mut events) = connect(url, protocol).await;
     let first = expect_connected(&mut events).await;
     acked(client.join_group("stream")).await.expect("join");
@@ -208,8 +213,8 @@ async fn reliable_protobuf_stream_survives_ten_cuts_exactly_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_retried_after_a_cut_are_answered_duplicate_and_take_effect_once() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
-    let url = proxy.rewrite(&server.url(HUB, Some("sender"), &[JOIN_ROLE, SEND_ROLE], &[]));
+    let proxy = Proxy::start(server.client_addr()).await;
+    let url = server.url_through(&proxy, HUB, Some("sender"), &[JOIN_ROLE, SEND_ROLE], &[]);
     let (client, mut events) = connect(url, Protocol::JsonReliable).await;
     let first = expect_connected(&mut events).await;
     let mut observer = server
@@ -258,8 +263,8 @@ async fn requests_retried_after_a_cut_are_answered_duplicate_and_take_effect_onc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_requests_are_retried_with_the_same_ack_id_then_time_out() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
-    let url = proxy.rewrite(&server.url(HUB, Some("sender"), &[SEND_ROLE], &[]));
+    let proxy = Proxy::start(server.client_addr()).await;
+    let url = server.url_through(&proxy, HUB, Some("sender"), &[SEND_ROLE], &[]);
     let (client, mut events) = tokio::time::timeout(
         TIMEOUT,
         fast(Client::builder(url))
@@ -306,15 +311,15 @@ async fn unrecoverable_drop_reconnects_with_a_fresh_url_and_rejoins_groups() {
         config.client.recovery_window = Duration::from_millis(300);
     })
     .await;
-    let proxy = Proxy::start(server.addr()).await;
+    let proxy = Proxy::start(server.client_addr()).await;
     let roles_first = [
         "webpubsub.joinLeaveGroup.room",
         "webpubsub.joinLeaveGroup.vip",
     ];
     let roles_later = ["webpubsub.joinLeaveGroup.room"];
     let urls = [
-        proxy.rewrite(&server.url(HUB, Some("carol"), &roles_first, &[])),
-        proxy.rewrite(&server.url(HUB, Some("carol"), &roles_later, &[])),
+        server.url_through(&proxy, HUB, Some("carol"), &roles_first, &[]),
+        server.url_through(&proxy, HUB, Some("carol"), &roles_later, &[]),
     ];
     let calls = Arc::new(AtomicUsize::new(0));
     let provider_calls = calls.clone();
@@ -391,8 +396,8 @@ async fn unrecoverable_drop_reconnects_with_a_fresh_url_and_rejoins_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_reliable_protocol_reconnects_and_rejoins_after_a_cut() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
-    let url = proxy.rewrite(&server.url(HUB, Some("dave"), &[JOIN_ROLE], &[]));
+    let proxy = Proxy::start(server.client_addr()).await;
+    let url = server.url_through(&proxy, HUB, Some("dave"), &[JOIN_ROLE], &[]);
     let (client, mut events) = connect(url, Protocol::Protobuf).await;
     let first = expect_connected(&mut events).await;
     acked(client.join_group("room")).await.expect("join");
@@ -626,9 +631,9 @@ async fn a_bad_token_is_unauthorized() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawned_client_connects_once_the_service_is_reachable() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
+    let proxy = Proxy::start(server.client_addr()).await;
     proxy.refuse_new(true);
-    let url = proxy.rewrite(&server.url(HUB, Some("erin"), &[JOIN_ROLE], &[]));
+    let url = server.url_through(&proxy, HUB, Some("erin"), &[JOIN_ROLE], &[]);
     let (client, mut events) = fast(Client::builder(url)).spawn().expect("spawns");
     let join = client.join_group("later").into_future();
     assert_eventually!(proxy.accepted() >= 2, "the client keeps trying");
@@ -654,8 +659,8 @@ async fn a_spawned_client_connects_once_the_service_is_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_taken_as_dead_and_recovered() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr()).await;
-    let url = proxy.rewrite(&server.url(HUB, Some("frank"), &[JOIN_ROLE], &[]));
+    let proxy = Proxy::start(server.client_addr()).await;
+    let url = server.url_through(&proxy, HUB, Some("frank"), &[JOIN_ROLE], &[]);
     let (client, mut events) = tokio::time::timeout(
         TIMEOUT,
         fast(Client::builder(url))

@@ -371,8 +371,7 @@ async fn the_endpoint_can_be_disabled() {
     // Counting goes on for OTLP export: the registry still sees connections.
     let _alice = server.json_client(HUB, None, &[], &[]).await;
     assert!(
-        server
-            .router()
+        server.router().nodes()[0]
             .metrics()
             .render()
             .contains("hubcast_connects_total{hub=\"metered\"} 1\n")

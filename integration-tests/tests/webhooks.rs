@@ -452,7 +452,7 @@ async fn a_reliable_connection_is_disconnected_upstream_only_when_it_finally_end
         .to_owned();
     let recovery = format!(
         "{}&awps_connection_id={id}&awps_reconnection_token={token}",
-        server.url(HUB, Some("u"), &[], &[])
+        server.url_to_node_of(&id, HUB, Some("u"), &[], &[])
     );
     assert_eq!(receiver.next_named("connected").await.connection_id(), id);
 
