@@ -638,7 +638,9 @@ async fn a_hung_node_fails_answers_during_its_lease_then_drops_out_until_it_wake
 
     // Past its lease it no longer counts, though Redis still has it subscribed: the answers
     // leave it out, and do not wait for it.
-    tokio::time::sleep(lease.saturating_sub(paused.elapsed())).await;
+    // (Plus a second: a renewal written just before the pause may reach Redis just after.)
+    let lapsed = lease + std::time::Duration::from_secs(1);
+    tokio::time::sleep(lapsed.saturating_sub(paused.elapsed())).await;
     let asked = std::time::Instant::now();
     assert_eq!(grpc.hub_stats(HUB).await.expect("stats").connections, 1);
     assert!(!grpc.user_exists(HUB, "frozen").await.expect("exists"));

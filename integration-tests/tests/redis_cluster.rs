@@ -190,7 +190,10 @@ async fn a_restart_of_the_redis_cluster_master_of_the_backplane_slot_is_survived
         hubcast_integration_tests::TIMEOUT,
     )
     .await;
-    let metrics = n1.router().cluster().expect("clustered").metrics();
+    let metrics = n1.router().nodes()[0]
+        .cluster()
+        .expect("clustered")
+        .metrics();
     assert!(metrics.degraded && metrics.errors > 0, "{metrics:?}");
     // Cluster operations fail clearly meanwhile.
     let grpc = n3.service_client().await;
@@ -205,8 +208,7 @@ async fn a_restart_of_the_redis_cluster_master_of_the_backplane_slot_is_survived
         .expect_err("the slot's master is down");
     assert!(matches!(err, ServiceError::Unavailable(_)), "{err:?}");
 
-    let subscriptions_before = n1
-        .router()
+    let subscriptions_before = n1.router().nodes()[0]
         .cluster()
         .expect("clustered")
         .metrics()
@@ -220,7 +222,7 @@ async fn a_restart_of_the_redis_cluster_master_of_the_backplane_slot_is_survived
         wait_health(node, ServingStatus::Serving, within).await;
     }
     assert!(
-        n1.router()
+        n1.router().nodes()[0]
             .cluster()
             .expect("clustered")
             .metrics()

@@ -91,8 +91,8 @@ const PIPELINE_MAX: usize = 256;
 /// Replies one question may collect before the rest are dropped (far more than nodes).
 const REPLY_CAPACITY: usize = 256;
 
-/// How many leases a node seen without a lease stays known as dead.
-const DEAD_MEMORY: u32 = 10;
+/// How long a node's answer may take before its lease is looked at.
+const LEASE_CHECK_AFTER: Duration = Duration::from_millis(250);
 
 /// First pause before the heartbeat tries again after a failure.
 const RETRY_START: Duration = Duration::from_millis(100);
@@ -176,10 +176,6 @@ pub struct Cluster {
     endpoint: Endpoint,
     commands: Commands,
     outgoing: mpsc::Sender<Outgoing>,
-    /// Nodes seen without a lease, and since when: asking them would only wait out the
-    /// answer timeout (a hung node is still subscribed). Forgotten when they renew their
-    /// lease, or after [`DEAD_MEMORY`] leases.
-    dead: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Questions in flight: request id → where replies go.
     pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
     next_request: AtomicU64,
@@ -235,7 +231,6 @@ impl Cluster {
             endpoint,
             commands,
             outgoing,
-            dead: std::sync::Mutex::default(),
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             handler: RwLock::new(None),
@@ -410,15 +405,27 @@ impl Cluster {
     /// gone): whatever it owned is gone with it.
     pub(crate) async fn ask(&self, node: &str, body: Body) -> Result<Option<Reply>, ClusterError> {
         self.check_available()?;
-        if self.is_known_dead(node) {
-            return Ok(None);
-        }
         let (id, mut replies, _guard) = self.register();
         let receivers = self.publish_to(self.node_channel(node), id, body).await?;
         if receivers == 0 {
             return Ok(None);
         }
-        match tokio::time::timeout(ANSWER_TIMEOUT, replies.recv()).await {
+        // A live node answers within milliseconds; one that is slow to may be hung past its
+        // lease (still subscribed, since its sockets stay open), which no longer counts: look
+        // at its lease rather than wait out the whole timeout.
+        if let Ok(Some((_, reply))) = tokio::time::timeout(LEASE_CHECK_AFTER, replies.recv()).await
+        {
+            return Ok(Some(reply));
+        }
+        if !self.live_nodes().await?.contains(node) {
+            return Ok(None);
+        }
+        match tokio::time::timeout(
+            ANSWER_TIMEOUT.saturating_sub(LEASE_CHECK_AFTER),
+            replies.recv(),
+        )
+        .await
+        {
             Ok(Some((_, reply))) => Ok(Some(reply)),
             // Still subscribed but silent past its lease: a hung node, whose connections no
             // longer count (as for `gather`).
@@ -501,7 +508,6 @@ impl Cluster {
                 dead.push(node);
             }
         }
-        self.remember_dead(&live, &dead);
         if !dead.is_empty() {
             tracing::info!(nodes = ?dead, "forgetting nodes whose lease ran out");
             let _: Result<(), _> = conn.srem(&nodes_key, &dead).await;
@@ -511,27 +517,6 @@ impl Cluster {
 
     fn nodes_key(&self) -> String {
         format!("{}:nodes", self.key_base)
-    }
-
-    fn remember_dead(&self, live: &HashSet<String>, dead: &[String]) {
-        let now = Instant::now();
-        let memory = self.lease * DEAD_MEMORY;
-        let mut known = self
-            .dead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        known.retain(|node, since| !live.contains(node) && now.duration_since(*since) < memory);
-        for node in dead {
-            known.entry(node.clone()).or_insert(now);
-        }
-    }
-
-    /// Whether `node` was last seen without a lease (by a question or a heartbeat).
-    fn is_known_dead(&self, node: &str) -> bool {
-        self.dead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(node)
     }
 
     fn lease_key(&self, node: &str) -> String {
@@ -834,8 +819,7 @@ async fn subscriber(cluster: Arc<Cluster>) {
     }
 }
 
-/// Renews this node's lease three times per lease period, and looks at the others' (so a
-/// node that stopped renewing is known dead without waiting for a question to time out).
+/// Renews this node's lease three times per lease period.
 ///
 /// After a failure (of the heartbeat itself, or of a publish) it tries again soon, with
 /// backoff: one slow answer from a busy Redis must not keep the node degraded, refusing
@@ -854,8 +838,6 @@ async fn heartbeat(cluster: Arc<Cluster>) {
         cluster.heartbeat_once().await;
         if cluster.health.redis_ok.load(Ordering::Relaxed) {
             retry = RETRY_START;
-            // A failure is counted by `live_nodes` and shows as degraded health.
-            let _ = cluster.live_nodes().await;
         } else {
             retry = (retry * 2).min(MAX_BACKOFF);
         }
