@@ -17,6 +17,7 @@ import {
   eventually,
   nextEvent,
   sleep,
+  topologyOptions,
   withTimeout,
 } from "./support/hubcast.mjs";
 
@@ -26,7 +27,9 @@ const HUB = "chat";
 const GROUP = "stream";
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
 
-describe("reliable protocol through network cuts (official client)", { timeout: 180_000 }, () => {
+const SUITE = "reliable protocol through network cuts (official client)";
+
+describe(SUITE, { timeout: 180_000, ...topologyOptions(SUITE) }, () => {
   const server = new Server();
   let proxy;
   let receiver;

@@ -2,11 +2,15 @@
 //! answer (close code, `disconnected` reason, BadRequest ack, HTTP status) and nobody else
 //! notices: two bystanders connected before the misbehaviour keep working after it.
 
+use std::time::Duration;
+
 use hubcast_integration_tests::{
-    Bystanders, JSON_SUBPROTOCOL, JsonClient, SEND_ROLE, TestServer, assert_eventually, request,
-    try_connect, upgrade_status,
+    Bystanders, JSON_SUBPROTOCOL, JsonClient, SEND_ROLE, TestServer, assert_eventually,
+    raw_upgrade, request, try_connect, upgrade_status,
 };
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const HUB: &str = "bad";
@@ -83,6 +87,70 @@ async fn oversized_message_gets_disconnected_and_1009() {
     // check() asserts the next message the receiver sees is its own round: the oversized
     // one was not delivered.
     bystanders.check(&server).await;
+}
+
+/// The server stops reading at the header of an oversized frame, with the rest of the frame
+/// still arriving. Its close must end in an orderly end of stream, not a TCP reset: a reset
+/// can destroy the `disconnected` message and close frame before the client reads them, as
+/// it did behind a load balancer (the client saw 1006 instead of 1009).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_close_ends_in_an_orderly_shutdown_not_a_reset() {
+    const LIMIT: usize = 4096;
+    let server = TestServer::start_with(|config| config.client.max_message_bytes = LIMIT).await;
+    // A reset is not certain to hit every time: try a few connections.
+    for attempt in 0..5 {
+        let token = server.token(HUB, Some("bulky"), &[SEND_ROLE], &[]);
+        let upgrade = raw_upgrade(
+            server.addr(),
+            &format!("/client/hubs/{HUB}?access_token={token}"),
+            &[("Sec-WebSocket-Protocol", JSON_SUBPROTOCOL)],
+        )
+        .await;
+        assert_eq!(upgrade.status, 101, "{upgrade:?}");
+        let MaybeTlsStream::Plain(mut tcp) = upgrade.ws.expect("upgraded").into_inner() else {
+            panic!("plain TCP expected");
+        };
+        // A masked text frame announcing 64 times the limit, and the first 64 KiB of it:
+        // far more than the server reads before it refuses the frame.
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&((LIMIT * 64) as u64).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend(std::iter::repeat_n(b'x', 64 * 1024));
+        tcp.write_all(&frame)
+            .await
+            .expect("write the oversized frame");
+
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            }
+        })
+        .await
+        .expect("the server ends the socket");
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            end.is_ok(),
+            "attempt {attempt}: the socket ended with {end:?}, not an orderly end of stream, \
+             after {text:?}"
+        );
+        assert!(
+            text.contains(r#""event":"disconnected""#),
+            "attempt {attempt}: no disconnected message in {text:?}"
+        );
+        // An unmasked close frame whose payload starts with the code 1009 (0x03F1).
+        assert!(
+            received
+                .windows(4)
+                .any(|w| w[0] == 0x88 && w[2..4] == [0x03, 0xF1]),
+            "attempt {attempt}: no close frame with 1009 in {received:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ import {
   Server,
   eventually,
   nextEvent,
+  topologyOptions,
   withTimeout,
 } from "../support/hubcast.mjs";
 
@@ -133,7 +134,8 @@ describe("generated HubcastClient over the reliable and protobuf subprotocols", 
   });
 
   for (const protocol of ["json.reliable", "protobuf.reliable"]) {
-    test(`${protocol}: dropped connections are recovered with no loss, no duplicate, same connection`, async () => {
+    const name = `${protocol}: dropped connections are recovered with no loss, no duplicate, same connection`;
+    test(name, topologyOptions(name), async () => {
       const group = `recovery-${protocol}`;
       const p = await proxy();
       const receiver = newClient(p.route(await server.clientUrl(HUB, "receiver")), protocol);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame};
@@ -177,7 +177,8 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match run(edge, &conn, ws, epoch, &token, &session).await {
+    let (end, unread) = run(edge, &conn, ws, epoch, &token, &session).await;
+    match end {
         SocketEnd::Lost if conn.outbox().detach(epoch) => {
             tracing::debug!("socket lost; the connection waits for a recovery");
             await_recovery(edge, conn, session);
@@ -192,6 +193,45 @@ async fn serve<S>(
             Box::pin(finish(edge, &conn, &session, reason)).await;
         }
         _ => {}
+    }
+    if let Some(ws) = unread {
+        // Boxed: rare, and it holds a read buffer.
+        Box::pin(linger(edge, ws)).await;
+    }
+}
+
+/// Most bytes [`linger`] reads and discards before it gives up and drops the socket.
+const LINGER_MAX_BYTES: usize = 8 << 20;
+
+/// Closes a socket whose reader stopped while the client was still sending (the rest of an
+/// oversized frame): the write side first, so the `disconnected` message and close frame
+/// already written are followed by an orderly end of stream; then it reads and discards what
+/// still arrives, until the client closes, [`CLOSE_TIMEOUT`] or [`LINGER_MAX_BYTES`].
+/// Dropping a socket with unread input makes the kernel answer with a reset instead, and a
+/// reset can destroy that close before the client reads it: through a proxy or load
+/// balancer, the client then sees 1006 instead of 1009 and its reason.
+async fn linger<S>(edge: &Edge, mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let io = ws.get_mut();
+    let drain = async {
+        io.shutdown().await?;
+        let mut buf = vec![0; 16 * 1024];
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match io.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(drained)
+    };
+    tokio::select! {
+        drained = tokio::time::timeout(CLOSE_TIMEOUT, drain) => {
+            tracing::debug!(?drained, "socket closed after discarding unread input");
+        }
+        () = edge.kill.cancelled() => {}
     }
 }
 
@@ -267,7 +307,8 @@ fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>, session: Arc<Session>
     edge.tracker.spawn(task.in_current_span());
 }
 
-/// Reader and writer side by side until the socket ends.
+/// Reader and writer side by side until the socket ends. The socket comes back with the end
+/// when the reader stopped with input unread, for [`linger`] to close.
 async fn run<S>(
     edge: &Edge,
     conn: &Arc<Connection>,
@@ -275,47 +316,57 @@ async fn run<S>(
     epoch: u64,
     token: &CancellationToken,
     session: &Session,
-) -> SocketEnd
+) -> (SocketEnd, Option<WebSocketStream<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (sink, stream) = ws.split();
+    let (mut sink, mut stream) = ws.split();
+    let mut stopped = false;
     let metrics = edge.router.hub_metrics(conn.hub());
-    let reader = read_loop(edge, conn, stream, session, &metrics);
+    let reader = read_loop(edge, conn, &mut stream, session, &metrics);
     let writer = write_loop(
         conn,
-        sink,
+        &mut sink,
         epoch,
         edge.config.client.keepalive_interval,
         &metrics,
     );
-    tokio::pin!(reader, writer);
-    tokio::select! {
-        end = &mut reader => match end {
-            ReadEnd::Lost => SocketEnd::Lost,
-            // A reliable client that closes its socket without saying it is leaving (code
-            // 1000) may still come back: Azure's client closes with no code both when it
-            // stops and before it recovers (e.g. after a keep-alive timeout).
-            ReadEnd::Closed { normal: false } if conn.is_reliable() && !conn.outbox().is_closing() => {
-                SocketEnd::Lost
-            }
-            ReadEnd::Closed { .. } | ReadEnd::Stopped => {
-                conn.close(Close::Peer);
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
-                SocketEnd::Final
-            }
-        },
-        end = &mut writer => match end {
-            WriteEnd::Closed => {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
-                SocketEnd::Final
-            }
-            WriteEnd::Failed => SocketEnd::Lost,
-            WriteEnd::Detached => SocketEnd::Superseded,
-        },
-        () = token.cancelled() => SocketEnd::Superseded,
-        () = edge.kill.cancelled() => SocketEnd::Final,
-    }
+    let end = {
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            end = &mut reader => match end {
+                ReadEnd::Lost => SocketEnd::Lost,
+                // A reliable client that closes its socket without saying it is leaving (code
+                // 1000) may still come back: Azure's client closes with no code both when it
+                // stops and before it recovers (e.g. after a keep-alive timeout).
+                ReadEnd::Closed { normal: false } if conn.is_reliable() && !conn.outbox().is_closing() => {
+                    SocketEnd::Lost
+                }
+                end @ (ReadEnd::Closed { .. } | ReadEnd::Stopped) => {
+                    stopped = end == ReadEnd::Stopped;
+                    conn.close(Close::Peer);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+                    SocketEnd::Final
+                }
+            },
+            end = &mut writer => match end {
+                WriteEnd::Closed => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                    SocketEnd::Final
+                }
+                WriteEnd::Failed => SocketEnd::Lost,
+                WriteEnd::Detached => SocketEnd::Superseded,
+            },
+            () = token.cancelled() => SocketEnd::Superseded,
+            () = edge.kill.cancelled() => SocketEnd::Final,
+        }
+    };
+    let unread = if stopped {
+        stream.reunite(sink).ok()
+    } else {
+        None
+    };
+    (end, unread)
 }
 
 /// Reads client frames until the client closes or the socket fails. Once the server has
