@@ -96,7 +96,8 @@ async fn oversized_message_gets_disconnected_and_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_close_ends_in_an_orderly_shutdown_not_a_reset() {
     const LIMIT: usize = 4096;
-    let server = TestServer::start_with(|config| config.client.max_message_bytes = LIMIT).await;
+    let server =
+        TestServer::start_with(|config| config.limits.max_message_bytes = Some(LIMIT)).await;
     // A reset is not certain to hit every time: try a few connections.
     for attempt in 0..5 {
         let token = server.token(HUB, Some("bulky"), &[SEND_ROLE], &[]);
