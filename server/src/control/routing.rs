@@ -105,14 +105,18 @@ impl Control {
         }
         cluster.check_available()?;
         self.apply_local(op.clone())?;
+        // Every live node applies it and answers before the call returns, so what the caller
+        // asks next (on any node) sees it. Their answers say nothing more: a node without the
+        // user or group has nothing to do, which is not an error.
         cluster
-            .broadcast(Body::Op(pb::BatchOperation {
+            .gather(Body::Op(pb::BatchOperation {
                 operation: Some(op),
             }))
             .await
+            .map(drop)
             .map_err(|e| {
                 ControlError::Cluster(crate::router::ClusterError::Unavailable(format!(
-                    "{e}; applied to this node's connections only"
+                    "{e}; applied on this node, perhaps not on every other"
                 )))
             })
     }

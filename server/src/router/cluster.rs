@@ -369,14 +369,6 @@ impl Cluster {
             .unwrap_or_else(|_| Err(ClusterError::Unavailable("the node is stopping".into())))
     }
 
-    /// Publishes `body` to every node and waits until Redis has taken it.
-    pub(crate) async fn broadcast(&self, body: Body) -> Result<(), ClusterError> {
-        self.check_available()?;
-        self.publish_to(self.all_channel.clone(), 0, body)
-            .await
-            .map(drop)
-    }
-
     /// Publishes `body` to every node without waiting (a client's send: the socket task
     /// must not wait on Redis). Fails at once if degraded or the queue is full.
     pub(crate) fn broadcast_now(&self, body: Body) -> Result<(), ClusterError> {
