@@ -616,6 +616,7 @@ pub fn hubcast_bin() -> PathBuf {
 pub struct NodeProcess {
     child: Child,
     endpoint: String,
+    grpc_addr: SocketAddr,
 }
 
 impl NodeProcess {
@@ -626,8 +627,14 @@ impl NodeProcess {
     /// The binary is missing or does not start within a generous [`TIMEOUT`] multiple.
     pub async fn start(redis_url: &str, prefix: &str, lease: Duration) -> Self {
         let bin = hubcast_bin();
+        let grpc_addr = SocketAddr::from(([127, 0, 0, 1], spare_port().await));
         let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                &grpc_addr.to_string(),
+            ])
             .args(["--access-key", PRIMARY_KEY, "--redis", redis_url])
             .args(["--redis-prefix", prefix])
             .args(["--cluster-lease", &format!("{}s", lease.as_secs().max(1))])
@@ -652,7 +659,16 @@ impl NodeProcess {
         .expect("hubcast exited before printing its connection string");
         // Keep reading so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, endpoint }
+        Self {
+            child,
+            endpoint,
+            grpc_addr,
+        }
+    }
+
+    /// The gRPC address (control plane, event stream).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     /// The endpoint (`http://127.0.0.1:PORT`).

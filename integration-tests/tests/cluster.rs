@@ -600,6 +600,146 @@ async fn a_killed_node_leaves_the_cluster_answers_within_its_lease() {
     drop((doomed_a, doomed_b));
 }
 
+/// An event-stream listener on one node gets the events of connections on every node, and
+/// answers them; when its node dies, the others stop relaying to it at once (a hub that
+/// requires a listener refuses connections with 503, without waiting for a timeout).
+#[tokio::test]
+async fn a_listener_on_one_node_serves_every_node_until_its_node_dies() {
+    use hubcast_proto::v1::{self as pb, events_client::EventsClient, listen_request};
+    use hubcast_server::config::{EventStreamMode, HubConfig};
+
+    let prefix = hubcast_integration_tests::cluster::unique_prefix("listen");
+    let redis_url = hubcast_integration_tests::cluster::REDIS_URL;
+    let cluster = TestCluster::start_on(redis_url, &prefix, 2, |c| {
+        c.hubs.insert(
+            "strict".into(),
+            HubConfig {
+                event_stream: EventStreamMode::Required,
+                ..HubConfig::default()
+            },
+        );
+    })
+    .await;
+    let process = NodeProcess::start(redis_url, &prefix, TEST_LEASE).await;
+
+    // The backend dials the third node: it accepts every connect as user "from-listener".
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", process.grpc_addr()))
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("gRPC connect");
+    let token = hubcast_integration_tests::sign_token(
+        hubcast_integration_tests::PRIMARY_KEY,
+        &json!({
+            "exp": hubcast_integration_tests::unix_now() + 3600,
+            "aud": format!("{}/hubcast.v1.Events", process.endpoint()),
+        }),
+    );
+    let mut events_client =
+        EventsClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            let bearer = format!("Bearer {token}").parse().expect("ascii");
+            r.metadata_mut().insert("authorization", bearer);
+            Ok(r)
+        });
+    let (replies, outbound) = tokio::sync::mpsc::channel(16);
+    let subscription = pb::Subscription {
+        hubs: vec!["strict".into()],
+        user_event_pattern: String::new(),
+        system_events: vec![
+            pb::SystemEventKind::Connect as i32,
+            pb::SystemEventKind::Connected as i32,
+        ],
+    };
+    replies
+        .send(pb::ListenRequest {
+            request: Some(listen_request::Request::Subscription(subscription)),
+        })
+        .await
+        .expect("queue the subscription");
+    let mut events = events_client
+        .listen(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .expect("Listen accepted")
+        .into_inner();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = events.message().await {
+            if event.reply_expected {
+                let accept = pb::event_reply::Result::Connect(pb::ConnectResult {
+                    user_id: Some("from-listener".into()),
+                    ..Default::default()
+                });
+                let reply = pb::EventReply {
+                    event_id: event.event_id,
+                    result: Some(accept),
+                    connection_state: None,
+                };
+                let _ = replies
+                    .send(pb::ListenRequest {
+                        request: Some(listen_request::Request::Reply(reply)),
+                    })
+                    .await;
+            }
+            let _ = seen_tx.send(event);
+        }
+    });
+
+    // Clients of the two other nodes: accepted by that listener, which sees both events.
+    for i in 0..2 {
+        let client = JsonClient::connect(&cluster.node(i).url("strict", None, &[], &[])).await;
+        assert_eq!(client.user_id(), Some("from-listener"), "node {i}");
+        for kind in ["connect", "connected"] {
+            let event = tokio::time::timeout(hubcast_integration_tests::TIMEOUT, seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} event from node {i}"))
+                .expect("listener running");
+            assert_eq!(event.connection_id, client.connection_id(), "node {i}");
+            let got = match event.kind {
+                Some(pb::event::Kind::Connect(_)) => "connect",
+                Some(pb::event::Kind::Connected(_)) => "connected",
+                other => panic!("unexpected event {other:?}"),
+            };
+            assert_eq!(got, kind, "node {i}");
+        }
+    }
+
+    // Killed: once Redis has dropped its subscription, the next connect is refused at once.
+    process.kill().await;
+    let mut redis = redis::Client::open(redis_url)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let all = format!("{prefix}:all");
+    assert_eventually!(
+        {
+            let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&all)
+                .query_async(&mut redis)
+                .await
+                .expect("PUBSUB NUMSUB");
+            counts.first().is_some_and(|(_, n)| *n == 2)
+        },
+        "Redis still counts the killed node's subscription"
+    );
+    let started = std::time::Instant::now();
+    let url = cluster.node(0).url("strict", None, &[], &[]);
+    let status = hubcast_integration_tests::upgrade_status(hubcast_integration_tests::request(
+        &url,
+        &[],
+        None,
+    ))
+    .await;
+    assert_eq!(status, 503, "no listener left anywhere");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the refusal waited {:?} for a dead node",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_hung_node_fails_answers_during_its_lease_then_drops_out_until_it_wakes() {
     let prefix = hubcast_integration_tests::cluster::unique_prefix("hang");

@@ -139,8 +139,14 @@ impl Server {
             },
             cluster,
         );
-        let upstream = Upstream::new(&config, keys.clone(), &endpoint, router.metrics().clone())
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let upstream = Upstream::new(
+            &config,
+            keys.clone(),
+            &endpoint,
+            router.metrics().clone(),
+            router.cluster().cloned(),
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?;
         let limits = Arc::new(LimitCounters::default());
         limits.export_to(router.metrics());
         let metric_export = match &config.otlp {

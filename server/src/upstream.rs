@@ -50,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::KeyRing;
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
+use crate::router::cluster::Cluster;
 
 pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply};
 pub(crate) use session::{
@@ -136,7 +137,8 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// Builds the upstream from the configuration and starts its delivery workers (so it
-    /// must be called within a tokio runtime).
+    /// must be called within a tokio runtime). With a `cluster`, event-stream listeners
+    /// receive the events of every node's connections.
     ///
     /// # Errors
     /// An event handler setting is invalid (URL, event names, auth).
@@ -145,6 +147,7 @@ impl Upstream {
         keys: KeyRing,
         endpoint: &str,
         metrics: Metrics,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Self>, HandlerConfigError> {
         let settings = config.upstream.clone();
         let origin = settings
@@ -190,7 +193,7 @@ impl Upstream {
                 .collect();
             Self {
                 hubs,
-                listeners: Arc::new(Listeners::new(settings.timeout)),
+                listeners: Listeners::new(settings.timeout, cluster),
                 settings,
                 queues,
                 hasher: Default::default(),
@@ -374,7 +377,7 @@ impl Upstream {
         {
             tracing::warn!("upstream events still queued at the end of the grace period");
         }
-        self.listeners.close_all();
+        self.listeners.close_all().await;
     }
 }
 

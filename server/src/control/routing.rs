@@ -422,7 +422,8 @@ impl Handler for Control {
                 self.deliver_group_send(send);
                 None
             }
-            Body::Reply(_) => None,
+            // The backplane handles these itself.
+            Body::Reply(_) | Body::Listeners(_) | Body::Event(_) => None,
         }
     }
 }

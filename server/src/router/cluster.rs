@@ -38,14 +38,16 @@
 pub(crate) mod endpoint;
 pub(crate) mod wire;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use hubcast_proto::v1 as pb;
 use prost::Message as _;
 use rand::RngCore;
 use redis::AsyncCommands;
@@ -56,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 pub use endpoint::RedisTarget;
 use endpoint::{Commands, Endpoint};
 use tracing::Instrument as _;
-use wire::{Body, Envelope, Reply};
+use wire::{Body, Envelope, EventAnswer, ListenerAd, Reply};
 
 use crate::telemetry::trace;
 
@@ -144,6 +146,15 @@ pub(crate) trait Handler: Send + Sync + fmt::Debug {
     fn handle(&self, body: Body) -> Option<Reply>;
 }
 
+/// Delivers the events other nodes relay to this node's event-stream listeners. Implemented
+/// by the upstream, which owns the listeners; the backplane only moves the event and the
+/// answer.
+pub(crate) trait EventRelay: Send + Sync + fmt::Debug {
+    /// Offers `event` to this node's listeners; resolves with the outcome, within the
+    /// upstream timeout.
+    fn deliver(&self, event: pb::Event) -> BoxFuture<'static, EventAnswer>;
+}
+
 /// One message on its way to Redis.
 #[derive(Debug)]
 struct Outgoing {
@@ -180,6 +191,15 @@ pub struct Cluster {
     pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
     next_request: AtomicU64,
     handler: RwLock<Option<Arc<dyn Handler>>>,
+    /// Takes the events relayed to this node's listeners.
+    relay: RwLock<Option<Arc<dyn EventRelay>>>,
+    /// The last advertisement of this node's listeners (`None` until it first had one).
+    own_ad: Mutex<Option<ListenerAd>>,
+    ad_version: AtomicU64,
+    /// The other nodes' listeners, by node id, as last advertised.
+    ads: RwLock<HashMap<String, ListenerAd>>,
+    /// Changes whenever `ads` does, so readers can cache what they derive from it.
+    ads_generation: AtomicU64,
     health: Health,
     /// Wakes the heartbeat after a failed publish, so a passing Redis hiccup ends the
     /// degraded period as soon as Redis answers again, not at the next regular heartbeat.
@@ -234,6 +254,11 @@ impl Cluster {
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             handler: RwLock::new(None),
+            relay: RwLock::new(None),
+            own_ad: Mutex::new(None),
+            ad_version: AtomicU64::new(0),
+            ads: RwLock::new(HashMap::new()),
+            ads_generation: AtomicU64::new(0),
             health: Health::default(),
             recheck: tokio::sync::Notify::new(),
             serving,
@@ -263,6 +288,139 @@ impl Cluster {
             .handler
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// Installs what takes the events other nodes relay to this node's listeners.
+    pub(crate) fn set_event_relay(&self, relay: Arc<dyn EventRelay>) {
+        *self
+            .relay
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(relay);
+    }
+
+    /// The version for the next advertisement of this node's listeners: take it while the
+    /// listener list is locked, so that a later version always describes a later list.
+    pub(crate) fn next_ad_version(&self) -> u64 {
+        self.ad_version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Tells the other nodes which event-stream listeners this node has now, so that they
+    /// relay the events of their connections here. The advertisement goes to Redis (for
+    /// nodes that join later, and re-read at every heartbeat) and on the channel; with
+    /// `wait`, this returns once every live node has taken it.
+    ///
+    /// An advertisement older than one already made is not sent again: the newer one is.
+    ///
+    /// # Errors
+    /// Redis is unreachable or a node did not answer: the others learn of the listeners at
+    /// their next heartbeat.
+    pub(crate) async fn advertise_listeners(
+        &self,
+        ad: ListenerAd,
+        wait: bool,
+    ) -> Result<(), ClusterError> {
+        let latest = {
+            let mut own = self
+                .own_ad
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if own.as_ref().is_none_or(|o| o.version < ad.version) {
+                *own = Some(ad);
+            }
+            own.clone().unwrap_or_default()
+        };
+        self.check_available()?;
+        let mut conn = self.commands.clone();
+        let stored: Result<redis::RedisResult<()>, _> = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            conn.hset(self.listeners_key(), &*self.node, latest.encode_to_vec()),
+        )
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            self.error();
+            return Err(ClusterError::Unavailable(
+                "cannot store this node's listeners in Redis".into(),
+            ));
+        }
+        if wait {
+            self.gather(Body::Listeners(latest)).await.map(|_| ())
+        } else {
+            self.broadcast_now(Body::Listeners(latest))
+        }
+    }
+
+    /// Changes whenever the other nodes' listeners do.
+    pub(crate) fn ads_generation(&self) -> u64 {
+        self.ads_generation.load(Ordering::Acquire)
+    }
+
+    /// The other nodes' listener subscriptions, by node, with the generation they belong to.
+    pub(crate) fn listener_ads(&self) -> (u64, Vec<(String, Vec<pb::Subscription>)>) {
+        let ads = self
+            .ads
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.ads_generation.load(Ordering::Acquire);
+        let list = ads
+            .iter()
+            .filter(|(_, ad)| !ad.subscriptions.is_empty())
+            .map(|(node, ad)| (node.clone(), ad.subscriptions.clone()))
+            .collect();
+        (generation, list)
+    }
+
+    /// Takes `node`'s advertisement unless a newer one is known.
+    fn learn_ad(&self, node: &str, ad: ListenerAd) {
+        if node == &*self.node {
+            return;
+        }
+        let mut ads = self
+            .ads
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ads
+            .get(node)
+            .is_some_and(|known| known.version >= ad.version)
+        {
+            return;
+        }
+        ads.insert(node.to_owned(), ad);
+        self.ads_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Forgets the listeners of a node that is gone.
+    fn forget_ads(&self, node: &str) {
+        let mut ads = self
+            .ads
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ads.remove(node).is_some() {
+            self.ads_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Relays `event` to the listeners of `node` and waits up to `timeout` for the outcome.
+    /// `Ok(None)`: that node is gone (its listeners are forgotten).
+    ///
+    /// # Errors
+    /// Redis is unreachable, or the node is alive and did not answer in time.
+    pub(crate) async fn relay_event(
+        &self,
+        node: &str,
+        event: pb::Event,
+        timeout: Duration,
+    ) -> Result<Option<EventAnswer>, ClusterError> {
+        let Some(reply) = self.ask_within(node, Body::Event(event), timeout).await? else {
+            self.forget_ads(node);
+            return Ok(None);
+        };
+        if reply.error_code != 0 {
+            return Err(ClusterError::Unavailable(reply.message));
+        }
+        EventAnswer::decode(&reply.body[..]).map(Some).map_err(|e| {
+            self.error();
+            ClusterError::Unavailable(format!("node {node} sent an undecodable answer: {e}"))
+        })
     }
 
     /// Whether the node is healthy (true) or degraded (false); changes are sent as they
@@ -396,6 +554,16 @@ impl Cluster {
     /// Asks one node. `Ok(None)` when that node is not subscribed (it does not exist, or is
     /// gone): whatever it owned is gone with it.
     pub(crate) async fn ask(&self, node: &str, body: Body) -> Result<Option<Reply>, ClusterError> {
+        self.ask_within(node, body, ANSWER_TIMEOUT).await
+    }
+
+    /// [`Cluster::ask`], waiting up to `timeout` for the answer of a live node.
+    async fn ask_within(
+        &self,
+        node: &str,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClusterError> {
         self.check_available()?;
         let (id, mut replies, _guard) = self.register();
         let receivers = self.publish_to(self.node_channel(node), id, body).await?;
@@ -412,18 +580,14 @@ impl Cluster {
         if !self.live_nodes().await?.contains(node) {
             return Ok(None);
         }
-        match tokio::time::timeout(
-            ANSWER_TIMEOUT.saturating_sub(LEASE_CHECK_AFTER),
-            replies.recv(),
-        )
-        .await
+        match tokio::time::timeout(timeout.saturating_sub(LEASE_CHECK_AFTER), replies.recv()).await
         {
             Ok(Some((_, reply))) => Ok(Some(reply)),
             // Still subscribed but silent past its lease: a hung node, whose connections no
             // longer count (as for `gather`).
             _ if !self.live_nodes().await?.contains(node) => Ok(None),
             _ => Err(ClusterError::Unavailable(format!(
-                "node {node} did not answer within {ANSWER_TIMEOUT:?}"
+                "node {node} did not answer within {timeout:?}"
             ))),
         }
     }
@@ -503,6 +667,10 @@ impl Cluster {
         if !dead.is_empty() {
             tracing::info!(nodes = ?dead, "forgetting nodes whose lease ran out");
             let _: Result<(), _> = conn.srem(&nodes_key, &dead).await;
+            let _: Result<(), _> = conn.hdel(self.listeners_key(), &dead).await;
+            for node in &dead {
+                self.forget_ads(node);
+            }
         }
         Ok(live)
     }
@@ -513,6 +681,11 @@ impl Cluster {
 
     fn lease_key(&self, node: &str) -> String {
         format!("{}:lease:{node}", self.key_base)
+    }
+
+    /// Hash of node id → [`ListenerAd`]: the event-stream listeners of every node.
+    fn listeners_key(&self) -> String {
+        format!("{}:listeners", self.key_base)
     }
 
     async fn heartbeat_once(&self) {
@@ -532,8 +705,36 @@ impl Cluster {
                 i64::try_from(self.lease.as_millis().saturating_mul(10)).unwrap_or(i64::MAX),
             )
             .ignore();
-        let result: Result<redis::RedisResult<()>, _> = run(&mut conn, &pipe).await;
-        let ok = matches!(result, Ok(Ok(())));
+        // Listener advertisements: this node's is written again (a restarted Redis has lost
+        // it), and the others' are read, for what the channel did not carry (this node joined
+        // later, or was cut off from Redis meanwhile).
+        let own = self
+            .own_ad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(own) = own {
+            pipe.hset(self.listeners_key(), &*self.node, own.encode_to_vec())
+                .ignore();
+        }
+        pipe.pexpire(
+            self.listeners_key(),
+            i64::try_from(self.lease.as_millis().saturating_mul(10)).unwrap_or(i64::MAX),
+        )
+        .ignore()
+        .hgetall(self.listeners_key());
+        let result: Result<redis::RedisResult<(AdsByNode,)>, _> = run(&mut conn, &pipe).await;
+        let ok = matches!(result, Ok(Ok(_)));
+        if let Ok(Ok((ads,))) = result {
+            for (node, bytes) in ads {
+                match ListenerAd::decode(&bytes[..]) {
+                    Ok(ad) => self.learn_ad(&node, ad),
+                    Err(e) => {
+                        tracing::warn!(%node, error = %e, "undecodable listener advertisement")
+                    }
+                }
+            }
+        }
         if !ok {
             self.error();
         }
@@ -578,11 +779,17 @@ impl Cluster {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        self.relay
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let mut conn = self.commands.clone();
         let mut pipe = redis::pipe();
         pipe.del(self.lease_key(&self.node))
             .ignore()
             .srem(self.nodes_key(), &*self.node)
+            .ignore()
+            .hdel(self.listeners_key(), &*self.node)
             .ignore();
         let _: Result<redis::RedisResult<()>, _> =
             tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
@@ -590,7 +797,7 @@ impl Cluster {
 
     /// Handles one message from Redis.
     fn receive(&self, payload: &[u8]) {
-        let Ok(envelope) = Envelope::decode(payload) else {
+        let Ok(mut envelope) = Envelope::decode(payload) else {
             self.error();
             tracing::warn!("ignoring an undecodable message on the cluster channel");
             return;
@@ -599,14 +806,30 @@ impl Cluster {
             return;
         }
         self.health.received.fetch_add(1, Ordering::Relaxed);
-        let Some(body) = envelope.body else { return };
-        if let Body::Reply(reply) = body {
-            if let Some(pending) = self.pending.get(&envelope.request_id) {
-                // Full only if far more nodes answered than exist: drop the extra.
-                let _ = pending.try_send((envelope.origin, reply));
-            }
+        let Some(body) = envelope.body.take() else {
             return;
-        }
+        };
+        let body = match body {
+            Body::Reply(reply) => {
+                if let Some(pending) = self.pending.get(&envelope.request_id) {
+                    // Full only if far more nodes answered than exist: drop the extra.
+                    let _ = pending.try_send((envelope.origin, reply));
+                }
+                return;
+            }
+            Body::Listeners(ad) => {
+                self.learn_ad(&envelope.origin, ad);
+                if envelope.request_id != 0 {
+                    self.reply(&envelope.origin, envelope.request_id, Reply::default());
+                }
+                return;
+            }
+            Body::Event(event) => {
+                self.relayed(envelope, event);
+                return;
+            }
+            other => other,
+        };
         let handler = self
             .handler
             .read()
@@ -622,17 +845,80 @@ impl Cluster {
         };
         let reply = span.in_scope(|| handler.handle(body));
         if let (Some(reply), true) = (reply, envelope.request_id != 0) {
-            let item = Outgoing {
-                channel: self.node_channel(&envelope.origin),
-                bytes: self.envelope(envelope.request_id, Body::Reply(reply)),
-                done: None,
-            };
-            if self.outgoing.try_send(item).is_err() {
-                self.error();
-            }
+            self.reply(&envelope.origin, envelope.request_id, reply);
         }
     }
+
+    /// Queues the answer to request `request_id` of `origin`.
+    fn reply(&self, origin: &str, request_id: u64, reply: Reply) {
+        let item = Outgoing {
+            channel: self.node_channel(origin),
+            bytes: self.envelope(request_id, Body::Reply(reply)),
+            done: None,
+        };
+        if self.outgoing.try_send(item).is_err() {
+            self.error();
+        }
+    }
+
+    /// Hands an event relayed by another node to this node's listeners, in a task of its
+    /// own (the listener may take up to the upstream timeout to answer, and the channel must
+    /// not wait for it), and sends the outcome back.
+    fn relayed(&self, envelope: Envelope, event: pb::Event) {
+        let relay = self
+            .relay
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let answer = |answer: EventAnswer| Reply {
+            body: answer.encode_to_vec(),
+            ..Reply::default()
+        };
+        let Some(relay) = relay else {
+            let none = EventAnswer {
+                reply: None,
+                failure: EventAnswer::NO_LISTENER,
+            };
+            self.reply(&envelope.origin, envelope.request_id, answer(none));
+            return;
+        };
+        let span = if trace::enabled() {
+            let span = tracing::info_span!("relayed event", origin = %envelope.origin);
+            trace::set_parent(&span, trace::extract_traceparent(&envelope.traceparent));
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let outgoing = self.outgoing.clone();
+        let node = self.node.to_string();
+        let channel = self.node_channel(&envelope.origin);
+        let delivery = relay.deliver(event);
+        tokio::spawn(
+            async move {
+                let reply = answer(delivery.await);
+                let bytes = Envelope {
+                    origin: node,
+                    request_id: envelope.request_id,
+                    body: Some(Body::Reply(reply)),
+                    traceparent: trace::current_traceparent(),
+                }
+                .encode_to_vec();
+                let item = Outgoing {
+                    channel,
+                    bytes,
+                    done: None,
+                };
+                if outgoing.send(item).await.is_err() {
+                    tracing::debug!("the node stopped before a relayed event's answer went out");
+                }
+            }
+            .instrument(span),
+        );
+    }
 }
+
+/// The listener advertisements in Redis: node id → encoded [`ListenerAd`].
+type AdsByNode = HashMap<String, Vec<u8>>;
 
 /// Forgets a question when its asker stops waiting.
 struct PendingGuard<'a> {
@@ -759,6 +1045,16 @@ async fn subscriber(cluster: Arc<Cluster>) {
                 cluster.health.subscribed.store(true, Ordering::Relaxed);
                 // Renew the lease at once: a restarted Redis has forgotten it.
                 cluster.heartbeat_once().await;
+                // Messages sent while this node was cut off are lost: tell the others again
+                // which listeners it has.
+                let own = cluster
+                    .own_ad
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(own) = own {
+                    let _ = cluster.broadcast_now(Body::Listeners(own));
+                }
                 match &master {
                     Some((host, port)) => tracing::info!(
                         node = %cluster.node, via = %format_args!("{host}:{port}"),

@@ -3,12 +3,15 @@
 //!
 //! [`Listeners`] is the registry and the [`EventSink`]: it picks one subscribed listener per
 //! event (round robin), and re-offers a blocking event to another listener when the one that
-//! had it goes away before answering. [`EventsService`] is the tonic service that registers
-//! a listener per `Listen` call.
+//! had it goes away before answering. In a cluster it also knows the other nodes' listeners
+//! ([`remote`]) and relays to them what no listener of this node takes. [`EventsService`] is
+//! the tonic service that registers a listener per `Listen` call.
+
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use hubcast_proto::v1 as pb;
@@ -20,7 +23,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
+use crate::router::cluster::Cluster;
+use crate::router::cluster::wire::ListenerAd;
 use crate::router::{Data, message::Utf8Bytes};
+use remote::RemoteListeners;
 
 /// Events that may wait for one listener's stream before senders wait.
 const LISTENER_QUEUE: usize = 1024;
@@ -32,6 +38,8 @@ struct Listener {
     /// Lower-cased hub names; `*` is every hub.
     hubs: Vec<String>,
     selection: Selection,
+    /// As the backend sent it, for the other nodes of a cluster.
+    subscription: pb::Subscription,
     tx: mpsc::Sender<Result<pb::Event, Status>>,
     /// Blocking events sent and not answered yet, by stream event id.
     pending: Mutex<HashMap<u64, oneshot::Sender<pb::EventReply>>>,
@@ -63,11 +71,15 @@ impl Listener {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn send(&self, event: &Event, timeout: Duration) -> Result<Reply, SendFailure> {
+    /// Sends `message` (numbered here) and, if it is blocking, waits for the reply.
+    async fn send(
+        &self,
+        mut message: pb::Event,
+        timeout: Duration,
+    ) -> Result<Option<pb::EventReply>, SendFailure> {
         let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
-        let blocking = event.kind.name().is_blocking();
-        let message = to_proto(event, id, blocking);
-        let answer = if blocking {
+        message.event_id = id;
+        let answer = if message.reply_expected {
             let (tx, rx) = oneshot::channel();
             self.pending().insert(id, tx);
             Some(rx)
@@ -91,9 +103,7 @@ impl Listener {
         self.pending().remove(&id);
         match outcome {
             Err(_) => Err(SendFailure::Failed(DeliveryError::Timeout)),
-            Ok(Err(failure)) => Err(failure),
-            Ok(Ok(None)) => Ok(Reply::default()),
-            Ok(Ok(Some(reply))) => from_proto(&event.kind, reply).map_err(SendFailure::Failed),
+            Ok(outcome) => outcome,
         }
     }
 
@@ -105,23 +115,27 @@ impl Listener {
     }
 }
 
-/// Every listening backend.
+/// Every listening backend: this node's, and in a cluster the other nodes'.
 #[derive(Debug)]
 pub(crate) struct Listeners {
     list: RwLock<Vec<Arc<Listener>>>,
     cursor: AtomicUsize,
     next_id: AtomicU64,
     timeout: Duration,
+    /// The other nodes' listeners (cluster only).
+    remote: Option<RemoteListeners>,
 }
 
 impl Listeners {
-    pub(crate) fn new(timeout: Duration) -> Self {
-        Self {
+    /// The registry; with a cluster, it also takes the events other nodes relay here.
+    pub(crate) fn new(timeout: Duration, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
+        Arc::new_cyclic(|this: &Weak<Self>| Self {
             list: RwLock::new(Vec::new()),
             cursor: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             timeout,
-        }
+            remote: cluster.map(|c| RemoteListeners::new(c, timeout, this.clone())),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Listener>>> {
@@ -136,16 +150,43 @@ impl Listeners {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a listener subscribes to `event` of `hub`.
+    /// Whether a listener (of any node) subscribes to `event` of `hub`.
     pub(crate) fn wants(&self, hub: &str, event: &EventName<'_>) -> bool {
+        self.wants_here(hub, event) || self.remote.as_ref().is_some_and(|r| r.wants(hub, event))
+    }
+
+    /// Whether a listener of this node subscribes to `event` of `hub`.
+    fn wants_here(&self, hub: &str, event: &EventName<'_>) -> bool {
         self.read().iter().any(|l| l.wants(hub, event))
     }
 
-    /// Whether any listener subscribes to `hub` at all.
+    /// Whether any listener (of any node) subscribes to `hub` at all.
     pub(crate) fn any_for_hub(&self, hub: &str) -> bool {
         self.read()
             .iter()
             .any(|l| !l.gone.is_cancelled() && l.has_hub(hub))
+            || self.remote.as_ref().is_some_and(|r| r.any_for_hub(hub))
+    }
+
+    /// What the other nodes should know of this node's listeners now (cluster only). Made
+    /// while `list` is locked, so a later version always describes a later list.
+    fn ad(&self, list: &[Arc<Listener>]) -> Option<ListenerAd> {
+        let remote = self.remote.as_ref()?;
+        Some(ListenerAd {
+            version: remote.next_ad_version(),
+            subscriptions: list
+                .iter()
+                .filter(|l| !l.gone.is_cancelled())
+                .map(|l| l.subscription.clone())
+                .collect(),
+        })
+    }
+
+    /// Tells the other nodes (cluster only); with `wait`, returns once all of them know.
+    async fn advertise(&self, ad: Option<ListenerAd>, wait: bool) {
+        if let (Some(remote), Some(ad)) = (&self.remote, ad) {
+            remote.advertise(ad, wait).await;
+        }
     }
 
     /// The next listener (round robin) that wants the event and has not been tried.
@@ -164,33 +205,50 @@ impl Listeners {
 
     fn add(
         &self,
+        subscription: pb::Subscription,
         hubs: Vec<String>,
         selection: Selection,
-    ) -> (Arc<Listener>, ReceiverStream<Result<pb::Event, Status>>) {
+    ) -> (
+        Arc<Listener>,
+        ReceiverStream<Result<pb::Event, Status>>,
+        Option<ListenerAd>,
+    ) {
         let (tx, rx) = mpsc::channel(LISTENER_QUEUE);
         let listener = Arc::new(Listener {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             hubs,
             selection,
+            subscription,
             tx,
             pending: Mutex::new(HashMap::new()),
             next_event_id: AtomicU64::new(1),
             gone: CancellationToken::new(),
         });
-        self.write().push(listener.clone());
-        (listener, ReceiverStream::new(rx))
+        let mut list = self.write();
+        list.push(listener.clone());
+        let ad = self.ad(&list);
+        drop(list);
+        (listener, ReceiverStream::new(rx), ad)
     }
 
-    fn remove(&self, listener: &Listener) {
+    fn remove(&self, listener: &Listener) -> Option<ListenerAd> {
         listener.gone.cancel();
-        self.write().retain(|l| l.id != listener.id);
+        let mut list = self.write();
+        list.retain(|l| l.id != listener.id);
+        let ad = self.ad(&list);
+        drop(list);
         // Waiters see `gone` and move on; dropping their senders wakes any that missed it.
         listener.pending().clear();
+        ad
     }
 
-    /// Ends every stream (shutdown).
-    pub(crate) fn close_all(&self) {
-        let all = std::mem::take(&mut *self.write());
+    /// Ends every stream (shutdown), and tells the other nodes.
+    pub(crate) async fn close_all(&self) {
+        let (all, ad) = {
+            let mut list = self.write();
+            let all = std::mem::take(&mut *list);
+            (all, self.ad(&list))
+        };
         for listener in all {
             listener.gone.cancel();
             listener.pending().clear();
@@ -198,17 +256,59 @@ impl Listeners {
                 .tx
                 .try_send(Err(Status::unavailable("the server is shutting down")));
         }
+        self.advertise(ad, false).await;
     }
 
+    /// Offers `event` to this node's listeners, then to the other nodes'.
     async fn send(&self, event: &Event) -> Result<Reply, DeliveryError> {
         let name = event.kind.name();
+        if self.wants_here(&event.hub, &name) {
+            let message = to_proto(event, 0, name.is_blocking());
+            match self.send_here(&event.hub, &name, message).await {
+                Ok(Some(reply)) => return from_proto(&event.kind, reply),
+                Ok(None) => return Ok(Reply::default()),
+                // Every listener here that took it went away: the other nodes may have one.
+                Err(DeliveryError::NoListener) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match &self.remote {
+            Some(remote) => remote.send(event).await,
+            None => Err(DeliveryError::NoListener),
+        }
+    }
+
+    /// Offers an event another node relayed here to this node's listeners.
+    async fn send_local(
+        &self,
+        message: pb::Event,
+    ) -> Result<Option<pb::EventReply>, DeliveryError> {
+        let hub = message.hub.to_ascii_lowercase();
+        let name = match &message.kind {
+            Some(pb::event::Kind::Connect(_)) => EventName::Connect,
+            Some(pb::event::Kind::Connected(_)) => EventName::Connected,
+            Some(pb::event::Kind::Disconnected(_)) => EventName::Disconnected,
+            Some(pb::event::Kind::UserEvent(u)) => EventName::User(&u.name),
+            None => return Err(DeliveryError::NoListener),
+        };
+        self.send_here(&hub, &name, message.clone()).await
+    }
+
+    /// Offers `message` to this node's listeners that want it, one after the other until one
+    /// takes it.
+    async fn send_here(
+        &self,
+        hub: &str,
+        name: &EventName<'_>,
+        message: pb::Event,
+    ) -> Result<Option<pb::EventReply>, DeliveryError> {
         let mut tried = Vec::new();
         loop {
-            let Some(listener) = self.pick(&event.hub, &name, &tried) else {
+            let Some(listener) = self.pick(hub, name, &tried) else {
                 return Err(DeliveryError::NoListener);
             };
             tried.push(listener.id);
-            match listener.send(event, self.timeout).await {
+            match listener.send(message.clone(), self.timeout).await {
                 Ok(reply) => return Ok(reply),
                 Err(SendFailure::Failed(e)) => return Err(e),
                 Err(SendFailure::Gone) => {
@@ -262,8 +362,10 @@ impl pb::events_server::Events for EventsService {
             ));
         };
         let (hubs, selection) = parse_subscription(&subscription)?;
-        let (listener, stream) = self.listeners.add(hubs, selection);
+        let (listener, stream, ad) = self.listeners.add(subscription, hubs, selection);
         tracing::info!(listener = listener.id, hubs = ?listener.hubs, "event stream listener connected");
+        // In a cluster, the stream opens once every node relays events to it.
+        self.listeners.advertise(ad, true).await;
         let listeners = self.listeners.clone();
         self.tasks.spawn(async move {
             loop {
@@ -291,8 +393,9 @@ impl pb::events_server::Events for EventsService {
                     }
                 }
             }
-            listeners.remove(&listener);
+            let ad = listeners.remove(&listener);
             tracing::info!(listener = listener.id, "event stream listener disconnected");
+            listeners.advertise(ad, false).await;
         });
         Ok(Response::new(stream))
     }

@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -38,6 +38,13 @@ pub(crate) enum Body {
     /// A client's `sendToGroup` (it carries the sender's user id, which service sends lack).
     #[prost(message, tag = "6")]
     GroupSend(GroupSend),
+    /// The sender's event-stream listeners, so that this node relays events to it.
+    #[prost(message, tag = "8")]
+    Listeners(ListenerAd),
+    /// An event for this node's event-stream listeners, relayed by the node that holds the
+    /// connection; answered with an [`EventAnswer`] in the [`Reply`] body.
+    #[prost(message, tag = "9")]
+    Event(pb::Event),
 }
 
 /// A question a node answers from its own connections.
@@ -132,4 +139,35 @@ pub(crate) struct GroupSend {
     /// The payload.
     #[prost(bytes = "bytes", tag = "6")]
     pub(crate) payload: bytes::Bytes,
+}
+
+/// What event-stream listeners one node has: the subscriptions of its `Listen` streams.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ListenerAd {
+    /// Counts up with every change on the advertising node, so that an older advertisement
+    /// (read from Redis before a newer one arrived on the channel) never replaces a newer one.
+    #[prost(uint64, tag = "1")]
+    pub(crate) version: u64,
+    /// One per listener; empty when the node has none left.
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) subscriptions: Vec<pb::Subscription>,
+}
+
+/// How a relayed event went on the node that holds the listeners.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EventAnswer {
+    /// The listener's reply to a blocking event (none for a non-blocking one).
+    #[prost(message, optional, tag = "1")]
+    pub(crate) reply: Option<pb::EventReply>,
+    /// Why there is no reply: 0 delivered, [`EventAnswer::TIMEOUT`] or
+    /// [`EventAnswer::NO_LISTENER`].
+    #[prost(uint32, tag = "2")]
+    pub(crate) failure: u32,
+}
+
+impl EventAnswer {
+    /// The listener did not answer within the upstream timeout.
+    pub(crate) const TIMEOUT: u32 = 1;
+    /// No listener of that node takes the event (any more): try another node.
+    pub(crate) const NO_LISTENER: u32 = 2;
 }
