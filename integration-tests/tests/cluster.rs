@@ -818,6 +818,8 @@ async fn a_hung_node_fails_answers_during_its_lease_then_drops_out_until_it_wake
 /// A Redis that stalls for longer than a command may take (a publish times out) and then
 /// answers again: the node is degraded meanwhile, and serving again as soon as Redis
 /// answers, not at its next regular heartbeat (a third of the 30 s lease here, so 10 s).
+/// A client's group send whose publish timed out is acked with an error, never `success`
+/// (the other nodes may not have it), and a retry with the same ack id runs again.
 #[tokio::test]
 async fn a_stalled_redis_ends_the_degraded_period_as_soon_as_it_answers() {
     let redis = OwnRedis::start().await;
@@ -833,7 +835,19 @@ async fn a_stalled_redis_ends_the_degraded_period_as_soon_as_it_answers() {
     assert_eq!(text(&member.recv_message().await), "before");
 
     redis.pause();
-    sender.publish_text("g", "during").await;
+    let during = json!({
+        "type": "sendToGroup", "group": "g", "ackId": 1000,
+        "dataType": "text", "data": "during",
+    });
+    sender.send(during.clone()).await;
+    // Queued while the node was still healthy: the ack waits for Redis, which times out.
+    let ack = sender.expect_ack_error(1000, "InternalServerError").await;
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("other nodes")),
+        "{ack}"
+    );
     assert_eventually!(
         n2.cluster_degraded(),
         "a publish that timed out degrades the node"
@@ -847,8 +861,13 @@ async fn a_stalled_redis_ends_the_degraded_period_as_soon_as_it_answers() {
         resumed.elapsed()
     );
     wait_health(n2, ServingStatus::Serving).await;
+    // The failed send is not remembered as processed: its retry runs (no `Duplicate`).
+    sender.send(during).await;
+    sender.expect_ack_ok(1000).await;
     sender.publish_text("g", "after").await;
-    // "during" may or may not have reached Redis before the stall; "after" must arrive.
+    // The timed-out publish may still have reached Redis when it woke, so "during" arrives
+    // once or twice; it arrives before "after" either way.
+    member.recv_where(|m| m["data"] == "during").await;
     member.recv_where(|m| m["data"] == "after").await;
 }
 

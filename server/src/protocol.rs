@@ -206,6 +206,14 @@ impl AckIds {
         self.seen.contains(&id)
     }
 
+    /// Forgets `id` again: its request failed after all (in a cluster, the publish to the
+    /// other nodes), so a retry with the same id runs it again.
+    pub fn forget(&mut self, id: u64) {
+        if self.seen.remove(&id) {
+            self.order.retain(|seen| *seen != id);
+        }
+    }
+
     /// Remembers a processed id, forgetting the oldest beyond [`ACK_ID_MEMORY`].
     pub fn record(&mut self, id: u64) {
         if self.seen.insert(id) {
@@ -244,5 +252,15 @@ mod tests {
         assert!(!ids.is_duplicate(0), "oldest forgotten");
         assert!(ids.is_duplicate(1));
         assert!(ids.is_duplicate(ACK_ID_MEMORY as u64));
+        // A request that failed after all is forgotten, and the window stays exact.
+        ids.forget(5);
+        assert!(!ids.is_duplicate(5));
+        ids.record(ACK_ID_MEMORY as u64 + 1);
+        assert!(
+            ids.is_duplicate(1),
+            "the forgotten id made room: nothing else went"
+        );
+        ids.record(ACK_ID_MEMORY as u64 + 2);
+        assert!(!ids.is_duplicate(1), "then the oldest goes again");
     }
 }

@@ -280,7 +280,9 @@ impl Router {
     }
 
     /// Hands a client's group send to the other nodes (after [`Router::send_to_group`] has
-    /// delivered it here). Does nothing on a single node.
+    /// delivered it here). Does nothing on a single node (`None`); in a cluster, what it
+    /// returns says when Redis has taken the message, which is when the other nodes can
+    /// have it.
     ///
     /// # Errors
     /// [`ClusterError`] when the other nodes cannot be reached now.
@@ -290,9 +292,9 @@ impl Router {
         group: &str,
         message: &Message,
         excluded: Option<&str>,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<cluster::Published>, ClusterError> {
         let Some(cluster) = &self.inner.cluster else {
-            return Ok(());
+            return Ok(None);
         };
         let from_user = match &message.source {
             Source::Group { from_user, .. } => from_user.as_deref().map(str::to_owned),
@@ -304,14 +306,16 @@ impl Router {
             Data::Binary(b) => (2, b.clone()),
             Data::Protobuf(b) => (3, b.clone()),
         };
-        cluster.broadcast_now(cluster::wire::Body::GroupSend(cluster::wire::GroupSend {
-            hub: hub.to_owned(),
-            group: group.to_owned(),
-            from_user,
-            excluded: excluded.map(str::to_owned),
-            data_type,
-            payload,
-        }))
+        cluster
+            .broadcast_confirmed(cluster::wire::Body::GroupSend(cluster::wire::GroupSend {
+                hub: hub.to_owned(),
+                group: group.to_owned(),
+                from_user,
+                excluded: excluded.map(str::to_owned),
+                data_type,
+                payload,
+            }))
+            .map(Some)
     }
 
     fn hub(&self, hub: &str) -> Option<Arc<Hub>> {

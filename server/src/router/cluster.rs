@@ -544,6 +544,26 @@ impl Cluster {
         })
     }
 
+    /// Publishes `body` to every node without waiting, like [`Cluster::broadcast_now`], and
+    /// returns what resolves once Redis has taken it (or the publish failed): for a client
+    /// whose ack must not claim more than happened.
+    pub(crate) fn broadcast_confirmed(&self, body: Body) -> Result<Published, ClusterError> {
+        self.check_available()?;
+        let span = publish_span(&self.all_channel);
+        let _entered = span.enter();
+        let (done, published) = oneshot::channel();
+        let item = Outgoing {
+            channel: self.all_channel.clone(),
+            bytes: self.envelope(0, body),
+            done: Some(done),
+        };
+        self.outgoing.try_send(item).map_err(|_| {
+            self.error();
+            ClusterError::Unavailable("the queue to Redis is full".into())
+        })?;
+        Ok(Published(published))
+    }
+
     fn register(&self) -> (u64, mpsc::Receiver<(String, Reply)>, PendingGuard<'_>) {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(REPLY_CAPACITY);
@@ -919,6 +939,24 @@ impl Cluster {
 
 /// The listener advertisements in Redis: node id → encoded [`ListenerAd`].
 type AdsByNode = HashMap<String, Vec<u8>>;
+
+/// A message queued for Redis: resolves once Redis has taken it, or the publish failed.
+#[derive(Debug)]
+pub struct Published(oneshot::Receiver<Result<usize, ClusterError>>);
+
+impl Published {
+    /// Waits for the outcome of the publish.
+    ///
+    /// # Errors
+    /// Redis did not take the message (it timed out, failed, or the node stopped).
+    pub async fn outcome(self) -> Result<(), ClusterError> {
+        match self.0.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClusterError::Unavailable("the node is stopping".into())),
+        }
+    }
+}
 
 /// Forgets a question when its asker stops waiting.
 struct PendingGuard<'a> {

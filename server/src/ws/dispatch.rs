@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{Edge, code};
 use crate::limits::LimitKind;
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
+use crate::router::cluster::Published;
 use crate::router::message::Utf8Bytes;
 use crate::router::{
     self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
@@ -117,10 +118,10 @@ fn on_message(
             ack_id,
             no_echo,
             data,
-        } => acked(conn, ack_id, || {
+        } => acked_after_publish(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
             send_to_group(router, conn, &group, no_echo, data)
-                .map_err(|e| (AckError::InternalServerError, e.to_string()))
+                .map_err(|e| (AckError::InternalServerError, forward_failure(&e)))
         }),
         ClientMessage::Event {
             event,
@@ -177,14 +178,15 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
 }
 
 /// Delivers a client's group send here and, in a cluster, hands it to the other nodes (an
-/// error tells the client that those may not have it).
+/// error tells the client that those may not have it). In a cluster, what it returns
+/// resolves once Redis has taken the message.
 fn send_to_group(
     router: &Router,
     conn: &Connection,
     group: &str,
     no_echo: bool,
     data: Data,
-) -> Result<(), router::ClusterError> {
+) -> Result<Option<Published>, router::ClusterError> {
     let message = Message::to_group(group, conn.user_id().cloned(), data);
     let me = [conn.id().as_str()];
     let excluded: &[&str] = if no_echo { &me } else { &[] };
@@ -242,9 +244,27 @@ fn check_group(
 /// without running the operation again; only successes are remembered. The memory belongs
 /// to the connection, so it survives a reliable recovery.
 fn acked(
-    conn: &Connection,
+    conn: &Arc<Connection>,
     ack_id: Option<u64>,
     op: impl FnOnce() -> Result<(), (AckError, String)>,
+) {
+    acked_after_publish(conn, ack_id, || op().map(|()| None));
+}
+
+/// What a failed hand-over to the other nodes tells the client.
+fn forward_failure(e: &router::ClusterError) -> String {
+    format!("Delivered on this node only; the other nodes may not have it: {e}")
+}
+
+/// [`acked`] for an operation that may also publish to the other nodes of a cluster: the
+/// ack then waits (in a task of its own, so the socket's reader goes on) until Redis has
+/// taken the message. A publish that fails gets an error ack, and the id is forgotten so
+/// that a retry runs again: the ack never claims a delivery to other nodes that did not
+/// happen.
+fn acked_after_publish(
+    conn: &Arc<Connection>,
+    ack_id: Option<u64>,
+    op: impl FnOnce() -> Result<Option<Published>, (AckError, String)>,
 ) {
     let Some(id) = ack_id else {
         // Fire-and-forget: failures are silent, as in Azure.
@@ -269,7 +289,21 @@ fn acked(
     }
     drop(acks);
     match result {
-        Ok(()) => reply(conn, protocol::ack(format, id, None)),
+        Ok(None) => reply(conn, protocol::ack(format, id, None)),
+        Ok(Some(published)) => {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                match published.outcome().await {
+                    Ok(()) => reply(&conn, protocol::ack(format, id, None)),
+                    Err(e) => {
+                        conn.acks().forget(id);
+                        let why = forward_failure(&e);
+                        let error = Some((AckError::InternalServerError, why.as_str()));
+                        reply(&conn, protocol::ack(format, id, error));
+                    }
+                }
+            });
+        }
         Err((error, why)) => reply(conn, protocol::ack(format, id, Some((error, &why)))),
     }
 }
