@@ -349,6 +349,14 @@ impl Cluster {
         }
     }
 
+    /// This node's last listener advertisement, if it ever had listeners.
+    fn own_ad(&self) -> Option<ListenerAd> {
+        self.own_ad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Changes whenever the other nodes' listeners do.
     pub(crate) fn ads_generation(&self) -> u64 {
         self.ads_generation.load(Ordering::Acquire)
@@ -530,13 +538,22 @@ impl Cluster {
     /// Publishes `body` to every node without waiting (a client's send: the socket task
     /// must not wait on Redis). Fails at once if degraded or the queue is full.
     pub(crate) fn broadcast_now(&self, body: Body) -> Result<(), ClusterError> {
+        self.queue_broadcast(body, None)
+    }
+
+    /// Queues `body` for every node without waiting; `done` hears how the publish went.
+    fn queue_broadcast(
+        &self,
+        body: Body,
+        done: Option<oneshot::Sender<Result<usize, ClusterError>>>,
+    ) -> Result<(), ClusterError> {
         self.check_available()?;
         let span = publish_span(&self.all_channel);
         let _entered = span.enter();
         let item = Outgoing {
             channel: self.all_channel.clone(),
             bytes: self.envelope(0, body),
-            done: None,
+            done,
         };
         self.outgoing.try_send(item).map_err(|_| {
             self.error();
@@ -548,19 +565,8 @@ impl Cluster {
     /// returns what resolves once Redis has taken it (or the publish failed): for a client
     /// whose ack must not claim more than happened.
     pub(crate) fn broadcast_confirmed(&self, body: Body) -> Result<Published, ClusterError> {
-        self.check_available()?;
-        let span = publish_span(&self.all_channel);
-        let _entered = span.enter();
         let (done, published) = oneshot::channel();
-        let item = Outgoing {
-            channel: self.all_channel.clone(),
-            bytes: self.envelope(0, body),
-            done: Some(done),
-        };
-        self.outgoing.try_send(item).map_err(|_| {
-            self.error();
-            ClusterError::Unavailable("the queue to Redis is full".into())
-        })?;
+        self.queue_broadcast(body, Some(done))?;
         Ok(Published(published))
     }
 
@@ -728,12 +734,7 @@ impl Cluster {
         // Listener advertisements: this node's is written again (a restarted Redis has lost
         // it), and the others' are read, for what the channel did not carry (this node joined
         // later, or was cut off from Redis meanwhile).
-        let own = self
-            .own_ad
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(own) = own {
+        if let Some(own) = self.own_ad() {
             pipe.hset(self.listeners_key(), &*self.node, own.encode_to_vec())
                 .ignore();
         }
@@ -1085,12 +1086,7 @@ async fn subscriber(cluster: Arc<Cluster>) {
                 cluster.heartbeat_once().await;
                 // Messages sent while this node was cut off are lost: tell the others again
                 // which listeners it has.
-                let own = cluster
-                    .own_ad
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(own) = own {
+                if let Some(own) = cluster.own_ad() {
                     let _ = cluster.broadcast_now(Body::Listeners(own));
                 }
                 match &master {

@@ -283,7 +283,7 @@ impl Listeners {
         &self,
         message: pb::Event,
     ) -> Result<Option<pb::EventReply>, DeliveryError> {
-        let hub = message.hub.to_ascii_lowercase();
+        // The hub is lower-cased already: the relaying node built the message from its event.
         let name = match &message.kind {
             Some(pb::event::Kind::Connect(_)) => EventName::Connect,
             Some(pb::event::Kind::Connected(_)) => EventName::Connected,
@@ -291,7 +291,7 @@ impl Listeners {
             Some(pb::event::Kind::UserEvent(u)) => EventName::User(&u.name),
             None => return Err(DeliveryError::NoListener),
         };
-        self.send_here(&hub, &name, message.clone()).await
+        self.send_here(&message.hub, &name, message.clone()).await
     }
 
     /// Offers `message` to this node's listeners that want it, one after the other until one
