@@ -1,6 +1,7 @@
 //! TLS on both listeners from certificate and key files: a WebSocket client and REST over
-//! HTTPS, gRPC (health and the control plane) over TLS with ALPN h2, plain TCP refused, and
-//! unusable files refused at start with a message naming the file.
+//! HTTPS, gRPC (health and the control plane) over TLS with ALPN h2, the Rust SDK's `wss://`
+//! path (its `tls` feature) end to end, plain TCP refused, and unusable files refused at start
+//! with a message naming the file.
 
 use std::sync::Arc;
 
@@ -161,6 +162,75 @@ async fn websocket_rest_and_grpc_are_served_over_tls() {
         .into_inner()
         .status();
     assert_eq!(status, ServingStatus::Serving);
+}
+
+/// The Rust SDK with its `tls` feature: a `wss://` client URL, trusting the listener's
+/// self-signed certificate through `with_tls_config`, joins a group, publishes to it and
+/// receives its own message back over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_round_trips_a_group_message_over_wss() {
+    let cert = SelfSigned::new("sdk");
+    let tls = cert.config();
+    let server = TestServer::start_with(|c| c.tls = Some(tls)).await;
+    let url = server.url(
+        "secure",
+        Some("alice"),
+        &["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"],
+        &[],
+    );
+    assert!(url.starts_with("wss://"), "{url}");
+
+    let mut roots = hubcast_sdk::rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone()).expect("add root");
+    let provider = Arc::new(hubcast_sdk::rustls::crypto::ring::default_provider());
+    let config = hubcast_sdk::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (client, mut events) = tokio::time::timeout(
+        TIMEOUT,
+        hubcast_sdk::Client::builder(url.clone())
+            .with_tls_config(Arc::new(config))
+            .connect(),
+    )
+    .await
+    .expect("connect in time")
+    .expect("the SDK connects over wss");
+    tokio::time::timeout(TIMEOUT, client.join_group("tls"))
+        .await
+        .expect("join in time")
+        .expect("joined");
+    tokio::time::timeout(TIMEOUT, client.send_to_group("tls", "over TLS"))
+        .await
+        .expect("ack in time")
+        .expect("sent");
+    let message = loop {
+        match tokio::time::timeout(TIMEOUT, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("events go on")
+        {
+            hubcast_sdk::Event::GroupMessage(m) => break m,
+            _ => continue,
+        }
+    };
+    assert_eq!(message.group, "tls");
+    assert_eq!(
+        message.payload,
+        hubcast_sdk::Payload::Text("over TLS".into())
+    );
+    client.stop().await;
+
+    // Without the certificate the SDK refuses the listener (webpki roots only): the
+    // configuration above is what made the difference.
+    let refused = tokio::time::timeout(TIMEOUT, hubcast_sdk::Client::builder(url).connect())
+        .await
+        .expect("an answer in time");
+    assert!(
+        refused.as_ref().is_err_and(hubcast_sdk::Error::is_connect),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -65,6 +65,9 @@ pub(crate) struct Options {
     pub(crate) keepalive_timeout: Duration,
     pub(crate) sequence_ack_interval: Duration,
     pub(crate) sequence_ack_threshold: u64,
+    /// `wss://` URLs: the rustls configuration; `None` trusts the Mozilla root certificates.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -85,6 +88,8 @@ impl Default for Options {
             keepalive_timeout: Duration::from_secs(120),
             sequence_ack_interval: Duration::from_secs(1),
             sequence_ack_threshold: 300,
+            #[cfg(feature = "tls")]
+            tls_config: None,
         }
     }
 }
@@ -228,6 +233,16 @@ impl Builder {
     /// Azure) never fills under load. Default: 300.
     pub fn with_sequence_ack_threshold(mut self, messages: u64) -> Self {
         self.options.sequence_ack_threshold = messages;
+        self
+    }
+
+    /// `wss://` URLs: the rustls client configuration to use, for example one that trusts
+    /// the private certificate authority that signed a self-hosted Hubcast's certificate
+    /// ([`rustls`](crate::rustls) is re-exported so the versions match). Default: rustls with
+    /// the Mozilla root certificates (webpki-roots).
+    #[cfg(feature = "tls")]
+    pub fn with_tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.options.tls_config = Some(config);
         self
     }
 

@@ -33,7 +33,7 @@ use crate::error::{Error, Kind, Result};
 use crate::event::{
     Connected, Disconnected, Event, GroupMessage, RejoinGroupFailed, ServerMessage,
 };
-use crate::protocol::{self, Data, Incoming, Protocol, Request};
+use crate::protocol::{self, Data, Incoming, Request};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -188,11 +188,8 @@ impl Worker {
                 break;
             }
             self.set_state(State::Connecting);
-            let attempt = open_fresh(
-                self.url.clone(),
-                self.opts.protocol,
-                self.opts.connect_timeout,
-            );
+            let opts = Arc::clone(&self.opts);
+            let attempt = open_fresh(self.url.clone(), &opts, opts.connect_timeout);
             let Some(opened) = self.with_commands(attempt).await else {
                 break;
             };
@@ -663,7 +660,8 @@ impl Worker {
             }
             attempts += 1;
             let limit = self.opts.connect_timeout.min(deadline - now);
-            let attempt = open(url.clone(), self.opts.protocol, limit);
+            let opts = Arc::clone(&self.opts);
+            let attempt = open(url.clone(), &opts, limit);
             match self.with_commands(attempt).await {
                 None => return Recovery::Stop,
                 Some(Ok((ws, hello))) => {
@@ -942,7 +940,7 @@ fn recovery_url(url: &str, connection_id: &str, token: &str) -> String {
 /// Asks for a URL and opens a new connection with it.
 async fn open_fresh(
     source: UrlSource,
-    protocol: Protocol,
+    opts: &Options,
     timeout: Duration,
 ) -> Result<(Ws, Hello, String)> {
     let url = source
@@ -950,12 +948,18 @@ async fn open_fresh(
         .await
         .map_err(|e| Error::with_source(Kind::UrlProvider, e))?;
     check_url(&url)?;
-    let (ws, hello) = open(url.clone(), protocol, timeout).await?;
+    let (ws, hello) = open(url.clone(), opts, timeout).await?;
     Ok((ws, hello, url))
 }
 
 /// Opens a socket and reads the service's `connected` message, within `timeout`.
-async fn open(url: String, protocol: Protocol, timeout: Duration) -> Result<(Ws, Hello)> {
+async fn open(url: String, opts: &Options, timeout: Duration) -> Result<(Ws, Hello)> {
+    let protocol = opts.protocol;
+    #[cfg(feature = "tls")]
+    let connector = opts
+        .tls_config
+        .clone()
+        .map(tokio_tungstenite::Connector::Rustls);
     let work = async move {
         let mut request = url.as_str().into_client_request().map_err(|e| {
             Error::with_source(Kind::InvalidArgument("invalid client URL".into()), e)
@@ -965,9 +969,12 @@ async fn open(url: String, protocol: Protocol, timeout: Duration) -> Result<(Ws,
             HeaderValue::from_static(protocol.name()),
         );
         // No Nagle: small frames (acks, pings) must not wait for the peer's acks.
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-            .await
-            .map_err(connect_error)?;
+        #[cfg(feature = "tls")]
+        let connected =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await;
+        #[cfg(not(feature = "tls"))]
+        let connected = tokio_tungstenite::connect_async_with_config(request, None, true).await;
+        let (mut ws, _) = connected.map_err(connect_error)?;
         let mut reason = None;
         loop {
             match ws.next().await {
@@ -1068,7 +1075,7 @@ mod tests {
             let _ = socket.write_all(b"HTTP/1.1 400 not tls\r\n\r\n").await;
         });
         let url = format!("wss://{addr}/client/hubs/x");
-        let error = open(url, Protocol::JsonReliable, Duration::from_secs(5))
+        let error = open(url, &Options::default(), Duration::from_secs(5))
             .await
             .expect_err("not a TLS server");
         assert!(error.is_connect(), "{error:?}");

@@ -70,3 +70,7 @@ mod tests {
         assert!(!crate::proto::FILE_DESCRIPTOR_SET.is_empty());
     }
 }
+
+/// The TLS library of `wss://` connections, for [`Builder::with_tls_config`].
+#[cfg(feature = "tls")]
+pub use rustls;

@@ -1221,6 +1221,24 @@ mod tests {
         );
         let first = b.header();
         assert_eq!(first, b.header(), "cached until close to expiry");
+        // Two tokens minted in the same second are identical, so equality alone would pass
+        // without a cache: plant a value the minting code can never produce and see it come
+        // back while it is current, and be replaced once its renewal time has passed.
+        let planted: MetadataValue<Ascii> = "Bearer planted".parse().expect("ascii");
+        let now = Instant::now();
+        *b.inner.current.lock().expect("not poisoned") =
+            Some((planted.clone(), now + Duration::from_secs(60)));
+        assert_eq!(
+            b.header(),
+            planted,
+            "a current token is served from the cache"
+        );
+        *b.inner.current.lock().expect("not poisoned") = Some((planted.clone(), now));
+        assert_ne!(
+            b.header(),
+            planted,
+            "a token due for renewal is minted again"
+        );
         let token = first
             .to_str()
             .expect("ascii")

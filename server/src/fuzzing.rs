@@ -233,28 +233,51 @@ mod tests {
     }
 
     /// Replays every input kept in `fuzz/regressions/<target>/` and the checked-in corpora:
-    /// a crash once found stays fixed.
+    /// a crash once found stays fixed. Every target must have its corpus checked in (a
+    /// missing or emptied folder fails, instead of replaying nothing), and `fuzz/regressions/`
+    /// must exist: it holds the inputs of bugs found outside the fuzzer too.
     #[test]
     fn regressions_and_corpora_replay_without_panics() {
         let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut replayed = 0;
+        let regressions = fuzz.join("regressions");
+        assert!(
+            regressions.is_dir(),
+            "{} is missing: it keeps the inputs of fixed bugs",
+            regressions.display()
+        );
+        let mut kept_regressions = 0;
         for (name, target) in TARGETS {
-            for dir in ["regressions", "corpus"] {
-                let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(name)) else {
-                    continue;
-                };
+            let corpus = fuzz.join("corpus").join(name);
+            let entries = std::fs::read_dir(&corpus).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: every target's corpus is checked in",
+                    corpus.display()
+                )
+            });
+            let mut replayed = 0;
+            for entry in entries {
+                target(
+                    &std::fs::read(entry.expect("readable directory").path())
+                        .expect("readable input"),
+                );
+                replayed += 1;
+            }
+            assert!(replayed > 0, "{} is empty", corpus.display());
+            // A target without regressions of its own has no folder there.
+            if let Ok(entries) = std::fs::read_dir(regressions.join(name)) {
                 for entry in entries {
-                    let path = entry.expect("readable directory").path();
-                    let data = std::fs::read(&path).expect("readable input");
-                    target(&data);
-                    replayed += 1;
+                    target(
+                        &std::fs::read(entry.expect("readable directory").path())
+                            .expect("readable input"),
+                    );
+                    kept_regressions += 1;
                 }
             }
         }
         assert!(
-            replayed >= TARGETS.len(),
-            "expected checked-in inputs under {}, replayed {replayed}",
-            fuzz.display()
+            kept_regressions > 0,
+            "no input replayed from {}",
+            regressions.display()
         );
     }
 }
