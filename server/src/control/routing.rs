@@ -494,71 +494,120 @@ fn from_reply(reply: &Reply) -> Result<Vec<u8>> {
     })
 }
 
-const CODES: [ErrorCode; 8] = [
-    ErrorCode::BadRequest,
-    ErrorCode::Unauthenticated,
-    ErrorCode::PermissionDenied,
-    ErrorCode::NotFound,
-    ErrorCode::PayloadTooLarge,
-    ErrorCode::UnsupportedMediaType,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
+// The numbers below travel between nodes, which may run different versions during a rolling
+// upgrade: each is pinned by an explicit match (never by a position in a list, which a
+// reordering would silently change) and by `wire_numbers_are_stable` below. A new code or
+// field takes a new number; a number is never reused.
 
+/// An error code's number on the cluster wire (0 means success, so none is 0).
 fn code_number(code: ErrorCode) -> u32 {
-    CODES
-        .iter()
-        .position(|c| *c == code)
-        .map_or(8, |i| i as u32 + 1)
+    match code {
+        ErrorCode::BadRequest => 1,
+        ErrorCode::Unauthenticated => 2,
+        ErrorCode::PermissionDenied => 3,
+        ErrorCode::NotFound => 4,
+        ErrorCode::PayloadTooLarge => 5,
+        ErrorCode::UnsupportedMediaType => 6,
+        ErrorCode::Unavailable => 7,
+        ErrorCode::Internal => 8,
+    }
 }
 
+/// The error code of a wire number; one this node does not know is an internal error.
 fn code_of(n: u32) -> ErrorCode {
-    CODES
-        .get((n as usize).wrapping_sub(1))
-        .copied()
-        .unwrap_or(ErrorCode::Internal)
+    match n {
+        1 => ErrorCode::BadRequest,
+        2 => ErrorCode::Unauthenticated,
+        3 => ErrorCode::PermissionDenied,
+        4 => ErrorCode::NotFound,
+        5 => ErrorCode::PayloadTooLarge,
+        6 => ErrorCode::UnsupportedMediaType,
+        7 => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
 }
 
-const FIELDS: [Field; 12] = [
-    Field::Hub,
-    Field::Group,
-    Field::Groups,
-    Field::UserId,
-    Field::ConnectionId,
-    Field::Payload,
-    Field::Ttl,
-    Field::Permission,
-    Field::TargetGroup,
-    Field::PageSize,
-    Field::PageToken,
-    Field::Filter,
-];
-
+/// A request field's number on the cluster wire (0 means no field).
 fn field_number(field: Field) -> u32 {
-    FIELDS
-        .iter()
-        .position(|f| *f == field)
-        .map_or(0, |i| i as u32 + 1)
+    match field {
+        Field::Hub => 1,
+        Field::Group => 2,
+        Field::Groups => 3,
+        Field::UserId => 4,
+        Field::ConnectionId => 5,
+        Field::Payload => 6,
+        Field::Ttl => 7,
+        Field::Permission => 8,
+        Field::TargetGroup => 9,
+        Field::PageSize => 10,
+        Field::PageToken => 11,
+        Field::Filter => 12,
+    }
 }
 
+/// The field of a wire number; 0, or one this node does not know, names none.
 fn field_of(n: u32) -> Option<Field> {
-    FIELDS.get((n as usize).wrapping_sub(1)).copied()
+    Some(match n {
+        1 => Field::Hub,
+        2 => Field::Group,
+        3 => Field::Groups,
+        4 => Field::UserId,
+        5 => Field::ConnectionId,
+        6 => Field::Payload,
+        7 => Field::Ttl,
+        8 => Field::Permission,
+        9 => Field::TargetGroup,
+        10 => Field::PageSize,
+        11 => Field::PageToken,
+        12 => Field::Filter,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The numbers nodes of different versions agree on: changing one is a wire break.
+    const CODES: [(ErrorCode, u32); 8] = [
+        (ErrorCode::BadRequest, 1),
+        (ErrorCode::Unauthenticated, 2),
+        (ErrorCode::PermissionDenied, 3),
+        (ErrorCode::NotFound, 4),
+        (ErrorCode::PayloadTooLarge, 5),
+        (ErrorCode::UnsupportedMediaType, 6),
+        (ErrorCode::Unavailable, 7),
+        (ErrorCode::Internal, 8),
+    ];
+    const FIELDS: [(Field, u32); 12] = [
+        (Field::Hub, 1),
+        (Field::Group, 2),
+        (Field::Groups, 3),
+        (Field::UserId, 4),
+        (Field::ConnectionId, 5),
+        (Field::Payload, 6),
+        (Field::Ttl, 7),
+        (Field::Permission, 8),
+        (Field::TargetGroup, 9),
+        (Field::PageSize, 10),
+        (Field::PageToken, 11),
+        (Field::Filter, 12),
+    ];
+
     #[test]
-    fn error_codes_and_fields_survive_the_trip() {
-        for code in CODES {
-            assert_eq!(code_of(code_number(code)), code);
+    fn wire_numbers_are_stable_and_survive_the_trip() {
+        for (code, number) in CODES {
+            assert_eq!(code_number(code), number, "{code:?}");
+            assert_eq!(code_of(number), code);
         }
-        for field in FIELDS {
-            assert_eq!(field_of(field_number(field)), Some(field));
+        for (field, number) in FIELDS {
+            assert_eq!(field_number(field), number, "{field:?}");
+            assert_eq!(field_of(number), Some(field));
         }
         assert_eq!(field_of(0), None);
+        assert_eq!(field_of(99), None);
         assert_eq!(code_of(0), ErrorCode::Internal);
+        assert_eq!(code_of(99), ErrorCode::Internal, "a newer node's code");
     }
 
     #[test]
