@@ -543,6 +543,7 @@ where
                 }
                 let write = async {
                     for queued in batch.drain(..) {
+                        let sequence_id = queued.sequence_id;
                         match protocol::render(format, queued, &mut scratch) {
                             Rendered::Whole(frame) => sink.feed(into_ws(frame)).await?,
                             Rendered::Fragments { text, head, tail } => {
@@ -553,6 +554,12 @@ where
                                 sink.feed(WsMessage::Frame(head)).await?;
                                 sink.feed(WsMessage::Frame(tail)).await?;
                             }
+                        }
+                        // Fed whole: the client may have it from now on, and may acknowledge
+                        // it (not before: see `Outbox::acknowledge`). Noted before this task
+                        // can yield, so the reader never sees an ack that outruns it.
+                        if let Some(id) = sequence_id {
+                            conn.outbox().written(id);
                         }
                     }
                     sink.flush().await
