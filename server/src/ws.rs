@@ -44,6 +44,7 @@ use dashmap::DashMap;
 /// Close codes the edge uses (RFC 6455 §7.4.1).
 mod code {
     pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const PROTOCOL_ERROR: u16 = 1002;
     pub(super) const POLICY_VIOLATION: u16 = 1008;
     pub(super) const UNSUPPORTED_DATA: u16 = 1003;
     pub(super) const INVALID_PAYLOAD: u16 = 1007;

@@ -15,6 +15,16 @@
 //! clients are bounded by their unacknowledged buffer (count and bytes) instead of the
 //! outbox's byte limit: overflowing it ends the logical connection.
 //!
+//! An acknowledgement only counts for messages already handed to the socket: the writer
+//! reports each sequence id it has fed to the WebSocket ([`Outbox::written`]), and an
+//! acknowledgement above the highest of them is ignored. Otherwise a client that stops
+//! reading and acknowledges `u64::MAX` would empty the buffer of messages it never got, and
+//! the queue behind its stalled socket would grow without bound: with the rule, every
+//! message still queued is also unacknowledged, so the buffer limit bounds the queue. The
+//! queue of a reliable outbox is bounded on its own as well (`limit` plus the buffer's byte
+//! limit, for the control frames beside the data), and overflowing it also ends the logical
+//! connection (1008): the client was not reading, and what it was owed is gone.
+//!
 //! A data message sent with a time to live ([`Outbox::push_data_until`]) carries its expiry
 //! beside the frame; the writer drops a copy it reaches at or after that instant instead of
 //! writing it, so a client that cannot take the message in time never gets it. The TTL
@@ -25,6 +35,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -157,6 +168,14 @@ pub struct Outbox {
     /// Fires when any close starts, for tasks that wait on a detached connection.
     closed: CancellationToken,
     limit: usize,
+    /// The highest sequence id a writer has fed to a socket (0: none yet): no client can
+    /// have received more, so [`Outbox::acknowledge`] ignores acknowledgements above it. An
+    /// atomic rather than a field under the lock: the writer raises it once per data frame,
+    /// and it must not contend with fan-out for the lock to do so. Relaxed ordering is
+    /// enough: a socket's writer and reader run in one task, and the writer raises it before
+    /// that task can yield, so the reader sees every id fed before the client can have it;
+    /// across the sockets of a recovery, the round trip through the client orders them.
+    written: AtomicU64,
 }
 
 impl Outbox {
@@ -168,6 +187,7 @@ impl Outbox {
             abandoned: CancellationToken::new(),
             closed: CancellationToken::new(),
             limit,
+            written: AtomicU64::new(0),
         }
     }
 
@@ -204,15 +224,10 @@ impl Outbox {
         if state.close.is_some() {
             return Push::Closed;
         }
-        let mut limit = self.limit;
-        if let Some(r) = &state.reliable {
-            if r.detached {
-                return Push::Queued;
-            }
-            // Data frames sit in the queue too, bounded by the unacked limits.
-            limit += r.limits.max_bytes;
+        if state.reliable.as_ref().is_some_and(|r| r.detached) {
+            return Push::Queued;
         }
-        if state.bytes + frame.len() > limit && !state.queue.is_empty() {
+        if self.is_full(&state, &frame) {
             return self.overflow(state);
         }
         self.enqueue(
@@ -248,8 +263,9 @@ impl Outbox {
         if state.close.is_some() {
             return Push::Closed;
         }
+        let queue_full = self.is_full(&state, &frame);
         let Some(r) = &mut state.reliable else {
-            if state.bytes + frame.len() > self.limit && !state.queue.is_empty() {
+            if queue_full {
                 return self.overflow(state);
             }
             return self.enqueue(
@@ -281,6 +297,11 @@ impl Outbox {
                 Push::Overflow,
             );
         }
+        // Every queued data message is also unacknowledged, so the checks above bound them;
+        // this bounds the queue as a whole (data and control frames), as for other outboxes.
+        if queue_full {
+            return self.overflow(state);
+        }
         let sequence_id = r.next_sequence_id;
         r.next_sequence_id += 1;
         r.unacked_bytes += frame.len();
@@ -300,6 +321,15 @@ impl Outbox {
         )
     }
 
+    /// Whether `frame` does not fit in the queue. The limit is `limit` bytes, plus, for a
+    /// reliable outbox, its unacknowledged buffer's byte limit (its data messages sit in the
+    /// queue too). An empty queue takes one frame whatever its size: the frame-size limit is
+    /// enforced elsewhere, and refusing it would make the message undeliverable.
+    fn is_full(&self, state: &State, frame: &Frame) -> bool {
+        let limit = self.limit + state.reliable.as_ref().map_or(0, |r| r.limits.max_bytes);
+        state.bytes + frame.len() > limit && !state.queue.is_empty()
+    }
+
     fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, item: Queued) -> Push {
         let was_empty = state.queue.is_empty();
         state.bytes += item.frame.len();
@@ -311,11 +341,18 @@ impl Outbox {
         Push::Queued
     }
 
+    /// Closes an outbox whose queue is full. A reliable one closes with 1008: its buffer is
+    /// discarded with the queue, so the connection cannot be recovered.
     fn overflow(&self, state: std::sync::MutexGuard<'_, State>) -> Push {
+        let code = if state.reliable.is_some() {
+            CLOSE_UNRECOVERABLE
+        } else {
+            CLOSE_SLOW_CONSUMER
+        };
         self.close_locked(
             state,
             Close::Server {
-                code: CLOSE_SLOW_CONSUMER,
+                code,
                 reason: "The connection was closed because the client did not read its \
                          messages fast enough (outbox full)."
                     .into(),
@@ -325,8 +362,19 @@ impl Outbox {
         )
     }
 
+    /// The writer has fed the data message `sequence_id` to the socket: from now on the
+    /// client may acknowledge it.
+    pub fn written(&self, sequence_id: u64) {
+        self.written.fetch_max(sequence_id, Ordering::Relaxed);
+    }
+
     /// Drops every buffered message up to and including `sequence_id` (a cumulative ack).
-    pub fn acknowledge(&self, sequence_id: u64) {
+    /// Returns false, and drops nothing, when `sequence_id` is above every sequence id
+    /// written to a socket so far: the client claims messages it cannot have received.
+    pub fn acknowledge(&self, sequence_id: u64) -> bool {
+        if sequence_id > self.written.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut state = self.lock();
         if let Some(r) = &mut state.reliable {
             while r.unacked.front().is_some_and(|(id, _)| *id <= sequence_id) {
@@ -335,6 +383,7 @@ impl Outbox {
                 }
             }
         }
+        true
     }
 
     /// Messages waiting for an acknowledgement (reliable outboxes), and their bytes.
@@ -525,6 +574,15 @@ impl Outbox {
         state.queue.drain(..).collect()
     }
 
+    /// The sequence ids kept for acknowledgement, oldest first (unit tests).
+    #[cfg(test)]
+    pub(crate) fn unacked_ids_for_test(&self) -> Vec<u64> {
+        self.lock()
+            .reliable
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.unacked.iter().map(|(id, _)| *id).collect())
+    }
+
     /// Resolves once the connection is being dropped with its queue discarded (used to give
     /// up a write stuck on a stalled client).
     pub async fn abandoned(&self) {
@@ -661,19 +719,133 @@ mod tests {
         )
     }
 
+    /// Stands in for the writer: takes what is queued and feeds all of it to the socket.
+    fn write_all(outbox: &Outbox) -> Vec<Queued> {
+        let batch = outbox.drain_for_test();
+        for id in batch.iter().filter_map(|q| q.sequence_id) {
+            outbox.written(id);
+        }
+        batch
+    }
+
     #[tokio::test]
     async fn reliable_outbox_numbers_data_and_not_control_frames() {
         let outbox = reliable(10);
         outbox.push_data(frame(1));
         outbox.push(frame(1));
         outbox.push_data(frame(1));
-        let batch = outbox.drain_for_test();
+        let batch = write_all(&outbox);
         assert_eq!(ids(&batch), vec![Some(1), None, Some(2)]);
         assert_eq!(outbox.unacknowledged(), (2, 2));
-        outbox.acknowledge(1);
+        assert!(outbox.acknowledge(1));
         assert_eq!(outbox.unacknowledged(), (1, 1));
-        outbox.acknowledge(7);
+        assert!(outbox.acknowledge(2));
         assert_eq!(outbox.unacknowledged(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_beyond_what_was_written_are_ignored() {
+        let outbox = reliable(10);
+        for _ in 0..3 {
+            outbox.push_data(frame(1));
+        }
+        // The writer took all three and has fed only the first to its socket so far.
+        let batch = outbox.drain_for_test();
+        outbox.written(batch[0].sequence_id.expect("numbered"));
+        for unsent in [2, 3, 4, u64::MAX] {
+            assert!(!outbox.acknowledge(unsent), "ack {unsent} ignored");
+            assert_eq!(outbox.unacknowledged(), (3, 3), "after ack {unsent}");
+        }
+        assert!(outbox.acknowledge(1));
+        assert_eq!(outbox.unacknowledged(), (2, 2));
+        assert!(outbox.acknowledge(0), "an ack of nothing is harmless");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_reliable_client_acknowledging_everything_is_closed_with_1008() {
+        // The attack: the client stops reading and acknowledges `u64::MAX` after every
+        // message. Nothing is written, so nothing is released, and the buffer limit closes
+        // the connection before the queue can outgrow it.
+        let outbox = Outbox::reliable(
+            100,
+            ReliableLimits {
+                max_messages: 1000,
+                max_bytes: 1000,
+            },
+        );
+        let mut pushes = 0;
+        while outbox.push_data(frame(10)) == Push::Queued {
+            pushes += 1;
+            assert!(!outbox.acknowledge(u64::MAX));
+            assert!(
+                outbox.queued_bytes() <= 1000,
+                "{} queued",
+                outbox.queued_bytes()
+            );
+            assert!(pushes <= 100, "still open after {pushes} messages");
+        }
+        assert!(matches!(
+            outbox.current_close(),
+            Some(Close::Server {
+                code: CLOSE_UNRECOVERABLE,
+                discard_queued: true,
+                ..
+            })
+        ));
+        assert_eq!(outbox.queued_bytes(), 0, "the queue is discarded");
+        assert!(
+            outbox.abandoned_now(),
+            "a write stuck on the socket gives up"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reliable_queue_full_of_control_frames_closes_with_1008() {
+        // Replies (acks, pongs) to a client that does not read fill the queue beside the
+        // data; past `limit` plus the buffer's bytes the connection ends for good.
+        let outbox = Outbox::reliable(
+            100,
+            ReliableLimits {
+                max_messages: 1000,
+                max_bytes: 1000,
+            },
+        );
+        let mut replies = 0;
+        while outbox.push(frame(10)) == Push::Queued {
+            replies += 1;
+            assert!(replies <= 110, "still open after {replies} replies");
+        }
+        assert_eq!(replies, 110);
+        assert!(matches!(
+            outbox.current_close(),
+            Some(Close::Server {
+                code: CLOSE_UNRECOVERABLE,
+                ..
+            })
+        ));
+
+        // Data behind a queue full of replies: the same bound, the same close.
+        let outbox = Outbox::reliable(
+            100,
+            ReliableLimits {
+                max_messages: 1000,
+                max_bytes: 1000,
+            },
+        );
+        for _ in 0..105 {
+            assert_eq!(outbox.push(frame(10)), Push::Queued);
+        }
+        for _ in 0..5 {
+            assert_eq!(outbox.push_data(frame(10)), Push::Queued);
+        }
+        assert_eq!(outbox.push_data(frame(10)), Push::Overflow);
+        assert!(matches!(
+            outbox.current_close(),
+            Some(Close::Server {
+                code: CLOSE_UNRECOVERABLE,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
@@ -697,7 +869,8 @@ mod tests {
         let outbox = reliable(10);
         outbox.push_data(frame(1));
         outbox.push_data(frame(1));
-        outbox.acknowledge(1);
+        write_all(&outbox);
+        assert!(outbox.acknowledge(1));
         let old = outbox.epoch();
         assert!(outbox.detach(old));
         assert!(!outbox.detach(old), "stale epoch");
@@ -719,5 +892,156 @@ mod tests {
         assert!(outbox.expire(outbox.epoch()));
         assert_eq!(outbox.reattach(None), None);
         assert_eq!(outbox.push_data(frame(1)), Push::Closed);
+    }
+
+    /// The attack frames kept in `fuzz/regressions/` (sequence acks of messages never
+    /// written), parsed as the socket's reader parses them and applied to a stalled outbox,
+    /// release nothing.
+    #[test]
+    fn regression_acks_of_unwritten_messages_release_nothing() {
+        use crate::protocol::{ClientMessage, json, protobuf};
+
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+        let mut acks = 0;
+        for target in ["json_protocol", "protobuf_protocol"] {
+            let dir = fuzz.join(target);
+            for entry in std::fs::read_dir(&dir).expect("the regression folder exists") {
+                let data = std::fs::read(entry.expect("readable folder").path()).expect("input");
+                let parsed = if target == "json_protocol" {
+                    std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|text| json::parse(text).ok())
+                        .map(|m| matches!(m, ClientMessage::SequenceAck { sequence_id } if sequence_id == u64::MAX))
+                } else {
+                    protobuf::parse(&bytes::Bytes::from(data))
+                        .ok()
+                        .map(|m| matches!(m, ClientMessage::SequenceAck { sequence_id } if sequence_id == u64::MAX))
+                };
+                if parsed != Some(true) {
+                    continue;
+                }
+                acks += 1;
+                let outbox = reliable(10);
+                outbox.push_data(frame(1));
+                outbox.push_data(frame(1));
+                write_all(&outbox);
+                outbox.push_data(frame(1));
+                assert!(!outbox.acknowledge(u64::MAX), "{target}");
+                assert_eq!(outbox.unacknowledged(), (3, 3), "{target}");
+            }
+        }
+        assert!(
+            acks >= 2,
+            "an ack-everything input per protocol target, found {acks}"
+        );
+    }
+
+    /// Property tests of the acknowledgement path: whatever a client acknowledges, and
+    /// whenever the writer gets to the socket, a reliable outbox stays within its bounds and
+    /// never lets go of a message it has not written.
+    mod acknowledgements {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const LIMIT: usize = 256;
+        const MAX_MESSAGES: usize = 64;
+        const MAX_BYTES: usize = 1024;
+        const MAX_FRAME: usize = 64;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Fan-out queues a data message of this size.
+            Data(usize),
+            /// A reply (ack, pong) of this size.
+            Control(usize),
+            /// The client acknowledges this sequence id.
+            Ack(u64),
+            /// The writer takes the queue and feeds this many of its data messages to the
+            /// socket before it blocks (the rest stay unwritten, as on a stalled socket).
+            Take(usize),
+            /// The socket is lost.
+            Detach,
+            /// The client recovers.
+            Reattach,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let ack = prop_oneof![Just(u64::MAX), 0..80u64, any::<u64>(),];
+            // Stalls (many pushes and acks between takes) are the interesting cases.
+            prop_oneof![
+                8 => (1..=MAX_FRAME).prop_map(Op::Data),
+                2 => (1..=MAX_FRAME).prop_map(Op::Control),
+                6 => ack.prop_map(Op::Ack),
+                1 => (0..8usize).prop_map(Op::Take),
+                1 => Just(Op::Detach),
+                1 => Just(Op::Reattach),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn acknowledgements_never_grow_a_reliable_outbox_beyond_its_bounds(
+                ops in prop::collection::vec(op(), 1..400)
+            ) {
+                let outbox = Outbox::reliable(
+                    LIMIT,
+                    ReliableLimits { max_messages: MAX_MESSAGES, max_bytes: MAX_BYTES },
+                );
+                // The model: how many data messages were numbered, and the highest id fed
+                // to a socket.
+                let mut numbered = 0u64;
+                let mut written = 0u64;
+                for op in ops {
+                    match op {
+                        Op::Data(n) => {
+                            if outbox.push_data(frame(n)) == Push::Queued {
+                                numbered += 1;
+                            }
+                        }
+                        Op::Control(n) => {
+                            outbox.push(frame(n));
+                        }
+                        Op::Ack(id) => {
+                            let accepted = outbox.acknowledge(id);
+                            prop_assert_eq!(accepted, id <= written, "ack {}", id);
+                        }
+                        Op::Take(fed) => {
+                            let batch = outbox.drain_for_test();
+                            for id in batch.iter().filter_map(|q| q.sequence_id).take(fed) {
+                                outbox.written(id);
+                                written = written.max(id);
+                            }
+                        }
+                        Op::Detach => {
+                            outbox.detach(outbox.epoch());
+                        }
+                        Op::Reattach => {
+                            outbox.reattach(Some(frame(8)));
+                        }
+                    }
+
+                    let queued = outbox.queued_bytes();
+                    prop_assert!(
+                        queued <= LIMIT + MAX_BYTES + MAX_FRAME,
+                        "{} bytes queued, bound {}", queued, LIMIT + MAX_BYTES
+                    );
+                    let (messages, bytes) = outbox.unacknowledged();
+                    prop_assert!(messages <= MAX_MESSAGES && bytes <= MAX_BYTES);
+                    if outbox.is_closing() {
+                        continue;
+                    }
+                    // Nothing numbered but not yet written has been let go: a recovery
+                    // could still resend all of it.
+                    let kept = outbox.unacked_ids_for_test();
+                    let unwritten = (written + 1)..=numbered;
+                    for id in unwritten {
+                        prop_assert!(kept.contains(&id), "unwritten {} released; kept {:?}", id, kept);
+                    }
+                }
+            }
+        }
     }
 }

@@ -149,7 +149,14 @@ fn on_message(
             }));
         }
         ClientMessage::Ping => reply(conn, protocol::pong(conn.format())),
-        ClientMessage::SequenceAck { sequence_id } => conn.outbox().acknowledge(sequence_id),
+        ClientMessage::SequenceAck { sequence_id } => {
+            // An ack beyond what was written claims messages the client cannot have: ignored,
+            // so that it never releases what a stalled socket still owes (see `Outbox`).
+            // Azure's clients only acknowledge ids they received, so they never send one.
+            if !conn.outbox().acknowledge(sequence_id) {
+                tracing::debug!(sequence_id, "ignored an ack of messages not yet written");
+            }
+        }
         ClientMessage::Unsupported { kind, ack_id } => {
             tracing::debug!(kind = %kind, "unsupported message type");
             if let Some(id) = ack_id {

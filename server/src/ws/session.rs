@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
@@ -50,7 +51,8 @@ enum ReadEnd {
     Closed { normal: bool },
     /// The stream ended or failed without a close frame.
     Lost,
-    /// The reader asked for a server close and cannot read on (an oversized frame).
+    /// The reader asked for a server close and cannot read on (an oversized frame, a
+    /// protocol violation, invalid UTF-8).
     Stopped,
 }
 
@@ -204,7 +206,7 @@ async fn serve<S>(
 const LINGER_MAX_BYTES: usize = 8 << 20;
 
 /// Closes a socket whose reader stopped while the client was still sending (the rest of an
-/// oversized frame): the write side first, so the `disconnected` message and close frame
+/// oversized frame, whatever follows a protocol violation): the write side first, so the `disconnected` message and close frame
 /// already written are followed by an orderly end of stream; then it reads and discards what
 /// still arrives, until the client closes, [`CLOSE_TIMEOUT`] or [`LINGER_MAX_BYTES`].
 /// Dropping a socket with unread input makes the kernel answer with a reset instead, and a
@@ -258,7 +260,9 @@ fn disconnect_reason(conn: &Connection, draining: bool) -> &'static str {
             router::CLOSE_UNRECOVERABLE => "unacked_limit",
             code::GOING_AWAY if draining => "shutdown",
             code::TOO_BIG => "message_too_large",
-            code::UNSUPPORTED_DATA | code::INVALID_PAYLOAD => "protocol_error",
+            code::UNSUPPORTED_DATA | code::INVALID_PAYLOAD | code::PROTOCOL_ERROR => {
+                "protocol_error"
+            }
             router::manage::CLOSE_BY_SERVICE => "closed_by_service",
             _ => "server",
         },
@@ -461,6 +465,30 @@ where
                 // The rest of the oversized frame cannot be skipped; stop reading.
                 return ReadEnd::Stopped;
             }
+            Err(WsError::Utf8(e)) => {
+                tracing::debug!(error = %e, "text frame is not valid UTF-8");
+                dispatch::server_close(
+                    conn,
+                    code::INVALID_PAYLOAD,
+                    "The text message is not valid UTF-8.",
+                );
+                return ReadEnd::Stopped;
+            }
+            // The peer broke RFC 6455 (an unmasked frame, reserved bits or opcodes, a
+            // fragmented or oversized control frame, a stray continuation): the connection
+            // is failed with 1002, never kept for a recovery as if the network had failed.
+            // The stream cannot be trusted past the bad frame, so reading stops. A TCP end
+            // without a close frame is reported the same way by tungstenite, but that one is
+            // the network's doing: a lost socket.
+            Err(WsError::Protocol(e)) if e != ProtocolError::ResetWithoutClosingHandshake => {
+                tracing::debug!(error = %e, "WebSocket protocol violation");
+                dispatch::server_close(
+                    conn,
+                    code::PROTOCOL_ERROR,
+                    &format!("WebSocket protocol error: {e}."),
+                );
+                return ReadEnd::Stopped;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "read failed");
                 return ReadEnd::Lost;
@@ -543,6 +571,7 @@ where
                 }
                 let write = async {
                     for queued in batch.drain(..) {
+                        let sequence_id = queued.sequence_id;
                         match protocol::render(format, queued, &mut scratch) {
                             Rendered::Whole(frame) => sink.feed(into_ws(frame)).await?,
                             Rendered::Fragments { text, head, tail } => {
@@ -553,6 +582,12 @@ where
                                 sink.feed(WsMessage::Frame(head)).await?;
                                 sink.feed(WsMessage::Frame(tail)).await?;
                             }
+                        }
+                        // Fed whole: the client may have it from now on, and may acknowledge
+                        // it (not before: see `Outbox::acknowledge`). Noted before this task
+                        // can yield, so the reader never sees an ack that outruns it.
+                        if let Some(id) = sequence_id {
+                            conn.outbox().written(id);
                         }
                     }
                     sink.flush().await
