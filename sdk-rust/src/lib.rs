@@ -51,6 +51,10 @@ pub use service::{
     SendOptions, ServiceClient, ServiceError,
 };
 
+/// The TLS library of `wss://` connections, for [`Builder::with_tls_config`].
+#[cfg(feature = "tls")]
+pub use rustls;
+
 #[cfg(test)]
 mod tests {
     use crate::proto::v1::{Payload, SendToGroupRequest, payload};
@@ -70,7 +74,3 @@ mod tests {
         assert!(!crate::proto::FILE_DESCRIPTOR_SET.is_empty());
     }
 }
-
-/// The TLS library of `wss://` connections, for [`Builder::with_tls_config`].
-#[cfg(feature = "tls")]
-pub use rustls;
