@@ -494,7 +494,7 @@ fn from_reply(reply: &Reply) -> Result<Vec<u8>> {
     })
 }
 
-const CODES: [ErrorCode; 8] = [
+const CODES: [ErrorCode; 9] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthenticated,
     ErrorCode::PermissionDenied,
@@ -503,6 +503,7 @@ const CODES: [ErrorCode; 8] = [
     ErrorCode::UnsupportedMediaType,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
+    ErrorCode::Timeout,
 ];
 
 fn code_number(code: ErrorCode) -> u32 {
