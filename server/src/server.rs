@@ -423,8 +423,8 @@ async fn serve_http<F>(
     // The headers of every request after the first must arrive within
     // `limits.handshake_timeout` of the end of the previous response, so that a kept-alive
     // connection cannot idle, nor trickle its headers (slow loris), for longer. (The first
-    // request's deadline runs from accept, below: hyper's timer only starts once it has read
-    // a first byte.)
+    // request's deadline runs from accept, below: the auto builder waits for a first byte to
+    // tell the HTTP version before hyper's timer starts, and would wait for ever.)
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(accept.handshake_timeout);
