@@ -24,6 +24,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The service cannot take the request now (shutting down).
     Unavailable,
+    /// The caller did not send its request in time (a REST body that trickles).
+    Timeout,
     /// A bug or an unexpected failure; the details are logged, never sent.
     Internal,
 }
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorCode::Unavailable => "ServiceUnavailable",
+            ErrorCode::Timeout => "RequestTimeout",
             ErrorCode::Internal => "InternalServerError",
         }
     }

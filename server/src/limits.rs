@@ -53,10 +53,28 @@ pub struct Limits {
     pub max_user_id_chars: usize,
     /// Longest user event name in characters; a longer one is acked with `BadRequest`.
     pub max_event_name_chars: usize,
-    /// Listener-wide: time a client has to send its HTTP request headers (slow-loris
-    /// protection). Not per hub: the hub is not known yet.
+    /// Listener-wide: time a socket has, from the moment it is accepted, to show that it
+    /// speaks the listener's protocol: on the HTTP listener the TLS handshake (if any) and
+    /// the headers of its first request, on the gRPC listener the TLS handshake (if any) and
+    /// the HTTP/2 connection preface. A socket that sends nothing is closed when it passes,
+    /// as is one that trickles its bytes (slow loris). On the HTTP listener it also bounds
+    /// each later request's headers, counted from the end of the previous response, so a
+    /// kept-alive connection cannot idle for longer either. Not per hub: the hub is not
+    /// known yet.
     #[serde(with = "crate::config::seconds")]
     pub handshake_timeout: Duration,
+    /// Listener-wide: sockets (both listeners together) accepted and not yet past their
+    /// handshake (see [`Limits::handshake_timeout`]), plus HTTP connections idle between
+    /// requests. When a new socket would exceed it, the one of them that has waited
+    /// longest is closed to make room, so sockets that send nothing can neither exhaust the
+    /// process's file descriptors nor keep a new client out. A WebSocket, once upgraded,
+    /// and a gRPC connection, once its preface is in, no longer count.
+    pub max_pending_sockets: usize,
+    /// Listener-wide: time a REST request has to deliver its whole body, counted from the
+    /// moment the handler starts reading it. Beyond it the request is answered with 408 and
+    /// the connection closed.
+    #[serde(with = "crate::config::seconds")]
+    pub request_body_timeout: Duration,
     /// Listener-wide: WebSocket upgrades being decided at once (token check and the blocking
     /// `connect` event). More are refused with 503 at once rather than queued.
     pub max_concurrent_handshakes: usize,
@@ -78,6 +96,8 @@ impl Default for Limits {
             max_user_id_chars: 1_024,
             max_event_name_chars: 1_024,
             handshake_timeout: Duration::from_secs(10),
+            max_pending_sockets: 1_024,
+            request_body_timeout: Duration::from_secs(30),
             max_concurrent_handshakes: 1_024,
             idle_timeout: Duration::from_secs(120),
         }
@@ -155,8 +175,8 @@ impl Limits {
     /// Refuses settings that would refuse everything.
     ///
     /// # Errors
-    /// A zero limit, or an idle timeout not longer than the keep-alive interval (every quiet
-    /// but healthy client would be dropped).
+    /// A zero limit or timeout, or an idle timeout not longer than the keep-alive interval
+    /// (every quiet but healthy client would be dropped).
     pub fn check(
         &self,
         hub: &str,
@@ -179,11 +199,21 @@ impl Limits {
                 "max_concurrent_handshakes",
                 self.max_concurrent_handshakes as u64,
             ),
+            ("max_pending_sockets", self.max_pending_sockets as u64),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
         if let Some((name, _)) = zero {
             return Err(format!("limits.{name} must be positive (hub '{hub}')"));
+        }
+        let zero_time = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("request_body_timeout", self.request_body_timeout),
+        ]
+        .into_iter()
+        .find(|(_, t)| t.is_zero());
+        if let Some((name, _)) = zero_time {
+            return Err(format!("limits.{name} must be positive"));
         }
         if self.idle_timeout <= keepalive {
             return Err(format!(
@@ -220,11 +250,19 @@ pub enum LimitKind {
     MessageSize,
     /// Browser upgrades from an origin not in `client.allowed_origins` (403).
     Origin,
+    /// [`Limits::max_pending_sockets`]: a socket closed to make room for a newer one (or to
+    /// free a descriptor when the process has none left).
+    PendingSockets,
+    /// [`Limits::handshake_timeout`]: a socket closed because its first request (HTTP) or
+    /// its HTTP/2 preface (gRPC) was not in within the timeout of its accept.
+    HandshakeTimeout,
+    /// [`Limits::request_body_timeout`] (408).
+    RequestBodyTimeout,
 }
 
 impl LimitKind {
     /// Every kind, in a fixed order (for listings and metrics labels).
-    pub const ALL: [LimitKind; 11] = [
+    pub const ALL: [LimitKind; 14] = [
         Self::ConnectionsPerHub,
         Self::ConnectionsPerUser,
         Self::GroupsPerConnection,
@@ -236,6 +274,9 @@ impl LimitKind {
         Self::IdleTimeout,
         Self::MessageSize,
         Self::Origin,
+        Self::PendingSockets,
+        Self::HandshakeTimeout,
+        Self::RequestBodyTimeout,
     ];
 
     /// The name used in logs and as a metrics label.
@@ -252,6 +293,9 @@ impl LimitKind {
             Self::IdleTimeout => "idle_timeout",
             Self::MessageSize => "message_size",
             Self::Origin => "origin",
+            Self::PendingSockets => "pending_sockets",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::RequestBodyTimeout => "request_body_timeout",
         }
     }
 }
@@ -416,6 +460,34 @@ mod tests {
             .check("*", &o, Duration::from_secs(200))
             .expect_err("idle timeout below keep-alive refused");
         assert!(err.contains("idle_timeout"), "{err}");
+        for (name, limits) in [
+            (
+                "max_pending_sockets",
+                Limits {
+                    max_pending_sockets: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "handshake_timeout",
+                Limits {
+                    handshake_timeout: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "request_body_timeout",
+                Limits {
+                    request_body_timeout: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            let err = limits
+                .check("*", &HubLimitOverrides::default(), Duration::from_secs(20))
+                .expect_err("zero refused");
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

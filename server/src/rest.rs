@@ -20,9 +20,13 @@ use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use warp::path::FullPath;
 use warp::{Filter, Rejection};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::auth;
 use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
+use crate::limits::{LimitCounters, LimitKind};
 use crate::router::Permission;
 use crate::telemetry::{ControlCall, trace};
 use route::{NoRoute, Route};
@@ -61,6 +65,8 @@ type Reply = Response<Bytes>;
 /// outcome, errors included, is an Azure-shaped response.
 pub(crate) fn routes(
     control: Control,
+    body_timeout: Duration,
+    limits: Arc<LimitCounters>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::path("api")
@@ -73,6 +79,7 @@ pub(crate) fn routes(
         .then(
             move |path: FullPath, method: Method, query: String, headers: HeaderMap, body| {
                 let control = control.clone();
+                let limits = limits.clone();
                 async move {
                     let head = method == Method::HEAD;
                     let call = ControlCall::start("rest", trace::extract_http(&headers));
@@ -81,6 +88,8 @@ pub(crate) fn routes(
                         method,
                         query,
                         headers,
+                        body_timeout,
+                        limits,
                     };
                     let mut operation = "unknown";
                     let handled = handle(&control, &request, body, &mut operation)
@@ -109,6 +118,10 @@ struct RestRequest {
     /// The raw query string, without `?`.
     query: String,
     headers: HeaderMap,
+    /// `limits.request_body_timeout`.
+    body_timeout: Duration,
+    /// Where a body that timed out is counted.
+    limits: Arc<LimitCounters>,
 }
 
 // === errors ===
@@ -196,6 +209,7 @@ fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -708,8 +722,32 @@ fn encode(value: &str) -> String {
 
 // === bodies ===
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`] (400, as Azure).
-async fn read_body<S, B>(req: &RestRequest, mut body: S) -> Result<Bytes, RestError>
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`] (400, as Azure) and a body that
+/// is not all in within `limits.request_body_timeout` (408: a caller trickling its body
+/// would otherwise hold a connection and a task for as long as it likes).
+async fn read_body<S, B>(req: &RestRequest, body: S) -> Result<Bytes, RestError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    match tokio::time::timeout(req.body_timeout, read_body_untimed(req, body)).await {
+        Ok(read) => read,
+        Err(_) => {
+            req.limits.hit(LimitKind::RequestBodyTimeout);
+            Err(RestError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request body did not arrive within limits.request_body_timeout ({} s)",
+                    req.body_timeout.as_secs_f64()
+                ),
+                Some("Request"),
+            ))
+        }
+    }
+}
+
+/// [`read_body`] without its deadline.
+async fn read_body_untimed<S, B>(req: &RestRequest, mut body: S) -> Result<Bytes, RestError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -13,9 +14,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use warp::Filter;
+
+mod sockets;
+
+use sockets::{Backoff, Listener, PendingSockets, Slot};
+pub(crate) use sockets::{GrpcAccept, grpc_incoming};
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
@@ -248,11 +254,28 @@ impl Server {
             self.endpoint.clone(),
         );
         let events = self.upstream.listeners().clone();
+        // One cap for the pending sockets of both listeners: they share one descriptor table.
+        let pending = PendingSockets::new(
+            self.config.limits.max_pending_sockets,
+            self.limits.clone(),
+            self.router.metrics(),
+        );
+        let keepalive = self.config.client.keepalive_interval;
         let grpc = GrpcEdge::start(
             self.grpc_listener,
             control.clone(),
             events,
-            self.tls.as_ref().map(|t| t.grpc.clone()),
+            GrpcAccept {
+                pending: pending.clone(),
+                tls: self.tls.as_ref().map(|t| t.grpc.clone()),
+                handshake_timeout: self.config.limits.handshake_timeout,
+            },
+            // A peer that acknowledges nothing, not even our pings, for `idle_timeout` is
+            // gone, as on the WebSocket side (`check` makes the difference positive).
+            (
+                keepalive,
+                self.config.limits.idle_timeout.saturating_sub(keepalive),
+            ),
             self.router.cluster().map(|c| c.serving()),
         )
         .await;
@@ -268,15 +291,22 @@ impl Server {
         let routes = ws::routes(edge.clone())
             .or(health)
             .or(metrics)
-            .or(crate::rest::routes(control))
+            .or(crate::rest::routes(
+                control,
+                self.config.limits.request_body_timeout,
+                self.limits.clone(),
+            ))
             .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
         let http = tokio::spawn(serve_http(
             self.listener,
             routes,
             stop_accepting.clone(),
-            self.config.limits.handshake_timeout,
-            self.tls.as_ref().map(|t| t.http.clone()),
+            HttpAccept {
+                pending,
+                handshake_timeout: self.config.limits.handshake_timeout,
+                tls: self.tls.as_ref().map(|t| t.http.clone()),
+            },
         ));
         tracing::info!(
             addr = %self.local_addr,
@@ -364,16 +394,24 @@ const HTTP_DRAIN: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
+/// Settings of the HTTP listener's accept loop.
+struct HttpAccept {
+    pending: Arc<PendingSockets>,
+    /// See [`Limits::handshake_timeout`](crate::limits::Limits).
+    handshake_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Accepts HTTP/1.1 connections until `stop` fires, then lets requests in flight finish for
 /// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
-/// `TCP_NODELAY`: without it small messages wait for delayed ACKs (Nagle), tens of
-/// milliseconds per message.
+/// `TCP_NODELAY` (without it small messages wait for delayed ACKs (Nagle), tens of
+/// milliseconds per message), a handshake deadline from accept, and a place among the
+/// pending sockets (see [`sockets`]).
 async fn serve_http<F>(
     listener: TcpListener,
     filter: F,
     stop: CancellationToken,
-    header_timeout: Duration,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    accept: HttpAccept,
 ) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
@@ -382,62 +420,75 @@ async fn serve_http<F>(
     let mut http = auto::Builder::new(TokioExecutor::new());
     // HTTP/1.1 only: WebSocket upgrades and REST; gRPC has a listener of its own.
     http = http.http1_only();
-    // A client that trickles its request headers (slow loris) is cut off after
-    // `limits.handshake_timeout` instead of holding a socket and a task forever.
+    // The headers of every request after the first must arrive within
+    // `limits.handshake_timeout` of the end of the previous response, so that a kept-alive
+    // connection cannot idle, nor trickle its headers (slow loris), for longer. (The first
+    // request's deadline runs from accept, below: the auto builder waits for a first byte to
+    // tell the HTTP version before hyper's timer starts, and would wait for ever.)
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(accept.handshake_timeout);
+    let mut backoff = Backoff::new(Listener::Http);
     loop {
         let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = sockets::accept(&listener, &accept.pending, &mut backoff) => accepted,
             () = stop.cancelled() => break,
         };
+        let deadline = tokio::time::Instant::now() + accept.handshake_timeout;
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let slot = Arc::new(accept.pending.admit(Listener::Http));
         let warp_service = TowerToHyperService::new(warp::service(filter.clone()));
+        let request_slot = slot.clone();
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(addr));
-            warp_service.call(request)
+            // Not pending while a request is handled; pending again, as the newest, after.
+            let busy = request_slot.busy();
+            let response = warp_service.call(request);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
         });
         let watcher = graceful.watcher();
         let http = http.clone();
-        let tls = tls.clone();
+        let tls = accept.tls.clone();
         tokio::spawn(async move {
+            let mut evicted = std::pin::pin!(slot.evicted());
             let served = match tls {
                 None => {
                     let connection =
                         http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    let connection = watcher.watch(connection.into_owned());
+                    until_deadline(connection, &slot, deadline, evicted).await
                 }
                 Some(acceptor) => {
-                    // The TLS handshake counts against the same budget as the headers.
-                    let stream =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    // The TLS handshake counts against the same deadline as the headers.
+                    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        handshake = handshake => match handshake {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => {
+                                slot.timed_out();
                                 tracing::debug!("TLS handshake timed out");
                                 return;
                             }
-                        };
+                        },
+                        () = &mut evicted => return,
+                    };
                     let connection =
                         http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    let connection = watcher.watch(connection.into_owned());
+                    until_deadline(connection, &slot, deadline, evicted).await
                 }
             };
-            if let Err(e) = served {
+            if let Some(Err(e)) = served {
                 tracing::debug!(error = %e, "HTTP connection error");
             }
         });
@@ -448,6 +499,37 @@ async fn serve_http<F>(
         .is_err()
     {
         tracing::debug!("HTTP requests still in flight at shutdown");
+    }
+}
+
+/// Serves `connection` unless its first request's headers are not in by `deadline`, or it
+/// is closed to make room while it waits for a request; `None` when it was dropped for
+/// either (which closes the socket).
+async fn until_deadline<C: Future>(
+    connection: C,
+    slot: &Slot,
+    deadline: tokio::time::Instant,
+    mut evicted: Pin<&mut WaitForCancellationFutureOwned>,
+) -> Option<C::Output> {
+    let mut connection = std::pin::pin!(connection);
+    let mut first_request = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut waiting_for_first = true;
+    loop {
+        tokio::select! {
+            served = &mut connection => return Some(served),
+            () = &mut first_request, if waiting_for_first => {
+                if !slot.is_proven() {
+                    slot.timed_out();
+                    tracing::debug!("no request within limits.handshake_timeout of accept");
+                    return None;
+                }
+                waiting_for_first = false;
+            }
+            () = &mut evicted => {
+                tracing::debug!("closed to make room (limits.max_pending_sockets)");
+                return None;
+            }
+        }
     }
 }
 

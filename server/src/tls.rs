@@ -27,8 +27,10 @@ pub struct TlsConfig {
 pub(crate) struct Tls {
     /// For the HTTP listener (tokio-rustls), ALPN `http/1.1`.
     pub(crate) http: tokio_rustls::TlsAcceptor,
-    /// For the gRPC listener (tonic builds its own rustls config, ALPN `h2`).
-    pub(crate) grpc: tonic::transport::ServerTlsConfig,
+    /// For the gRPC listener, ALPN `h2`. Our own acceptor rather than tonic's, so that the
+    /// handshake runs under the listener's deadline and pending-socket cap
+    /// (`server::sockets`).
+    pub(crate) grpc: tokio_rustls::TlsAcceptor,
 }
 
 impl std::fmt::Debug for Tls {
@@ -77,11 +79,12 @@ impl Tls {
                     config.key_file.display()
                 )
             })?;
+        let mut grpc = http.clone();
         http.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let identity = tonic::transport::Identity::from_pem(&cert_pem, &key_pem);
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             http: tokio_rustls::TlsAcceptor::from(Arc::new(http)),
-            grpc: tonic::transport::ServerTlsConfig::new().identity(identity),
+            grpc: tokio_rustls::TlsAcceptor::from(Arc::new(grpc)),
         })
     }
 }

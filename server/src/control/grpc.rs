@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -27,6 +26,7 @@ use tonic_health::server::HealthReporter;
 use super::{Control, ControlError};
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
+use crate::server::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
 use tracing::Instrument as _;
 
@@ -47,6 +47,7 @@ pub(crate) fn status(error: &ControlError) -> Status {
         ErrorCode::PayloadTooLarge => Status::resource_exhausted(message),
         ErrorCode::UnsupportedMediaType => Status::invalid_argument(message),
         ErrorCode::Unavailable => Status::unavailable(message),
+        ErrorCode::Timeout => Status::deadline_exceeded(message),
         ErrorCode::Internal => {
             tracing::error!(error = %error, "control-plane call failed");
             Status::internal("internal error")
@@ -256,11 +257,16 @@ pub(crate) struct GrpcEdge {
 impl GrpcEdge {
     /// Serves `Control`, the upstream event stream (`hubcast.v1.Events`, for backends that
     /// dial in), health and reflection on `listener` until [`GrpcEdge::stop`].
+    ///
+    /// Sockets are accepted as `accept` says (TLS, the deadline for the HTTP/2 preface, the
+    /// cap on pending sockets); once connected, a peer is sent an HTTP/2 PING after
+    /// `keepalive.0` without traffic and closed if it does not answer within `keepalive.1`.
     pub(crate) async fn start(
         listener: TcpListener,
         control: Control,
         listeners: Arc<Listeners>,
-        tls: Option<tonic::transport::ServerTlsConfig>,
+        accept: GrpcAccept,
+        keepalive: (Duration, Duration),
         cluster_serving: Option<watch::Receiver<bool>>,
     ) -> Self {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -298,21 +304,13 @@ impl GrpcEdge {
         );
         let control = ControlServer::with_interceptor(ControlService { control }, authenticate);
         let stop = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = grpc_incoming(listener, accept, stop.clone());
         let signal = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            let mut builder = tonic::transport::Server::builder();
-            if let Some(tls) = tls {
-                builder = match builder.tls_config(tls) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        // The certificate and key were checked at bind; this cannot happen.
-                        tracing::error!(error = %e, "gRPC TLS configuration refused");
-                        return;
-                    }
-                };
-            }
-            let served = builder
+            let (interval, timeout) = keepalive;
+            let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(interval))
+                .http2_keepalive_timeout(Some(timeout))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -510,6 +510,7 @@ fn code_number(code: ErrorCode) -> u32 {
         ErrorCode::UnsupportedMediaType => 6,
         ErrorCode::Unavailable => 7,
         ErrorCode::Internal => 8,
+        ErrorCode::Timeout => 9,
     }
 }
 
@@ -523,6 +524,7 @@ fn code_of(n: u32) -> ErrorCode {
         5 => ErrorCode::PayloadTooLarge,
         6 => ErrorCode::UnsupportedMediaType,
         7 => ErrorCode::Unavailable,
+        9 => ErrorCode::Timeout,
         _ => ErrorCode::Internal,
     }
 }
@@ -569,7 +571,7 @@ mod tests {
     use super::*;
 
     /// The numbers nodes of different versions agree on: changing one is a wire break.
-    const CODES: [(ErrorCode, u32); 8] = [
+    const CODES: [(ErrorCode, u32); 9] = [
         (ErrorCode::BadRequest, 1),
         (ErrorCode::Unauthenticated, 2),
         (ErrorCode::PermissionDenied, 3),
@@ -578,6 +580,7 @@ mod tests {
         (ErrorCode::UnsupportedMediaType, 6),
         (ErrorCode::Unavailable, 7),
         (ErrorCode::Internal, 8),
+        (ErrorCode::Timeout, 9),
     ];
     const FIELDS: [(Field, u32); 12] = [
         (Field::Hub, 1),

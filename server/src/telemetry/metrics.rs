@@ -428,6 +428,11 @@ registry! {
     /// Requests, connections and frames refused by a configured limit, by limit.
     limit_refusals: Counter = "hubcast_limit_refusals_total",
         "Requests, connections and frames refused by a configured limit, by limit.", ["limit"];
+    /// Sockets accepted and not yet past their handshake (or idle between HTTP requests),
+    /// by listener (http, grpc); bounded together by `limits.max_pending_sockets`.
+    pending_sockets: Gauge = "hubcast_pending_sockets",
+        "Sockets accepted and not yet past their handshake, or idle between HTTP requests, by listener (http, grpc).",
+        ["listener"];
 }
 
 /// A function run before every collection, to set gauges that are computed on demand.
