@@ -109,12 +109,14 @@ struct Settings {
     #[arg(long = "cluster-lease", env = "HUBCAST_CLUSTER_LEASE", value_parser = parse_duration, global = true)]
     cluster_lease: Option<Duration>,
     /// Development mode: serve GET /dev/token, which mints client tokens for anyone (for the
-    /// demo page at /). Never in production.
-    #[arg(long, env = "HUBCAST_DEV", global = true)]
+    /// demo page at /). Never in production. HUBCAST_DEV takes 1/0, true/false, yes/no,
+    /// on/off.
+    #[arg(long, env = "HUBCAST_DEV", value_parser = parse_bool, global = true)]
     dev: bool,
     /// Do not serve GET /metrics (Prometheus text; on by default). OTLP export is configured
     /// by the standard OTEL_* environment variables (off unless an endpoint is set).
-    #[arg(long, env = "HUBCAST_NO_METRICS", global = true)]
+    /// HUBCAST_NO_METRICS takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "HUBCAST_NO_METRICS", value_parser = parse_bool, global = true)]
     no_metrics: bool,
 }
 
@@ -192,6 +194,21 @@ impl Settings {
         config.otlp = OtlpSettings::from_env(|name| std::env::var(name).ok())
             .map_err(|e| format!("invalid OpenTelemetry setting: {e}"))?;
         Ok(config)
+    }
+}
+
+/// What every boolean environment variable (`HUBCAST_DEV`, `HUBCAST_NO_METRICS`) takes,
+/// in any case; the README's `HUBCAST_DEV=1` among them.
+const BOOL_VALUES: &str = "1, 0, true, false, yes, no, on, off";
+
+/// A boolean flag's value: from its environment variable, or `true` when the flag is given.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "'{s}' is not a boolean; accepted values: {BOOL_VALUES} (any case)"
+        )),
     }
 }
 
@@ -346,11 +363,21 @@ async fn run_server(config: Config) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        println!("{}", server.connection_string());
+        println!("{}", banner(&server, dev_key));
         if dev_key {
             eprintln!(
                 "hubcast: no access key configured; using a random development key (above). \
                  Mint a client URL with: hubcast token --connection-string '<the line above>' --hub <hub>"
+            );
+        } else {
+            let fingerprints: Vec<String> = server.keys().keys().map(key_fingerprint).collect();
+            eprintln!(
+                "hubcast: signing with the configured access key {} (first 8 hex digits of its \
+                 SHA-256; all accepted keys, primary first: {}). The key itself is not printed: \
+                 the connection string is Endpoint={};AccessKey=<that key>;Version=1.0;",
+                fingerprints[0],
+                fingerprints.join(", "),
+                server.endpoint(),
             );
         }
         match server.run(shutdown_signal()).await {
@@ -361,6 +388,31 @@ async fn run_server(config: Config) -> ExitCode {
             }
         }
     }
+}
+
+/// The line printed on stdout at start. With a generated development key it is the
+/// connection string (nobody else knows that key, and it dies with the process); with a
+/// configured key it names the key by its fingerprint only, so that the secret the operator
+/// supplied never lands in container or journald logs:
+/// `Endpoint=<endpoint>;AccessKeyFingerprint=<8 hex digits>;`.
+fn banner(server: &Server, dev_key: bool) -> String {
+    if dev_key {
+        server.connection_string()
+    } else {
+        format!(
+            "Endpoint={};AccessKeyFingerprint={};",
+            server.endpoint(),
+            key_fingerprint(server.keys().primary())
+        )
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `key` (its UTF-8 bytes): enough to tell which
+/// key is in use (`printf %s "$KEY" | sha256sum | cut -c1-8`), far too little to guess it.
+fn key_fingerprint(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -422,6 +474,24 @@ mod tests {
         let config = cli.settings.into_config().expect("valid config");
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.access_keys, ["k1", "k2"]);
+    }
+
+    #[test]
+    fn booleans_take_the_usual_spellings_and_name_them_when_refused() {
+        for yes in ["1", "true", "TRUE", "yes", "On"] {
+            assert_eq!(parse_bool(yes), Ok(true), "{yes}");
+        }
+        for no in ["0", "false", "No", "off"] {
+            assert_eq!(parse_bool(no), Ok(false), "{no}");
+        }
+        let err = parse_bool("maybe").expect_err("refused");
+        assert!(err.contains(BOOL_VALUES), "{err}");
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_start_of_the_keys_sha256() {
+        // SHA-256("abc") = ba7816bf 8f01cfea ... (FIPS 180-2's example).
+        assert_eq!(key_fingerprint("abc"), "ba7816bf");
     }
 
     #[test]

@@ -400,13 +400,16 @@ fn register(meter: &opentelemetry::metrics::Meter, metrics: &Metrics, index: usi
     };
     let help = metrics.registry().families()[index].help();
     // Each callback reads the registry through its own handle (a cheap clone). Only gauges
-    // can be set by collect hooks (which walk every connection): counters and histograms
-    // are read as they are.
+    // can be set by collect hooks (which walk every connection); every family first gets
+    // the series bounds applied (expired hubs out, returning hubs back, overflow counts),
+    // so an export shows the series `/metrics` shows.
     let read = {
         let metrics = metrics.clone();
         Arc::new(move |f: &mut dyn FnMut(&dyn Collect)| {
             if kind == Kind::Gauge {
                 metrics.refresh();
+            } else {
+                metrics.maintain();
             }
             f(metrics.registry().families()[index]);
         })
