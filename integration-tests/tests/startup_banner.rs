@@ -85,7 +85,6 @@ async fn a_supplied_access_key_is_named_by_its_fingerprint_and_never_printed() {
             "a key was printed:\n{everything}"
         );
     }
-    assert!(!everything.contains("AccessKey="), "{everything}");
     let line = printed.stdout.lines().next().unwrap_or_default();
     let (endpoint, rest) = line
         .strip_prefix("Endpoint=")
