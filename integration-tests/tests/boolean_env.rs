@@ -108,7 +108,8 @@ async fn a_value_that_is_no_boolean_is_refused_with_the_accepted_ones_named() {
         assert!(!output.status.success(), "{name}=maybe must be refused");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("maybe") && stderr.contains("1, 0, true, false, yes, no, on, off"),
+            stderr.contains(&format!("{name}='maybe'"))
+                && stderr.contains("1, 0, true, false, yes, no, on, off"),
             "{name}: {stderr}"
         );
         assert!(output.stdout.is_empty(), "nothing served: {output:?}");

@@ -111,12 +111,17 @@ struct Settings {
     /// Development mode: serve GET /dev/token, which mints client tokens for anyone (for the
     /// demo page at /). Never in production. HUBCAST_DEV takes 1/0, true/false, yes/no,
     /// on/off.
-    #[arg(long, env = "HUBCAST_DEV", value_parser = parse_bool, global = true)]
+    #[arg(long, env = "HUBCAST_DEV", value_parser = boolean("HUBCAST_DEV"), global = true)]
     dev: bool,
     /// Do not serve GET /metrics (Prometheus text; on by default). OTLP export is configured
     /// by the standard OTEL_* environment variables (off unless an endpoint is set).
     /// HUBCAST_NO_METRICS takes 1/0, true/false, yes/no, on/off.
-    #[arg(long, env = "HUBCAST_NO_METRICS", value_parser = parse_bool, global = true)]
+    #[arg(
+        long,
+        env = "HUBCAST_NO_METRICS",
+        value_parser = boolean("HUBCAST_NO_METRICS"),
+        global = true
+    )]
     no_metrics: bool,
 }
 
@@ -198,17 +203,24 @@ impl Settings {
 }
 
 /// What every boolean environment variable (`HUBCAST_DEV`, `HUBCAST_NO_METRICS`) takes,
-/// in any case; the README's `HUBCAST_DEV=1` among them.
+/// in any case; the README's `HUBCAST_DEV=1` among them. Empty is false, as unset.
 const BOOL_VALUES: &str = "1, 0, true, false, yes, no, on, off";
 
-/// A boolean flag's value: from its environment variable, or `true` when the flag is given.
-fn parse_bool(s: &str) -> Result<bool, String> {
+/// A boolean flag's value: from its environment variable `var`, or `true` when the flag is
+/// given. The error names the variable and what it takes (clap adds the flag).
+fn boolean(var: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync {
+    move |s| {
+        parse_bool(s).ok_or_else(|| {
+            format!("{var}='{s}' is not a boolean; it takes {BOOL_VALUES} (any case)")
+        })
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!(
-            "'{s}' is not a boolean; accepted values: {BOOL_VALUES} (any case)"
-        )),
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -479,13 +491,18 @@ mod tests {
     #[test]
     fn booleans_take_the_usual_spellings_and_name_them_when_refused() {
         for yes in ["1", "true", "TRUE", "yes", "On"] {
-            assert_eq!(parse_bool(yes), Ok(true), "{yes}");
+            assert_eq!(parse_bool(yes), Some(true), "{yes}");
         }
-        for no in ["0", "false", "No", "off"] {
-            assert_eq!(parse_bool(no), Ok(false), "{no}");
+        for no in ["0", "false", "No", "off", ""] {
+            assert_eq!(parse_bool(no), Some(false), "{no}");
         }
-        let err = parse_bool("maybe").expect_err("refused");
-        assert!(err.contains(BOOL_VALUES), "{err}");
+        let err = boolean("HUBCAST_DEV")("maybe").expect_err("refused");
+        assert!(
+            err.contains("HUBCAST_DEV") && err.contains(BOOL_VALUES),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["hubcast", "--dev"]).expect("a flag without a value");
+        assert!(cli.settings.dev);
     }
 
     #[test]
