@@ -44,7 +44,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServiceTokenArgs {
-    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    /// Connection string: the one printed at start for a development key, or
+    /// `Endpoint=...;AccessKey=<your key>;Version=1.0;` (overrides --endpoint/--access-key).
     #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
     /// The REST request URL (or path) the token is for; its query does not matter.
@@ -127,7 +128,8 @@ struct Settings {
 
 #[derive(Debug, Args)]
 struct TokenArgs {
-    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    /// Connection string: the one printed at start for a development key, or
+    /// `Endpoint=...;AccessKey=<your key>;Version=1.0;` (overrides --endpoint/--access-key).
     #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
     /// The hub.
@@ -291,7 +293,7 @@ fn signing_key(
             let Some(key) = config.access_keys.first() else {
                 eprintln!(
                     "hubcast: no key to sign with: pass --connection-string (printed by the \
-                     server at start) or --access-key"
+                     server at start for a development key) or --access-key"
                 );
                 return Err(ExitCode::from(EXIT_CONFIG));
             };
