@@ -890,6 +890,11 @@ impl Metrics {
             .store(millis(hub_expiry), Ordering::Relaxed);
     }
 
+    /// The most series one family holds (`metrics.max_series_per_metric`).
+    pub fn max_series_per_metric(&self) -> usize {
+        self.registry.limits.max_series.load(Ordering::Relaxed)
+    }
+
     /// The series of one hub, for the hot path to keep: the hub's existing ones if anything
     /// still holds them, else new ones (named, or folded if their families are full).
     pub fn hub(&self, hub: &str) -> HubMetrics {
@@ -991,6 +996,13 @@ impl Metrics {
         let keep = |hub: &str| hub == UNKNOWN_HUB_LABEL || attached.contains(hub);
         for family in r.families() {
             family.retain_hubs(&keep);
+        }
+        // A detached hub whose series were folded has just had its counts moved into the
+        // overflow series (its `connects` is back to 0): that is no new connection.
+        for entry in hubs.values_mut().filter(|e| !e.attached) {
+            if let Some(series) = entry.series.upgrade() {
+                entry.last_connects = series.connects.get();
+            }
         }
         // Still under the lock of `hubs`: a scrape and an export may maintain at once, and
         // one at a time keeps the read-then-add exact.
@@ -1321,7 +1333,8 @@ mod tests {
             sample(&text, "hubcast_connects_total{hub=\"_overflow\"}"),
             Some(5.0)
         );
-        metrics.render();
+        // Both idle now: expired, the folded hub's counts moved into the overflow series.
+        first.connections.dec();
         let text = metrics.render();
         assert_eq!(
             sample(&text, "hubcast_connects_total{hub=\"_overflow\"}"),
@@ -1329,6 +1342,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(folded.connects.get(), 0, "moved, not copied");
+        // That move is no new connection: with room made, it does not come back.
+        let text = metrics.render();
+        assert!(!text.contains("hub=\"folded\""), "{text}");
+        assert!(!text.contains("hub=\"first\""), "{text}");
     }
 
     #[test]
