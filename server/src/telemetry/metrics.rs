@@ -13,7 +13,8 @@
 //!    else needs registering.
 //! 2. Record it: `metrics.registry().my_series.with(&[hub, kind]).inc()` on a cold path, or
 //!    look the series up once (`with` returns an `Arc`) and keep it where the hot path can
-//!    reach it, as [`HubMetrics`] does for per-hub fan-out counters.
+//!    reach it. A series with a `hub` label that a hot path keeps belongs in [`HubSeries`]
+//!    (and its `attach`): a kept `Arc` of an expired series would record unseen.
 //! 3. A value that is cheaper to compute when asked than to maintain (a sum over every
 //!    connection, say) is a [`Gauge`] set by a collect hook
 //!    ([`Metrics::on_collect`]), which runs before every scrape and export.
