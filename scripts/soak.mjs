@@ -28,9 +28,10 @@ const child = spawn(bin, ["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1
 const connectionString = await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error("hubcast did not print its connection string")), 30_000);
   createInterface({ input: child.stdout }).on("line", (line) => {
+    // The server names a key given with --access-key by fingerprint only: `Endpoint=…;AccessKeyFingerprint=…;`.
     if (line.startsWith("Endpoint=")) {
       clearTimeout(timer);
-      resolve(line.trim());
+      resolve(`${line.trim().split(";")[0]};AccessKey=${key};Version=1.0;`);
     }
   });
 });

@@ -70,11 +70,23 @@ pub struct MetricsConfig {
     /// Serve `GET /metrics` on the HTTP listener. Default true; metrics are counted either
     /// way (OTLP export reads the same counters).
     pub enabled: bool,
+    /// Most series of one metric; further label sets are folded into its `_overflow` series
+    /// and counted in `hubcast_metric_series_overflows_total`. Default 10000.
+    pub max_series_per_metric: usize,
+    /// How long a hub without connections keeps its series (every metric with a `hub`
+    /// label); they come back with its next connection. Seconds in the file; default 300.
+    #[serde(with = "seconds")]
+    pub hub_series_expiry: Duration,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        use crate::telemetry::metrics::{DEFAULT_HUB_SERIES_EXPIRY, DEFAULT_MAX_SERIES_PER_METRIC};
+        Self {
+            enabled: true,
+            max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
+            hub_series_expiry: DEFAULT_HUB_SERIES_EXPIRY,
+        }
     }
 }
 

@@ -44,7 +44,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServiceTokenArgs {
-    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    /// Connection string: the one printed at start for a development key, or
+    /// `Endpoint=...;AccessKey=<your key>;Version=1.0;` (overrides --endpoint/--access-key).
     #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
     /// The REST request URL (or path) the token is for; its query does not matter.
@@ -109,18 +110,26 @@ struct Settings {
     #[arg(long = "cluster-lease", env = "HUBCAST_CLUSTER_LEASE", value_parser = parse_duration, global = true)]
     cluster_lease: Option<Duration>,
     /// Development mode: serve GET /dev/token, which mints client tokens for anyone (for the
-    /// demo page at /). Never in production.
-    #[arg(long, env = "HUBCAST_DEV", global = true)]
+    /// demo page at /). Never in production. HUBCAST_DEV takes 1/0, true/false, yes/no,
+    /// on/off.
+    #[arg(long, env = "HUBCAST_DEV", value_parser = boolean("HUBCAST_DEV"), global = true)]
     dev: bool,
     /// Do not serve GET /metrics (Prometheus text; on by default). OTLP export is configured
     /// by the standard OTEL_* environment variables (off unless an endpoint is set).
-    #[arg(long, env = "HUBCAST_NO_METRICS", global = true)]
+    /// HUBCAST_NO_METRICS takes 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "HUBCAST_NO_METRICS",
+        value_parser = boolean("HUBCAST_NO_METRICS"),
+        global = true
+    )]
     no_metrics: bool,
 }
 
 #[derive(Debug, Args)]
 struct TokenArgs {
-    /// Connection string printed by the server at start (overrides --endpoint/--access-key).
+    /// Connection string: the one printed at start for a development key, or
+    /// `Endpoint=...;AccessKey=<your key>;Version=1.0;` (overrides --endpoint/--access-key).
     #[arg(long, env = "HUBCAST_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
     /// The hub.
@@ -195,6 +204,28 @@ impl Settings {
     }
 }
 
+/// What every boolean environment variable (`HUBCAST_DEV`, `HUBCAST_NO_METRICS`) takes,
+/// in any case; the README's `HUBCAST_DEV=1` among them. Empty is false, as unset.
+const BOOL_VALUES: &str = "1, 0, true, false, yes, no, on, off";
+
+/// A boolean flag's value: from its environment variable `var`, or `true` when the flag is
+/// given. The error names the variable and what it takes (clap adds the flag).
+fn boolean(var: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync {
+    move |s| {
+        parse_bool(s).ok_or_else(|| {
+            format!("{var}='{s}' is not a boolean; it takes {BOOL_VALUES} (any case)")
+        })
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number
@@ -262,7 +293,7 @@ fn signing_key(
             let Some(key) = config.access_keys.first() else {
                 eprintln!(
                     "hubcast: no key to sign with: pass --connection-string (printed by the \
-                     server at start) or --access-key"
+                     server at start for a development key) or --access-key"
                 );
                 return Err(ExitCode::from(EXIT_CONFIG));
             };
@@ -346,11 +377,21 @@ async fn run_server(config: Config) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        println!("{}", server.connection_string());
+        println!("{}", banner(&server, dev_key));
         if dev_key {
             eprintln!(
                 "hubcast: no access key configured; using a random development key (above). \
                  Mint a client URL with: hubcast token --connection-string '<the line above>' --hub <hub>"
+            );
+        } else {
+            let fingerprints: Vec<String> = server.keys().keys().map(key_fingerprint).collect();
+            eprintln!(
+                "hubcast: signing with the configured access key {} (first 8 hex digits of its \
+                 SHA-256; all accepted keys, primary first: {}). The key itself is not printed: \
+                 the connection string is Endpoint={};AccessKey=<that key>;Version=1.0;",
+                fingerprints[0],
+                fingerprints.join(", "),
+                server.endpoint(),
             );
         }
         match server.run(shutdown_signal()).await {
@@ -361,6 +402,31 @@ async fn run_server(config: Config) -> ExitCode {
             }
         }
     }
+}
+
+/// The line printed on stdout at start. With a generated development key it is the
+/// connection string (nobody else knows that key, and it dies with the process); with a
+/// configured key it names the key by its fingerprint only, so that the secret the operator
+/// supplied never lands in container or journald logs:
+/// `Endpoint=<endpoint>;AccessKeyFingerprint=<8 hex digits>;`.
+fn banner(server: &Server, dev_key: bool) -> String {
+    if dev_key {
+        server.connection_string()
+    } else {
+        format!(
+            "Endpoint={};AccessKeyFingerprint={};",
+            server.endpoint(),
+            key_fingerprint(server.keys().primary())
+        )
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `key` (its UTF-8 bytes): enough to tell which
+/// key is in use (`printf %s "$KEY" | sha256sum | cut -c1-8`), far too little to guess it.
+fn key_fingerprint(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -422,6 +488,29 @@ mod tests {
         let config = cli.settings.into_config().expect("valid config");
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.access_keys, ["k1", "k2"]);
+    }
+
+    #[test]
+    fn booleans_take_the_usual_spellings_and_name_them_when_refused() {
+        for yes in ["1", "true", "TRUE", "yes", "On"] {
+            assert_eq!(parse_bool(yes), Some(true), "{yes}");
+        }
+        for no in ["0", "false", "No", "off", ""] {
+            assert_eq!(parse_bool(no), Some(false), "{no}");
+        }
+        let err = boolean("HUBCAST_DEV")("maybe").expect_err("refused");
+        assert!(
+            err.contains("HUBCAST_DEV") && err.contains(BOOL_VALUES),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["hubcast", "--dev"]).expect("a flag without a value");
+        assert!(cli.settings.dev);
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_start_of_the_keys_sha256() {
+        // SHA-256("abc") = ba7816bf 8f01cfea ... (FIPS 180-2's example).
+        assert_eq!(key_fingerprint("abc"), "ba7816bf");
     }
 
     #[test]

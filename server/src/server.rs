@@ -145,6 +145,10 @@ impl Server {
             },
             cluster,
         );
+        router.metrics().set_series_limits(
+            config.metrics.max_series_per_metric,
+            config.metrics.hub_series_expiry,
+        );
         let upstream = Upstream::new(
             &config,
             keys.clone(),

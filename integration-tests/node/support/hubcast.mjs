@@ -28,7 +28,7 @@
 
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -173,12 +173,14 @@ export class ProcessServer {
     const connectionString = new Promise((resolve) => {
       lines.on("line", (line) => {
         this.stdout = (this.stdout + line + "\n").slice(-64 * 1024);
-        const match = /Endpoint=http:\/\/127\.0\.0\.1:(\d+);AccessKey=[^;\s]+;Version=1\.0;/.exec(line);
+        // A key given with --access-key is never printed: the line names it by fingerprint.
+        const match = /^Endpoint=(http:\/\/127\.0\.0\.1:(\d+));AccessKeyFingerprint=([0-9a-f]{8});$/.exec(line.trim());
         if (match && this.connectionString === undefined) {
-          this.connectionString = match[0];
-          // With --endpoint, the connection string names the balancer, not this process.
-          if (this.endpoint === undefined) this.port = Number(match[1]);
-          resolve(match[0]);
+          this.printedFingerprint = match[3];
+          this.connectionString = `Endpoint=${match[1]};AccessKey=${this.accessKey};Version=1.0;`;
+          // With --endpoint, the line names the balancer, not this process.
+          if (this.endpoint === undefined) this.port = Number(match[2]);
+          resolve(this.connectionString);
         }
       });
     });
@@ -189,7 +191,7 @@ export class ProcessServer {
       await withTimeout(
         Promise.race([connectionString, exitedEarly]),
         STARTUP_TIMEOUT_MS,
-        "hubcast printing `Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;` on stdout",
+        "hubcast printing `Endpoint=http://127.0.0.1:PORT;AccessKeyFingerprint=XXXXXXXX;` on stdout",
       );
       if (this.endpoint !== undefined) {
         const [, port] = await this.waitForLog(/ listening addr=127\.0\.0\.1:(\d+) /, "the `listening addr=...` line");
@@ -200,10 +202,12 @@ export class ProcessServer {
       this.kill();
       throw err;
     }
-    assert.ok(
-      this.connectionString.includes(`;AccessKey=${this.accessKey};`),
-      `the connection string carries the key given with --access-key: ${this.connectionString}`,
+    assert.equal(
+      this.printedFingerprint,
+      createHash("sha256").update(this.accessKey).digest("hex").slice(0, 8),
+      "the printed fingerprint is that of the key given with --access-key",
     );
+    assert.ok(!this.stdout.includes(this.accessKey) && !this.stderr.includes(this.accessKey), "the key is not printed");
     return this.connectionString;
   }
 

@@ -13,18 +13,56 @@
 //!    else needs registering.
 //! 2. Record it: `metrics.registry().my_series.with(&[hub, kind]).inc()` on a cold path, or
 //!    look the series up once (`with` returns an `Arc`) and keep it where the hot path can
-//!    reach it, as [`HubMetrics`] does for per-hub fan-out counters.
+//!    reach it. A series with a `hub` label that a hot path keeps belongs in [`HubSeries`]
+//!    (and its `attach`): a kept `Arc` of an expired series would record unseen.
 //! 3. A value that is cheaper to compute when asked than to maintain (a sum over every
 //!    connection, say) is a [`Gauge`] set by a collect hook
 //!    ([`Metrics::on_collect`]), which runs before every scrape and export.
 //! 4. List it in the README's Observability section and, if operators should see it, in
 //!    `deploy/grafana/hubcast.json`.
+//!
+//! # Bounded series
+//! Every label value comes from a closed set or from something a holder of an access key
+//! created (a hub with a connection, a cluster node): never from what an unauthenticated
+//! caller or a client's event names choose. Two bounds hold whatever the callers do:
+//! - **A cap per family** ([`DEFAULT_MAX_SERIES_PER_METRIC`], `metrics.max_series_per_metric`).
+//!   A label set that finds its family full gets no series of its own: it is folded into the
+//!   family's overflow series (every label [`OVERFLOW_LABEL`]), so sums over the family stay
+//!   right, and each such hit is counted in `hubcast_metric_series_overflows_total{metric}`.
+//! - **Expiry of hub series** ([`DEFAULT_HUB_SERIES_EXPIRY`], `metrics.hub_series_expiry`).
+//!   A hub's series (every family with a `hub` label) are removed once the hub has had no
+//!   connection for that long; they come back with its next connection. Both are checked
+//!   when the registry is collected (each scrape and each OTLP export), in
+//!   [`Metrics::maintain`]: nothing runs in the background and nothing is added to the
+//!   recording paths.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Default of `metrics.max_series_per_metric`: the most series one family holds. Ten
+/// thousand is the usual per-metric budget of a Prometheus server; the largest family at the
+/// cap (a latency histogram, 19 lines a series) renders in about 15 MB.
+pub const DEFAULT_MAX_SERIES_PER_METRIC: usize = 10_000;
+
+/// Default of `metrics.hub_series_expiry`: how long a hub without connections keeps its
+/// series. Long enough that a hub whose clients reconnect (a deploy, a network blip) keeps
+/// its counters; short enough that hubs made and left by the thousand do not pile up.
+pub const DEFAULT_HUB_SERIES_EXPIRY: Duration = Duration::from_secs(300);
+
+/// The value of every label of a family's overflow series (hub names start with a letter,
+/// so no hub can be called this).
+pub const OVERFLOW_LABEL: &str = "_overflow";
+
+/// The `hub` label of events that name no hub with series (a refused recovery of a hub that
+/// has no connection here): the caller chose that name, so it is not used as a label.
+pub const UNKNOWN_HUB_LABEL: &str = "_unknown";
+
+/// The name of the family that counts cap hits; it is not capped itself (it has one series
+/// per family at most).
+const OVERFLOWS_FAMILY: &str = "hubcast_metric_series_overflows_total";
 
 /// Upper bounds (seconds) of every latency histogram's buckets: 100 µs to 10 s. Fixed, so a
 /// histogram is a few atomics and Prometheus and OTLP report the same buckets.
@@ -213,18 +251,44 @@ pub enum Value {
     Histogram(HistogramSnapshot),
 }
 
+impl Value {
+    /// Adds `other` (of the same kind) to this value: how an overflow series sums the
+    /// series folded into it.
+    fn merge(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Counter(a), Value::Counter(b)) => *a = a.saturating_add(*b),
+            (Value::Gauge(a), Value::Gauge(b)) => *a = a.saturating_add(*b),
+            (Value::Histogram(a), Value::Histogram(b)) => {
+                for (x, y) in a.buckets.iter_mut().zip(&b.buckets) {
+                    *x = x.saturating_add(*y);
+                }
+                a.sum += b.sum;
+                a.count = a.count.saturating_add(b.count);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The metric types a [`Family`] can hold.
 pub trait Metric: Default + Send + Sync + std::fmt::Debug + 'static {
     /// Its kind.
     const KIND: Kind;
     /// Its current value.
     fn value(&self) -> Value;
+    /// Moves what `from` counted into this one (`from` starts again from zero), so that an
+    /// overflow series keeps the counts of a folded series that leaves it: counters and
+    /// histograms never go down. A gauge has nothing to keep.
+    fn absorb(&self, from: &Self);
 }
 
 impl Metric for Counter {
     const KIND: Kind = Kind::Counter;
     fn value(&self) -> Value {
         Value::Counter(self.get())
+    }
+    fn absorb(&self, from: &Self) {
+        self.add(from.0.swap(0, Ordering::Relaxed));
     }
 }
 
@@ -233,6 +297,7 @@ impl Metric for Gauge {
     fn value(&self) -> Value {
         Value::Gauge(self.get())
     }
+    fn absorb(&self, _from: &Self) {}
 }
 
 impl Metric for Histogram {
@@ -240,38 +305,165 @@ impl Metric for Histogram {
     fn value(&self) -> Value {
         Value::Histogram(self.snapshot())
     }
+    fn absorb(&self, from: &Self) {
+        for (to, from) in self.buckets.iter().zip(from.buckets.iter()) {
+            to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(from.sum_nanos.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 /// The label values of one series, in the order of the family's label names.
 type LabelValues = Box<[Box<str>]>;
 
+/// The bounds every family of one registry shares (see the module docs).
+#[derive(Debug)]
+struct SeriesLimits {
+    /// Most series of one family.
+    max_series: AtomicUsize,
+    /// How long a hub without connections keeps its series, in milliseconds.
+    hub_expiry_millis: AtomicU64,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_series: AtomicUsize::new(DEFAULT_MAX_SERIES_PER_METRIC),
+            hub_expiry_millis: AtomicU64::new(millis(DEFAULT_HUB_SERIES_EXPIRY)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The series of a family.
+#[derive(Debug)]
+struct Series<M> {
+    /// Series with labels of their own.
+    named: BTreeMap<LabelValues, Arc<M>>,
+    /// Series of hubs that found the family full: each still records on its own (a hub's
+    /// series are looked up once and kept), and is rendered as part of the overflow series.
+    folded: BTreeMap<LabelValues, Arc<M>>,
+    /// The overflow series: lookups that find the family full record here, and a folded
+    /// series that is dropped leaves its counts here.
+    overflow: Arc<M>,
+}
+
 /// A named metric with labels: one series per distinct set of label values, created on
-/// first use. Lookups take a read lock and allocate a key; keep the returned `Arc` where a
-/// path runs often.
+/// first use, at most `metrics.max_series_per_metric` of them (beyond that, label sets share
+/// the overflow series). Lookups take a read lock and allocate a key; keep the returned
+/// `Arc` where a path runs often.
 #[derive(Debug)]
 pub struct Family<M> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    series: RwLock<BTreeMap<LabelValues, Arc<M>>>,
+    /// Position of the `hub` label: the family's series expire with their hub.
+    hub_label: Option<usize>,
+    /// Every label [`OVERFLOW_LABEL`].
+    overflow_labels: LabelValues,
+    /// Label sets that found the family full (each lookup or attachment counts one).
+    overflow_hits: AtomicU64,
+    limits: Arc<SeriesLimits>,
+    series: RwLock<Series<M>>,
 }
 
 impl<M: Metric> Family<M> {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        limits: Arc<SeriesLimits>,
+    ) -> Self {
         Self {
             name,
             help,
             labels,
-            series: RwLock::new(BTreeMap::new()),
+            hub_label: labels.iter().position(|l| *l == "hub"),
+            overflow_labels: labels.iter().map(|_| Box::from(OVERFLOW_LABEL)).collect(),
+            overflow_hits: AtomicU64::new(0),
+            limits,
+            series: RwLock::new(Series {
+                named: BTreeMap::new(),
+                folded: BTreeMap::new(),
+                overflow: Arc::default(),
+            }),
         }
     }
 
-    /// The series for `values` (one per label name, in order), created if new.
+    /// The series for `values` (one per label name, in order), created if new; the
+    /// overflow series if the family is full.
     ///
     /// # Panics
     /// If the number of values differs from the number of label names: a programming error
     /// that every test exercising the call site would catch.
     pub fn with(&self, values: &[&str]) -> Arc<M> {
+        let key = self.key(values);
+        {
+            let series = self.read();
+            if let Some(s) = series.named.get(&key).or_else(|| series.folded.get(&key)) {
+                return s.clone();
+            }
+        }
+        let mut series = self.write();
+        if let Some(s) = series.named.get(&key).or_else(|| series.folded.get(&key)) {
+            return s.clone();
+        }
+        if self.has_room(&series) {
+            return series.named.entry(key).or_default().clone();
+        }
+        self.overflow_hits.fetch_add(1, Ordering::Relaxed);
+        series.overflow.clone()
+    }
+
+    /// A series of its own for `values`, kept by a hub: the existing one, else a new one,
+    /// named if the family has room, else folded into the overflow series.
+    fn own(&self, values: &[&str]) -> Arc<M> {
+        let key = self.key(values);
+        let mut series = self.write();
+        if let Some(s) = series.named.get(&key).or_else(|| series.folded.get(&key)) {
+            return s.clone();
+        }
+        let own = Arc::<M>::default();
+        self.place(&mut series, key, own.clone());
+        own
+    }
+
+    /// Puts a hub's own series back (its hub has connections again after its series
+    /// expired): named if the family has room, else folded.
+    fn attach(&self, values: &[&str], own: &Arc<M>) {
+        let key = self.key(values);
+        let mut series = self.write();
+        let present = series
+            .named
+            .get(&key)
+            .or_else(|| series.folded.get(&key))
+            .is_some_and(|s| Arc::ptr_eq(s, own));
+        if !present {
+            series.folded.remove(&key);
+            series.named.remove(&key);
+            self.place(&mut series, key, own.clone());
+        }
+    }
+
+    fn place(&self, series: &mut Series<M>, key: LabelValues, own: Arc<M>) {
+        if self.has_room(series) {
+            series.named.insert(key, own);
+        } else {
+            self.overflow_hits.fetch_add(1, Ordering::Relaxed);
+            series.folded.insert(key, own);
+        }
+    }
+
+    fn has_room(&self, series: &Series<M>) -> bool {
+        self.name == OVERFLOWS_FAMILY
+            || series.named.len() < self.limits.max_series.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, values: &[&str]) -> LabelValues {
         assert_eq!(
             values.len(),
             self.labels.len(),
@@ -279,22 +471,19 @@ impl<M: Metric> Family<M> {
             self.name,
             self.labels
         );
-        let key: LabelValues = values.iter().map(|v| Box::from(*v)).collect();
-        if let Some(series) = self.read().get(&key) {
-            return series.clone();
-        }
-        self.series
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone()
+        values.iter().map(|v| Box::from(*v)).collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<LabelValues, Arc<M>>> {
-        // Series are only ever inserted whole: a poisoned map is still consistent.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Series<M>> {
+        // Series are only ever inserted or removed whole: a poisoned map is still consistent.
         self.series
             .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Series<M>> {
+        self.series
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -309,8 +498,14 @@ pub trait Collect: Send + Sync {
     fn kind(&self) -> Kind;
     /// Its label names.
     fn label_names(&self) -> &'static [&'static str];
-    /// Calls `f` with every series' label values and current value.
+    /// Calls `f` with every series' label values and current value, the overflow series
+    /// (every label [`OVERFLOW_LABEL`]) last once the family has been full.
     fn collect(&self, f: &mut dyn FnMut(&[Box<str>], Value));
+    /// How many label sets found the family full.
+    fn overflow_hits(&self) -> u64;
+    /// Removes the series whose `hub` label is not `keep`'s (nothing in a family without
+    /// one); the counts of removed folded series stay in the overflow series.
+    fn retain_hubs(&self, keep: &dyn Fn(&str) -> bool);
 }
 
 impl<M: Metric> Collect for Family<M> {
@@ -327,9 +522,45 @@ impl<M: Metric> Collect for Family<M> {
         self.labels
     }
     fn collect(&self, f: &mut dyn FnMut(&[Box<str>], Value)) {
-        for (labels, series) in self.read().iter() {
-            f(labels, series.value());
+        let series = self.read();
+        for (labels, s) in &series.named {
+            f(labels, s.value());
         }
+        if self.overflow_hits() > 0 {
+            let mut value = series.overflow.value();
+            for s in series.folded.values() {
+                value.merge(&s.value());
+            }
+            f(&self.overflow_labels, value);
+        }
+    }
+    fn overflow_hits(&self) -> u64 {
+        self.overflow_hits.load(Ordering::Relaxed)
+    }
+    fn retain_hubs(&self, keep: &dyn Fn(&str) -> bool) {
+        let Some(i) = self.hub_label else { return };
+        let stale = |labels: &LabelValues| !keep(&labels[i]);
+        {
+            let series = self.read();
+            if !series.named.keys().chain(series.folded.keys()).any(stale) {
+                return;
+            }
+        }
+        let mut series = self.write();
+        let Series {
+            named,
+            folded,
+            overflow,
+        } = &mut *series;
+        named.retain(|labels, _| !stale(labels));
+        folded.retain(|labels, s| {
+            if stale(labels) {
+                overflow.absorb(s);
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 
@@ -342,13 +573,19 @@ macro_rules! registry {
         pub struct Registry {
             $($(#[$doc])* pub $field: Family<$kind>,)*
             hooks: Hooks,
+            limits: Arc<SeriesLimits>,
+            /// Every hub with series, by name: which are attached, since when idle.
+            hubs: Mutex<HashMap<Box<str>, HubEntry>>,
         }
 
         impl Registry {
             fn new() -> Self {
+                let limits = Arc::new(SeriesLimits::default());
                 Self {
-                    $($field: Family::new($name, $help, &[$($label),*]),)*
+                    $($field: Family::new($name, $help, &[$($label),*], limits.clone()),)*
                     hooks: Hooks::default(),
+                    limits,
+                    hubs: Mutex::new(HashMap::new()),
                 }
             }
 
@@ -433,6 +670,10 @@ registry! {
     pending_sockets: Gauge = "hubcast_pending_sockets",
         "Sockets accepted and not yet past their handshake, or idle between HTTP requests, by listener (http, grpc).",
         ["listener"];
+    /// Label sets that found their family full, by family (see the module docs).
+    series_overflows: Counter = "hubcast_metric_series_overflows_total",
+        "Label sets that found their metric full (metrics.max_series_per_metric) and were \
+         folded into its overflow series, by metric.", ["metric"];
 }
 
 /// A function run before every collection, to set gauges that are computed on demand.
@@ -487,9 +728,25 @@ impl SendKind {
 }
 
 /// One hub's series, looked up once when the hub is created, so fan-out and the socket
-/// tasks record with a relaxed atomic add and nothing else.
+/// tasks record with a relaxed atomic add and nothing else. A cheap handle: clones share
+/// the series.
+///
+/// The series belong to the hub, not to the registry: when the hub's series expire they
+/// leave the registry (and `/metrics`) but stay here, and go back in when the hub has a
+/// connection again, so nothing on the recording paths ever checks whether they are shown.
+#[derive(Debug, Clone)]
+pub struct HubMetrics(Arc<HubSeries>);
+
+impl std::ops::Deref for HubMetrics {
+    type Target = HubSeries;
+    fn deref(&self) -> &HubSeries {
+        &self.0
+    }
+}
+
+/// The series of one hub (see [`HubMetrics`]).
 #[derive(Debug)]
-pub struct HubMetrics {
+pub struct HubSeries {
     /// The hub (its routing key).
     hub: Box<str>,
     /// `hubcast_connections{hub}`.
@@ -508,9 +765,65 @@ pub struct HubMetrics {
     pub fanout_latency: Arc<Histogram>,
     /// `hubcast_slow_consumer_closes_total{hub}`.
     pub slow_consumer_closes: Arc<Counter>,
+    /// `hubcast_outbox_bytes{hub}` (set by a collect hook).
+    pub outbox_bytes: Arc<Gauge>,
+    /// `hubcast_reliable_unacked_messages{hub}` (set by a collect hook).
+    pub reliable_unacked_messages: Arc<Gauge>,
+    /// `hubcast_reliable_unacked_bytes{hub}` (set by a collect hook).
+    pub reliable_unacked_bytes: Arc<Gauge>,
 }
 
-impl HubMetrics {
+/// The two kinds of received frames, in the order of [`HubSeries::messages_received`].
+const RECEIVED_KINDS: [&str; 2] = ["text", "binary"];
+
+impl HubSeries {
+    /// The series of `hub` in `r`: those it already has, else new ones.
+    fn new(r: &Registry, hub: &str) -> Self {
+        let per_kind =
+            |family: &Family<Counter>| SendKind::ALL.map(|kind| family.own(&[hub, kind.label()]));
+        Self {
+            hub: hub.into(),
+            connections: r.connections.own(&[hub]),
+            connects: r.connects.own(&[hub]),
+            messages_sent: per_kind(&r.messages_sent),
+            sent_bytes: per_kind(&r.sent_bytes),
+            messages_received: RECEIVED_KINDS.map(|k| r.messages_received.own(&[hub, k])),
+            received_bytes: RECEIVED_KINDS.map(|k| r.received_bytes.own(&[hub, k])),
+            fanout_latency: r.fanout_latency.own(&[hub]),
+            slow_consumer_closes: r.slow_consumer_closes.own(&[hub]),
+            outbox_bytes: r.outbox_bytes.own(&[hub]),
+            reliable_unacked_messages: r.reliable_unacked_messages.own(&[hub]),
+            reliable_unacked_bytes: r.reliable_unacked_bytes.own(&[hub]),
+        }
+    }
+
+    /// Puts these series back into `r` after they expired.
+    fn attach(&self, r: &Registry) {
+        let hub = &*self.hub;
+        r.connections.attach(&[hub], &self.connections);
+        r.connects.attach(&[hub], &self.connects);
+        for (i, kind) in SendKind::ALL.iter().enumerate() {
+            r.messages_sent
+                .attach(&[hub, kind.label()], &self.messages_sent[i]);
+            r.sent_bytes
+                .attach(&[hub, kind.label()], &self.sent_bytes[i]);
+        }
+        for (i, kind) in RECEIVED_KINDS.iter().enumerate() {
+            r.messages_received
+                .attach(&[hub, kind], &self.messages_received[i]);
+            r.received_bytes
+                .attach(&[hub, kind], &self.received_bytes[i]);
+        }
+        r.fanout_latency.attach(&[hub], &self.fanout_latency);
+        r.slow_consumer_closes
+            .attach(&[hub], &self.slow_consumer_closes);
+        r.outbox_bytes.attach(&[hub], &self.outbox_bytes);
+        r.reliable_unacked_messages
+            .attach(&[hub], &self.reliable_unacked_messages);
+        r.reliable_unacked_bytes
+            .attach(&[hub], &self.reliable_unacked_bytes);
+    }
+
     /// The hub these series are of.
     pub fn hub(&self) -> &str {
         &self.hub
@@ -532,6 +845,18 @@ impl HubMetrics {
         self.messages_received[i].inc();
         self.received_bytes[i].add(bytes as u64);
     }
+}
+
+/// What the registry knows of one hub, for expiry.
+#[derive(Debug)]
+struct HubEntry {
+    series: Weak<HubSeries>,
+    /// Whether its series are in the registry.
+    attached: bool,
+    /// When it was last seen with a connection (or a new one since the look before).
+    last_active: Instant,
+    /// `connects` then, so that a connection that came and went between two looks counts.
+    last_connects: u64,
 }
 
 /// The registry handle: cheap to clone, all clones share the atomics.
@@ -559,21 +884,57 @@ impl Metrics {
         &self.registry
     }
 
-    /// The series of one hub, for the hot path to keep.
+    /// Sets the bounds of the registry's series (`metrics.max_series_per_metric`,
+    /// `metrics.hub_series_expiry`; see the module docs). Series that exist stay.
+    pub fn set_series_limits(&self, max_series_per_metric: usize, hub_expiry: Duration) {
+        let limits = &self.registry.limits;
+        limits
+            .max_series
+            .store(max_series_per_metric, Ordering::Relaxed);
+        limits
+            .hub_expiry_millis
+            .store(millis(hub_expiry), Ordering::Relaxed);
+    }
+
+    /// The most series one family holds (`metrics.max_series_per_metric`).
+    pub fn max_series_per_metric(&self) -> usize {
+        self.registry.limits.max_series.load(Ordering::Relaxed)
+    }
+
+    /// The series of one hub, for the hot path to keep: the hub's existing ones if anything
+    /// still holds them, else new ones (named, or folded if their families are full).
     pub fn hub(&self, hub: &str) -> HubMetrics {
-        let r = &self.registry;
-        let per_kind =
-            |family: &Family<Counter>| SendKind::ALL.map(|kind| family.with(&[hub, kind.label()]));
-        HubMetrics {
-            hub: hub.into(),
-            connections: r.connections.with(&[hub]),
-            connects: r.connects.with(&[hub]),
-            messages_sent: per_kind(&r.messages_sent),
-            sent_bytes: per_kind(&r.sent_bytes),
-            messages_received: ["text", "binary"].map(|k| r.messages_received.with(&[hub, k])),
-            received_bytes: ["text", "binary"].map(|k| r.received_bytes.with(&[hub, k])),
-            fanout_latency: r.fanout_latency.with(&[hub]),
-            slow_consumer_closes: r.slow_consumer_closes.with(&[hub]),
+        let r = &*self.registry;
+        let mut hubs = lock(&r.hubs);
+        if let Some(entry) = hubs.get_mut(hub)
+            && let Some(series) = entry.series.upgrade()
+        {
+            if !entry.attached {
+                series.attach(r);
+                entry.attached = true;
+                entry.last_active = Instant::now();
+            }
+            return HubMetrics(series);
+        }
+        let series = Arc::new(HubSeries::new(r, hub));
+        hubs.insert(
+            hub.into(),
+            HubEntry {
+                series: Arc::downgrade(&series),
+                attached: true,
+                last_active: Instant::now(),
+                last_connects: series.connects.get(),
+            },
+        );
+        HubMetrics(series)
+    }
+
+    /// `hub` if it is a hub with series here, else [`UNKNOWN_HUB_LABEL`]: the label for
+    /// what a caller without credentials names (a refused recovery).
+    pub fn hub_label<'a>(&self, hub: &'a str) -> &'a str {
+        match lock(&self.registry.hubs).get(hub) {
+            Some(entry) if entry.attached => hub,
+            _ => UNKNOWN_HUB_LABEL,
         }
     }
 
@@ -588,17 +949,77 @@ impl Metrics {
             .push(Box::new(hook));
     }
 
-    /// Runs the collect hooks; then every family holds its current value.
+    /// Runs the collect hooks, then [`Metrics::maintain`]; then every family holds its
+    /// current value.
     pub fn refresh(&self) {
-        let hooks = self
-            .registry
-            .hooks
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for hook in hooks.iter() {
-            hook(&self.registry);
+        {
+            let hooks = self
+                .registry
+                .hooks
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for hook in hooks.iter() {
+                hook(&self.registry);
+            }
         }
+        self.maintain();
+    }
+
+    /// Applies the series bounds (see the module docs): a hub without connections for
+    /// `metrics.hub_series_expiry` loses its series, a hub with a connection again gets
+    /// them back, series naming a hub without series here (or one that is gone) are
+    /// removed, and `hubcast_metric_series_overflows_total` catches up with the cap hits.
+    /// Runs at every collection; costs one pass over the hubs, and one over the series of
+    /// the families with a `hub` label.
+    pub fn maintain(&self) {
+        let r = &*self.registry;
+        let now = Instant::now();
+        let expiry = Duration::from_millis(r.limits.hub_expiry_millis.load(Ordering::Relaxed));
+        let mut hubs = lock(&r.hubs);
+        hubs.retain(|_, entry| {
+            let Some(series) = entry.series.upgrade() else {
+                return false;
+            };
+            let connects = series.connects.get();
+            if series.connections.get() > 0 || connects != entry.last_connects {
+                entry.last_active = now;
+                entry.last_connects = connects;
+                if !entry.attached {
+                    series.attach(r);
+                    entry.attached = true;
+                }
+            } else if entry.attached && now.duration_since(entry.last_active) >= expiry {
+                entry.attached = false;
+            }
+            true
+        });
+        let attached: HashSet<&str> = hubs
+            .iter()
+            .filter(|(_, e)| e.attached)
+            .map(|(name, _)| &**name)
+            .collect();
+        let keep = |hub: &str| hub == UNKNOWN_HUB_LABEL || attached.contains(hub);
+        for family in r.families() {
+            family.retain_hubs(&keep);
+        }
+        // A detached hub whose series were folded has just had its counts moved into the
+        // overflow series (its `connects` is back to 0): that is no new connection.
+        for entry in hubs.values_mut().filter(|e| !e.attached) {
+            if let Some(series) = entry.series.upgrade() {
+                entry.last_connects = series.connects.get();
+            }
+        }
+        // Still under the lock of `hubs`: a scrape and an export may maintain at once, and
+        // one at a time keeps the read-then-add exact.
+        for family in r.families() {
+            let hits = family.overflow_hits();
+            if hits > 0 {
+                let counted = r.series_overflows.with(&[family.name()]);
+                counted.add(hits.saturating_sub(counted.get()));
+            }
+        }
+        drop(hubs);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every family.
@@ -610,6 +1031,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Locks `m`; what it guards is updated whole, so a poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -692,10 +1118,10 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_cumulative_buckets() {
         let metrics = Metrics::new();
-        let r = metrics.registry();
-        r.connects.with(&["chat"]).add(3);
-        r.connections.with(&["chat"]).inc();
-        let h = r.fanout_latency.with(&["chat"]);
+        let chat = metrics.hub("chat");
+        chat.connects.add(3);
+        chat.connections.inc();
+        let h = &chat.fanout_latency;
         h.observe(Duration::from_micros(50));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
@@ -769,6 +1195,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let metrics = Metrics::new();
+        let _hub = metrics.hub("h");
         metrics
             .registry()
             .disconnects
@@ -784,6 +1211,7 @@ mod tests {
     #[test]
     fn collect_hooks_run_before_rendering() {
         let metrics = Metrics::new();
+        let _hub = metrics.hub("x");
         metrics.on_collect(|r| r.outbox_bytes.with(&["x"]).set(42));
         assert!(
             metrics
@@ -796,5 +1224,155 @@ mod tests {
     #[should_panic(expected = "label values")]
     fn wrong_label_count_is_a_programming_error() {
         Metrics::new().registry().connects.with(&["a", "b"]);
+    }
+
+    /// The value of the one line of `text` that starts with `series` followed by a space.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().expect("a number"))
+    }
+
+    #[test]
+    fn a_full_family_folds_new_label_sets_into_its_overflow_series_and_counts_them() {
+        let metrics = Metrics::new();
+        metrics.set_series_limits(2, DEFAULT_HUB_SERIES_EXPIRY);
+        let r = metrics.registry();
+        for reason in ["a", "b", "c", "d"] {
+            r.connect_refusals.with(&[reason]).add(10);
+        }
+        let hubs: Vec<HubMetrics> = ["h1", "h2", "h3"].map(|h| metrics.hub(h)).into();
+        for hub in &hubs {
+            hub.connects.inc();
+            hub.connections.inc();
+        }
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "hubcast_connect_refusals_total{status=\"a\"}"),
+            Some(10.0)
+        );
+        assert_eq!(
+            sample(&text, "hubcast_connect_refusals_total{status=\"c\"}"),
+            None
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hubcast_connect_refusals_total{status=\"_overflow\"}"
+            ),
+            Some(20.0),
+            "{text}"
+        );
+        // The third hub records on its own series, rendered within the overflow one.
+        assert_eq!(sample(&text, "hubcast_connects_total{hub=\"h3\"}"), None);
+        assert_eq!(
+            sample(&text, "hubcast_connects_total{hub=\"_overflow\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hubcast_metric_series_overflows_total{metric=\"hubcast_connect_refusals_total\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hubcast_metric_series_overflows_total{metric=\"hubcast_connects_total\"}"
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_hub_without_connections_loses_its_series_and_gets_them_back_with_a_connection() {
+        let metrics = Metrics::new();
+        metrics.set_series_limits(DEFAULT_MAX_SERIES_PER_METRIC, Duration::ZERO);
+        let hub = metrics.hub("chat");
+        hub.connects.inc();
+        hub.connections.inc();
+        metrics
+            .registry()
+            .disconnects
+            .with(&["chat", "client"])
+            .inc();
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "hubcast_connects_total{hub=\"chat\"}"),
+            Some(1.0)
+        );
+        hub.connections.dec();
+        let text = metrics.render();
+        assert!(!text.contains("hub=\"chat\""), "{text}");
+        hub.connects.inc();
+        hub.connections.inc();
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "hubcast_connects_total{hub=\"chat\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "hubcast_connections{hub=\"chat\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hubcast_disconnects_total{hub=\"chat\",reason=\"client\"}"
+            ),
+            None,
+            "cold-path series of an expired hub are gone for good"
+        );
+    }
+
+    #[test]
+    fn an_expired_folded_hub_leaves_its_counts_in_the_overflow_series() {
+        let metrics = Metrics::new();
+        metrics.set_series_limits(1, Duration::ZERO);
+        let first = metrics.hub("first");
+        first.connections.inc();
+        let folded = metrics.hub("folded");
+        folded.connects.add(5);
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "hubcast_connects_total{hub=\"_overflow\"}"),
+            Some(5.0)
+        );
+        // Both idle now: expired, the folded hub's counts moved into the overflow series.
+        first.connections.dec();
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "hubcast_connects_total{hub=\"_overflow\"}"),
+            Some(5.0),
+            "{text}"
+        );
+        assert_eq!(folded.connects.get(), 0, "moved, not copied");
+        // That move is no new connection: with room made, it does not come back.
+        let text = metrics.render();
+        assert!(!text.contains("hub=\"folded\""), "{text}");
+        assert!(!text.contains("hub=\"first\""), "{text}");
+    }
+
+    #[test]
+    fn series_naming_a_hub_without_series_are_dropped_and_unknown_hubs_share_one_label() {
+        let metrics = Metrics::new();
+        let _chat = metrics.hub("chat");
+        assert_eq!(metrics.hub_label("chat"), "chat");
+        assert_eq!(metrics.hub_label("nowhere"), UNKNOWN_HUB_LABEL);
+        let r = metrics.registry();
+        r.reliable_recoveries.with(&["nowhere", "refused"]).inc();
+        r.reliable_recoveries
+            .with(&[metrics.hub_label("nowhere"), "refused"])
+            .inc();
+        let text = metrics.render();
+        assert!(!text.contains("nowhere"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "hubcast_reliable_recoveries_total{hub=\"_unknown\",outcome=\"refused\"}"
+            ),
+            Some(1.0)
+        );
     }
 }

@@ -23,7 +23,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
 use super::metrics::{Collect, Kind, LATENCY_BUCKETS, Metrics, Value};
@@ -350,12 +350,32 @@ impl MetricExport {
         let reader = PeriodicReader::builder(exporter)
             .with_interval(settings.metric_interval)
             .build();
+        // The SDK folds attribute sets beyond its own limit (2,000 per instrument by default)
+        // into an `otel.metric.overflow` point. The registry already bounds its series (the
+        // cap, then `_overflow`), so the SDK's limit is set to hold every series the registry
+        // can have: OTLP then shows the very series `/metrics` shows.
+        let families = metrics.registry().families().len();
+        let series = metrics
+            .max_series_per_metric()
+            .max(families)
+            .saturating_add(1);
         let provider = SdkMeterProvider::builder()
             .with_reader(reader)
+            .with_view(move |instrument: &Instrument| {
+                // A histogram's `_bucket` instrument has one point per bucket of a series.
+                let points = if instrument.name().ends_with("_bucket") {
+                    LATENCY_BUCKETS.len() + 1
+                } else {
+                    1
+                };
+                Stream::builder()
+                    .with_cardinality_limit(series.saturating_mul(points).saturating_add(1))
+                    .build()
+                    .ok()
+            })
             .with_resource(settings.resource())
             .build();
         let meter = provider.meter("hubcast");
-        let families = metrics.registry().families().len();
         for index in 0..families {
             register(&meter, metrics, index);
         }
@@ -400,13 +420,16 @@ fn register(meter: &opentelemetry::metrics::Meter, metrics: &Metrics, index: usi
     };
     let help = metrics.registry().families()[index].help();
     // Each callback reads the registry through its own handle (a cheap clone). Only gauges
-    // can be set by collect hooks (which walk every connection): counters and histograms
-    // are read as they are.
+    // can be set by collect hooks (which walk every connection); every family first gets
+    // the series bounds applied (expired hubs out, returning hubs back, overflow counts),
+    // so an export shows the series `/metrics` shows.
     let read = {
         let metrics = metrics.clone();
         Arc::new(move |f: &mut dyn FnMut(&dyn Collect)| {
             if kind == Kind::Gauge {
                 metrics.refresh();
+            } else {
+                metrics.maintain();
             }
             f(metrics.registry().families()[index]);
         })

@@ -86,6 +86,18 @@ impl EventName<'_> {
         matches!(self, EventName::Connect | EventName::User(_))
     }
 
+    /// The `event` label of the webhook metrics: the system event's name, or `user` for
+    /// every user event. Clients choose user event names, so they never become label values
+    /// (each would be a series of its own).
+    pub(crate) fn metric_label(&self) -> &'static str {
+        match self {
+            EventName::Connect => "connect",
+            EventName::Connected => "connected",
+            EventName::Disconnected => "disconnected",
+            EventName::User(_) => "user",
+        }
+    }
+
     /// The CloudEvents `ce-type`.
     pub(crate) fn ce_type(&self) -> String {
         match self {

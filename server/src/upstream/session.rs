@@ -134,10 +134,18 @@ pub(crate) struct JsonEvent {
     pub(crate) data: Option<Data>,
 }
 
+/// Event names that are refused (acked `BadRequest`, never delivered): the dot-segments of
+/// RFC 3986. As `{event}` of a webhook URL template they would not name a resource but
+/// remove one path segment or none (`/api/{event}` → `/api/..` is `/`), so the event would
+/// be posted to another URL than its own. Azure's emulator refuses both too (its names
+/// start with a letter).
+const REFUSED_EVENT_NAMES: [&str; 2] = [".", ".."];
+
 /// Handles a JSON client's `event` message (spec §6.6): delivered as
 /// `azure.webpubsub.user.<event>`; a reply with data goes back as a server message *before*
 /// the ack; a failure is acked `InternalServerError`. Without a handler the event is acked and
-/// dropped. Ack ids already processed are answered `Duplicate` without a delivery.
+/// dropped. Ack ids already processed are answered `Duplicate` without a delivery; the names
+/// `.` and `..` are acked `BadRequest` without a delivery (the connection stays).
 pub(crate) async fn on_json_event(
     upstream: &Upstream,
     router: &Router,
@@ -151,6 +159,21 @@ pub(crate) async fn on_json_event(
             conn.send_frame(frame);
         }
     };
+    if REFUSED_EVENT_NAMES.contains(&event.name.as_str()) {
+        tracing::debug!(event = %event.name, "event name refused");
+        if let Some(id) = event.ack_id {
+            let why = format!(
+                "The event name '{}' is not allowed: '.' and '..' are not event names.",
+                event.name
+            );
+            reply(protocol::ack(
+                format,
+                id,
+                Some((AckError::BadRequest, &why)),
+            ));
+        }
+        return;
+    }
     if let Some(id) = event.ack_id
         && conn.acks().is_duplicate(id)
     {

@@ -142,11 +142,17 @@ impl WebhookHandler {
     }
 
     /// The URL for `hub` and `event` (both percent-encoded into the template), with `code`.
+    ///
+    /// A value is one path segment: `/` is encoded, and so are the dots of a value that is
+    /// only `.` or `..`, which would otherwise be a dot-segment. Events with those names are
+    /// refused before they get here ([`super::session::on_json_event`]) and hub names start
+    /// with a letter; this keeps the URL one segment longer than the template whatever
+    /// changes around it.
     fn url(&self, hub: &str, event: &str) -> Result<Uri, http::uri::InvalidUri> {
         let mut url = self
             .url_template
-            .replace("{hub}", &utf8_percent_encode(hub, SEGMENT).to_string())
-            .replace("{event}", &utf8_percent_encode(event, SEGMENT).to_string());
+            .replace("{hub}", &segment(hub))
+            .replace("{event}", &segment(event));
         if let Some(code) = &self.code {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str("code=");
@@ -166,12 +172,13 @@ impl WebhookHandler {
     /// One webhook call, in a `webhook` span (child of whatever raised the event), timed and
     /// counted by event and outcome; the handler gets the span as its `traceparent`.
     async fn send(&self, event: &Event) -> Result<Reply, DeliveryError> {
-        let event_name = event.kind.name().to_string();
+        let name = event.kind.name();
+        let label = name.metric_label();
         let span = tracing::info_span!(
             "webhook",
             otel.kind = "client",
             hub = %event.hub,
-            event = %event_name,
+            event = %name,
             http.response.status_code = tracing::field::Empty,
             error = tracing::field::Empty,
         );
@@ -183,13 +190,13 @@ impl WebhookHandler {
             Err(e) => {
                 let error = delivery_error_label(e);
                 span.record("error", error);
-                metrics.webhook_errors.with(&[&event_name, error]).inc();
+                metrics.webhook_errors.with(&[label, error]).inc();
                 "error"
             }
         };
         metrics
             .webhook_latency
-            .with(&[&event_name, outcome])
+            .with(&[label, outcome])
             .observe(started.elapsed());
         result
     }
@@ -228,6 +235,15 @@ impl WebhookHandler {
             })?;
         tracing::Span::current().record("http.response.status_code", response.status.as_u16());
         parse_response(&event.kind, response)
+    }
+}
+
+/// `value` percent-encoded as one URL path segment (never a dot-segment).
+fn segment(value: &str) -> String {
+    match value {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => utf8_percent_encode(value, SEGMENT).to_string(),
     }
 }
 
@@ -394,6 +410,18 @@ mod tests {
             h.url("chat", "my event").expect("url").to_string(),
             "http://127.0.0.1:1/api/chat/my%20event?code=s%20e%2Fcret"
         );
+        // A value stays one segment: never a dot-segment, never a separator.
+        for (event, path) in [
+            (".", "%2E"),
+            ("..", "%2E%2E"),
+            ("...", "..."),
+            ("a/..", "a%2F.."),
+        ] {
+            assert_eq!(
+                h.url("chat", event).expect("url").path(),
+                format!("/api/chat/{path}")
+            );
+        }
         for bad in ["ftp://x/{event}", "http://{hub}.example.com/", "http:///x"] {
             assert!(
                 WebhookHandler::new(&config(bad), shared()).is_err(),

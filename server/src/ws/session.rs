@@ -111,11 +111,11 @@ pub(super) async fn recover<S>(
         Ok(found) => found,
         Err(why) => {
             tracing::debug!(connection.id = %recovery.connection_id, why, "recovery refused");
-            edge.router
-                .metrics()
+            let metrics = edge.router.metrics();
+            metrics
                 .registry()
                 .reliable_recoveries
-                .with(&[hub, "refused"])
+                .with(&[metrics.hub_label(hub), "refused"])
                 .inc();
             send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
             return;
