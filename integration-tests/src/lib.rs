@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt as _, StreamExt as _};
-use hubcast_server::auth::{TokenRequest, client_url, mint_client_token};
+use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hubcast_server::limits::LimitCounters;
 use hubcast_server::router::Router;
 use hubcast_server::{Config, Server};

@@ -20,11 +20,11 @@ use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use warp::path::FullPath;
 use warp::{Filter, Rejection};
 
-use crate::auth;
 use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::router::Permission;
 use crate::telemetry::{ControlCall, trace};
+use hubcast_auth as auth;
 use route::{NoRoute, Route};
 use tracing::Instrument as _;
 

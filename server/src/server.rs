@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
-use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
@@ -29,6 +28,7 @@ use crate::telemetry::otlp::MetricExport;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
+use hubcast_auth::{AuthError, ConnectionString, KeyRing};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
