@@ -18,7 +18,8 @@
 //!   only the service mints and reads.
 //! - `url`: the small URL parser audiences and connection strings need, the client URL
 //!   ([`client_url`]), and [`path_segments`], the one way a request path splits into
-//!   segments (the REST edge routes with it).
+//!   segments: the REST edge routes with it and service-token audiences are compared with
+//!   it, so the two cannot disagree on what a path names.
 //!
 //! # Feature flags
 //! - `verify` (off by default): what only the service does: verification, reconnection

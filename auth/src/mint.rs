@@ -126,6 +126,9 @@ struct ServiceClaims<'a> {
 /// Mints a service token for `audience` (e.g. `{endpoint}/hubcast.v1.Control`, or a REST
 /// request URL), valid for `ttl`, signed with `key` as Azure's server SDKs sign theirs:
 /// header `{"alg":"HS256","typ":"JWT"}`, claims `iat`, `exp`, `aud`.
+///
+/// A REST audience is the request URL as sent, percent-encoded: the service compares it
+/// segment by segment, so a `/` inside a group name must be written `%2F` in both.
 pub fn mint_service_token(key: &str, audience: &str, ttl: Duration) -> String {
     let iat = now_secs();
     let claims = ServiceClaims {

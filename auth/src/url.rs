@@ -119,10 +119,19 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// percent-encoded UTF-8.
 ///
 /// Only a literal `/` separates: `a%2Fb` is the one segment `a/b`. The REST edge routes a
-/// request with this function. A path starting with `/` yields an empty first segment.
+/// request with this function and service-token audiences are compared with it, so a token
+/// for the group `a%2Fconnections%2Fc1` cannot name the path `.../groups/a/connections/c1`.
+/// A path starting with `/` yields an empty first segment.
 pub fn path_segments(path: &str) -> Option<Vec<String>> {
     let path = path.strip_suffix('/').unwrap_or(path);
     path.split('/').map(percent_decode).collect()
+}
+
+/// Whether two segment lists name the same path: same length, and each pair of segments
+/// equal ASCII case-insensitively (hub names are case-insensitive; so are Azure's paths).
+#[cfg(feature = "verify")]
+pub(crate) fn same_segments(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.eq_ignore_ascii_case(b))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for one path segment.

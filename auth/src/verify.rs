@@ -8,9 +8,12 @@
 //!
 //! Audiences are compared tolerantly of how SDKs spell a URL and strictly about what it
 //! names: scheme, host and port ASCII case-insensitively (an explicit default port equals
-//! none), paths percent-decoded and ASCII case-insensitively, and a query string, a fragment
-//! and one trailing `/` are ignored. A client access token (audience `.../client/hubs/{hub}`)
-//! therefore never opens the control plane.
+//! none); the path segment by segment ([`path_segments`]), each segment percent-decoded on
+//! its own and compared ASCII case-insensitively; a query string, a fragment and one trailing
+//! `/` are ignored. A `%2F` inside a segment never becomes a separator, so a token for the
+//! group `a%2Fb` does not name the path `.../groups/a/b`. A client access token (audience
+//! `.../client/hubs/{hub}`) therefore never opens the control plane, and a service token
+//! names exactly the one request path it was minted for.
 
 use std::sync::LazyLock;
 
@@ -21,7 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::url::{HttpUrl, percent_decode};
+use crate::url::{HttpUrl, path_segments, percent_decode, same_segments};
 use crate::{AuthError, CLOCK_SKEW, KeyRing};
 
 /// Validation shared by client and service tokens: HS256 only, `exp` required, `exp`/`nbf`
@@ -131,6 +134,24 @@ fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, AuthError> {
     Ok(audiences)
 }
 
+/// Whether `aud` is a URL on `endpoint`'s origin whose path has the segments `wanted`
+/// computes from `endpoint`'s path (without its trailing `/`).
+fn names(aud: &str, endpoint: &str, wanted: impl FnOnce(&str) -> Option<Vec<String>>) -> bool {
+    let (Some(aud), Some(endpoint)) = (HttpUrl::parse(aud), HttpUrl::parse(endpoint)) else {
+        return false;
+    };
+    if !aud.same_origin(&endpoint) {
+        return false;
+    }
+    let (Some(found), Some(wanted)) = (
+        path_segments(aud.path),
+        wanted(endpoint.path.trim_end_matches('/')),
+    ) else {
+        return false;
+    };
+    same_segments(&found, &wanted)
+}
+
 // === client tokens ===
 
 /// What a verified client access token says.
@@ -151,9 +172,9 @@ pub struct ClientClaims {
 /// - `aud` is required (a string, or an array of which one entry must match) and must name
 ///   `endpoint` and `hub`: its scheme and host\[:port\] are compared ASCII case-insensitively
 ///   with `endpoint` (e.g. `http://127.0.0.1:8080`; an explicit default port equals none), and
-///   its percent-decoded path with `{endpoint path}/client/hubs/{hub}` (ASCII
+///   its path, segment by segment, with `{endpoint path}/client/hubs/{hub}` (ASCII
 ///   case-insensitive), ignoring a query string, a fragment and one trailing `/`.
-///   `hub` may be given raw or percent-encoded.
+///   `hub` may be given raw or percent-encoded; it is one segment.
 /// - `sub` becomes the user id; `role` and `webpubsub.group` may be arrays of strings or
 ///   single strings.
 ///
@@ -201,20 +222,12 @@ fn client_claims(
 
 /// Whether one `aud` value names `endpoint` and `hub` (see [`verify_client_token`]).
 fn audience_matches(aud: &str, endpoint: &str, hub: &str) -> bool {
-    let (Some(aud), Some(endpoint)) = (HttpUrl::parse(aud), HttpUrl::parse(endpoint)) else {
-        return false;
-    };
-    if !aud.same_origin(&endpoint) {
-        return false;
-    }
-    let path = aud.path.strip_suffix('/').unwrap_or(aud.path);
-    let Some(path) = percent_decode(path) else {
-        return false;
-    };
-    let prefix = endpoint.path.trim_end_matches('/');
-    let prefix = percent_decode(prefix).unwrap_or_else(|| prefix.to_owned());
     let hub = percent_decode(hub).unwrap_or_else(|| hub.to_owned());
-    path.eq_ignore_ascii_case(&format!("{prefix}/client/hubs/{hub}"))
+    names(aud, endpoint, |prefix| {
+        let mut segments = path_segments(prefix)?;
+        segments.extend(["client".to_owned(), "hubs".to_owned(), hub]);
+        Some(segments)
+    })
 }
 
 // === service tokens ===
@@ -228,10 +241,11 @@ fn audience_matches(aud: &str, endpoint: &str, hub: &str) -> bool {
 /// [`GRPC_AUDIENCE_PATH`](crate::GRPC_AUDIENCE_PATH) or
 /// [`EVENTS_AUDIENCE_PATH`](crate::EVENTS_AUDIENCE_PATH).
 ///
-/// `path` is the request path, percent-encoded or not. Header, signature, `exp` and `nbf`
-/// are checked as in the [module docs](self), then `aud`: its origin must be `endpoint`'s,
-/// and its path, percent-decoded, must equal `endpoint`'s path followed by `path` (ASCII
-/// case-insensitive); a query, a fragment and one trailing `/` are ignored on both sides.
+/// `path` is the request path as sent, still percent-encoded. Header, signature, `exp` and
+/// `nbf` are checked as in the [module docs](self), then `aud`: its origin must be
+/// `endpoint`'s, and its path must have the segments of `endpoint`'s path followed by
+/// `path`'s, each decoded on its own (so `%2F` stays inside its segment) and compared ASCII
+/// case-insensitively; a query, a fragment and one trailing `/` are ignored on both sides.
 ///
 /// # Errors
 /// The [`AuthError`] to answer with (401 / `UNAUTHENTICATED`).
@@ -258,24 +272,10 @@ pub fn verify_service_token(
 
 /// Whether `aud` names `path` on `endpoint` (see [`verify_service_token`]).
 fn service_audience_matches(aud: &str, endpoint: &str, path: &str) -> bool {
-    let (Some(aud), Some(endpoint)) = (HttpUrl::parse(aud), HttpUrl::parse(endpoint)) else {
-        return false;
-    };
-    if !aud.same_origin(&endpoint) {
-        return false;
-    }
-    let decode = |p: &str| {
-        let p = p.strip_suffix('/').unwrap_or(p);
-        percent_decode(p)
-    };
-    let (Some(found), Some(prefix), Some(path)) = (
-        decode(aud.path),
-        decode(endpoint.path.trim_end_matches('/')),
-        decode(path),
-    ) else {
-        return false;
-    };
-    found.eq_ignore_ascii_case(&format!("{prefix}{path}"))
+    // A request path that is not valid percent-encoded UTF-8 names nothing.
+    names(aud, endpoint, |prefix| {
+        path_segments(&format!("{prefix}{path}"))
+    })
 }
 
 #[cfg(test)]
@@ -717,6 +717,44 @@ mod tests {
                 "{aud}"
             );
         }
+    }
+
+    /// A `%2F` is part of its segment on both sides: a token for the group
+    /// `a/connections/c1` does not name the path of connection `c1` in group `a`, nor the
+    /// other way round, while each still names its own path.
+    #[test]
+    fn an_encoded_slash_never_separates_audience_segments() {
+        let group = "http://127.0.0.1:8080/api/hubs/chat/groups/a%2Fconnections%2Fc1";
+        let member = "http://127.0.0.1:8080/api/hubs/chat/groups/a/connections/c1";
+        assert_eq!(
+            verify_service(group, "/api/hubs/chat/groups/a%2Fconnections%2Fc1"),
+            Ok(())
+        );
+        assert_eq!(
+            verify_service(member, "/api/hubs/chat/groups/a/connections/c1"),
+            Ok(())
+        );
+        assert!(matches!(
+            verify_service(group, "/api/hubs/chat/groups/a/connections/c1"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        assert!(matches!(
+            verify_service(member, "/api/hubs/chat/groups/a%2Fconnections%2Fc1"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        // The same for a client token's hub: one segment, whatever it decodes to.
+        assert!(matches!(
+            verify_aud("http://127.0.0.1:8080/client%2Fhubs%2Fchat", "chat"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        // A request path that does not decode to UTF-8 names nothing.
+        assert!(matches!(
+            verify_service(
+                "http://127.0.0.1:8080/api/hubs/chat/groups/%FF",
+                "/api/hubs/chat/groups/%FF"
+            ),
+            Err(AuthError::WrongAudience { .. })
+        ));
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(super) enum NoRoute {
 
 /// The hub and the operation of `rest` (the raw path after `/api/hubs/`).
 pub(super) fn route(method: &Method, rest: &str) -> Result<(String, Route), NoRoute> {
+    // The same split as service-token audiences: a `%2F` stays inside its segment.
     let segments = hubcast_auth::path_segments(rest).ok_or(NoRoute::BadEncoding)?;
     let Some((hub, tail)) = segments.split_first() else {
         return Err(NoRoute::NotFound);
