@@ -168,7 +168,10 @@ pub struct ClientClaims {
 
 /// Verifies a client access token presented for `hub` on this service.
 ///
-/// - Header, signature, `exp` and `nbf` as in the [module docs](self).
+/// - The header must say `alg: HS256`; `none`, HS384/HS512 and asymmetric algorithms are
+///   refused before any key is tried, so no algorithm confusion is possible.
+/// - The signature must verify with one of `keys` (primary or secondary).
+/// - `exp` is required; `exp` and `nbf` (if present) are checked with [`CLOCK_SKEW`] leeway.
 /// - `aud` is required (a string, or an array of which one entry must match) and must name
 ///   `endpoint` and `hub`: its scheme and host\[:port\] are compared ASCII case-insensitively
 ///   with `endpoint` (e.g. `http://127.0.0.1:8080`; an explicit default port equals none), and
@@ -242,7 +245,7 @@ fn audience_matches(aud: &str, endpoint: &str, hub: &str) -> bool {
 /// [`EVENTS_AUDIENCE_PATH`](crate::EVENTS_AUDIENCE_PATH).
 ///
 /// `path` is the request path as sent, still percent-encoded. Header, signature, `exp` and
-/// `nbf` are checked as in the [module docs](self), then `aud`: its origin must be
+/// `nbf` are checked as by [`verify_client_token`], then `aud`: its origin must be
 /// `endpoint`'s, and its path must have the segments of `endpoint`'s path followed by
 /// `path`'s, each decoded on its own (so `%2F` stays inside its segment) and compared ASCII
 /// case-insensitively; a query, a fragment and one trailing `/` are ignored on both sides.
