@@ -735,10 +735,8 @@ impl Control {
                     .grpc
                     .as_deref()
                     .ok_or("gRPC scenarios need --grpc with --url")?;
-                let connection_string = hubcast_server::auth::ConnectionString::format(
-                    &system.http_url(0),
-                    &system.access_key,
-                );
+                let connection_string =
+                    hubcast_auth::ConnectionString::format(&system.http_url(0), &system.access_key);
                 ServiceClient::connect(&connection_string, grpc)
                     .await
                     .map(Control::Grpc)
@@ -789,8 +787,7 @@ impl Control {
                     Destination::Group(group) => format!("/api/hubs/{HUB}/groups/{group}/:send"),
                 };
                 let url = format!("{base}{path}");
-                let token =
-                    hubcast_server::auth::mint_service_token(key, &url, Duration::from_secs(3600));
+                let token = hubcast_auth::mint_service_token(key, &url, Duration::from_secs(3600));
                 let request = http::Request::post(format!("{url}?api-version=2024-01-01"))
                     .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
                     .header(http::header::CONTENT_TYPE, "text/plain")

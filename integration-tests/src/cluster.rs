@@ -678,15 +678,15 @@ impl NodeProcess {
 
     /// A client URL for `hub` with a token for this node.
     pub fn url(&self, hub: &str, user: Option<&str>, groups: &[&str]) -> String {
-        let request = hubcast_server::auth::TokenRequest {
+        let request = hubcast_auth::TokenRequest {
             hub: hub.to_owned(),
             user_id: user.map(str::to_owned),
             roles: Vec::new(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             ttl: Duration::from_secs(3600),
         };
-        let token = hubcast_server::auth::mint_client_token(PRIMARY_KEY, &self.endpoint, &request);
-        hubcast_server::auth::client_url(&self.endpoint, hub, &token)
+        let token = hubcast_auth::mint_client_token(PRIMARY_KEY, &self.endpoint, &request);
+        hubcast_auth::client_url(&self.endpoint, hub, &token)
     }
 
     /// Kills the process abruptly (SIGKILL): no goodbye to Redis or the other nodes.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt as _, StreamExt as _};
-use hubcast_server::auth::{TokenRequest, client_url, mint_client_token};
+use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hubcast_server::limits::LimitCounters;
 use hubcast_server::router::Router;
 use hubcast_server::{Config, Server};
@@ -405,8 +405,19 @@ impl TestServer {
         match self.topology {
             Topology::Single => client_url(&self.endpoint, hub, &token),
             // The audience names the public endpoint; the socket goes to one node.
-            Topology::Cluster => client_url(&format!("http://{}", self.client_addr()), hub, &token),
+            Topology::Cluster => client_url(&self.node_base(self.client_addr()), hub, &token),
         }
+    }
+
+    /// The base URL of one node, with the scheme of the public endpoint (`https` when the
+    /// listeners serve TLS).
+    fn node_base(&self, addr: SocketAddr) -> String {
+        let scheme = if self.endpoint.starts_with("https:") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
     }
 
     /// Like [`TestServer::url`], on the node that holds (or held) connection `id` rather
@@ -437,7 +448,7 @@ impl TestServer {
                             .is_some_and(|c| c.owner_of(id) == Some(c.node()))
                     })
                     .unwrap_or_else(|| panic!("connection {id} names no node of this cluster"));
-                client_url(&format!("http://{}", self.nodes[node].addr), hub, &token)
+                client_url(&self.node_base(self.nodes[node].addr), hub, &token)
             }
         }
     }

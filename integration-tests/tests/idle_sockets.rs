@@ -315,10 +315,10 @@ impl Hubcast {
     /// A client URL for `hub` with a token for this process.
     fn url(&self, hub: &str, user: &str) -> String {
         let endpoint = format!("http://{}", self.http);
-        let token = hubcast_server::auth::mint_client_token(
+        let token = hubcast_auth::mint_client_token(
             PRIMARY_KEY,
             &endpoint,
-            &hubcast_server::auth::TokenRequest {
+            &hubcast_auth::TokenRequest {
                 hub: hub.to_owned(),
                 user_id: Some(user.to_owned()),
                 roles: Vec::new(),
@@ -326,7 +326,7 @@ impl Hubcast {
                 ttl: Duration::from_secs(3600),
             },
         );
-        hubcast_server::auth::client_url(&endpoint, hub, &token)
+        hubcast_auth::client_url(&endpoint, hub, &token)
     }
 
     /// `GET /metrics`.

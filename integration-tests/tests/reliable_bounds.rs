@@ -22,7 +22,7 @@ use hubcast_integration_tests::{
     JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, PRIMARY_KEY, SEND_ROLE, TIMEOUT, Ws, request,
     try_connect, try_connect_with_recv_buffer,
 };
-use hubcast_server::auth::{TokenRequest, client_url, mint_client_token};
+use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

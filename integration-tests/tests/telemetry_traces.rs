@@ -455,13 +455,9 @@ async fn grpc_send_to_group(server: &TestServer, group: &str, traceparent: &str,
         .connect()
         .await
         .expect("gRPC connect");
-    let token = hubcast_server::auth::mint_service_token(
+    let token = hubcast_auth::mint_service_token(
         PRIMARY_KEY,
-        &format!(
-            "{}{}",
-            server.endpoint(),
-            hubcast_server::auth::GRPC_AUDIENCE_PATH
-        ),
+        &format!("{}{}", server.endpoint(), hubcast_auth::GRPC_AUDIENCE_PATH),
         Duration::from_secs(600),
     );
     let mut control = pb::control_client::ControlClient::new(channel);

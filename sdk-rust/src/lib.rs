@@ -16,8 +16,11 @@
 //! - [`proto`]: the generated protobuf types of Hubcast (client protocol, gRPC control plane
 //!   and event stream), re-exported from `hubcast-proto`.
 //!
-//! A `ServiceClient` for backend services (the gRPC control plane, token minting) is planned;
-//! until then backends can use the tonic stubs in [`proto::v1`].
+//! Backend services use [`ServiceClient`]: it mints client access URLs locally and calls the
+//! gRPC control plane with a service token it renews itself. Tokens and connection strings
+//! come from the `hubcast-auth` crate, the one the server verifies them with, so the SDK
+//! cannot mint a token the server reads differently, and the SDK does not link the server.
+//! Anything the client does not wrap is reachable through the tonic stubs in [`proto::v1`].
 //!
 //! # Feature flags
 //!

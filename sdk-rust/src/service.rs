@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hubcast_auth::{self as auth, ConnectionString, TokenRequest};
 use hubcast_proto::v1 as pb;
-use hubcast_server::auth::{self, ConnectionString, TokenRequest};
 use pb::control_client::ControlClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;

@@ -23,13 +23,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hubcast_proto::v1 as pb;
 
-use crate::auth::{self, KeyRing, TokenRequest};
 use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
 use crate::router::{
     self, ClusterError, Connection, Data, Message, Page, PageRequest, Permission, Router,
     RouterError, SendOptions, Target, message::Utf8Bytes,
 };
+use hubcast_auth::{self as auth, KeyRing, TokenRequest};
 
 /// Longest message TTL (Azure: 300 s).
 pub(crate) const MAX_TTL_SECONDS: u32 = 300;

@@ -15,8 +15,8 @@ use std::time::Duration;
 use warp::http::{Response, StatusCode, header};
 use warp::{Filter, Rejection};
 
-use crate::auth::{self, TokenRequest};
 use crate::router;
+use hubcast_auth::{self as auth, TokenRequest};
 
 /// The demo page.
 const INDEX_HTML: &str = include_str!("demo/index.html");

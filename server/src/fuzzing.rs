@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
-use crate::auth::{self, KeyRing};
 use crate::filter::{Filter, Subject};
+use hubcast_auth::{self as auth, KeyRing};
 
 /// The client WebSocket JSON subprotocol (`json.webpubsub.azure.v1` frames).
 pub fn json_protocol(data: &[u8]) {

@@ -6,7 +6,9 @@
 //!   With `--redis` its backplane ([`router::cluster`]) joins the node to a cluster.
 //! - [`protocol`]: the client subprotocols (simple WebSocket, `json.webpubsub.azure.v1`):
 //!   parsing client frames and encoding server messages once per wire format.
-//! - [`auth`]: access keys, client access tokens (HS256 JWT) and connection strings.
+//! - [`hubcast_auth`] (the `auth/` crate, beside this one): access keys, client access and
+//!   service tokens (HS256 JWT) and connection strings. The edges verify tokens with its
+//!   `verify` feature; the SDK and the load generator mint with it without linking this crate.
 //! - [`config`]: the configuration tree (TOML file, environment, flags).
 //! - `demo`: the demo page at `/`, the compiled TypeScript client at `/sdk/*.js`, and the
 //!   development-only token endpoint `/dev/token`.
@@ -24,7 +26,6 @@
 //! - [`telemetry`]: the metric registry (`/metrics`), OTLP export and W3C trace context.
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
-pub mod auth;
 pub mod config;
 mod control;
 mod demo;

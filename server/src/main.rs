@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use hubcast_server::auth::{self, ConnectionString, TokenRequest};
+use hubcast_auth::{self as auth, ConnectionString, TokenRequest};
 use hubcast_server::telemetry::otlp::{OtlpSettings, TraceExport};
 use hubcast_server::{Config, Server};
 use tracing_subscriber::filter::Targets;

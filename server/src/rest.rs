@@ -23,12 +23,12 @@ use warp::{Filter, Rejection};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth;
 use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::limits::{LimitCounters, LimitKind};
 use crate::router::Permission;
 use crate::telemetry::{ControlCall, trace};
+use hubcast_auth as auth;
 use route::{NoRoute, Route};
 use tracing::Instrument as _;
 

@@ -23,7 +23,6 @@ mod sockets;
 use sockets::{Backoff, Listener, PendingSockets, Slot};
 pub(crate) use sockets::{GrpcAccept, grpc_incoming};
 
-use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
@@ -35,6 +34,7 @@ use crate::telemetry::otlp::MetricExport;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::ws::{self, Edge};
+use hubcast_auth::{AuthError, ConnectionString, KeyRing};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

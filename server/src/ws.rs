@@ -29,7 +29,6 @@ use tracing::Instrument as _;
 use warp::http::{HeaderMap, Response, StatusCode, header};
 use warp::{Filter, Rejection};
 
-use crate::auth::{self, ClientClaims, KeyRing};
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
 use crate::protocol::{self, Subprotocol};
@@ -40,6 +39,7 @@ use crate::server::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
+use hubcast_auth::{self as auth, ClientClaims, KeyRing};
 
 /// Close codes the edge uses (RFC 6455 §7.4.1).
 mod code {

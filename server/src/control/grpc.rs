@@ -2,7 +2,7 @@
 //! server reflection, on the `grpc_listen` listener.
 //!
 //! Every `Control` call must carry `authorization: Bearer <service token>` (see
-//! [`verify_service_token`](crate::auth::verify_service_token) with audience
+//! [`verify_service_token`](hubcast_auth::verify_service_token) with audience
 //! `{endpoint}/hubcast.v1.Control`); health and reflection are open, as load balancers and
 //! tools expect. Errors leave through one function, [`status`].
 
@@ -24,10 +24,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::{Control, ControlError};
-use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
 use crate::server::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
+use hubcast_auth::{self as auth, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use tracing::Instrument as _;
 
 /// Most operations one `Batch` call may carry.

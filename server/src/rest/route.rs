@@ -103,11 +103,8 @@ pub(super) enum NoRoute {
 
 /// The hub and the operation of `rest` (the raw path after `/api/hubs/`).
 pub(super) fn route(method: &Method, rest: &str) -> Result<(String, Route), NoRoute> {
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let segments: Vec<String> = rest
-        .split('/')
-        .map(|s| crate::auth::percent_decode(s).ok_or(NoRoute::BadEncoding))
-        .collect::<Result<_, _>>()?;
+    // The same split as service-token audiences: a `%2F` stays inside its segment.
+    let segments = hubcast_auth::path_segments(rest).ok_or(NoRoute::BadEncoding)?;
     let Some((hub, tail)) = segments.split_first() else {
         return Err(NoRoute::NotFound);
     };

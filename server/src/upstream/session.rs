@@ -315,7 +315,7 @@ fn claim_text(value: serde_json::Value) -> String {
 /// the value to echo in `Sec-WebSocket-Protocol`.
 pub(crate) fn apply_connect(
     accepted: &ConnectAccepted,
-    claims: &mut crate::auth::ClientClaims,
+    claims: &mut hubcast_auth::ClientClaims,
     negotiated: Option<(crate::protocol::Subprotocol, &str)>,
 ) -> (Option<crate::protocol::Subprotocol>, Option<String>) {
     let response = &accepted.response;

@@ -16,10 +16,10 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
-use crate::auth::KeyRing;
 use crate::config::{EventHandlerConfig, UpstreamConfig};
 use crate::router::{Data, message::Utf8Bytes};
 use client::{HttpClient, InboundResponse, OutboundRequest, SendError};
+use hubcast_auth::KeyRing;
 use validation::Validator;
 
 /// Characters kept as they are when a value replaces `{hub}` or `{event}` in a URL path

@@ -22,7 +22,6 @@ use tracing::Instrument as _;
 
 use super::dispatch::{self, UserEvent};
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
-use crate::auth;
 use crate::limits::{LimitKind, RateLimiter};
 use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router;
@@ -31,6 +30,7 @@ use crate::router::{Close, Connection, Frame, WireFormat};
 use crate::telemetry::HubMetrics;
 use crate::telemetry::trace::{self, TraceParent};
 use crate::upstream::{self, Session};
+use hubcast_auth as auth;
 
 /// How a socket ended, from the connection's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

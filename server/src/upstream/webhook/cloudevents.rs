@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sha2::Sha256;
 
 use super::super::event::{Event, EventKind};
-use crate::auth::KeyRing;
 use crate::router::Data;
+use hubcast_auth::KeyRing;
 
 /// `Content-Type` of system events.
 const SYSTEM_CONTENT_TYPE: &str = "application/json; charset=utf-8";
