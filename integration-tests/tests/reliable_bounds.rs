@@ -17,12 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Empty};
+use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hubcast_integration_tests::cluster::{hubcast_bin, spare_port};
 use hubcast_integration_tests::{
     JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, PRIMARY_KEY, SEND_ROLE, TIMEOUT, Ws, request,
     try_connect, try_connect_with_recv_buffer,
 };
-use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

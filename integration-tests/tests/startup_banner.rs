@@ -5,9 +5,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use hubcast_auth::ConnectionString;
 use hubcast_integration_tests::cluster::hubcast_bin;
 use hubcast_integration_tests::{PRIMARY_KEY, SECONDARY_KEY, TIMEOUT};
-use hubcast_auth::ConnectionString;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::Command;
