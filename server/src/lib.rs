@@ -4,8 +4,11 @@
 //! - [`router`]: the core. Hubs, connections, users, groups, permissions and fan-out. It
 //!   knows nothing of HTTP, warp or tonic; every edge calls the same [`router::Router`] API.
 //!   With `--redis` its backplane ([`router::cluster`]) joins the node to a cluster.
+//! - [`message`]: the message model (messages, payloads, frames, wire formats, queued items)
+//!   below both the router and the codecs: router → protocol → message, never back.
 //! - [`protocol`]: the client subprotocols (simple WebSocket, `json.webpubsub.azure.v1`):
-//!   parsing client frames and encoding server messages once per wire format.
+//!   parsing client frames and encoding server messages; it imports the model, never the
+//!   router.
 //! - [`auth`]: access keys, client access tokens (HS256 JWT) and connection strings.
 //! - [`config`]: the configuration tree (TOML file, environment, flags).
 //! - `demo`: the demo page at `/`, the compiled TypeScript client at `/sdk/*.js`, and the
@@ -34,6 +37,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod message;
 pub mod protocol;
 mod redact;
 mod rest;

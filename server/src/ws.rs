@@ -32,9 +32,10 @@ use warp::{Filter, Rejection};
 use crate::auth::{self, ClientClaims, KeyRing};
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
+use crate::message::WireFormat;
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
-    self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
+    self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router,
 };
 use crate::server::ClientAddr;
 use crate::telemetry::trace;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::Encoded;
+use super::encoded::Encoded;
 use super::{
     Close, Connection, Hub, Message, Permission, Router, RouterError, check_group_name,
     remove_member,
@@ -479,10 +479,9 @@ fn first_page<T>(mut items: Vec<T>, limit: usize, cmp: impl Fn(&T, &T) -> CmpOrd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Data, WireFormat};
     use crate::router::outbox::Taken;
-    use crate::router::{
-        ConnectSpec, ConnectionId, Data, Permissions, ReliableLimits, RouterConfig, WireFormat,
-    };
+    use crate::router::{ConnectSpec, ConnectionId, Permissions, ReliableLimits, RouterConfig};
 
     fn router() -> Router {
         Router::new(RouterConfig {

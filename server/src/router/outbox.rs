@@ -41,8 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::message::Frame;
-use crate::telemetry::trace::TraceParent;
+use crate::message::{Frame, Origin, Queued};
 
 /// Close code for a connection whose outbox overflowed (RFC 6455 1013, "try again later"):
 /// the client may reconnect, but it was not keeping up.
@@ -78,32 +77,6 @@ pub enum Push {
     Overflow,
     /// The connection is already closing; the frame was dropped.
     Closed,
-}
-
-/// A frame in the queue, with the sequence id it carries on a reliable connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    /// The shared frame.
-    pub frame: Frame,
-    /// `Some` for data messages to reliable connections: the writer splices it in.
-    pub sequence_id: Option<u64>,
-    /// For a message sent with a TTL (non-reliable connections only): when it stops being
-    /// worth writing. [`Outbox::take`] drops it from then on.
-    pub expires: Option<Instant>,
-    /// For a data message: when fan-out started, for the publish-to-write latency
-    /// (`hubcast_fanout_latency_seconds`). `None` for control frames and resends.
-    pub published: Option<Instant>,
-    /// For a traced data message: the fan-out span, parent of the writer's delivery span.
-    pub trace: Option<TraceParent>,
-}
-
-/// Where a data message comes from, carried beside each recipient's copy.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    /// When fan-out started.
-    pub published: Option<Instant>,
-    /// The fan-out span, when the message is traced.
-    pub trace: Option<TraceParent>,
 }
 
 /// What the writer gets from [`Outbox::take`] besides frames.

@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use super::event::{ConnectBody, Event, EventKind};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
+use crate::message::{Data, Frame, Message};
 use crate::protocol::{self, AckError};
-use crate::router::{Close, Connection, ConnectionId, Data, Frame, Message, Router};
+use crate::router::{Close, Connection, ConnectionId, Router};
 
 /// Close code for a simple client whose frame could not be handled upstream (spec §2.5).
 const CLOSE_INTERNAL_ERROR: u16 = 1011;

@@ -18,7 +18,7 @@ use super::handler::Selection;
 use super::{BoxFuture, EventSink};
 use crate::auth::KeyRing;
 use crate::config::{EventHandlerConfig, UpstreamConfig};
-use crate::router::{Data, message::Utf8Bytes};
+use crate::message::{Data, Utf8Bytes};
 use client::{HttpClient, InboundResponse, OutboundRequest, SendError};
 use validation::Validator;
 

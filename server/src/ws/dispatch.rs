@@ -8,12 +8,10 @@ use bytes::Bytes;
 
 use super::{Edge, code};
 use crate::limits::LimitKind;
+use crate::message::{Data, Frame, Message, Utf8Bytes, WireFormat};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::cluster::Published;
-use crate::router::message::Utf8Bytes;
-use crate::router::{
-    self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
-};
+use crate::router::{self, Close, Connection, Permission, Router};
 use crate::telemetry::trace;
 use crate::upstream::JsonEvent;
 

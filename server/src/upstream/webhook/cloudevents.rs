@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use super::super::event::{Event, EventKind};
 use crate::auth::KeyRing;
-use crate::router::Data;
+use crate::message::Data;
 
 /// `Content-Type` of system events.
 const SYSTEM_CONTENT_TYPE: &str = "application/json; charset=utf-8";
