@@ -21,6 +21,8 @@
 //!   (sends, groups, users, permissions, closes, listings), served over gRPC
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`) and over Azure's REST
 //!   API (`rest`, on the HTTP listener).
+//! - `net`: what the listeners learn about a peer (`ClientAddr`) for the
+//!   edges, below both so the composition root and the edges do not import each other.
 //! - [`limits`]: per-hub and listener limits, rate limiting, counts of refusals.
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
@@ -38,6 +40,7 @@ pub mod filter;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+mod net;
 pub mod protocol;
 mod redact;
 mod rest;

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::limits::LimitCounters;
+use crate::net::ClientAddr;
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
@@ -393,10 +394,6 @@ fn metrics_route(
 
 /// How long plain HTTP requests in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
-
-/// The address of the peer of an HTTP connection, put in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// Settings of the HTTP listener's accept loop.
 struct HttpAccept {

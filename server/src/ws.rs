@@ -33,11 +33,11 @@ use crate::auth::{self, ClientClaims, KeyRing};
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
 use crate::message::WireFormat;
+use crate::net::ClientAddr;
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router,
 };
-use crate::server::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
