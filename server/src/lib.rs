@@ -5,7 +5,8 @@
 //!   knows nothing of HTTP, warp or tonic; every edge calls the same [`router::Router`] API.
 //!   With `--redis` its backplane ([`router::cluster`]) joins the node to a cluster.
 //! - [`message`]: the message model (messages, payloads, frames, wire formats, queued items)
-//!   below both the router and the codecs: router → protocol → message, never back.
+//!   below both the router and the codecs: router → protocol → message, never back. Its
+//!   [`message::close`] holds every WebSocket close code the server sends.
 //! - [`protocol`]: the client subprotocols (simple WebSocket, `json.webpubsub.azure.v1`):
 //!   parsing client frames and encoding server messages; it imports the model, never the
 //!   router.

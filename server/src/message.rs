@@ -13,6 +13,8 @@ pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::telemetry::trace::TraceParent;
 
+pub mod close;
+
 /// The wire format a connection speaks, which decides how a message is rendered for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WireFormat {

@@ -30,7 +30,7 @@ use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
 pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
-pub use outbox::{CLOSE_SLOW_CONSUMER, CLOSE_UNRECOVERABLE, Close, Push, ReliableLimits};
+pub use outbox::{Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
 
 use crate::message::{Data, Message, Source};

@@ -41,15 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{Frame, Origin, Queued};
-
-/// Close code for a connection whose outbox overflowed (RFC 6455 1013, "try again later"):
-/// the client may reconnect, but it was not keeping up.
-pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
-
-/// Close code for a reliable connection that cannot be recovered (RFC 6455 1008, "policy
-/// violation"): Azure's clients stop trying to recover on this code and start afresh.
-pub const CLOSE_UNRECOVERABLE: u16 = 1008;
+use crate::message::{Frame, Origin, Queued, close};
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +255,7 @@ impl Outbox {
             return self.close_locked(
                 state,
                 Close::Server {
-                    code: CLOSE_UNRECOVERABLE,
+                    code: close::UNRECOVERABLE,
                     reason,
                     discard_queued: true,
                 },
@@ -318,9 +310,9 @@ impl Outbox {
     /// discarded with the queue, so the connection cannot be recovered.
     fn overflow(&self, state: std::sync::MutexGuard<'_, State>) -> Push {
         let code = if state.reliable.is_some() {
-            CLOSE_UNRECOVERABLE
+            close::UNRECOVERABLE
         } else {
-            CLOSE_SLOW_CONSUMER
+            close::SLOW_CONSUMER
         };
         self.close_locked(
             state,
@@ -606,7 +598,7 @@ mod tests {
         assert!(matches!(
             taken,
             Taken::Close(Close::Server {
-                code: CLOSE_SLOW_CONSUMER,
+                code: close::SLOW_CONSUMER,
                 ..
             })
         ));
@@ -760,7 +752,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 discard_queued: true,
                 ..
             })
@@ -792,7 +784,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));
@@ -815,7 +807,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));
@@ -831,7 +823,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));
