@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use hubcast_server::router::{Connection, Message, Router, RouterStats};
+use hubcast_server::message::Message;
+use hubcast_server::router::{Connection, Router, RouterStats};
 
 /// The environment variable that chooses the topology: `single` (the default) or `cluster`.
 pub const TOPOLOGY_ENV: &str = "HUBCAST_TEST_TOPOLOGY";

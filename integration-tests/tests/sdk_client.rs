@@ -17,7 +17,7 @@ use hubcast_sdk::{
     Any, Builder, Client, Connected, Disconnected, Event, Events, GroupMessage, Payload, Protocol,
     RejoinGroupFailed, State,
 };
-use hubcast_server::router::{Data, Message};
+use hubcast_server::message::{Data, Message};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

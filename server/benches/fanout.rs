@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt as _;
+use hubcast_server::message::{Data, Frame, Message, Queued, WireFormat};
 use hubcast_server::protocol::{self, Rendered};
-use hubcast_server::router::outbox::{Queued, Taken};
+use hubcast_server::router::outbox::Taken;
 use hubcast_server::router::{
-    ConnectSpec, Connection, ConnectionId, Data, Frame, Message, Permissions, ReliableLimits,
-    Router, RouterConfig, WireFormat,
+    ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, RouterConfig,
 };
 
 const PAYLOAD: usize = 2048;

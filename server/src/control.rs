@@ -25,9 +25,10 @@ use hubcast_proto::v1 as pb;
 
 use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
+use crate::message::{Data, Message, Utf8Bytes};
 use crate::router::{
-    self, ClusterError, Connection, Data, Message, Page, PageRequest, Permission, Router,
-    RouterError, SendOptions, Target, message::Utf8Bytes,
+    self, ClusterError, Connection, Page, PageRequest, Permission, Router, RouterError,
+    SendOptions, Target,
 };
 use hubcast_auth::{self as auth, KeyRing, TokenRequest};
 

@@ -4,8 +4,12 @@
 //! - [`router`]: the core. Hubs, connections, users, groups, permissions and fan-out. It
 //!   knows nothing of HTTP, warp or tonic; every edge calls the same [`router::Router`] API.
 //!   With `--redis` its backplane ([`router::cluster`]) joins the node to a cluster.
+//! - [`message`]: the message model (messages, payloads, frames, wire formats, queued items)
+//!   below both the router and the codecs: router → protocol → message, never back. Its
+//!   [`message::close`] holds every WebSocket close code the server sends.
 //! - [`protocol`]: the client subprotocols (simple WebSocket, `json.webpubsub.azure.v1`):
-//!   parsing client frames and encoding server messages once per wire format.
+//!   parsing client frames and encoding server messages; it imports the model, never the
+//!   router.
 //! - [`hubcast_auth`] (the `auth/` crate, beside this one): access keys, client access and
 //!   service tokens (HS256 JWT) and connection strings. The edges verify tokens with its
 //!   `verify` feature; the SDK and the load generator mint with it without linking this crate.
@@ -20,6 +24,8 @@
 //!   (sends, groups, users, permissions, closes, listings), served over gRPC
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`) and over Azure's REST
 //!   API (`rest`, on the HTTP listener).
+//! - `net`: what the listeners learn about a peer (`ClientAddr`) for the
+//!   edges, below both so the composition root and the edges do not import each other.
 //! - [`limits`]: per-hub and listener limits, rate limiting, counts of refusals.
 //! - [`filter`]: OData filters over connections (parse, type-check, evaluate).
 //! - [`error`]: the [`error::ErrorCode`] classification each edge maps to its wire form.
@@ -35,6 +41,8 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod message;
+mod net;
 pub mod protocol;
 mod redact;
 mod rest;

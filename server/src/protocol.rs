@@ -15,12 +15,9 @@
 pub mod json;
 pub mod protobuf;
 
-use std::collections::{HashSet, VecDeque};
-
 use bytes::{Bytes, BytesMut};
 
-use crate::router::outbox::Queued;
-use crate::router::{Frame, WireFormat};
+use crate::message::{Frame, Queued, WireFormat};
 
 pub use json::{AckError, ClientMessage, ParseError};
 
@@ -188,45 +185,6 @@ pub fn render(format: WireFormat, queued: Queued, scratch: &mut BytesMut) -> Ren
     }
 }
 
-/// How many processed ack ids a connection remembers for `Duplicate` answers (Azure: 1000).
-pub const ACK_ID_MEMORY: usize = 1000;
-
-/// The ack ids a connection has processed successfully, so that a retried request is
-/// answered `Duplicate` instead of being executed twice. Only successes are remembered:
-/// a failed request may be retried with the same id.
-#[derive(Debug, Default)]
-pub struct AckIds {
-    seen: HashSet<u64>,
-    order: VecDeque<u64>,
-}
-
-impl AckIds {
-    /// Whether `id` was already processed.
-    pub fn is_duplicate(&self, id: u64) -> bool {
-        self.seen.contains(&id)
-    }
-
-    /// Forgets `id` again: its request failed after all (in a cluster, the publish to the
-    /// other nodes), so a retry with the same id runs it again.
-    pub fn forget(&mut self, id: u64) {
-        if self.seen.remove(&id) {
-            self.order.retain(|seen| *seen != id);
-        }
-    }
-
-    /// Remembers a processed id, forgetting the oldest beyond [`ACK_ID_MEMORY`].
-    pub fn record(&mut self, id: u64) {
-        if self.seen.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > ACK_ID_MEMORY
-                && let Some(old) = self.order.pop_front()
-            {
-                self.seen.remove(&old);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,26 +199,5 @@ mod tests {
         assert_eq!((p.format, p.reliable), (WireFormat::Protobuf, false));
         assert_eq!(negotiate(["mqtt"]), None);
         assert_eq!(negotiate([]), None);
-    }
-
-    #[test]
-    fn ack_ids_remember_a_bounded_window() {
-        let mut ids = AckIds::default();
-        for id in 0..=ACK_ID_MEMORY as u64 {
-            ids.record(id);
-        }
-        assert!(!ids.is_duplicate(0), "oldest forgotten");
-        assert!(ids.is_duplicate(1));
-        assert!(ids.is_duplicate(ACK_ID_MEMORY as u64));
-        // A request that failed after all is forgotten, and the window stays exact.
-        ids.forget(5);
-        assert!(!ids.is_duplicate(5));
-        ids.record(ACK_ID_MEMORY as u64 + 1);
-        assert!(
-            ids.is_duplicate(1),
-            "the forgotten id made room: nothing else went"
-        );
-        ids.record(ACK_ID_MEMORY as u64 + 2);
-        assert!(!ids.is_duplicate(1), "then the oldest goes again");
     }
 }

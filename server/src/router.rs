@@ -6,7 +6,7 @@
 //! # Concurrency
 //! Each hub keeps three sharded indexes (connections by id, groups by name, users by id),
 //! so the send path takes only the read lock of one shard, never a global lock. A message is
-//! rendered once per wire format ([`message`]) and every recipient's [`outbox::Outbox`] gets
+//! rendered once per wire format (`encoded`) and every recipient's [`outbox::Outbox`] gets
 //! a cheap clone of the same bytes; pushing never waits on a client.
 //!
 //! Lock order, to stay deadlock-free: a connection's membership lock, then an index shard.
@@ -14,8 +14,8 @@
 
 pub mod cluster;
 pub mod connection;
+mod encoded;
 pub mod manage;
-pub mod message;
 pub mod outbox;
 pub mod permission;
 
@@ -30,11 +30,11 @@ use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
 pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
-pub use message::{Data, Frame, Message, Source, WireFormat};
-pub use outbox::{CLOSE_SLOW_CONSUMER, CLOSE_UNRECOVERABLE, Close, Push, ReliableLimits};
+pub use outbox::{Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
 
-use message::Encoded;
+use crate::message::{Data, Message, Source};
+use encoded::Encoded;
 
 /// Connections by id: the shape of every index value (a group's or a user's members).
 type Members = HashMap<Arc<str>, Arc<Connection>>;
@@ -635,6 +635,7 @@ fn remove_member(index: &DashMap<Arc<str>, Members>, key: &str, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Frame, WireFormat};
 
     fn router() -> Router {
         Router::new(RouterConfig {

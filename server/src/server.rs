@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
 use crate::limits::LimitCounters;
+use crate::net::ClientAddr;
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
@@ -77,6 +78,9 @@ pub struct Server {
     tls: Option<Tls>,
     /// OTLP metric export of this server's registry, when configured.
     metric_export: Option<MetricExport>,
+    /// The listeners' background tasks (the gRPC accept loop, TLS handshakes, HTTP
+    /// connections), closed and awaited at shutdown so none outlives [`Server::run`].
+    tasks: TaskTracker,
 }
 
 impl Server {
@@ -177,7 +181,14 @@ impl Server {
             limits,
             tls,
             metric_export,
+            tasks: TaskTracker::new(),
         })
+    }
+
+    /// The tracker of the listeners' background tasks; empty once [`Server::run`] returned.
+    #[doc(hidden)]
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
     }
 
     /// The bound HTTP address.
@@ -273,6 +284,7 @@ impl Server {
                 pending: pending.clone(),
                 tls: self.tls.as_ref().map(|t| t.grpc.clone()),
                 handshake_timeout: self.config.limits.handshake_timeout,
+                tasks: self.tasks.clone(),
             },
             // A peer that acknowledges nothing, not even our pings, for `idle_timeout` is
             // gone, as on the WebSocket side (`check` makes the difference positive).
@@ -302,6 +314,7 @@ impl Server {
             ))
             .or(demo::routes(demo));
         let stop_accepting = CancellationToken::new();
+        // Joined below, once the drain is over.
         let http = tokio::spawn(serve_http(
             self.listener,
             routes,
@@ -310,6 +323,7 @@ impl Server {
                 pending,
                 handshake_timeout: self.config.limits.handshake_timeout,
                 tls: self.tls.as_ref().map(|t| t.http.clone()),
+                tasks: self.tasks.clone(),
             },
         ));
         tracing::info!(
@@ -358,6 +372,16 @@ impl Server {
         if let Some(cluster) = self.router.cluster() {
             cluster.stop().await;
         }
+        // The listeners have stopped: their last tasks (connections, handshakes) end within
+        // what is left of the grace period, or are reported and left to the runtime.
+        self.tasks.close();
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "listener tasks still running after the shutdown grace period"
+            );
+        }
         // Last, so the final export has the counts of the drain.
         // The SDK's shutdown blocks until the final export is done, and that export runs on
         // this runtime: block a thread of the blocking pool, not a runtime thread.
@@ -394,16 +418,14 @@ fn metrics_route(
 /// How long plain HTTP requests in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
 
-/// The address of the peer of an HTTP connection, put in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
-
 /// Settings of the HTTP listener's accept loop.
 struct HttpAccept {
     pending: Arc<PendingSockets>,
     /// See [`Limits::handshake_timeout`](crate::limits::Limits).
     handshake_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where each connection's task is spawned (the server's tracker).
+    tasks: TaskTracker,
 }
 
 /// Accepts HTTP/1.1 connections until `stop` fires, then lets requests in flight finish for
@@ -459,7 +481,8 @@ async fn serve_http<F>(
         let watcher = graceful.watcher();
         let http = http.clone();
         let tls = accept.tls.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        accept.tasks.spawn(async move {
             let mut evicted = std::pin::pin!(slot.evicted());
             let served = match tls {
                 None => {
@@ -485,6 +508,8 @@ async fn serve_http<F>(
                             }
                         },
                         () = &mut evicted => return,
+                        // Shutdown awaits this task: a stalled handshake must not hold it.
+                        () = stop.cancelled() => return,
                     };
                     let connection =
                         http.serve_connection_with_upgrades(TokioIo::new(stream), service);

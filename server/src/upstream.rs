@@ -117,7 +117,7 @@ pub(crate) enum UserEventOutcome {
     /// Nothing selects the event: the edge keeps its behaviour without a handler.
     NoHandler,
     /// The backend answered; `Some` data goes back to the sender.
-    Replied(Option<crate::router::Data>),
+    Replied(Option<crate::message::Data>),
     /// Delivery failed (the reason is logged): the sender learns of a failure.
     Failed,
 }
@@ -338,7 +338,7 @@ impl Upstream {
         &self,
         session: &Session,
         name: &str,
-        data: Option<crate::router::Data>,
+        data: Option<crate::message::Data>,
     ) -> UserEventOutcome {
         let event = session.event(EventKind::User {
             name: name.to_owned(),

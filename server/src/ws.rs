@@ -31,26 +31,18 @@ use warp::{Filter, Rejection};
 
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
+use crate::message::{WireFormat, close};
+use crate::net::ClientAddr;
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
-    self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
+    self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router,
 };
-use crate::server::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
 use hubcast_auth::{self as auth, ClientClaims, KeyRing};
 
 /// Close codes the edge uses (RFC 6455 §7.4.1).
-mod code {
-    pub(super) const GOING_AWAY: u16 = 1001;
-    pub(super) const PROTOCOL_ERROR: u16 = 1002;
-    pub(super) const POLICY_VIOLATION: u16 = 1008;
-    pub(super) const UNSUPPORTED_DATA: u16 = 1003;
-    pub(super) const INVALID_PAYLOAD: u16 = 1007;
-    pub(super) const TOO_BIG: u16 = 1009;
-}
-
 /// The `disconnected` message and close reason at shutdown.
 const SHUTDOWN_REASON: &str = "The server is shutting down.";
 
@@ -566,5 +558,5 @@ fn connect(
 
 /// Sends the shutdown close to every connection.
 pub(crate) fn close_all(router: &Router) {
-    router.close_all(code::GOING_AWAY, SHUTDOWN_REASON);
+    router.close_all(close::GOING_AWAY, SHUTDOWN_REASON);
 }

@@ -273,6 +273,7 @@ impl GrpcEdge {
         health.set_serving::<ControlServer<ControlService>>().await;
         let draining = CancellationToken::new();
         if let Some(serving) = cluster_serving {
+            // Ends when the edge starts draining, at the start of shutdown; it holds nothing.
             tokio::spawn(follow_cluster(health.clone(), serving, draining.clone()));
         }
         // v1 for current tools, v1alpha for older grpcurl and friends.
@@ -306,6 +307,7 @@ impl GrpcEdge {
         let stop = CancellationToken::new();
         let incoming = grpc_incoming(listener, accept, stop.clone());
         let signal = stop.clone().cancelled_owned();
+        // Joined (or aborted after STOP_GRACE) by `GrpcEdge::stop`.
         let task = tokio::spawn(async move {
             let (interval, timeout) = keepalive;
             let served = tonic::transport::Server::builder()

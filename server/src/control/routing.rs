@@ -24,9 +24,9 @@ use prost::Message as _;
 
 use super::{Control, ControlError, Field, PageToken, Result, page_request};
 use crate::error::{Classify, ErrorCode};
+use crate::message::{Data, Message, Utf8Bytes};
 use crate::router::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
 use crate::router::cluster::{Cluster, Handler};
-use crate::router::{Data, Message, message::Utf8Bytes};
 
 /// Declares the async mutation methods and [`Control::apply_local`] from one list, so the
 /// two can never disagree about which local method an operation runs.

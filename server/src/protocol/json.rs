@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::router::{Data, Message, Source, message::Utf8Bytes};
+use crate::message::{Data, Message, Source, Utf8Bytes};
 
 /// Standard base64 (Azure's `binary` and `protobuf` payloads), tolerant of missing padding
 /// on input, always padded on output.

@@ -18,7 +18,7 @@ use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use super::json::{AckError, ClientMessage, ParseError};
-use crate::router::{Data, Message, Source};
+use crate::message::{Data, Message, Source};
 
 /// Field numbers of the hand-encoded messages (client.proto).
 mod field {

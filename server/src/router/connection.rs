@@ -1,6 +1,6 @@
 //! One client connection as the router sees it: identity, permissions, groups and outbox.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,10 +10,9 @@ use rand::RngCore;
 
 use tokio_util::sync::CancellationToken;
 
-use super::message::{Frame, WireFormat};
 use super::outbox::{Close, Outbox, Push, ReliableLimits};
 use super::permission::{Permission, Permissions};
-use crate::protocol::AckIds;
+use crate::message::{Frame, WireFormat};
 
 /// A connection id: 22 URL-safe characters (128 random bits, base64url), opaque to clients
 /// and safe to put in REST paths and CloudEvents `ce-source`.
@@ -255,4 +254,69 @@ pub struct ConnectSpec {
     /// A frame queued before the connection becomes reachable, so it is the first one the
     /// client sees (the `connected` system message).
     pub greeting: Option<Frame>,
+}
+
+/// How many processed ack ids a connection remembers for `Duplicate` answers (Azure: 1000).
+pub const ACK_ID_MEMORY: usize = 1000;
+
+/// The ack ids a connection has processed successfully, so that a retried request is
+/// answered `Duplicate` instead of being executed twice. Only successes are remembered:
+/// a failed request may be retried with the same id.
+#[derive(Debug, Default)]
+pub struct AckIds {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl AckIds {
+    /// Whether `id` was already processed.
+    pub fn is_duplicate(&self, id: u64) -> bool {
+        self.seen.contains(&id)
+    }
+
+    /// Forgets `id` again: its request failed after all (in a cluster, the publish to the
+    /// other nodes), so a retry with the same id runs it again.
+    pub fn forget(&mut self, id: u64) {
+        if self.seen.remove(&id) {
+            self.order.retain(|seen| *seen != id);
+        }
+    }
+
+    /// Remembers a processed id, forgetting the oldest beyond [`ACK_ID_MEMORY`].
+    pub fn record(&mut self, id: u64) {
+        if self.seen.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > ACK_ID_MEMORY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_ids_remember_a_bounded_window() {
+        let mut ids = AckIds::default();
+        for id in 0..=ACK_ID_MEMORY as u64 {
+            ids.record(id);
+        }
+        assert!(!ids.is_duplicate(0), "oldest forgotten");
+        assert!(ids.is_duplicate(1));
+        assert!(ids.is_duplicate(ACK_ID_MEMORY as u64));
+        // A request that failed after all is forgotten, and the window stays exact.
+        ids.forget(5);
+        assert!(!ids.is_duplicate(5));
+        ids.record(ACK_ID_MEMORY as u64 + 1);
+        assert!(
+            ids.is_duplicate(1),
+            "the forgotten id made room: nothing else went"
+        );
+        ids.record(ACK_ID_MEMORY as u64 + 2);
+        assert!(!ids.is_duplicate(1), "then the oldest goes again");
+    }
 }

@@ -19,17 +19,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::Encoded;
+use super::encoded::Encoded;
 use super::{
     Close, Connection, Hub, Message, Permission, Router, RouterError, check_group_name,
     remove_member,
 };
 use crate::error::{Classify, ErrorCode};
+use crate::message::close;
 use crate::telemetry::SendKind;
-
-/// Close code of a connection closed through the control plane (normal closure), after its
-/// `disconnected` message carrying the reason.
-pub const CLOSE_BY_SERVICE: u16 = 1000;
 
 /// Which connections of a hub an operation addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +275,7 @@ impl Router {
     // === closing ===
 
     /// Closes the connections `target` addresses, except `excluded`: each gets a
-    /// `disconnected` message with `reason` (protocol clients) and a [`CLOSE_BY_SERVICE`]
+    /// `disconnected` message with `reason` (protocol clients) and a [`close::BY_SERVICE`]
     /// close after what is already queued for it. They leave every index at once, so
     /// existence checks and sends no longer see them. Returns how many were closed.
     pub fn close_connections(
@@ -295,7 +292,7 @@ impl Router {
                 continue;
             }
             conn.close(Close::Server {
-                code: CLOSE_BY_SERVICE,
+                code: close::BY_SERVICE,
                 reason: reason.to_owned(),
                 discard_queued: false,
             });
@@ -479,10 +476,9 @@ fn first_page<T>(mut items: Vec<T>, limit: usize, cmp: impl Fn(&T, &T) -> CmpOrd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Data, WireFormat};
     use crate::router::outbox::Taken;
-    use crate::router::{
-        ConnectSpec, ConnectionId, Data, Permissions, ReliableLimits, RouterConfig, WireFormat,
-    };
+    use crate::router::{ConnectSpec, ConnectionId, Permissions, ReliableLimits, RouterConfig};
 
     fn router() -> Router {
         Router::new(RouterConfig {
@@ -667,7 +663,7 @@ mod tests {
         assert_eq!(
             a.outbox().current_close(),
             Some(Close::Server {
-                code: CLOSE_BY_SERVICE,
+                code: close::BY_SERVICE,
                 reason: "bye".into(),
                 discard_queued: false
             })

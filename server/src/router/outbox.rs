@@ -41,16 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::message::Frame;
-use crate::telemetry::trace::TraceParent;
-
-/// Close code for a connection whose outbox overflowed (RFC 6455 1013, "try again later"):
-/// the client may reconnect, but it was not keeping up.
-pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
-
-/// Close code for a reliable connection that cannot be recovered (RFC 6455 1008, "policy
-/// violation"): Azure's clients stop trying to recover on this code and start afresh.
-pub const CLOSE_UNRECOVERABLE: u16 = 1008;
+use crate::message::{Frame, Origin, Queued, close};
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,32 +69,6 @@ pub enum Push {
     Overflow,
     /// The connection is already closing; the frame was dropped.
     Closed,
-}
-
-/// A frame in the queue, with the sequence id it carries on a reliable connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    /// The shared frame.
-    pub frame: Frame,
-    /// `Some` for data messages to reliable connections: the writer splices it in.
-    pub sequence_id: Option<u64>,
-    /// For a message sent with a TTL (non-reliable connections only): when it stops being
-    /// worth writing. [`Outbox::take`] drops it from then on.
-    pub expires: Option<Instant>,
-    /// For a data message: when fan-out started, for the publish-to-write latency
-    /// (`hubcast_fanout_latency_seconds`). `None` for control frames and resends.
-    pub published: Option<Instant>,
-    /// For a traced data message: the fan-out span, parent of the writer's delivery span.
-    pub trace: Option<TraceParent>,
-}
-
-/// Where a data message comes from, carried beside each recipient's copy.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    /// When fan-out started.
-    pub published: Option<Instant>,
-    /// The fan-out span, when the message is traced.
-    pub trace: Option<TraceParent>,
 }
 
 /// What the writer gets from [`Outbox::take`] besides frames.
@@ -290,7 +255,7 @@ impl Outbox {
             return self.close_locked(
                 state,
                 Close::Server {
-                    code: CLOSE_UNRECOVERABLE,
+                    code: close::UNRECOVERABLE,
                     reason,
                     discard_queued: true,
                 },
@@ -345,9 +310,9 @@ impl Outbox {
     /// discarded with the queue, so the connection cannot be recovered.
     fn overflow(&self, state: std::sync::MutexGuard<'_, State>) -> Push {
         let code = if state.reliable.is_some() {
-            CLOSE_UNRECOVERABLE
+            close::UNRECOVERABLE
         } else {
-            CLOSE_SLOW_CONSUMER
+            close::SLOW_CONSUMER
         };
         self.close_locked(
             state,
@@ -633,7 +598,7 @@ mod tests {
         assert!(matches!(
             taken,
             Taken::Close(Close::Server {
-                code: CLOSE_SLOW_CONSUMER,
+                code: close::SLOW_CONSUMER,
                 ..
             })
         ));
@@ -787,7 +752,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 discard_queued: true,
                 ..
             })
@@ -819,7 +784,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));
@@ -842,7 +807,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));
@@ -858,7 +823,7 @@ mod tests {
         assert!(matches!(
             outbox.current_close(),
             Some(Close::Server {
-                code: CLOSE_UNRECOVERABLE,
+                code: close::UNRECOVERABLE,
                 ..
             })
         ));

@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::{LimitCounters, LimitKind};
@@ -441,6 +442,8 @@ pub(crate) struct GrpcAccept {
     pub(crate) pending: Arc<PendingSockets>,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) handshake_timeout: Duration,
+    /// Where the accept loop and TLS handshakes are spawned (the server's tracker).
+    pub(crate) tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for GrpcAccept {
@@ -463,7 +466,8 @@ pub(crate) fn grpc_incoming(
 ) -> impl futures_util::Stream<Item = io::Result<Watched<GrpcIo>>> + Send + 'static {
     // A few sockets may wait here for tonic to take them; beyond that, accepting waits.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Watched<GrpcIo>>>(16);
-    tokio::spawn(async move {
+    let tasks = settings.tasks.clone();
+    tasks.spawn(async move {
         let mut backoff = Backoff::new(Listener::Grpc);
         loop {
             let (stream, _) = tokio::select! {
@@ -486,11 +490,14 @@ pub(crate) fn grpc_incoming(
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
                     let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let stop = stop.clone();
+                    settings.tasks.spawn(async move {
                         let evicted = slot.evicted();
                         let tls = tokio::select! {
                             tls = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => tls,
                             () = evicted => return,
+                            // Shutdown awaits this task: a stalled handshake must not hold it.
+                            () = stop.cancelled() => return,
                         };
                         let stream = match tls {
                             Ok(Ok(stream)) => stream,

@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::router::{ConnectionId, Data};
+use crate::message::Data;
+use crate::router::ConnectionId;
 
 /// One event of one connection.
 #[derive(Debug, Clone)]

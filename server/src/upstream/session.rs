@@ -7,11 +7,9 @@ use std::time::SystemTime;
 
 use super::event::{ConnectBody, Event, EventKind};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
+use crate::message::{Data, Frame, Message, close};
 use crate::protocol::{self, AckError};
-use crate::router::{Close, Connection, ConnectionId, Data, Frame, Message, Router};
-
-/// Close code for a simple client whose frame could not be handled upstream (spec §2.5).
-const CLOSE_INTERNAL_ERROR: u16 = 1011;
+use crate::router::{Close, Connection, ConnectionId, Router};
 
 /// The upstream side of one accepted connection. The connection task owns it; events are
 /// numbered from it and carry its connection state.
@@ -227,7 +225,7 @@ pub(crate) async fn on_simple_frame(
         UserEventOutcome::Failed => "The event handler failed to handle the 'message' event.",
     };
     conn.close(Close::Server {
-        code: CLOSE_INTERNAL_ERROR,
+        code: close::INTERNAL_ERROR,
         reason: reason.into(),
         discard_queued: false,
     });

@@ -17,7 +17,7 @@ use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, 
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
 use crate::config::{EventHandlerConfig, UpstreamConfig};
-use crate::router::{Data, message::Utf8Bytes};
+use crate::message::{Data, Utf8Bytes};
 use client::{HttpClient, InboundResponse, OutboundRequest, SendError};
 use hubcast_auth::KeyRing;
 use validation::Validator;

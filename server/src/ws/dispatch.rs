@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Edge, code};
+use super::Edge;
 use crate::limits::LimitKind;
+use crate::message::{Data, Frame, Message, Utf8Bytes, WireFormat, close};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::cluster::Published;
-use crate::router::message::Utf8Bytes;
-use crate::router::{
-    self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
-};
+use crate::router::{self, Close, Connection, Permission, Router};
 use crate::telemetry::trace;
 use crate::upstream::JsonEvent;
 
@@ -33,7 +31,7 @@ pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: Utf8Bytes) -> O
         WireFormat::Protobuf => {
             server_close(
                 conn,
-                code::UNSUPPORTED_DATA,
+                close::UNSUPPORTED_DATA,
                 "Text frames are not supported by the protobuf subprotocols.",
             );
             None
@@ -49,7 +47,7 @@ pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: Bytes) -> Op
         WireFormat::Json => {
             server_close(
                 conn,
-                code::UNSUPPORTED_DATA,
+                close::UNSUPPORTED_DATA,
                 "Binary frames are not supported by the JSON subprotocols.",
             );
             None
@@ -76,7 +74,7 @@ fn on_parsed(
         Ok(message) => return on_message(edge, conn, message),
         Err(ParseError::Malformed(why)) => server_close(
             conn,
-            code::INVALID_PAYLOAD,
+            close::INVALID_PAYLOAD,
             &format!("Invalid message: {why}"),
         ),
         Err(ParseError::Invalid { ack_id, message }) => {

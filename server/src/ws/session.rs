@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::dispatch::{self, UserEvent};
-use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, code, connection_span};
+use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, connection_span};
 use crate::limits::{LimitKind, RateLimiter};
+use crate::message::{Frame, WireFormat, close};
 use crate::protocol::{self, Rendered, Subprotocol};
-use crate::router;
 use crate::router::outbox::Taken;
-use crate::router::{Close, Connection, Frame, WireFormat};
+use crate::router::{Close, Connection};
 use crate::telemetry::HubMetrics;
 use crate::telemetry::trace::{self, TraceParent};
 use crate::upstream::{self, Session};
@@ -80,7 +80,7 @@ where
     let epoch = conn.outbox().epoch();
     // Shutdown may have started during the upgrade, after its sweep of the router.
     if edge.draining.is_cancelled() {
-        dispatch::server_close(&conn, code::GOING_AWAY, SHUTDOWN_REASON);
+        dispatch::server_close(&conn, close::GOING_AWAY, SHUTDOWN_REASON);
     }
     let Some(session) = edge.sessions.get(conn.id().as_str()).map(|s| s.clone()) else {
         return;
@@ -117,7 +117,7 @@ pub(super) async fn recover<S>(
                 .reliable_recoveries
                 .with(&[metrics.hub_label(hub), "refused"])
                 .inc();
-            send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
+            send_close(&mut ws, format, close::POLICY_VIOLATION, why).await;
             return;
         }
     };
@@ -132,7 +132,7 @@ pub(super) async fn recover<S>(
     );
     let Some(epoch) = conn.outbox().reattach(connected) else {
         let why = "The connection has ended and cannot be recovered.";
-        send_close(&mut ws, format, code::POLICY_VIOLATION, why).await;
+        send_close(&mut ws, format, close::POLICY_VIOLATION, why).await;
         return;
     };
     edge.router
@@ -240,7 +240,7 @@ where
 /// Ends a connection whose upgrade never completed: it was registered before the `101`.
 pub(super) async fn abandon(edge: &Edge, conn: &Connection, reason: &str) {
     conn.close(Close::Server {
-        code: code::GOING_AWAY,
+        code: close::GOING_AWAY,
         reason: reason.into(),
         discard_queued: true,
     });
@@ -256,14 +256,14 @@ fn disconnect_reason(conn: &Connection, draining: bool) -> &'static str {
     match conn.outbox().current_close() {
         None | Some(Close::Peer) => "client",
         Some(Close::Server { code, .. }) => match code {
-            router::CLOSE_SLOW_CONSUMER => "slow_consumer",
-            router::CLOSE_UNRECOVERABLE => "unacked_limit",
-            code::GOING_AWAY if draining => "shutdown",
-            code::TOO_BIG => "message_too_large",
-            code::UNSUPPORTED_DATA | code::INVALID_PAYLOAD | code::PROTOCOL_ERROR => {
+            close::SLOW_CONSUMER => "slow_consumer",
+            close::UNRECOVERABLE => "unacked_limit",
+            close::GOING_AWAY if draining => "shutdown",
+            close::TOO_BIG => "message_too_large",
+            close::UNSUPPORTED_DATA | close::INVALID_PAYLOAD | close::PROTOCOL_ERROR => {
                 "protocol_error"
             }
-            router::manage::CLOSE_BY_SERVICE => "closed_by_service",
+            close::BY_SERVICE => "closed_by_service",
             _ => "server",
         },
     }
@@ -424,7 +424,7 @@ where
                         },
                         kind.name()
                     );
-                    dispatch::server_close(conn, code::POLICY_VIOLATION, &why);
+                    dispatch::server_close(conn, close::POLICY_VIOLATION, &why);
                 }
                 continue;
             }
@@ -461,7 +461,7 @@ where
                     "The message exceeds the limit of {} bytes.",
                     edge.config.hub_limits(conn.hub()).max_message_bytes
                 );
-                dispatch::server_close(conn, code::TOO_BIG, &why);
+                dispatch::server_close(conn, close::TOO_BIG, &why);
                 // The rest of the oversized frame cannot be skipped; stop reading.
                 return ReadEnd::Stopped;
             }
@@ -469,7 +469,7 @@ where
                 tracing::debug!(error = %e, "text frame is not valid UTF-8");
                 dispatch::server_close(
                     conn,
-                    code::INVALID_PAYLOAD,
+                    close::INVALID_PAYLOAD,
                     "The text message is not valid UTF-8.",
                 );
                 return ReadEnd::Stopped;
@@ -484,7 +484,7 @@ where
                 tracing::debug!(error = %e, "WebSocket protocol violation");
                 dispatch::server_close(
                     conn,
-                    code::PROTOCOL_ERROR,
+                    close::PROTOCOL_ERROR,
                     &format!("WebSocket protocol error: {e}."),
                 );
                 return ReadEnd::Stopped;

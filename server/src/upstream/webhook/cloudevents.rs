@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sha2::Sha256;
 
 use super::super::event::{Event, EventKind};
-use crate::router::Data;
+use crate::message::Data;
 use hubcast_auth::KeyRing;
 
 /// `Content-Type` of system events.
