@@ -1,6 +1,6 @@
 //! The control plane: one implementation of every data-plane operation, served by two
-//! edges: the typed gRPC API ([`grpc`], package `hubcast.v1`) and Azure's REST API
-//! (`crate::rest`).
+//! edges: the typed gRPC API ([`grpc`](crate::edge::grpc), package `hubcast.v1`) and Azure's REST API
+//! (`crate::edge::rest`).
 //!
 //! Both edges turn a call into the same `hubcast.v1` request message and hand it to
 //! [`Control`], which validates it (names, payload, TTL, OData filter, page tokens) and calls
@@ -13,7 +13,6 @@
 //! [`routing`], which run them here, on the node that owns a connection, or on every node of
 //! a cluster (and merge the answers).
 
-pub(crate) mod grpc;
 mod routing;
 
 use std::sync::Arc;

@@ -28,6 +28,7 @@ pub mod auth;
 pub mod config;
 mod control;
 mod demo;
+mod edge;
 pub mod error;
 pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -36,13 +37,11 @@ pub mod fuzzing;
 pub mod limits;
 pub mod protocol;
 mod redact;
-mod rest;
 pub mod router;
 mod server;
 pub mod telemetry;
 pub mod tls;
 mod upstream;
-mod ws;
 
 pub use config::Config;
 pub use server::{Error, Server};

@@ -25,8 +25,10 @@ pub(crate) use sockets::{GrpcAccept, grpc_incoming};
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
-use crate::control::{Control, grpc::GrpcEdge};
+use crate::control::Control;
 use crate::demo::{self, Demo};
+use crate::edge::grpc::GrpcEdge;
+use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
@@ -34,7 +36,6 @@ use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
-use crate::ws::{self, Edge};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -295,7 +296,7 @@ impl Server {
         let routes = ws::routes(edge.clone())
             .or(health)
             .or(metrics)
-            .or(crate::rest::routes(
+            .or(crate::edge::rest::routes(
                 control,
                 self.config.limits.request_body_timeout,
                 self.limits.clone(),

@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::{Control, ControlError};
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
+use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::server::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};

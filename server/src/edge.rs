@@ -1,0 +1,3 @@
+pub(crate) mod grpc;
+pub(crate) mod rest;
+pub(crate) mod ws;
