@@ -1,7 +1,7 @@
 //! The edges: one module per wire protocol a caller speaks to Hubcast.
 //!
 //! An edge parses its wire protocol, authenticates the caller, then calls the service layer
-//! ([`crate::control`]) for every operation; it keeps no routing state of its own and never
+//! ([`crate::node`]) for every operation; it keeps no routing state of its own and never
 //! talks to the backplane. Its only other job is mapping the service layer's
 //! [`ErrorCode`](crate::error::ErrorCode) to its wire form, in one function.
 //!

@@ -26,7 +26,6 @@
 
 pub mod auth;
 pub mod config;
-mod control;
 mod demo;
 mod edge;
 pub mod error;
@@ -35,6 +34,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod node;
 pub mod protocol;
 mod redact;
 pub mod router;

@@ -25,11 +25,11 @@ pub(crate) use sockets::{GrpcAccept, grpc_incoming};
 
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::config::Config;
-use crate::control::Control;
 use crate::demo::{self, Demo};
 use crate::edge::grpc::GrpcEdge;
 use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
+use crate::node::Control;
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;

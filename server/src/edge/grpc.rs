@@ -24,8 +24,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
-use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
+use crate::node::{Control, ControlError};
 use crate::server::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
 use tracing::Instrument as _;

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth;
-use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::limits::{LimitCounters, LimitKind};
+use crate::node::{Control, ControlError};
 use crate::router::Permission;
 use crate::telemetry::{ControlCall, trace};
 use route::{NoRoute, Route};
