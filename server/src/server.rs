@@ -29,7 +29,7 @@ use crate::demo::{self, Demo};
 use crate::edge::grpc::GrpcEdge;
 use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
-use crate::node::Control;
+use crate::node::Node;
 use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
@@ -252,8 +252,9 @@ impl Server {
                 };
                 warp::reply::with_status(warp::reply(), status)
             });
-        // Control plane: one implementation, two edges (REST here, gRPC on its listener).
-        let control = Control::new(
+        // The service layer: one implementation behind every edge (REST here, gRPC on its
+        // listener).
+        let node = Node::new(
             self.router.clone(),
             self.keys.clone(),
             self.endpoint.clone(),
@@ -268,7 +269,7 @@ impl Server {
         let keepalive = self.config.client.keepalive_interval;
         let grpc = GrpcEdge::start(
             self.grpc_listener,
-            control.clone(),
+            node.clone(),
             events,
             GrpcAccept {
                 pending: pending.clone(),
@@ -297,7 +298,7 @@ impl Server {
             .or(health)
             .or(metrics)
             .or(crate::edge::rest::routes(
-                control,
+                node,
                 self.config.limits.request_body_timeout,
                 self.limits.clone(),
             ))

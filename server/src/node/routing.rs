@@ -1,7 +1,7 @@
 //! Where each control-plane operation runs: on this node alone (single node), or across the
 //! cluster through the router's [`Cluster`] backplane.
 //!
-//! The edges call the async methods here; they call the `local_*` methods of [`Control`],
+//! The edges call the async methods here; they call the `local_*` methods of [`Node`],
 //! which act on this node's connections, on the nodes that must act:
 //!
 //! - an operation on one connection (send, group membership, permission, close, exists,
@@ -22,17 +22,17 @@ use hubcast_proto::v1 as pb;
 use pb::batch_operation::Operation;
 use prost::Message as _;
 
-use super::{Control, ControlError, Field, PageToken, Result, page_request};
+use super::{Field, Node, NodeError, PageToken, Result, page_request};
 use crate::error::{Classify, ErrorCode};
 use crate::router::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
 use crate::router::cluster::{Cluster, Handler};
 use crate::router::{Data, Message, message::Utf8Bytes};
 
-/// Declares the async mutation methods and [`Control::apply_local`] from one list, so the
+/// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
 /// two can never disagree about which local method an operation runs.
 macro_rules! mutations {
     ($($name:ident => $local:ident($request:ident) -> $response:ident, $variant:ident;)*) => {
-        impl Control {
+        impl Node {
             $(
                 #[doc = concat!("`", stringify!($request), "`, wherever its targets are.")]
                 pub(crate) async fn $name(&self, req: pb::$request) -> Result<pb::$response> {
@@ -86,7 +86,7 @@ fn connection_of(op: &Operation) -> Option<&str> {
     }
 }
 
-impl Control {
+impl Node {
     /// Runs a mutation where it must run.
     pub(crate) async fn mutate(&self, op: Operation) -> Result<()> {
         let Some(cluster) = self.router().cluster() else {
@@ -115,7 +115,7 @@ impl Control {
             .await
             .map(drop)
             .map_err(|e| {
-                ControlError::Cluster(crate::router::ClusterError::Unavailable(format!(
+                NodeError::Cluster(crate::router::ClusterError::Unavailable(format!(
                     "{e}; applied on this node, perhaps not on every other"
                 )))
             })
@@ -407,16 +407,16 @@ impl Control {
     }
 }
 
-impl Handler for Control {
+impl Handler for Node {
     fn handle(&self, body: Body) -> Option<Reply> {
         match body {
             Body::Op(op) => Some(to_reply(match op.operation {
                 Some(op) => self.apply_local(op).map(|()| Vec::new()),
-                None => Err(ControlError::invalid(Field::Hub, "empty operation")),
+                None => Err(NodeError::invalid(Field::Hub, "empty operation")),
             })),
             Body::Query(query) => Some(to_reply(match query.question {
                 Some(q) => self.answer_local(q),
-                None => Err(ControlError::invalid(Field::Hub, "empty question")),
+                None => Err(NodeError::invalid(Field::Hub, "empty question")),
             })),
             Body::GroupSend(send) => {
                 self.deliver_group_send(send);
@@ -461,7 +461,7 @@ fn merge_pages<T>(
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R> {
-    R::decode(bytes).map_err(|e| ControlError::Remote {
+    R::decode(bytes).map_err(|e| NodeError::Remote {
         code: ErrorCode::Internal,
         message: format!("undecodable answer from another node: {e}"),
         field: None,
@@ -487,7 +487,7 @@ fn from_reply(reply: &Reply) -> Result<Vec<u8>> {
     if reply.error_code == 0 {
         return Ok(reply.body.clone());
     }
-    Err(ControlError::Remote {
+    Err(NodeError::Remote {
         code: code_of(reply.error_code),
         message: reply.message.clone(),
         field: field_of(reply.field),
