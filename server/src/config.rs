@@ -258,7 +258,7 @@ impl Default for ClusterConfig {
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
             key_prefix: "hubcast".into(),
-            lease: crate::router::cluster::DEFAULT_LEASE,
+            lease: crate::cluster::DEFAULT_LEASE,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`router`]: the core. Hubs, connections, users, groups, permissions and fan-out. It
 //!   knows nothing of HTTP, warp or tonic; every edge calls the same [`router::Router`] API.
-//!   With `--redis` its backplane ([`router::cluster`]) joins the node to a cluster.
+//!   With `--redis` its backplane ([`cluster`]) joins the node to a cluster.
 //! - [`protocol`]: the client subprotocols (simple WebSocket, `json.webpubsub.azure.v1`):
 //!   parsing client frames and encoding server messages once per wire format.
 //! - [`auth`]: access keys, client access tokens (HS256 JWT) and connection strings.
@@ -25,6 +25,7 @@
 //! - [`Server`]: binds the listeners and runs everything until a shutdown signal.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod demo;
 mod edge;

@@ -12,7 +12,6 @@
 //! Lock order, to stay deadlock-free: a connection's membership lock, then an index shard.
 //! Fan-out holds an index shard, then an outbox lock, and never a membership lock.
 
-pub mod cluster;
 pub mod connection;
 pub mod manage;
 pub mod message;
@@ -27,7 +26,8 @@ use dashmap::DashMap;
 
 use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
 
-pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
+use crate::cluster;
+pub use crate::cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use message::{Data, Frame, Message, Source, WireFormat};

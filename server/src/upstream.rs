@@ -49,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::KeyRing;
+use crate::cluster::Cluster;
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
-use crate::router::cluster::Cluster;
 
 pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply};
 pub(crate) use session::{

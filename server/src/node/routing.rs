@@ -23,9 +23,9 @@ use pb::batch_operation::Operation;
 use prost::Message as _;
 
 use super::{Field, Node, NodeError, PageToken, Result, page_request};
+use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
+use crate::cluster::{Cluster, Handler};
 use crate::error::{Classify, ErrorCode};
-use crate::router::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
-use crate::router::cluster::{Cluster, Handler};
 use crate::router::{Data, Message, message::Utf8Bytes};
 
 /// Declares the async mutation methods and [`Node::apply_local`] from one list, so the

@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
-use crate::router::cluster::Cluster;
-use crate::router::cluster::wire::ListenerAd;
+use crate::cluster::Cluster;
+use crate::cluster::wire::ListenerAd;
 use crate::router::{Data, message::Utf8Bytes};
 use remote::RemoteListeners;
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Edge, code};
+use crate::cluster::Published;
 use crate::limits::LimitKind;
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
-use crate::router::cluster::Published;
 use crate::router::message::Utf8Bytes;
 use crate::router::{
     self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
