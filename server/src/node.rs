@@ -23,11 +23,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hubcast_proto::v1 as pb;
 
 use crate::auth::{self, KeyRing, TokenRequest};
+use crate::cluster::{Cluster, ClusterError};
 use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
 use crate::router::{
-    self, ClusterError, Connection, Data, Message, Page, PageRequest, Permission, Router,
-    RouterError, SendOptions, Target, message::Utf8Bytes,
+    self, Connection, Data, Message, Page, PageRequest, Permission, Router, RouterError,
+    SendOptions, Target, message::Utf8Bytes,
 };
 
 /// Longest message TTL (Azure: 300 s).
@@ -156,26 +157,30 @@ pub(crate) struct Node {
 #[derive(Debug)]
 struct Inner {
     router: Router,
+    /// The Redis backplane, handed in by the composition root; `None` on a single node.
+    cluster: Option<Arc<Cluster>>,
     keys: KeyRing,
     /// The public endpoint, without a trailing slash (token audiences, client URLs).
     endpoint: String,
 }
 
 impl Node {
-    /// The control plane of `router`; in a cluster it also handles what the other nodes ask
-    /// of this one.
-    pub(crate) fn new(router: Router, keys: KeyRing, endpoint: String) -> Self {
-        let node = Self {
+    /// The service layer of `router`, and in a cluster of its backplane `cluster` (what the
+    /// other nodes ask of this one comes through [`Node::serve_cluster`]).
+    pub(crate) fn new(
+        router: Router,
+        cluster: Option<Arc<Cluster>>,
+        keys: KeyRing,
+        endpoint: String,
+    ) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 router,
+                cluster,
                 keys,
                 endpoint,
             }),
-        };
-        if let Some(cluster) = node.router().cluster() {
-            cluster.set_handler(Arc::new(node.clone()));
         }
-        node
     }
 
     pub(crate) fn keys(&self) -> &KeyRing {
@@ -193,6 +198,11 @@ impl Node {
 
     fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// The backplane; `None` on a single node.
+    fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.as_ref()
     }
 
     // === sends ===

@@ -32,6 +32,7 @@ use warp::{Filter, Rejection};
 use crate::auth::{self, ClientClaims, KeyRing};
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
+use crate::node::Node;
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
@@ -68,6 +69,8 @@ const READ_BUFFER_BYTES: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct Edge {
     pub(crate) router: Router,
+    /// The service layer: sends that leave this node go through it.
+    pub(crate) node: Node,
     pub(crate) config: Arc<Config>,
     pub(crate) keys: KeyRing,
     pub(crate) endpoint: String,

@@ -1,5 +1,5 @@
 //! Where each control-plane operation runs: on this node alone (single node), or across the
-//! cluster through the router's [`Cluster`] backplane.
+//! cluster through the [`Cluster`] backplane.
 //!
 //! The edges call the async methods here; they call the `local_*` methods of [`Node`],
 //! which act on this node's connections, on the nodes that must act:
@@ -24,9 +24,9 @@ use prost::Message as _;
 
 use super::{Field, Node, NodeError, PageToken, Result, page_request};
 use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
-use crate::cluster::{Cluster, Handler};
+use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
-use crate::router::{Data, Message, message::Utf8Bytes};
+use crate::router::{Data, Message, Source, message::Utf8Bytes};
 
 /// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
 /// two can never disagree about which local method an operation runs.
@@ -89,7 +89,7 @@ fn connection_of(op: &Operation) -> Option<&str> {
 impl Node {
     /// Runs a mutation where it must run.
     pub(crate) async fn mutate(&self, op: Operation) -> Result<()> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return self.apply_local(op);
         };
         if let Some(id) = connection_of(&op) {
@@ -115,7 +115,7 @@ impl Node {
             .await
             .map(drop)
             .map_err(|e| {
-                NodeError::Cluster(crate::router::ClusterError::Unavailable(format!(
+                NodeError::Cluster(ClusterError::Unavailable(format!(
                     "{e}; applied on this node, perhaps not on every other"
                 )))
             })
@@ -127,7 +127,7 @@ impl Node {
         id: &str,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<R>> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
         let Some(owner) = remote_owner(cluster, id) else {
@@ -147,7 +147,7 @@ impl Node {
         &self,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<Vec<R>>> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
         let replies = cluster
@@ -407,7 +407,60 @@ impl Node {
     }
 }
 
-impl Handler for Node {
+impl Node {
+    /// Carries out what the other nodes ask of this one, in the order they asked, until the
+    /// node leaves the cluster. The composition root runs it in a task of its own.
+    pub(crate) async fn serve_cluster(self, cluster: Arc<Cluster>, mut requests: Requests) {
+        while let Some(request) = requests.next().await {
+            let reply = request.span.in_scope(|| self.handle(request.body));
+            if let Some(reply) = reply {
+                cluster.answer(request.asker, reply);
+            }
+        }
+    }
+
+    /// Hands a client's group send to the other nodes (after [`Router::send_to_group`] has
+    /// delivered it here). Does nothing on a single node (`None`); in a cluster, what it
+    /// returns says when Redis has taken the message, which is when the other nodes can
+    /// have it.
+    ///
+    /// [`Router::send_to_group`]: crate::router::Router::send_to_group
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the other nodes cannot be reached now.
+    pub(crate) fn forward_group_send(
+        &self,
+        hub: &str,
+        group: &str,
+        message: &Message,
+        excluded: Option<&str>,
+    ) -> std::result::Result<Option<Published>, ClusterError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let from_user = match &message.source {
+            Source::Group { from_user, .. } => from_user.as_deref().map(str::to_owned),
+            Source::Server => None,
+        };
+        let (data_type, payload) = match &message.data {
+            Data::Text(t) => (0, bytes::Bytes::from(t.clone())),
+            Data::Json(t) => (1, bytes::Bytes::from(t.clone())),
+            Data::Binary(b) => (2, b.clone()),
+            Data::Protobuf(b) => (3, b.clone()),
+        };
+        cluster
+            .broadcast_confirmed(Body::GroupSend(GroupSend {
+                hub: hub.to_owned(),
+                group: group.to_owned(),
+                from_user,
+                excluded: excluded.map(str::to_owned),
+                data_type,
+                payload,
+            }))
+            .map(Some)
+    }
+
+    /// Carries out one request of another node; returns the reply when it expects one.
     fn handle(&self, body: Body) -> Option<Reply> {
         match body {
             Body::Op(op) => Some(to_reply(match op.operation {

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Edge, code};
-use crate::cluster::Published;
+use crate::cluster::{ClusterError, Published};
 use crate::limits::LimitKind;
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::message::Utf8Bytes;
-use crate::router::{
-    self, Close, Connection, Data, Frame, Message, Permission, Router, WireFormat,
-};
+use crate::router::{self, Close, Connection, Data, Frame, Message, Permission, WireFormat};
 use crate::telemetry::trace;
 use crate::upstream::JsonEvent;
 
@@ -120,7 +118,7 @@ fn on_message(
             data,
         } => acked_after_publish(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
-            send_to_group(router, conn, &group, no_echo, data)
+            send_to_group(edge, conn, &group, no_echo, data)
                 .map_err(|e| (AckError::InternalServerError, forward_failure(&e)))
         }),
         ClientMessage::Event {
@@ -188,19 +186,21 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
 /// error tells the client that those may not have it). In a cluster, what it returns
 /// resolves once Redis has taken the message.
 fn send_to_group(
-    router: &Router,
+    edge: &Edge,
     conn: &Connection,
     group: &str,
     no_echo: bool,
     data: Data,
-) -> Result<Option<Published>, router::ClusterError> {
+) -> Result<Option<Published>, ClusterError> {
     let message = Message::to_group(group, conn.user_id().cloned(), data);
     let me = [conn.id().as_str()];
     let excluded: &[&str] = if no_echo { &me } else { &[] };
-    let recipients = router.send_to_group(conn.hub(), group, &message, excluded);
+    let recipients = edge
+        .router
+        .send_to_group(conn.hub(), group, &message, excluded);
     trace::record("group", group);
     trace::record("recipients", recipients);
-    router.forward_group_send(
+    edge.node.forward_group_send(
         conn.hub(),
         group,
         &message,
@@ -259,7 +259,7 @@ fn acked(
 }
 
 /// What a failed hand-over to the other nodes tells the client.
-fn forward_failure(e: &router::ClusterError) -> String {
+fn forward_failure(e: &ClusterError) -> String {
     format!("Delivered on this node only; the other nodes may not have it: {e}")
 }
 
