@@ -15,6 +15,8 @@
 
 mod routing;
 
+pub(crate) use routing::Forwarded;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -26,7 +26,8 @@ use super::{Field, Node, NodeError, PageToken, Result, page_request};
 use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
 use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
-use crate::router::{Data, Message, Source, message::Utf8Bytes};
+use crate::router::{Connection, Data, Message, Source, message::Utf8Bytes};
+use crate::telemetry::trace;
 
 /// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
 /// two can never disagree about which local method an operation runs.
@@ -407,6 +408,20 @@ impl Node {
     }
 }
 
+/// A client's group send on its way to the other nodes.
+#[derive(Debug)]
+pub(crate) struct Forwarded(Published);
+
+impl Forwarded {
+    /// Waits until Redis has taken the message.
+    ///
+    /// # Errors
+    /// [`NodeError::Cluster`]: Redis did not take it (timed out, failed, the node stopped).
+    pub(crate) async fn outcome(self) -> Result<()> {
+        Ok(self.0.outcome().await?)
+    }
+}
+
 impl Node {
     /// Carries out what the other nodes ask of this one, in the order they asked, until the
     /// node leaves the cluster. The composition root runs it in a task of its own.
@@ -419,16 +434,37 @@ impl Node {
         }
     }
 
-    /// Hands a client's group send to the other nodes (after [`Router::send_to_group`] has
-    /// delivered it here). Does nothing on a single node (`None`); in a cluster, what it
-    /// returns says when Redis has taken the message, which is when the other nodes can
-    /// have it.
-    ///
-    /// [`Router::send_to_group`]: crate::router::Router::send_to_group
+    /// A client's send to `group` of its hub, in one call: delivered to this node's members
+    /// at once, then handed to the other nodes. On a single node it returns `None`; in a
+    /// cluster, a [`Forwarded`] that resolves when Redis has taken the message, which is when
+    /// the other nodes can have it (the WebSocket edge acks then).
     ///
     /// # Errors
-    /// [`ClusterError`] when the other nodes cannot be reached now.
-    pub(crate) fn forward_group_send(
+    /// [`NodeError::Cluster`] when the other nodes cannot be reached now; the message was
+    /// still delivered here.
+    pub(crate) fn send_to_group_from_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        no_echo: bool,
+        data: Data,
+    ) -> Result<Option<Forwarded>> {
+        let message = Message::to_group(group, conn.user_id().cloned(), data);
+        let me = [conn.id().as_str()];
+        let excluded: &[&str] = if no_echo { &me } else { &[] };
+        let recipients = self
+            .router()
+            .send_to_group(conn.hub(), group, &message, excluded);
+        trace::record("group", group);
+        trace::record("recipients", recipients);
+        let excluded = no_echo.then(|| conn.id().as_str());
+        Ok(self
+            .forward_group_send(conn.hub(), group, &message, excluded)?
+            .map(Forwarded))
+    }
+
+    /// Hands a group send delivered here to the other nodes; `None` on a single node.
+    fn forward_group_send(
         &self,
         hub: &str,
         group: &str,
