@@ -40,6 +40,7 @@ pub mod protocol;
 mod redact;
 pub mod router;
 mod server;
+mod sockets;
 pub mod telemetry;
 pub mod tls;
 mod upstream;

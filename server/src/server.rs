@@ -18,11 +18,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
-mod sockets;
-
-use sockets::{Backoff, Listener, PendingSockets, Slot};
-pub(crate) use sockets::{GrpcAccept, grpc_incoming};
-
 use crate::auth::{AuthError, ConnectionString, KeyRing};
 use crate::cluster::{Cluster, ClusterSettings, Requests};
 use crate::config::Config;
@@ -32,6 +27,7 @@ use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
 use crate::node::Node;
 use crate::router::{Router, RouterConfig};
+use crate::sockets::{self, Backoff, GrpcAccept, Listener, PendingSockets, Slot};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
@@ -449,7 +445,7 @@ struct HttpAccept {
 /// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
 /// `TCP_NODELAY` (without it small messages wait for delayed ACKs (Nagle), tens of
 /// milliseconds per message), a handshake deadline from accept, and a place among the
-/// pending sockets (see [`sockets`]).
+/// pending sockets (see [`sockets`](crate::sockets)).
 async fn serve_http<F>(
     listener: TcpListener,
     filter: F,

@@ -26,7 +26,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{self, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use crate::error::{Classify, ErrorCode};
 use crate::node::{Node, NodeError};
-use crate::server::{GrpcAccept, grpc_incoming};
+use crate::sockets::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
 use tracing::Instrument as _;
 
