@@ -27,7 +27,7 @@ use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
 use crate::node::Node;
 use crate::router::{Router, RouterConfig};
-use crate::sockets::{self, Backoff, GrpcAccept, Listener, PendingSockets, Slot};
+use crate::sockets::{self, Backoff, ClientAddr, GrpcAccept, Listener, PendingSockets, Slot};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
@@ -428,10 +428,6 @@ fn metrics_route(
 
 /// How long plain HTTP requests in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
-
-/// The address of the peer of an HTTP connection, put in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// Settings of the HTTP listener's accept loop.
 struct HttpAccept {

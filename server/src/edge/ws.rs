@@ -37,7 +37,7 @@ use crate::protocol::{self, Subprotocol};
 use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, WireFormat,
 };
-use crate::server::ClientAddr;
+use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
