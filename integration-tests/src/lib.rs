@@ -37,7 +37,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hubcast_auth::{TokenRequest, client_url, mint_client_token};
 use hubcast_server::limits::LimitCounters;
-use hubcast_server::router::Router;
 use hubcast_server::{Config, Server};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -62,7 +61,7 @@ pub use control::{Rest, RestResponse, enc};
 pub mod cluster;
 
 pub mod topology;
-pub use topology::{CLUSTER_NODES, Routers, TOPOLOGY_ENV, Topology};
+pub use topology::{CLUSTER_NODES, NodeState, Routers, TOPOLOGY_ENV, Topology};
 
 /// How long any single wait (a receive, a handshake, a condition) may take before the test
 /// fails.
@@ -97,7 +96,7 @@ pub struct TestServer {
     /// the control calls.
     nodes: Vec<Node>,
     /// Each node's router, in the order of `nodes` (a slice of its own for [`Routers`]).
-    routers: Vec<Router>,
+    routers: Vec<NodeState>,
     /// Which client node the next client URL names (a cluster alternates).
     next_client: AtomicUsize,
     endpoint: String,
@@ -131,7 +130,7 @@ impl fmt::Debug for TestServer {
 impl Node {
     /// Binds a server for `config` and runs it until the returned node's shutdown sender is
     /// used or dropped. Returns the node, its router, its endpoint and its primary key.
-    async fn start(config: Config) -> (Self, Router, String, String) {
+    async fn start(config: Config) -> (Self, NodeState, String, String) {
         let server = tokio::time::timeout(TIMEOUT, Server::bind(config))
             .await
             .expect("Server::bind timed out")
@@ -142,7 +141,7 @@ impl Node {
         assert_ne!(grpc_addr.port(), 0, "grpc_addr must report the bound port");
         let endpoint = server.endpoint().to_owned();
         let key = server.keys().primary().to_owned();
-        let router = server.router();
+        let router = NodeState::new(server.router(), server.cluster());
         let limits = server.limit_counters();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

@@ -9,8 +9,10 @@
 //! says the same thing in both topologies: a connection exists if some node holds it, a group
 //! exists if some node has a member in it, counters are summed.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
+use hubcast_server::cluster::Cluster;
 use hubcast_server::message::Message;
 use hubcast_server::router::{Connection, Router, RouterStats};
 
@@ -45,16 +47,43 @@ impl Topology {
     }
 }
 
+/// One node's in-process state: its router and, on a cluster, its backplane (which the
+/// server owns beside the router). Derefs to the router.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    router: Router,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl NodeState {
+    pub(crate) fn new(router: Router, cluster: Option<Arc<Cluster>>) -> Self {
+        Self { router, cluster }
+    }
+
+    /// The node's Redis backplane; `None` on a single node.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+}
+
+impl Deref for NodeState {
+    type Target = Router;
+
+    fn deref(&self) -> &Router {
+        &self.router
+    }
+}
+
 /// The routers of every node of a [`TestServer`](crate::TestServer), answering as one
 /// server. Each answer is read from the nodes' in-process state (no Redis round trip), so it
 /// can be polled with [`assert_eventually!`](crate::assert_eventually) as on one node.
 #[derive(Debug, Clone, Copy)]
 pub struct Routers<'a> {
-    nodes: &'a [Router],
+    nodes: &'a [NodeState],
 }
 
 impl<'a> Routers<'a> {
-    pub(crate) fn new(nodes: &'a [Router]) -> Self {
+    pub(crate) fn new(nodes: &'a [NodeState]) -> Self {
         Self { nodes }
     }
 
@@ -107,7 +136,7 @@ impl<'a> Routers<'a> {
             slow_consumer_closes: 0,
             messages_delivered: 0,
         };
-        for stats in self.nodes.iter().map(Router::stats) {
+        for stats in self.nodes.iter().map(|r| r.stats()) {
             total.connections += stats.connections;
             total.slow_consumer_closes += stats.slow_consumer_closes;
             total.messages_delivered += stats.messages_delivered;
@@ -117,7 +146,7 @@ impl<'a> Routers<'a> {
 
     /// Each node's own router, in start order (on a cluster: nodes 1 and 2 hold the
     /// clients, node 3 takes the control calls).
-    pub fn nodes(&self) -> &'a [Router] {
+    pub fn nodes(&self) -> &'a [NodeState] {
         self.nodes
     }
 }

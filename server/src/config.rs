@@ -199,6 +199,27 @@ impl Config {
     }
 }
 
+/// How long a node stays in cluster answers after its last heartbeat, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// Where the Redis of the backplane is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis server (or a proxy that looks like one), by URL.
+    Single(String),
+    /// A Redis Cluster, by the URLs of some of its nodes (seeds).
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(url) => write!(f, "Redis at {url}"),
+            Self::Cluster(seeds) => write!(f, "Redis Cluster at {}", seeds.join(", ")),
+        }
+    }
+}
+
 /// Cluster settings (scale-out through a shared Redis; see docs/DEPLOYMENT.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -222,8 +243,7 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// The Redis of the backplane, if any.
-    pub fn redis_target(&self) -> Option<crate::router::RedisTarget> {
-        use crate::router::RedisTarget;
+    pub fn redis_target(&self) -> Option<RedisTarget> {
         match (&self.redis_url, self.redis_cluster_nodes.is_empty()) {
             (Some(url), _) => Some(RedisTarget::Single(url.clone())),
             (None, false) => Some(RedisTarget::Cluster(self.redis_cluster_nodes.clone())),
@@ -258,7 +278,7 @@ impl Default for ClusterConfig {
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
             key_prefix: "hubcast".into(),
-            lease: crate::router::cluster::DEFAULT_LEASE,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -538,7 +558,7 @@ mod tests {
         cfg.check().expect("consistent");
         assert_eq!(
             cfg.cluster.redis_target(),
-            Some(crate::router::RedisTarget::Cluster(vec![
+            Some(RedisTarget::Cluster(vec![
                 "redis://10.0.0.1:7000".into(),
                 "redis://10.0.0.2:7000".into()
             ]))

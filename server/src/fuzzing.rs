@@ -89,8 +89,8 @@ pub fn jwt(data: &[u8]) {
 pub fn rest_request(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (path, query) = text.split_once('?').unwrap_or((&text, ""));
-    crate::rest::fuzz::request(path, query);
-    crate::rest::fuzz::groups_body(data);
+    crate::edge::rest::fuzz::request(path, query);
+    crate::edge::rest::fuzz::groups_body(data);
 }
 
 /// A webhook's answer: the first two bytes pick the status, then `name: value` header

@@ -12,7 +12,6 @@
 //! Lock order, to stay deadlock-free: a connection's membership lock, then an index shard.
 //! Fan-out holds an index shard, then an outbox lock, and never a membership lock.
 
-pub mod cluster;
 pub mod connection;
 mod encoded;
 pub mod manage;
@@ -27,13 +26,12 @@ use dashmap::DashMap;
 
 use crate::telemetry::{HubMetrics, Metrics, SendKind, trace};
 
-pub use cluster::{Cluster, ClusterError, ClusterMetrics, ClusterSettings, RedisTarget};
 pub use connection::{ConnectSpec, Connection, ConnectionId};
 pub use manage::{HubStats, Page, PageRequest, SendOptions, Target};
 pub use outbox::{Close, Push, ReliableLimits};
 pub use permission::{Permission, Permissions};
 
-use crate::message::{Data, Message, Source};
+use crate::message::Message;
 use encoded::Encoded;
 
 /// Connections by id: the shape of every index value (a group's or a user's members).
@@ -158,8 +156,9 @@ struct Inner {
     outbox_bytes: usize,
     counters: Counters,
     metrics: Metrics,
-    /// The Redis backplane; `None` on a single node, where nothing leaves this process.
-    cluster: Option<Arc<Cluster>>,
+    /// This node's id in a cluster (the prefix of every connection id it hands out); `None`
+    /// on a single node. The router knows nothing else of the backplane.
+    node: Option<Arc<str>>,
 }
 
 /// The core router. Cheap to clone; all clones share state.
@@ -178,18 +177,19 @@ pub struct RouterConfig {
 impl Router {
     /// An empty router for a single node.
     pub fn new(config: RouterConfig) -> Self {
-        Self::with_cluster(config, None)
+        Self::with_node_id(config, None)
     }
 
-    /// An empty router, one node of a cluster when `cluster` is set.
-    pub fn with_cluster(config: RouterConfig, cluster: Option<Arc<Cluster>>) -> Self {
+    /// An empty router, one node of a cluster when `node` (this node's id) is set: the
+    /// connection ids it hands out start with it.
+    pub fn with_node_id(config: RouterConfig, node: Option<Arc<str>>) -> Self {
         let router = Self {
             inner: Arc::new(Inner {
                 hubs: DashMap::new(),
                 outbox_bytes: config.outbox_bytes,
                 counters: Counters::default(),
                 metrics: Metrics::new(),
-                cluster,
+                node,
             }),
         };
         // Outbox and reliable-buffer gauges are sums over connections, computed when asked.
@@ -213,38 +213,6 @@ impl Router {
                     .set(as_i64(unacked_bytes));
             }
         });
-        if let Some(cluster) = &router.inner.cluster {
-            let cluster = Arc::downgrade(cluster);
-            // The backplane keeps its own atomics; counters advance by what changed since the
-            // last collection.
-            let last = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-            router.inner.metrics.on_collect(move |registry| {
-                let Some(cluster) = cluster.upgrade() else {
-                    return;
-                };
-                let m = cluster.metrics();
-                let node = [cluster.node()];
-                registry
-                    .cluster_degraded
-                    .with(&node)
-                    .set(i64::from(m.degraded));
-                registry
-                    .cluster_publish_latency
-                    .with(&node)
-                    .set(i64::try_from(m.publish_latency_us).unwrap_or(i64::MAX));
-                let delta =
-                    |i: usize, now: u64| now.saturating_sub(last[i].swap(now, Ordering::Relaxed));
-                registry
-                    .cluster_messages
-                    .with(&[cluster.node(), "published"])
-                    .add(delta(0, m.published));
-                registry
-                    .cluster_messages
-                    .with(&[cluster.node(), "received"])
-                    .add(delta(1, m.received));
-                registry.cluster_errors.with(&node).add(delta(2, m.errors));
-            });
-        }
         router
     }
 
@@ -261,57 +229,13 @@ impl Router {
         }
     }
 
-    /// The Redis backplane, when this node is part of a cluster.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.inner.cluster.as_ref()
-    }
-
     /// A fresh connection id; in a cluster it starts with this node's id, so any node can
     /// tell which one owns the connection.
     pub fn new_connection_id(&self) -> ConnectionId {
-        match &self.inner.cluster {
+        match &self.inner.node {
             None => ConnectionId::generate(),
-            Some(cluster) => ConnectionId::generate_on(cluster.node()),
+            Some(node) => ConnectionId::generate_on(node),
         }
-    }
-
-    /// Hands a client's group send to the other nodes (after [`Router::send_to_group`] has
-    /// delivered it here). Does nothing on a single node (`None`); in a cluster, what it
-    /// returns says when Redis has taken the message, which is when the other nodes can
-    /// have it.
-    ///
-    /// # Errors
-    /// [`ClusterError`] when the other nodes cannot be reached now.
-    pub fn forward_group_send(
-        &self,
-        hub: &str,
-        group: &str,
-        message: &Message,
-        excluded: Option<&str>,
-    ) -> Result<Option<cluster::Published>, ClusterError> {
-        let Some(cluster) = &self.inner.cluster else {
-            return Ok(None);
-        };
-        let from_user = match &message.source {
-            Source::Group { from_user, .. } => from_user.as_deref().map(str::to_owned),
-            Source::Server => None,
-        };
-        let (data_type, payload) = match &message.data {
-            Data::Text(t) => (0, bytes::Bytes::from(t.clone())),
-            Data::Json(t) => (1, bytes::Bytes::from(t.clone())),
-            Data::Binary(b) => (2, b.clone()),
-            Data::Protobuf(b) => (3, b.clone()),
-        };
-        cluster
-            .broadcast_confirmed(cluster::wire::Body::GroupSend(cluster::wire::GroupSend {
-                hub: hub.to_owned(),
-                group: group.to_owned(),
-                from_user,
-                excluded: excluded.map(str::to_owned),
-                data_type,
-                payload,
-            }))
-            .map(Some)
     }
 
     fn hub(&self, hub: &str) -> Option<Arc<Hub>> {
@@ -635,7 +559,7 @@ fn remove_member(index: &DashMap<Arc<str>, Members>, key: &str, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Frame, WireFormat};
+    use crate::message::{Data, Frame, WireFormat};
 
     fn router() -> Router {
         Router::new(RouterConfig {

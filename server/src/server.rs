@@ -18,23 +18,20 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
-mod sockets;
-
-use sockets::{Backoff, Listener, PendingSockets, Slot};
-pub(crate) use sockets::{GrpcAccept, grpc_incoming};
-
+use crate::cluster::{Cluster, ClusterSettings, Requests};
 use crate::config::Config;
-use crate::control::{Control, grpc::GrpcEdge};
 use crate::demo::{self, Demo};
+use crate::edge::grpc::GrpcEdge;
+use crate::edge::ws::{self, Edge};
 use crate::limits::LimitCounters;
-use crate::net::ClientAddr;
-use crate::router::{Cluster, ClusterSettings, Router, RouterConfig};
+use crate::node::Node;
+use crate::router::{Router, RouterConfig};
+use crate::sockets::{self, Backoff, ClientAddr, GrpcAccept, Listener, PendingSockets, Slot};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
-use crate::ws::{self, Edge};
 use hubcast_auth::{AuthError, ConnectionString, KeyRing};
 
 /// Why the server could not start.
@@ -74,6 +71,13 @@ pub struct Server {
     keys: KeyRing,
     config: Arc<Config>,
     router: Router,
+    /// The Redis backplane (`None` on a single node): owned here, handed to the service
+    /// layer and the upstream, never to the router or an edge.
+    cluster: Option<Arc<Cluster>>,
+    /// The requests of other nodes, until [`Server::run`] gives them to the service layer.
+    cluster_requests: Option<Requests>,
+    /// The service layer every edge calls.
+    node: Node,
     limits: Arc<LimitCounters>,
     tls: Option<Tls>,
     /// OTLP metric export of this server's registry, when configured.
@@ -131,34 +135,39 @@ impl Server {
             None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
-        let cluster = match config.cluster.redis_target() {
-            None => None,
-            Some(redis) => Some(
-                Cluster::start(ClusterSettings {
+        let (cluster, cluster_requests) = match config.cluster.redis_target() {
+            None => (None, None),
+            Some(redis) => {
+                let (cluster, requests) = Cluster::start(ClusterSettings {
                     redis,
                     key_prefix: config.cluster.key_prefix.clone(),
                     lease: config.cluster.lease,
                 })
                 .await
-                .map_err(|e| Error::Invalid(e.to_string()))?,
-            ),
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+                (Some(cluster), Some(requests))
+            }
         };
-        let router = Router::with_cluster(
+        // The router knows only this node's id (for connection ids), not the backplane.
+        let router = Router::with_node_id(
             RouterConfig {
                 outbox_bytes: config.client.outbox_bytes,
             },
-            cluster,
+            cluster.as_ref().map(|c| Arc::from(c.node())),
         );
         router.metrics().set_series_limits(
             config.metrics.max_series_per_metric,
             config.metrics.hub_series_expiry,
         );
+        if let Some(cluster) = &cluster {
+            cluster.export_metrics(router.metrics());
+        }
         let upstream = Upstream::new(
             &config,
             keys.clone(),
             &endpoint,
             router.metrics().clone(),
-            router.cluster().cloned(),
+            cluster.clone(),
         )
         .map_err(|e| Error::Invalid(e.to_string()))?;
         let limits = Arc::new(LimitCounters::default());
@@ -168,6 +177,12 @@ impl Server {
                 .map_err(|e| Error::Invalid(e.to_string()))?,
             None => None,
         };
+        let node = Node::new(
+            router.clone(),
+            cluster.clone(),
+            keys.clone(),
+            endpoint.clone(),
+        );
         Ok(Self {
             listener,
             local_addr,
@@ -178,6 +193,9 @@ impl Server {
             keys,
             config: Arc::new(config),
             router,
+            cluster,
+            cluster_requests,
+            node,
             limits,
             tls,
             metric_export,
@@ -221,6 +239,12 @@ impl Server {
         self.router.clone()
     }
 
+    /// The Redis backplane of this node (`None` on a single node), for in-process callers
+    /// and tests.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.clone()
+    }
+
     /// How often each limit has refused something; shared with the running server.
     pub fn limit_counters(&self) -> Arc<LimitCounters> {
         self.limits.clone()
@@ -233,11 +257,19 @@ impl Server {
     /// # Errors
     /// None yet; the signature leaves room for listeners that fail at run time.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        // What the other nodes ask of this one goes to the service layer, in one task.
+        let cluster_requests = match (&self.cluster, self.cluster_requests.take()) {
+            (Some(cluster), Some(requests)) => Some(tokio::spawn(
+                self.node.clone().serve_cluster(cluster.clone(), requests),
+            )),
+            _ => None,
+        };
         let edge = Arc::new(Edge {
             router: self.router.clone(),
+            node: self.node.clone(),
             config: self.config.clone(),
             keys: self.keys.clone(),
             endpoint: self.endpoint.clone(),
@@ -262,12 +294,9 @@ impl Server {
                 };
                 warp::reply::with_status(warp::reply(), status)
             });
-        // Control plane: one implementation, two edges (REST here, gRPC on its listener).
-        let control = Control::new(
-            self.router.clone(),
-            self.keys.clone(),
-            self.endpoint.clone(),
-        );
+        // The service layer: one implementation behind every edge (REST here, gRPC on its
+        // listener).
+        let node = self.node.clone();
         let events = self.upstream.listeners().clone();
         // One cap for the pending sockets of both listeners: they share one descriptor table.
         let pending = PendingSockets::new(
@@ -278,7 +307,7 @@ impl Server {
         let keepalive = self.config.client.keepalive_interval;
         let grpc = GrpcEdge::start(
             self.grpc_listener,
-            control.clone(),
+            node.clone(),
             events,
             GrpcAccept {
                 pending: pending.clone(),
@@ -292,7 +321,7 @@ impl Server {
                 keepalive,
                 self.config.limits.idle_timeout.saturating_sub(keepalive),
             ),
-            self.router.cluster().map(|c| c.serving()),
+            self.cluster.as_ref().map(|c| c.serving()),
         )
         .await;
         let demo = Arc::new(Demo {
@@ -307,8 +336,8 @@ impl Server {
         let routes = ws::routes(edge.clone())
             .or(health)
             .or(metrics)
-            .or(crate::rest::routes(
-                control,
+            .or(crate::edge::rest::routes(
+                node,
                 self.config.limits.request_body_timeout,
                 self.limits.clone(),
             ))
@@ -369,18 +398,13 @@ impl Server {
             .shutdown(grace.saturating_sub(started.elapsed()))
             .await;
         grpc.stop().await;
-        if let Some(cluster) = self.router.cluster() {
+        if let Some(cluster) = &self.cluster {
             cluster.stop().await;
         }
-        // The listeners have stopped: their last tasks (connections, handshakes) end within
-        // what is left of the grace period, or are reported and left to the runtime.
-        self.tasks.close();
-        let left = grace.saturating_sub(started.elapsed());
-        if tokio::time::timeout(left, self.tasks.wait()).await.is_err() {
-            tracing::warn!(
-                remaining = self.tasks.len(),
-                "listener tasks still running after the shutdown grace period"
-            );
+        if let Some(task) = cluster_requests
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "cluster request task failed");
         }
         // Last, so the final export has the counts of the drain.
         // The SDK's shutdown blocks until the final export is done, and that export runs on
@@ -432,7 +456,7 @@ struct HttpAccept {
 /// [`HTTP_DRAIN`]. Our own accept loop (rather than `warp::serve`) so that every socket gets
 /// `TCP_NODELAY` (without it small messages wait for delayed ACKs (Nagle), tens of
 /// milliseconds per message), a handshake deadline from accept, and a place among the
-/// pending sockets (see [`sockets`]).
+/// pending sockets (see [`sockets`](crate::sockets)).
 async fn serve_http<F>(
     listener: TcpListener,
     filter: F,

@@ -48,8 +48,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
-use crate::router::cluster::Cluster;
 use hubcast_auth::KeyRing;
 
 pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply};

@@ -47,7 +47,7 @@ export const STEP_TIMEOUT_MS = 10_000;
 export const DEFAULT_ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
 
 /** Log targets kept at info at least, for the start-up lines `ProcessServer.waitForLog` reads. */
-const STARTUP_LOG_TARGETS = "hubcast_server::server=info,hubcast_server::router::cluster=info";
+const STARTUP_LOG_TARGETS = "hubcast_server::server=info,hubcast_server::cluster=info";
 
 /** Rejects with a message naming `what` if `promise` does not settle within `ms`. */
 export function withTimeout(promise, ms, what) {

@@ -23,9 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
+use crate::cluster::Cluster;
+use crate::cluster::wire::ListenerAd;
 use crate::message::{Data, Utf8Bytes};
-use crate::router::cluster::Cluster;
-use crate::router::cluster::wire::ListenerAd;
 use remote::RemoteListeners;
 
 /// Events that may wait for one listener's stream before senders wait.

@@ -19,8 +19,8 @@ use futures_util::future::BoxFuture;
 use hubcast_proto::v1 as pb;
 
 use super::{Listeners, from_proto, parse_subscription, to_proto};
-use crate::router::cluster::wire::{EventAnswer, ListenerAd};
-use crate::router::cluster::{Cluster, EventRelay};
+use crate::cluster::wire::{EventAnswer, ListenerAd};
+use crate::cluster::{Cluster, EventRelay};
 use crate::upstream::event::{DeliveryError, Event, EventName, Reply};
 use crate::upstream::handler::Selection;
 

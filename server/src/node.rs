@@ -1,20 +1,21 @@
-//! The control plane: one implementation of every data-plane operation, served by two
-//! edges: the typed gRPC API ([`grpc`], package `hubcast.v1`) and Azure's REST API
-//! (`crate::rest`).
+//! The service layer: one implementation of every operation this node offers, called by
+//! every edge ([`crate::edge`]): the typed gRPC API ([`grpc`](crate::edge::grpc), package
+//! `hubcast.v1`), Azure's REST API ([`rest`](crate::edge::rest)) and the WebSocket edge.
 //!
-//! Both edges turn a call into the same `hubcast.v1` request message and hand it to
-//! [`Control`], which validates it (names, payload, TTL, OData filter, page tokens) and calls
+//! The control edges turn a call into the same `hubcast.v1` request message and hand it to
+//! [`Node`], which validates it (names, payload, TTL, OData filter, page tokens) and calls
 //! the [`Router`]. So a REST call and the matching RPC cannot behave differently: the REST
 //! edge only parses HTTP into the request message and maps the outcome to Azure's status
-//! codes. Failures are [`ControlError`]s, classified by [`ErrorCode`]; each edge maps them to
+//! codes. Failures are [`NodeError`]s, classified by [`ErrorCode`]; each edge maps them to
 //! its wire form in exactly one function.
 //!
 //! The `local_*` methods act on this node's connections; the edges call the async methods of
 //! [`routing`], which run them here, on the node that owns a connection, or on every node of
 //! a cluster (and merge the answers).
 
-pub(crate) mod grpc;
 mod routing;
+
+pub(crate) use routing::Forwarded;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +24,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hubcast_proto::v1 as pb;
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
 use crate::message::{Data, Message, Utf8Bytes};
 use crate::router::{
-    self, ClusterError, Connection, Page, PageRequest, Permission, Router, RouterError,
-    SendOptions, Target,
+    self, Connection, Page, PageRequest, Permission, Router, RouterError, SendOptions, Target,
 };
 use hubcast_auth::{self as auth, KeyRing, TokenRequest};
 
@@ -83,7 +84,7 @@ impl Field {
 
 /// Why a control-plane operation failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ControlError {
+pub(crate) enum NodeError {
     /// A request field is missing or invalid.
     #[error("{message}")]
     Invalid {
@@ -113,7 +114,7 @@ pub(crate) enum ControlError {
     },
 }
 
-impl ControlError {
+impl NodeError {
     fn invalid(field: Field, message: impl Into<String>) -> Self {
         Self::Invalid {
             field,
@@ -124,60 +125,64 @@ impl ControlError {
     /// The field the error is about, if any.
     pub(crate) fn field(&self) -> Option<Field> {
         match self {
-            ControlError::Invalid { field, .. } => Some(*field),
-            ControlError::Router(RouterError::InvalidHub(_)) => Some(Field::Hub),
-            ControlError::Router(RouterError::InvalidGroup) => Some(Field::Group),
-            ControlError::Router(RouterError::NoConnection(_)) => Some(Field::ConnectionId),
-            ControlError::Filter(_) => Some(Field::Filter),
-            ControlError::Cluster(_) => None,
-            ControlError::Remote { field, .. } => *field,
+            NodeError::Invalid { field, .. } => Some(*field),
+            NodeError::Router(RouterError::InvalidHub(_)) => Some(Field::Hub),
+            NodeError::Router(RouterError::InvalidGroup) => Some(Field::Group),
+            NodeError::Router(RouterError::NoConnection(_)) => Some(Field::ConnectionId),
+            NodeError::Filter(_) => Some(Field::Filter),
+            NodeError::Cluster(_) => None,
+            NodeError::Remote { field, .. } => *field,
         }
     }
 }
 
-impl Classify for ControlError {
+impl Classify for NodeError {
     fn code(&self) -> ErrorCode {
         match self {
-            ControlError::Invalid { .. } => ErrorCode::BadRequest,
-            ControlError::Router(e) => e.code(),
-            ControlError::Filter(e) => e.code(),
-            ControlError::Cluster(_) => ErrorCode::Unavailable,
-            ControlError::Remote { code, .. } => *code,
+            NodeError::Invalid { .. } => ErrorCode::BadRequest,
+            NodeError::Router(e) => e.code(),
+            NodeError::Filter(e) => e.code(),
+            NodeError::Cluster(_) => ErrorCode::Unavailable,
+            NodeError::Remote { code, .. } => *code,
         }
     }
 }
 
-type Result<T> = std::result::Result<T, ControlError>;
+type Result<T> = std::result::Result<T, NodeError>;
 
 /// The control plane's operations, shared by the REST and gRPC edges. Cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct Control {
+pub(crate) struct Node {
     inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     router: Router,
+    /// The Redis backplane, handed in by the composition root; `None` on a single node.
+    cluster: Option<Arc<Cluster>>,
     keys: KeyRing,
     /// The public endpoint, without a trailing slash (token audiences, client URLs).
     endpoint: String,
 }
 
-impl Control {
-    /// The control plane of `router`; in a cluster it also handles what the other nodes ask
-    /// of this one.
-    pub(crate) fn new(router: Router, keys: KeyRing, endpoint: String) -> Self {
-        let control = Self {
+impl Node {
+    /// The service layer of `router`, and in a cluster of its backplane `cluster` (what the
+    /// other nodes ask of this one comes through [`Node::serve_cluster`]).
+    pub(crate) fn new(
+        router: Router,
+        cluster: Option<Arc<Cluster>>,
+        keys: KeyRing,
+        endpoint: String,
+    ) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 router,
+                cluster,
                 keys,
                 endpoint,
             }),
-        };
-        if let Some(cluster) = control.router().cluster() {
-            cluster.set_handler(Arc::new(control.clone()));
         }
-        control
     }
 
     pub(crate) fn keys(&self) -> &KeyRing {
@@ -195,6 +200,11 @@ impl Control {
 
     fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// The backplane; `None` on a single node.
+    fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.as_ref()
     }
 
     // === sends ===
@@ -271,7 +281,7 @@ impl Control {
         ttl_seconds: u32,
     ) -> Result<usize> {
         if ttl_seconds > MAX_TTL_SECONDS {
-            return Err(ControlError::invalid(
+            return Err(NodeError::invalid(
                 Field::Ttl,
                 format!(
                     "the message TTL must be 0 to {MAX_TTL_SECONDS} seconds, not {ttl_seconds}"
@@ -657,7 +667,7 @@ impl Control {
 /// A required string field must not be empty.
 fn required(field: Field, value: &str) -> Result<()> {
     if value.is_empty() {
-        Err(ControlError::invalid(
+        Err(NodeError::invalid(
             field,
             format!("{} is required", field.rest_name()),
         ))
@@ -669,7 +679,7 @@ fn required(field: Field, value: &str) -> Result<()> {
 /// The group names of a filtered group operation: at least one, each valid.
 fn group_list(groups: &[String]) -> Result<Vec<&str>> {
     if groups.is_empty() {
-        return Err(ControlError::invalid(
+        return Err(NodeError::invalid(
             Field::Groups,
             "groups must name at least one group",
         ));
@@ -678,7 +688,7 @@ fn group_list(groups: &[String]) -> Result<Vec<&str>> {
         .iter()
         .map(|g| {
             router::check_group_name(g).map_err(|e| {
-                ControlError::invalid(Field::Groups, format!("{e} (in groups: '{g}')"))
+                NodeError::invalid(Field::Groups, format!("{e} (in groups: '{g}')"))
             })?;
             Ok(g.as_str())
         })
@@ -697,7 +707,7 @@ fn permission_args<'a>(
         Ok(pb::Permission::SendToGroup) => Permission::SendToGroup,
         Ok(pb::Permission::JoinLeaveGroup) => Permission::JoinLeaveGroup,
         _ => {
-            return Err(ControlError::invalid(
+            return Err(NodeError::invalid(
                 Field::Permission,
                 "permission must be sendToGroup or joinLeaveGroup",
             ));
@@ -707,7 +717,7 @@ fn permission_args<'a>(
         None
     } else {
         router::check_group_name(target)
-            .map_err(|e| ControlError::invalid(Field::TargetGroup, e.to_string()))?;
+            .map_err(|e| NodeError::invalid(Field::TargetGroup, e.to_string()))?;
         Some(target)
     };
     Ok((hub, permission, target))
@@ -716,11 +726,11 @@ fn permission_args<'a>(
 /// A payload as the router carries it.
 fn data(payload: Option<pb::Payload>) -> Result<Data> {
     use pb::payload::Data as P;
-    let missing = || ControlError::invalid(Field::Payload, "a message payload is required");
+    let missing = || NodeError::invalid(Field::Payload, "a message payload is required");
     let payload = payload.ok_or_else(missing)?;
     let content_type = payload.content_type.trim();
     let wrong_type = |variant: &str, expected: &str| {
-        ControlError::invalid(
+        NodeError::invalid(
             Field::Payload,
             format!(
                 "content type '{content_type}' does not fit a {variant} payload (expected \
@@ -734,7 +744,7 @@ fn data(payload: Option<pb::Payload>) -> Result<Data> {
         P::Text(_) => Err(wrong_type("text", "text/plain")),
         P::Json(json) if is("application/json") => {
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
-                return Err(ControlError::invalid(
+                return Err(NodeError::invalid(
                     Field::Payload,
                     format!("the JSON payload is not valid JSON: {e}"),
                 ));
@@ -770,7 +780,7 @@ impl PageToken {
             return Ok(None);
         }
         let invalid = || {
-            ControlError::invalid(
+            NodeError::invalid(
                 Field::PageToken,
                 "the page token is invalid: pass back the token of the previous page of the \
                  same listing",
@@ -789,7 +799,7 @@ fn page_request(after: Option<&str>, page_size: u32) -> Result<PageRequest<'_>> 
     let limit = match usize::try_from(page_size).unwrap_or(usize::MAX) {
         0 => DEFAULT_PAGE_SIZE,
         n if n > MAX_PAGE_SIZE => {
-            return Err(ControlError::invalid(
+            return Err(NodeError::invalid(
                 Field::PageSize,
                 format!("the page size must be 1 to {MAX_PAGE_SIZE}, not {n}"),
             ));

@@ -32,11 +32,12 @@ use warp::{Filter, Rejection};
 use crate::config::Config;
 use crate::limits::{LimitCounters, LimitKind};
 use crate::message::{WireFormat, close};
-use crate::net::ClientAddr;
+use crate::node::Node;
 use crate::protocol::{self, Subprotocol};
 use crate::router::{
     self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router,
 };
+use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
 use dashmap::DashMap;
@@ -60,6 +61,8 @@ const READ_BUFFER_BYTES: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct Edge {
     pub(crate) router: Router,
+    /// The service layer: sends that leave this node go through it.
+    pub(crate) node: Node,
     pub(crate) config: Arc<Config>,
     pub(crate) keys: KeyRing,
     pub(crate) endpoint: String,

@@ -1,6 +1,6 @@
 //! The Redis backplane: how several Hubcast nodes behind one load balancer act as one service.
 //!
-//! Single node (no Redis URL) there is no backplane at all: the router holds `None` and every
+//! Single node (no Redis URL) there is no backplane at all: the server holds `None` and every
 //! operation stays in memory, at no extra cost on the send path.
 //!
 //! With Redis, each node has a random id of [`NODE_ID_LEN`] characters, and every connection
@@ -20,7 +20,8 @@
 //!
 //! Cluster state lives with the nodes that hold the connections, and questions are asked of
 //! the live nodes: `PUBLISH` says how many nodes are subscribed, and a lease key per node
-//! (`{prefix}:lease:{id}`, refreshed by a heartbeat, [`DEFAULT_LEASE`] by default) says which
+//! (`{prefix}:lease:{id}`, refreshed by a heartbeat,
+//! [`DEFAULT_LEASE`](crate::config::DEFAULT_LEASE) by default) says which
 //! are alive. A node that dies drops its Redis connections, so it leaves the answers at once;
 //! one that hangs leaves them when its lease runs out. There is nothing to clean up after a
 //! dead node but its entry in `{prefix}:nodes`, which the survivors remove.
@@ -55,12 +56,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use endpoint::RedisTarget;
+use crate::config::RedisTarget;
 use endpoint::{Commands, Endpoint};
 use tracing::Instrument as _;
 use wire::{Body, Envelope, EventAnswer, ListenerAd, Reply};
 
-use crate::telemetry::trace;
+use crate::telemetry::{Metrics, trace};
 
 /// A `backplane publish` span for a message to `channel` when traces are on (a disabled
 /// span otherwise, which costs nothing).
@@ -75,8 +76,9 @@ fn publish_span(channel: &str) -> tracing::Span {
 /// Length of a node id, which is also the prefix of every connection id the node hands out.
 pub const NODE_ID_LEN: usize = 6;
 
-/// How long a node stays in cluster answers after its last heartbeat, by default.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Requests from other nodes waiting for the service layer; beyond this the subscriber
+/// waits, as it did when it handled them itself.
+const INBOUND_CAPACITY: usize = 1024;
 
 /// How long a node waits for the answers of the others.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,11 +141,44 @@ pub struct ClusterMetrics {
     pub publish_latency_us: u64,
 }
 
-/// Carries out what other nodes ask of this one. Implemented by the control plane, which
-/// owns the meaning of every operation; the backplane only moves bytes.
-pub(crate) trait Handler: Send + Sync + fmt::Debug {
-    /// Handles one request; returns the reply when it expects one.
-    fn handle(&self, body: Body) -> Option<Reply>;
+/// What another node asks of this one, in the order the nodes' messages arrived. The
+/// service layer, which owns the meaning of every operation, carries it out and gives the
+/// reply to [`Cluster::answer`]; the backplane only moves bytes.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// The operation or question.
+    pub(crate) body: Body,
+    /// The `backplane receive` span, a child of the asking node's trace.
+    pub(crate) span: tracing::Span,
+    /// Where the reply goes.
+    pub(crate) asker: Asker,
+}
+
+/// The node that sent a [`Request`] and the id its reply must carry.
+#[derive(Debug)]
+pub(crate) struct Asker {
+    origin: String,
+    request_id: u64,
+}
+
+/// The requests other nodes send to this one, handed out once by [`Cluster::start`]: the
+/// composition root gives them to the service layer, which consumes them in one task, in
+/// order (so the order of one sender's messages holds on every node).
+#[derive(Debug)]
+pub struct Requests {
+    queue: mpsc::Receiver<Request>,
+    stop: CancellationToken,
+}
+
+impl Requests {
+    /// The next request; `None` once the node has left the cluster.
+    pub(crate) async fn next(&mut self) -> Option<Request> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            request = self.queue.recv() => request,
+        }
+    }
 }
 
 /// Delivers the events other nodes relay to this node's event-stream listeners. Implemented
@@ -190,7 +225,8 @@ pub struct Cluster {
     /// Questions in flight: request id → where replies go.
     pending: DashMap<u64, mpsc::Sender<(String, Reply)>>,
     next_request: AtomicU64,
-    handler: RwLock<Option<Arc<dyn Handler>>>,
+    /// Hands the requests of other nodes to the service layer (see [`Requests`]).
+    inbound: mpsc::Sender<Request>,
     /// Takes the events relayed to this node's listeners.
     relay: RwLock<Option<Arc<dyn EventRelay>>>,
     /// The last advertisement of this node's listeners (`None` until it first had one).
@@ -219,12 +255,13 @@ impl fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis and starts the publisher, subscriber and heartbeat tasks.
+    /// Connects to Redis and starts the publisher, subscriber and heartbeat tasks. The
+    /// requests other nodes send here come out of the returned [`Requests`], from the start.
     ///
     /// # Errors
     /// A malformed URL, or a Redis that cannot be reached at start (a node that cannot join
     /// the cluster should fail loudly, not serve alone).
-    pub async fn start(settings: ClusterSettings) -> Result<Arc<Self>, ClusterError> {
+    pub async fn start(settings: ClusterSettings) -> Result<(Arc<Self>, Requests), ClusterError> {
         let unavailable =
             |e: &dyn fmt::Display| ClusterError::Unavailable(format!("{}: {e}", settings.redis));
         let key_base = match &settings.redis {
@@ -242,6 +279,7 @@ impl Cluster {
         let node = random_node_id();
         let (outgoing, queue) = mpsc::channel(OUTGOING_CAPACITY);
         let (serving, _) = watch::channel(false);
+        let (inbound, requests) = mpsc::channel(INBOUND_CAPACITY);
         let cluster = Arc::new(Self {
             all_channel: format!("{key_base}:all").into(),
             node: node.into(),
@@ -253,7 +291,7 @@ impl Cluster {
             outgoing,
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
-            handler: RwLock::new(None),
+            inbound,
             relay: RwLock::new(None),
             own_ad: Mutex::new(None),
             ad_version: AtomicU64::new(0),
@@ -269,7 +307,11 @@ impl Cluster {
         tokio::spawn(subscriber(cluster.clone()));
         tokio::spawn(heartbeat(cluster.clone()));
         tracing::info!(node = %cluster.node, prefix = %cluster.prefix, lease = ?cluster.lease, "joined the cluster");
-        Ok(cluster)
+        let requests = Requests {
+            queue: requests,
+            stop: cluster.stop.clone(),
+        };
+        Ok((cluster, requests))
     }
 
     /// This node's id.
@@ -282,12 +324,45 @@ impl Cluster {
         connection_id.get(..NODE_ID_LEN)
     }
 
-    /// Installs what handles requests from other nodes.
-    pub(crate) fn set_handler(&self, handler: Arc<dyn Handler>) {
-        *self
-            .handler
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    /// Sends the reply to a [`Request`] back to the node that asked, when it waits for one.
+    pub(crate) fn answer(&self, asker: Asker, reply: Reply) {
+        if asker.request_id != 0 {
+            self.reply(&asker.origin, asker.request_id, reply);
+        }
+    }
+
+    /// Exports the backplane's health and counters into `metrics` at each collection. The
+    /// backplane keeps its own atomics; counters advance by what changed since the last
+    /// collection.
+    pub fn export_metrics(self: &Arc<Self>, metrics: &Metrics) {
+        let cluster = Arc::downgrade(self);
+        let last = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        metrics.on_collect(move |registry| {
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
+            let m = cluster.metrics();
+            let node = [cluster.node()];
+            registry
+                .cluster_degraded
+                .with(&node)
+                .set(i64::from(m.degraded));
+            registry
+                .cluster_publish_latency
+                .with(&node)
+                .set(i64::try_from(m.publish_latency_us).unwrap_or(i64::MAX));
+            let delta =
+                |i: usize, now: u64| now.saturating_sub(last[i].swap(now, Ordering::Relaxed));
+            registry
+                .cluster_messages
+                .with(&[cluster.node(), "published"])
+                .add(delta(0, m.published));
+            registry
+                .cluster_messages
+                .with(&[cluster.node(), "received"])
+                .add(delta(1, m.received));
+            registry.cluster_errors.with(&node).add(delta(2, m.errors));
+        });
     }
 
     /// Installs what takes the events other nodes relay to this node's listeners.
@@ -796,10 +871,6 @@ impl Cluster {
     /// asking this one at once.
     pub async fn stop(&self) {
         self.stop.cancel();
-        self.handler
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
         self.relay
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -817,7 +888,7 @@ impl Cluster {
     }
 
     /// Handles one message from Redis.
-    fn receive(&self, payload: &[u8]) {
+    async fn receive(&self, payload: &[u8]) {
         let Ok(mut envelope) = Envelope::decode(payload) else {
             self.error();
             tracing::warn!("ignoring an undecodable message on the cluster channel");
@@ -851,12 +922,6 @@ impl Cluster {
             }
             other => other,
         };
-        let handler = self
-            .handler
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let Some(handler) = handler else { return };
         let span = if trace::enabled() {
             let span = tracing::info_span!("backplane receive", origin = %envelope.origin);
             trace::set_parent(&span, trace::extract_traceparent(&envelope.traceparent));
@@ -864,9 +929,23 @@ impl Cluster {
         } else {
             tracing::Span::none()
         };
-        let reply = span.in_scope(|| handler.handle(body));
-        if let (Some(reply), true) = (reply, envelope.request_id != 0) {
-            self.reply(&envelope.origin, envelope.request_id, reply);
+        let request = Request {
+            body,
+            span,
+            asker: Asker {
+                origin: envelope.origin,
+                request_id: envelope.request_id,
+            },
+        };
+        // Waits when the service layer is behind (backpressure on the subscription, as when
+        // the subscriber handled requests itself); a stopping node drops the request.
+        tokio::select! {
+            sent = self.inbound.send(request) => {
+                if sent.is_err() {
+                    tracing::debug!("no service layer takes the cluster's requests");
+                }
+            }
+            () = self.stop.cancelled() => {}
         }
     }
 
@@ -1106,7 +1185,7 @@ async fn subscriber(cluster: Arc<Cluster>) {
                 loop {
                     tokio::select! {
                         message = messages.next() => match message {
-                            Some(message) => cluster.receive(message.get_payload_bytes()),
+                            Some(message) => cluster.receive(message.get_payload_bytes()).await,
                             None => break,
                         },
                         _ = check.tick() => {

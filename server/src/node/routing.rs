@@ -1,7 +1,7 @@
 //! Where each control-plane operation runs: on this node alone (single node), or across the
-//! cluster through the router's [`Cluster`] backplane.
+//! cluster through the [`Cluster`] backplane.
 //!
-//! The edges call the async methods here; they call the `local_*` methods of [`Control`],
+//! The edges call the async methods here; they call the `local_*` methods of [`Node`],
 //! which act on this node's connections, on the nodes that must act:
 //!
 //! - an operation on one connection (send, group membership, permission, close, exists,
@@ -22,17 +22,19 @@ use hubcast_proto::v1 as pb;
 use pb::batch_operation::Operation;
 use prost::Message as _;
 
-use super::{Control, ControlError, Field, PageToken, Result, page_request};
+use super::{Field, Node, NodeError, PageToken, Result, page_request};
+use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
+use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
-use crate::message::{Data, Message, Utf8Bytes};
-use crate::router::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
-use crate::router::cluster::{Cluster, Handler};
+use crate::message::{Data, Message, Source, Utf8Bytes};
+use crate::router::Connection;
+use crate::telemetry::trace;
 
-/// Declares the async mutation methods and [`Control::apply_local`] from one list, so the
+/// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
 /// two can never disagree about which local method an operation runs.
 macro_rules! mutations {
     ($($name:ident => $local:ident($request:ident) -> $response:ident, $variant:ident;)*) => {
-        impl Control {
+        impl Node {
             $(
                 #[doc = concat!("`", stringify!($request), "`, wherever its targets are.")]
                 pub(crate) async fn $name(&self, req: pb::$request) -> Result<pb::$response> {
@@ -86,10 +88,10 @@ fn connection_of(op: &Operation) -> Option<&str> {
     }
 }
 
-impl Control {
+impl Node {
     /// Runs a mutation where it must run.
     pub(crate) async fn mutate(&self, op: Operation) -> Result<()> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return self.apply_local(op);
         };
         if let Some(id) = connection_of(&op) {
@@ -115,7 +117,7 @@ impl Control {
             .await
             .map(drop)
             .map_err(|e| {
-                ControlError::Cluster(crate::router::ClusterError::Unavailable(format!(
+                NodeError::Cluster(ClusterError::Unavailable(format!(
                     "{e}; applied on this node, perhaps not on every other"
                 )))
             })
@@ -127,7 +129,7 @@ impl Control {
         id: &str,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<R>> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
         let Some(owner) = remote_owner(cluster, id) else {
@@ -147,7 +149,7 @@ impl Control {
         &self,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<Vec<R>>> {
-        let Some(cluster) = self.router().cluster() else {
+        let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
         let replies = cluster
@@ -407,16 +409,104 @@ impl Control {
     }
 }
 
-impl Handler for Control {
+/// A client's group send on its way to the other nodes.
+#[derive(Debug)]
+pub(crate) struct Forwarded(Published);
+
+impl Forwarded {
+    /// Waits until Redis has taken the message.
+    ///
+    /// # Errors
+    /// [`NodeError::Cluster`]: Redis did not take it (timed out, failed, the node stopped).
+    pub(crate) async fn outcome(self) -> Result<()> {
+        Ok(self.0.outcome().await?)
+    }
+}
+
+impl Node {
+    /// Carries out what the other nodes ask of this one, in the order they asked, until the
+    /// node leaves the cluster. The composition root runs it in a task of its own.
+    pub(crate) async fn serve_cluster(self, cluster: Arc<Cluster>, mut requests: Requests) {
+        while let Some(request) = requests.next().await {
+            let reply = request.span.in_scope(|| self.handle(request.body));
+            if let Some(reply) = reply {
+                cluster.answer(request.asker, reply);
+            }
+        }
+    }
+
+    /// A client's send to `group` of its hub, in one call: delivered to this node's members
+    /// at once, then handed to the other nodes. On a single node it returns `None`; in a
+    /// cluster, a [`Forwarded`] that resolves when Redis has taken the message, which is when
+    /// the other nodes can have it (the WebSocket edge acks then).
+    ///
+    /// # Errors
+    /// [`NodeError::Cluster`] when the other nodes cannot be reached now; the message was
+    /// still delivered here.
+    pub(crate) fn send_to_group_from_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        no_echo: bool,
+        data: Data,
+    ) -> Result<Option<Forwarded>> {
+        let message = Message::to_group(group, conn.user_id().cloned(), data);
+        let me = [conn.id().as_str()];
+        let excluded: &[&str] = if no_echo { &me } else { &[] };
+        let recipients = self
+            .router()
+            .send_to_group(conn.hub(), group, &message, excluded);
+        trace::record("group", group);
+        trace::record("recipients", recipients);
+        let excluded = no_echo.then(|| conn.id().as_str());
+        Ok(self
+            .forward_group_send(conn.hub(), group, &message, excluded)?
+            .map(Forwarded))
+    }
+
+    /// Hands a group send delivered here to the other nodes; `None` on a single node.
+    fn forward_group_send(
+        &self,
+        hub: &str,
+        group: &str,
+        message: &Message,
+        excluded: Option<&str>,
+    ) -> std::result::Result<Option<Published>, ClusterError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let from_user = match &message.source {
+            Source::Group { from_user, .. } => from_user.as_deref().map(str::to_owned),
+            Source::Server => None,
+        };
+        let (data_type, payload) = match &message.data {
+            Data::Text(t) => (0, bytes::Bytes::from(t.clone())),
+            Data::Json(t) => (1, bytes::Bytes::from(t.clone())),
+            Data::Binary(b) => (2, b.clone()),
+            Data::Protobuf(b) => (3, b.clone()),
+        };
+        cluster
+            .broadcast_confirmed(Body::GroupSend(GroupSend {
+                hub: hub.to_owned(),
+                group: group.to_owned(),
+                from_user,
+                excluded: excluded.map(str::to_owned),
+                data_type,
+                payload,
+            }))
+            .map(Some)
+    }
+
+    /// Carries out one request of another node; returns the reply when it expects one.
     fn handle(&self, body: Body) -> Option<Reply> {
         match body {
             Body::Op(op) => Some(to_reply(match op.operation {
                 Some(op) => self.apply_local(op).map(|()| Vec::new()),
-                None => Err(ControlError::invalid(Field::Hub, "empty operation")),
+                None => Err(NodeError::invalid(Field::Hub, "empty operation")),
             })),
             Body::Query(query) => Some(to_reply(match query.question {
                 Some(q) => self.answer_local(q),
-                None => Err(ControlError::invalid(Field::Hub, "empty question")),
+                None => Err(NodeError::invalid(Field::Hub, "empty question")),
             })),
             Body::GroupSend(send) => {
                 self.deliver_group_send(send);
@@ -461,7 +551,7 @@ fn merge_pages<T>(
 }
 
 fn decode<R: prost::Message + Default>(bytes: &[u8]) -> Result<R> {
-    R::decode(bytes).map_err(|e| ControlError::Remote {
+    R::decode(bytes).map_err(|e| NodeError::Remote {
         code: ErrorCode::Internal,
         message: format!("undecodable answer from another node: {e}"),
         field: None,
@@ -487,7 +577,7 @@ fn from_reply(reply: &Reply) -> Result<Vec<u8>> {
     if reply.error_code == 0 {
         return Ok(reply.body.clone());
     }
-    Err(ControlError::Remote {
+    Err(NodeError::Remote {
         code: code_of(reply.error_code),
         message: reply.message.clone(),
         field: field_of(reply.field),

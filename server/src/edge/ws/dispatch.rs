@@ -8,10 +8,11 @@ use bytes::Bytes;
 
 use super::Edge;
 use crate::limits::LimitKind;
-use crate::message::{Data, Frame, Message, Utf8Bytes, WireFormat, close};
+use crate::message::Utf8Bytes;
+use crate::message::{Data, Frame, WireFormat, close};
+use crate::node::{Forwarded, NodeError};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
-use crate::router::cluster::Published;
-use crate::router::{self, Close, Connection, Permission, Router};
+use crate::router::{self, Close, Connection, Permission};
 use crate::telemetry::trace;
 use crate::upstream::JsonEvent;
 
@@ -118,7 +119,8 @@ fn on_message(
             data,
         } => acked_after_publish(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
-            send_to_group(router, conn, &group, no_echo, data)
+            edge.node
+                .send_to_group_from_client(conn, &group, no_echo, data)
                 .map_err(|e| (AckError::InternalServerError, forward_failure(&e)))
         }),
         ClientMessage::Event {
@@ -182,30 +184,6 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
     }
 }
 
-/// Delivers a client's group send here and, in a cluster, hands it to the other nodes (an
-/// error tells the client that those may not have it). In a cluster, what it returns
-/// resolves once Redis has taken the message.
-fn send_to_group(
-    router: &Router,
-    conn: &Connection,
-    group: &str,
-    no_echo: bool,
-    data: Data,
-) -> Result<Option<Published>, router::ClusterError> {
-    let message = Message::to_group(group, conn.user_id().cloned(), data);
-    let me = [conn.id().as_str()];
-    let excluded: &[&str] = if no_echo { &me } else { &[] };
-    let recipients = router.send_to_group(conn.hub(), group, &message, excluded);
-    trace::record("group", group);
-    trace::record("recipients", recipients);
-    router.forward_group_send(
-        conn.hub(),
-        group,
-        &message,
-        no_echo.then(|| conn.id().as_str()),
-    )
-}
-
 /// Refuses a join beyond `limits.max_groups_per_connection` (rejoining a group is free).
 fn check_group_count(
     edge: &Edge,
@@ -257,7 +235,7 @@ fn acked(
 }
 
 /// What a failed hand-over to the other nodes tells the client.
-fn forward_failure(e: &router::ClusterError) -> String {
+fn forward_failure(e: &NodeError) -> String {
     format!("Delivered on this node only; the other nodes may not have it: {e}")
 }
 
@@ -269,7 +247,7 @@ fn forward_failure(e: &router::ClusterError) -> String {
 fn acked_after_publish(
     conn: &Arc<Connection>,
     ack_id: Option<u64>,
-    op: impl FnOnce() -> Result<Option<Published>, (AckError, String)>,
+    op: impl FnOnce() -> Result<Option<Forwarded>, (AckError, String)>,
 ) {
     let Some(id) = ack_id else {
         // Fire-and-forget: failures are silent, as in Azure.
@@ -295,10 +273,10 @@ fn acked_after_publish(
     drop(acks);
     match result {
         Ok(None) => reply(conn, protocol::ack(format, id, None)),
-        Ok(Some(published)) => {
+        Ok(Some(forwarded)) => {
             let conn = conn.clone();
             tokio::spawn(async move {
-                match published.outcome().await {
+                match forwarded.outcome().await {
                     Ok(()) => reply(&conn, protocol::ack(format, id, None)),
                     Err(e) => {
                         conn.acks().forget(id);

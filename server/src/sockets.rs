@@ -35,6 +35,11 @@ use crate::limits::{LimitCounters, LimitKind};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Gauge;
 
+/// The address of the peer of an HTTP connection, put in each request's extensions by the
+/// accept loop (so the WebSocket edge reads it without importing the server).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
 /// Which listener a socket came in on (the `listener` label of `hubcast_pending_sockets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {

@@ -3,7 +3,7 @@
 //!
 //! Each request is taken apart here (route, `api-version`, bearer token, query parameters,
 //! body and content type) into the same `hubcast.v1` request message the gRPC edge receives,
-//! and handed to [`Control`]. The outcome becomes Azure's status codes: sends 202, closes,
+//! and handed to [`Node`]. The outcome becomes Azure's status codes: sends 202, closes,
 //! removes and revokes 204, adds, grants and listings 200, existence checks 200/404 with an
 //! empty body. Failures carry Azure's error body `{"code","message","target"}` and the
 //! `x-ms-error-code` header; [`http_status`] is the one place an [`ErrorCode`] becomes an HTTP
@@ -23,9 +23,9 @@ use warp::{Filter, Rejection};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
 use crate::limits::{LimitCounters, LimitKind};
+use crate::node::{Node, NodeError};
 use crate::router::Permission;
 use crate::telemetry::{ControlCall, trace};
 use hubcast_auth as auth;
@@ -64,7 +64,7 @@ type Reply = Response<Bytes>;
 /// The warp filter for `/api/hubs/...`. Once the prefix matches it never rejects: every
 /// outcome, errors included, is an Azure-shaped response.
 pub(crate) fn routes(
-    control: Control,
+    node: Node,
     body_timeout: Duration,
     limits: Arc<LimitCounters>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
@@ -78,7 +78,7 @@ pub(crate) fn routes(
         .and(warp::body::stream())
         .then(
             move |path: FullPath, method: Method, query: String, headers: HeaderMap, body| {
-                let control = control.clone();
+                let node = node.clone();
                 let limits = limits.clone();
                 async move {
                     let head = method == Method::HEAD;
@@ -92,14 +92,14 @@ pub(crate) fn routes(
                         limits,
                     };
                     let mut operation = "unknown";
-                    let handled = handle(&control, &request, body, &mut operation)
+                    let handled = handle(&node, &request, body, &mut operation)
                         .instrument(call.span.clone())
                         .await;
                     let mut reply = match handled {
                         Ok(reply) => reply,
                         Err(error) => error.into_response(head),
                     };
-                    call.finish(control.metrics(), operation, reply.status().as_str());
+                    call.finish(node.metrics(), operation, reply.status().as_str());
                     reply.headers_mut().insert(
                         "api-supported-versions",
                         HeaderValue::from_static(SUPPORTED_VERSIONS_HEADER),
@@ -189,8 +189,8 @@ impl RestError {
     }
 }
 
-impl From<ControlError> for RestError {
-    fn from(error: ControlError) -> Self {
+impl From<NodeError> for RestError {
+    fn from(error: NodeError) -> Self {
         Self::new(
             error.code(),
             error.to_string(),
@@ -234,7 +234,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Reply {
 // === the handler ===
 
 async fn handle<S, B>(
-    control: &Control,
+    node: &Node,
     req: &RestRequest,
     body: S,
     operation: &mut &'static str,
@@ -245,7 +245,7 @@ where
 {
     let query = Query::parse(&req.query)?;
     let api_version = api_version(&query)?;
-    authenticate(control, req)?;
+    authenticate(node, req)?;
     let rest = req
         .path
         .strip_prefix("/api/hubs/")
@@ -281,239 +281,217 @@ where
     Ok(match route {
         Route::SendToAll => {
             let payload = read_payload(req, body).await?;
-            control
-                .send_to_all(pb::SendToAllRequest {
-                    hub,
-                    payload: Some(payload),
-                    excluded: query.all("excluded"),
-                    filter: query.get("filter").unwrap_or_default().to_owned(),
-                    ttl_seconds: ttl(&query)?,
-                })
-                .await?;
+            node.send_to_all(pb::SendToAllRequest {
+                hub,
+                payload: Some(payload),
+                excluded: query.all("excluded"),
+                filter: query.get("filter").unwrap_or_default().to_owned(),
+                ttl_seconds: ttl(&query)?,
+            })
+            .await?;
             accepted()
         }
         Route::SendToGroup(group) => {
             let payload = read_payload(req, body).await?;
-            control
-                .send_to_group(pb::SendToGroupRequest {
-                    hub,
-                    group,
-                    payload: Some(payload),
-                    excluded: query.all("excluded"),
-                    filter: query.get("filter").unwrap_or_default().to_owned(),
-                    ttl_seconds: ttl(&query)?,
-                })
-                .await?;
+            node.send_to_group(pb::SendToGroupRequest {
+                hub,
+                group,
+                payload: Some(payload),
+                excluded: query.all("excluded"),
+                filter: query.get("filter").unwrap_or_default().to_owned(),
+                ttl_seconds: ttl(&query)?,
+            })
+            .await?;
             accepted()
         }
         Route::SendToUser(user_id) => {
             let payload = read_payload(req, body).await?;
-            control
-                .send_to_user(pb::SendToUserRequest {
-                    hub,
-                    user_id,
-                    payload: Some(payload),
-                    filter: query.get("filter").unwrap_or_default().to_owned(),
-                    ttl_seconds: ttl(&query)?,
-                    excluded: Vec::new(),
-                })
-                .await?;
+            node.send_to_user(pb::SendToUserRequest {
+                hub,
+                user_id,
+                payload: Some(payload),
+                filter: query.get("filter").unwrap_or_default().to_owned(),
+                ttl_seconds: ttl(&query)?,
+                excluded: Vec::new(),
+            })
+            .await?;
             accepted()
         }
         Route::SendToConnection(connection_id) => {
             let payload = read_payload(req, body).await?;
-            control
-                .send_to_connection(pb::SendToConnectionRequest {
-                    hub,
-                    connection_id,
-                    payload: Some(payload),
-                    ttl_seconds: ttl(&query)?,
-                })
-                .await?;
+            node.send_to_connection(pb::SendToConnectionRequest {
+                hub,
+                connection_id,
+                payload: Some(payload),
+                ttl_seconds: ttl(&query)?,
+            })
+            .await?;
             accepted()
         }
         Route::ConnectionExists(connection_id) => exists(
-            control
-                .connection_exists(pb::ConnectionExistsRequest { hub, connection_id })
+            node.connection_exists(pb::ConnectionExistsRequest { hub, connection_id })
                 .await?
                 .exists,
         ),
         Route::GroupExists(group) => exists(
-            control
-                .group_exists(pb::GroupExistsRequest { hub, group })
+            node.group_exists(pb::GroupExistsRequest { hub, group })
                 .await?
                 .exists,
         ),
         Route::UserExists(user_id) => exists(
-            control
-                .user_exists(pb::UserExistsRequest { hub, user_id })
+            node.user_exists(pb::UserExistsRequest { hub, user_id })
                 .await?
                 .exists,
         ),
         Route::CloseConnection(connection_id) => {
-            control
-                .close_connection(pb::CloseConnectionRequest {
-                    hub,
-                    connection_id,
-                    reason: query.get("reason").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.close_connection(pb::CloseConnectionRequest {
+                hub,
+                connection_id,
+                reason: query.get("reason").unwrap_or_default().to_owned(),
+            })
+            .await?;
             no_content()
         }
         Route::CloseAll => {
-            control
-                .close_all_connections(pb::CloseAllConnectionsRequest {
-                    hub,
-                    excluded: query.all("excluded"),
-                    reason: query.get("reason").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.close_all_connections(pb::CloseAllConnectionsRequest {
+                hub,
+                excluded: query.all("excluded"),
+                reason: query.get("reason").unwrap_or_default().to_owned(),
+            })
+            .await?;
             no_content()
         }
         Route::CloseGroup(group) => {
-            control
-                .close_group_connections(pb::CloseGroupConnectionsRequest {
-                    hub,
-                    group,
-                    excluded: query.all("excluded"),
-                    reason: query.get("reason").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.close_group_connections(pb::CloseGroupConnectionsRequest {
+                hub,
+                group,
+                excluded: query.all("excluded"),
+                reason: query.get("reason").unwrap_or_default().to_owned(),
+            })
+            .await?;
             no_content()
         }
         Route::CloseUser(user_id) => {
-            control
-                .close_user_connections(pb::CloseUserConnectionsRequest {
-                    hub,
-                    user_id,
-                    excluded: query.all("excluded"),
-                    reason: query.get("reason").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.close_user_connections(pb::CloseUserConnectionsRequest {
+                hub,
+                user_id,
+                excluded: query.all("excluded"),
+                reason: query.get("reason").unwrap_or_default().to_owned(),
+            })
+            .await?;
             no_content()
         }
         Route::AddConnectionToGroup { group, connection } => {
-            control
-                .add_connection_to_group(pb::AddConnectionToGroupRequest {
-                    hub,
-                    group,
-                    connection_id: connection,
-                })
-                .await?;
+            node.add_connection_to_group(pb::AddConnectionToGroupRequest {
+                hub,
+                group,
+                connection_id: connection,
+            })
+            .await?;
             ok()
         }
         Route::RemoveConnectionFromGroup { group, connection } => {
-            control
-                .remove_connection_from_group(pb::RemoveConnectionFromGroupRequest {
-                    hub,
-                    group,
-                    connection_id: connection,
-                })
-                .await?;
+            node.remove_connection_from_group(pb::RemoveConnectionFromGroupRequest {
+                hub,
+                group,
+                connection_id: connection,
+            })
+            .await?;
             no_content()
         }
         Route::RemoveConnectionFromAllGroups(connection_id) => {
-            control
-                .remove_connection_from_all_groups(pb::RemoveConnectionFromAllGroupsRequest {
-                    hub,
-                    connection_id,
-                })
-                .await?;
+            node.remove_connection_from_all_groups(pb::RemoveConnectionFromAllGroupsRequest {
+                hub,
+                connection_id,
+            })
+            .await?;
             no_content()
         }
         Route::AddUserToGroup { user, group } => {
-            control
-                .add_user_to_group(pb::AddUserToGroupRequest {
-                    hub,
-                    group,
-                    user_id: user,
-                })
-                .await?;
+            node.add_user_to_group(pb::AddUserToGroupRequest {
+                hub,
+                group,
+                user_id: user,
+            })
+            .await?;
             ok()
         }
         Route::RemoveUserFromGroup { user, group } => {
-            control
-                .remove_user_from_group(pb::RemoveUserFromGroupRequest {
-                    hub,
-                    group,
-                    user_id: user,
-                })
-                .await?;
+            node.remove_user_from_group(pb::RemoveUserFromGroupRequest {
+                hub,
+                group,
+                user_id: user,
+            })
+            .await?;
             no_content()
         }
         Route::RemoveUserFromAllGroups(user_id) => {
-            control
-                .remove_user_from_all_groups(pb::RemoveUserFromAllGroupsRequest { hub, user_id })
+            node.remove_user_from_all_groups(pb::RemoveUserFromAllGroupsRequest { hub, user_id })
                 .await?;
             no_content()
         }
         Route::AddToGroups => {
             let GroupsBody { groups, filter } = read_groups_body(req, body).await?;
-            control
-                .add_connections_to_groups(pb::AddConnectionsToGroupsRequest {
-                    hub,
-                    groups,
-                    filter: filter.unwrap_or_default(),
-                })
-                .await?;
+            node.add_connections_to_groups(pb::AddConnectionsToGroupsRequest {
+                hub,
+                groups,
+                filter: filter.unwrap_or_default(),
+            })
+            .await?;
             ok()
         }
         Route::RemoveFromGroups => {
             let GroupsBody { groups, filter } = read_groups_body(req, body).await?;
-            control
-                .remove_connections_from_groups(pb::RemoveConnectionsFromGroupsRequest {
-                    hub,
-                    groups,
-                    filter: filter.unwrap_or_default(),
-                })
-                .await?;
+            node.remove_connections_from_groups(pb::RemoveConnectionsFromGroupsRequest {
+                hub,
+                groups,
+                filter: filter.unwrap_or_default(),
+            })
+            .await?;
             ok()
         }
         Route::GrantPermission {
             permission,
             connection,
         } => {
-            control
-                .grant_permission(pb::GrantPermissionRequest {
-                    hub,
-                    connection_id: connection,
-                    permission: permission_value(&permission)?,
-                    target_group: query.get("targetName").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.grant_permission(pb::GrantPermissionRequest {
+                hub,
+                connection_id: connection,
+                permission: permission_value(&permission)?,
+                target_group: query.get("targetName").unwrap_or_default().to_owned(),
+            })
+            .await?;
             ok()
         }
         Route::RevokePermission {
             permission,
             connection,
         } => {
-            control
-                .revoke_permission(pb::RevokePermissionRequest {
-                    hub,
-                    connection_id: connection,
-                    permission: permission_value(&permission)?,
-                    target_group: query.get("targetName").unwrap_or_default().to_owned(),
-                })
-                .await?;
+            node.revoke_permission(pb::RevokePermissionRequest {
+                hub,
+                connection_id: connection,
+                permission: permission_value(&permission)?,
+                target_group: query.get("targetName").unwrap_or_default().to_owned(),
+            })
+            .await?;
             no_content()
         }
         Route::CheckPermission {
             permission,
             connection,
         } => exists(
-            control
-                .check_permission(pb::CheckPermissionRequest {
-                    hub,
-                    connection_id: connection,
-                    permission: permission_value(&permission)?,
-                    target_group: query.get("targetName").unwrap_or_default().to_owned(),
-                })
-                .await?
-                .granted,
+            node.check_permission(pb::CheckPermissionRequest {
+                hub,
+                connection_id: connection,
+                permission: permission_value(&permission)?,
+                target_group: query.get("targetName").unwrap_or_default().to_owned(),
+            })
+            .await?
+            .granted,
         ),
-        Route::GenerateToken => generate_token(control, hub, &query)?,
+        Route::GenerateToken => generate_token(node, hub, &query)?,
         Route::ListGroupConnections(group) => {
-            list_group_connections(control, req, hub, group, &query, api_version).await?
+            list_group_connections(node, req, hub, group, &query, api_version).await?
         }
     })
 }
@@ -539,7 +517,7 @@ fn api_version(query: &Query) -> Result<&str, RestError> {
 }
 
 /// Checks `Authorization: Bearer <token>` against the request path (spec §4.6).
-fn authenticate(control: &Control, req: &RestRequest) -> Result<(), RestError> {
+fn authenticate(node: &Node, req: &RestRequest) -> Result<(), RestError> {
     let unauthorized = |message: String| RestError::new(ErrorCode::Unauthenticated, message, None);
     let header = req
         .headers
@@ -557,7 +535,7 @@ fn authenticate(control: &Control, req: &RestRequest) -> Result<(), RestError> {
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-    auth::verify_service_token(token, control.keys(), control.endpoint(), &req.path)
+    auth::verify_service_token(token, node.keys(), node.endpoint(), &req.path)
         .map_err(|e| unauthorized(e.to_string()))
 }
 
@@ -587,7 +565,7 @@ fn permission_value(name: &str) -> Result<i32, RestError> {
 }
 
 /// `POST /api/hubs/{hub}/:generateToken` (spec §4.5).
-fn generate_token(control: &Control, hub: String, query: &Query) -> Result<Reply, RestError> {
+fn generate_token(node: &Node, hub: String, query: &Query) -> Result<Reply, RestError> {
     let minutes = match query.get("minutesToExpire") {
         None => 60,
         Some(v) => match v.parse::<u32>() {
@@ -610,7 +588,7 @@ fn generate_token(control: &Control, hub: String, query: &Query) -> Result<Reply
             ));
         }
     }
-    let response = control.generate_client_token(pb::GenerateClientTokenRequest {
+    let response = node.generate_client_token(pb::GenerateClientTokenRequest {
         hub,
         user_id: query.get("userId").unwrap_or_default().to_owned(),
         roles: query.all("role"),
@@ -633,7 +611,7 @@ fn generate_token(control: &Control, hub: String, query: &Query) -> Result<Reply
 /// `top` (a total across pages) and `continuationToken`, answered with `value` and an
 /// absolute `nextLink`.
 async fn list_group_connections(
-    control: &Control,
+    node: &Node,
     req: &RestRequest,
     hub: String,
     group: String,
@@ -655,7 +633,7 @@ async fn list_group_connections(
     let max_page = positive("maxpagesize", MAX_REST_PAGE_SIZE)?.unwrap_or(MAX_REST_PAGE_SIZE);
     let top = positive("top", i32::MAX as u32)?;
     let page_size = top.map_or(max_page, |t| t.min(max_page));
-    let page = control
+    let page = node
         .list_group_connections(pb::ListGroupConnectionsRequest {
             hub,
             group,
@@ -671,7 +649,7 @@ async fn list_group_connections(
     let next_link = (!page.next_page_token.is_empty() && remaining != Some(0)).then(|| {
         let mut link = format!(
             "{}{}?api-version={}&maxpagesize={max_page}&continuationToken={}",
-            control.endpoint(),
+            node.endpoint(),
             req.path,
             encode(api_version),
             encode(&page.next_page_token)

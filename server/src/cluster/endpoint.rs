@@ -22,30 +22,13 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::RedisTarget;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value,
 };
-
-/// Where the Redis of the backplane is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// One Redis server (or a proxy that looks like one), by URL.
-    Single(String),
-    /// A Redis Cluster, by the URLs of some of its nodes (seeds).
-    Cluster(Vec<String>),
-}
-
-impl fmt::Display for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Single(url) => write!(f, "Redis at {url}"),
-            Self::Cluster(seeds) => write!(f, "Redis Cluster at {}", seeds.join(", ")),
-        }
-    }
-}
 
 /// The command connection of the backplane: one code path for both kinds of Redis.
 #[derive(Clone)]

@@ -23,9 +23,9 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::{Control, ControlError};
 use crate::error::{Classify, ErrorCode};
-use crate::server::{GrpcAccept, grpc_incoming};
+use crate::node::{Node, NodeError};
+use crate::sockets::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
 use hubcast_auth::{self as auth, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
 use tracing::Instrument as _;
@@ -37,7 +37,7 @@ pub(crate) const MAX_BATCH_OPERATIONS: usize = 1000;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Maps a control-plane error to its gRPC status: the one place this happens.
-pub(crate) fn status(error: &ControlError) -> Status {
+pub(crate) fn status(error: &NodeError) -> Status {
     let message = error.to_string();
     match error.code() {
         ErrorCode::BadRequest => Status::invalid_argument(message),
@@ -63,17 +63,17 @@ fn code_name<T>(result: &Result<T, Status>) -> String {
     }
 }
 
-fn respond<T>(result: Result<T, ControlError>) -> Result<Response<T>, Status> {
+fn respond<T>(result: Result<T, NodeError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| status(&e))
 }
 
-/// The tonic service: each RPC hands its request message to [`Control`].
+/// The tonic service: each RPC hands its request message to [`Node`].
 #[derive(Debug, Clone)]
 struct ControlService {
-    control: Control,
+    node: Node,
 }
 
-/// Implements the unary RPCs that map one-to-one onto [`Control`] methods of the same name,
+/// Implements the unary RPCs that map one-to-one onto [`Node`] methods of the same name,
 /// plus `Batch`. (A macro around the whole impl, because `async_trait` must see the
 /// expanded methods.)
 macro_rules! control_service {
@@ -87,12 +87,12 @@ macro_rules! control_service {
                 ) -> Result<Response<pb::$response>, Status> {
                     let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
                     let result = respond(
-                        self.control
+                        self.node
                             .$method(request.into_inner())
                             .instrument(call.span.clone())
                             .await,
                     );
-                    call.finish(self.control.metrics(), stringify!($method), &code_name(&result));
+                    call.finish(self.node.metrics(), stringify!($method), &code_name(&result));
                     result
                 }
             )*
@@ -104,8 +104,8 @@ macro_rules! control_service {
                 let call = ControlCall::start("grpc", trace::extract_grpc(request.metadata()));
                 let result = call
                     .span
-                    .in_scope(|| respond(self.control.generate_client_token(request.into_inner())));
-                call.finish(self.control.metrics(), "generate_client_token", &code_name(&result));
+                    .in_scope(|| respond(self.node.generate_client_token(request.into_inner())));
+                call.finish(self.node.metrics(), "generate_client_token", &code_name(&result));
                 result
             }
 
@@ -119,7 +119,7 @@ macro_rules! control_service {
                     .instrument(call.span.clone())
                     .await
                     .map(Response::new);
-                call.finish(self.control.metrics(), "batch", &code_name(&result));
+                call.finish(self.node.metrics(), "batch", &code_name(&result));
                 result
             }
         }
@@ -176,10 +176,7 @@ impl ControlService {
         }
         let mut results = Vec::with_capacity(request.operations.len());
         for op in request.operations {
-            let outcome = self
-                .control
-                .mutate(op.operation.expect("checked above"))
-                .await;
+            let outcome = self.node.mutate(op.operation.expect("checked above")).await;
             match outcome {
                 Ok(()) => results.push(pb::BatchResult {
                     code: tonic::Code::Ok as i32,
@@ -263,7 +260,7 @@ impl GrpcEdge {
     /// `keepalive.0` without traffic and closed if it does not answer within `keepalive.1`.
     pub(crate) async fn start(
         listener: TcpListener,
-        control: Control,
+        node: Node,
         listeners: Arc<Listeners>,
         accept: GrpcAccept,
         keepalive: (Duration, Duration),
@@ -289,8 +286,8 @@ impl GrpcEdge {
             .build_v1alpha()
             .expect("the embedded descriptor sets decode");
         let authenticate = Authenticate {
-            keys: control.keys().clone(),
-            endpoint: control.endpoint().to_owned(),
+            keys: node.keys().clone(),
+            endpoint: node.endpoint().to_owned(),
             path: GRPC_AUDIENCE_PATH,
         };
         // The event stream takes service tokens of its own audience: a token for the control
@@ -298,12 +295,12 @@ impl GrpcEdge {
         let events = EventsServer::with_interceptor(
             EventsService::new(listeners),
             Authenticate {
-                keys: control.keys().clone(),
-                endpoint: control.endpoint().to_owned(),
+                keys: node.keys().clone(),
+                endpoint: node.endpoint().to_owned(),
                 path: EVENTS_AUDIENCE_PATH,
             },
         );
-        let control = ControlServer::with_interceptor(ControlService { control }, authenticate);
+        let control = ControlServer::with_interceptor(ControlService { node }, authenticate);
         let stop = CancellationToken::new();
         let incoming = grpc_incoming(listener, accept, stop.clone());
         let signal = stop.clone().cancelled_owned();
