@@ -406,6 +406,16 @@ impl Server {
         {
             tracing::warn!(error = %e, "cluster request task failed");
         }
+        // The listeners have stopped: their last tasks (connections, handshakes) end within
+        // what is left of the grace period, or are reported and left to the runtime.
+        self.tasks.close();
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "listener tasks still running after the shutdown grace period"
+            );
+        }
         // Last, so the final export has the counts of the drain.
         // The SDK's shutdown blocks until the final export is done, and that export runs on
         // this runtime: block a thread of the blocking pool, not a runtime thread.
