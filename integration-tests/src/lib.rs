@@ -58,6 +58,7 @@ pub use tokio as __tokio;
 mod control;
 pub use control::{Rest, RestResponse, enc};
 
+pub mod certs;
 pub mod cluster;
 
 pub mod topology;

@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hubcast_integration_tests::certs::SelfSigned;
 use hubcast_integration_tests::cluster::{hubcast_bin, spare_port};
 use hubcast_integration_tests::{JSON_SUBPROTOCOL, PRIMARY_KEY, TIMEOUT, TestServer, request};
-use hubcast_server::config::TlsConfig;
 use hubcast_server::limits::LimitKind;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -101,67 +100,6 @@ async fn a_socket_that_sends_nothing_is_closed_after_the_handshake_timeout_on_th
         .await
         .expect("the control plane answers");
     assert!(!exists);
-}
-
-/// A self-signed certificate for `localhost`, written to a temporary directory.
-struct SelfSigned {
-    dir: PathBuf,
-    cert_der: CertificateDer<'static>,
-}
-
-impl SelfSigned {
-    fn new(name: &str) -> Self {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("self-signed certificate");
-        let dir = std::env::temp_dir().join(format!("hubcast-idle-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
-        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem())
-            .expect("write key");
-        Self {
-            dir,
-            cert_der: certified.cert.der().clone(),
-        }
-    }
-
-    fn config(&self) -> TlsConfig {
-        TlsConfig {
-            cert_file: self.dir.join("cert.pem"),
-            key_file: self.dir.join("key.pem"),
-        }
-    }
-
-    async fn handshake(
-        &self,
-        addr: SocketAddr,
-        alpn: &[u8],
-    ) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert_der.clone()).expect("add root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        tokio::time::timeout(
-            TIMEOUT,
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(ServerName::try_from("localhost").expect("name"), tcp),
-        )
-        .await
-        .expect("TLS handshake in time")
-        .expect("TLS handshake")
-    }
-}
-
-impl Drop for SelfSigned {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

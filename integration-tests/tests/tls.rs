@@ -6,68 +6,17 @@
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
+use hubcast_integration_tests::certs::SelfSigned;
 use hubcast_integration_tests::{JSON_SUBPROTOCOL, TIMEOUT, TestServer, request};
 use hubcast_server::Config;
 use hubcast_server::config::TlsConfig;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, written to a temporary directory.
-struct SelfSigned {
-    dir: std::path::PathBuf,
-    cert_pem: String,
-    cert_der: CertificateDer<'static>,
-}
-
-impl SelfSigned {
-    fn new(name: &str) -> Self {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("self-signed certificate");
-        let dir = std::env::temp_dir().join(format!("hubcast-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let cert_pem = certified.cert.pem();
-        std::fs::write(dir.join("cert.pem"), &cert_pem).expect("write cert");
-        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem())
-            .expect("write key");
-        Self {
-            dir,
-            cert_pem,
-            cert_der: certified.cert.der().clone(),
-        }
-    }
-
-    fn config(&self) -> TlsConfig {
-        TlsConfig {
-            cert_file: self.dir.join("cert.pem"),
-            key_file: self.dir.join("key.pem"),
-        }
-    }
-
-    fn connector(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert_der.clone()).expect("add root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
-impl Drop for SelfSigned {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_rest_and_grpc_are_served_over_tls() {
