@@ -13,6 +13,7 @@
 //! [`routing`], which run them here, on the node that owns a connection, or on every node of
 //! a cluster (and merge the answers).
 
+mod client;
 mod routing;
 
 pub(crate) use routing::Forwarded;

@@ -268,7 +268,6 @@ impl Server {
             _ => None,
         };
         let edge = Arc::new(Edge {
-            router: self.router.clone(),
             node: self.node.clone(),
             config: self.config.clone(),
             keys: self.keys.clone(),
@@ -375,7 +374,7 @@ impl Server {
         // load balancers polling /api/health) get a clear 503 rather than a refused TCP
         // connect; it stops once the drain is over.
         edge.draining.cancel();
-        ws::close_all(&self.router);
+        ws::close_all(&self.node);
         edge.tracker.close();
         if tokio::time::timeout(grace, edge.tracker.wait())
             .await

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// (module, why, the `crate::` prefixes its code may not name).
+/// (module, why, the paths (`crate::` prefixes) or type names its code may not name).
 const RULES: &[(&str, &str, &[&str])] = &[
     (
         "router",
@@ -26,8 +26,9 @@ const RULES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "edge",
-        "an edge calls the service layer: it never reaches the composition root or the backplane",
-        &["crate::server", "crate::cluster"],
+        "an edge calls the service layer: it never reaches the composition root, the backplane \
+         or the router itself (registrations, joins and sends go through `Node`)",
+        &["crate::server", "crate::cluster", "Router"],
     ),
     (
         "protocol",

@@ -34,9 +34,7 @@ use crate::limits::{LimitCounters, LimitKind};
 use crate::message::{WireFormat, close};
 use crate::node::Node;
 use crate::protocol::{self, Subprotocol};
-use crate::router::{
-    self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router,
-};
+use crate::router::{self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits};
 use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
@@ -60,8 +58,7 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// What the edge shares with every connection task.
 #[derive(Debug)]
 pub(crate) struct Edge {
-    pub(crate) router: Router,
-    /// The service layer: sends that leave this node go through it.
+    /// The service layer: every registration, join, leave and send goes through it.
     pub(crate) node: Node,
     pub(crate) config: Arc<Config>,
     pub(crate) keys: KeyRing,
@@ -124,7 +121,7 @@ pub(crate) fn routes(
                 async move {
                     let result = handshake(&edge, request).instrument(span.clone()).await;
                     let response = result.unwrap_or_else(|refusal| {
-                        edge.router
+                        edge.node
                             .metrics()
                             .registry()
                             .connect_refusals
@@ -358,7 +355,7 @@ async fn admit(
     mut claims: ClientClaims,
     negotiated: Option<(Subprotocol, &str)>,
 ) -> Result<Admitted, Refusal> {
-    let id = edge.router.new_connection_id();
+    let id = edge.node.new_connection_id();
     let connect_event = Session::connect_event(
         hub.clone(),
         id.clone(),
@@ -466,50 +463,19 @@ fn check_origin(edge: &Edge, request: &UpgradeRequest) -> Result<(), Refusal> {
     }
 }
 
-/// Applies the hub's user id length and connection count limits to a new connection.
-/// The counts are read before registering, so concurrent upgrades may overshoot a limit by
-/// the number of handshakes in flight; the limits bound growth, they are not quotas.
+/// Checks the per-hub connection limits (the service layer decides; a refusal is a 400 for
+/// a too-long user id, else a 429).
 fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Result<(), Refusal> {
     let limits = edge.config.hub_limits(hub);
-    let refuse = |kind: LimitKind, status: StatusCode, why: String| {
-        edge.limits.hit(kind);
-        Err(Refusal(status, why))
-    };
-    if let Some(user) = &claims.user_id
-        && user.chars().count() > limits.max_user_id_chars
-    {
-        return refuse(
-            LimitKind::UserIdLength,
-            StatusCode::BAD_REQUEST,
-            format!(
-                "user id longer than {} characters (limits.max_user_id_chars)",
-                limits.max_user_id_chars
-            ),
-        );
-    }
-    if edge.router.hub_connection_count(hub) >= limits.max_connections_per_hub {
-        return refuse(
-            LimitKind::ConnectionsPerHub,
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "hub '{hub}' has reached its limit of {} connections (limits.max_connections_per_hub)",
-                limits.max_connections_per_hub
-            ),
-        );
-    }
-    if let Some(user) = &claims.user_id
-        && edge.router.user_connection_count(hub, user) >= limits.max_connections_per_user
-    {
-        return refuse(
-            LimitKind::ConnectionsPerUser,
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "user '{user}' has reached the limit of {} connections in hub '{hub}' (limits.max_connections_per_user)",
-                limits.max_connections_per_user
-            ),
-        );
-    }
-    Ok(())
+    edge.node
+        .check_admission(&limits, &edge.limits, hub, claims.user_id.as_deref())
+        .map_err(|refused| {
+            let status = match refused.kind {
+                LimitKind::UserIdLength => StatusCode::BAD_REQUEST,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
+            Refusal(status, refused.message)
+        })
 }
 
 /// Registers a new connection with the router; protocol clients get `connected` first (with
@@ -542,7 +508,7 @@ fn connect(
     );
     let config = &edge.config.client;
     edge.sessions.insert(id.shared(), session);
-    edge.router.connect(ConnectSpec {
+    edge.node.register_client(ConnectSpec {
         id,
         hub,
         user_id: claims.user_id.map(Into::into),
@@ -560,6 +526,6 @@ fn connect(
 }
 
 /// Sends the shutdown close to every connection.
-pub(crate) fn close_all(router: &Router) {
-    router.close_all(close::GOING_AWAY, SHUTDOWN_REASON);
+pub(crate) fn close_all(node: &Node) {
+    node.close_all_clients(close::GOING_AWAY, SHUTDOWN_REASON);
 }

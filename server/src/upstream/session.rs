@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use super::event::{ConnectBody, Event, EventKind};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
 use crate::message::{Data, Frame, Message, close};
+use crate::node::Node;
 use crate::protocol::{self, AckError};
-use crate::router::{Close, Connection, ConnectionId, Router};
+use crate::router::{Close, Connection, ConnectionId};
 
 /// The upstream side of one accepted connection. The connection task owns it; events are
 /// numbered from it and carry its connection state.
@@ -146,7 +147,7 @@ const REFUSED_EVENT_NAMES: [&str; 2] = [".", ".."];
 /// `.` and `..` are acked `BadRequest` without a delivery (the connection stays).
 pub(crate) async fn on_json_event(
     upstream: &Upstream,
-    router: &Router,
+    node: &Node,
     session: &Session,
     conn: &Connection,
     event: JsonEvent,
@@ -183,7 +184,7 @@ pub(crate) async fn on_json_event(
         UserEventOutcome::NoHandler | UserEventOutcome::Replied(None) => true,
         UserEventOutcome::Replied(Some(data)) => {
             // A server message, numbered like any other for reliable clients.
-            router.send_to_connection(conn.hub(), conn.id().as_str(), &Message::from_server(data));
+            node.send_to_client(conn, &Message::from_server(data));
             true
         }
         UserEventOutcome::Failed => false,

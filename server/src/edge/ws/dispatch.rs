@@ -96,7 +96,7 @@ fn on_message(
     conn: &Arc<Connection>,
     message: ClientMessage<'_>,
 ) -> Option<UserEvent> {
-    let router = &edge.router;
+    let node = &edge.node;
     if trace::enabled() {
         trace::record("message.type", message_type(&message));
     }
@@ -104,12 +104,12 @@ fn on_message(
         ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
             check_group_count(edge, conn, &group)?;
-            router.join_group(conn, &group);
+            node.join_group_from_client(conn, &group);
             Ok(())
         }),
         ClientMessage::LeaveGroup { group, ack_id } => acked(conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "leave")?;
-            router.leave_group(conn, &group);
+            node.leave_group_from_client(conn, &group);
             Ok(())
         }),
         ClientMessage::SendToGroup {

@@ -111,7 +111,7 @@ pub(super) async fn recover<S>(
         Ok(found) => found,
         Err(why) => {
             tracing::debug!(connection.id = %recovery.connection_id, why, "recovery refused");
-            let metrics = edge.router.metrics();
+            let metrics = edge.node.metrics();
             metrics
                 .registry()
                 .reliable_recoveries
@@ -135,7 +135,7 @@ pub(super) async fn recover<S>(
         send_close(&mut ws, format, close::POLICY_VIOLATION, why).await;
         return;
     };
-    edge.router
+    edge.node
         .metrics()
         .registry()
         .reliable_recoveries
@@ -157,8 +157,8 @@ fn check_recovery(
     subprotocol: Option<Subprotocol>,
 ) -> Result<Arc<Connection>, &'static str> {
     let conn = edge
-        .router
-        .connection(hub, &recovery.connection_id)
+        .node
+        .local_connection(hub, &recovery.connection_id)
         .ok_or("The connection does not exist or its recovery window has passed.")?;
     auth::verify_reconnection_token(&recovery.token, &edge.keys, conn.id().as_str())
         .map_err(|_| "Invalid reconnection token.")?;
@@ -246,7 +246,7 @@ pub(super) async fn abandon(edge: &Edge, conn: &Connection, reason: &str) {
     });
     match edge.sessions.get(conn.id().as_str()).map(|s| s.clone()) {
         Some(session) => finish(edge, conn, &session, "upgrade_failed").await,
-        None => edge.router.disconnect(conn),
+        None => edge.node.unregister_client(conn),
     }
 }
 
@@ -272,13 +272,13 @@ fn disconnect_reason(conn: &Connection, draining: bool) -> &'static str {
 /// Ends a logical connection: out of the router, and its one upstream `disconnected`;
 /// counted under `reason`.
 async fn finish(edge: &Edge, conn: &Connection, session: &Session, reason: &'static str) {
-    edge.router
+    edge.node
         .metrics()
         .registry()
         .disconnects
         .with(&[conn.hub(), reason])
         .inc();
-    edge.router.disconnect(conn);
+    edge.node.unregister_client(conn);
     edge.sessions.remove(conn.id().as_str());
     let reason = upstream::disconnect_reason(conn);
     edge.upstream.disconnected(session, reason.as_deref()).await;
@@ -326,7 +326,7 @@ where
 {
     let (mut sink, mut stream) = ws.split();
     let mut stopped = false;
-    let metrics = edge.router.hub_metrics(conn.hub());
+    let metrics = edge.node.hub_metrics(conn.hub());
     let reader = read_loop(edge, conn, &mut stream, session, &metrics);
     let writer = write_loop(
         conn,
@@ -520,7 +520,7 @@ fn message_span(conn: &Connection, frame: &'static str) -> tracing::Span {
 async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: UserEvent) {
     match event {
         UserEvent::Event(event) => {
-            upstream::on_json_event(&edge.upstream, &edge.router, session, conn, event).await;
+            upstream::on_json_event(&edge.upstream, &edge.node, session, conn, event).await;
         }
         UserEvent::Frame(data) => {
             upstream::on_simple_frame(&edge.upstream, session, conn, data).await;
