@@ -41,6 +41,8 @@ pub struct Config {
     pub hubs: BTreeMap<String, HubConfig>,
     /// Settings for client WebSocket connections.
     pub client: ClientConfig,
+    /// Settings and limits of MQTT clients (`/clients/mqtt/hubs/{hub}`).
+    pub mqtt: MqttConfig,
     /// How long a graceful shutdown may take before the remaining connections are dropped.
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
@@ -102,6 +104,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             hubs: BTreeMap::new(),
             client: ClientConfig::default(),
+            mqtt: MqttConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             dev: false,
             upstream: UpstreamConfig::default(),
@@ -440,6 +443,33 @@ impl Default for ClientConfig {
             unacked_max_messages: 1000,
             unacked_max_bytes: 16 * 1024 * 1024,
             allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Settings and limits of MQTT clients (`[mqtt]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The in-flight window, both ways: the most QoS 1 messages sent to a session and not
+    /// yet acknowledged (fewer when the client's MQTT 5 Receive Maximum is lower; further
+    /// messages wait in the outbox), and the Receive Maximum announced to MQTT 5 clients
+    /// for their QoS 1 and 2 publishes. A client with more QoS 2 publishes unreleased is
+    /// disconnected (0x93 Receive Maximum exceeded).
+    pub inflight_window: u16,
+    /// Most MQTT sessions on this node; further MQTT clients are refused with 503.
+    pub max_sessions: usize,
+    /// How long a client has after the WebSocket upgrade to send its CONNECT packet.
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            inflight_window: 100,
+            max_sessions: 100_000,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -147,6 +147,9 @@ struct TokenArgs {
     /// Lifetime: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
+    /// A token for MQTT clients: its audience and URL name `/clients/mqtt/hubs/<hub>`.
+    #[arg(long)]
+    mqtt: bool,
 }
 
 impl Settings {
@@ -333,8 +336,16 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
         groups: args.groups,
         ttl: args.ttl,
     };
-    let token = auth::mint_client_token(&key, &endpoint, &request);
-    println!("{}", auth::client_url(&endpoint, &request.hub, &token));
+    let protocol = if args.mqtt {
+        auth::ClientProtocol::Mqtt
+    } else {
+        auth::ClientProtocol::Default
+    };
+    let token = auth::mint_client_token_for(&key, &endpoint, protocol, &request);
+    println!(
+        "{}",
+        auth::client_url_for(&endpoint, protocol, &request.hub, &token)
+    );
     ExitCode::SUCCESS
 }
 

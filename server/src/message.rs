@@ -24,6 +24,9 @@ pub enum WireFormat {
     Json,
     /// `protobuf(.reliable).webpubsub.azure.v1`: one protobuf message per binary frame.
     Protobuf,
+    /// An MQTT client (`/clients/mqtt`): a message is queued as the shared part of a PUBLISH
+    /// packet ([`crate::protocol::mqtt`]); the MQTT writer adds the per-session header.
+    Mqtt,
 }
 
 /// One WebSocket data frame, ready to write. Cloning shares the bytes.

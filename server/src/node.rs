@@ -562,8 +562,13 @@ impl Node {
             groups: req.groups,
             ttl: Duration::from_secs(u64::from(minutes) * 60),
         };
-        let token = auth::mint_client_token(self.keys().primary(), self.endpoint(), &request);
-        let url = auth::client_url(self.endpoint(), &request.hub, &token);
+        let protocol = match pb::ClientType::try_from(req.client_type) {
+            Ok(pb::ClientType::Mqtt) => auth::ClientProtocol::Mqtt,
+            _ => auth::ClientProtocol::Default,
+        };
+        let token =
+            auth::mint_client_token_for(self.keys().primary(), self.endpoint(), protocol, &request);
+        let url = auth::client_url_for(self.endpoint(), protocol, &request.hub, &token);
         Ok(pb::GenerateClientTokenResponse { token, url })
     }
 

@@ -9,7 +9,7 @@ use std::cell::{Cell, OnceCell};
 use tokio::time::Instant;
 
 use crate::message::{Data, Frame, Message, Origin, WireFormat};
-use crate::protocol::{json, protobuf};
+use crate::protocol::{json, mqtt, protobuf};
 use crate::telemetry::{HubMetrics, trace};
 
 /// A message rendered lazily, at most once per wire format, for one fan-out.
@@ -19,6 +19,8 @@ pub(crate) struct Encoded<'m> {
     json: OnceCell<Frame>,
     protobuf: OnceCell<Frame>,
     simple: OnceCell<Frame>,
+    /// The shared body of the PUBLISH packets for MQTT clients.
+    mqtt: OnceCell<Frame>,
     json_numbered: OnceCell<Frame>,
     protobuf_numbered: OnceCell<Frame>,
     /// The hub's series, counted into once per fan-out.
@@ -36,6 +38,7 @@ impl<'m> Encoded<'m> {
             json: OnceCell::new(),
             protobuf: OnceCell::new(),
             simple: OnceCell::new(),
+            mqtt: OnceCell::new(),
             json_numbered: OnceCell::new(),
             protobuf_numbered: OnceCell::new(),
             metrics,
@@ -74,7 +77,7 @@ impl<'m> Encoded<'m> {
             WireFormat::Protobuf => self
                 .protobuf_numbered
                 .get_or_init(|| Frame::Binary(protobuf::encode_data_message(self.message))),
-            WireFormat::Simple => self.frame(format),
+            WireFormat::Simple | WireFormat::Mqtt => self.frame(format),
         }
     }
 
@@ -88,6 +91,9 @@ impl<'m> Encoded<'m> {
                 .protobuf
                 .get_or_init(|| Frame::Binary(protobuf::encode_message(self.message))),
             WireFormat::Simple => self.simple.get_or_init(|| raw_frame(&self.message.data)),
+            WireFormat::Mqtt => self
+                .mqtt
+                .get_or_init(|| mqtt::encode_publish_body(self.message)),
         }
     }
 }
