@@ -1018,12 +1018,17 @@ async fn write_loop<W>(
     let mut pending: VecDeque<Frame> = VecDeque::new();
     let mut next_id: u16 = 0;
     let mut head = BytesMut::new();
+    // The reader's end drops the sender; the writer goes on to write the close.
+    let mut reader_gone = false;
     loop {
         let window_full = !pending.is_empty();
         tokio::select! {
             biased;
-            packet = control.recv() => {
-                let Some(packet) = packet else { return };
+            packet = control.recv(), if !reader_gone => {
+                let Some(packet) = packet else {
+                    reader_gone = true;
+                    continue;
+                };
                 let mut write = sink.feed(WsMessage::Binary(packet)).await;
                 while write.is_ok() && let Ok(more) = control.try_recv() {
                     write = sink.feed(WsMessage::Binary(more)).await;
