@@ -27,6 +27,21 @@ pub fn protobuf_protocol(data: &[u8]) {
     let _ = crate::protocol::protobuf::parse(&Bytes::copy_from_slice(data));
 }
 
+/// The MQTT edge's codec path: the byte stream cut into packets (with a size limit), the
+/// CONNECT's protocol level, and every packet decoded as 3.1.1 and as 5.0; and the shared
+/// PUBLISH body the writer cuts up.
+pub fn mqtt_packets(data: &[u8]) {
+    use crate::edge::mqtt::packet::{self, Framer, Version};
+    let mut framer = Framer::default();
+    framer.extend(data);
+    while let Ok(Some(bytes)) = framer.next_packet(4096) {
+        let _ = packet::connect_level(&bytes);
+        let _ = packet::decode(Version::V311, &bytes);
+        let _ = packet::decode(Version::V5, &bytes);
+    }
+    let _ = crate::protocol::mqtt::PublishBody::split(&Bytes::copy_from_slice(data));
+}
+
 /// A connection as OData filters see it.
 struct Sample;
 
@@ -119,7 +134,8 @@ pub fn webhook_response(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the regression replay and the fuzz crate.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
+    ("mqtt_packets", mqtt_packets),
     ("json_protocol", json_protocol),
     ("protobuf_protocol", protobuf_protocol),
     ("odata_filter", odata_filter),
@@ -194,6 +210,11 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn mqtt_packets_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            mqtt_packets(&bytes);
+        }
 
         #[test]
         fn json_protocol_never_panics(text in json_like()) {

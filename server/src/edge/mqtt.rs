@@ -13,7 +13,7 @@
 //! told in the CONNACK instead (return code 5, reason code 0x87), which is what MQTT
 //! clients report to their users.
 
-mod packet;
+pub(crate) mod packet;
 mod session;
 
 use std::sync::Arc;
