@@ -30,7 +30,7 @@ use warp::{Filter, Rejection};
 
 use super::ws::Edge;
 use crate::limits::LimitKind;
-use crate::router;
+use crate::router::HubKey;
 use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, event::ConnectBody};
@@ -176,7 +176,7 @@ fn refusal(status: StatusCode, why: &str) -> Response<warp::hyper::body::Bytes> 
 /// What the session task needs from the upgrade request.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    pub(crate) hub: Arc<str>,
+    pub(crate) hub: HubKey,
     /// The verified claims, or why the token was refused (told in the CONNACK).
     pub(crate) claims: Result<ClientClaims, String>,
     /// The `connect` event's body: query, headers, claims, subprotocols.
@@ -197,7 +197,7 @@ async fn handshake(
             "hub name is not valid UTF-8".to_owned(),
         )
     })?;
-    let hub = router::hub_key(&hub_name).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let hub = HubKey::new(&hub_name).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let is_websocket = request
         .header(header::UPGRADE)
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));

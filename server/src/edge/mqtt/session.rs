@@ -32,7 +32,9 @@ use crate::limits::{LimitKind, RateLimiter};
 use crate::message::{Frame, WireFormat, close};
 use crate::protocol::mqtt::{self as codec, PublishBody, SERVER_MESSAGES_TOPIC};
 use crate::router::outbox::Taken;
-use crate::router::{self, Close, ConnectSpec, Connection, ConnectionId, Permission, Permissions};
+use crate::router::{
+    self, Close, ConnectSpec, Connection, ConnectionId, HubKey, Permission, Permissions,
+};
 use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
 use crate::upstream::{self, Session};
 
@@ -136,7 +138,7 @@ where
     let span = tracing::info_span!(
         "connection",
         protocol = "mqtt",
-        hub = admitted.conn.hub(),
+        hub = admitted.conn.hub().as_str(),
         connection.id = %admitted.conn.id(),
         user = admitted.conn.user_id().map(|u| &**u).unwrap_or(""),
         client.addr = ?admitted.conn.remote_addr(),
@@ -250,7 +252,7 @@ async fn admit(
         }),
     });
     let event = Session::connect_event(
-        accepted.hub.clone(),
+        accepted.hub.shared(),
         id.clone(),
         claims.user_id.as_deref(),
         Some(super::SUBPROTOCOL),
@@ -334,7 +336,7 @@ fn check_connect(connect: &Connect) -> Result<(), ConnectRefusal> {
 
 /// A client id is one session: an older session of the same client id on this node is
 /// ended (MQTT 5: DISCONNECT 0x8E) before the new one registers.
-async fn take_over(mqtt: &MqttEdge, hub: &str, client_id: &str) -> Result<(), ConnectRefusal> {
+async fn take_over(mqtt: &MqttEdge, hub: &HubKey, client_id: &str) -> Result<(), ConnectRefusal> {
     let node = &mqtt.edge.node;
     let Some(old) = node.local_connection(hub, client_id) else {
         return Ok(());
