@@ -48,6 +48,28 @@ pub fn sign_hs256(key: &str, claims: &impl Serialize) -> String {
 
 // === client tokens ===
 
+/// Where a kind of client connects, which its token's audience names: Azure gives each client
+/// protocol its own path (and so its own audience), so a token minted for one never opens
+/// another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientPath {
+    /// Web PubSub clients (simple and subprotocol WebSocket): `/client/hubs/{hub}`.
+    #[default]
+    Default,
+    /// Socket.IO clients (Engine.IO v4): `/clients/socketio/hubs/{hub}`.
+    SocketIo,
+}
+
+impl ClientPath {
+    /// The path before `/hubs/{hub}`, without its leading `/`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ClientPath::Default => "client",
+            ClientPath::SocketIo => "clients/socketio",
+        }
+    }
+}
+
 /// What `hubcast token` and the SDKs ask for when minting a client token.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -101,13 +123,30 @@ struct MintedClaims<'a> {
 /// trailing `/`, hub as given, like the SDKs) and `sub` (only if set). Signed with HMAC-SHA256
 /// over the UTF-8 bytes of `key`.
 pub fn mint_client_token(key: &str, endpoint: &str, req: &TokenRequest) -> String {
+    mint_client_token_at(key, endpoint, ClientPath::Default, req)
+}
+
+/// [`mint_client_token`] for the client endpoint at `path`: the audience is
+/// `"{endpoint}/{path}/hubs/{hub}"`, as `@azure/web-pubsub` mints it for each
+/// `clientProtocol` (e.g. `.../clients/socketio/hubs/{hub}`).
+pub fn mint_client_token_at(
+    key: &str,
+    endpoint: &str,
+    path: ClientPath,
+    req: &TokenRequest,
+) -> String {
     let iat = now_secs();
     let claims = MintedClaims {
         role: &req.roles,
         groups: &req.groups,
         iat,
         exp: iat.saturating_add(req.ttl.as_secs()),
-        aud: format!("{}/client/hubs/{}", endpoint.trim_end_matches('/'), req.hub),
+        aud: format!(
+            "{}/{}/hubs/{}",
+            endpoint.trim_end_matches('/'),
+            path.prefix(),
+            req.hub
+        ),
         sub: req.user_id.as_deref(),
     };
     sign_hs256(key, &claims)

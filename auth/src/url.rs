@@ -151,6 +151,13 @@ fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a st
 ///
 /// The hub is percent-encoded where needed; the token is a JWT and so already URL-safe.
 pub fn client_url(endpoint: &str, hub: &str, token: &str) -> String {
+    client_url_at(endpoint, crate::ClientPath::Default, hub, token)
+}
+
+/// [`client_url`] for the client endpoint at `path`: for Socket.IO,
+/// `ws(s)://{endpoint}/clients/socketio/hubs/{hub}?access_token={token}`, the URL
+/// `@azure/web-pubsub` returns for `clientProtocol: "socketio"`.
+pub fn client_url_at(endpoint: &str, path: crate::ClientPath, hub: &str, token: &str) -> String {
     let endpoint = endpoint.trim_end_matches('/');
     let endpoint = if let Some(rest) = strip_prefix_ignore_ascii_case(endpoint, "https://") {
         format!("wss://{rest}")
@@ -160,7 +167,8 @@ pub fn client_url(endpoint: &str, hub: &str, token: &str) -> String {
         endpoint.to_owned()
     };
     format!(
-        "{endpoint}/client/hubs/{}?access_token={token}",
+        "{endpoint}/{}/hubs/{}?access_token={token}",
+        path.prefix(),
         percent_encode_segment(hub)
     )
 }

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::url::{HttpUrl, path_segments, percent_decode, same_segments};
-use crate::{AuthError, CLOCK_SKEW, KeyRing};
+use crate::{AuthError, CLOCK_SKEW, ClientPath, KeyRing};
 
 /// Validation shared by client and service tokens: HS256 only, `exp` required, `exp`/`nbf`
 /// checked with [`CLOCK_SKEW`]. `aud` is checked by [`audience_matches`] and
@@ -190,23 +190,45 @@ pub fn verify_client_token(
     endpoint: &str,
     hub: &str,
 ) -> Result<ClientClaims, AuthError> {
+    verify_client_token_at(token, keys, endpoint, ClientPath::Default, hub)
+}
+
+/// [`verify_client_token`] for the client endpoint at `path`: the audience must name
+/// `{endpoint path}/{path}/hubs/{hub}` (for Socket.IO, `.../clients/socketio/hubs/{hub}`),
+/// so a token for one kind of client never opens another's endpoint.
+///
+/// # Errors
+///
+/// As [`verify_client_token`].
+pub fn verify_client_token_at(
+    token: &str,
+    keys: &KeyRing,
+    endpoint: &str,
+    path: ClientPath,
+    hub: &str,
+) -> Result<ClientClaims, AuthError> {
     let claims: Map<String, Value> = decode(token, keys, &VALIDATION)?;
-    client_claims(&claims, endpoint, hub)
+    client_claims(&claims, endpoint, path, hub)
 }
 
 /// Checks `aud` and extracts the claims Hubcast uses from verified claims.
 fn client_claims(
     claims: &Map<String, Value>,
     endpoint: &str,
+    path: ClientPath,
     hub: &str,
 ) -> Result<ClientClaims, AuthError> {
     let audiences = audiences(claims)?;
     if !audiences
         .iter()
-        .any(|aud| audience_matches(aud, endpoint, hub))
+        .any(|aud| audience_matches(aud, endpoint, path, hub))
     {
         return Err(AuthError::WrongAudience {
-            expected: format!("{}/client/hubs/{hub}", endpoint.trim_end_matches('/')),
+            expected: format!(
+                "{}/{}/hubs/{hub}",
+                endpoint.trim_end_matches('/'),
+                path.prefix()
+            ),
             found: audiences.join(", "),
         });
     }
@@ -224,11 +246,12 @@ fn client_claims(
 }
 
 /// Whether one `aud` value names `endpoint` and `hub` (see [`verify_client_token`]).
-fn audience_matches(aud: &str, endpoint: &str, hub: &str) -> bool {
+fn audience_matches(aud: &str, endpoint: &str, path: ClientPath, hub: &str) -> bool {
     let hub = percent_decode(hub).unwrap_or_else(|| hub.to_owned());
     names(aud, endpoint, |prefix| {
         let mut segments = path_segments(prefix)?;
-        segments.extend(["client".to_owned(), "hubs".to_owned(), hub]);
+        segments.extend(path.prefix().split('/').map(str::to_owned));
+        segments.extend(["hubs".to_owned(), hub]);
         Some(segments)
     })
 }

@@ -11,4 +11,5 @@
 
 pub(crate) mod grpc;
 pub(crate) mod rest;
+pub(crate) mod socketio;
 pub(crate) mod ws;

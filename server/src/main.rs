@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
+    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...; with
+    /// `--socketio`, ws://.../clients/socketio/hubs/{hub}?access_token=...).
     Token(TokenArgs),
     /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
     /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
@@ -147,6 +148,10 @@ struct TokenArgs {
     /// Lifetime: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
+    /// A token for a Socket.IO client: audience and URL `.../clients/socketio/hubs/{hub}`
+    /// (give the URL's path to `socket.io-client` as `path`, the token as `access_token`).
+    #[arg(long)]
+    socketio: bool,
 }
 
 impl Settings {
@@ -333,8 +338,16 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
         groups: args.groups,
         ttl: args.ttl,
     };
-    let token = auth::mint_client_token(&key, &endpoint, &request);
-    println!("{}", auth::client_url(&endpoint, &request.hub, &token));
+    let path = if args.socketio {
+        auth::ClientPath::SocketIo
+    } else {
+        auth::ClientPath::Default
+    };
+    let token = auth::mint_client_token_at(&key, &endpoint, path, &request);
+    println!(
+        "{}",
+        auth::client_url_at(&endpoint, path, &request.hub, &token)
+    );
     ExitCode::SUCCESS
 }
 

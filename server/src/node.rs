@@ -61,6 +61,7 @@ pub(crate) enum Field {
     PageSize,
     PageToken,
     Filter,
+    ClientType,
 }
 
 impl Field {
@@ -79,6 +80,7 @@ impl Field {
             Field::PageSize => "maxpagesize",
             Field::PageToken => "continuationToken",
             Field::Filter => "filter",
+            Field::ClientType => "clientType",
         }
     }
 }
@@ -562,8 +564,19 @@ impl Node {
             groups: req.groups,
             ttl: Duration::from_secs(u64::from(minutes) * 60),
         };
-        let token = auth::mint_client_token(self.keys().primary(), self.endpoint(), &request);
-        let url = auth::client_url(self.endpoint(), &request.hub, &token);
+        let path = match pb::ClientType::try_from(req.client_type) {
+            Ok(pb::ClientType::SocketIo) => auth::ClientPath::SocketIo,
+            Ok(pb::ClientType::Default | pb::ClientType::Unspecified) => auth::ClientPath::Default,
+            Err(_) => {
+                return Err(NodeError::invalid(
+                    Field::ClientType,
+                    format!("unknown client type {}", req.client_type),
+                ));
+            }
+        };
+        let token =
+            auth::mint_client_token_at(self.keys().primary(), self.endpoint(), path, &request);
+        let url = auth::client_url_at(self.endpoint(), path, &request.hub, &token);
         Ok(pb::GenerateClientTokenResponse { token, url })
     }
 

@@ -634,6 +634,7 @@ fn field_number(field: Field) -> u32 {
         Field::PageSize => 10,
         Field::PageToken => 11,
         Field::Filter => 12,
+        Field::ClientType => 13,
     }
 }
 
@@ -652,6 +653,7 @@ fn field_of(n: u32) -> Option<Field> {
         10 => Field::PageSize,
         11 => Field::PageToken,
         12 => Field::Filter,
+        13 => Field::ClientType,
         _ => return None,
     })
 }
@@ -672,7 +674,7 @@ mod tests {
         (ErrorCode::Internal, 8),
         (ErrorCode::Timeout, 9),
     ];
-    const FIELDS: [(Field, u32); 12] = [
+    const FIELDS: [(Field, u32); 13] = [
         (Field::Hub, 1),
         (Field::Group, 2),
         (Field::Groups, 3),
@@ -685,6 +687,7 @@ mod tests {
         (Field::PageSize, 10),
         (Field::PageToken, 11),
         (Field::Filter, 12),
+        (Field::ClientType, 13),
     ];
 
     #[test]

@@ -37,7 +37,7 @@ pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: Utf8Bytes) -> O
             );
             None
         }
-        WireFormat::Simple => Some(UserEvent::Frame(Data::Text(text))),
+        WireFormat::Simple | WireFormat::SocketIo => Some(UserEvent::Frame(Data::Text(text))),
     }
 }
 
@@ -53,7 +53,7 @@ pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: Bytes) -> Op
             );
             None
         }
-        WireFormat::Simple => Some(UserEvent::Frame(Data::Binary(bytes))),
+        WireFormat::Simple | WireFormat::SocketIo => Some(UserEvent::Frame(Data::Binary(bytes))),
     }
 }
 
