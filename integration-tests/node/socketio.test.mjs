@@ -14,7 +14,10 @@ import { after, before, describe, test } from "node:test";
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
 import { io } from "socket.io-client";
 
-import { STEP_TIMEOUT_MS, Server, eventually, withTimeout } from "./support/hubcast.mjs";
+import { STEP_TIMEOUT_MS, Server, TOPOLOGY, eventually, topologyOptions, withTimeout } from "./support/hubcast.mjs";
+
+/** Long-polling needs session affinity, which the test balancer does not give (see SINGLE_NODE_ONLY). */
+const POLLING = TOPOLOGY === "cluster" ? ["websocket"] : ["polling"];
 
 const HUB = "sio";
 
@@ -146,11 +149,12 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
   }
 
   for (const [name, options] of [
-    ["WebSocket only", { transports: ["websocket"] }],
-    ["long-polling only", { transports: ["polling"] }],
-    ["long-polling upgraded to WebSocket", { transports: ["polling", "websocket"] }],
+    ["socket.io WebSocket only", { transports: ["websocket"] }],
+    ["socket.io long-polling only", { transports: ["polling"] }],
+    ["socket.io long-polling upgraded to WebSocket", { transports: ["polling", "websocket"] }],
   ]) {
-    test(`${name}: emitWithAck reaches the handler and its answer is the ack`, async () => {
+    const title = `${name}: emitWithAck reaches the handler and its answer is the ack`;
+    test(title, topologyOptions(title), async () => {
       const socket = await connect(options);
       const connectEvent = await backend.wait(
         (e) => e.type === "azure.webpubsub.sys.connect" && e.socketId === socket.id,
@@ -189,7 +193,7 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
 
   test("REST sends of Engine.IO payloads reach namespaces, rooms and sockets; filters exclude", async () => {
     const a = await connect({ ns: "/chat" });
-    const b = await connect({ ns: "/chat", userId: "bob", transports: ["polling"] });
+    const b = await connect({ ns: "/chat", userId: "bob", transports: POLLING });
     const other = await connect({ ns: "/" });
     const received = { a: [], b: [], other: [] };
     a.on("news", (...args) => received.a.push(args));
@@ -232,7 +236,7 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
   });
 
   test("binary attachments reach the handler and come back in the ack", async () => {
-    const socket = await connect({ transports: ["polling"] });
+    const socket = await connect({ transports: POLLING });
     const reply = await withTimeout(socket.emitWithAck("echo", Buffer.from([1, 2, 3])), STEP_TIMEOUT_MS, "the binary ack");
     assert.deepEqual([...reply], [1, 2, 3]);
     const ws = await connect({ transports: ["websocket"] });

@@ -568,6 +568,7 @@ mod tests {
                 name: "e".into(),
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
             },
+            socketio: None,
         }
     }
 
