@@ -61,7 +61,9 @@ async fn http(addr: SocketAddr, method: &str, path_and_query: &str, body: &[u8])
             .to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     };
-    tokio::time::timeout(TIMEOUT, work).await.expect("HTTP in time")
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .expect("HTTP in time")
 }
 
 /// A long-polling session: its node and sid.
@@ -73,10 +75,11 @@ struct Polling {
 impl Polling {
     async fn open(server: &TestServer) -> Self {
         let addr = server.client_addr();
-        let (status, body) = http(addr, "GET", &format!("{PATH}?EIO=4&transport=polling"), b"").await;
+        let (status, body) =
+            http(addr, "GET", &format!("{PATH}?EIO=4&transport=polling"), b"").await;
         assert_eq!(status, 200, "{body}");
-        let open: Value = serde_json::from_str(body.strip_prefix('0').expect("open packet"))
-            .expect("open JSON");
+        let open: Value =
+            serde_json::from_str(body.strip_prefix('0').expect("open packet")).expect("open JSON");
         let sid = open["sid"].as_str().expect("sid").to_owned();
         let polling = Self { addr, sid };
         assert_eq!(polling.post("40").await, (200, "ok".to_owned()));
@@ -204,7 +207,10 @@ async fn a_malformed_socket_io_packet_closes_its_session_with_the_parse_error() 
     assert!(body.contains("Invalid Socket.IO packet"), "{body}");
     let (status, body) = polling.get().await;
     assert_eq!(status, 400);
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["code"], 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["code"],
+        1
+    );
     bystander_receives(&server, &mut bystander).await;
 }
 
@@ -266,7 +272,9 @@ async fn a_poll_storm_ends_only_the_storming_session() {
         .count();
     assert!(refused >= 1, "overlapping polls are refused: {answers:?}");
     assert!(
-        answers.iter().all(|(status, _)| *status == 200 || *status == 400),
+        answers
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 400),
         "{answers:?}"
     );
     // The storming session is over; a new one works.
@@ -291,6 +299,12 @@ async fn unknown_sessions_transports_and_versions_get_engine_io_errors() {
         assert_eq!(error["code"], code, "{query}: {body}");
         assert!(error["message"].is_string());
     }
-    let (status, _) = http(addr, "POST", &format!("{PATH}?EIO=4&transport=polling"), b"40").await;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("{PATH}?EIO=4&transport=polling"),
+        b"40",
+    )
+    .await;
     assert_eq!(status, 400, "a session starts with a GET");
 }
