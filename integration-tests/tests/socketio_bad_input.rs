@@ -109,7 +109,10 @@ async fn websocket(server: &TestServer) -> Ws {
         .await
         .expect("WebSocket session");
     let open = next_text(&mut ws).await;
-    assert!(open.starts_with("0{\"sid\":"), "{open}");
+    let open: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("open JSON");
+    assert!(open["sid"].is_string(), "{open}");
+    assert_eq!(open["maxPayload"], 4096);
     ws.send(Message::Text("40".into())).await.expect("send");
     let connected = next_text(&mut ws).await;
     assert!(connected.starts_with("40{\"sid\":"), "{connected}");
