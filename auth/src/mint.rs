@@ -58,6 +58,8 @@ pub enum ClientProtocol {
     Default,
     /// MQTT clients: `/clients/mqtt/hubs/{hub}`.
     Mqtt,
+    /// Socket.IO clients (Engine.IO v4): `/clients/socketio/hubs/{hub}`.
+    SocketIo,
 }
 
 impl ClientProtocol {
@@ -66,6 +68,7 @@ impl ClientProtocol {
         match self {
             ClientProtocol::Default => "client",
             ClientProtocol::Mqtt => "clients/mqtt",
+            ClientProtocol::SocketIo => "clients/socketio",
         }
     }
 }

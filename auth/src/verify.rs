@@ -384,6 +384,46 @@ mod tests {
     }
 
     #[test]
+    fn socketio_tokens_open_only_the_socketio_endpoint() {
+        let request = TokenRequest::new("chat");
+        let sio = crate::mint_client_token_for(KEY1, ENDPOINT, ClientProtocol::SocketIo, &request);
+        let payload: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(sio.split('.').nth(1).expect("payload"))
+                .expect("base64"),
+        )
+        .expect("JSON");
+        assert_eq!(
+            payload["aud"],
+            "http://127.0.0.1:8080/clients/socketio/hubs/chat"
+        );
+        verify_client_token_for(&sio, &ring(), ENDPOINT, ClientProtocol::SocketIo, "chat")
+            .expect("a Socket.IO token opens the Socket.IO endpoint");
+        assert!(matches!(
+            verify_client_token(&sio, &ring(), ENDPOINT, "chat"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        let default = mint_client_token(KEY1, ENDPOINT, &request);
+        let refused = verify_client_token_for(
+            &default,
+            &ring(),
+            ENDPOINT,
+            ClientProtocol::SocketIo,
+            "chat",
+        );
+        match refused {
+            Err(AuthError::WrongAudience { expected, .. }) => {
+                assert_eq!(expected, "http://127.0.0.1:8080/clients/socketio/hubs/chat");
+            }
+            other => panic!("a /client token must not open the Socket.IO endpoint: {other:?}"),
+        }
+        assert_eq!(
+            crate::client_url_for(ENDPOINT, ClientProtocol::SocketIo, "chat", "t"),
+            "ws://127.0.0.1:8080/clients/socketio/hubs/chat?access_token=t"
+        );
+    }
+
+    #[test]
     fn minimal_token_has_no_user() {
         let token = sign(
             KEY1,

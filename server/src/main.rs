@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
+    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...; with
+    /// `--socketio`, ws://.../clients/socketio/hubs/{hub}?access_token=...).
     Token(TokenArgs),
     /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
     /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
@@ -148,8 +149,12 @@ struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
     /// A token for MQTT clients: its audience and URL name `/clients/mqtt/hubs/<hub>`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "socketio")]
     mqtt: bool,
+    /// A token for a Socket.IO client: audience and URL `.../clients/socketio/hubs/{hub}`
+    /// (give the URL's path to `socket.io-client` as `path`, the token as `access_token`).
+    #[arg(long)]
+    socketio: bool,
 }
 
 impl Settings {
@@ -338,6 +343,8 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
     };
     let protocol = if args.mqtt {
         auth::ClientProtocol::Mqtt
+    } else if args.socketio {
+        auth::ClientProtocol::SocketIo
     } else {
         auth::ClientProtocol::Default
     };

@@ -62,6 +62,7 @@ pub(crate) enum Field {
     PageSize,
     PageToken,
     Filter,
+    ClientType,
 }
 
 impl Field {
@@ -80,6 +81,7 @@ impl Field {
             Field::PageSize => "maxpagesize",
             Field::PageToken => "continuationToken",
             Field::Filter => "filter",
+            Field::ClientType => "clientType",
         }
     }
 }
@@ -565,7 +567,16 @@ impl Node {
         };
         let protocol = match pb::ClientType::try_from(req.client_type) {
             Ok(pb::ClientType::Mqtt) => auth::ClientProtocol::Mqtt,
-            _ => auth::ClientProtocol::Default,
+            Ok(pb::ClientType::SocketIo) => auth::ClientProtocol::SocketIo,
+            Ok(pb::ClientType::Default | pb::ClientType::Unspecified) => {
+                auth::ClientProtocol::Default
+            }
+            Err(_) => {
+                return Err(NodeError::invalid(
+                    Field::ClientType,
+                    format!("unknown client type {}", req.client_type),
+                ));
+            }
         };
         let token =
             auth::mint_client_token_for(self.keys().primary(), self.endpoint(), protocol, &request);

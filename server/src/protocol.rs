@@ -15,6 +15,7 @@
 pub mod json;
 pub mod mqtt;
 pub mod protobuf;
+pub mod socketio;
 
 use bytes::{Bytes, BytesMut};
 
@@ -92,7 +93,7 @@ pub fn connected(
     reconnection_token: Option<&str>,
 ) -> Option<Frame> {
     match format {
-        WireFormat::Simple | WireFormat::Mqtt => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_connected(
             user_id,
             connection_id,
@@ -109,7 +110,7 @@ pub fn connected(
 /// The `disconnected` system message sent before a server-initiated close.
 pub fn disconnected(format: WireFormat, reason: &str) -> Option<Frame> {
     match format {
-        WireFormat::Simple | WireFormat::Mqtt => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_disconnected(reason))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_disconnected(reason))),
     }
@@ -118,7 +119,7 @@ pub fn disconnected(format: WireFormat, reason: &str) -> Option<Frame> {
 /// An ack, successful or with an error.
 pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> Option<Frame> {
     match format {
-        WireFormat::Simple | WireFormat::Mqtt => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_ack(ack_id, error))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_ack(ack_id, error))),
     }
@@ -127,7 +128,7 @@ pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> 
 /// The answer to a ping.
 pub fn pong(format: WireFormat) -> Option<Frame> {
     match format {
-        WireFormat::Simple | WireFormat::Mqtt => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_pong())),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_pong())),
     }

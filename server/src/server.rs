@@ -336,6 +336,9 @@ impl Server {
             .or(crate::edge::mqtt::routes(crate::edge::mqtt::MqttEdge::new(
                 edge.clone(),
             )))
+            .or(crate::edge::socketio::routes(
+                crate::edge::socketio::SocketIoEdge::new(edge.clone()),
+            ))
             .or(health)
             .or(metrics)
             .or(crate::edge::rest::routes(

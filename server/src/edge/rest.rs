@@ -582,9 +582,11 @@ fn generate_token(node: &Node, hub: String, query: &Query) -> Result<Reply, Rest
         None => pb::ClientType::Default,
         Some(t) if t.eq_ignore_ascii_case("default") => pb::ClientType::Default,
         Some(t) if t.eq_ignore_ascii_case("mqtt") => pb::ClientType::Mqtt,
+        // `@azure/web-pubsub` sends its `clientProtocol` as is: `socketio`.
+        Some(t) if t.eq_ignore_ascii_case("socketio") => pb::ClientType::SocketIo,
         Some(t) => {
             return Err(RestError::bad_request(
-                format!("clientType '{t}' is not supported; use Default or MQTT"),
+                format!("clientType '{t}' is not supported; use Default, MQTT or SocketIO"),
                 "clientType",
             ));
         }

@@ -638,6 +638,7 @@ fn field_number(field: Field) -> u32 {
         Field::PageSize => 10,
         Field::PageToken => 11,
         Field::Filter => 12,
+        Field::ClientType => 13,
     }
 }
 
@@ -656,6 +657,7 @@ fn field_of(n: u32) -> Option<Field> {
         10 => Field::PageSize,
         11 => Field::PageToken,
         12 => Field::Filter,
+        13 => Field::ClientType,
         _ => return None,
     })
 }
@@ -676,7 +678,7 @@ mod tests {
         (ErrorCode::Internal, 8),
         (ErrorCode::Timeout, 9),
     ];
-    const FIELDS: [(Field, u32); 12] = [
+    const FIELDS: [(Field, u32); 13] = [
         (Field::Hub, 1),
         (Field::Group, 2),
         (Field::Groups, 3),
@@ -689,6 +691,7 @@ mod tests {
         (Field::PageSize, 10),
         (Field::PageToken, 11),
         (Field::Filter, 12),
+        (Field::ClientType, 13),
     ];
 
     #[test]

@@ -32,6 +32,18 @@ pub(crate) struct Event {
     pub(crate) time: SystemTime,
     /// What happened.
     pub(crate) kind: EventKind,
+    /// For a Socket.IO client: the namespace socket the event is about.
+    pub(crate) socketio: Option<Arc<SocketIoSocket>>,
+}
+
+/// A Socket.IO socket (one namespace of an Engine.IO connection): Socket.IO clients raise
+/// their events per socket, with `ce-namespace` and `ce-socketId` (Azure's serverless mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SocketIoSocket {
+    /// The namespace, e.g. `/chat`.
+    pub(crate) namespace: String,
+    /// The socket id.
+    pub(crate) socket_id: String,
 }
 
 /// What happened.

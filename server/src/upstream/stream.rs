@@ -507,6 +507,10 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
         reply_expected: blocking,
         sequence: event.sequence,
         kind: Some(kind),
+        socketio: event.socketio.as_ref().map(|s| pb::SocketIoSocket {
+            namespace: s.namespace.clone(),
+            socket_id: s.socket_id.clone(),
+        }),
     }
 }
 
@@ -564,6 +568,7 @@ mod tests {
                 name: "e".into(),
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
             },
+            socketio: None,
         }
     }
 

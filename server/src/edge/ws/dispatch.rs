@@ -37,7 +37,9 @@ pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: Utf8Bytes) -> O
             );
             None
         }
-        WireFormat::Simple | WireFormat::Mqtt => Some(UserEvent::Frame(Data::Text(text))),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => {
+            Some(UserEvent::Frame(Data::Text(text)))
+        }
     }
 }
 
@@ -53,7 +55,9 @@ pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: Bytes) -> Op
             );
             None
         }
-        WireFormat::Simple | WireFormat::Mqtt => Some(UserEvent::Frame(Data::Binary(bytes))),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => {
+            Some(UserEvent::Frame(Data::Binary(bytes)))
+        }
     }
 }
 
