@@ -903,7 +903,7 @@ impl Cluster {
     }
 
     /// Leaves the cluster: stops the tasks and gives up the lease, so the other nodes stop
-    /// asking this one at once, then waits (at most [`STOP_TIMEOUT`]) for the backplane's
+    /// asking this one at once, then waits (at most 3 s) for the backplane's
     /// tasks to end.
     pub async fn stop(&self) {
         self.stop.cancel();
