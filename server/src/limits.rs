@@ -82,6 +82,9 @@ pub struct Limits {
     /// has arrived for this long is dropped as dead. Must exceed `client.keepalive_interval`.
     #[serde(with = "crate::config::seconds")]
     pub idle_timeout: Duration,
+    /// Listener-wide: `invoke` calls one socket may have waiting for the upstream at once; a
+    /// further one is answered with a failed `invokeResponse` (`Forbidden`) at once.
+    pub max_invocations_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +103,7 @@ impl Default for Limits {
             request_body_timeout: Duration::from_secs(30),
             max_concurrent_handshakes: 1_024,
             idle_timeout: Duration::from_secs(120),
+            max_invocations_per_connection: 64,
         }
     }
 }
@@ -200,6 +204,10 @@ impl Limits {
                 self.max_concurrent_handshakes as u64,
             ),
             ("max_pending_sockets", self.max_pending_sockets as u64),
+            (
+                "max_invocations_per_connection",
+                self.max_invocations_per_connection as u64,
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
@@ -258,11 +266,13 @@ pub enum LimitKind {
     HandshakeTimeout,
     /// [`Limits::request_body_timeout`] (408).
     RequestBodyTimeout,
+    /// [`Limits::max_invocations_per_connection`].
+    InvocationsPerConnection,
 }
 
 impl LimitKind {
     /// Every kind, in a fixed order (for listings and metrics labels).
-    pub const ALL: [LimitKind; 14] = [
+    pub const ALL: [LimitKind; 15] = [
         Self::ConnectionsPerHub,
         Self::ConnectionsPerUser,
         Self::GroupsPerConnection,
@@ -277,6 +287,7 @@ impl LimitKind {
         Self::PendingSockets,
         Self::HandshakeTimeout,
         Self::RequestBodyTimeout,
+        Self::InvocationsPerConnection,
     ];
 
     /// The name used in logs and as a metrics label.
@@ -296,6 +307,7 @@ impl LimitKind {
             Self::PendingSockets => "pending_sockets",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::RequestBodyTimeout => "request_body_timeout",
+            Self::InvocationsPerConnection => "invocations_per_connection",
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod protobuf;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::message::{Frame, Queued, WireFormat};
+use crate::message::{Data, Frame, Queued, WireFormat};
 
 pub use json::{AckError, ClientMessage, ParseError};
 
@@ -120,6 +120,22 @@ pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> 
         WireFormat::Simple => None,
         WireFormat::Json => Some(Frame::Text(json::encode_ack(ack_id, error))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_ack(ack_id, error))),
+    }
+}
+
+/// The answer to an `invoke`: the handler's data (if any), or an error's name and message.
+/// Only the JSON subprotocols have the frame (Azure's protobuf protocol defines none).
+pub fn invoke_response(
+    format: WireFormat,
+    invocation_id: &str,
+    result: Result<Option<&Data>, (&str, &str)>,
+) -> Option<Frame> {
+    match format {
+        WireFormat::Json => Some(Frame::Text(json::encode_invoke_response(
+            invocation_id,
+            result,
+        ))),
+        WireFormat::Simple | WireFormat::Protobuf => None,
     }
 }
 

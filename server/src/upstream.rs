@@ -54,8 +54,8 @@ use hubcast_auth::KeyRing;
 
 pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply};
 pub(crate) use session::{
-    JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_json_event,
-    on_simple_frame,
+    Invocation, JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_invoke,
+    on_json_event, on_simple_frame,
 };
 
 use event::{EventName, ReplyBody};
@@ -118,8 +118,9 @@ pub(crate) enum UserEventOutcome {
     NoHandler,
     /// The backend answered; `Some` data goes back to the sender.
     Replied(Option<crate::message::Data>),
-    /// Delivery failed (the reason is logged): the sender learns of a failure.
-    Failed,
+    /// Delivery failed (the reason is logged): the sender learns of a failure (an invoking
+    /// client also of its kind).
+    Failed(DeliveryError),
 }
 
 /// The upstream of every hub: decides where each event goes and delivers it.
@@ -356,7 +357,7 @@ impl Upstream {
             }
             Err(e) => {
                 tracing::warn!(event = name, error = %e, "user event failed");
-                UserEventOutcome::Failed
+                UserEventOutcome::Failed(e)
             }
         }
     }
@@ -496,8 +497,8 @@ mod tests {
         assert_eq!(ok.state.as_deref(), Some("s"));
         let refused = decide_connect(reply("mqtt"), &offered).expect_err("not offered");
         assert_eq!(refused.status, 500);
-        let refused =
-            decide_connect(Err(DeliveryError::Rejected(403)), &offered).expect_err("rejected");
+        let refused = decide_connect(Err(DeliveryError::Rejected(403, None)), &offered)
+            .expect_err("rejected");
         assert_eq!(refused.status, 403);
         let refused = decide_connect(Err(DeliveryError::Timeout), &offered).expect_err("timeout");
         assert_eq!(refused.status, 504);

@@ -12,6 +12,7 @@
 //! `awps_reconnection_token`, and a recovered socket picks up where the old one stopped.
 
 mod dispatch;
+mod invoke;
 mod session;
 
 use std::sync::Arc;

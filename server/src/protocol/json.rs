@@ -65,6 +65,21 @@ pub enum ClientMessage<'a> {
     },
     /// `ping`: answered with `pong`.
     Ping,
+    /// `invoke` with `target` `event` (or none): a user event whose answer goes back to the
+    /// client as `invokeResponse` with the same `invocationId`.
+    Invoke {
+        /// The client's id of the call, echoed in the answer.
+        invocation_id: Cow<'a, str>,
+        /// The event name.
+        event: Cow<'a, str>,
+        /// The payload, if any.
+        data: Option<Data>,
+    },
+    /// `cancelInvocation`: the client no longer waits for this call.
+    CancelInvocation {
+        /// The id of the call.
+        invocation_id: Cow<'a, str>,
+    },
     /// A well-formed message of a type this server does not handle.
     Unsupported {
         /// The `type` as sent.
@@ -90,6 +105,15 @@ pub enum ParseError {
         /// What is wrong.
         message: String,
     },
+    /// An `invoke` that names its call but is invalid (unknown `target`, no `event`, bad
+    /// data): answered with a failed `invokeResponse` of that id.
+    #[error("{message}")]
+    InvalidInvocation {
+        /// The call's id.
+        invocation_id: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -110,6 +134,10 @@ struct Raw<'a> {
     no_echo: Option<bool>,
     #[serde(rename = "sequenceId", default)]
     sequence_id: Option<u64>,
+    #[serde(rename = "invocationId", borrow, default)]
+    invocation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    target: Option<Cow<'a, str>>,
 }
 
 /// Parses one text frame from a JSON client. Message types match case-insensitively.
@@ -173,6 +201,45 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
     }
     if is("ping") {
         return Ok(ClientMessage::Ping);
+    }
+    if is("invoke") || is("cancelInvocation") {
+        // Without an id no answer can reach the caller: the frame is malformed.
+        let invocation_id = raw
+            .invocation_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                ParseError::Malformed(format!(
+                    "'{kind}' requires a non-empty string 'invocationId'"
+                ))
+            })?;
+        if is("cancelInvocation") {
+            return Ok(ClientMessage::CancelInvocation { invocation_id });
+        }
+        let invalid = |message: String| ParseError::InvalidInvocation {
+            invocation_id: invocation_id.clone().into_owned(),
+            message,
+        };
+        if let Some(target) = raw.target.as_deref()
+            && !target.eq_ignore_ascii_case("event")
+        {
+            return Err(invalid(format!(
+                "Unsupported invoke target '{target}': the only target is 'event'."
+            )));
+        }
+        let event = raw
+            .event
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| invalid("'invoke' requires a non-empty 'event' name".into()))?;
+        let data = raw
+            .data
+            .map(|d| decode_data(raw.data_type.as_deref(), d))
+            .transpose()
+            .map_err(invalid)?;
+        return Ok(ClientMessage::Invoke {
+            invocation_id,
+            event,
+            data,
+        });
     }
     Ok(ClientMessage::Unsupported {
         kind: raw.kind,
@@ -370,6 +437,34 @@ pub fn encode_ack(ack_id: u64, error: Option<(AckError, &str)>) -> Utf8Bytes {
     out.into()
 }
 
+/// `{"type":"invokeResponse","invocationId":..,"success":true}` with the answer's
+/// `dataType` and `data` when it has some, or `"success":false,"error":{"name","message"}`.
+pub fn encode_invoke_response(
+    invocation_id: &str,
+    result: Result<Option<&Data>, (&str, &str)>,
+) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"invokeResponse","invocationId":"#);
+    push_str(&mut out, invocation_id);
+    match result {
+        Ok(data) => {
+            out.push_str(r#","success":true"#);
+            if let Some(data) = data {
+                out.push(',');
+                push_data(&mut out, data);
+            }
+        }
+        Err((name, message)) => {
+            out.push_str(r#","success":false,"error":{"name":"#);
+            push_str(&mut out, name);
+            out.push_str(r#","message":"#);
+            push_str(&mut out, message);
+            out.push('}');
+        }
+    }
+    out.push('}');
+    out.into()
+}
+
 /// `{"type":"pong"}`.
 pub fn encode_pong() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"type":"pong"}"#)
@@ -439,10 +534,34 @@ mod tests {
             Ok(ClientMessage::SequenceAck { sequence_id: 57 })
         );
         assert_eq!(
-            parse(r#"{"type":"invoke","ackId":9}"#),
+            parse(r#"{"type":"setSomething","ackId":9}"#),
             Ok(ClientMessage::Unsupported {
-                kind: "invoke".into(),
+                kind: "setSomething".into(),
                 ack_id: Some(9)
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"invoke","invocationId":"7","target":"event","event":"e","dataType":"text","data":"hi"}"#
+            ),
+            Ok(ClientMessage::Invoke {
+                invocation_id: "7".into(),
+                event: "e".into(),
+                data: Some(Data::Text("hi".into()))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"invoke","invocationId":"8","event":"e"}"#),
+            Ok(ClientMessage::Invoke {
+                invocation_id: "8".into(),
+                event: "e".into(),
+                data: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"cancelInvocation","invocationId":"7"}"#),
+            Ok(ClientMessage::CancelInvocation {
+                invocation_id: "7".into()
             })
         );
     }
@@ -457,6 +576,10 @@ mod tests {
             r#"{"type":"joinGroup","ackId":"1"}"#,
             r#"{"type":"joinGroup","ackId":-1}"#,
             r#"{"type":"joinGroup","group":5}"#,
+            r#"{"type":"invoke","event":"e"}"#,
+            r#"{"type":"invoke","invocationId":"","event":"e"}"#,
+            r#"{"type":"invoke","invocationId":7,"event":"e"}"#,
+            r#"{"type":"cancelInvocation"}"#,
         ] {
             assert!(matches!(parse(bad), Err(ParseError::Malformed(_))), "{bad}");
         }
@@ -491,6 +614,52 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn invalid_invocations_keep_their_id() {
+        for (bad, needle) in [
+            (
+                r#"{"type":"invoke","invocationId":"i","target":"service","event":"e"}"#,
+                "target",
+            ),
+            (r#"{"type":"invoke","invocationId":"i"}"#, "event"),
+            (
+                r#"{"type":"invoke","invocationId":"i","event":"e","dataType":"xml","data":"a"}"#,
+                "dataType",
+            ),
+        ] {
+            match parse(bad) {
+                Err(ParseError::InvalidInvocation {
+                    invocation_id,
+                    message,
+                }) => {
+                    assert_eq!(invocation_id, "i");
+                    assert!(message.contains(needle), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn encodes_invoke_responses() {
+        let data = Data::Json(r#"{"a":1}"#.into());
+        assert_eq!(
+            value(&encode_invoke_response("1", Ok(Some(&data)))),
+            json!({"type":"invokeResponse","invocationId":"1","success":true,"dataType":"json","data":{"a":1}})
+        );
+        assert_eq!(
+            value(&encode_invoke_response("2", Ok(None))),
+            json!({"type":"invokeResponse","invocationId":"2","success":true})
+        );
+        assert_eq!(
+            value(&encode_invoke_response(
+                "3",
+                Err(("BadRequest", "no \"x\""))
+            )),
+            json!({"type":"invokeResponse","invocationId":"3","success":false,"error":{"name":"BadRequest","message":"no \"x\""}})
+        );
     }
 
     #[test]

@@ -177,9 +177,12 @@ pub(crate) enum ReplyBody {
 /// Why an event could not be delivered or was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum DeliveryError {
-    /// The backend answered with this non-2xx HTTP status (or the stream equivalent).
+    /// The backend answered with this non-2xx HTTP status (or the stream equivalent), with
+    /// its detail (a webhook's text body, a listener's error message) when it gave one. The
+    /// detail reaches a client only as the error of an `invoke`: the caller asked the backend
+    /// directly, and the backend chose what to say.
     #[error("the event handler answered HTTP {0}")]
-    Rejected(u16),
+    Rejected(u16, Option<String>),
     /// No answer within the upstream timeout.
     #[error("the event handler did not answer in time")]
     Timeout,
@@ -202,8 +205,8 @@ impl DeliveryError {
     /// The HTTP status a refused `connect` gets.
     pub(crate) fn connect_status(&self) -> u16 {
         match self {
-            DeliveryError::Rejected(status @ 400..=599) => *status,
-            DeliveryError::Rejected(_) => 500,
+            DeliveryError::Rejected(status @ 400..=599, _) => *status,
+            DeliveryError::Rejected(..) => 500,
             DeliveryError::Timeout => 504,
             DeliveryError::Unreachable(_)
             | DeliveryError::InvalidResponse(_)
@@ -215,7 +218,7 @@ impl DeliveryError {
     /// What a refused client is told: the kind of failure, never the backend's details.
     pub(crate) fn client_message(&self) -> String {
         match self {
-            DeliveryError::Rejected(status) => {
+            DeliveryError::Rejected(status, _) => {
                 format!("the connection was rejected by the event handler (HTTP {status})")
             }
             DeliveryError::Timeout => "the connect event handler did not answer in time".into(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::event::{ConnectBody, Event, EventKind};
+use super::event::{ConnectBody, DeliveryError, Event, EventKind};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
 use crate::message::{Data, Frame, Message, close};
 use crate::node::Node;
@@ -187,7 +187,7 @@ pub(crate) async fn on_json_event(
             node.send_to_client(conn, &Message::from_server(data));
             true
         }
-        UserEventOutcome::Failed => false,
+        UserEventOutcome::Failed(_) => false,
     };
     if let Some(id) = event.ack_id {
         if ok {
@@ -200,6 +200,100 @@ pub(crate) async fn on_json_event(
                 Some((AckError::InternalServerError, "Internal server error")),
             ));
         }
+    }
+}
+
+/// An `invoke` of a JSON client, taken out of the message parser for the upstream.
+#[derive(Debug)]
+pub(crate) struct Invocation {
+    /// The client's id of the call.
+    pub(crate) id: String,
+    /// The event name.
+    pub(crate) name: String,
+    /// The payload, if any.
+    pub(crate) data: Option<Data>,
+}
+
+/// Handles a JSON client's `invoke` (spec part 2 §4.1): delivered as the blocking user event
+/// `azure.webpubsub.user.<event>`, like an `event` message, and answered with an
+/// `invokeResponse` of the same id: the handler's data, or an error. Error names: the
+/// handler's refusal by status (`BadRequest` for 4xx but `Unauthorized` 401, `Forbidden` 403
+/// and `NotFound` 404, with the handler's own text as the message), `InternalServerError` for
+/// a 5xx or a handler that cannot be reached or understood, `Timeout` past `timeout`, and
+/// `NotFound` when no handler takes the event. The caller bounds the wait and may drop this
+/// future to cancel the call (a client's `cancelInvocation`, or its socket's end): nothing is
+/// sent then.
+pub(crate) async fn on_invoke(
+    upstream: &Upstream,
+    session: &Session,
+    conn: &Connection,
+    invocation: Invocation,
+    timeout: std::time::Duration,
+) {
+    let format = conn.format();
+    let respond = |result: Result<Option<&Data>, (&str, &str)>| {
+        if let Some(frame) = protocol::invoke_response(format, &invocation.id, result) {
+            conn.send_frame(frame);
+        }
+    };
+    if REFUSED_EVENT_NAMES.contains(&invocation.name.as_str()) {
+        let why = format!(
+            "The event name '{}' is not allowed: '.' and '..' are not event names.",
+            invocation.name
+        );
+        return respond(Err(("BadRequest", &why)));
+    }
+    let call = upstream.user_event(session, &invocation.name, invocation.data.clone());
+    let outcome = match tokio::time::timeout(timeout, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => UserEventOutcome::Failed(DeliveryError::Timeout),
+    };
+    match outcome {
+        UserEventOutcome::Replied(data) => respond(Ok(data.as_ref())),
+        UserEventOutcome::NoHandler => {
+            let why = format!("No event handler takes the event '{}'.", invocation.name);
+            respond(Err(("NotFound", &why)));
+        }
+        UserEventOutcome::Failed(e) => {
+            let (name, why) = invoke_error(&e, timeout);
+            respond(Err((name, &why)));
+        }
+    }
+}
+
+/// The error name and message of a failed invocation.
+fn invoke_error(e: &DeliveryError, timeout: std::time::Duration) -> (&'static str, String) {
+    match e {
+        DeliveryError::Rejected(status, detail) => {
+            let name = match status {
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                400..=499 => "BadRequest",
+                _ => "InternalServerError",
+            };
+            let why = detail
+                .clone()
+                .unwrap_or_else(|| format!("The event handler answered HTTP {status}."));
+            (name, why)
+        }
+        DeliveryError::Timeout => (
+            "Timeout",
+            format!(
+                "The event handler did not answer within {} s.",
+                timeout.as_secs_f64()
+            ),
+        ),
+        DeliveryError::NoListener => (
+            "InternalServerError",
+            "No backend listens on the event stream for this hub.".into(),
+        ),
+        DeliveryError::Unreachable(_)
+        | DeliveryError::InvalidResponse(_)
+        | DeliveryError::NotValidated(_) => (
+            "InternalServerError",
+            "The event handler failed to handle the invocation.".into(),
+        ),
     }
 }
 
@@ -223,7 +317,7 @@ pub(crate) async fn on_simple_frame(
             return;
         }
         UserEventOutcome::NoHandler => "No event handler is configured for the 'message' event.",
-        UserEventOutcome::Failed => "The event handler failed to handle the 'message' event.",
+        UserEventOutcome::Failed(_) => "The event handler failed to handle the 'message' event.",
     };
     conn.close(Close::Server {
         code: close::INTERNAL_ERROR,

@@ -522,7 +522,8 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
                 _ => 500,
             };
             tracing::debug!(status, message = %error.message, "listener failed the event");
-            return Err(DeliveryError::Rejected(status));
+            let detail = (!error.message.is_empty()).then_some(error.message);
+            return Err(DeliveryError::Rejected(status, detail));
         }
         (Some(R::Connect(c)), EventKind::Connect(_)) => ReplyBody::Connect(ConnectResponse {
             user_id: c.user_id,
@@ -582,13 +583,13 @@ mod tests {
             event_id: 7,
             result: Some(pb::event_reply::Result::Error(pb::EventError {
                 code: pb::EventErrorCode::Forbidden as i32,
-                message: String::new(),
+                message: "not you".into(),
             })),
             connection_state: None,
         };
         assert_eq!(
             from_proto(&event.kind, reply).map(|_| ()),
-            Err(DeliveryError::Rejected(403))
+            Err(DeliveryError::Rejected(403, Some("not you".into())))
         );
     }
 

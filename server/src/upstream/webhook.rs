@@ -250,7 +250,7 @@ fn segment(value: &str) -> String {
 /// The `error` label of `hubcast_webhook_errors_total`.
 fn delivery_error_label(error: &DeliveryError) -> &'static str {
     match error {
-        DeliveryError::Rejected(_) => "rejected",
+        DeliveryError::Rejected(..) => "rejected",
         DeliveryError::Timeout => "timeout",
         DeliveryError::Unreachable(_) => "unreachable",
         DeliveryError::InvalidResponse(_) => "invalid_response",
@@ -304,7 +304,10 @@ pub(crate) mod fuzz {
 /// Reads a handler's answer (spec §6.4–6.6).
 fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, DeliveryError> {
     if !response.status.is_success() {
-        return Err(DeliveryError::Rejected(response.status.as_u16()));
+        return Err(DeliveryError::Rejected(
+            response.status.as_u16(),
+            error_detail(&response.body),
+        ));
     }
     let blocking = kind.name().is_blocking();
     let state = if blocking {
@@ -364,6 +367,16 @@ fn data_of(headers: &HeaderMap, body: Bytes) -> Result<Data, DeliveryError> {
         "application/x-protobuf" => Ok(Data::Protobuf(body)),
         other => Err(invalid(&format!("unsupported content type '{other}'"))),
     }
+}
+
+/// Most characters of a refusal's body kept as its detail.
+const MAX_ERROR_DETAIL_CHARS: usize = 512;
+
+/// The detail of a refusal: its body when that is non-empty UTF-8 text, cut to
+/// [`MAX_ERROR_DETAIL_CHARS`] (`res.fail(400, "why")` of Azure's middleware writes `why`).
+fn error_detail(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    (!text.is_empty()).then(|| text.chars().take(MAX_ERROR_DETAIL_CHARS).collect())
 }
 
 fn invalid(why: &str) -> DeliveryError {
@@ -486,7 +499,7 @@ mod tests {
         ));
         assert_eq!(
             parse_response(&user, response(503, &[], "")).map(|_| ()),
-            Err(DeliveryError::Rejected(503))
+            Err(DeliveryError::Rejected(503, None))
         );
         let two = response(
             200,

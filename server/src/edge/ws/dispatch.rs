@@ -14,7 +14,7 @@ use crate::node::{Forwarded, NodeError};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::{self, Close, Connection, Permission};
 use crate::telemetry::trace;
-use crate::upstream::JsonEvent;
+use crate::upstream::{Invocation, JsonEvent};
 
 /// What a frame asks of the upstream, which the reader awaits (the backend may take time).
 #[derive(Debug)]
@@ -23,6 +23,10 @@ pub(super) enum UserEvent {
     Event(JsonEvent),
     /// A frame of a simple client: the `message` event.
     Frame(Data),
+    /// An `invoke`: the reader starts it and reads on.
+    Invoke(Invocation),
+    /// A `cancelInvocation`.
+    CancelInvocation(String),
 }
 
 /// A text frame from the client.
@@ -77,6 +81,17 @@ fn on_parsed(
             conn,
             close::INVALID_PAYLOAD,
             &format!("Invalid message: {why}"),
+        ),
+        Err(ParseError::InvalidInvocation {
+            invocation_id,
+            message,
+        }) => reply(
+            conn,
+            protocol::invoke_response(
+                conn.format(),
+                &invocation_id,
+                Err((AckError::BadRequest.name(), &message)),
+            ),
         ),
         Err(ParseError::Invalid { ack_id, message }) => {
             if let Some(id) = ack_id {
@@ -148,6 +163,33 @@ fn on_message(
                 data,
             }));
         }
+        ClientMessage::Invoke {
+            invocation_id,
+            event,
+            data,
+        } => {
+            let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
+            if event.chars().count() > max {
+                edge.limits.hit(LimitKind::EventNameLength);
+                let why = format!(
+                    "The event name is longer than {max} characters (limits.max_event_name_chars)."
+                );
+                let error = Err((AckError::BadRequest.name(), why.as_str()));
+                reply(
+                    conn,
+                    protocol::invoke_response(conn.format(), &invocation_id, error),
+                );
+                return None;
+            }
+            return Some(UserEvent::Invoke(Invocation {
+                id: invocation_id.into_owned(),
+                name: event.into_owned(),
+                data,
+            }));
+        }
+        ClientMessage::CancelInvocation { invocation_id } => {
+            return Some(UserEvent::CancelInvocation(invocation_id.into_owned()));
+        }
         ClientMessage::Ping => reply(conn, protocol::pong(conn.format())),
         ClientMessage::SequenceAck { sequence_id } => {
             // An ack beyond what was written claims messages the client cannot have: ignored,
@@ -180,6 +222,8 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
         ClientMessage::Event { .. } => "event",
         ClientMessage::SequenceAck { .. } => "sequenceAck",
         ClientMessage::Ping => "ping",
+        ClientMessage::Invoke { .. } => "invoke",
+        ClientMessage::CancelInvocation { .. } => "cancelInvocation",
         ClientMessage::Unsupported { .. } => "unsupported",
     }
 }
