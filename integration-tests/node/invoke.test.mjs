@@ -9,13 +9,10 @@
 //   cd integration-tests/node && npm ci && node --test invoke.test.mjs
 
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
 import { WebPubSubClient as Client110, WebPubSubJsonProtocol as Json110 } from "@azure/web-pubsub-client";
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
-import grpc from "@grpc/grpc-js";
-import protoLoader from "@grpc/proto-loader";
 import express from "express";
 import { WebPubSubClient, WebPubSubJsonProtocol } from "web-pubsub-client-1.0.4";
 import WebSocket from "ws";
@@ -26,9 +23,9 @@ import {
   STEP_TIMEOUT_MS,
   Server,
   eventually,
-  repoRoot,
   withTimeout,
 } from "./support/hubcast.mjs";
+import { bearer, grpc, grpcAddress, loadHubcast } from "./support/grpc.mjs";
 
 const HUB = "invoke";
 const NO_HANDLER_HUB = "bare";
@@ -90,35 +87,11 @@ class RawClient {
   }
 }
 
-/** A bearer token for the gRPC event stream (HS256 with the access key, audience `<endpoint>/hubcast.v1.Events`). */
-function eventsToken(server) {
-  const endpoint = /Endpoint=([^;]+);/.exec(server.connectionString)[1];
-  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ aud: `${endpoint}/hubcast.v1.Events`, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
-  return `${body}.${createHmac("sha256", server.accessKey).update(body).digest("base64url")}`;
-}
-
-/** The gRPC address of the (first) node. */
-async function grpcAddress(server) {
-  const node = server.nodes ? server.nodes[0] : server;
-  const [, addr] = await node.waitForLog(/ listening addr=\S+ grpc\.addr=(\S+)/, "the gRPC address");
-  return addr;
-}
-
 /** A backend on the gRPC event stream answering user events with `answer(event) -> EventReply fields`. */
 async function listen(server, hubs, answer) {
-  const definition = protoLoader.loadSync("hubcast/v1/events.proto", {
-    includeDirs: [`${repoRoot}proto`],
-    keepCase: true,
-    longs: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const { hubcast } = grpc.loadPackageDefinition(definition);
-  const client = new hubcast.v1.Events(await grpcAddress(server), grpc.credentials.createInsecure());
-  const metadata = new grpc.Metadata();
-  metadata.set("authorization", `Bearer ${eventsToken(server)}`);
-  const call = client.Listen(metadata);
+  const { Events } = loadHubcast("hubcast/v1/events.proto");
+  const client = new Events(await grpcAddress(server), grpc.credentials.createInsecure());
+  const call = client.Listen(bearer(server, "Events"));
   const seen = [];
   call.on("data", async (event) => {
     seen.push(event);

@@ -70,6 +70,7 @@ mod tests {
             payload: Some(Payload {
                 data: Some(payload::Data::Text("hi".into())),
                 content_type: String::new(),
+                ..Default::default()
             }),
             ..Default::default()
         };

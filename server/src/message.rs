@@ -5,6 +5,7 @@
 //! [`Queued`] items. This module sits below both, so the fan-out path points one way:
 //! router → protocol → message.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -105,6 +106,63 @@ pub enum Source {
     Server,
 }
 
+/// Application metadata of a message or user event: lower-cased keys and their values
+/// (Azure's `X-WebPubSub-Metadata-<key>`), checked by [`metadata_from`]. Shared: one fan-out
+/// encodes it once per wire format.
+pub type Metadata = Arc<BTreeMap<String, String>>;
+
+/// Most metadata entries of one message.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// Most bytes of metadata keys and values together, per message.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Longest metadata key, in characters.
+const MAX_METADATA_KEY_CHARS: usize = 64;
+
+/// Checks and collects metadata entries: keys lower-cased (a repeated key: the last value
+/// wins), 1–64 characters of `a-z0-9-_.` (they become header names upstream), values
+/// without control characters, within [`MAX_METADATA_ENTRIES`] and [`MAX_METADATA_BYTES`].
+/// No entries is `None`.
+///
+/// # Errors
+/// What is wrong, naming the key or the bound.
+pub fn metadata_from(
+    entries: impl IntoIterator<Item = (String, String)>,
+) -> Result<Option<Metadata>, String> {
+    let mut map = BTreeMap::new();
+    for (key, value) in entries {
+        let key = key.to_ascii_lowercase();
+        if key.is_empty()
+            || key.len() > MAX_METADATA_KEY_CHARS
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "metadata key '{key}' must be 1 to {MAX_METADATA_KEY_CHARS} characters of a-z, 0-9, '-', '_' and '.'"
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "metadata value of '{key}' must not contain control characters"
+            ));
+        }
+        map.insert(key, value);
+    }
+    if map.len() > MAX_METADATA_ENTRIES {
+        return Err(format!(
+            "{} metadata entries are more than the limit of {MAX_METADATA_ENTRIES}",
+            map.len()
+        ));
+    }
+    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(format!(
+            "{bytes} bytes of metadata are more than the limit of {MAX_METADATA_BYTES}"
+        ));
+    }
+    Ok((!map.is_empty()).then(|| Arc::new(map)))
+}
+
 /// A message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -112,6 +170,8 @@ pub struct Message {
     pub source: Source,
     /// What it carries.
     pub data: Data,
+    /// Its application metadata, if any.
+    pub metadata: Option<Metadata>,
 }
 
 impl Message {
@@ -123,6 +183,7 @@ impl Message {
                 from_user,
             },
             data,
+            metadata: None,
         }
     }
 
@@ -131,7 +192,15 @@ impl Message {
         Self {
             source: Source::Server,
             data,
+            metadata: None,
         }
+    }
+
+    /// The same message with `metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Option<Metadata>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 
@@ -159,4 +228,39 @@ pub struct Origin {
     pub published: Option<Instant>,
     /// The fan-out span, when the message is traced.
     pub trace: Option<TraceParent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_checked_and_bounded() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let m = metadata_from([pair("Trace-ID", "1"), pair("trace-id", "2")])
+            .expect("valid")
+            .expect("some");
+        assert_eq!(m.len(), 1, "keys are lower-cased and the last wins");
+        assert_eq!(m["trace-id"], "2");
+        assert_eq!(metadata_from([]), Ok(None));
+        for bad in [
+            pair("", "v"),
+            pair("a b", "v"),
+            pair("é", "v"),
+            pair("k", "a\nb"),
+        ] {
+            assert!(metadata_from([bad.clone()]).is_err(), "{bad:?}");
+        }
+        assert!(metadata_from([pair(&"k".repeat(65), "v")]).is_err());
+        let many = (0..=MAX_METADATA_ENTRIES).map(|i| pair(&format!("k{i}"), "v"));
+        assert!(
+            metadata_from(many)
+                .expect_err("too many")
+                .contains("limit of 16")
+        );
+        let big = [pair("k", &"v".repeat(MAX_METADATA_BYTES))];
+        assert!(metadata_from(big).expect_err("too big").contains("4096"));
+        let fits = [pair("k", &"v".repeat(MAX_METADATA_BYTES - 1))];
+        assert!(metadata_from(fits).is_ok());
+    }
 }

@@ -212,7 +212,7 @@ impl Node {
 
     fn local_send_to_all(&self, req: pb::SendToAllRequest) -> Result<pb::SendToAllResponse> {
         let hub = router::hub_key(&req.hub)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::All,
@@ -227,7 +227,10 @@ impl Node {
     fn local_send_to_group(&self, req: pb::SendToGroupRequest) -> Result<pb::SendToGroupResponse> {
         let hub = router::hub_key(&req.hub)?;
         router::check_group_name(&req.group)?;
-        let message = Message::to_group(req.group.as_str(), None, data(req.payload)?);
+        let message = {
+            let (data, metadata) = payload(req.payload)?;
+            Message::to_group(req.group.as_str(), None, data).with_metadata(metadata)
+        };
         self.send(
             &hub,
             Target::Group(&req.group),
@@ -242,7 +245,7 @@ impl Node {
     fn local_send_to_user(&self, req: pb::SendToUserRequest) -> Result<pb::SendToUserResponse> {
         let hub = router::hub_key(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::User(&req.user_id),
@@ -260,7 +263,7 @@ impl Node {
     ) -> Result<pb::SendToConnectionResponse> {
         let hub = router::hub_key(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::Connection(&req.connection_id),
@@ -722,6 +725,22 @@ fn permission_args<'a>(
         Some(target)
     };
     Ok((hub, permission, target))
+}
+
+/// A server message from a send request's payload.
+fn server_message(payload: Option<pb::Payload>) -> Result<Message> {
+    let (data, metadata) = self::payload(payload)?;
+    Ok(Message::from_server(data).with_metadata(metadata))
+}
+
+/// A payload and its metadata as the router carries them.
+fn payload(payload: Option<pb::Payload>) -> Result<(Data, Option<crate::message::Metadata>)> {
+    let metadata = match &payload {
+        Some(p) if !p.metadata.is_empty() => crate::message::metadata_from(p.metadata.clone())
+            .map_err(|e| NodeError::invalid(Field::Payload, format!("message {e}")))?,
+        _ => None,
+    };
+    Ok((data(payload)?, metadata))
 }
 
 /// A payload as the router carries it.

@@ -116,8 +116,12 @@ pub(crate) struct ConnectAccepted {
 pub(crate) enum UserEventOutcome {
     /// Nothing selects the event: the edge keeps its behaviour without a handler.
     NoHandler,
-    /// The backend answered; `Some` data goes back to the sender.
-    Replied(Option<crate::message::Data>),
+    /// The backend answered; `Some` data goes back to the sender, with the metadata the
+    /// backend gave it.
+    Replied(
+        Option<crate::message::Data>,
+        Option<crate::message::Metadata>,
+    ),
     /// Delivery failed (the reason is logged): the sender learns of a failure (an invoking
     /// client also of its kind).
     Failed(DeliveryError),
@@ -340,19 +344,22 @@ impl Upstream {
         session: &Session,
         name: &str,
         data: Option<crate::message::Data>,
+        metadata: Option<crate::message::Metadata>,
     ) -> UserEventOutcome {
         let event = session.event(EventKind::User {
             name: name.to_owned(),
             data,
+            metadata,
         });
         match self.dispatch(&event).await {
             Ok(None) => UserEventOutcome::NoHandler,
             Ok(Some(reply)) => {
                 session.apply_state(reply.state);
                 match reply.body {
-                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data)),
-                    ReplyBody::Empty => UserEventOutcome::Replied(None),
-                    ReplyBody::Connect(_) => UserEventOutcome::Replied(None),
+                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data), reply.metadata),
+                    ReplyBody::Empty | ReplyBody::Connect(_) => {
+                        UserEventOutcome::Replied(None, reply.metadata)
+                    }
                 }
             }
             Err(e) => {
@@ -490,6 +497,7 @@ mod tests {
                     ..Default::default()
                 }),
                 state: Some("s".into()),
+                metadata: None,
             }))
         };
         let offered = ["json.webpubsub.azure.v1".to_owned()];

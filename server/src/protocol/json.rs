@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::message::{Data, Message, Source, Utf8Bytes};
+use crate::message::{Data, Message, Metadata, Source, Utf8Bytes, metadata_from};
 
 /// Standard base64 (Azure's `binary` and `protobuf` payloads), tolerant of missing padding
 /// on input, always padded on output.
@@ -57,6 +57,8 @@ pub enum ClientMessage<'a> {
         ack_id: Option<u64>,
         /// The payload, if any.
         data: Option<Data>,
+        /// Its metadata, if any (`x-webpubsub-metadata-<key>` upstream).
+        metadata: Option<Metadata>,
     },
     /// `sequenceAck` (reliable subprotocols only).
     SequenceAck {
@@ -74,6 +76,8 @@ pub enum ClientMessage<'a> {
         event: Cow<'a, str>,
         /// The payload, if any.
         data: Option<Data>,
+        /// Its metadata, if any.
+        metadata: Option<Metadata>,
     },
     /// `cancelInvocation`: the client no longer waits for this call.
     CancelInvocation {
@@ -138,6 +142,8 @@ struct Raw<'a> {
     invocation_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     target: Option<Cow<'a, str>>,
+    #[serde(default)]
+    metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Parses one text frame from a JSON client. Message types match case-insensitively.
@@ -187,10 +193,12 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             .map(|d| decode_data(raw.data_type.as_deref(), d))
             .transpose()
             .map_err(invalid)?;
+        let metadata = metadata_from(raw.metadata.into_iter().flatten()).map_err(invalid)?;
         return Ok(ClientMessage::Event {
             event,
             ack_id,
             data,
+            metadata,
         });
     }
     if is("sequenceAck") {
@@ -235,10 +243,12 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             .map(|d| decode_data(raw.data_type.as_deref(), d))
             .transpose()
             .map_err(invalid)?;
+        let metadata = metadata_from(raw.metadata.into_iter().flatten()).map_err(invalid)?;
         return Ok(ClientMessage::Invoke {
             invocation_id,
             event,
             data,
+            metadata,
         });
     }
     Ok(ClientMessage::Unsupported {
@@ -346,6 +356,18 @@ fn push_message_fields(out: &mut String, message: &Message) {
         Source::Server => out.push_str(r#""type":"message","from":"server","#),
     }
     push_data(out, &message.data);
+    if let Some(metadata) = &message.metadata {
+        out.push_str(r#","metadata":{"#);
+        for (i, (key, value)) in metadata.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(out, key);
+            out.push(':');
+            push_str(out, value);
+        }
+        out.push('}');
+    }
     out.push('}');
 }
 
@@ -547,7 +569,8 @@ mod tests {
             Ok(ClientMessage::Invoke {
                 invocation_id: "7".into(),
                 event: "e".into(),
-                data: Some(Data::Text("hi".into()))
+                data: Some(Data::Text("hi".into())),
+                metadata: None
             })
         );
         assert_eq!(
@@ -555,7 +578,8 @@ mod tests {
             Ok(ClientMessage::Invoke {
                 invocation_id: "8".into(),
                 event: "e".into(),
-                data: None
+                data: None,
+                metadata: None
             })
         );
         assert_eq!(
@@ -679,6 +703,29 @@ mod tests {
             value(&encode_message(&m)),
             json!({"type":"message","from":"server","dataType":"binary","data":"AAEC"})
         );
+    }
+
+    #[test]
+    fn metadata_follows_the_data() {
+        let metadata = metadata_from([("k".to_owned(), "v\"".to_owned())]).expect("valid");
+        let m = Message::from_server(Data::Text("hi".into())).with_metadata(metadata);
+        assert_eq!(
+            value(&encode_message(&m)),
+            json!({"type":"message","from":"server","dataType":"text","data":"hi","metadata":{"k":"v\""}})
+        );
+        match parse(r#"{"type":"event","event":"e","metadata":{"Key":"v"}}"#) {
+            Ok(ClientMessage::Event { metadata, .. }) => {
+                assert_eq!(metadata.expect("some")["key"], "v");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"event","event":"e","ackId":4,"metadata":{"a b":"v"}}"#),
+            Err(ParseError::Invalid {
+                ack_id: Some(4),
+                ..
+            })
+        ));
     }
 
     #[test]

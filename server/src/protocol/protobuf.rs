@@ -27,6 +27,7 @@ mod field {
     pub(super) const DATA_GROUP: u32 = 2;
     pub(super) const DATA_DATA: u32 = 3;
     pub(super) const DATA_SEQUENCE_ID: u32 = 4;
+    pub(super) const DATA_METADATA: u32 = 5;
     pub(super) const TEXT_DATA: u32 = 1;
     pub(super) const BINARY_DATA: u32 = 2;
     pub(super) const PROTOBUF_DATA: u32 = 3;
@@ -83,10 +84,17 @@ pub fn parse(frame: &Bytes) -> Result<ClientMessage<'static>, ParseError> {
                         ack_id: m.ack_id,
                         message,
                     })?;
+            let metadata = crate::message::metadata_from(m.metadata).map_err(|message| {
+                ParseError::Invalid {
+                    ack_id: m.ack_id,
+                    message,
+                }
+            })?;
             ClientMessage::Event {
                 event: Cow::Owned(m.event),
                 ack_id: m.ack_id,
                 data,
+                metadata,
             }
         }
         Some(M::SequenceAckMessage(m)) => ClientMessage::SequenceAck {
@@ -150,6 +158,13 @@ pub fn encode_data_message(message: &Message) -> Bytes {
     encode_key(field::DATA_DATA, WireType::LengthDelimited, &mut inner);
     encode_varint(data_len as u64, &mut inner);
     put_bytes(&mut inner, tag, payload);
+    // A map field is a repeated entry message: key = 1, value = 2.
+    for (key, value) in message.metadata.iter().flat_map(|m| m.iter()) {
+        let mut entry = BytesMut::with_capacity(key.len() + value.len() + 4);
+        put_bytes(&mut entry, 1, key.as_bytes());
+        put_bytes(&mut entry, 2, value.as_bytes());
+        put_bytes(&mut inner, field::DATA_METADATA, &entry);
+    }
     inner.freeze()
 }
 
@@ -315,6 +330,25 @@ mod tests {
         assert_eq!(
             data_of(send(D::ProtobufData(any.clone()))),
             Ok(Data::Protobuf(Bytes::from(any.encode_to_vec())))
+        );
+    }
+
+    #[test]
+    fn metadata_is_the_data_message_map() {
+        let metadata = crate::message::metadata_from([
+            ("A".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "two".to_owned()),
+        ])
+        .expect("valid");
+        let message = Message::from_server(Data::Text("x".into())).with_metadata(metadata);
+        let Down::DataMessage(m) = decode(&encode_message(&message)) else {
+            panic!("data message expected");
+        };
+        assert_eq!(
+            m.metadata,
+            [("a".into(), "1".into()), ("b".into(), "two".into())]
+                .into_iter()
+                .collect()
         );
     }
 

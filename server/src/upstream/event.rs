@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::Data;
+use crate::message::{Data, Metadata};
 use crate::router::ConnectionId;
 
 /// One event of one connection.
@@ -53,6 +53,8 @@ pub(crate) enum EventKind {
         name: String,
         /// Its data, if any.
         data: Option<Data>,
+        /// The client's metadata for it (`x-webpubsub-metadata-<key>` headers upstream).
+        metadata: Option<Metadata>,
     },
 }
 
@@ -160,6 +162,9 @@ pub(crate) struct Reply {
     pub(crate) body: ReplyBody,
     /// The new connection state: `None` keeps it, `Some("")` clears it.
     pub(crate) state: Option<String>,
+    /// Metadata for the message that carries a user event's answer to its sender (webhook
+    /// `X-WebPubSub-Metadata-<key>` response headers, the reply payload's `metadata`).
+    pub(crate) metadata: Option<Metadata>,
 }
 
 /// What a successful answer carries.

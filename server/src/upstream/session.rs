@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::event::{ConnectBody, DeliveryError, Event, EventKind};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
-use crate::message::{Data, Frame, Message, close};
+use crate::message::{Data, Frame, Message, Metadata, close};
 use crate::node::Node;
 use crate::protocol::{self, AckError};
 use crate::router::{Close, Connection, ConnectionId};
@@ -131,6 +131,8 @@ pub(crate) struct JsonEvent {
     pub(crate) ack_id: Option<u64>,
     /// The payload, if any.
     pub(crate) data: Option<Data>,
+    /// Its metadata, if any.
+    pub(crate) metadata: Option<Metadata>,
 }
 
 /// Event names that are refused (acked `BadRequest`, never delivered): the dot-segments of
@@ -179,12 +181,14 @@ pub(crate) async fn on_json_event(
         let why = format!("Message with ack-id: {id} has been processed");
         return reply(protocol::ack(format, id, Some((AckError::Duplicate, &why))));
     }
-    let outcome = upstream.user_event(session, &event.name, event.data).await;
+    let outcome = upstream
+        .user_event(session, &event.name, event.data, event.metadata)
+        .await;
     let ok = match outcome {
-        UserEventOutcome::NoHandler | UserEventOutcome::Replied(None) => true,
-        UserEventOutcome::Replied(Some(data)) => {
+        UserEventOutcome::NoHandler | UserEventOutcome::Replied(None, _) => true,
+        UserEventOutcome::Replied(Some(data), metadata) => {
             // A server message, numbered like any other for reliable clients.
-            node.send_to_client(conn, &Message::from_server(data));
+            node.send_to_client(conn, &Message::from_server(data).with_metadata(metadata));
             true
         }
         UserEventOutcome::Failed(_) => false,
@@ -212,6 +216,8 @@ pub(crate) struct Invocation {
     pub(crate) name: String,
     /// The payload, if any.
     pub(crate) data: Option<Data>,
+    /// Its metadata, if any.
+    pub(crate) metadata: Option<Metadata>,
 }
 
 /// Handles a JSON client's `invoke` (spec part 2 §4.1): delivered as the blocking user event
@@ -243,13 +249,18 @@ pub(crate) async fn on_invoke(
         );
         return respond(Err(("BadRequest", &why)));
     }
-    let call = upstream.user_event(session, &invocation.name, invocation.data.clone());
+    let call = upstream.user_event(
+        session,
+        &invocation.name,
+        invocation.data.clone(),
+        invocation.metadata.clone(),
+    );
     let outcome = match tokio::time::timeout(timeout, call).await {
         Ok(outcome) => outcome,
         Err(_) => UserEventOutcome::Failed(DeliveryError::Timeout),
     };
     match outcome {
-        UserEventOutcome::Replied(data) => respond(Ok(data.as_ref())),
+        UserEventOutcome::Replied(data, _) => respond(Ok(data.as_ref())),
         UserEventOutcome::NoHandler => {
             let why = format!("No event handler takes the event '{}'.", invocation.name);
             respond(Err(("NotFound", &why)));
@@ -306,8 +317,11 @@ pub(crate) async fn on_simple_frame(
     conn: &Connection,
     data: Data,
 ) {
-    let reason = match upstream.user_event(session, "message", Some(data)).await {
-        UserEventOutcome::Replied(reply) => {
+    let reason = match upstream
+        .user_event(session, "message", Some(data), None)
+        .await
+    {
+        UserEventOutcome::Replied(reply, _) => {
             if let Some(data) = reply {
                 conn.send_frame(match data {
                     Data::Text(t) | Data::Json(t) => Frame::Text(t),

@@ -449,6 +449,7 @@ fn to_payload(data: &Data) -> pb::Payload {
     pb::Payload {
         data: Some(data),
         content_type: content_type.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -487,10 +488,18 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
         EventKind::Disconnected { reason } => Kind::Disconnected(pb::DisconnectedEvent {
             reason: reason.clone().unwrap_or_default(),
         }),
-        EventKind::User { name, data } => Kind::UserEvent(pb::UserEvent {
+        EventKind::User {
+            name,
+            data,
+            metadata,
+        } => Kind::UserEvent(pb::UserEvent {
             name: name.clone(),
             data: data.as_ref().map(to_payload),
-            metadata: HashMap::new(),
+            metadata: metadata
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
     };
     pb::Event {
@@ -512,6 +521,7 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
 
 fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, DeliveryError> {
     use pb::event_reply::Result as R;
+    let mut metadata = None;
     let body = match (reply.result, kind) {
         (None, _) => ReplyBody::Empty,
         (Some(R::Error(error)), _) => {
@@ -532,7 +542,13 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
             subprotocol: c.subprotocol,
         }),
         (Some(R::UserEvent(u)), EventKind::User { .. }) => match u.data {
-            Some(payload) => ReplyBody::Data(from_payload(payload)?),
+            Some(mut payload) => {
+                metadata = crate::message::metadata_from(std::mem::take(&mut payload.metadata))
+                    .map_err(|e| {
+                        DeliveryError::InvalidResponse(format!("the reply's payload {e}"))
+                    })?;
+                ReplyBody::Data(from_payload(payload)?)
+            }
             None => ReplyBody::Empty,
         },
         (Some(_), _) => {
@@ -544,6 +560,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
     Ok(Reply {
         body,
         state: reply.connection_state,
+        metadata,
     })
 }
 
@@ -564,6 +581,7 @@ mod tests {
             kind: EventKind::User {
                 name: "e".into(),
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
+                metadata: crate::message::metadata_from([("k".into(), "v".into())]).expect("valid"),
             },
         }
     }
@@ -577,6 +595,7 @@ mod tests {
         let Some(pb::event::Kind::UserEvent(u)) = pb_event.kind else {
             panic!("user event expected");
         };
+        assert_eq!(u.metadata.get("k").map(String::as_str), Some("v"));
         let data = from_payload(u.data.expect("payload")).expect("valid");
         assert!(matches!(data, Data::Protobuf(_)));
         let reply = pb::EventReply {

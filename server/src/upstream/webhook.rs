@@ -288,6 +288,7 @@ pub(crate) mod fuzz {
             EventKind::User {
                 name: "message".into(),
                 data: None,
+                metadata: None,
             },
         ];
         for kind in &kinds {
@@ -327,6 +328,27 @@ fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, 
     } else {
         None
     };
+    let metadata = if blocking {
+        crate::message::metadata_from(
+            response
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let key = name.as_str().strip_prefix(cloudevents::METADATA_PREFIX)?;
+                    Some((key, value))
+                })
+                .map(|(key, value)| {
+                    let value = value
+                        .to_str()
+                        .map_err(|_| invalid(&format!("metadata header of '{key}' is not text")))?;
+                    Ok((key.to_owned(), value.to_owned()))
+                })
+                .collect::<Result<Vec<_>, DeliveryError>>()?,
+        )
+        .map_err(|e| invalid(&format!("the answer's {e}")))?
+    } else {
+        None
+    };
     let empty = response.status.as_u16() == 204 || response.body.is_empty();
     let body = match kind {
         _ if empty || !blocking => ReplyBody::Empty,
@@ -336,7 +358,11 @@ fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, 
         ),
         _ => ReplyBody::Data(data_of(&response.headers, response.body)?),
     };
-    Ok(Reply { body, state })
+    Ok(Reply {
+        body,
+        state,
+        metadata,
+    })
 }
 
 /// The data of a user-event answer, by its media type (parameters ignored). No
@@ -464,6 +490,7 @@ mod tests {
         let user = EventKind::User {
             name: "e".into(),
             data: None,
+            metadata: None,
         };
         let data = |ct: &'static str, body: &str| match parse_response(
             &user,
@@ -494,7 +521,8 @@ mod tests {
             parse_response(&user, response(204, &[], "")),
             Ok(Reply {
                 body: ReplyBody::Empty,
-                state: None
+                state: None,
+                metadata: None,
             })
         ));
         assert_eq!(

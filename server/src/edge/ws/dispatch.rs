@@ -142,6 +142,7 @@ fn on_message(
             event,
             ack_id,
             data,
+            metadata,
         } => {
             let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
             if event.chars().count() > max {
@@ -161,12 +162,14 @@ fn on_message(
                 name: event.into_owned(),
                 ack_id,
                 data,
+                metadata,
             }));
         }
         ClientMessage::Invoke {
             invocation_id,
             event,
             data,
+            metadata,
         } => {
             let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
             if event.chars().count() > max {
@@ -185,6 +188,7 @@ fn on_message(
                 id: invocation_id.into_owned(),
                 name: event.into_owned(),
                 data,
+                metadata,
             }));
         }
         ClientMessage::CancelInvocation { invocation_id } => {
