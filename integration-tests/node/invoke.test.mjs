@@ -15,7 +15,6 @@ import { WebPubSubClient as Client110, WebPubSubJsonProtocol as Json110 } from "
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import express from "express";
 import { WebPubSubClient, WebPubSubJsonProtocol } from "web-pubsub-client-1.0.4";
-import WebSocket from "ws";
 
 import {
   SHUTDOWN_TIMEOUT_MS,
@@ -26,6 +25,7 @@ import {
   withTimeout,
 } from "./support/hubcast.mjs";
 import { bearer, grpc, grpcAddress, loadHubcast } from "./support/grpc.mjs";
+import { RawClient } from "./support/raw.mjs";
 
 const HUB = "invoke";
 const NO_HANDLER_HUB = "bare";
@@ -52,38 +52,6 @@ async function rejection(promise, what) {
   } catch (e) {
     if (e instanceof assert.AssertionError) throw e;
     return e;
-  }
-}
-
-/** A raw JSON-subprotocol socket, for frames the official client never writes. */
-class RawClient {
-  constructor(url) {
-    this.frames = [];
-    this.waiters = [];
-    this.ws = new WebSocket(url, "json.webpubsub.azure.v1");
-    this.ws.on("message", (data) => {
-      const frame = JSON.parse(data.toString());
-      this.frames.push(frame);
-      this.waiters = this.waiters.filter((w) => !(w.predicate(frame) && (w.resolve(frame), true)));
-    });
-    this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
-  }
-  async open() {
-    await this.next((f) => f.type === "system" && f.event === "connected", "connected");
-  }
-  send(frame) {
-    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-  }
-  next(predicate, what) {
-    const found = this.frames.find(predicate);
-    if (found) return Promise.resolve(found);
-    return withTimeout(new Promise((resolve) => this.waiters.push({ predicate, resolve })), STEP_TIMEOUT_MS, what);
-  }
-  response(id) {
-    return this.next((f) => f.type === "invokeResponse" && f.invocationId === id, `invokeResponse ${id}`);
-  }
-  close() {
-    this.ws.close();
   }
 }
 

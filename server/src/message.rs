@@ -163,6 +163,49 @@ pub fn metadata_from(
     Ok((!map.is_empty()).then(|| Arc::new(map)))
 }
 
+/// One connection's state in a group (group presence, spec part 2 §4.3): what
+/// `groupStateSnapshot` and `groupStateUpdate` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStateItem {
+    /// The connection.
+    pub connection_id: Arc<str>,
+    /// Its user, if any.
+    pub user_id: Option<Arc<str>>,
+    /// Its state; `None` once cleared (by the client, a leave, or its end).
+    pub state: Option<Arc<BTreeMap<String, String>>>,
+    /// When it changed, in Unix milliseconds.
+    pub updated_at: u64,
+}
+
+/// Most entries of one connection's state in one group.
+pub const MAX_GROUP_STATE_ENTRIES: usize = 16;
+/// Most bytes of keys and values of one connection's state in one group.
+pub const MAX_GROUP_STATE_BYTES: usize = 1024;
+
+/// Checks a `setGroupState` state: at most [`MAX_GROUP_STATE_ENTRIES`] entries and
+/// [`MAX_GROUP_STATE_BYTES`] bytes, keys not empty.
+///
+/// # Errors
+/// What is wrong, naming the bound.
+pub fn check_group_state(state: &BTreeMap<String, String>) -> Result<(), String> {
+    if state.len() > MAX_GROUP_STATE_ENTRIES {
+        return Err(format!(
+            "the state has {} entries, more than the limit of {MAX_GROUP_STATE_ENTRIES}",
+            state.len()
+        ));
+    }
+    if state.keys().any(String::is_empty) {
+        return Err("state keys must not be empty".into());
+    }
+    let bytes: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_GROUP_STATE_BYTES {
+        return Err(format!(
+            "the state has {bytes} bytes of keys and values, more than the limit of {MAX_GROUP_STATE_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 /// A message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -14,8 +14,10 @@
 //! a cluster (and merge the answers).
 
 mod client;
+mod presence;
 mod routing;
 
+pub(crate) use presence::PresenceError;
 pub(crate) use routing::Forwarded;
 
 use std::sync::Arc;
@@ -165,6 +167,8 @@ struct Inner {
     keys: KeyRing,
     /// The public endpoint, without a trailing slash (token audiences, client URLs).
     endpoint: String,
+    /// Group presence: this node's connections' states and subscribers.
+    presence: presence::Presence,
 }
 
 impl Node {
@@ -182,6 +186,7 @@ impl Node {
                 cluster,
                 keys,
                 endpoint,
+                presence: presence::Presence::default(),
             }),
         }
     }
@@ -201,6 +206,10 @@ impl Node {
 
     fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    fn presence(&self) -> &presence::Presence {
+        &self.inner.presence
     }
 
     /// The backplane; `None` on a single node.

@@ -17,7 +17,7 @@ pub mod protobuf;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::message::{Data, Frame, Queued, WireFormat};
+use crate::message::{Data, Frame, GroupStateItem, Queued, WireFormat};
 
 pub use json::{AckError, ClientMessage, ParseError};
 
@@ -134,6 +134,22 @@ pub fn invoke_response(
         WireFormat::Json => Some(Frame::Text(json::encode_invoke_response(
             invocation_id,
             result,
+        ))),
+        WireFormat::Simple | WireFormat::Protobuf => None,
+    }
+}
+
+/// A `groupStateSnapshot` (or `groupStateUpdate`) of `group`. Only the JSON subprotocols
+/// have the frames (Azure's protobuf protocol defines none).
+pub fn group_state(
+    format: WireFormat,
+    snapshot: bool,
+    group: &str,
+    items: &[GroupStateItem],
+) -> Option<Frame> {
+    match format {
+        WireFormat::Json => Some(Frame::Text(json::encode_group_state(
+            snapshot, group, items,
         ))),
         WireFormat::Simple | WireFormat::Protobuf => None,
     }

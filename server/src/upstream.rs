@@ -321,6 +321,29 @@ impl Upstream {
         }
     }
 
+    /// Queues the non-blocking group presence event `gp.joined` (`joined`) or `gp.left` of a
+    /// client's join or leave of `group`, when a handler or listener takes it. Never waits:
+    /// with the queue full, the event is dropped and logged.
+    pub(crate) fn group_presence(&self, session: &Session, group: &str, joined: bool) {
+        let name = if joined {
+            EventName::Joined
+        } else {
+            EventName::Left
+        };
+        if !self.routes(session.hub(), &name) {
+            return;
+        }
+        let group = group.to_owned();
+        let event = session.event(if joined {
+            EventKind::GroupJoined { group }
+        } else {
+            EventKind::GroupLeft { group }
+        });
+        if let Err(e) = self.queue_for(session).try_send(event) {
+            tracing::warn!(error = %e, "upstream queue full: group presence event dropped");
+        }
+    }
+
     /// Queues the non-blocking `disconnected` event, waiting up to the upstream timeout for
     /// room in a full queue. Raised at most once per session.
     pub(crate) async fn disconnected(&self, session: &Session, reason: Option<&str>) {

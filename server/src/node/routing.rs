@@ -145,7 +145,7 @@ impl Node {
     }
 
     /// Asks every other node; `None` on a single node.
-    async fn ask_others<R: prost::Message + Default>(
+    pub(super) async fn ask_others<R: prost::Message + Default>(
         &self,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<Vec<R>>> {
@@ -381,6 +381,7 @@ impl Node {
             }
             Question::ListConnections(r) => self.local_list_connections(r)?.encode_to_vec(),
             Question::ListGroups(r) => self.local_list_groups(r)?.encode_to_vec(),
+            Question::GroupStates(q) => self.local_group_states(q).encode_to_vec(),
             Question::HubDetail(r) => {
                 let hub = crate::router::hub_key(&r.hub)?;
                 self.local_hub_detail(&hub).encode_to_vec()
@@ -409,9 +410,15 @@ impl Node {
     }
 }
 
-/// A client's group send on its way to the other nodes.
+/// A client's group send (or presence change) on its way to the other nodes.
 #[derive(Debug)]
 pub(crate) struct Forwarded(Published);
+
+impl From<Published> for Forwarded {
+    fn from(published: Published) -> Self {
+        Self(published)
+    }
+}
 
 impl Forwarded {
     /// Waits until Redis has taken the message.
@@ -510,6 +517,10 @@ impl Node {
             })),
             Body::GroupSend(send) => {
                 self.deliver_group_send(send);
+                None
+            }
+            Body::GroupState(states) => {
+                self.deliver_group_states(states);
                 None
             }
             // The backplane handles these itself.

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::message::{Data, Message, Metadata, Source, Utf8Bytes, metadata_from};
+use crate::message::{Data, GroupStateItem, Message, Metadata, Source, Utf8Bytes, metadata_from};
 
 /// Standard base64 (Azure's `binary` and `protobuf` payloads), tolerant of missing padding
 /// on input, always padded on output.
@@ -79,6 +79,29 @@ pub enum ClientMessage<'a> {
         /// Its metadata, if any.
         metadata: Option<Metadata>,
     },
+    /// `setGroupState`: sets (or, without `state`, clears) this connection's state in a group.
+    SetGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+        /// The new state; `None` clears it.
+        state: Option<std::collections::BTreeMap<String, String>>,
+    },
+    /// `subscribeGroupState`: a `groupStateSnapshot` now, `groupStateUpdate`s from then on.
+    SubscribeGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+    /// `unsubscribeGroupState`.
+    UnsubscribeGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
     /// `cancelInvocation`: the client no longer waits for this call.
     CancelInvocation {
         /// The id of the call.
@@ -144,6 +167,8 @@ struct Raw<'a> {
     target: Option<Cow<'a, str>>,
     #[serde(default)]
     metadata: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    state: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Parses one text frame from a JSON client. Message types match case-insensitively.
@@ -166,6 +191,25 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             ClientMessage::JoinGroup { group, ack_id }
         } else {
             ClientMessage::LeaveGroup { group, ack_id }
+        });
+    }
+    if is("setGroupState") || is("subscribeGroupState") || is("unsubscribeGroupState") {
+        let group = raw
+            .group
+            .ok_or_else(|| invalid(format!("'{kind}' requires a 'group'")))?;
+        return Ok(if is("setGroupState") {
+            if let Some(state) = &raw.state {
+                crate::message::check_group_state(state).map_err(invalid)?;
+            }
+            ClientMessage::SetGroupState {
+                group,
+                ack_id,
+                state: raw.state,
+            }
+        } else if is("subscribeGroupState") {
+            ClientMessage::SubscribeGroupState { group, ack_id }
+        } else {
+            ClientMessage::UnsubscribeGroupState { group, ack_id }
         });
     }
     if is("sendToGroup") {
@@ -487,6 +531,46 @@ pub fn encode_invoke_response(
     out.into()
 }
 
+/// `{"type":"groupStateSnapshot"|"groupStateUpdate","group":..,"items":[{"connectionId",
+/// "userId"?,"state"?,"updatedAt"}]}`.
+pub fn encode_group_state(snapshot: bool, group: &str, items: &[GroupStateItem]) -> Utf8Bytes {
+    let mut out = String::from(if snapshot {
+        r#"{"type":"groupStateSnapshot","group":"#
+    } else {
+        r#"{"type":"groupStateUpdate","group":"#
+    });
+    push_str(&mut out, group);
+    out.push_str(r#","items":["#);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"connectionId":"#);
+        push_str(&mut out, &item.connection_id);
+        if let Some(user) = &item.user_id {
+            out.push_str(r#","userId":"#);
+            push_str(&mut out, user);
+        }
+        if let Some(state) = &item.state {
+            out.push_str(r#","state":{"#);
+            for (j, (key, value)) in state.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                push_str(&mut out, key);
+                out.push(':');
+                push_str(&mut out, value);
+            }
+            out.push('}');
+        }
+        out.push_str(r#","updatedAt":"#);
+        out.push_str(itoa::Buffer::new().format(item.updated_at));
+        out.push('}');
+    }
+    out.push_str("]}");
+    out.into()
+}
+
 /// `{"type":"pong"}`.
 pub fn encode_pong() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"type":"pong"}"#)
@@ -702,6 +786,58 @@ mod tests {
         assert_eq!(
             value(&encode_message(&m)),
             json!({"type":"message","from":"server","dataType":"binary","data":"AAEC"})
+        );
+    }
+
+    #[test]
+    fn group_state_messages_parse_and_encode() {
+        match parse(r#"{"type":"setGroupState","group":"g","ackId":1,"state":{"a":"b"}}"#) {
+            Ok(ClientMessage::SetGroupState {
+                group,
+                ack_id: Some(1),
+                state: Some(state),
+            }) => assert_eq!((group.as_ref(), state["a"].as_str()), ("g", "b")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"setGroupState","group":"g"}"#),
+            Ok(ClientMessage::SetGroupState { state: None, .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"subscribeGroupState","ackId":2}"#),
+            Err(ParseError::Invalid {
+                ack_id: Some(2),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"setGroupState","group":"g","state":{"a":1}}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        let items = [
+            GroupStateItem {
+                connection_id: "c1".into(),
+                user_id: Some("u".into()),
+                state: Some(std::sync::Arc::new([("k".into(), "v".into())].into())),
+                updated_at: 5,
+            },
+            GroupStateItem {
+                connection_id: "c2".into(),
+                user_id: None,
+                state: None,
+                updated_at: 6,
+            },
+        ];
+        assert_eq!(
+            value(&encode_group_state(false, "g", &items)),
+            json!({"type":"groupStateUpdate","group":"g","items":[
+                {"connectionId":"c1","userId":"u","state":{"k":"v"},"updatedAt":5},
+                {"connectionId":"c2","updatedAt":6}
+            ]})
+        );
+        assert_eq!(
+            value(&encode_group_state(true, "g", &[])),
+            json!({"type":"groupStateSnapshot","group":"g","items":[]})
         );
     }
 

@@ -46,6 +46,16 @@ pub(crate) enum EventKind {
         /// Why, if the server closed the connection.
         reason: Option<String>,
     },
+    /// A client joined a group (non-blocking, `azure.webpubsub.gp.joined`).
+    GroupJoined {
+        /// The group.
+        group: String,
+    },
+    /// A client left a group, or ended while in it (non-blocking, `azure.webpubsub.gp.left`).
+    GroupLeft {
+        /// The group.
+        group: String,
+    },
     /// A user event (blocking): a JSON client's `event` message or a simple client's frame
     /// (`message`).
     User {
@@ -65,6 +75,8 @@ impl EventKind {
             EventKind::Connect(_) => EventName::Connect,
             EventKind::Connected => EventName::Connected,
             EventKind::Disconnected { .. } => EventName::Disconnected,
+            EventKind::GroupJoined { .. } => EventName::Joined,
+            EventKind::GroupLeft { .. } => EventName::Left,
             EventKind::User { name, .. } => EventName::User(name),
         }
     }
@@ -79,6 +91,10 @@ pub(crate) enum EventName<'a> {
     Connected,
     /// `disconnected`.
     Disconnected,
+    /// Group presence `joined`.
+    Joined,
+    /// Group presence `left`.
+    Left,
     /// A user event.
     User(&'a str),
 }
@@ -97,6 +113,8 @@ impl EventName<'_> {
             EventName::Connect => "connect",
             EventName::Connected => "connected",
             EventName::Disconnected => "disconnected",
+            EventName::Joined => "joined",
+            EventName::Left => "left",
             EventName::User(_) => "user",
         }
     }
@@ -105,6 +123,7 @@ impl EventName<'_> {
     pub(crate) fn ce_type(&self) -> String {
         match self {
             EventName::User(name) => format!("azure.webpubsub.user.{name}"),
+            EventName::Joined | EventName::Left => format!("azure.webpubsub.gp.{self}"),
             system => format!("azure.webpubsub.sys.{system}"),
         }
     }
@@ -116,6 +135,8 @@ impl fmt::Display for EventName<'_> {
             EventName::Connect => "connect",
             EventName::Connected => "connected",
             EventName::Disconnected => "disconnected",
+            EventName::Joined => "joined",
+            EventName::Left => "left",
             EventName::User(name) => name,
         })
     }

@@ -288,6 +288,8 @@ impl Listeners {
             Some(pb::event::Kind::Connect(_)) => EventName::Connect,
             Some(pb::event::Kind::Connected(_)) => EventName::Connected,
             Some(pb::event::Kind::Disconnected(_)) => EventName::Disconnected,
+            Some(pb::event::Kind::GroupJoined(_)) => EventName::Joined,
+            Some(pb::event::Kind::GroupLeft(_)) => EventName::Left,
             Some(pb::event::Kind::UserEvent(u)) => EventName::User(&u.name),
             None => return Err(DeliveryError::NoListener),
         };
@@ -418,6 +420,8 @@ fn parse_subscription(s: &pb::Subscription) -> Result<(Vec<String>, Selection), 
             Ok(pb::SystemEventKind::Connect) => EventName::Connect,
             Ok(pb::SystemEventKind::Connected) => EventName::Connected,
             Ok(pb::SystemEventKind::Disconnected) => EventName::Disconnected,
+            Ok(pb::SystemEventKind::GroupJoined) => EventName::Joined,
+            Ok(pb::SystemEventKind::GroupLeft) => EventName::Left,
             _ => {
                 return Err(Status::invalid_argument(format!(
                     "invalid system event kind {kind}"
@@ -487,6 +491,12 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
         EventKind::Connected => Kind::Connected(pb::ConnectedEvent {}),
         EventKind::Disconnected { reason } => Kind::Disconnected(pb::DisconnectedEvent {
             reason: reason.clone().unwrap_or_default(),
+        }),
+        EventKind::GroupJoined { group } => Kind::GroupJoined(pb::GroupPresenceEvent {
+            group: group.clone(),
+        }),
+        EventKind::GroupLeft { group } => Kind::GroupLeft(pb::GroupPresenceEvent {
+            group: group.clone(),
         }),
         EventKind::User {
             name,

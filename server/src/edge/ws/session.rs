@@ -87,6 +87,11 @@ where
         return;
     };
     edge.upstream.connected(&session);
+    // The groups of its token and its `connect` answer.
+    let groups: Vec<_> = conn.membership().groups.iter().cloned().collect();
+    for group in groups {
+        edge.upstream.group_presence(&session, &group, true);
+    }
     serve(edge, conn, ws, epoch, token, session).await;
 }
 
@@ -279,8 +284,12 @@ async fn finish(edge: &Edge, conn: &Connection, session: &Session, reason: &'sta
         .disconnects
         .with(&[conn.hub(), reason])
         .inc();
+    let groups: Vec<_> = conn.membership().groups.iter().cloned().collect();
     edge.node.unregister_client(conn);
     edge.sessions.remove(conn.id().as_str());
+    for group in groups {
+        edge.upstream.group_presence(session, &group, false);
+    }
     let reason = upstream::disconnect_reason(conn);
     edge.upstream.disconnected(session, reason.as_deref()).await;
     tracing::debug!("disconnected");

@@ -125,6 +125,11 @@ pub(crate) fn body(kind: &EventKind) -> Bytes {
                 .into(),
             None => Bytes::from_static(b"{}"),
         },
+        EventKind::GroupJoined { group } | EventKind::GroupLeft { group } => {
+            serde_json::to_vec(&serde_json::json!({ "group": group }))
+                .expect("a string serializes")
+                .into()
+        }
         EventKind::User { data, .. } => match data {
             Some(Data::Text(t) | Data::Json(t)) => Bytes::copy_from_slice(t.as_bytes()),
             Some(Data::Binary(b) | Data::Protobuf(b)) => b.clone(),
