@@ -85,6 +85,9 @@ pub struct Limits {
     /// Listener-wide: `invoke` calls one socket may have waiting for the upstream at once; a
     /// further one is answered with a failed `invokeResponse` (`Forbidden`) at once.
     pub max_invocations_per_connection: usize,
+    /// Listener-wide: group streams one socket may have open at once; a further start is
+    /// answered with `streamClosed` (`Forbidden`).
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_concurrent_handshakes: 1_024,
             idle_timeout: Duration::from_secs(120),
             max_invocations_per_connection: 64,
+            max_streams_per_connection: 16,
         }
     }
 }
@@ -208,6 +212,10 @@ impl Limits {
                 "max_invocations_per_connection",
                 self.max_invocations_per_connection as u64,
             ),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection as u64,
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
@@ -268,11 +276,13 @@ pub enum LimitKind {
     RequestBodyTimeout,
     /// [`Limits::max_invocations_per_connection`].
     InvocationsPerConnection,
+    /// [`Limits::max_streams_per_connection`].
+    StreamsPerConnection,
 }
 
 impl LimitKind {
     /// Every kind, in a fixed order (for listings and metrics labels).
-    pub const ALL: [LimitKind; 15] = [
+    pub const ALL: [LimitKind; 16] = [
         Self::ConnectionsPerHub,
         Self::ConnectionsPerUser,
         Self::GroupsPerConnection,
@@ -288,6 +298,7 @@ impl LimitKind {
         Self::HandshakeTimeout,
         Self::RequestBodyTimeout,
         Self::InvocationsPerConnection,
+        Self::StreamsPerConnection,
     ];
 
     /// The name used in logs and as a metrics label.
@@ -308,6 +319,7 @@ impl LimitKind {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::RequestBodyTimeout => "request_body_timeout",
             Self::InvocationsPerConnection => "invocations_per_connection",
+            Self::StreamsPerConnection => "streams_per_connection",
         }
     }
 }

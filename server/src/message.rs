@@ -206,6 +206,50 @@ pub fn check_group_state(state: &BTreeMap<String, String>) -> Result<(), String>
     Ok(())
 }
 
+/// Where a group message stands in a group stream (spec part 2 §4.2): JSON clients get it
+/// as `stream{streamId, streamSequenceId, endOfStream?, error?}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream, as its publisher named it.
+    pub stream_id: Arc<str>,
+    /// 1, 2, 3, … per chunk; the end's is one past the last chunk's.
+    pub sequence_id: u64,
+    /// The last message of the stream.
+    pub end: bool,
+    /// Why the stream ended, if it failed.
+    pub error: Option<StreamError>,
+}
+
+/// Why a group stream ended early: `UserError` (the publisher's `streamEnd` error),
+/// `IdleTimeout`, `Cancelled` (the publisher's connection ended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError {
+    /// The error's name.
+    pub name: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The publisher's own code (`UserError`).
+    pub user_error_code: Option<String>,
+}
+
+impl StreamError {
+    /// The error names a stream ends with.
+    pub const NAMES: [&'static str; 4] = [
+        "UserError",
+        "IdleTimeout",
+        "Cancelled",
+        "InternalServerError",
+    ];
+
+    /// `name` as one of [`StreamError::NAMES`] (another node's), else `InternalServerError`.
+    pub fn known_name(name: &str) -> &'static str {
+        Self::NAMES
+            .into_iter()
+            .find(|n| *n == name)
+            .unwrap_or("InternalServerError")
+    }
+}
+
 /// A message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -215,6 +259,8 @@ pub struct Message {
     pub data: Data,
     /// Its application metadata, if any.
     pub metadata: Option<Metadata>,
+    /// Its place in a group stream, if it belongs to one.
+    pub stream: Option<Arc<StreamInfo>>,
 }
 
 impl Message {
@@ -227,6 +273,7 @@ impl Message {
             },
             data,
             metadata: None,
+            stream: None,
         }
     }
 
@@ -236,7 +283,15 @@ impl Message {
             source: Source::Server,
             data,
             metadata: None,
+            stream: None,
         }
+    }
+
+    /// The same message as a chunk (or the end) of a group stream.
+    #[must_use]
+    pub fn with_stream(mut self, stream: Option<Arc<StreamInfo>>) -> Self {
+        self.stream = stream;
+        self
     }
 
     /// The same message with `metadata`.

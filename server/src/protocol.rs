@@ -155,6 +155,47 @@ pub fn group_state(
     }
 }
 
+/// A group stream's answer to its publisher: `streamAck`, `streamNack` or `streamClosed`.
+/// JSON subprotocols only (Azure's protobuf protocol has no stream frames).
+#[derive(Debug, Clone, Copy)]
+pub enum StreamReply<'a> {
+    /// Everything before `expected` arrived.
+    Ack {
+        /// The next sequence id the service takes.
+        expected: u64,
+    },
+    /// A chunk out of order was refused.
+    Nack {
+        /// Why (`InvalidSequenceId`).
+        name: &'a str,
+        /// What happened.
+        message: &'a str,
+        /// The next sequence id the service takes.
+        expected: u64,
+    },
+    /// The stream is over, with the reason when the service ended it.
+    Closed {
+        /// `(name, message)`.
+        error: Option<(&'a str, &'a str)>,
+    },
+}
+
+/// Renders a [`StreamReply`] for `stream_id`.
+pub fn stream_reply(format: WireFormat, stream_id: &str, reply: StreamReply<'_>) -> Option<Frame> {
+    if format != WireFormat::Json {
+        return None;
+    }
+    Some(Frame::Text(match reply {
+        StreamReply::Ack { expected } => json::encode_stream_ack(stream_id, expected),
+        StreamReply::Nack {
+            name,
+            message,
+            expected,
+        } => json::encode_stream_nack(stream_id, name, message, expected),
+        StreamReply::Closed { error } => json::encode_stream_closed(stream_id, error),
+    }))
+}
+
 /// The answer to a ping.
 pub fn pong(format: WireFormat) -> Option<Frame> {
     match format {

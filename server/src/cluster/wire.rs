@@ -146,6 +146,32 @@ pub(crate) struct GroupSend {
     /// The payload.
     #[prost(bytes = "bytes", tag = "6")]
     pub(crate) payload: bytes::Bytes,
+    /// Its place in a group stream, if any.
+    #[prost(message, optional, tag = "7")]
+    pub(crate) stream: Option<GroupSendStream>,
+}
+
+/// A group send's place in a group stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GroupSendStream {
+    /// The stream.
+    #[prost(string, tag = "1")]
+    pub(crate) stream_id: String,
+    /// The chunk's number (the end's: one past the last chunk).
+    #[prost(uint64, tag = "2")]
+    pub(crate) sequence_id: u64,
+    /// The last message of the stream.
+    #[prost(bool, tag = "3")]
+    pub(crate) end: bool,
+    /// The error's name, when the stream failed.
+    #[prost(string, optional, tag = "4")]
+    pub(crate) error_name: Option<String>,
+    /// The error's message.
+    #[prost(string, optional, tag = "5")]
+    pub(crate) error_message: Option<String>,
+    /// The publisher's error code.
+    #[prost(string, optional, tag = "6")]
+    pub(crate) user_error_code: Option<String>,
 }
 
 /// What event-stream listeners one node has: the subscriptions of its `Listen` streams.

@@ -14,6 +14,7 @@
 mod dispatch;
 mod invoke;
 mod session;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

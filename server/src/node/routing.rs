@@ -23,10 +23,10 @@ use pb::batch_operation::Operation;
 use prost::Message as _;
 
 use super::{Field, Node, NodeError, PageToken, Result, page_request};
-use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
+use crate::cluster::wire::{Body, GroupSend, GroupSendStream, HubDetail, Query, Question, Reply};
 use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
-use crate::message::{Data, Message, Source, Utf8Bytes};
+use crate::message::{Data, Message, Source, StreamError, StreamInfo, Utf8Bytes};
 use crate::router::Connection;
 use crate::telemetry::trace;
 
@@ -403,7 +403,20 @@ impl Node {
             tracing::warn!("ignoring a malformed group send from another node");
             return;
         };
-        let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data);
+        let stream = send.stream.map(|s| {
+            Arc::new(StreamInfo {
+                stream_id: s.stream_id.into(),
+                sequence_id: s.sequence_id,
+                end: s.end,
+                error: s.error_name.map(|name| StreamError {
+                    name: StreamError::known_name(&name),
+                    message: s.error_message.unwrap_or_default(),
+                    user_error_code: s.user_error_code,
+                }),
+            })
+        });
+        let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data)
+            .with_stream(stream);
         let excluded: Vec<&str> = send.excluded.as_deref().into_iter().collect();
         self.router()
             .send_to_group(&send.hub, &send.group, &message, &excluded);
@@ -456,8 +469,9 @@ impl Node {
         group: &str,
         no_echo: bool,
         data: Data,
+        stream: Option<Arc<StreamInfo>>,
     ) -> Result<Option<Forwarded>> {
-        let message = Message::to_group(group, conn.user_id().cloned(), data);
+        let message = Message::to_group(group, conn.user_id().cloned(), data).with_stream(stream);
         let me = [conn.id().as_str()];
         let excluded: &[&str] = if no_echo { &me } else { &[] };
         let recipients = self
@@ -492,6 +506,14 @@ impl Node {
             Data::Binary(b) => (2, b.clone()),
             Data::Protobuf(b) => (3, b.clone()),
         };
+        let stream = message.stream.as_deref().map(|s| GroupSendStream {
+            stream_id: s.stream_id.to_string(),
+            sequence_id: s.sequence_id,
+            end: s.end,
+            error_name: s.error.as_ref().map(|e| e.name.to_owned()),
+            error_message: s.error.as_ref().map(|e| e.message.clone()),
+            user_error_code: s.error.as_ref().and_then(|e| e.user_error_code.clone()),
+        });
         cluster
             .broadcast_confirmed(Body::GroupSend(GroupSend {
                 hub: hub.to_owned(),
@@ -500,6 +522,7 @@ impl Node {
                 excluded: excluded.map(str::to_owned),
                 data_type,
                 payload,
+                stream,
             }))
             .map(Some)
     }

@@ -102,6 +102,32 @@ pub enum ClientMessage<'a> {
         /// Ack requested with this id.
         ack_id: Option<u64>,
     },
+    /// `sendToGroup` with `stream{streamId, idleTimeoutMs?}` and no data: opens a group
+    /// stream.
+    StreamStart {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Do not deliver to the sender.
+        no_echo: bool,
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// Milliseconds without `streamData` after which the stream is closed.
+        idle_timeout_ms: Option<u64>,
+    },
+    /// `streamData`: a chunk (`streamSequenceId` with data), or a keep-alive (neither).
+    StreamData {
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// The chunk's number and payload; `None` for a keep-alive.
+        chunk: Option<(u64, Data)>,
+    },
+    /// `streamEnd`, with the publisher's error if it gives up.
+    StreamEnd {
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// `error{message, userErrorCode}`.
+        error: Option<(String, Option<String>)>,
+    },
     /// `cancelInvocation`: the client no longer waits for this call.
     CancelInvocation {
         /// The id of the call.
@@ -129,6 +155,24 @@ pub enum ParseError {
     Invalid {
         /// The request's ack id, if any.
         ack_id: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `streamData` that names its stream but is invalid (a number without data, bad data):
+    /// answered with a `streamNack` (`BadRequest`) when the stream is open.
+    #[error("{message}")]
+    InvalidStreamData {
+        /// The stream's id.
+        stream_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stream start (`sendToGroup` with `stream`) that is invalid (it carries data):
+    /// answered with `streamClosed` (`BadRequest`).
+    #[error("{message}")]
+    InvalidStreamStart {
+        /// The stream's id.
+        stream_id: String,
         /// What is wrong.
         message: String,
     },
@@ -169,6 +213,30 @@ struct Raw<'a> {
     metadata: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     state: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    stream: Option<RawStreamStart>,
+    #[serde(rename = "streamId", borrow, default)]
+    stream_id: Option<Cow<'a, str>>,
+    #[serde(rename = "streamSequenceId", default)]
+    stream_sequence_id: Option<u64>,
+    #[serde(default)]
+    error: Option<RawStreamError>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamStart {
+    #[serde(rename = "streamId")]
+    stream_id: String,
+    #[serde(rename = "idleTimeoutMs", default)]
+    idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(rename = "userErrorCode", default)]
+    user_error_code: Option<String>,
 }
 
 /// Parses one text frame from a JSON client. Message types match case-insensitively.
@@ -212,10 +280,62 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             ClientMessage::UnsubscribeGroupState { group, ack_id }
         });
     }
+    if is("streamData") || is("streamEnd") {
+        // Without a stream id no answer can reach the publisher: the frame is malformed.
+        let stream_id = raw.stream_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+            ParseError::Malformed(format!("'{kind}' requires a non-empty string 'streamId'"))
+        })?;
+        if is("streamEnd") {
+            let error = raw.error.map(|e| {
+                (
+                    e.message
+                        .unwrap_or_else(|| "The publisher ended the stream with an error.".into()),
+                    e.user_error_code,
+                )
+            });
+            return Ok(ClientMessage::StreamEnd { stream_id, error });
+        }
+        let invalid = |message: String| ParseError::InvalidStreamData {
+            stream_id: stream_id.clone().into_owned(),
+            message,
+        };
+        let chunk = match (raw.stream_sequence_id, raw.data) {
+            (None, None) => None,
+            (Some(id), Some(data)) if id > 0 => Some((
+                id,
+                decode_data(raw.data_type.as_deref(), data).map_err(invalid)?,
+            )),
+            _ => {
+                return Err(invalid(
+                    "'streamData' takes a 'streamSequenceId' (from 1) with 'data', or neither (a keep-alive)"
+                        .into(),
+                ));
+            }
+        };
+        return Ok(ClientMessage::StreamData { stream_id, chunk });
+    }
     if is("sendToGroup") {
         let group = raw
             .group
             .ok_or_else(|| invalid("'sendToGroup' requires a 'group'".into()))?;
+        if let Some(stream) = raw.stream {
+            if raw.data.is_some() {
+                return Err(ParseError::InvalidStreamStart {
+                    stream_id: stream.stream_id,
+                    message: "A 'sendToGroup' that opens a stream carries no 'data': send it with 'streamData'."
+                        .into(),
+                });
+            }
+            if stream.stream_id.is_empty() {
+                return Err(invalid("'stream' requires a non-empty 'streamId'".into()));
+            }
+            return Ok(ClientMessage::StreamStart {
+                group,
+                no_echo: raw.no_echo.unwrap_or(false),
+                stream_id: Cow::Owned(stream.stream_id),
+                idle_timeout_ms: stream.idle_timeout_ms,
+            });
+        }
         let data = raw
             .data
             .ok_or_else(|| invalid("'sendToGroup' requires non-null 'data'".into()))?;
@@ -412,6 +532,27 @@ fn push_message_fields(out: &mut String, message: &Message) {
         }
         out.push('}');
     }
+    if let Some(stream) = &message.stream {
+        out.push_str(r#","stream":{"streamId":"#);
+        push_str(out, &stream.stream_id);
+        out.push_str(r#","streamSequenceId":"#);
+        out.push_str(itoa::Buffer::new().format(stream.sequence_id));
+        if stream.end {
+            out.push_str(r#","endOfStream":true"#);
+        }
+        if let Some(error) = &stream.error {
+            out.push_str(r#","error":{"name":"#);
+            push_str(out, error.name);
+            out.push_str(r#","message":"#);
+            push_str(out, &error.message);
+            if let Some(code) = &error.user_error_code {
+                out.push_str(r#","userErrorCode":"#);
+                push_str(out, code);
+            }
+            out.push('}');
+        }
+        out.push('}');
+    }
     out.push('}');
 }
 
@@ -568,6 +709,46 @@ pub fn encode_group_state(snapshot: bool, group: &str, items: &[GroupStateItem])
         out.push('}');
     }
     out.push_str("]}");
+    out.into()
+}
+
+/// `{"type":"streamAck","streamId":..,"expectedSequenceId":n}`.
+pub fn encode_stream_ack(stream_id: &str, expected: u64) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamAck","streamId":"#);
+    push_str(&mut out, stream_id);
+    out.push_str(r#","expectedSequenceId":"#);
+    out.push_str(itoa::Buffer::new().format(expected));
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"streamNack","streamId":..,"name":..,"message":..,"expectedSequenceId":n}`.
+pub fn encode_stream_nack(stream_id: &str, name: &str, message: &str, expected: u64) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamNack","streamId":"#);
+    push_str(&mut out, stream_id);
+    out.push_str(r#","name":"#);
+    push_str(&mut out, name);
+    out.push_str(r#","message":"#);
+    push_str(&mut out, message);
+    out.push_str(r#","expectedSequenceId":"#);
+    out.push_str(itoa::Buffer::new().format(expected));
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"streamClosed","streamId":..}`, with `"error":{"name","message"}` when the
+/// service closed it.
+pub fn encode_stream_closed(stream_id: &str, error: Option<(&str, &str)>) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamClosed","streamId":"#);
+    push_str(&mut out, stream_id);
+    if let Some((name, message)) = error {
+        out.push_str(r#","error":{"name":"#);
+        push_str(&mut out, name);
+        out.push_str(r#","message":"#);
+        push_str(&mut out, message);
+        out.push('}');
+    }
+    out.push('}');
     out.into()
 }
 
@@ -838,6 +1019,92 @@ mod tests {
         assert_eq!(
             value(&encode_group_state(true, "g", &[])),
             json!({"type":"groupStateSnapshot","group":"g","items":[]})
+        );
+    }
+
+    #[test]
+    fn stream_frames_parse_and_encode() {
+        assert_eq!(
+            parse(
+                r#"{"type":"sendToGroup","group":"g","noEcho":true,"stream":{"streamId":"s","idleTimeoutMs":500}}"#
+            ),
+            Ok(ClientMessage::StreamStart {
+                group: "g".into(),
+                no_echo: true,
+                stream_id: "s".into(),
+                idle_timeout_ms: Some(500)
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"streamData","streamId":"s","streamSequenceId":3,"dataType":"text","data":"x"}"#
+            ),
+            Ok(ClientMessage::StreamData {
+                stream_id: "s".into(),
+                chunk: Some((3, Data::Text("x".into())))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"streamData","streamId":"s"}"#),
+            Ok(ClientMessage::StreamData {
+                stream_id: "s".into(),
+                chunk: None
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"streamEnd","streamId":"s","error":{"message":"m","userErrorCode":"E"}}"#
+            ),
+            Ok(ClientMessage::StreamEnd {
+                stream_id: "s".into(),
+                error: Some(("m".into(), Some("E".into())))
+            })
+        );
+        for bad in [
+            r#"{"type":"streamData","streamId":"s","streamSequenceId":1}"#,
+            r#"{"type":"streamData","streamId":"s","streamSequenceId":0,"dataType":"text","data":"x"}"#,
+            r#"{"type":"streamData","streamId":"s","data":"x"}"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::InvalidStreamData { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(r#"{"type":"sendToGroup","group":"g","data":"x","stream":{"streamId":"s"}}"#),
+            Err(ParseError::InvalidStreamStart { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"streamEnd"}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        let chunk = Message::to_group("g", None, Data::Text("".into())).with_stream(Some(
+            std::sync::Arc::new(crate::message::StreamInfo {
+                stream_id: "s".into(),
+                sequence_id: 4,
+                end: true,
+                error: Some(crate::message::StreamError {
+                    name: "UserError",
+                    message: "m".into(),
+                    user_error_code: Some("E".into()),
+                }),
+            }),
+        ));
+        assert_eq!(
+            value(&encode_message(&chunk))["stream"],
+            json!({"streamId":"s","streamSequenceId":4,"endOfStream":true,"error":{"name":"UserError","message":"m","userErrorCode":"E"}})
+        );
+        assert_eq!(
+            value(&encode_stream_ack("s", 2)),
+            json!({"type":"streamAck","streamId":"s","expectedSequenceId":2})
+        );
+        assert_eq!(
+            value(&encode_stream_nack("s", "InvalidSequenceId", "m", 2)),
+            json!({"type":"streamNack","streamId":"s","name":"InvalidSequenceId","message":"m","expectedSequenceId":2})
+        );
+        assert_eq!(
+            value(&encode_stream_closed("s", None)),
+            json!({"type":"streamClosed","streamId":"s"})
         );
     }
 

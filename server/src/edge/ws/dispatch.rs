@@ -27,6 +27,32 @@ pub(super) enum UserEvent {
     Invoke(Invocation),
     /// A `cancelInvocation`.
     CancelInvocation(String),
+    /// A group stream frame: the reader's stream table takes it.
+    Stream(StreamFrame),
+}
+
+/// A group stream frame of a JSON client.
+#[derive(Debug)]
+pub(super) enum StreamFrame {
+    /// `sendToGroup` with `stream`.
+    Start {
+        group: String,
+        no_echo: bool,
+        stream_id: String,
+        idle_timeout_ms: Option<u64>,
+    },
+    /// `streamData`.
+    Data {
+        stream_id: String,
+        chunk: Option<(u64, Data)>,
+    },
+    /// A `streamData` that could not be read.
+    Invalid { stream_id: String, message: String },
+    /// `streamEnd`.
+    End {
+        stream_id: String,
+        error: Option<(String, Option<String>)>,
+    },
 }
 
 /// A text frame from the client.
@@ -82,6 +108,22 @@ fn on_parsed(
             close::INVALID_PAYLOAD,
             &format!("Invalid message: {why}"),
         ),
+        Err(ParseError::InvalidStreamStart { stream_id, message }) => reply(
+            conn,
+            protocol::stream_reply(
+                conn.format(),
+                &stream_id,
+                protocol::StreamReply::Closed {
+                    error: Some((AckError::BadRequest.name(), &message)),
+                },
+            ),
+        ),
+        Err(ParseError::InvalidStreamData { stream_id, message }) => {
+            return Some(UserEvent::Stream(StreamFrame::Invalid {
+                stream_id,
+                message,
+            }));
+        }
         Err(ParseError::InvalidInvocation {
             invocation_id,
             message,
@@ -139,7 +181,7 @@ fn on_message(
         } => acked_after_publish(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
             edge.node
-                .send_to_group_from_client(conn, &group, no_echo, data)
+                .send_to_group_from_client(conn, &group, no_echo, data, None)
                 .map_err(|e| (AckError::InternalServerError, forward_failure(&e)))
         }),
         ClientMessage::Event {
@@ -193,6 +235,31 @@ fn on_message(
                 name: event.into_owned(),
                 data,
                 metadata,
+            }));
+        }
+        ClientMessage::StreamStart {
+            group,
+            no_echo,
+            stream_id,
+            idle_timeout_ms,
+        } => {
+            return Some(UserEvent::Stream(StreamFrame::Start {
+                group: group.into_owned(),
+                no_echo,
+                stream_id: stream_id.into_owned(),
+                idle_timeout_ms,
+            }));
+        }
+        ClientMessage::StreamData { stream_id, chunk } => {
+            return Some(UserEvent::Stream(StreamFrame::Data {
+                stream_id: stream_id.into_owned(),
+                chunk,
+            }));
+        }
+        ClientMessage::StreamEnd { stream_id, error } => {
+            return Some(UserEvent::Stream(StreamFrame::End {
+                stream_id: stream_id.into_owned(),
+                error,
             }));
         }
         ClientMessage::CancelInvocation { invocation_id } => {
@@ -315,6 +382,9 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
         ClientMessage::SubscribeGroupState { .. } => "subscribeGroupState",
         ClientMessage::UnsubscribeGroupState { .. } => "unsubscribeGroupState",
         ClientMessage::Invoke { .. } => "invoke",
+        ClientMessage::StreamStart { .. } => "sendToGroup",
+        ClientMessage::StreamData { .. } => "streamData",
+        ClientMessage::StreamEnd { .. } => "streamEnd",
         ClientMessage::CancelInvocation { .. } => "cancelInvocation",
         ClientMessage::Unsupported { .. } => "unsupported",
     }

@@ -20,8 +20,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::dispatch::{self, UserEvent};
+use super::dispatch::{self, StreamFrame, UserEvent};
 use super::invoke::Invocations;
+use super::stream::Streams;
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, connection_span};
 use crate::limits::{LimitKind, RateLimiter};
 use crate::message::{Frame, WireFormat, close};
@@ -395,8 +396,12 @@ async fn read_loop<R>(
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
-    // Dropped with the reader, which cancels the calls still in flight.
-    let mut invocations = Invocations::new();
+    // Dropped with the reader, which cancels the calls still in flight and ends the streams
+    // still open.
+    let mut own = SocketOwned {
+        invocations: Invocations::new(),
+        streams: Streams::new(edge, conn),
+    };
     let mut rate = RateLimiter::new(&edge.config.hub_limits(conn.hub()));
     let idle = edge.config.limits.idle_timeout;
     // One timer per socket, re-armed only when it fires: each frame just notes the time, so
@@ -451,8 +456,8 @@ where
                 metrics.received(false, text.len());
                 let span = message_span(conn, "text");
                 if let Some(event) = span.in_scope(|| dispatch::on_text(edge, conn, text)) {
-                    let event = span
-                        .in_scope(|| start_or_cancel(edge, conn, session, &mut invocations, event));
+                    let event =
+                        span.in_scope(|| start_or_cancel(edge, conn, session, &mut own, event));
                     if let Some(event) = event {
                         // Boxed: the upstream call is large and rare, and an idle
                         // connection's task would otherwise reserve room for it.
@@ -464,8 +469,8 @@ where
                 metrics.received(true, bytes.len());
                 let span = message_span(conn, "binary");
                 if let Some(event) = span.in_scope(|| dispatch::on_binary(edge, conn, bytes)) {
-                    let event = span
-                        .in_scope(|| start_or_cancel(edge, conn, session, &mut invocations, event));
+                    let event =
+                        span.in_scope(|| start_or_cancel(edge, conn, session, &mut own, event));
                     if let Some(event) = event {
                         // Boxed: the upstream call is large and rare, and an idle
                         // connection's task would otherwise reserve room for it.
@@ -535,18 +540,42 @@ fn message_span(conn: &Connection, frame: &'static str) -> tracing::Span {
     )
 }
 
-/// Starts an `invoke` (in a task of its own) or carries out a `cancelInvocation`, without
-/// waiting; hands back any other event for [`user_event`].
+/// What a socket's reader owns beyond the socket: its `invoke` calls in flight and its open
+/// group streams, both ended when it drops.
+struct SocketOwned {
+    invocations: Invocations,
+    streams: Streams,
+}
+
+/// Starts an `invoke` (in a task of its own), carries out a `cancelInvocation` or a group
+/// stream frame, without waiting; hands back any other event for [`user_event`].
 fn start_or_cancel(
     edge: &Arc<Edge>,
     conn: &Arc<Connection>,
     session: &Arc<Session>,
-    invocations: &mut Invocations,
+    own: &mut SocketOwned,
     event: UserEvent,
 ) -> Option<UserEvent> {
     match event {
-        UserEvent::Invoke(invocation) => invocations.start(edge, conn, session, invocation),
-        UserEvent::CancelInvocation(id) => invocations.cancel(&id),
+        UserEvent::Invoke(invocation) => own.invocations.start(edge, conn, session, invocation),
+        UserEvent::CancelInvocation(id) => own.invocations.cancel(&id),
+        UserEvent::Stream(StreamFrame::Start {
+            group,
+            no_echo,
+            stream_id,
+            idle_timeout_ms,
+        }) => own
+            .streams
+            .start(&group, no_echo, &stream_id, idle_timeout_ms),
+        UserEvent::Stream(StreamFrame::Data { stream_id, chunk }) => {
+            own.streams.data(&stream_id, chunk);
+        }
+        UserEvent::Stream(StreamFrame::End { stream_id, error }) => {
+            own.streams.end(&stream_id, error);
+        }
+        UserEvent::Stream(StreamFrame::Invalid { stream_id, message }) => {
+            own.streams.invalid(&stream_id, &message);
+        }
         other => return Some(other),
     }
     None
@@ -563,7 +592,7 @@ async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: Us
             upstream::on_simple_frame(&edge.upstream, session, conn, data).await;
         }
         // Taken by `start_or_cancel` before.
-        UserEvent::Invoke(_) | UserEvent::CancelInvocation(_) => {}
+        UserEvent::Invoke(_) | UserEvent::CancelInvocation(_) | UserEvent::Stream(_) => {}
     }
 }
 
