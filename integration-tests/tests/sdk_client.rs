@@ -695,3 +695,95 @@ async fn a_silent_connection_is_taken_as_dead_and_recovered() {
     assert_eq!(proxy.cuts(), 0);
     client.stop().await;
 }
+
+/// `invoke_event` against a webhook backend: an answer, an empty answer, a refusal with the
+/// handler's words, the caller's timeout and a dropped future cancelling the call upstream
+/// (its webhook request is dropped before the backend answers), an id in flight refused.
+async fn invoke_event_answers_fails_and_cancels(protocol: Protocol) {
+    use hubcast_integration_tests::webhook::{Answer, WebhookReceiver};
+    use hubcast_server::config::{EventHandlerConfig, HubConfig};
+
+    let mut receiver = WebhookReceiver::start_with(|r| match r.event() {
+        _ if r.method == http::Method::OPTIONS => Answer::allow_any_origin(),
+        "echo" => Answer::status(200)
+            .header("content-type", "application/json")
+            .body(r.body.clone()),
+        "empty" => Answer::status(204),
+        "refuse" => Answer::status(400).body("not like that"),
+        // "hold": answered too late for every caller.
+        _ => Answer::status(204).after(Duration::from_secs(3)),
+    })
+    .await;
+    let handler = EventHandlerConfig {
+        url_template: receiver.url("/upstream/{event}"),
+        user_event_pattern: Some("*".into()),
+        system_events: Vec::new(),
+        auth: None,
+        http2: false,
+    };
+    let server = TestServer::start_with(|c| {
+        c.hubs.insert(
+            HUB.into(),
+            HubConfig {
+                event_handlers: vec![handler],
+                ..HubConfig::default()
+            },
+        );
+    })
+    .await;
+    let url = server.url(HUB, Some("ivy"), &[], &[]);
+    let (client, mut events) = connect(url, protocol).await;
+    expect_connected(&mut events).await;
+
+    let answer = tokio::time::timeout(TIMEOUT, client.invoke_event("echo", json!({"n": [1, 2]})))
+        .await
+        .expect("in time")
+        .expect("answered");
+    assert_eq!(answer, Some(Payload::Json(json!({"n": [1, 2]}))));
+    let empty = client.invoke_event("empty", "x").await.expect("answered");
+    assert_eq!(empty, None);
+    let refused = client
+        .invoke_event("refuse", "x")
+        .await
+        .expect_err("refused");
+    assert!(refused.is_invocation(), "{refused}");
+    assert_eq!(refused.invocation_error_name(), Some("BadRequest"));
+    assert_eq!(refused.invocation_error_message(), Some("not like that"));
+
+    let started = std::time::Instant::now();
+    let late = client
+        .invoke_event("hold", "t")
+        .timeout(Duration::from_millis(300))
+        .await
+        .expect_err("timed out");
+    assert!(late.is_timeout(), "{late}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A future dropped before the answer cancels the call: its request is dropped too.
+    let dropped = client.invoke_event("hold", "d").into_future();
+    assert_eq!(dropped.invocation_id(), "5");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(dropped);
+    // Both held calls reached the backend, which has not answered them: their ids are free
+    // again only because the service abandoned them (else it answers `Duplicate`).
+    receiver.next_named("hold").await;
+    receiver.next_named("hold").await;
+    for id in ["4", "5"] {
+        let again = client
+            .invoke_event("echo", json!(id))
+            .invocation_id(id)
+            .await
+            .expect("the id is free again");
+        assert_eq!(again, Some(Payload::Json(json!(id))));
+    }
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn json_invoke_event_answers_fails_and_cancels() {
+    invoke_event_answers_fails_and_cancels(Protocol::JsonReliable).await;
+}
+
+#[tokio::test]
+async fn protobuf_invoke_event_answers_fails_and_cancels() {
+    invoke_event_answers_fails_and_cancels(Protocol::Protobuf).await;
+}

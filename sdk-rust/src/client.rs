@@ -54,6 +54,8 @@ use crate::payload::Payload;
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
+    /// The last automatic invocation id, shared by every handle.
+    invocation_ids: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a client's connection stands.
@@ -90,6 +92,15 @@ pub(crate) enum Command {
     Stop {
         done: oneshot::Sender<()>,
     },
+    /// An invocation, sent when connected and answered by `invokeResponse`.
+    Invoke {
+        invocation_id: String,
+        event: String,
+        payload: Payload,
+        reply: oneshot::Sender<Result<Option<Payload>>>,
+    },
+    /// The caller stopped waiting: the service is told, and answers nothing.
+    CancelInvocation(String),
 }
 
 /// An operation of the protocol that the service acknowledges.
@@ -185,7 +196,11 @@ impl Client {
         commands: mpsc::UnboundedSender<Command>,
         status: watch::Receiver<Status>,
     ) -> Self {
-        Self { commands, status }
+        Self {
+            commands,
+            status,
+            invocation_ids: Default::default(),
+        }
     }
 
     /// Joins `group`. The client remembers it and joins it again on every new connection.
@@ -232,6 +247,30 @@ impl Client {
             event: event.into(),
             payload: payload.into(),
             ack: AckChoice::Auto,
+        }
+    }
+
+    /// Calls the hub's upstream (`invoke`: the user event `azure.webpubsub.user.<event>`)
+    /// and resolves with its answer, if it sent data. Awaiting the returned builder sends it;
+    /// dropping the future before the answer cancels the call at the service
+    /// (`cancelInvocation`), and so does [`InvokeEvent::timeout`] when it passes.
+    ///
+    /// # Errors
+    /// [`Error::is_invocation`]: the upstream refused or failed the call, or the service gave
+    /// up on it ([`Error::invocation_error_name`]); [`Error::is_timeout`]: the caller's
+    /// timeout passed; [`Error::is_closed`]: the connection dropped with the call in flight;
+    /// [`Error::is_invalid_argument`]: its invocation id is in flight already.
+    pub fn invoke_event(
+        &self,
+        event: impl Into<String>,
+        payload: impl Into<Payload>,
+    ) -> InvokeEvent<'_> {
+        InvokeEvent {
+            client: self,
+            event: event.into(),
+            payload: payload.into(),
+            invocation_id: None,
+            timeout: None,
         }
     }
 
@@ -407,5 +446,113 @@ impl IntoFuture for SendEvent<'_> {
             },
             self.ack,
         )
+    }
+}
+
+/// An invocation being built ([`Client::invoke_event`]); await it to send it.
+#[derive(Debug)]
+#[must_use = "an invocation does nothing until awaited"]
+pub struct InvokeEvent<'a> {
+    client: &'a Client,
+    event: String,
+    payload: Payload,
+    invocation_id: Option<String>,
+    timeout: Option<std::time::Duration>,
+}
+
+impl InvokeEvent<'_> {
+    /// The invocation id; default: the next of the client's counter (`"1"`, `"2"`, …).
+    pub fn invocation_id(mut self, id: impl Into<String>) -> Self {
+        self.invocation_id = Some(id.into());
+        self
+    }
+
+    /// Gives up (and cancels the call at the service) after `timeout`.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl IntoFuture for InvokeEvent<'_> {
+    type Output = Result<Option<Payload>>;
+    type IntoFuture = InvokeFuture;
+
+    fn into_future(self) -> InvokeFuture {
+        let client = self.client;
+        let invocation_id = self.invocation_id.unwrap_or_else(|| {
+            let n = client
+                .invocation_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (n + 1).to_string()
+        });
+        let (reply, rx) = oneshot::channel();
+        let sent = client.commands.send(Command::Invoke {
+            invocation_id: invocation_id.clone(),
+            event: self.event,
+            payload: self.payload,
+            reply,
+        });
+        InvokeFuture {
+            rx: sent.is_ok().then_some(rx),
+            commands: client.commands.clone(),
+            invocation_id,
+            timeout: self.timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            done: false,
+        }
+    }
+}
+
+/// The answer to an invocation ([`Client::invoke_event`]). Dropping it before the answer
+/// cancels the call at the service.
+#[derive(Debug)]
+#[must_use = "the answer of an invocation is only known by awaiting it"]
+pub struct InvokeFuture {
+    rx: Option<oneshot::Receiver<Result<Option<Payload>>>>,
+    commands: mpsc::UnboundedSender<Command>,
+    invocation_id: String,
+    timeout: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl InvokeFuture {
+    /// The invocation's id.
+    pub fn invocation_id(&self) -> &str {
+        &self.invocation_id
+    }
+}
+
+impl Future for InvokeFuture {
+    type Output = Result<Option<Payload>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(rx) = this.rx.as_mut() else {
+            this.done = true;
+            return Poll::Ready(Err(Error::stopped()));
+        };
+        if let Poll::Ready(answer) = Pin::new(rx).poll(cx) {
+            this.done = true;
+            return Poll::Ready(answer.unwrap_or_else(|_| Err(Error::stopped())));
+        }
+        if let Some(timeout) = this.timeout.as_mut()
+            && timeout.as_mut().poll(cx).is_ready()
+        {
+            // Not done: dropping the future tells the service.
+            return Poll::Ready(Err(Error::new(crate::error::Kind::Timeout(
+                "no answer to the invocation in time",
+            ))));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for InvokeFuture {
+    fn drop(&mut self) {
+        if !self.done && self.rx.is_some() {
+            let _ = self
+                .commands
+                .send(Command::CancelInvocation(self.invocation_id.clone()));
+        }
     }
 }

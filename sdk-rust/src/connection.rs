@@ -33,6 +33,7 @@ use crate::error::{Error, Kind, Result};
 use crate::event::{
     Connected, Disconnected, Event, GroupMessage, RejoinGroupFailed, ServerMessage,
 };
+use crate::payload::Payload;
 use crate::protocol::{self, Data, Incoming, Request};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -146,6 +147,17 @@ pub(crate) struct Worker {
     /// Rejoins still unanswered on a new connection; `Connected` and messages wait for them.
     rejoining: usize,
     held: Vec<Event>,
+    /// Invocations waiting to be sent or answered, by id.
+    invocations: HashMap<String, Invocation>,
+}
+
+/// An invocation waiting to be sent (on the next socket) or answered.
+#[derive(Debug)]
+struct Invocation {
+    frame: WsMessage,
+    reply: oneshot::Sender<Result<Option<Payload>>>,
+    /// Written on the current socket.
+    sent: bool,
 }
 
 impl Worker {
@@ -176,6 +188,7 @@ impl Worker {
             groups: BTreeSet::new(),
             rejoining: 0,
             held: Vec::new(),
+            invocations: HashMap::new(),
         }
     }
 
@@ -319,6 +332,20 @@ impl Worker {
                             return lost(&e);
                         }
                     }
+                    Some(Command::Invoke { invocation_id, event, payload, reply }) => {
+                        self.enqueue_invocation(invocation_id, &event, &payload, reply);
+                        if let Err(e) = self.flush(ws).await {
+                            return lost(&e);
+                        }
+                    }
+                    Some(Command::CancelInvocation(id)) => {
+                        if self.invocations.remove(&id).is_some_and(|call| call.sent) {
+                            let frame = protocol::encode(self.opts.protocol, &Request::CancelInvocation(&id));
+                            if let Err(e) = ws.send(frame).await {
+                                return lost(&e);
+                            }
+                        }
+                    }
                     Some(Command::Stop { done }) => {
                         self.stop_waiters.push(done);
                         return End::Stop;
@@ -417,6 +444,21 @@ impl Worker {
             } => {
                 if let Some(session) = &mut self.session {
                     session.token = Some(token);
+                }
+            }
+            Incoming::InvokeResponse {
+                invocation_id,
+                result,
+            } => {
+                if let Some(call) = self.invocations.remove(&invocation_id) {
+                    let outcome = result.map_err(|(name, message)| {
+                        Error::new(Kind::Invocation {
+                            invocation_id,
+                            name,
+                            message,
+                        })
+                    });
+                    let _ = call.reply.send(outcome);
                 }
             }
             Incoming::Connected { .. }
@@ -562,6 +604,37 @@ impl Worker {
         self.push(Lane::Request, op, ack_id, Reply::Caller(reply));
     }
 
+    /// Takes an invocation from a handle; it goes out with the next [`Worker::flush`].
+    fn enqueue_invocation(
+        &mut self,
+        invocation_id: String,
+        event: &str,
+        payload: &Payload,
+        reply: oneshot::Sender<Result<Option<Payload>>>,
+    ) {
+        if self.invocations.contains_key(&invocation_id) {
+            let why = format!("invocation id {invocation_id} is in flight already");
+            let _ = reply.send(Err(Error::invalid_argument(why)));
+            return;
+        }
+        let frame = protocol::encode(
+            self.opts.protocol,
+            &Request::Invoke {
+                invocation_id: &invocation_id,
+                event,
+                payload,
+            },
+        );
+        self.invocations.insert(
+            invocation_id,
+            Invocation {
+                frame,
+                reply,
+                sent: false,
+            },
+        );
+    }
+
     fn push(&mut self, lane: Lane, op: Op, ack_id: Option<u64>, reply: Reply) {
         let frame = protocol::encode(self.opts.protocol, &request(&op, ack_id));
         let key = (lane, self.next_key);
@@ -584,6 +657,10 @@ impl Worker {
 
     /// Writes every request not yet written on this socket, in order.
     async fn flush(&mut self, ws: &mut Ws) -> Result<(), WsError> {
+        for call in self.invocations.values_mut().filter(|c| !c.sent) {
+            ws.feed(call.frame.clone()).await?;
+            call.sent = true;
+        }
         let unsent: Vec<Key> = self
             .ops
             .iter()
@@ -591,7 +668,7 @@ impl Worker {
             .map(|(k, _)| *k)
             .collect();
         if unsent.is_empty() {
-            return Ok(());
+            return ws.flush().await;
         }
         for key in unsent {
             let frame = self.ops[&key].frame.clone();
@@ -617,6 +694,22 @@ impl Worker {
     fn on_socket_lost(&mut self) {
         for pending in self.ops.values_mut() {
             pending.sent_at = None;
+        }
+        // The service abandons the calls of a socket that ends: they fail (as in Azure's
+        // client); calls not written yet go out on the next socket.
+        let lost: Vec<String> = self
+            .invocations
+            .iter()
+            .filter(|(_, c)| c.sent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            if let Some(call) = self.invocations.remove(&id) {
+                let _ = call.reply.send(Err(Error::new(Kind::Closed {
+                    code: None,
+                    reason: "the connection dropped before the invocation was answered".into(),
+                })));
+            }
         }
     }
 
@@ -807,7 +900,14 @@ impl Worker {
                     let _ = reply.send(Err(Error::stopped()));
                 }
                 Command::Stop { done } => self.stop_waiters.push(done),
+                Command::Invoke { reply, .. } => {
+                    let _ = reply.send(Err(Error::stopped()));
+                }
+                Command::CancelInvocation(_) => {}
             }
+        }
+        for (_, call) in self.invocations.drain() {
+            let _ = call.reply.send(Err(Error::stopped()));
         }
         self.set_state(State::Stopped);
         self.emit(Event::Stopped);
@@ -826,6 +926,12 @@ impl Worker {
                 out = &mut work => return Some(out),
                 command = self.commands.recv() => match command {
                     Some(Command::Request { op, ack, reply }) => self.enqueue(op, ack, reply),
+                    Some(Command::Invoke { invocation_id, event, payload, reply }) => {
+                        self.enqueue_invocation(invocation_id, &event, &payload, reply);
+                    }
+                    Some(Command::CancelInvocation(id)) => {
+                        self.invocations.remove(&id);
+                    }
                     Some(Command::Stop { done }) => {
                         self.stop_waiters.push(done);
                         return None;

@@ -38,7 +38,9 @@ mod protocol;
 mod service;
 
 pub use builder::Builder;
-pub use client::{Ack, AckFuture, Client, SendEvent, SendToGroup, State};
+pub use client::{
+    Ack, AckFuture, Client, InvokeEvent, InvokeFuture, SendEvent, SendToGroup, State,
+};
 pub use error::{BoxError, Error, Result};
 pub use event::{
     Connected, Disconnected, Event, Events, GroupMessage, RejoinGroupFailed, ServerMessage,

@@ -87,6 +87,12 @@ pub(crate) enum Request<'a> {
     },
     SequenceAck(u64),
     Ping,
+    Invoke {
+        invocation_id: &'a str,
+        event: &'a str,
+        payload: &'a Payload,
+    },
+    CancelInvocation(&'a str),
 }
 
 /// A data message from the service.
@@ -117,6 +123,11 @@ pub(crate) enum Incoming {
         error: Option<(String, String)>,
     },
     Data(Data),
+    InvokeResponse {
+        invocation_id: String,
+        /// The answer's payload, or the error's name and message.
+        result: std::result::Result<Option<Payload>, (String, String)>,
+    },
     Pong,
     /// A message this client does not know (a newer protocol feature): ignored, as Azure's
     /// clients do.
@@ -187,6 +198,22 @@ fn encode_json(request: &Request<'_>) -> Value {
             set("sequenceId", id.into());
         }
         Request::Ping => set("type", "ping".into()),
+        Request::Invoke {
+            invocation_id,
+            event,
+            payload,
+        } => {
+            set("type", "invoke".into());
+            set("invocationId", invocation_id.into());
+            set("target", "event".into());
+            set("event", event.into());
+            set("dataType", payload.data_type().as_str().into());
+            set("data", json_data(payload));
+        }
+        Request::CancelInvocation(invocation_id) => {
+            set("type", "cancelInvocation".into());
+            set("invocationId", invocation_id.into());
+        }
     }
     Value::Object(m)
 }
@@ -241,6 +268,22 @@ fn encode_protobuf(request: &Request<'_>) -> UpstreamMessage {
             M::SequenceAckMessage(upstream_message::SequenceAckMessage { sequence_id })
         }
         Request::Ping => M::PingMessage(upstream_message::PingMessage {}),
+        Request::Invoke {
+            invocation_id,
+            event,
+            payload,
+        } => M::InvokeMessage(upstream_message::InvokeMessage {
+            invocation_id: invocation_id.to_owned(),
+            target: "event".into(),
+            event: event.to_owned(),
+            data: Some(protobuf_data(payload)),
+            ..Default::default()
+        }),
+        Request::CancelInvocation(invocation_id) => {
+            M::CancelInvocationMessage(upstream_message::CancelInvocationMessage {
+                invocation_id: invocation_id.to_owned(),
+            })
+        }
     };
     UpstreamMessage {
         message: Some(message),
@@ -294,6 +337,7 @@ struct RawIncoming {
     data_type: Option<String>,
     data: Option<Value>,
     sequence_id: Option<u64>,
+    invocation_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +387,27 @@ fn decode_json(text: &str) -> Result<Incoming> {
                 sequence_id: raw.sequence_id,
             })
         }
+        "invokeResponse" => {
+            let invocation_id = raw
+                .invocation_id
+                .ok_or_else(|| decode_error("`invokeResponse` without an invocationId"))?;
+            let result = if raw.success == Some(true) {
+                match raw.data_type.as_deref() {
+                    Some(data_type) => Ok(Some(json_payload(Some(data_type), raw.data)?)),
+                    None => Ok(None),
+                }
+            } else {
+                let error = raw.error.unwrap_or(RawAckError {
+                    name: String::new(),
+                    message: String::new(),
+                });
+                Err((error.name, error.message))
+            };
+            Incoming::InvokeResponse {
+                invocation_id,
+                result,
+            }
+        }
         "pong" => Incoming::Pong,
         _ => Incoming::Unknown,
     })
@@ -391,14 +456,8 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
             error: ack.error.map(|e| (e.name, e.message)),
         },
         Some(M::DataMessage(data)) => {
-            use message_data::Data as D;
             let payload = match data.data.and_then(|d| d.data) {
-                Some(D::TextData(text)) => Payload::Text(text),
-                Some(D::BinaryData(bytes)) => Payload::Binary(bytes),
-                Some(D::ProtobufData(any)) => Payload::Protobuf(any),
-                Some(D::JsonData(json)) => {
-                    Payload::Json(serde_json::from_str(&json).map_err(decode_error)?)
-                }
+                Some(d) => protobuf_payload(d)?,
                 None => return Err(decode_error("data message without data")),
             };
             let group = if data.from == "group" {
@@ -417,8 +476,35 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
                 sequence_id: data.sequence_id,
             })
         }
+        Some(M::InvokeResponseMessage(r)) => {
+            let result = if r.success {
+                Ok(r.data
+                    .and_then(|d| d.data)
+                    .map(protobuf_payload)
+                    .transpose()?)
+            } else {
+                let error = r.error.unwrap_or_default();
+                Err((error.name, error.message))
+            };
+            Incoming::InvokeResponse {
+                invocation_id: r.invocation_id,
+                result,
+            }
+        }
         Some(M::PongMessage(_)) => Incoming::Pong,
-        None => Incoming::Unknown,
+        // Group stream frames: this client opens no streams.
+        Some(M::StreamAckMessage(_) | M::StreamNackMessage(_) | M::StreamClosedMessage(_))
+        | None => Incoming::Unknown,
+    })
+}
+
+fn protobuf_payload(data: message_data::Data) -> Result<Payload> {
+    use message_data::Data as D;
+    Ok(match data {
+        D::TextData(text) => Payload::Text(text),
+        D::BinaryData(bytes) => Payload::Binary(bytes),
+        D::ProtobufData(any) => Payload::Protobuf(any),
+        D::JsonData(json) => Payload::Json(serde_json::from_str(&json).map_err(decode_error)?),
     })
 }
 
@@ -432,6 +518,46 @@ mod tests {
             WsMessage::Text(t) => serde_json::from_str(t.as_str()).expect("JSON"),
             other => panic!("expected text, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn invocations_encode_and_their_answers_decode() {
+        let payload = Payload::Text("hi".into());
+        let request = Request::Invoke {
+            invocation_id: "7",
+            event: "e",
+            payload: &payload,
+        };
+        assert_eq!(
+            json_of(encode(Protocol::Json, &request)),
+            json!({"type":"invoke","invocationId":"7","target":"event","event":"e","dataType":"text","data":"hi"})
+        );
+        assert_eq!(
+            json_of(encode(Protocol::Json, &Request::CancelInvocation("7"))),
+            json!({"type":"cancelInvocation","invocationId":"7"})
+        );
+        let ok = decode_json(
+            r#"{"type":"invokeResponse","invocationId":"7","success":true,"dataType":"json","data":{"a":1}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            ok,
+            Incoming::InvokeResponse {
+                invocation_id: "7".into(),
+                result: Ok(Some(Payload::Json(json!({"a":1})))),
+            }
+        );
+        let failed = decode_json(
+            r#"{"type":"invokeResponse","invocationId":"8","success":false,"error":{"name":"Timeout","message":"late"}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            failed,
+            Incoming::InvokeResponse {
+                invocation_id: "8".into(),
+                result: Err(("Timeout".into(), "late".into())),
+            }
+        );
     }
 
     #[test]
@@ -602,6 +728,7 @@ mod tests {
                     }),
                     sequence_id: Some(5),
                     metadata: Default::default(),
+                    stream: None,
                 },
             )),
         };

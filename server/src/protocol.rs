@@ -124,7 +124,7 @@ pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> 
 }
 
 /// The answer to an `invoke`: the handler's data (if any), or an error's name and message.
-/// Only the JSON subprotocols have the frame (Azure's protobuf protocol defines none).
+/// Azure's protobuf protocol defines no such frame; Hubcast's has one (client.proto, 100+).
 pub fn invoke_response(
     format: WireFormat,
     invocation_id: &str,
@@ -135,7 +135,11 @@ pub fn invoke_response(
             invocation_id,
             result,
         ))),
-        WireFormat::Simple | WireFormat::Protobuf => None,
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_invoke_response(
+            invocation_id,
+            result,
+        ))),
+        WireFormat::Simple => None,
     }
 }
 
@@ -155,8 +159,8 @@ pub fn group_state(
     }
 }
 
-/// A group stream's answer to its publisher: `streamAck`, `streamNack` or `streamClosed`.
-/// JSON subprotocols only (Azure's protobuf protocol has no stream frames).
+/// A group stream's answer to its publisher: `streamAck`, `streamNack` or `streamClosed`
+/// (Azure's protobuf protocol has no stream frames; Hubcast's has, client.proto 100+).
 #[derive(Debug, Clone, Copy)]
 pub enum StreamReply<'a> {
     /// Everything before `expected` arrived.
@@ -182,18 +186,27 @@ pub enum StreamReply<'a> {
 
 /// Renders a [`StreamReply`] for `stream_id`.
 pub fn stream_reply(format: WireFormat, stream_id: &str, reply: StreamReply<'_>) -> Option<Frame> {
-    if format != WireFormat::Json {
-        return None;
+    match format {
+        WireFormat::Json => Some(Frame::Text(match reply {
+            StreamReply::Ack { expected } => json::encode_stream_ack(stream_id, expected),
+            StreamReply::Nack {
+                name,
+                message,
+                expected,
+            } => json::encode_stream_nack(stream_id, name, message, expected),
+            StreamReply::Closed { error } => json::encode_stream_closed(stream_id, error),
+        })),
+        WireFormat::Protobuf => Some(Frame::Binary(match reply {
+            StreamReply::Ack { expected } => protobuf::encode_stream_ack(stream_id, expected),
+            StreamReply::Nack {
+                name,
+                message,
+                expected,
+            } => protobuf::encode_stream_nack(stream_id, name, message, expected),
+            StreamReply::Closed { error } => protobuf::encode_stream_closed(stream_id, error),
+        })),
+        WireFormat::Simple => None,
     }
-    Some(Frame::Text(match reply {
-        StreamReply::Ack { expected } => json::encode_stream_ack(stream_id, expected),
-        StreamReply::Nack {
-            name,
-            message,
-            expected,
-        } => json::encode_stream_nack(stream_id, name, message, expected),
-        StreamReply::Closed { error } => json::encode_stream_closed(stream_id, error),
-    }))
 }
 
 /// The answer to a ping.
