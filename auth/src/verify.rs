@@ -486,7 +486,7 @@ mod tests {
     /// header's algorithm with the key as a "public key") is refused before any key is tried.
     #[test]
     fn asymmetric_algorithm_headers_are_refused_even_with_a_valid_hmac() {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit as _, Mac};
         let payload = URL_SAFE_NO_PAD
             .encode(claims_with_aud("http://127.0.0.1:8080/client/hubs/chat").to_string());
         for alg in ["RS256", "ES256", "PS256", "EdDSA", "hs256"] {

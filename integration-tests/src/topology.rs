@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use hubcast_server::cluster::Cluster;
 use hubcast_server::message::Message;
-use hubcast_server::router::{Connection, Router, RouterStats};
+use hubcast_server::router::{Connection, HubKey, Router, RouterStats};
 
 /// The environment variable that chooses the topology: `single` (the default) or `cluster`.
 pub const TOPOLOGY_ENV: &str = "HUBCAST_TEST_TOPOLOGY";
@@ -94,7 +94,8 @@ impl<'a> Routers<'a> {
 
     /// Connection `id` of `hub`, from the node that holds it.
     pub fn connection(&self, hub: &str, id: &str) -> Option<Arc<Connection>> {
-        self.nodes.iter().find_map(|r| r.connection(hub, id))
+        let hub = key(hub);
+        self.nodes.iter().find_map(|r| r.connection(&hub, id))
     }
 
     /// Whether some node has a member of `group` in `hub`.
@@ -109,15 +110,20 @@ impl<'a> Routers<'a> {
 
     /// The connections of `user` in `hub`, over all nodes.
     pub fn user_connection_count(&self, hub: &str, user: &str) -> usize {
+        let hub = key(hub);
         self.nodes
             .iter()
-            .map(|r| r.user_connection_count(hub, user))
+            .map(|r| r.user_connection_count(&hub, user))
             .sum()
     }
 
     /// The connections of `hub`, over all nodes.
     pub fn hub_connection_count(&self, hub: &str) -> usize {
-        self.nodes.iter().map(|r| r.hub_connection_count(hub)).sum()
+        let hub = key(hub);
+        self.nodes
+            .iter()
+            .map(|r| r.hub_connection_count(&hub))
+            .sum()
     }
 
     /// Queues `message` for connection `id` on the node that holds it, as that node's own
@@ -126,7 +132,7 @@ impl<'a> Routers<'a> {
         self.nodes
             .iter()
             .find(|r| r.connection_exists(hub, id))
-            .is_some_and(|r| r.send_to_connection(hub, id, message))
+            .is_some_and(|r| r.send_to_connection(&key(hub), id, message))
     }
 
     /// The counters of every node, summed.
@@ -149,4 +155,9 @@ impl<'a> Routers<'a> {
     pub fn nodes(&self) -> &'a [NodeState] {
         self.nodes
     }
+}
+
+/// The routing key of a hub name the tests use (always a valid one).
+fn key(hub: &str) -> HubKey {
+    HubKey::new(hub).expect("tests name valid hubs")
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use http::{Method, Version};
 use hubcast_integration_tests::webhook::{Answer, Received, WebhookReceiver, default_answer};
 use hubcast_integration_tests::{

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -37,6 +38,38 @@ use crate::payload::Payload;
 use crate::protocol::{self, Data, Incoming, Request};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What woke the connection's loop.
+enum Wake {
+    Frame(Option<std::result::Result<WsMessage, WsError>>),
+    Command(Option<Command>),
+    Tick,
+}
+
+/// Waits for the first of a frame, a command and a tick, like `tokio::select!` but without
+/// tokio's macros (an SDK user then compiles one proc-macro crate fewer). The source polled
+/// first rotates with `round`, so a flood on one side cannot starve the others.
+async fn next_wake(
+    round: usize,
+    ws: &mut Ws,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    tick: &mut tokio::time::Interval,
+) -> Wake {
+    std::future::poll_fn(|cx| {
+        for i in 0..3 {
+            let woke = match (round + i) % 3 {
+                0 => ws.poll_next_unpin(cx).map(Wake::Frame),
+                1 => commands.poll_recv(cx).map(Wake::Command),
+                _ => tick.poll_tick(cx).map(|_| Wake::Tick),
+            };
+            if woke.is_ready() {
+                return woke;
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
 
 /// How long a closing handshake may take when the client stops.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -297,14 +330,20 @@ impl Worker {
         let mut last_ping = Instant::now();
         // The service's `disconnected` message, which precedes its close.
         let mut reason: Option<String> = None;
+        let mut round = 0usize;
         loop {
-            tokio::select! {
-                frame = ws.next() => {
+            round = round.wrapping_add(1);
+            let woke = next_wake(round, ws, &mut self.commands, &mut tick).await;
+            match woke {
+                Wake::Frame(frame) => {
                     last_rx = Instant::now();
                     match frame {
                         Some(Ok(WsMessage::Close(close))) => {
                             let (code, why) = close_parts(close);
-                            return End::Lost { code, reason: reason.or(why) };
+                            return End::Lost {
+                                code,
+                                reason: reason.or(why),
+                            };
                         }
                         Some(Ok(msg @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
                             match protocol::decode(self.opts.protocol, &msg) {
@@ -320,19 +359,27 @@ impl Worker {
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             let why = reason.unwrap_or_else(|| e.to_string());
-                            return End::Lost { code: None, reason: Some(why) };
+                            return End::Lost {
+                                code: None,
+                                reason: Some(why),
+                            };
                         }
                         None => return End::Lost { code: None, reason },
                     }
                 }
-                command = self.commands.recv() => match command {
+                Wake::Command(command) => match command {
                     Some(Command::Request { op, ack, reply }) => {
                         self.enqueue(op, ack, reply);
                         if let Err(e) = self.flush(ws).await {
                             return lost(&e);
                         }
                     }
-                    Some(Command::Invoke { invocation_id, event, payload, reply }) => {
+                    Some(Command::Invoke {
+                        invocation_id,
+                        event,
+                        payload,
+                        reply,
+                    }) => {
                         self.enqueue_invocation(invocation_id, &event, &payload, reply);
                         if let Err(e) = self.flush(ws).await {
                             return lost(&e);
@@ -340,7 +387,10 @@ impl Worker {
                     }
                     Some(Command::CancelInvocation(id)) => {
                         if self.invocations.remove(&id).is_some_and(|call| call.sent) {
-                            let frame = protocol::encode(self.opts.protocol, &Request::CancelInvocation(&id));
+                            let frame = protocol::encode(
+                                self.opts.protocol,
+                                &Request::CancelInvocation(&id),
+                            );
                             if let Err(e) = ws.send(frame).await {
                                 return lost(&e);
                             }
@@ -352,11 +402,14 @@ impl Worker {
                     }
                     None => return End::Stop,
                 },
-                _ = tick.tick() => {
+                Wake::Tick => {
                     let timeout = self.opts.keepalive_timeout;
                     if !timeout.is_zero() && last_rx.elapsed() >= timeout {
                         let why = format!("nothing received for {timeout:?}");
-                        return End::Lost { code: None, reason: Some(why) };
+                        return End::Lost {
+                            code: None,
+                            reason: Some(why),
+                        };
                     }
                     let interval = self.opts.keepalive_interval;
                     let ping = !interval.is_zero() && last_ping.elapsed() >= interval;
@@ -920,24 +973,32 @@ impl Worker {
     /// Awaits `work` while taking requests (queued for the next socket); `None` if the
     /// client is to stop first.
     async fn with_commands<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        tokio::pin!(work);
+        let mut work = std::pin::pin!(work);
         loop {
-            tokio::select! {
-                out = &mut work => return Some(out),
-                command = self.commands.recv() => match command {
-                    Some(Command::Request { op, ack, reply }) => self.enqueue(op, ack, reply),
-                    Some(Command::Invoke { invocation_id, event, payload, reply }) => {
-                        self.enqueue_invocation(invocation_id, &event, &payload, reply);
-                    }
-                    Some(Command::CancelInvocation(id)) => {
-                        self.invocations.remove(&id);
-                    }
-                    Some(Command::Stop { done }) => {
-                        self.stop_waiters.push(done);
-                        return None;
-                    }
-                    None => return None,
-                },
+            let woke = std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(out));
+                }
+                self.commands.poll_recv(cx).map(Err)
+            })
+            .await;
+            match woke {
+                Ok(out) => return Some(out),
+                Err(Some(Command::Request { op, ack, reply })) => self.enqueue(op, ack, reply),
+                Err(Some(Command::Invoke {
+                    invocation_id,
+                    event,
+                    payload,
+                    reply,
+                })) => self.enqueue_invocation(invocation_id, &event, &payload, reply),
+                Err(Some(Command::CancelInvocation(id))) => {
+                    self.invocations.remove(&id);
+                }
+                Err(Some(Command::Stop { done })) => {
+                    self.stop_waiters.push(done);
+                    return None;
+                }
+                Err(None) => return None,
             }
         }
     }

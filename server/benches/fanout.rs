@@ -22,7 +22,8 @@ use hubcast_server::message::{Data, Frame, Message, Queued, WireFormat};
 use hubcast_server::protocol::{self, Rendered};
 use hubcast_server::router::outbox::Taken;
 use hubcast_server::router::{
-    ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits, Router, RouterConfig,
+    ConnectSpec, Connection, ConnectionId, HubKey, Permissions, ReliableLimits, Router,
+    RouterConfig,
 };
 
 const PAYLOAD: usize = 2048;
@@ -47,7 +48,7 @@ fn setup(members: usize, format: WireFormat, reliable: bool, sockets: bool) -> S
         .map(|_| {
             router.connect(ConnectSpec {
                 id: ConnectionId::generate(),
-                hub: "bench".into(),
+                hub: HubKey::new("bench").expect("a valid hub name"),
                 user_id: None,
                 format,
                 subprotocol: None,
@@ -125,8 +126,9 @@ fn round_with(
     wire: &mut Vec<u8>,
     telemetry: WriterTelemetry,
 ) -> usize {
-    setup.router.send_to_group("bench", "g", message, &[]);
-    let latency = setup.router.hub_metrics("bench").fanout_latency.clone();
+    let hub = HubKey::new("bench").expect("a valid hub name");
+    setup.router.send_to_group(&hub, "g", message, &[]);
+    let latency = setup.router.hub_metrics(&hub).fanout_latency.clone();
     let record = telemetry == WriterTelemetry::Recorded;
     let mut published = Vec::new();
     let mut written = 0;

@@ -98,7 +98,7 @@ fn dev_token(demo: &Demo, query: &[(String, String)]) -> Reply {
     }
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
     let hub = param("hub").filter(|h| !h.is_empty()).unwrap_or("demo");
-    if let Err(e) = router::hub_key(hub) {
+    if let Err(e) = router::HubKey::new(hub) {
         return respond(StatusCode::BAD_REQUEST, text, format!("{e}\n"));
     }
     let user = match param("user").filter(|u| !u.is_empty()) {

@@ -32,7 +32,8 @@ use crate::error::{Classify, ErrorCode};
 use crate::filter::{Filter, FilterError};
 use crate::message::{Data, Message, Utf8Bytes};
 use crate::router::{
-    self, Connection, Page, PageRequest, Permission, Router, RouterError, SendOptions, Target,
+    self, Connection, HubKey, Page, PageRequest, Permission, Router, RouterError, SendOptions,
+    Target,
 };
 use hubcast_auth::{self as auth, KeyRing, TokenRequest};
 
@@ -220,7 +221,7 @@ impl Node {
     // === sends ===
 
     fn local_send_to_all(&self, req: pb::SendToAllRequest) -> Result<pb::SendToAllResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let message = server_message(req.payload)?;
         self.send(
             &hub,
@@ -234,7 +235,7 @@ impl Node {
     }
 
     fn local_send_to_group(&self, req: pb::SendToGroupRequest) -> Result<pb::SendToGroupResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         let message = {
             let (data, metadata) = payload(req.payload)?;
@@ -252,7 +253,7 @@ impl Node {
     }
 
     fn local_send_to_user(&self, req: pb::SendToUserRequest) -> Result<pb::SendToUserResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         let message = server_message(req.payload)?;
         self.send(
@@ -270,7 +271,7 @@ impl Node {
         &self,
         req: pb::SendToConnectionRequest,
     ) -> Result<pb::SendToConnectionResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         let message = server_message(req.payload)?;
         self.send(
@@ -286,7 +287,7 @@ impl Node {
 
     fn send(
         &self,
-        hub: &str,
+        hub: &HubKey,
         target: Target<'_>,
         message: &Message,
         excluded: &[String],
@@ -320,7 +321,7 @@ impl Node {
         &self,
         req: pb::AddConnectionToGroupRequest,
     ) -> Result<pb::AddConnectionToGroupResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.router()
             .add_connection_to_group(&hub, &req.group, &req.connection_id)?;
@@ -331,7 +332,7 @@ impl Node {
         &self,
         req: pb::RemoveConnectionFromGroupRequest,
     ) -> Result<pb::RemoveConnectionFromGroupResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.router()
@@ -343,7 +344,7 @@ impl Node {
         &self,
         req: pb::RemoveConnectionFromAllGroupsRequest,
     ) -> Result<pb::RemoveConnectionFromAllGroupsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.router()
             .remove_connection_from_all_groups(&hub, &req.connection_id);
@@ -354,7 +355,7 @@ impl Node {
         &self,
         req: pb::AddUserToGroupRequest,
     ) -> Result<pb::AddUserToGroupResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         self.router()
             .add_user_to_group(&hub, &req.user_id, &req.group)?;
@@ -365,7 +366,7 @@ impl Node {
         &self,
         req: pb::RemoveUserFromGroupRequest,
     ) -> Result<pb::RemoveUserFromGroupResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         required(Field::UserId, &req.user_id)?;
         self.router()
@@ -377,7 +378,7 @@ impl Node {
         &self,
         req: pb::RemoveUserFromAllGroupsRequest,
     ) -> Result<pb::RemoveUserFromAllGroupsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         self.router()
             .remove_user_from_all_groups(&hub, &req.user_id);
@@ -388,7 +389,7 @@ impl Node {
         &self,
         req: pb::AddConnectionsToGroupsRequest,
     ) -> Result<pb::AddConnectionsToGroupsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let groups = group_list(&req.groups)?;
         let filter = Filter::parse_optional(&req.filter)?;
         let matches = |c: &Connection| filter.as_ref().is_some_and(|f| f.matches(c));
@@ -406,7 +407,7 @@ impl Node {
         &self,
         req: pb::RemoveConnectionsFromGroupsRequest,
     ) -> Result<pb::RemoveConnectionsFromGroupsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let groups = group_list(&req.groups)?;
         let filter = Filter::parse_optional(&req.filter)?;
         let matches = |c: &Connection| filter.as_ref().is_some_and(|f| f.matches(c));
@@ -426,7 +427,7 @@ impl Node {
         &self,
         req: pb::CloseConnectionRequest,
     ) -> Result<pb::CloseConnectionResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.close(
             &hub,
@@ -441,7 +442,7 @@ impl Node {
         &self,
         req: pb::CloseAllConnectionsRequest,
     ) -> Result<pb::CloseAllConnectionsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         self.close(&hub, Target::All, &req.excluded, &req.reason);
         Ok(pb::CloseAllConnectionsResponse {})
     }
@@ -450,7 +451,7 @@ impl Node {
         &self,
         req: pb::CloseGroupConnectionsRequest,
     ) -> Result<pb::CloseGroupConnectionsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         self.close(&hub, Target::Group(&req.group), &req.excluded, &req.reason);
         Ok(pb::CloseGroupConnectionsResponse {})
@@ -460,13 +461,13 @@ impl Node {
         &self,
         req: pb::CloseUserConnectionsRequest,
     ) -> Result<pb::CloseUserConnectionsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         self.close(&hub, Target::User(&req.user_id), &req.excluded, &req.reason);
         Ok(pb::CloseUserConnectionsResponse {})
     }
 
-    fn close(&self, hub: &str, target: Target<'_>, excluded: &[String], reason: &str) {
+    fn close(&self, hub: &HubKey, target: Target<'_>, excluded: &[String], reason: &str) {
         let excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
         let reason = if reason.is_empty() {
             DEFAULT_CLOSE_REASON
@@ -483,7 +484,7 @@ impl Node {
         &self,
         req: pb::ConnectionExistsRequest,
     ) -> Result<pb::ExistsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         Ok(pb::ExistsResponse {
             exists: self.router().connection_exists(&hub, &req.connection_id),
@@ -491,7 +492,7 @@ impl Node {
     }
 
     fn local_group_exists(&self, req: pb::GroupExistsRequest) -> Result<pb::ExistsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         Ok(pb::ExistsResponse {
             exists: self.router().group_exists(&hub, &req.group),
@@ -499,7 +500,7 @@ impl Node {
     }
 
     fn local_user_exists(&self, req: pb::UserExistsRequest) -> Result<pb::ExistsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
         Ok(pb::ExistsResponse {
             exists: self.router().user_exists(&hub, &req.user_id),
@@ -561,7 +562,7 @@ impl Node {
         &self,
         req: pb::GenerateClientTokenRequest,
     ) -> Result<pb::GenerateClientTokenResponse> {
-        router::hub_key(&req.hub)?;
+        HubKey::new(&req.hub)?;
         let minutes = if req.expires_in_minutes == 0 {
             60
         } else {
@@ -585,7 +586,7 @@ impl Node {
         &self,
         req: pb::ListGroupConnectionsRequest,
     ) -> Result<pb::ListGroupConnectionsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
         let after = PageToken::decode(&req.page_token, PageToken::CONNECTIONS)?;
         let page = self.router().list_connections(
@@ -612,7 +613,7 @@ impl Node {
         &self,
         req: pb::ListConnectionsRequest,
     ) -> Result<pb::ListConnectionsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let filter = Filter::parse_optional(&req.filter)?;
         let matches = |c: &Connection| filter.as_ref().is_some_and(|f| f.matches(c));
         let after = PageToken::decode(&req.page_token, PageToken::CONNECTIONS)?;
@@ -637,7 +638,7 @@ impl Node {
     }
 
     fn local_get_connection(&self, req: pb::GetConnectionRequest) -> Result<pb::ConnectionInfo> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
         self.router()
             .connection(&hub, &req.connection_id)
@@ -646,7 +647,7 @@ impl Node {
     }
 
     fn local_list_groups(&self, req: pb::ListGroupsRequest) -> Result<pb::ListGroupsResponse> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let after = PageToken::decode(&req.page_token, PageToken::GROUPS)?;
         let page = self
             .router()
@@ -666,7 +667,7 @@ impl Node {
     }
 
     fn local_get_hub_stats(&self, req: pb::GetHubStatsRequest) -> Result<pb::HubStats> {
-        let hub = router::hub_key(&req.hub)?;
+        let hub = HubKey::new(&req.hub)?;
         let stats = self.router().hub_stats(&hub);
         Ok(pb::HubStats {
             hub: hub.to_string(),
@@ -713,8 +714,8 @@ fn permission_args<'a>(
     connection_id: &str,
     permission: i32,
     target: &'a str,
-) -> Result<(Arc<str>, Permission, Option<&'a str>)> {
-    let hub = router::hub_key(hub)?;
+) -> Result<(HubKey, Permission, Option<&'a str>)> {
+    let hub = HubKey::new(hub)?;
     required(Field::ConnectionId, connection_id)?;
     let permission = match pb::Permission::try_from(permission) {
         Ok(pb::Permission::SendToGroup) => Permission::SendToGroup,
@@ -854,7 +855,7 @@ fn connection_info(conn: &Connection) -> pb::ConnectionInfo {
         .unwrap_or_default();
     pb::ConnectionInfo {
         connection_id: conn.id().to_string(),
-        hub: conn.hub().to_owned(),
+        hub: conn.hub().to_string(),
         user_id: conn.user_id().map(|u| u.to_string()),
         groups,
         subprotocol: conn.subprotocol().unwrap_or_default().to_owned(),

@@ -36,7 +36,7 @@ use crate::limits::{LimitCounters, LimitKind};
 use crate::message::{WireFormat, close};
 use crate::node::Node;
 use crate::protocol::{self, Subprotocol};
-use crate::router::{self, ConnectSpec, Connection, ConnectionId, Permissions, ReliableLimits};
+use crate::router::{ConnectSpec, Connection, ConnectionId, HubKey, Permissions, ReliableLimits};
 use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream::{self, Session, Upstream};
@@ -211,7 +211,7 @@ async fn handshake(
             )
         })?;
     let hub =
-        router::hub_key(&hub_name).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
+        HubKey::new(&hub_name).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
 
     let is_websocket = request
         .header(header::UPGRADE)
@@ -353,13 +353,13 @@ struct Admitted {
 async fn admit(
     edge: &Edge,
     request: &UpgradeRequest,
-    hub: &Arc<str>,
+    hub: &HubKey,
     mut claims: ClientClaims,
     negotiated: Option<(Subprotocol, &str)>,
 ) -> Result<Admitted, Refusal> {
     let id = edge.node.new_connection_id();
     let connect_event = Session::connect_event(
-        hub.clone(),
+        hub.shared(),
         id.clone(),
         claims.user_id.as_deref(),
         negotiated.map(|(p, _)| p.name),
@@ -392,7 +392,7 @@ pub(crate) struct Recovery {
 pub(crate) fn connection_span(conn: &Connection) -> tracing::Span {
     tracing::info_span!(
         "connection",
-        hub = conn.hub(),
+        hub = conn.hub().as_str(),
         connection.id = %conn.id(),
         user = conn.user_id().map(|u| &**u).unwrap_or(""),
         client.addr = ?conn.remote_addr(),
@@ -467,7 +467,11 @@ fn check_origin(edge: &Edge, request: &UpgradeRequest) -> Result<(), Refusal> {
 
 /// Checks the per-hub connection limits (the service layer decides; a refusal is a 400 for
 /// a too-long user id, else a 429).
-fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Result<(), Refusal> {
+fn check_connection_limits(
+    edge: &Edge,
+    hub: &HubKey,
+    claims: &ClientClaims,
+) -> Result<(), Refusal> {
     let limits = edge.config.hub_limits(hub);
     edge.node
         .check_admission(&limits, &edge.limits, hub, claims.user_id.as_deref())
@@ -484,7 +488,7 @@ fn check_connection_limits(edge: &Edge, hub: &str, claims: &ClientClaims) -> Res
 /// a reconnection token for reliable subprotocols). Its upstream session is kept with it.
 fn connect(
     edge: &Edge,
-    hub: Arc<str>,
+    hub: HubKey,
     subprotocol: Option<Subprotocol>,
     admitted: Admitted,
     remote_addr: Option<std::net::SocketAddr>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::{Classify, ErrorCode};
 use crate::limits::{HubLimits, LimitCounters, LimitKind};
 use crate::message::Message;
-use crate::router::{ConnectSpec, Connection, ConnectionId};
+use crate::router::{ConnectSpec, Connection, ConnectionId, HubKey};
 use crate::telemetry::HubMetrics;
 
 use super::Node;
@@ -52,7 +52,7 @@ impl Node {
         &self,
         limits: &HubLimits,
         counters: &LimitCounters,
-        hub: &str,
+        hub: &HubKey,
         user: Option<&str>,
     ) -> Result<(), AdmissionRefused> {
         let refuse = |kind: LimitKind, message: String| {
@@ -127,7 +127,7 @@ impl Node {
     }
 
     /// One of this node's connections, by hub key and id (a reliable client's recovery).
-    pub(crate) fn local_connection(&self, hub: &str, id: &str) -> Option<Arc<Connection>> {
+    pub(crate) fn local_connection(&self, hub: &HubKey, id: &str) -> Option<Arc<Connection>> {
         self.router().connection(hub, id)
     }
 
@@ -137,7 +137,7 @@ impl Node {
     }
 
     /// The metrics of one hub, for the edges' per-hub counters.
-    pub(crate) fn hub_metrics(&self, hub: &str) -> Arc<HubMetrics> {
+    pub(crate) fn hub_metrics(&self, hub: &HubKey) -> Arc<HubMetrics> {
         self.router().hub_metrics(hub)
     }
 }

@@ -144,7 +144,7 @@ impl Node {
                 "The connection is not in group '{group}': join it before setting a state there."
             )));
         }
-        let key: GroupKey = (conn.hub().into(), group.into());
+        let key: GroupKey = (conn.hub().as_str().into(), group.into());
         let id = conn.id().shared();
         let item = GroupStateItem {
             connection_id: id.clone(),
@@ -187,7 +187,7 @@ impl Node {
         conn: &Arc<Connection>,
         group: &str,
     ) -> Result<impl Future<Output = Result<Vec<GroupStateItem>, NodeError>> + use<>, String> {
-        let key: GroupKey = (conn.hub().into(), group.into());
+        let key: GroupKey = (conn.hub().as_str().into(), group.into());
         let id = conn.id().shared();
         {
             let mut table = self.presence().lock();
@@ -226,7 +226,7 @@ impl Node {
 
     /// Ends a client's subscription to the states of `group` (none: nothing to do).
     pub(crate) fn unsubscribe_group_state(&self, conn: &Connection, group: &str) {
-        let key: GroupKey = (conn.hub().into(), group.into());
+        let key: GroupKey = (conn.hub().as_str().into(), group.into());
         let id = conn.id().shared();
         let mut table = self.presence().lock();
         let Table {
@@ -248,7 +248,7 @@ impl Node {
     /// A client left `group` (or is leaving every group): its state there is cleared, and
     /// the subscribers are told.
     pub(crate) fn group_left(&self, conn: &Connection, group: &str) {
-        let key: GroupKey = (conn.hub().into(), group.into());
+        let key: GroupKey = (conn.hub().as_str().into(), group.into());
         let id = conn.id().shared();
         let cleared = {
             let mut table = self.presence().lock();

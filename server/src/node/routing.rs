@@ -27,7 +27,7 @@ use crate::cluster::wire::{Body, GroupSend, GroupSendStream, HubDetail, Query, Q
 use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
 use crate::message::{Data, Message, Source, StreamError, StreamInfo, Utf8Bytes};
-use crate::router::Connection;
+use crate::router::{Connection, HubKey};
 use crate::telemetry::trace;
 
 /// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
@@ -342,7 +342,7 @@ impl Node {
         else {
             return Ok(here);
         };
-        let mine = self.local_hub_detail(&here.hub);
+        let mine = self.local_hub_detail(&HubKey::new(&here.hub)?);
         let mut users: HashSet<String> = HashSet::new();
         let mut groups: HashSet<String> = HashSet::new();
         let mut connections = 0;
@@ -359,7 +359,7 @@ impl Node {
         })
     }
 
-    fn local_hub_detail(&self, hub: &str) -> HubDetail {
+    fn local_hub_detail(&self, hub: &HubKey) -> HubDetail {
         let (connections, users, groups) = self.router().hub_detail(hub);
         HubDetail {
             connections,
@@ -383,7 +383,7 @@ impl Node {
             Question::ListGroups(r) => self.local_list_groups(r)?.encode_to_vec(),
             Question::GroupStates(q) => self.local_group_states(q).encode_to_vec(),
             Question::HubDetail(r) => {
-                let hub = crate::router::hub_key(&r.hub)?;
+                let hub = HubKey::new(&r.hub)?;
                 self.local_hub_detail(&hub).encode_to_vec()
             }
         })
@@ -417,9 +417,13 @@ impl Node {
         });
         let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data)
             .with_stream(stream);
+        let Ok(hub) = HubKey::new(&send.hub) else {
+            tracing::warn!("ignoring a group send from another node for an invalid hub");
+            return;
+        };
         let excluded: Vec<&str> = send.excluded.as_deref().into_iter().collect();
         self.router()
-            .send_to_group(&send.hub, &send.group, &message, &excluded);
+            .send_to_group(&hub, &send.group, &message, &excluded);
     }
 }
 

@@ -10,6 +10,7 @@ use rand::RngCore;
 
 use tokio_util::sync::CancellationToken;
 
+use super::HubKey;
 use super::outbox::{Close, Outbox, Push, ReliableLimits};
 use super::permission::{Permission, Permissions};
 use crate::message::{Frame, WireFormat};
@@ -78,7 +79,7 @@ pub(crate) struct Membership {
 #[derive(Debug)]
 pub struct Connection {
     id: ConnectionId,
-    hub: Arc<str>,
+    hub: HubKey,
     user_id: Option<Arc<str>>,
     format: WireFormat,
     /// Fixed at connect; a plain field because fan-out asks it for every recipient.
@@ -123,7 +124,7 @@ impl Connection {
     }
 
     /// The hub (lower-cased: hub names are case-insensitive).
-    pub fn hub(&self) -> &str {
+    pub fn hub(&self) -> &HubKey {
         &self.hub
     }
 
@@ -236,7 +237,7 @@ pub struct ConnectSpec {
     /// The id, chosen by the edge (it names the connection in logs from the handshake on).
     pub id: ConnectionId,
     /// The hub, lower-cased.
-    pub hub: Arc<str>,
+    pub hub: HubKey,
     /// The user, if any.
     pub user_id: Option<Arc<str>>,
     /// The wire format of the negotiated subprotocol.

@@ -2,7 +2,7 @@
 //! REST or gRPC. Both edges call these methods and nothing else; they only parse, validate
 //! and authenticate.
 //!
-//! Every method takes the hub's routing key (see [`hub_key`](super::hub_key)). Operations
+//! Every method takes the hub's routing key (a [`HubKey`]). Operations
 //! that select connections by a predicate (an OData filter, usually) first take a snapshot
 //! of the candidates and evaluate the predicate with no index lock held: a predicate reads
 //! the connection's groups, and the lock order (membership, then index shard) forbids taking
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::encoded::Encoded;
 use super::{
-    Close, Connection, Hub, Message, Permission, Router, RouterError, check_group_name,
+    Close, Connection, Hub, HubKey, Message, Permission, Router, RouterError, check_group_name,
     remove_member,
 };
 use crate::error::{Classify, ErrorCode};
@@ -113,7 +113,7 @@ impl Router {
     /// Returns how many connections it was queued for.
     pub fn send(
         &self,
-        hub: &str,
+        hub: &HubKey,
         target: Target<'_>,
         message: &Message,
         options: &SendOptions<'_>,
@@ -157,7 +157,7 @@ impl Router {
     /// the connection is not connected to `hub`.
     pub fn add_connection_to_group(
         &self,
-        hub: &str,
+        hub: &HubKey,
         group: &str,
         id: &str,
     ) -> Result<(), RouterError> {
@@ -173,13 +173,13 @@ impl Router {
     }
 
     /// Removes a connection from a group. Returns whether it was a member.
-    pub fn remove_connection_from_group(&self, hub: &str, group: &str, id: &str) -> bool {
+    pub fn remove_connection_from_group(&self, hub: &HubKey, group: &str, id: &str) -> bool {
         self.connection(hub, id)
             .is_some_and(|conn| self.leave_group(&conn, group))
     }
 
     /// Removes a connection from every group. Returns how many groups it left.
-    pub fn remove_connection_from_all_groups(&self, hub: &str, id: &str) -> usize {
+    pub fn remove_connection_from_all_groups(&self, hub: &HubKey, id: &str) -> usize {
         let (Some(h), Some(conn)) = (self.hub(hub), self.connection(hub, id)) else {
             return 0;
         };
@@ -193,7 +193,7 @@ impl Router {
     /// [`RouterError::InvalidGroup`] for a bad group name.
     pub fn add_user_to_group(
         &self,
-        hub: &str,
+        hub: &HubKey,
         user: &str,
         group: &str,
     ) -> Result<usize, RouterError> {
@@ -206,7 +206,7 @@ impl Router {
     }
 
     /// Removes every connection of `user` from `group`. Returns how many were members.
-    pub fn remove_user_from_group(&self, hub: &str, user: &str, group: &str) -> usize {
+    pub fn remove_user_from_group(&self, hub: &HubKey, user: &str, group: &str) -> usize {
         let Some(h) = self.hub(hub) else { return 0 };
         snapshot(&h, Target::User(user))
             .iter()
@@ -216,7 +216,7 @@ impl Router {
 
     /// Removes every connection of `user` from every group. Returns how many memberships
     /// ended.
-    pub fn remove_user_from_all_groups(&self, hub: &str, user: &str) -> usize {
+    pub fn remove_user_from_all_groups(&self, hub: &HubKey, user: &str) -> usize {
         let Some(h) = self.hub(hub) else { return 0 };
         snapshot(&h, Target::User(user))
             .iter()
@@ -231,7 +231,7 @@ impl Router {
     /// [`RouterError::InvalidGroup`] if any group name is bad (then nothing changes).
     pub fn add_to_groups(
         &self,
-        hub: &str,
+        hub: &HubKey,
         groups: &[&str],
         filter: Option<Predicate<'_>>,
     ) -> Result<usize, RouterError> {
@@ -255,7 +255,7 @@ impl Router {
     /// from each of `groups`. Returns how many connections matched.
     pub fn remove_from_groups(
         &self,
-        hub: &str,
+        hub: &HubKey,
         groups: &[&str],
         filter: Option<Predicate<'_>>,
     ) -> usize {
@@ -280,7 +280,7 @@ impl Router {
     /// existence checks and sends no longer see them. Returns how many were closed.
     pub fn close_connections(
         &self,
-        hub: &str,
+        hub: &HubKey,
         target: Target<'_>,
         excluded: &[&str],
         reason: &str,
@@ -310,7 +310,7 @@ impl Router {
     /// [`RouterError::NoConnection`].
     pub fn grant_permission(
         &self,
-        hub: &str,
+        hub: &HubKey,
         id: &str,
         permission: Permission,
         target: Option<&str>,
@@ -327,7 +327,7 @@ impl Router {
     /// exists.
     pub fn revoke_permission(
         &self,
-        hub: &str,
+        hub: &HubKey,
         id: &str,
         permission: Permission,
         target: Option<&str>,
@@ -342,7 +342,7 @@ impl Router {
     /// [`Permissions::check`](super::Permissions::check). `None` if it does not exist.
     pub fn check_permission(
         &self,
-        hub: &str,
+        hub: &HubKey,
         id: &str,
         permission: Permission,
         target: Option<&str>,
@@ -357,7 +357,7 @@ impl Router {
     /// order.
     pub fn list_connections(
         &self,
-        hub: &str,
+        hub: &HubKey,
         target: Target<'_>,
         filter: Option<Predicate<'_>>,
         page: PageRequest<'_>,
@@ -377,7 +377,7 @@ impl Router {
     }
 
     /// A page of the groups of `hub` with their member counts, in name order.
-    pub fn list_groups(&self, hub: &str, page: PageRequest<'_>) -> Page<(Arc<str>, usize)> {
+    pub fn list_groups(&self, hub: &HubKey, page: PageRequest<'_>) -> Page<(Arc<str>, usize)> {
         let Some(h) = self.hub(hub) else {
             return Page {
                 items: Vec::new(),
@@ -395,7 +395,7 @@ impl Router {
 
     /// The connection count, users and groups of `hub` on this node, for cluster-wide
     /// statistics (users and groups are counted once across nodes).
-    pub fn hub_detail(&self, hub: &str) -> (u64, Vec<String>, Vec<String>) {
+    pub fn hub_detail(&self, hub: &HubKey) -> (u64, Vec<String>, Vec<String>) {
         let Some(h) = self.hub(hub) else {
             return (0, Vec::new(), Vec::new());
         };
@@ -407,7 +407,7 @@ impl Router {
     }
 
     /// Connection, user and group counts of `hub`.
-    pub fn hub_stats(&self, hub: &str) -> HubStats {
+    pub fn hub_stats(&self, hub: &HubKey) -> HubStats {
         let Some(h) = self.hub(hub) else {
             return HubStats::default();
         };
@@ -477,6 +477,7 @@ fn first_page<T>(mut items: Vec<T>, limit: usize, cmp: impl Fn(&T, &T) -> CmpOrd
 mod tests {
     use super::*;
     use crate::message::{Data, WireFormat};
+    use crate::router::hub_key::key;
     use crate::router::outbox::Taken;
     use crate::router::{ConnectSpec, ConnectionId, Permissions, ReliableLimits, RouterConfig};
 
@@ -489,7 +490,7 @@ mod tests {
     fn connect(router: &Router, user: Option<&str>, groups: &[&str]) -> Arc<Connection> {
         router.connect(ConnectSpec {
             id: ConnectionId::generate(),
-            hub: "chat".into(),
+            hub: key("chat"),
             user_id: user.map(Into::into),
             format: WireFormat::Json,
             subprotocol: Some("json.webpubsub.azure.v1"),
@@ -504,7 +505,7 @@ mod tests {
     fn connect_reliable(router: &Router) -> Arc<Connection> {
         router.connect(ConnectSpec {
             id: ConnectionId::generate(),
-            hub: "chat".into(),
+            hub: key("chat"),
             user_id: None,
             format: WireFormat::Json,
             subprotocol: Some("json.reliable.webpubsub.azure.v1"),
@@ -535,22 +536,33 @@ mod tests {
             filter: Some(&only_alice),
             ..SendOptions::default()
         };
-        assert_eq!(router.send("chat", Target::All, &msg(), &options), 1);
+        assert_eq!(router.send(&key("chat"), Target::All, &msg(), &options), 1);
         assert_eq!((queued(&a), queued(&b), queued(&c)), (1, 0, 0));
         let excluded = [b.id().as_str()];
         let options = SendOptions {
             excluded: &excluded,
             ..SendOptions::default()
         };
-        assert_eq!(router.send("chat", Target::Group("g"), &msg(), &options), 1);
-        assert_eq!((queued(&a), queued(&b)), (1, 0));
-        let none = SendOptions::default();
-        assert_eq!(router.send("chat", Target::User("bob"), &msg(), &none), 1);
         assert_eq!(
-            router.send("chat", Target::Connection(c.id().as_str()), &msg(), &none),
+            router.send(&key("chat"), Target::Group("g"), &msg(), &options),
             1
         );
-        assert_eq!(router.send("nohub", Target::All, &msg(), &none), 0);
+        assert_eq!((queued(&a), queued(&b)), (1, 0));
+        let none = SendOptions::default();
+        assert_eq!(
+            router.send(&key("chat"), Target::User("bob"), &msg(), &none),
+            1
+        );
+        assert_eq!(
+            router.send(
+                &key("chat"),
+                Target::Connection(c.id().as_str()),
+                &msg(),
+                &none
+            ),
+            1
+        );
+        assert_eq!(router.send(&key("nohub"), Target::All, &msg(), &none), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -561,8 +573,8 @@ mod tests {
             ttl: Some(Duration::from_secs(5)),
             ..SendOptions::default()
         };
-        router.send("chat", Target::All, &msg(), &options);
-        router.send("chat", Target::All, &msg(), &SendOptions::default());
+        router.send(&key("chat"), Target::All, &msg(), &options);
+        router.send(&key("chat"), Target::All, &msg(), &SendOptions::default());
         tokio::time::advance(Duration::from_secs(6)).await;
         let mut batch = Vec::new();
         let taken = a.outbox().take(a.outbox().epoch(), &mut batch).await;
@@ -579,8 +591,8 @@ mod tests {
             ..SendOptions::default()
         };
         let id = r.id().as_str();
-        router.send("chat", Target::Connection(id), &msg(), &options);
-        router.send("chat", Target::All, &msg(), &SendOptions::default());
+        router.send(&key("chat"), Target::Connection(id), &msg(), &options);
+        router.send(&key("chat"), Target::All, &msg(), &SendOptions::default());
         tokio::time::advance(Duration::from_secs(6)).await;
         let mut batch = Vec::new();
         let taken = r.outbox().take(r.outbox().epoch(), &mut batch).await;
@@ -599,14 +611,18 @@ mod tests {
         let a1 = connect(&router, Some("alice"), &[]);
         let a2 = connect(&router, Some("alice"), &["x"]);
         let b = connect(&router, Some("bob"), &[]);
-        assert_eq!(router.add_user_to_group("chat", "alice", "g"), Ok(2));
-        assert_eq!(router.add_user_to_group("chat", "nobody", "g"), Ok(0));
-        assert!(router.add_user_to_group("chat", "alice", " ").is_err());
+        assert_eq!(router.add_user_to_group(&key("chat"), "alice", "g"), Ok(2));
+        assert_eq!(router.add_user_to_group(&key("chat"), "nobody", "g"), Ok(0));
+        assert!(
+            router
+                .add_user_to_group(&key("chat"), "alice", " ")
+                .is_err()
+        );
         assert!(a1.groups().iter().any(|g| &**g == "g"));
         assert!(b.groups().is_empty());
-        assert_eq!(router.remove_user_from_group("chat", "alice", "g"), 2);
+        assert_eq!(router.remove_user_from_group(&key("chat"), "alice", "g"), 2);
         assert!(!router.group_exists("chat", "g"));
-        assert_eq!(router.remove_user_from_all_groups("chat", "alice"), 1);
+        assert_eq!(router.remove_user_from_all_groups(&key("chat"), "alice"), 1);
         assert!(!router.group_exists("chat", "x") && a2.groups().is_empty());
     }
 
@@ -615,17 +631,23 @@ mod tests {
         let router = router();
         let a = connect(&router, None, &["x", "y"]);
         let id = a.id().as_str();
-        assert_eq!(router.add_connection_to_group("chat", "g", id), Ok(()));
         assert_eq!(
-            router.add_connection_to_group("chat", "g", "missing"),
+            router.add_connection_to_group(&key("chat"), "g", id),
+            Ok(())
+        );
+        assert_eq!(
+            router.add_connection_to_group(&key("chat"), "g", "missing"),
             Err(RouterError::NoConnection("missing".into()))
         );
-        assert!(router.remove_connection_from_group("chat", "g", id));
-        assert!(!router.remove_connection_from_group("chat", "g", id));
-        assert_eq!(router.remove_connection_from_all_groups("chat", id), 2);
+        assert!(router.remove_connection_from_group(&key("chat"), "g", id));
+        assert!(!router.remove_connection_from_group(&key("chat"), "g", id));
+        assert_eq!(
+            router.remove_connection_from_all_groups(&key("chat"), id),
+            2
+        );
         assert!(!router.group_exists("chat", "x"));
         assert_eq!(
-            router.remove_connection_from_all_groups("chat", "missing"),
+            router.remove_connection_from_all_groups(&key("chat"), "missing"),
             0
         );
     }
@@ -637,13 +659,16 @@ mod tests {
         let b = connect(&router, Some("bob"), &[]);
         let is_bob = |c: &Connection| c.user_id().is_some_and(|u| &**u == "bob");
         assert_eq!(
-            router.add_to_groups("chat", &["g1", "g2"], Some(&is_bob)),
+            router.add_to_groups(&key("chat"), &["g1", "g2"], Some(&is_bob)),
             Ok(1)
         );
         assert_eq!(b.groups().len(), 2);
         assert!(a.groups().is_empty());
-        assert_eq!(router.add_to_groups("chat", &["g3"], None), Ok(2));
-        assert_eq!(router.remove_from_groups("chat", &["g1", "g3"], None), 2);
+        assert_eq!(router.add_to_groups(&key("chat"), &["g3"], None), Ok(2));
+        assert_eq!(
+            router.remove_from_groups(&key("chat"), &["g1", "g3"], None),
+            2
+        );
         assert_eq!(b.groups(), vec![Arc::<str>::from("g2")]);
     }
 
@@ -654,7 +679,7 @@ mod tests {
         let b = connect(&router, Some("bob"), &["g"]);
         let excluded = [b.id().as_str()];
         assert_eq!(
-            router.close_connections("chat", Target::Group("g"), &excluded, "bye"),
+            router.close_connections(&key("chat"), Target::Group("g"), &excluded, "bye"),
             1
         );
         assert!(a.outbox().is_closing() && !b.outbox().is_closing());
@@ -668,7 +693,10 @@ mod tests {
                 discard_queued: false
             })
         );
-        assert_eq!(router.close_connections("chat", Target::All, &[], "x"), 1);
+        assert_eq!(
+            router.close_connections(&key("chat"), Target::All, &[], "x"),
+            1
+        );
         assert_eq!(router.stats().connections, 0);
     }
 
@@ -679,23 +707,33 @@ mod tests {
         let id = a.id().as_str();
         let p = Permission::SendToGroup;
         assert_eq!(
-            router.check_permission("chat", id, p, Some("g")),
+            router.check_permission(&key("chat"), id, p, Some("g")),
             Some(false)
         );
         router
-            .grant_permission("chat", id, p, Some("g"))
+            .grant_permission(&key("chat"), id, p, Some("g"))
             .expect("exists");
         assert_eq!(
-            router.check_permission("chat", id, p, Some("g")),
+            router.check_permission(&key("chat"), id, p, Some("g")),
             Some(true)
         );
-        assert_eq!(router.check_permission("chat", id, p, None), Some(false));
+        assert_eq!(
+            router.check_permission(&key("chat"), id, p, None),
+            Some(false)
+        );
         assert!(a.allows(p, "g"));
-        assert!(router.revoke_permission("chat", id, p, Some("g")));
+        assert!(router.revoke_permission(&key("chat"), id, p, Some("g")));
         assert!(!a.allows(p, "g"));
-        assert!(router.grant_permission("chat", "missing", p, None).is_err());
-        assert!(!router.revoke_permission("chat", "missing", p, None));
-        assert_eq!(router.check_permission("chat", "missing", p, None), None);
+        assert!(
+            router
+                .grant_permission(&key("chat"), "missing", p, None)
+                .is_err()
+        );
+        assert!(!router.revoke_permission(&key("chat"), "missing", p, None));
+        assert_eq!(
+            router.check_permission(&key("chat"), "missing", p, None),
+            None
+        );
     }
 
     #[test]
@@ -716,7 +754,7 @@ mod tests {
         let mut after: Option<String> = None;
         loop {
             let page = router.list_connections(
-                "chat",
+                &key("chat"),
                 Target::All,
                 None,
                 PageRequest {
@@ -733,7 +771,7 @@ mod tests {
         assert_eq!(seen, ids);
         let odd = |c: &Connection| c.user_id().is_some_and(|u| &**u == "odd");
         let page = router.list_connections(
-            "chat",
+            &key("chat"),
             Target::Group("g"),
             Some(&odd),
             PageRequest {
@@ -743,7 +781,7 @@ mod tests {
         );
         assert_eq!((page.items.len(), page.more), (3, false));
         let users = router.list_connections(
-            "chat",
+            &key("chat"),
             Target::User("even"),
             None,
             PageRequest {
@@ -755,7 +793,7 @@ mod tests {
 
         connect(&router, None, &["a", "b"]);
         let groups = router.list_groups(
-            "chat",
+            &key("chat"),
             PageRequest {
                 after: None,
                 limit: 2,
@@ -764,7 +802,7 @@ mod tests {
         assert_eq!(groups.items, vec![(Arc::from("a"), 1), (Arc::from("b"), 1)]);
         assert!(groups.more);
         let rest = router.list_groups(
-            "chat",
+            &key("chat"),
             PageRequest {
                 after: Some("b"),
                 limit: 2,
@@ -773,7 +811,7 @@ mod tests {
         assert_eq!(rest.items, vec![(Arc::from("g"), 7)]);
         assert!(!rest.more);
         assert_eq!(
-            router.hub_stats("chat"),
+            router.hub_stats(&key("chat")),
             HubStats {
                 connections: 8,
                 users: 2,

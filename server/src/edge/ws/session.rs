@@ -28,7 +28,7 @@ use crate::limits::{LimitKind, RateLimiter};
 use crate::message::{Frame, WireFormat, close};
 use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router::outbox::Taken;
-use crate::router::{Close, Connection};
+use crate::router::{Close, Connection, HubKey};
 use crate::telemetry::HubMetrics;
 use crate::telemetry::trace::{self, TraceParent};
 use crate::upstream::{self, Session};
@@ -100,7 +100,7 @@ where
 /// as Azure does: its clients only stop retrying on that close code).
 pub(super) async fn recover<S>(
     edge: &Arc<Edge>,
-    hub: &str,
+    hub: &HubKey,
     recovery: Recovery,
     subprotocol: Option<Subprotocol>,
     mut ws: WebSocketStream<S>,
@@ -159,7 +159,7 @@ pub(super) async fn recover<S>(
 /// Finds the connection a recovery names and checks that this client may resume it.
 fn check_recovery(
     edge: &Edge,
-    hub: &str,
+    hub: &HubKey,
     recovery: &Recovery,
     subprotocol: Option<Subprotocol>,
 ) -> Result<Arc<Connection>, &'static str> {
@@ -531,7 +531,7 @@ fn message_span(conn: &Connection, frame: &'static str) -> tracing::Span {
     }
     tracing::info_span!(
         "client message",
-        hub = conn.hub(),
+        hub = conn.hub().as_str(),
         connection.id = %conn.id(),
         frame,
         message.type = tracing::field::Empty,
@@ -705,7 +705,7 @@ where
 fn delivery_span(conn: &Connection, parent: &TraceParent) -> tracing::Span {
     let span = tracing::info_span!(
         "deliver",
-        hub = conn.hub(),
+        hub = conn.hub().as_str(),
         connection.id = %conn.id(),
     );
     trace::set_parent(&span, trace::context_of(parent));
