@@ -787,3 +787,92 @@ async fn json_invoke_event_answers_fails_and_cancels() {
 async fn protobuf_invoke_event_answers_fails_and_cancels() {
     invoke_event_answers_fails_and_cancels(Protocol::Protobuf).await;
 }
+
+/// Group streams through the SDK: a writer's chunks reach a reader in order with their
+/// positions and no gaps, then the end; the service's idle timeout ends a stream and the
+/// writer learns why; a stream of a dropped socket fails its writer.
+async fn group_streams_write_and_arrive_in_order(protocol: Protocol) {
+    let server = TestServer::start().await;
+    let roles = [JOIN_ROLE, SEND_ROLE];
+    let (publisher, mut pub_events) =
+        connect(server.url(HUB, Some("pub"), &roles, &[]), protocol).await;
+    expect_connected(&mut pub_events).await;
+    let (reader, mut events) =
+        connect(server.url(HUB, Some("reader"), &roles, &[]), protocol).await;
+    expect_connected(&mut events).await;
+    acked(publisher.join_group("live")).await.expect("join");
+    acked(reader.join_group("live")).await.expect("join");
+
+    let mut writer = tokio::time::timeout(
+        TIMEOUT,
+        publisher
+            .open_group_stream("live")
+            .stream_id("s1")
+            .no_echo(true)
+            .into_future(),
+    )
+    .await
+    .expect("in time")
+    .expect("opened");
+    assert_eq!(writer.stream_id(), "s1");
+    for i in 1..=5u64 {
+        writer.write(format!("chunk {i}")).await.expect("taken");
+    }
+    writer.keep_alive().expect("sent");
+    writer.end().await.expect("closed");
+    for i in 1..=6u64 {
+        let m = expect_group_message(&mut events).await;
+        let stream = m.stream.expect("a stream message");
+        assert_eq!(
+            (stream.stream_id.as_str(), stream.sequence_id, stream.missed),
+            ("s1", i, 0)
+        );
+        if i <= 5 {
+            assert_eq!(m.payload.as_text(), Some(format!("chunk {i}").as_str()));
+            assert!(!stream.end);
+        } else {
+            assert!(stream.end, "the end follows the last chunk");
+            assert_eq!(stream.error, None);
+        }
+    }
+
+    // Ended by the service when idle: the next write fails with its reason.
+    let mut idle = publisher
+        .open_group_stream("live")
+        .idle_timeout(Duration::from_millis(200))
+        .await
+        .expect("opened");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let error = idle.write("late").await.expect_err("the stream ended");
+    assert!(error.is_stream() || error.is_closed(), "{error}");
+    let end = expect_group_message(&mut events).await;
+    let position = end.stream.expect("a stream message");
+    assert!(position.end);
+    assert_eq!(
+        position.error.as_ref().map(|e| e.0.as_str()),
+        Some("IdleTimeout")
+    );
+
+    // Refused: no right to send to the group.
+    let (outsider, mut outsider_events) =
+        connect(server.url(HUB, Some("out"), &[], &[]), protocol).await;
+    expect_connected(&mut outsider_events).await;
+    let refused = outsider
+        .open_group_stream("live")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.stream_error_name(), Some("Forbidden"));
+    publisher.stop().await;
+    reader.stop().await;
+    outsider.stop().await;
+}
+
+#[tokio::test]
+async fn json_group_streams_write_and_arrive_in_order() {
+    group_streams_write_and_arrive_in_order(Protocol::JsonReliable).await;
+}
+
+#[tokio::test]
+async fn protobuf_group_streams_write_and_arrive_in_order() {
+    group_streams_write_and_arrive_in_order(Protocol::ProtobufReliable).await;
+}

@@ -101,6 +101,26 @@ pub(crate) enum Command {
     },
     /// The caller stopped waiting: the service is told, and answers nothing.
     CancelInvocation(String),
+    /// Opens a group stream on the current socket; answered once the service took it.
+    StreamStart {
+        stream_id: String,
+        group: String,
+        no_echo: bool,
+        idle_timeout_ms: Option<u32>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A chunk (answered once the service took it) or a keep-alive (`chunk: None`).
+    StreamData {
+        stream_id: String,
+        chunk: Option<(u64, Payload)>,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Ends a group stream; answered once the service closed it.
+    StreamEnd {
+        stream_id: String,
+        error: Option<(String, Option<String>)>,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 /// An operation of the protocol that the service acknowledges.
@@ -247,6 +267,24 @@ impl Client {
             event: event.into(),
             payload: payload.into(),
             ack: AckChoice::Auto,
+        }
+    }
+
+    /// Opens a group stream to `group` (Azure's `sendToGroup` with `stream`): resolves with
+    /// a writer once the service took it. Its chunks reach the group's members in order, as
+    /// one stream ([`crate::GroupMessage::stream`]). A stream lives on its socket: when the
+    /// socket drops, the writer's next call fails ([`Error::is_closed`]).
+    ///
+    /// # Errors
+    /// [`Error::is_stream`]: the service refused the stream (`Forbidden`, `BadRequest`, the
+    /// per-connection limit); [`Error::is_closed`]: not connected.
+    pub fn open_group_stream(&self, group: impl Into<String>) -> OpenGroupStream<'_> {
+        OpenGroupStream {
+            client: self,
+            group: group.into(),
+            stream_id: None,
+            no_echo: false,
+            idle_timeout: None,
         }
     }
 
@@ -554,5 +592,158 @@ impl Drop for InvokeFuture {
                 .commands
                 .send(Command::CancelInvocation(self.invocation_id.clone()));
         }
+    }
+}
+
+/// A group stream being opened ([`Client::open_group_stream`]); await it to open it.
+#[derive(Debug)]
+#[must_use = "a stream is only opened when awaited"]
+pub struct OpenGroupStream<'a> {
+    client: &'a Client,
+    group: String,
+    stream_id: Option<String>,
+    no_echo: bool,
+    idle_timeout: Option<std::time::Duration>,
+}
+
+impl OpenGroupStream<'_> {
+    /// The stream id; default: a fresh one.
+    pub fn stream_id(mut self, id: impl Into<String>) -> Self {
+        self.stream_id = Some(id.into());
+        self
+    }
+
+    /// The publisher does not receive its own chunks.
+    pub fn no_echo(mut self, no_echo: bool) -> Self {
+        self.no_echo = no_echo;
+        self
+    }
+
+    /// The service ends the stream after this long without a chunk or keep-alive (at most
+    /// 300 s, the default).
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a> IntoFuture for OpenGroupStream<'a> {
+    type Output = Result<GroupStreamWriter>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<GroupStreamWriter>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let stream_id = self.stream_id.unwrap_or_else(fresh_stream_id);
+            let (reply, rx) = oneshot::channel();
+            self.client
+                .commands
+                .send(Command::StreamStart {
+                    stream_id: stream_id.clone(),
+                    group: self.group,
+                    no_echo: self.no_echo,
+                    idle_timeout_ms: self
+                        .idle_timeout
+                        .map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+                    reply,
+                })
+                .map_err(|_| Error::stopped())?;
+            rx.await.unwrap_or_else(|_| Err(Error::stopped()))?;
+            Ok(GroupStreamWriter {
+                commands: self.client.commands.clone(),
+                stream_id,
+                next: 1,
+            })
+        })
+    }
+}
+
+/// A fresh stream id: the time and a process-wide counter, unique within a client.
+fn fresh_stream_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{n}")
+}
+
+/// The publishing end of a group stream ([`Client::open_group_stream`]).
+#[derive(Debug)]
+pub struct GroupStreamWriter {
+    commands: mpsc::UnboundedSender<Command>,
+    stream_id: String,
+    next: u64,
+}
+
+impl GroupStreamWriter {
+    /// The stream's id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Sends the next chunk; resolves once the service took it (`streamAck`).
+    ///
+    /// # Errors
+    /// [`Error::is_stream`]: refused (`streamNack`) or the stream ended
+    /// (`IdleTimeout`, ...); [`Error::is_closed`]: the socket dropped.
+    pub async fn write(&mut self, payload: impl Into<Payload>) -> Result<()> {
+        let sequence_id = self.next;
+        self.next += 1;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StreamData {
+                stream_id: self.stream_id.clone(),
+                chunk: Some((sequence_id, payload.into())),
+                reply: Some(reply),
+            })
+            .map_err(|_| Error::stopped())?;
+        rx.await.unwrap_or_else(|_| Err(Error::stopped()))
+    }
+
+    /// Tells the service the stream is alive without a chunk (it ends idle streams).
+    ///
+    /// # Errors
+    /// [`Error::is_stopped`]: the client is stopped.
+    pub fn keep_alive(&self) -> Result<()> {
+        self.commands
+            .send(Command::StreamData {
+                stream_id: self.stream_id.clone(),
+                chunk: None,
+                reply: None,
+            })
+            .map_err(|_| Error::stopped())
+    }
+
+    /// Ends the stream; resolves once the service closed it (`streamClosed`).
+    ///
+    /// # Errors
+    /// As [`GroupStreamWriter::write`].
+    pub async fn end(self) -> Result<()> {
+        self.finish(None).await
+    }
+
+    /// Ends the stream with an error for its readers (`UserError` with `message` and
+    /// `user_error_code`).
+    ///
+    /// # Errors
+    /// As [`GroupStreamWriter::write`].
+    pub async fn end_with_error(
+        self,
+        message: impl Into<String>,
+        user_error_code: Option<String>,
+    ) -> Result<()> {
+        self.finish(Some((message.into(), user_error_code))).await
+    }
+
+    async fn finish(self, error: Option<(String, Option<String>)>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StreamEnd {
+                stream_id: self.stream_id.clone(),
+                error,
+                reply,
+            })
+            .map_err(|_| Error::stopped())?;
+        rx.await.unwrap_or_else(|_| Err(Error::stopped()))
     }
 }

@@ -50,6 +50,12 @@ pub(crate) enum Kind {
         name: String,
         message: String,
     },
+    /// The service refused a group stream's chunk, or ended the stream.
+    Stream {
+        stream_id: String,
+        name: String,
+        message: String,
+    },
     /// A payload could not be serialized.
     Encode,
     /// A message or payload could not be deserialized.
@@ -140,6 +146,21 @@ impl Error {
     pub fn invocation_error_message(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::Invocation { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The service refused a group stream's chunk (`InvalidSequenceId`, `BadRequest`) or ended
+    /// the stream (`IdleTimeout`, `StreamNotFound`, `Forbidden`, ...); see
+    /// [`Error::stream_error_name`].
+    pub fn is_stream(&self) -> bool {
+        matches!(self.inner.kind, Kind::Stream { .. })
+    }
+
+    /// The service's name for a refused chunk or an ended group stream.
+    pub fn stream_error_name(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Stream { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -243,6 +264,11 @@ impl fmt::Display for Error {
                 name,
                 message,
             } => write!(f, "invocation {invocation_id} failed: {name}: {message}"),
+            Kind::Stream {
+                stream_id,
+                name,
+                message,
+            } => write!(f, "stream {stream_id}: {name}: {message}"),
             Kind::Encode => f.write_str("cannot encode the payload"),
             Kind::Decode => f.write_str("cannot decode"),
             Kind::Stopped => f.write_str("the client is stopped"),

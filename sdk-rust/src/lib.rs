@@ -44,6 +44,7 @@ pub use client::{
 pub use error::{BoxError, Error, Result};
 pub use event::{
     Connected, Disconnected, Event, Events, GroupMessage, RejoinGroupFailed, ServerMessage,
+    StreamPosition,
 };
 pub use hubcast_proto as proto;
 pub use payload::{DataType, Payload};

@@ -93,6 +93,32 @@ pub(crate) enum Request<'a> {
         payload: &'a Payload,
     },
     CancelInvocation(&'a str),
+    StreamStart {
+        group: &'a str,
+        stream_id: &'a str,
+        no_echo: bool,
+        idle_timeout_ms: Option<u32>,
+    },
+    /// A chunk, or a keep-alive (`None`).
+    StreamData {
+        stream_id: &'a str,
+        chunk: Option<(u64, &'a Payload)>,
+    },
+    StreamEnd {
+        stream_id: &'a str,
+        /// The publisher's error message and code.
+        error: Option<(&'a str, Option<&'a str>)>,
+    },
+}
+
+/// A group message's place in a group stream, as the service sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamPlace {
+    pub(crate) stream_id: String,
+    pub(crate) sequence_id: u64,
+    pub(crate) end: bool,
+    /// Name, message and the publisher's code.
+    pub(crate) error: Option<(String, String, Option<String>)>,
 }
 
 /// A data message from the service.
@@ -103,6 +129,7 @@ pub(crate) struct Data {
     pub(crate) from_user_id: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) sequence_id: Option<u64>,
+    pub(crate) stream: Option<StreamPlace>,
 }
 
 /// A message from the service to the client.
@@ -127,6 +154,21 @@ pub(crate) enum Incoming {
         invocation_id: String,
         /// The answer's payload, or the error's name and message.
         result: std::result::Result<Option<Payload>, (String, String)>,
+    },
+    StreamAck {
+        stream_id: String,
+        expected: u64,
+    },
+    StreamNack {
+        stream_id: String,
+        name: String,
+        message: String,
+        expected: u64,
+    },
+    StreamClosed {
+        stream_id: String,
+        /// Name and message, when the service ended the stream.
+        error: Option<(String, String)>,
     },
     Pong,
     /// A message this client does not know (a newer protocol feature): ignored, as Azure's
@@ -214,6 +256,45 @@ fn encode_json(request: &Request<'_>) -> Value {
             set("type", "cancelInvocation".into());
             set("invocationId", invocation_id.into());
         }
+        Request::StreamStart {
+            group,
+            stream_id,
+            no_echo,
+            idle_timeout_ms,
+        } => {
+            set("type", "sendToGroup".into());
+            set("group", group.into());
+            if no_echo {
+                set("noEcho", true.into());
+            }
+            let mut stream = Map::new();
+            stream.insert("streamId".into(), stream_id.into());
+            if let Some(ms) = idle_timeout_ms {
+                stream.insert("idleTimeoutMs".into(), ms.into());
+            }
+            set("stream", Value::Object(stream));
+        }
+        Request::StreamData { stream_id, chunk } => {
+            set("type", "streamData".into());
+            set("streamId", stream_id.into());
+            if let Some((sequence_id, payload)) = chunk {
+                set("streamSequenceId", sequence_id.into());
+                set("dataType", payload.data_type().as_str().into());
+                set("data", json_data(payload));
+            }
+        }
+        Request::StreamEnd { stream_id, error } => {
+            set("type", "streamEnd".into());
+            set("streamId", stream_id.into());
+            if let Some((message, code)) = error {
+                let mut e = Map::new();
+                e.insert("message".into(), message.into());
+                if let Some(code) = code {
+                    e.insert("userErrorCode".into(), code.into());
+                }
+                set("error", Value::Object(e));
+            }
+        }
     }
     Value::Object(m)
 }
@@ -284,6 +365,38 @@ fn encode_protobuf(request: &Request<'_>) -> UpstreamMessage {
                 invocation_id: invocation_id.to_owned(),
             })
         }
+        Request::StreamStart {
+            group,
+            stream_id,
+            no_echo,
+            idle_timeout_ms,
+        } => M::SendToGroupMessage(upstream_message::SendToGroupMessage {
+            group: group.to_owned(),
+            no_echo: no_echo.then_some(true),
+            stream: Some(upstream_message::StreamStartInfo {
+                stream_id: stream_id.to_owned(),
+                idle_timeout_ms,
+            }),
+            ..Default::default()
+        }),
+        Request::StreamData { stream_id, chunk } => {
+            M::StreamDataMessage(upstream_message::StreamDataMessage {
+                stream_id: stream_id.to_owned(),
+                stream_sequence_id: chunk.map(|(id, _)| id),
+                data: chunk.map(|(_, payload)| protobuf_data(payload)),
+            })
+        }
+        Request::StreamEnd { stream_id, error } => {
+            M::StreamEndMessage(upstream_message::StreamEndMessage {
+                stream_id: stream_id.to_owned(),
+                error: error.map(|(message, code)| {
+                    upstream_message::stream_end_message::StreamEndError {
+                        message: Some(message.to_owned()),
+                        user_error_code: code.map(str::to_owned),
+                    }
+                }),
+            })
+        }
     };
     UpstreamMessage {
         message: Some(message),
@@ -338,6 +451,30 @@ struct RawIncoming {
     data: Option<Value>,
     sequence_id: Option<u64>,
     invocation_id: Option<String>,
+    stream_id: Option<String>,
+    expected_sequence_id: Option<u64>,
+    name: Option<String>,
+    stream: Option<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStream {
+    stream_id: String,
+    stream_sequence_id: u64,
+    #[serde(default)]
+    end_of_stream: bool,
+    error: Option<RawStreamError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStreamError {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    message: String,
+    user_error_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +522,12 @@ fn decode_json(text: &str) -> Result<Incoming> {
                 from_user_id: raw.from_user_id,
                 payload,
                 sequence_id: raw.sequence_id,
+                stream: raw.stream.map(|s| StreamPlace {
+                    stream_id: s.stream_id,
+                    sequence_id: s.stream_sequence_id,
+                    end: s.end_of_stream,
+                    error: s.error.map(|e| (e.name, e.message, e.user_error_code)),
+                }),
             })
         }
         "invokeResponse" => {
@@ -406,6 +549,31 @@ fn decode_json(text: &str) -> Result<Incoming> {
             Incoming::InvokeResponse {
                 invocation_id,
                 result,
+            }
+        }
+        "streamAck" | "streamNack" | "streamClosed" => {
+            let stream_id = raw
+                .stream_id
+                .ok_or_else(|| decode_error("a stream message without a streamId"))?;
+            let expected = || {
+                raw.expected_sequence_id
+                    .ok_or_else(|| decode_error("a stream message without an expectedSequenceId"))
+            };
+            match raw.kind.as_str() {
+                "streamAck" => Incoming::StreamAck {
+                    stream_id,
+                    expected: expected()?,
+                },
+                "streamNack" => Incoming::StreamNack {
+                    expected: expected()?,
+                    stream_id,
+                    name: raw.name.unwrap_or_default(),
+                    message: raw.message.unwrap_or_default(),
+                },
+                _ => Incoming::StreamClosed {
+                    stream_id,
+                    error: raw.error.map(|e| (e.name, e.message)),
+                },
             }
         }
         "pong" => Incoming::Pong,
@@ -474,6 +642,12 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
                 from_user_id: None,
                 payload,
                 sequence_id: data.sequence_id,
+                stream: data.stream.map(|s| StreamPlace {
+                    stream_id: s.stream_id,
+                    sequence_id: s.stream_sequence_id,
+                    end: s.end_of_stream.unwrap_or(false),
+                    error: s.error.map(|e| (e.name, e.message, e.user_error_code)),
+                }),
             })
         }
         Some(M::InvokeResponseMessage(r)) => {
@@ -492,9 +666,21 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
             }
         }
         Some(M::PongMessage(_)) => Incoming::Pong,
-        // Group stream frames: this client opens no streams.
-        Some(M::StreamAckMessage(_) | M::StreamNackMessage(_) | M::StreamClosedMessage(_))
-        | None => Incoming::Unknown,
+        Some(M::StreamAckMessage(a)) => Incoming::StreamAck {
+            stream_id: a.stream_id,
+            expected: a.expected_sequence_id,
+        },
+        Some(M::StreamNackMessage(n)) => Incoming::StreamNack {
+            stream_id: n.stream_id,
+            name: n.name,
+            message: n.message,
+            expected: n.expected_sequence_id,
+        },
+        Some(M::StreamClosedMessage(c)) => Incoming::StreamClosed {
+            stream_id: c.stream_id,
+            error: c.error.map(|e| (e.name, e.message)),
+        },
+        None => Incoming::Unknown,
     })
 }
 
@@ -649,7 +835,8 @@ mod tests {
                 group: Some("g".into()),
                 from_user_id: Some("u".into()),
                 payload: Payload::Text("hi".into()),
-                sequence_id: Some(9)
+                sequence_id: Some(9),
+                stream: None
             })
         );
         assert_eq!(
@@ -662,7 +849,8 @@ mod tests {
                 group: None,
                 from_user_id: None,
                 payload: Payload::Json(json!([1])),
-                sequence_id: None
+                sequence_id: None,
+                stream: None
             })
         );
         assert_eq!(
@@ -739,7 +927,8 @@ mod tests {
                 group: Some("g".into()),
                 from_user_id: None,
                 payload: Payload::Json(json!({"n": 2})),
-                sequence_id: Some(5)
+                sequence_id: Some(5),
+                stream: None,
             })
         );
     }
