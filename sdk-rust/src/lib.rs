@@ -39,7 +39,8 @@ mod service;
 
 pub use builder::Builder;
 pub use client::{
-    Ack, AckFuture, Client, InvokeEvent, InvokeFuture, SendEvent, SendToGroup, State,
+    Ack, AckFuture, Client, GroupStreamWriter, InvokeEvent, InvokeFuture, OpenGroupStream,
+    SendEvent, SendToGroup, State,
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{
