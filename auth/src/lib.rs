@@ -40,12 +40,17 @@ mod verify;
 
 pub use connection_string::ConnectionString;
 pub use keys::{KeyRing, MIN_KEY_LEN};
-pub use mint::{TokenRequest, mint_client_token, mint_service_token, sign_hs256};
+pub use mint::{
+    ClientProtocol, TokenRequest, mint_client_token, mint_client_token_for, mint_service_token,
+    sign_hs256,
+};
 #[cfg(feature = "verify")]
 pub use reconnect::{RECONNECTION_TOKEN_TTL, mint_reconnection_token, verify_reconnection_token};
-pub use url::{client_url, path_segments, percent_decode};
+pub use url::{client_url, client_url_for, path_segments, percent_decode};
 #[cfg(feature = "verify")]
-pub use verify::{ClientClaims, verify_client_token, verify_service_token};
+pub use verify::{
+    ClientClaims, verify_client_token, verify_client_token_for, verify_service_token,
+};
 
 /// Leeway applied to `exp` and `nbf` so that clocks a few minutes apart still agree.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);

@@ -48,6 +48,31 @@ pub fn sign_hs256(key: &str, claims: &impl Serialize) -> String {
 
 // === client tokens ===
 
+/// The client endpoint a token is for; its path is part of the token's audience, so a
+/// token for one endpoint never opens another (as in Azure, where the SDKs' `clientProtocol`
+/// picks the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientProtocol {
+    /// Web PubSub's own clients: `/client/hubs/{hub}`.
+    #[default]
+    Default,
+    /// MQTT clients: `/clients/mqtt/hubs/{hub}`.
+    Mqtt,
+    /// Socket.IO clients (Engine.IO v4): `/clients/socketio/hubs/{hub}`.
+    SocketIo,
+}
+
+impl ClientProtocol {
+    /// The path of the endpoint before `/hubs/{hub}`, without slashes at either end.
+    pub fn path(self) -> &'static str {
+        match self {
+            ClientProtocol::Default => "client",
+            ClientProtocol::Mqtt => "clients/mqtt",
+            ClientProtocol::SocketIo => "clients/socketio",
+        }
+    }
+}
+
 /// What `hubcast token` and the SDKs ask for when minting a client token.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -101,13 +126,29 @@ struct MintedClaims<'a> {
 /// trailing `/`, hub as given, like the SDKs) and `sub` (only if set). Signed with HMAC-SHA256
 /// over the UTF-8 bytes of `key`.
 pub fn mint_client_token(key: &str, endpoint: &str, req: &TokenRequest) -> String {
+    mint_client_token_for(key, endpoint, ClientProtocol::Default, req)
+}
+
+/// [`mint_client_token`] for the endpoint of `protocol`: `aud` is
+/// `"{endpoint}/{protocol path}/hubs/{hub}"` (e.g. `.../clients/mqtt/hubs/{hub}`).
+pub fn mint_client_token_for(
+    key: &str,
+    endpoint: &str,
+    protocol: ClientProtocol,
+    req: &TokenRequest,
+) -> String {
     let iat = now_secs();
     let claims = MintedClaims {
         role: &req.roles,
         groups: &req.groups,
         iat,
         exp: iat.saturating_add(req.ttl.as_secs()),
-        aud: format!("{}/client/hubs/{}", endpoint.trim_end_matches('/'), req.hub),
+        aud: format!(
+            "{}/{}/hubs/{}",
+            endpoint.trim_end_matches('/'),
+            protocol.path(),
+            req.hub
+        ),
         sub: req.user_id.as_deref(),
     };
     sign_hs256(key, &claims)

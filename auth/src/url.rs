@@ -151,6 +151,16 @@ fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a st
 ///
 /// The hub is percent-encoded where needed; the token is a JWT and so already URL-safe.
 pub fn client_url(endpoint: &str, hub: &str, token: &str) -> String {
+    client_url_for(endpoint, crate::ClientProtocol::Default, hub, token)
+}
+
+/// [`client_url`] for the endpoint of `protocol` (e.g. `/clients/mqtt/hubs/{hub}`).
+pub fn client_url_for(
+    endpoint: &str,
+    protocol: crate::ClientProtocol,
+    hub: &str,
+    token: &str,
+) -> String {
     let endpoint = endpoint.trim_end_matches('/');
     let endpoint = if let Some(rest) = strip_prefix_ignore_ascii_case(endpoint, "https://") {
         format!("wss://{rest}")
@@ -160,7 +170,8 @@ pub fn client_url(endpoint: &str, hub: &str, token: &str) -> String {
         endpoint.to_owned()
     };
     format!(
-        "{endpoint}/client/hubs/{}?access_token={token}",
+        "{endpoint}/{}/hubs/{}?access_token={token}",
+        protocol.path(),
         percent_encode_segment(hub)
     )
 }

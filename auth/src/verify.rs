@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::url::{HttpUrl, path_segments, percent_decode, same_segments};
-use crate::{AuthError, CLOCK_SKEW, KeyRing};
+use crate::{AuthError, CLOCK_SKEW, ClientProtocol, KeyRing};
 
 /// Validation shared by client and service tokens: HS256 only, `exp` required, `exp`/`nbf`
 /// checked with [`CLOCK_SKEW`]. `aud` is checked by [`audience_matches`] and
@@ -190,23 +190,43 @@ pub fn verify_client_token(
     endpoint: &str,
     hub: &str,
 ) -> Result<ClientClaims, AuthError> {
+    verify_client_token_for(token, keys, endpoint, ClientProtocol::Default, hub)
+}
+
+/// [`verify_client_token`] for the endpoint of `protocol`: the audience's path must be
+/// `{endpoint path}/{protocol path}/hubs/{hub}` (e.g. `.../clients/mqtt/hubs/{hub}`).
+///
+/// # Errors
+/// As [`verify_client_token`].
+pub fn verify_client_token_for(
+    token: &str,
+    keys: &KeyRing,
+    endpoint: &str,
+    protocol: ClientProtocol,
+    hub: &str,
+) -> Result<ClientClaims, AuthError> {
     let claims: Map<String, Value> = decode(token, keys, &VALIDATION)?;
-    client_claims(&claims, endpoint, hub)
+    client_claims(&claims, endpoint, protocol, hub)
 }
 
 /// Checks `aud` and extracts the claims Hubcast uses from verified claims.
 fn client_claims(
     claims: &Map<String, Value>,
     endpoint: &str,
+    protocol: ClientProtocol,
     hub: &str,
 ) -> Result<ClientClaims, AuthError> {
     let audiences = audiences(claims)?;
     if !audiences
         .iter()
-        .any(|aud| audience_matches(aud, endpoint, hub))
+        .any(|aud| audience_matches(aud, endpoint, protocol, hub))
     {
         return Err(AuthError::WrongAudience {
-            expected: format!("{}/client/hubs/{hub}", endpoint.trim_end_matches('/')),
+            expected: format!(
+                "{}/{}/hubs/{hub}",
+                endpoint.trim_end_matches('/'),
+                protocol.path()
+            ),
             found: audiences.join(", "),
         });
     }
@@ -224,11 +244,12 @@ fn client_claims(
 }
 
 /// Whether one `aud` value names `endpoint` and `hub` (see [`verify_client_token`]).
-fn audience_matches(aud: &str, endpoint: &str, hub: &str) -> bool {
+fn audience_matches(aud: &str, endpoint: &str, protocol: ClientProtocol, hub: &str) -> bool {
     let hub = percent_decode(hub).unwrap_or_else(|| hub.to_owned());
     names(aud, endpoint, |prefix| {
         let mut segments = path_segments(prefix)?;
-        segments.extend(["client".to_owned(), "hubs".to_owned(), hub]);
+        segments.extend(protocol.path().split('/').map(str::to_owned));
+        segments.extend(["hubs".to_owned(), hub]);
         Some(segments)
     })
 }
@@ -359,6 +380,46 @@ mod tests {
                 ],
                 groups: vec!["room1".to_owned()],
             }
+        );
+    }
+
+    #[test]
+    fn socketio_tokens_open_only_the_socketio_endpoint() {
+        let request = TokenRequest::new("chat");
+        let sio = crate::mint_client_token_for(KEY1, ENDPOINT, ClientProtocol::SocketIo, &request);
+        let payload: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(sio.split('.').nth(1).expect("payload"))
+                .expect("base64"),
+        )
+        .expect("JSON");
+        assert_eq!(
+            payload["aud"],
+            "http://127.0.0.1:8080/clients/socketio/hubs/chat"
+        );
+        verify_client_token_for(&sio, &ring(), ENDPOINT, ClientProtocol::SocketIo, "chat")
+            .expect("a Socket.IO token opens the Socket.IO endpoint");
+        assert!(matches!(
+            verify_client_token(&sio, &ring(), ENDPOINT, "chat"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        let default = mint_client_token(KEY1, ENDPOINT, &request);
+        let refused = verify_client_token_for(
+            &default,
+            &ring(),
+            ENDPOINT,
+            ClientProtocol::SocketIo,
+            "chat",
+        );
+        match refused {
+            Err(AuthError::WrongAudience { expected, .. }) => {
+                assert_eq!(expected, "http://127.0.0.1:8080/clients/socketio/hubs/chat");
+            }
+            other => panic!("a /client token must not open the Socket.IO endpoint: {other:?}"),
+        }
+        assert_eq!(
+            crate::client_url_for(ENDPOINT, ClientProtocol::SocketIo, "chat", "t"),
+            "ws://127.0.0.1:8080/clients/socketio/hubs/chat?access_token=t"
         );
     }
 
@@ -684,6 +745,33 @@ mod tests {
             verify_client_token(&token, &other, ENDPOINT, "chat"),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn mqtt_tokens_open_the_mqtt_endpoint_only() {
+        use crate::{ClientProtocol, mint_client_token_for};
+        let request = TokenRequest::new("chat");
+        let mqtt = mint_client_token_for(KEY1, ENDPOINT, ClientProtocol::Mqtt, &request);
+        let payload = URL_SAFE_NO_PAD
+            .decode(mqtt.split('.').nth(1).expect("payload"))
+            .expect("base64");
+        let payload: Map<String, Value> = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(
+            payload["aud"],
+            "http://127.0.0.1:8080/clients/mqtt/hubs/chat"
+        );
+        assert!(
+            verify_client_token_for(&mqtt, &ring(), ENDPOINT, ClientProtocol::Mqtt, "chat").is_ok()
+        );
+        assert!(matches!(
+            verify(&mqtt, "chat"),
+            Err(AuthError::WrongAudience { .. })
+        ));
+        let default = mint_client_token(KEY1, ENDPOINT, &request);
+        assert!(matches!(
+            verify_client_token_for(&default, &ring(), ENDPOINT, ClientProtocol::Mqtt, "chat"),
+            Err(AuthError::WrongAudience { .. })
+        ));
     }
 
     // === service tokens ===

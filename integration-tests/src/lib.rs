@@ -379,6 +379,19 @@ impl TestServer {
         self.token_with_key(&self.key, hub, user, roles, groups)
     }
 
+    /// A token for MQTT clients (audience `.../clients/mqtt/hubs/{hub}`), valid for an hour.
+    pub fn mqtt_token(&self, hub: &str, user: Option<&str>, roles: &[&str]) -> String {
+        let mut request = TokenRequest::new(hub);
+        request.user_id = user.map(str::to_owned);
+        request.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        hubcast_auth::mint_client_token_for(
+            &self.key,
+            &self.endpoint,
+            hubcast_auth::ClientProtocol::Mqtt,
+            &request,
+        )
+    }
+
     /// Like [`TestServer::token`], signed with `key`.
     pub fn token_with_key(
         &self,

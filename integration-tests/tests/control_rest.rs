@@ -555,9 +555,34 @@ async fn generate_token_returns_a_token_clients_connect_with() {
         .await;
     r.expect_error(400, Some("minutesToExpire"));
     let r = rest
-        .call("POST", &path_q("/:generateToken", "clientType=MQTT"), None)
+        .call(
+            "POST",
+            &path_q("/:generateToken", "clientType=Telnet"),
+            None,
+        )
         .await;
     r.expect_error(400, Some("clientType"));
+    // MQTT tokens name the MQTT endpoint (the MQTT suites connect with them).
+    let r = rest
+        .call("POST", &path_q("/:generateToken", "clientType=MQTT"), None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let token = r.json()["token"].as_str().expect("token").to_owned();
+    let claims: Value = {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).expect("a JWT");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("JSON claims")
+    };
+    assert!(
+        claims["aud"]
+            .as_str()
+            .expect("aud")
+            .ends_with(&format!("/clients/mqtt/hubs/{HUB}")),
+        "{claims}"
+    );
 }
 
 #[tokio::test]

@@ -491,6 +491,7 @@ impl ServiceClient {
                 roles: options.roles.clone(),
                 groups: options.groups.clone(),
                 expires_in_minutes: u32::try_from(minutes).unwrap_or(u32::MAX),
+                client_type: pb::ClientType::Default.into(),
             })
             .await?
             .into_inner();

@@ -493,7 +493,10 @@ impl Cluster {
         event: pb::Event,
         timeout: Duration,
     ) -> Result<Option<EventAnswer>, ClusterError> {
-        let Some(reply) = self.ask_within(node, Body::Event(event), timeout).await? else {
+        let Some(reply) = self
+            .ask_within(node, Body::Event(Box::new(event)), timeout)
+            .await?
+        else {
             self.forget_ads(node);
             return Ok(None);
         };
@@ -917,7 +920,7 @@ impl Cluster {
                 return;
             }
             Body::Event(event) => {
-                self.relayed(envelope, event);
+                self.relayed(envelope, *event);
                 return;
             }
             other => other,

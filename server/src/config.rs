@@ -41,6 +41,10 @@ pub struct Config {
     pub hubs: BTreeMap<String, HubConfig>,
     /// Settings for client WebSocket connections.
     pub client: ClientConfig,
+    /// Settings and limits of MQTT clients (`/clients/mqtt/hubs/{hub}`).
+    pub mqtt: MqttConfig,
+    /// Settings of the Socket.IO edge (`/clients/socketio/hubs/{hub}`).
+    pub socketio: SocketIoConfig,
     /// How long a graceful shutdown may take before the remaining connections are dropped.
     #[serde(with = "seconds")]
     pub shutdown_grace: Duration,
@@ -102,6 +106,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             hubs: BTreeMap::new(),
             client: ClientConfig::default(),
+            mqtt: MqttConfig::default(),
+            socketio: SocketIoConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             dev: false,
             upstream: UpstreamConfig::default(),
@@ -447,6 +453,79 @@ impl Default for ClientConfig {
             unacked_max_messages: 1000,
             unacked_max_bytes: 16 * 1024 * 1024,
             allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Settings and limits of MQTT clients (`[mqtt]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The in-flight window, both ways: the most QoS 1 messages sent to a session and not
+    /// yet acknowledged (fewer when the client's MQTT 5 Receive Maximum is lower; further
+    /// messages wait in the outbox), and the Receive Maximum announced to MQTT 5 clients
+    /// for their QoS 1 and 2 publishes. A client with more QoS 2 publishes unreleased is
+    /// disconnected (0x93 Receive Maximum exceeded).
+    pub inflight_window: u16,
+    /// Most MQTT sessions on this node; further MQTT clients are refused with 503.
+    pub max_sessions: usize,
+    /// How long a client has after the WebSocket upgrade to send its CONNECT packet.
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            inflight_window: 100,
+            max_sessions: 100_000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Settings of the Socket.IO edge: Engine.IO v4 heartbeats and the bounds of its sessions.
+/// The per-hub limits (connections, message rate, groups) apply to Socket.IO clients too;
+/// what waits for a long-polling client to poll is bounded by `client.outbox_bytes` (a client
+/// that stops polling is closed as a slow consumer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Engine.IO `pingInterval`: how often the server pings (socket.io: 25 s).
+    #[serde(with = "seconds")]
+    pub ping_interval: Duration,
+    /// Engine.IO `pingTimeout`: how long after a ping the client may take to answer before
+    /// its connection is closed (socket.io: 20 s).
+    #[serde(with = "seconds")]
+    pub ping_timeout: Duration,
+    /// Engine.IO `maxPayload`: the largest WebSocket message or long-polling request body
+    /// a client may send, in bytes (socket.io: 1 MB). Larger ones close the connection (a
+    /// `413` for a poll).
+    pub max_payload_bytes: usize,
+    /// Most namespaces one Engine.IO connection may connect to; further namespace connects
+    /// are refused with a `connect_error`.
+    pub max_namespaces_per_connection: usize,
+    /// Longest a long-polling `GET` is held open with nothing to send before it is answered
+    /// with a no-op (the client polls again at once). At most `ping_interval` in effect,
+    /// since every ping answers a pending poll.
+    #[serde(with = "seconds")]
+    pub max_poll_duration: Duration,
+    /// How long an upgrade from long-polling to WebSocket may take (from the WebSocket's
+    /// opening to the client's `upgrade` packet) before the WebSocket is dropped and the
+    /// session stays on long-polling.
+    #[serde(with = "seconds")]
+    pub upgrade_timeout: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload_bytes: 1_000_000,
+            max_namespaces_per_connection: 32,
+            max_poll_duration: Duration::from_secs(30),
+            upgrade_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -10,5 +10,7 @@
 //! a load-generator scenario, a README section and a RELIABILITY.md row.
 
 pub(crate) mod grpc;
+pub(crate) mod mqtt;
 pub(crate) mod rest;
+pub(crate) mod socketio;
 pub(crate) mod ws;

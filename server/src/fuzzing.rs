@@ -27,6 +27,21 @@ pub fn protobuf_protocol(data: &[u8]) {
     let _ = crate::protocol::protobuf::parse(&Bytes::copy_from_slice(data));
 }
 
+/// The MQTT edge's codec path: the byte stream cut into packets (with a size limit), the
+/// CONNECT's protocol level, and every packet decoded as 3.1.1 and as 5.0; and the shared
+/// PUBLISH body the writer cuts up.
+pub fn mqtt_packets(data: &[u8]) {
+    use crate::edge::mqtt::packet::{self, Framer, Version};
+    let mut framer = Framer::default();
+    framer.extend(data);
+    while let Ok(Some(bytes)) = framer.next_packet(4096) {
+        let _ = packet::connect_level(&bytes);
+        let _ = packet::decode(Version::V311, &bytes);
+        let _ = packet::decode(Version::V5, &bytes);
+    }
+    let _ = crate::protocol::mqtt::PublishBody::split(&Bytes::copy_from_slice(data));
+}
+
 /// A connection as OData filters see it.
 struct Sample;
 
@@ -115,17 +130,42 @@ pub fn webhook_response(data: &[u8]) {
     crate::upstream::webhook::fuzz::response(status, &headers, body);
 }
 
+/// The Socket.IO edge's packet layer: an Engine.IO payload (a long-polling body), each text
+/// packet, and each Socket.IO packet in it, as the edge reads them; and the check of what a
+/// backend sends.
+pub fn socketio_packet(data: &[u8]) {
+    use crate::protocol::socketio as sio;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = sio::check_outgoing(text);
+    let _ = sio::parse_text(text);
+    let _ = sio::parse_sio(text);
+    if let Ok(parts) = sio::split_payload(text) {
+        for part in parts {
+            if let sio::EioPacket::Text(_, data) = part
+                && let Ok(packet) = sio::parse_sio(data)
+            {
+                let _ = sio::event_payload(packet.data, &[]);
+            }
+        }
+    }
+    let _ = sio::payload_frames(text).count();
+}
+
 /// A parser entry point: arbitrary bytes in, nothing out.
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the regression replay and the fuzz crate.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 8] = [
+    ("mqtt_packets", mqtt_packets),
     ("json_protocol", json_protocol),
     ("protobuf_protocol", protobuf_protocol),
     ("odata_filter", odata_filter),
     ("jwt", jwt),
     ("rest_request", rest_request),
     ("webhook_response", webhook_response),
+    ("socketio_packet", socketio_packet),
 ];
 
 #[cfg(test)]
@@ -196,8 +236,21 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
+        fn mqtt_packets_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            mqtt_packets(&bytes);
+        }
+
+        #[test]
         fn json_protocol_never_panics(text in json_like()) {
             json_protocol(text.as_bytes());
+        }
+
+        #[test]
+        fn socketio_packet_never_panics(text in prop_oneof![
+            "[0-6b][0-9]{0,3}-?(/[a-z]{0,3},)?[0-9]{0,3}\\[\"[a-z]{0,3}\"(,[0-9{}\"a-z:]{0,8})?\\]?".prop_map(String::from),
+            "[0-6bx\u{1e}/,\\[\\]{}\"0-9a-zA-Z+=-]{0,40}".prop_map(String::from),
+        ]) {
+            socketio_packet(text.as_bytes());
         }
 
         #[test]

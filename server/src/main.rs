@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...).
+    /// Print a client access URL (ws://.../client/hubs/{hub}?access_token=...; with
+    /// `--socketio`, ws://.../clients/socketio/hubs/{hub}?access_token=...).
     Token(TokenArgs),
     /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
     /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
@@ -147,6 +148,13 @@ struct TokenArgs {
     /// Lifetime: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
+    /// A token for MQTT clients: its audience and URL name `/clients/mqtt/hubs/<hub>`.
+    #[arg(long, conflicts_with = "socketio")]
+    mqtt: bool,
+    /// A token for a Socket.IO client: audience and URL `.../clients/socketio/hubs/{hub}`
+    /// (give the URL's path to `socket.io-client` as `path`, the token as `access_token`).
+    #[arg(long)]
+    socketio: bool,
 }
 
 impl Settings {
@@ -333,8 +341,18 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
         groups: args.groups,
         ttl: args.ttl,
     };
-    let token = auth::mint_client_token(&key, &endpoint, &request);
-    println!("{}", auth::client_url(&endpoint, &request.hub, &token));
+    let protocol = if args.mqtt {
+        auth::ClientProtocol::Mqtt
+    } else if args.socketio {
+        auth::ClientProtocol::SocketIo
+    } else {
+        auth::ClientProtocol::Default
+    };
+    let token = auth::mint_client_token_for(&key, &endpoint, protocol, &request);
+    println!(
+        "{}",
+        auth::client_url_for(&endpoint, protocol, &request.hub, &token)
+    );
     ExitCode::SUCCESS
 }
 

@@ -25,6 +25,14 @@ pub enum WireFormat {
     Json,
     /// `protobuf(.reliable).webpubsub.azure.v1`: one protobuf message per binary frame.
     Protobuf,
+    /// An MQTT client (`/clients/mqtt`): a message is queued as the shared part of a PUBLISH
+    /// packet ([`crate::protocol::mqtt`]); the MQTT writer adds the per-session header.
+    Mqtt,
+    /// A Socket.IO client (Engine.IO v4): every frame is an Engine.IO payload (packets joined
+    /// by `\x1e`), written as is to a long-polling client and split into one WebSocket frame
+    /// per packet for a WebSocket client. Only text messages that are valid payloads reach
+    /// it (Azure's serverless mode sends `text/plain` Engine.IO payloads).
+    SocketIo,
 }
 
 /// One WebSocket data frame, ready to write. Cloning shares the bytes.

@@ -64,6 +64,7 @@ pub(crate) enum Field {
     PageSize,
     PageToken,
     Filter,
+    ClientType,
 }
 
 impl Field {
@@ -82,6 +83,7 @@ impl Field {
             Field::PageSize => "maxpagesize",
             Field::PageToken => "continuationToken",
             Field::Filter => "filter",
+            Field::ClientType => "clientType",
         }
     }
 }
@@ -575,8 +577,22 @@ impl Node {
             groups: req.groups,
             ttl: Duration::from_secs(u64::from(minutes) * 60),
         };
-        let token = auth::mint_client_token(self.keys().primary(), self.endpoint(), &request);
-        let url = auth::client_url(self.endpoint(), &request.hub, &token);
+        let protocol = match pb::ClientType::try_from(req.client_type) {
+            Ok(pb::ClientType::Mqtt) => auth::ClientProtocol::Mqtt,
+            Ok(pb::ClientType::SocketIo) => auth::ClientProtocol::SocketIo,
+            Ok(pb::ClientType::Default | pb::ClientType::Unspecified) => {
+                auth::ClientProtocol::Default
+            }
+            Err(_) => {
+                return Err(NodeError::invalid(
+                    Field::ClientType,
+                    format!("unknown client type {}", req.client_type),
+                ));
+            }
+        };
+        let token =
+            auth::mint_client_token_for(self.keys().primary(), self.endpoint(), protocol, &request);
+        let url = auth::client_url_for(self.endpoint(), protocol, &request.hub, &token);
         Ok(pb::GenerateClientTokenResponse { token, url })
     }
 

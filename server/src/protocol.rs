@@ -13,7 +13,9 @@
 //! is spliced into the shared encoding by [`render`] when a frame is written.
 
 pub mod json;
+pub mod mqtt;
 pub mod protobuf;
+pub mod socketio;
 
 use bytes::{Bytes, BytesMut};
 
@@ -91,7 +93,7 @@ pub fn connected(
     reconnection_token: Option<&str>,
 ) -> Option<Frame> {
     match format {
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_connected(
             user_id,
             connection_id,
@@ -108,7 +110,7 @@ pub fn connected(
 /// The `disconnected` system message sent before a server-initiated close.
 pub fn disconnected(format: WireFormat, reason: &str) -> Option<Frame> {
     match format {
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_disconnected(reason))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_disconnected(reason))),
     }
@@ -117,7 +119,7 @@ pub fn disconnected(format: WireFormat, reason: &str) -> Option<Frame> {
 /// An ack, successful or with an error.
 pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> Option<Frame> {
     match format {
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_ack(ack_id, error))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_ack(ack_id, error))),
     }
@@ -139,7 +141,7 @@ pub fn invoke_response(
             invocation_id,
             result,
         ))),
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
     }
 }
 
@@ -155,7 +157,7 @@ pub fn group_state(
         WireFormat::Json => Some(Frame::Text(json::encode_group_state(
             snapshot, group, items,
         ))),
-        WireFormat::Simple | WireFormat::Protobuf => None,
+        WireFormat::Simple | WireFormat::Protobuf | WireFormat::Mqtt | WireFormat::SocketIo => None,
     }
 }
 
@@ -205,14 +207,14 @@ pub fn stream_reply(format: WireFormat, stream_id: &str, reply: StreamReply<'_>)
             } => protobuf::encode_stream_nack(stream_id, name, message, expected),
             StreamReply::Closed { error } => protobuf::encode_stream_closed(stream_id, error),
         })),
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
     }
 }
 
 /// The answer to a ping.
 pub fn pong(format: WireFormat) -> Option<Frame> {
     match format {
-        WireFormat::Simple => None,
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_pong())),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_pong())),
     }

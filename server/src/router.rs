@@ -491,10 +491,8 @@ impl Router {
         if excluded.contains(conn) {
             return 0;
         }
-        let frame = if conn.is_reliable() {
-            encoded.numbered(conn.format())
-        } else {
-            encoded.frame(conn.format())
+        let Some(frame) = encoded.frame_for(conn.is_reliable(), conn.format()) else {
+            return 0;
         };
         match conn
             .outbox

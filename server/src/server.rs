@@ -333,6 +333,12 @@ impl Server {
         }
         let metrics = metrics_route(self.config.metrics.enabled, self.router.metrics().clone());
         let routes = ws::routes(edge.clone())
+            .or(crate::edge::mqtt::routes(crate::edge::mqtt::MqttEdge::new(
+                edge.clone(),
+            )))
+            .or(crate::edge::socketio::routes(
+                crate::edge::socketio::SocketIoEdge::new(edge.clone()),
+            ))
             .or(health)
             .or(metrics)
             .or(crate::edge::rest::routes(

@@ -52,7 +52,7 @@ use crate::cluster::Cluster;
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
 use hubcast_auth::KeyRing;
 
-pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply};
+pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply, SocketIoSocket};
 pub(crate) use session::{
     Invocation, JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_invoke,
     on_json_event, on_simple_frame,

@@ -573,15 +573,33 @@ const RECOVERY_ACROSS_NODES =
   "node; that node does not hold the session and answers 1008, so the client starts a fresh " +
   "connection, by design (docs/DEPLOYMENT.md, Reliable clients across nodes)";
 
+// Why Socket.IO long-polling cannot be tested on a BalancedCluster.
+const POLLING_ACROSS_NODES =
+  "each poll of an Engine.IO session is a new HTTP request, which the balancer (no sticky " +
+  "sessions) sends to another node; a node serves only the sessions it opened and answers " +
+  "400 'Session ID unknown' for the others, on which the client starts a new session " +
+  "(docs/DEPLOYMENT.md: long-polling needs session affinity; WebSocket needs none)";
+
 /**
  * The tests (or suites) that cannot pass on a BalancedCluster by design, by name, and why:
  * the one list of what HUBCAST_TEST_TOPOLOGY=cluster leaves out of the files it runs (which
  * files run across nodes is up to scripts/test). Each is reported as skipped with its reason.
  */
+// Why operations on one MQTT connection cannot be tested on a BalancedCluster.
+const MQTT_CLIENT_IDS_ACROSS_NODES =
+  "an MQTT client's connection id is its client id, which does not start with the id of the " +
+  "node that holds it, so REST and gRPC operations on one MQTT connection only reach it on " +
+  "its own node (README, MQTT clients: what differs)";
+
 export const SINGLE_NODE_ONLY = new Map([
+  ["MQTT 3.1.1: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
+  ["MQTT 5.0: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
+  ["MQTT 5.0: a REST close ends the session with DISCONNECT 0x98 (administrative action)", MQTT_CLIENT_IDS_ACROSS_NODES],
   ["reliable protocol through network cuts (official client)", RECOVERY_ACROSS_NODES],
   ["json.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
   ["protobuf.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
+  ["socket.io long-polling only: emitWithAck reaches the handler and its answer is the ack", POLLING_ACROSS_NODES],
+  ["socket.io long-polling upgraded to WebSocket: emitWithAck reaches the handler and its answer is the ack", POLLING_ACROSS_NODES],
 ]);
 
 /**

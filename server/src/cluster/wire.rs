@@ -43,8 +43,9 @@ pub(crate) enum Body {
     Listeners(ListenerAd),
     /// An event for this node's event-stream listeners, relayed by the node that holds the
     /// connection; answered with an [`EventAnswer`] in the [`Reply`] body.
-    #[prost(message, tag = "9")]
-    Event(pb::Event),
+    /// Boxed: the largest variant by far, and the rarest.
+    #[prost(message, boxed, tag = "9")]
+    Event(Box<pb::Event>),
     /// Changes of group state (presence) on the sender, for this node's subscribers.
     #[prost(message, tag = "10")]
     GroupState(GroupStates),

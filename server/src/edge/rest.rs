@@ -579,22 +579,26 @@ fn generate_token(node: &Node, hub: String, query: &Query) -> Result<Reply, Rest
             }
         },
     };
-    match query.get("clientType") {
-        None => {}
-        Some(t) if t.eq_ignore_ascii_case("default") => {}
+    let client_type = match query.get("clientType") {
+        None => pb::ClientType::Default,
+        Some(t) if t.eq_ignore_ascii_case("default") => pb::ClientType::Default,
+        Some(t) if t.eq_ignore_ascii_case("mqtt") => pb::ClientType::Mqtt,
+        // `@azure/web-pubsub` sends its `clientProtocol` as is: `socketio`.
+        Some(t) if t.eq_ignore_ascii_case("socketio") => pb::ClientType::SocketIo,
         Some(t) => {
             return Err(RestError::bad_request(
-                format!("clientType '{t}' is not supported; only Default clients can connect"),
+                format!("clientType '{t}' is not supported; use Default, MQTT or SocketIO"),
                 "clientType",
             ));
         }
-    }
+    };
     let response = node.generate_client_token(pb::GenerateClientTokenRequest {
         hub,
         user_id: query.get("userId").unwrap_or_default().to_owned(),
         roles: query.all("role"),
         groups: query.all("group"),
         expires_in_minutes: minutes,
+        client_type: client_type.into(),
     })?;
     #[derive(Serialize)]
     struct Token {

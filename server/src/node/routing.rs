@@ -473,6 +473,21 @@ impl Node {
         group: &str,
         no_echo: bool,
         data: Data,
+    ) -> Result<Option<Forwarded>> {
+        self.send_stream_chunk_from_client(conn, group, no_echo, data, None)
+    }
+
+    /// [`Node::send_to_group_from_client`] for a chunk (or the end) of a group stream: the
+    /// message carries its place in the stream, on this node and across the cluster.
+    ///
+    /// # Errors
+    /// As [`Node::send_to_group_from_client`].
+    pub(crate) fn send_stream_chunk_from_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        no_echo: bool,
+        data: Data,
         stream: Option<Arc<StreamInfo>>,
     ) -> Result<Option<Forwarded>> {
         let message = Message::to_group(group, conn.user_id().cloned(), data).with_stream(stream);
@@ -672,6 +687,7 @@ fn field_number(field: Field) -> u32 {
         Field::PageSize => 10,
         Field::PageToken => 11,
         Field::Filter => 12,
+        Field::ClientType => 13,
     }
 }
 
@@ -690,6 +706,7 @@ fn field_of(n: u32) -> Option<Field> {
         10 => Field::PageSize,
         11 => Field::PageToken,
         12 => Field::Filter,
+        13 => Field::ClientType,
         _ => return None,
     })
 }
@@ -710,7 +727,7 @@ mod tests {
         (ErrorCode::Internal, 8),
         (ErrorCode::Timeout, 9),
     ];
-    const FIELDS: [(Field, u32); 12] = [
+    const FIELDS: [(Field, u32); 13] = [
         (Field::Hub, 1),
         (Field::Group, 2),
         (Field::Groups, 3),
@@ -723,6 +740,7 @@ mod tests {
         (Field::PageSize, 10),
         (Field::PageToken, 11),
         (Field::Filter, 12),
+        (Field::ClientType, 13),
     ];
 
     #[test]

@@ -43,6 +43,13 @@ impl ConnectionId {
         Self(id.into())
     }
 
+    /// An id a client chose: an MQTT client's client id is its connection id (as in Azure).
+    /// The edge checks it first (`[0-9a-zA-Z]{1,128}`), so it is as URL-safe as a generated
+    /// one.
+    pub fn from_client_id(id: &str) -> Self {
+        Self(id.into())
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -9,7 +9,7 @@ use std::cell::{Cell, OnceCell};
 use tokio::time::Instant;
 
 use crate::message::{Data, Frame, Message, Origin, WireFormat};
-use crate::protocol::{json, protobuf};
+use crate::protocol::{json, mqtt, protobuf, socketio};
 use crate::telemetry::{HubMetrics, trace};
 
 /// A message rendered lazily, at most once per wire format, for one fan-out.
@@ -19,6 +19,10 @@ pub(crate) struct Encoded<'m> {
     json: OnceCell<Frame>,
     protobuf: OnceCell<Frame>,
     simple: OnceCell<Frame>,
+    /// The shared body of the PUBLISH packets for MQTT clients.
+    mqtt: OnceCell<Frame>,
+    /// `None` when the message is not an Engine.IO payload a Socket.IO client can read.
+    socketio: OnceCell<Option<Frame>>,
     json_numbered: OnceCell<Frame>,
     protobuf_numbered: OnceCell<Frame>,
     /// The hub's series, counted into once per fan-out.
@@ -36,6 +40,8 @@ impl<'m> Encoded<'m> {
             json: OnceCell::new(),
             protobuf: OnceCell::new(),
             simple: OnceCell::new(),
+            mqtt: OnceCell::new(),
+            socketio: OnceCell::new(),
             json_numbered: OnceCell::new(),
             protobuf_numbered: OnceCell::new(),
             metrics,
@@ -74,8 +80,25 @@ impl<'m> Encoded<'m> {
             WireFormat::Protobuf => self
                 .protobuf_numbered
                 .get_or_init(|| Frame::Binary(protobuf::encode_data_message(self.message))),
-            WireFormat::Simple => self.frame(format),
+            WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => self.frame(format),
         }
+    }
+
+    /// The frame for `conn`: numbered for a reliable connection; `None` when nothing can be
+    /// delivered to a connection of its format (a Socket.IO client and a message that is not
+    /// an Engine.IO payload).
+    pub(crate) fn frame_for(&self, reliable: bool, format: WireFormat) -> Option<&Frame> {
+        if format == WireFormat::SocketIo {
+            return self
+                .socketio
+                .get_or_init(|| socketio_frame(&self.message.data))
+                .as_ref();
+        }
+        Some(if reliable {
+            self.numbered(format)
+        } else {
+            self.frame(format)
+        })
     }
 
     /// The frame for a connection speaking `format`.
@@ -87,7 +110,12 @@ impl<'m> Encoded<'m> {
             WireFormat::Protobuf => self
                 .protobuf
                 .get_or_init(|| Frame::Binary(protobuf::encode_message(self.message))),
-            WireFormat::Simple => self.simple.get_or_init(|| raw_frame(&self.message.data)),
+            WireFormat::Simple | WireFormat::SocketIo => {
+                self.simple.get_or_init(|| raw_frame(&self.message.data))
+            }
+            WireFormat::Mqtt => self
+                .mqtt
+                .get_or_init(|| mqtt::encode_publish_body(self.message)),
         }
     }
 }
@@ -98,5 +126,22 @@ fn raw_frame(data: &Data) -> Frame {
     match data {
         Data::Text(t) | Data::Json(t) => Frame::Text(t.clone()),
         Data::Binary(b) | Data::Protobuf(b) => Frame::Binary(b.clone()),
+    }
+}
+
+/// What a Socket.IO client receives: a text payload checked once, for every recipient, to
+/// be an Engine.IO payload the stock client can parse (see
+/// [`socketio::check_outgoing`]); anything else would make the client drop its connection,
+/// so it is not delivered to Socket.IO clients.
+fn socketio_frame(data: &Data) -> Option<Frame> {
+    match data {
+        Data::Text(t) | Data::Json(t) => match socketio::check_outgoing(t) {
+            Ok(()) => Some(Frame::Text(t.clone())),
+            Err(e) => {
+                tracing::debug!(error = %e, "not an Engine.IO payload: not sent to Socket.IO clients");
+                None
+            }
+        },
+        Data::Binary(_) | Data::Protobuf(_) => None,
     }
 }

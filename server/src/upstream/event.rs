@@ -32,6 +32,18 @@ pub(crate) struct Event {
     pub(crate) time: SystemTime,
     /// What happened.
     pub(crate) kind: EventKind,
+    /// For a Socket.IO client: the namespace socket the event is about.
+    pub(crate) socketio: Option<Arc<SocketIoSocket>>,
+}
+
+/// A Socket.IO socket (one namespace of an Engine.IO connection): Socket.IO clients raise
+/// their events per socket, with `ce-namespace` and `ce-socketId` (Azure's serverless mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SocketIoSocket {
+    /// The namespace, e.g. `/chat`.
+    pub(crate) namespace: String,
+    /// The socket id.
+    pub(crate) socket_id: String,
 }
 
 /// What happened.
@@ -157,6 +169,36 @@ pub(crate) struct ConnectBody {
     /// terminator in front does not pass certificates on).
     #[serde(rename = "clientCertificates")]
     pub(crate) client_certificates: Vec<serde_json::Value>,
+    /// MQTT clients: what their CONNECT packet said (spec part 2 §1.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mqtt: Option<MqttConnectBody>,
+}
+
+/// The `mqtt` member of an MQTT client's `connect` event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct MqttConnectBody {
+    /// 4 for MQTT 3.1.1, 5 for MQTT 5.0.
+    #[serde(rename = "protocolVersion")]
+    pub(crate) protocol_version: u8,
+    /// The CONNECT's clean session (3.1.1) or clean start (5.0) flag.
+    #[serde(rename = "cleanStart")]
+    pub(crate) clean_start: bool,
+    /// The CONNECT's user name.
+    pub(crate) username: Option<String>,
+    /// The CONNECT's password, base64-encoded (it is binary data).
+    pub(crate) password: Option<String>,
+    /// The CONNECT's MQTT 5 user properties.
+    #[serde(rename = "userProperties")]
+    pub(crate) user_properties: Option<Vec<MqttUserProperty>>,
+}
+
+/// An MQTT 5 user property.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MqttUserProperty {
+    /// Its name.
+    pub(crate) name: String,
+    /// Its value.
+    pub(crate) value: String,
 }
 
 /// A backend's acceptance of a `connect`; every field optional (spec §6.4).

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::event::{ConnectBody, DeliveryError, Event, EventKind};
+use super::event::{ConnectBody, DeliveryError, Event, EventKind, SocketIoSocket};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
 use crate::message::{Data, Frame, Message, Metadata, close};
 use crate::node::Node;
@@ -26,6 +26,8 @@ pub(crate) struct Session {
     next_sequence: AtomicU64,
     /// Whether `disconnected` has been raised: it is raised exactly once.
     disconnected: AtomicBool,
+    /// For a Socket.IO socket: which one (every event carries it).
+    socketio: Option<Arc<SocketIoSocket>>,
 }
 
 impl Session {
@@ -49,6 +51,7 @@ impl Session {
             state: Mutex::new(accepted.state.as_deref().map(Into::into)),
             next_sequence: AtomicU64::new(1),
             disconnected: AtomicBool::new(false),
+            socketio: connect.socketio.clone(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Session {
             sequence: 0,
             time: SystemTime::now(),
             kind: EventKind::Connect(body),
+            socketio: None,
         }
     }
 
@@ -99,6 +103,7 @@ impl Session {
             sequence: self.next_sequence.fetch_add(1, Ordering::Relaxed),
             time: SystemTime::now(),
             kind,
+            socketio: self.socketio.clone(),
         }
     }
 

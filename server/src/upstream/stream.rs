@@ -526,6 +526,10 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
         reply_expected: blocking,
         sequence: event.sequence,
         kind: Some(kind),
+        socketio: event.socketio.as_ref().map(|s| pb::SocketIoSocket {
+            namespace: s.namespace.clone(),
+            socket_id: s.socket_id.clone(),
+        }),
     }
 }
 
@@ -593,6 +597,7 @@ mod tests {
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
                 metadata: crate::message::metadata_from([("k".into(), "v".into())]).expect("valid"),
             },
+            socketio: None,
         }
     }
 

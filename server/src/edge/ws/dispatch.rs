@@ -67,7 +67,9 @@ pub(super) fn on_text(edge: &Edge, conn: &Arc<Connection>, text: Utf8Bytes) -> O
             );
             None
         }
-        WireFormat::Simple => Some(UserEvent::Frame(Data::Text(text))),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => {
+            Some(UserEvent::Frame(Data::Text(text)))
+        }
     }
 }
 
@@ -83,7 +85,9 @@ pub(super) fn on_binary(edge: &Edge, conn: &Arc<Connection>, bytes: Bytes) -> Op
             );
             None
         }
-        WireFormat::Simple => Some(UserEvent::Frame(Data::Binary(bytes))),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => {
+            Some(UserEvent::Frame(Data::Binary(bytes)))
+        }
     }
 }
 
@@ -181,7 +185,7 @@ fn on_message(
         } => acked_after_publish(conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
             edge.node
-                .send_to_group_from_client(conn, &group, no_echo, data, None)
+                .send_to_group_from_client(conn, &group, no_echo, data)
                 .map_err(|e| (AckError::InternalServerError, forward_failure(&e)))
         }),
         ClientMessage::Event {

@@ -361,7 +361,7 @@ fn publish(
 ) {
     let sent =
         edge.node
-            .send_to_group_from_client(conn, group, no_echo, data, Some(Arc::new(info)));
+            .send_stream_chunk_from_client(conn, group, no_echo, data, Some(Arc::new(info)));
     if let Err(e) = sent {
         tracing::warn!(error = %e, "a stream message reached this node's members only");
     }

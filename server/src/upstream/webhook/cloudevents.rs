@@ -35,7 +35,17 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
     h.insert(REQUEST_ORIGIN, origin.clone());
     h.insert("ce-specversion", HeaderValue::from_static("1.0"));
     h.insert(AWPS_VERSION.0, HeaderValue::from_static(AWPS_VERSION.1));
-    put(&mut h, "ce-type", &name.ce_type());
+    // Socket.IO user events are all `azure.webpubsub.user.message`; `ce-eventName` names
+    // the Socket.IO event (Azure's serverless mode).
+    match (&event.socketio, &event.kind) {
+        (Some(_), EventKind::User { .. }) => {
+            h.insert(
+                "ce-type",
+                HeaderValue::from_static("azure.webpubsub.user.message"),
+            );
+        }
+        _ => put(&mut h, "ce-type", &name.ce_type()),
+    }
     put(
         &mut h,
         "ce-source",
@@ -54,6 +64,10 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
     put(&mut h, "ce-connectionid", event.connection_id.as_str());
     put(&mut h, "ce-hub", &event.hub);
     put(&mut h, "ce-eventname", &name.to_string());
+    if let Some(socket) = &event.socketio {
+        put(&mut h, "ce-namespace", &socket.namespace);
+        put(&mut h, "ce-socketid", &socket.socket_id);
+    }
     if let Some(subprotocol) = &event.subprotocol {
         put(&mut h, "ce-subprotocol", subprotocol);
     }

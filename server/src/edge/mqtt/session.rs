@@ -1,0 +1,1222 @@
+//! One MQTT session: its CONNECT, then its reader and writer until the socket ends.
+//!
+//! The reader decodes packets and carries them out through the service layer (joins,
+//! leaves, group sends), answering on a bounded control channel; when that channel is full
+//! the reader waits, so a client that floods acknowledgements it does not read is slowed
+//! down instead of growing memory. The writer drains the control channel and the
+//! connection's outbox; each message of the outbox becomes a PUBLISH with this session's
+//! QoS and packet id, and at most the in-flight window of QoS 1 messages wait for their
+//! PUBACK at a time (the rest wait their turn).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tracing::Instrument as _;
+
+use super::packet::{
+    self, ConnackCode, ConnackProperties, Connect, Inbound, Level, Publish, Version,
+};
+use super::{Accepted, MqttEdge};
+use crate::limits::{LimitKind, RateLimiter};
+use crate::message::{Frame, WireFormat, close};
+use crate::protocol::mqtt::{self as codec, PublishBody, SERVER_MESSAGES_TOPIC};
+use crate::router::outbox::Taken;
+use crate::router::{
+    self, Close, ConnectSpec, Connection, ConnectionId, HubKey, Permission, Permissions,
+};
+use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
+use crate::upstream::{self, Session};
+
+/// Answers the reader may queue before it waits for the writer.
+const CONTROL_CAPACITY: usize = 64;
+
+/// How long a closing exchange (DISCONNECT and the close frame) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Azure's 3.1.1 keep-alive range, in seconds; 5.0 clients outside it are told 180.
+const MAX_KEEP_ALIVE: u16 = 180;
+
+/// Azure's limits on a will (spec part 2 §1.1).
+const MAX_WILL_TOPIC_CHARS: usize = 1024;
+const MAX_WILL_PAYLOAD_BYTES: usize = 2000;
+
+/// The most characters of a client id (Azure: `[0-9a-zA-Z]{1,128}`).
+const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// The prefix of Azure's reserved topics.
+const RESERVED_PREFIX: &str = "$webpubsub/";
+
+/// MQTT 5 reason codes the session uses.
+mod reason {
+    pub(super) const SUCCESS: u8 = 0x00;
+    pub(super) const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    pub(super) const UNSPECIFIED: u8 = 0x80;
+    pub(super) const MALFORMED: u8 = 0x81;
+    pub(super) const PROTOCOL_ERROR: u8 = 0x82;
+    pub(super) const NOT_AUTHORIZED: u8 = 0x87;
+    pub(super) const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub(super) const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub(super) const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub(super) const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    pub(super) const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub(super) const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub(super) const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub(super) const PACKET_TOO_LARGE: u8 = 0x95;
+    pub(super) const MESSAGE_RATE_TOO_HIGH: u8 = 0x96;
+    pub(super) const QUOTA_EXCEEDED: u8 = 0x97;
+    pub(super) const ADMINISTRATIVE_ACTION: u8 = 0x98;
+    pub(super) const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+    pub(super) const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
+    pub(super) const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
+    pub(super) const SUBSCRIPTION_IDS_NOT_SUPPORTED: u8 = 0xA1;
+    pub(super) const WILDCARDS_NOT_SUPPORTED: u8 = 0xA2;
+}
+
+/// A refusal of the CONNECT: the code and a reason for the client and the logs.
+type ConnectRefusal = (ConnackCode, String);
+
+/// Serves one upgraded socket: CONNECT, the session, and its end.
+pub(super) async fn serve<S>(mqtt: &Arc<MqttEdge>, accepted: Accepted, mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let edge = &mqtt.edge;
+    let limit = edge.config.hub_limits(&accepted.hub).max_message_bytes;
+    let mut framer = packet::Framer::default();
+    let first = tokio::select! {
+        first = first_packet(&mut ws, &mut framer, limit) => first,
+        () = tokio::time::sleep(edge.config.mqtt.connect_timeout) => {
+            tracing::debug!("no CONNECT within mqtt.connect_timeout");
+            Err("no CONNECT packet in time".to_owned())
+        }
+        () = edge.kill.cancelled() => return,
+    };
+    let connect = match first {
+        Ok(connect) => connect,
+        Err(why) => {
+            tracing::debug!(why, "refused before CONNECT");
+            let _ = ws.close(None).await;
+            return;
+        }
+    };
+    let version = connect.version;
+    let admitted = match admit(mqtt, &accepted, &connect).await {
+        Ok(admitted) => admitted,
+        Err((code, why)) => {
+            tracing::debug!(why, code = code.of(version), "CONNECT refused");
+            edge.node
+                .metrics()
+                .registry()
+                .connect_refusals
+                .with(&[&format!("mqtt_{}", code.of(version))])
+                .inc();
+            let connack = packet::connack(
+                version,
+                code,
+                false,
+                ConnackProperties {
+                    reason: Some(why.into()),
+                    ..ConnackProperties::default()
+                },
+            );
+            let _ = ws.send(WsMessage::Binary(connack)).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "connection",
+        protocol = "mqtt",
+        hub = admitted.conn.hub().as_str(),
+        connection.id = %admitted.conn.id(),
+        user = admitted.conn.user_id().map(|u| &**u).unwrap_or(""),
+        client.addr = ?admitted.conn.remote_addr(),
+    );
+    run_session(mqtt, admitted, connect, framer, ws)
+        .instrument(span)
+        .await;
+}
+
+/// Reads until the first packet is whole; it must be a CONNECT of 3.1.1 or 5.0.
+async fn first_packet<S>(
+    ws: &mut WebSocketStream<S>,
+    framer: &mut packet::Framer,
+    limit: usize,
+) -> Result<Box<Connect>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match framer.next_packet(limit) {
+            Ok(Some(bytes)) => {
+                return match packet::connect_level(&bytes) {
+                    Level::Supported(version) => match packet::decode(version, &bytes) {
+                        Ok(Inbound::Connect(connect)) => Ok(connect),
+                        Ok(_) => Err("the first packet is not a CONNECT".into()),
+                        Err(e) => {
+                            let connack = packet::connack(
+                                version,
+                                ConnackCode::MALFORMED,
+                                false,
+                                ConnackProperties::default(),
+                            );
+                            let _ = ws.send(WsMessage::Binary(connack)).await;
+                            Err(e.to_string())
+                        }
+                    },
+                    Level::Unsupported => {
+                        // MQTT-3.1.2-2: answer with return code 1 (in the 3.1.1 form every
+                        // version can read), then close.
+                        let connack = packet::connack(
+                            Version::V311,
+                            ConnackCode::UNSUPPORTED_VERSION,
+                            false,
+                            ConnackProperties::default(),
+                        );
+                        let _ = ws.send(WsMessage::Binary(connack)).await;
+                        Err("unsupported MQTT protocol version (3.1.1 and 5.0 are)".into())
+                    }
+                    Level::NotConnect => Err("the first packet is not a CONNECT".into()),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        match ws.next().await {
+            Some(Ok(WsMessage::Binary(bytes))) => framer.extend(&bytes),
+            Some(Ok(WsMessage::Text(_))) => return Err("MQTT is carried in binary messages".into()),
+            Some(Ok(WsMessage::Close(_))) | None => return Err("closed before CONNECT".into()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// An accepted session, registered with the router.
+struct Admitted {
+    conn: Arc<Connection>,
+    session: Arc<Session>,
+    assigned_client_id: Option<Arc<str>>,
+}
+
+/// Checks the CONNECT as Azure does, takes over an older session of the same client id,
+/// raises the `connect` event and registers the connection.
+async fn admit(
+    mqtt: &MqttEdge,
+    accepted: &Accepted,
+    connect: &Connect,
+) -> Result<Admitted, ConnectRefusal> {
+    let edge = &mqtt.edge;
+    let mut claims = accepted
+        .claims
+        .clone()
+        .map_err(|why| (ConnackCode::NOT_AUTHORIZED, why))?;
+    check_connect(connect)?;
+    let assigned_client_id = connect
+        .client_id
+        .is_empty()
+        .then(|| Arc::from(edge.node.new_connection_id().as_str()));
+    let client_id = assigned_client_id.as_ref().unwrap_or(&connect.client_id);
+    take_over(mqtt, &accepted.hub, client_id).await?;
+
+    let id = ConnectionId::from_client_id(client_id);
+    let mut body = accepted.connect_body.clone();
+    body.mqtt = Some(MqttConnectBody {
+        protocol_version: connect.version.level(),
+        clean_start: connect.clean_start,
+        username: connect.username.as_deref().map(str::to_owned),
+        password: connect
+            .password
+            .as_ref()
+            .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+        user_properties: (connect.version == Version::V5).then(|| {
+            connect
+                .user_properties
+                .iter()
+                .map(|(name, value)| MqttUserProperty {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect()
+        }),
+    });
+    let event = Session::connect_event(
+        accepted.hub.shared(),
+        id.clone(),
+        claims.user_id.as_deref(),
+        Some(super::SUBPROTOCOL),
+        body,
+    );
+    let (answer, session) = edge
+        .upstream
+        .connect(event)
+        .await
+        .map_err(|r| (ConnackCode::from_http(r.status), r.message))?;
+    upstream::apply_connect(&answer, &mut claims, None);
+    if let Some(user) = &claims.user_id {
+        let max = edge.config.hub_limits(&accepted.hub).max_user_id_chars;
+        if user.chars().count() > max {
+            return Err((
+                ConnackCode::BAD_USERNAME_OR_PASSWORD,
+                format!("user id longer than {max} characters (limits.max_user_id_chars)"),
+            ));
+        }
+    }
+    let (permissions, rejected) = Permissions::from_roles(&claims.roles);
+    if !rejected.is_empty() {
+        tracing::warn!(connection.id = %id, roles = ?rejected, "ignoring unknown or invalid roles");
+    }
+    let session = Arc::new(session);
+    edge.sessions.insert(id.shared(), session.clone());
+    let conn = edge.node.register_client(ConnectSpec {
+        id,
+        hub: accepted.hub.clone(),
+        user_id: claims.user_id.map(Into::into),
+        format: WireFormat::Mqtt,
+        subprotocol: Some(super::SUBPROTOCOL),
+        reliable: None,
+        remote_addr: accepted.remote,
+        permissions,
+        groups: claims.groups,
+        greeting: None,
+    });
+    Ok(Admitted {
+        conn,
+        session,
+        assigned_client_id,
+    })
+}
+
+/// Azure's CONNECT rules (spec part 2 §1.1).
+fn check_connect(connect: &Connect) -> Result<(), ConnectRefusal> {
+    let id = &connect.client_id;
+    let id_ok = id.len() <= MAX_CLIENT_ID_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !id_ok || (id.is_empty() && connect.version == Version::V311) {
+        return Err((
+            ConnackCode::CLIENT_ID_INVALID,
+            format!("the client id must be 1 to {MAX_CLIENT_ID_CHARS} characters of [0-9a-zA-Z]"),
+        ));
+    }
+    if connect.version == Version::V311 && !(1..=MAX_KEEP_ALIVE).contains(&connect.keep_alive) {
+        return Err((
+            ConnackCode::CLIENT_ID_INVALID,
+            format!("the keep-alive must be between 1 and {MAX_KEEP_ALIVE} seconds"),
+        ));
+    }
+    if let Some(will) = &connect.will {
+        let chars = will.topic.chars().count();
+        if chars == 0 || chars > MAX_WILL_TOPIC_CHARS || will.topic.trim().is_empty() {
+            return Err((
+                ConnackCode::TOPIC_NAME_INVALID,
+                format!(
+                    "the will topic must have 1 to {MAX_WILL_TOPIC_CHARS} characters, not all whitespace"
+                ),
+            ));
+        }
+        if will.payload.len() > MAX_WILL_PAYLOAD_BYTES {
+            return Err((
+                ConnackCode::PACKET_TOO_LARGE,
+                format!("the will payload exceeds {MAX_WILL_PAYLOAD_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A client id is one session: an older session of the same client id on this node is
+/// ended (MQTT 5: DISCONNECT 0x8E) before the new one registers.
+async fn take_over(mqtt: &MqttEdge, hub: &HubKey, client_id: &str) -> Result<(), ConnectRefusal> {
+    let node = &mqtt.edge.node;
+    let Some(old) = node.local_connection(hub, client_id) else {
+        return Ok(());
+    };
+    if old.format() != WireFormat::Mqtt {
+        return Err((
+            ConnackCode::CLIENT_ID_INVALID,
+            "the client id is the id of another connection".into(),
+        ));
+    }
+    old.close(Close::Server {
+        code: close::BY_SERVICE,
+        reason: format!(
+            "{}: session taken over by a new connection",
+            reason::SESSION_TAKEN_OVER
+        ),
+        discard_queued: true,
+    });
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT * 2;
+    while node.local_connection(hub, client_id).is_some() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err((
+                ConnackCode::SERVER_BUSY,
+                "the previous session of this client id is still ending; retry".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// What the reader and the writer of a session share.
+#[derive(Debug)]
+struct Shared {
+    version: Version,
+    /// Granted QoS of each subscription.
+    subscriptions: Mutex<HashMap<Arc<str>, u8>>,
+    /// Packet ids of QoS 1 messages written and not yet acknowledged.
+    inflight: Mutex<HashSet<u16>>,
+    /// A PUBACK freed a place in the window.
+    released: Notify,
+    /// The most QoS 1 messages in flight to the client.
+    window: usize,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    max_packet_size: usize,
+}
+
+impl Shared {
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u8>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The QoS a message on `topic` is delivered with: Azure's `min(1, granted)`; messages
+    /// of the server topic are published at QoS 1 whether or not the client subscribed to
+    /// it, and groups joined by the service or the token (not by SUBSCRIBE) count as a
+    /// subscription with default options (QoS 0).
+    fn delivery_qos(&self, topic: &str) -> u8 {
+        let granted = self.lock_subscriptions().get(topic).copied();
+        match granted {
+            Some(q) => q.min(1),
+            None if topic == SERVER_MESSAGES_TOPIC => 1,
+            None => 0,
+        }
+    }
+}
+
+/// How the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client sent DISCONNECT; `will` when its reason code asks for the will (0x04).
+    Disconnected { code: u8, will: bool },
+    /// The socket closed or failed without a DISCONNECT.
+    Lost,
+    /// The server is closing the session (a bad packet, a limit, keep-alive).
+    Stopped,
+}
+
+async fn run_session<S>(
+    mqtt: &Arc<MqttEdge>,
+    admitted: Admitted,
+    connect: Box<Connect>,
+    framer: packet::Framer,
+    ws: WebSocketStream<S>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let edge = &mqtt.edge;
+    let Admitted {
+        conn,
+        session,
+        assigned_client_id,
+    } = admitted;
+    let version = connect.version;
+    let hub_limits = edge.config.hub_limits(conn.hub());
+    let config_window = usize::from(edge.config.mqtt.inflight_window.max(1));
+    let shared = Shared {
+        version,
+        subscriptions: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashSet::new()),
+        released: Notify::new(),
+        window: connect
+            .receive_max
+            .map_or(config_window, |r| usize::from(r.max(1)).min(config_window)),
+        max_packet_size: connect
+            .max_packet_size
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+    };
+    let server_keep_alive = (version == Version::V5
+        && !(1..=MAX_KEEP_ALIVE).contains(&connect.keep_alive))
+    .then_some(MAX_KEEP_ALIVE);
+    let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
+    let connack = packet::connack(
+        version,
+        ConnackCode::ACCEPTED,
+        false,
+        ConnackProperties {
+            assigned_client_id,
+            receive_max: edge.config.mqtt.inflight_window.max(1),
+            server_keep_alive,
+            max_packet_size: u32::try_from(hub_limits.max_message_bytes).unwrap_or(u32::MAX),
+            reason: None,
+            user_properties: Vec::new(),
+        },
+    );
+    let epoch = conn.outbox().epoch();
+    let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
+    // The CONNACK is the first packet the client reads.
+    let _ = control.send(connack).await;
+    if edge.draining.is_cancelled() {
+        server_close(
+            &conn,
+            reason::SERVER_SHUTTING_DOWN,
+            close::GOING_AWAY,
+            "The server is shutting down.",
+        );
+    }
+    edge.upstream.connected(&session);
+    tracing::debug!(version = version.level(), "connected");
+
+    let (sink, stream) = ws.split();
+    let reader = Reader {
+        mqtt,
+        conn: &conn,
+        shared: &shared,
+        control,
+        framer,
+        limit: hub_limits.max_message_bytes,
+        rate: RateLimiter::new(&hub_limits),
+        inbound_qos2: HashSet::new(),
+        keep_alive: if keep_alive == 0 {
+            edge.config.limits.idle_timeout
+        } else {
+            Duration::from_millis(u64::from(keep_alive) * 1500)
+        },
+    };
+    let read = reader.run(stream);
+    let write = write_loop(&conn, &shared, sink, control_rx, epoch);
+    let end = {
+        tokio::pin!(read, write);
+        tokio::select! {
+            end = &mut read => {
+                if !matches!(end, ReadEnd::Stopped) {
+                    conn.close(Close::Peer);
+                }
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut write).await;
+                end
+            }
+            () = &mut write => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut read).await;
+                ReadEnd::Stopped
+            }
+            () = edge.kill.cancelled() => ReadEnd::Stopped,
+        }
+    };
+    let will = match end {
+        ReadEnd::Disconnected { will, .. } => will,
+        ReadEnd::Lost | ReadEnd::Stopped => !matches!(
+            conn.outbox().current_close(),
+            Some(Close::Server {
+                code: close::BY_SERVICE,
+                ..
+            })
+        ),
+    };
+    if will && let Some(will) = &connect.will {
+        publish_will(mqtt, &conn, version, will);
+    }
+    let label = match (end, conn.outbox().current_close()) {
+        (ReadEnd::Disconnected { .. }, _) => "client",
+        (_, Some(Close::Server { code, .. })) => match code {
+            close::BY_SERVICE => "closed_by_service",
+            close::GOING_AWAY => "shutdown",
+            close::TOO_BIG => "message_too_large",
+            close::SLOW_CONSUMER => "slow_consumer",
+            close::POLICY_VIOLATION => "policy",
+            _ => "protocol_error",
+        },
+        _ => "client",
+    };
+    edge.node
+        .metrics()
+        .registry()
+        .disconnects
+        .with(&[conn.hub(), label])
+        .inc();
+    edge.node.unregister_client(&conn);
+    edge.sessions.remove(conn.id().as_str());
+    let why = upstream::disconnect_reason(&conn);
+    edge.upstream.disconnected(&session, why.as_deref()).await;
+    tracing::debug!(reason = label, "disconnected");
+}
+
+/// Publishes the will of a session that ended without a normal DISCONNECT, under the same
+/// permission as any PUBLISH. Azure's wills are not retained and not delayed.
+fn publish_will(mqtt: &MqttEdge, conn: &Connection, version: Version, will: &packet::Will) {
+    let topic = &*will.topic;
+    if router::check_group_name(topic).is_err()
+        || topic.starts_with(RESERVED_PREFIX)
+        || !conn.allows(Permission::SendToGroup, topic)
+    {
+        tracing::debug!(
+            topic,
+            "will not published: no permission or an invalid topic"
+        );
+        return;
+    }
+    let content_type = if version == Version::V5 {
+        will.content_type.as_deref()
+    } else {
+        None
+    };
+    match codec::data_of(content_type, will.payload.clone()) {
+        Ok(data) => {
+            let _ = mqtt
+                .edge
+                .node
+                .send_to_group_from_client(conn, topic, false, data);
+            tracing::debug!(topic, "will published");
+        }
+        Err(e) => tracing::debug!(error = %e, "will not published"),
+    }
+}
+
+/// Starts a server close: the writer sends DISCONNECT with `mqtt_reason` (MQTT 5) and the
+/// WebSocket close with `ws_code`. The MQTT reason code travels in front of the text.
+fn server_close(conn: &Connection, mqtt_reason: u8, ws_code: u16, why: &str) {
+    conn.close(Close::Server {
+        code: ws_code,
+        reason: format!("{mqtt_reason}: {why}"),
+        discard_queued: false,
+    });
+}
+
+/// The MQTT 5 reason code and text of a server close: the session's own closes carry the
+/// code in front of the text ([`server_close`]); the service's closes (REST, gRPC, limits,
+/// shutdown) are mapped from their WebSocket close code.
+fn disconnect_reason(code: u16, text: &str) -> (u8, String) {
+    if let Some((head, rest)) = text.split_once(": ")
+        && let Ok(mqtt) = head.parse::<u8>()
+    {
+        return (mqtt, rest.to_owned());
+    }
+    let mqtt = match code {
+        close::BY_SERVICE => reason::ADMINISTRATIVE_ACTION,
+        close::GOING_AWAY => reason::SERVER_SHUTTING_DOWN,
+        close::TOO_BIG => reason::PACKET_TOO_LARGE,
+        close::SLOW_CONSUMER => reason::QUOTA_EXCEEDED,
+        close::POLICY_VIOLATION => reason::MESSAGE_RATE_TOO_HIGH,
+        close::PROTOCOL_ERROR => reason::PROTOCOL_ERROR,
+        _ => reason::UNSPECIFIED,
+    };
+    (mqtt, text.to_owned())
+}
+
+/// The reader of one session.
+struct Reader<'a> {
+    mqtt: &'a MqttEdge,
+    conn: &'a Arc<Connection>,
+    shared: &'a Shared,
+    control: mpsc::Sender<Bytes>,
+    framer: packet::Framer,
+    limit: usize,
+    rate: RateLimiter,
+    /// Packet ids of QoS 2 publishes received and not yet released (PUBREL).
+    inbound_qos2: HashSet<u16>,
+    keep_alive: Duration,
+}
+
+impl Reader<'_> {
+    async fn run<R>(mut self, mut stream: R) -> ReadEnd
+    where
+        R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
+        // Packets already buffered with the CONNECT.
+        if let Some(end) = self.drain().await {
+            return end;
+        }
+        loop {
+            let message = tokio::select! {
+                m = stream.next() => m,
+                () = tokio::time::sleep(self.keep_alive) => {
+                    self.mqtt.edge.limits.hit(LimitKind::IdleTimeout);
+                    server_close(
+                        self.conn,
+                        reason::KEEP_ALIVE_TIMEOUT,
+                        close::POLICY_VIOLATION,
+                        "Nothing received within 1.5 times the keep-alive.",
+                    );
+                    return ReadEnd::Stopped;
+                }
+            };
+            match message {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    if self.conn.outbox().is_closing() {
+                        continue;
+                    }
+                    self.framer.extend(&bytes);
+                    if let Some(end) = self.drain().await {
+                        return end;
+                    }
+                }
+                Some(Ok(WsMessage::Text(_))) => {
+                    self.stop(
+                        reason::MALFORMED,
+                        close::UNSUPPORTED_DATA,
+                        "MQTT is carried in binary messages.",
+                    );
+                    return ReadEnd::Stopped;
+                }
+                Some(Ok(WsMessage::Close(_))) | None => return ReadEnd::Lost,
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(_))) => {
+                    self.mqtt.edge.limits.hit(LimitKind::MessageSize);
+                    self.stop(
+                        reason::PACKET_TOO_LARGE,
+                        close::TOO_BIG,
+                        &format!("The packet exceeds the limit of {} bytes.", self.limit),
+                    );
+                    return ReadEnd::Stopped;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return ReadEnd::Lost;
+                }
+            }
+        }
+    }
+
+    fn stop(&self, mqtt_reason: u8, ws_code: u16, why: &str) {
+        tracing::debug!(reason = mqtt_reason, why, "closing the session");
+        server_close(self.conn, mqtt_reason, ws_code, why);
+    }
+
+    /// Carries out every whole packet buffered; `Some` when reading must stop.
+    async fn drain(&mut self) -> Option<ReadEnd> {
+        loop {
+            let bytes = match self.framer.next_packet(self.limit) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return None,
+                Err(packet::FrameError::TooLarge { size, limit }) => {
+                    self.mqtt.edge.limits.hit(LimitKind::MessageSize);
+                    self.stop(
+                        reason::PACKET_TOO_LARGE,
+                        close::TOO_BIG,
+                        &format!("The packet of {size} bytes exceeds the limit of {limit} bytes."),
+                    );
+                    return Some(ReadEnd::Stopped);
+                }
+                Err(e) => {
+                    self.stop(reason::MALFORMED, close::PROTOCOL_ERROR, &e.to_string());
+                    return Some(ReadEnd::Stopped);
+                }
+            };
+            let inbound = match packet::decode(self.shared.version, &bytes) {
+                Ok(inbound) => inbound,
+                Err(e) => {
+                    self.stop(reason::MALFORMED, close::PROTOCOL_ERROR, &e.to_string());
+                    return Some(ReadEnd::Stopped);
+                }
+            };
+            if let Some(end) = self.on_packet(inbound, bytes.len()).await {
+                return Some(end);
+            }
+        }
+    }
+
+    async fn reply(&self, packet: Bytes) {
+        let _ = self.control.send(packet).await;
+    }
+
+    async fn on_packet(&mut self, inbound: Inbound, len: usize) -> Option<ReadEnd> {
+        let version = self.shared.version;
+        match inbound {
+            Inbound::Publish(publish) => return self.on_publish(publish, len).await,
+            Inbound::Puback(id) => {
+                if self.shared.lock_inflight().remove(&id) {
+                    self.shared.released.notify_one();
+                }
+            }
+            Inbound::Pubrel(id) => {
+                let found = self.inbound_qos2.remove(&id);
+                self.reply(packet::pubcomp(version, id, found)).await;
+            }
+            // The server never publishes at QoS 2, so a PUBREC or PUBCOMP names nothing.
+            Inbound::Pubrec | Inbound::Pubcomp => {}
+            Inbound::Subscribe {
+                packet_id,
+                topics,
+                subscription_id,
+            } => {
+                let codes: Vec<u8> = topics
+                    .iter()
+                    .map(|(filter, qos)| {
+                        if subscription_id {
+                            reason::SUBSCRIPTION_IDS_NOT_SUPPORTED
+                        } else {
+                            self.subscribe(filter, *qos)
+                        }
+                    })
+                    .collect();
+                self.reply(packet::suback(version, packet_id, &codes)).await;
+            }
+            Inbound::Unsubscribe { packet_id, topics } => {
+                let codes: Vec<u8> = topics.iter().map(|t| self.unsubscribe(t)).collect();
+                self.reply(packet::unsuback(version, packet_id, &codes))
+                    .await;
+            }
+            Inbound::Pingreq => self.reply(packet::pingresp(version)).await,
+            Inbound::Disconnect { code } => {
+                return Some(ReadEnd::Disconnected {
+                    code,
+                    will: code == 0x04,
+                });
+            }
+            Inbound::Connect(_) => {
+                self.stop(
+                    reason::PROTOCOL_ERROR,
+                    close::PROTOCOL_ERROR,
+                    "A second CONNECT packet.",
+                );
+                return Some(ReadEnd::Stopped);
+            }
+            Inbound::Unexpected(kind) => {
+                self.stop(
+                    reason::PROTOCOL_ERROR,
+                    close::PROTOCOL_ERROR,
+                    &format!("A client may not send {kind}."),
+                );
+                return Some(ReadEnd::Stopped);
+            }
+        }
+        None
+    }
+
+    /// One subscription: its MQTT 5 reason code (the granted QoS on success).
+    fn subscribe(&self, filter: &str, qos: u8) -> u8 {
+        if filter.starts_with("$share/") {
+            return reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
+        }
+        if filter.contains(['+', '#']) {
+            return reason::WILDCARDS_NOT_SUPPORTED;
+        }
+        let granted = qos.min(2);
+        if filter == SERVER_MESSAGES_TOPIC {
+            self.shared
+                .lock_subscriptions()
+                .insert(filter.into(), granted);
+            return granted;
+        }
+        if filter.starts_with(RESERVED_PREFIX) || router::check_group_name(filter).is_err() {
+            return reason::TOPIC_FILTER_INVALID;
+        }
+        if !self.conn.allows(Permission::JoinLeaveGroup, filter) {
+            return reason::NOT_AUTHORIZED;
+        }
+        let edge = &self.mqtt.edge;
+        let max = edge
+            .config
+            .hub_limits(self.conn.hub())
+            .max_groups_per_connection;
+        {
+            let membership = self.conn.groups();
+            if membership.len() >= max && !membership.iter().any(|g| &**g == filter) {
+                edge.limits.hit(LimitKind::GroupsPerConnection);
+                return reason::QUOTA_EXCEEDED;
+            }
+        }
+        edge.node.join_group_from_client(self.conn, filter);
+        self.shared
+            .lock_subscriptions()
+            .insert(filter.into(), granted);
+        granted
+    }
+
+    fn unsubscribe(&self, filter: &str) -> u8 {
+        if filter == SERVER_MESSAGES_TOPIC {
+            return match self.shared.lock_subscriptions().remove(filter) {
+                Some(_) => reason::SUCCESS,
+                None => reason::NO_SUBSCRIPTION_EXISTED,
+            };
+        }
+        if router::check_group_name(filter).is_err() || filter.contains(['+', '#']) {
+            return reason::TOPIC_FILTER_INVALID;
+        }
+        if !self.conn.allows(Permission::JoinLeaveGroup, filter) {
+            return reason::NOT_AUTHORIZED;
+        }
+        self.shared.lock_subscriptions().remove(filter);
+        if self
+            .mqtt
+            .edge
+            .node
+            .leave_group_from_client(self.conn, filter)
+        {
+            reason::SUCCESS
+        } else {
+            reason::NO_SUBSCRIPTION_EXISTED
+        }
+    }
+
+    /// Answers a PUBLISH of QoS 1 or 2 with `code` (success or a refusal).
+    async fn ack(&self, publish: &Publish, code: u8, why: Option<&str>) {
+        let version = self.shared.version;
+        let Some(id) = publish.packet_id else { return };
+        let packet = if publish.qos == 1 {
+            packet::puback(version, id, code, why)
+        } else {
+            packet::pubrec(version, id, code, why)
+        };
+        self.reply(packet).await;
+    }
+
+    /// A PUBLISH: a send to the group named by its topic. A refusal is told in the PUBACK
+    /// or PUBREC for QoS 1 and 2; at QoS 0 there is nothing to tell it in, so the session
+    /// is closed (as Azure does).
+    async fn on_publish(&mut self, publish: Publish, len: usize) -> Option<ReadEnd> {
+        let version = self.shared.version;
+        let edge = &self.mqtt.edge;
+        edge.node
+            .hub_metrics(self.conn.hub())
+            .received(true, publish.payload.len());
+        if version == Version::V5 {
+            if publish.topic_alias.is_some() {
+                self.stop(
+                    reason::TOPIC_ALIAS_INVALID,
+                    close::PROTOCOL_ERROR,
+                    "Topic aliases are not supported (Topic Alias Maximum 0).",
+                );
+                return Some(ReadEnd::Stopped);
+            }
+            if publish.retain {
+                self.stop(
+                    reason::RETAIN_NOT_SUPPORTED,
+                    close::PROTOCOL_ERROR,
+                    "Retained messages are not supported (Retain Available 0).",
+                );
+                return Some(ReadEnd::Stopped);
+            }
+        }
+        if let Err(kind) = self.rate.take(len, tokio::time::Instant::now()) {
+            edge.limits.hit(kind);
+            self.stop(
+                reason::MESSAGE_RATE_TOO_HIGH,
+                close::POLICY_VIOLATION,
+                &format!(
+                    "The connection exceeded its limit (limits.{}).",
+                    kind.name()
+                ),
+            );
+            return Some(ReadEnd::Stopped);
+        }
+        if publish.qos == 2 {
+            let id = publish.packet_id.unwrap_or_default();
+            if self.inbound_qos2.contains(&id) {
+                // A resend of a publish already taken: acknowledge it again, deliver once.
+                self.ack(&publish, reason::SUCCESS, None).await;
+                return None;
+            }
+            if self.inbound_qos2.len() >= usize::from(edge.config.mqtt.inflight_window.max(1)) {
+                self.stop(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    close::POLICY_VIOLATION,
+                    &format!(
+                        "More than {} QoS 2 publishes were not released (mqtt.inflight_window).",
+                        edge.config.mqtt.inflight_window
+                    ),
+                );
+                return Some(ReadEnd::Stopped);
+            }
+        }
+        let topic = &*publish.topic;
+        let refusal = if topic.starts_with(RESERVED_PREFIX) {
+            Some((
+                reason::NOT_AUTHORIZED,
+                "Topics under $webpubsub/ are reserved.".to_owned(),
+            ))
+        } else if let Err(e) = router::check_group_name(topic) {
+            Some((reason::TOPIC_NAME_INVALID, e.to_string()))
+        } else if !self.conn.allows(Permission::SendToGroup, topic) {
+            Some((
+                reason::NOT_AUTHORIZED,
+                format!("The connection has no permission to publish to '{topic}'."),
+            ))
+        } else {
+            None
+        };
+        let content_type = publish.content_type.as_deref();
+        let data = match refusal {
+            Some(refusal) => Err(refusal),
+            None => codec::data_of(content_type, publish.payload.clone())
+                .map_err(|e| (reason::PAYLOAD_FORMAT_INVALID, e.to_string())),
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err((code, why)) => {
+                if publish.qos == 0 {
+                    self.stop(code, close::POLICY_VIOLATION, &why);
+                    return Some(ReadEnd::Stopped);
+                }
+                self.ack(&publish, code, Some(&why)).await;
+                return None;
+            }
+        };
+        let sent = edge
+            .node
+            .send_to_group_from_client(self.conn, topic, false, data);
+        if publish.qos == 2 {
+            self.inbound_qos2
+                .insert(publish.packet_id.unwrap_or_default());
+        }
+        match sent {
+            Ok(None) => self.ack(&publish, reason::SUCCESS, None).await,
+            Ok(Some(forwarded)) if publish.qos > 0 => {
+                // In a cluster the acknowledgement waits until Redis has the message; the
+                // reader goes on meanwhile.
+                let control = self.control.clone();
+                let (qos, id) = (publish.qos, publish.packet_id.unwrap_or_default());
+                tokio::spawn(async move {
+                    let (code, why) = match forwarded.outcome().await {
+                        Ok(()) => (reason::SUCCESS, None),
+                        Err(e) => (reason::UNSPECIFIED, Some(e.to_string())),
+                    };
+                    let packet = if qos == 1 {
+                        packet::puback(version, id, code, why.as_deref())
+                    } else {
+                        packet::pubrec(version, id, code, why.as_deref())
+                    };
+                    let _ = control.send(packet).await;
+                });
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                let why = e.to_string();
+                self.ack(&publish, reason::UNSPECIFIED, Some(&why)).await;
+            }
+        }
+        None
+    }
+}
+
+/// Writes the session's packets: answers from the reader first, then messages from the
+/// outbox as PUBLISH packets within the in-flight window. Returns when the session ends.
+async fn write_loop<W>(
+    conn: &Connection,
+    shared: &Shared,
+    mut sink: W,
+    mut control: mpsc::Receiver<Bytes>,
+    epoch: u64,
+) where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let mut batch = Vec::new();
+    let mut pending: VecDeque<Frame> = VecDeque::new();
+    let mut next_id: u16 = 0;
+    let mut head = BytesMut::new();
+    // The reader's end drops the sender; the writer goes on to write the close.
+    let mut reader_gone = false;
+    loop {
+        let window_full = !pending.is_empty();
+        tokio::select! {
+            biased;
+            packet = control.recv(), if !reader_gone => {
+                let Some(packet) = packet else {
+                    reader_gone = true;
+                    continue;
+                };
+                let mut write = sink.feed(WsMessage::Binary(packet)).await;
+                while write.is_ok() && let Ok(more) = control.try_recv() {
+                    write = sink.feed(WsMessage::Binary(more)).await;
+                }
+                if write.is_err() || sink.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            () = shared.released.notified(), if window_full => {}
+            () = conn.outbox().closed(), if window_full => {
+                final_close(conn, shared, &mut sink).await;
+                return;
+            }
+            taken = conn.outbox().take(epoch, &mut batch), if !window_full => match taken {
+                Taken::Frames => pending.extend(batch.drain(..).map(|q| q.frame)),
+                Taken::Close(Close::Server { .. }) => {
+                    final_close(conn, shared, &mut sink).await;
+                    return;
+                }
+                Taken::Close(Close::Peer) => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+                    return;
+                }
+                Taken::Detached => return,
+            },
+        }
+        let mut wrote = false;
+        while let Some(frame) = pending.front() {
+            let Frame::Binary(bytes) = frame else {
+                pending.pop_front();
+                continue;
+            };
+            let Some(body) = PublishBody::split(bytes) else {
+                pending.pop_front();
+                continue;
+            };
+            let qos = shared.delivery_qos(body.topic_name());
+            let packet_id = if qos > 0 {
+                let mut inflight = shared.lock_inflight();
+                if inflight.len() >= shared.window {
+                    break;
+                }
+                loop {
+                    next_id = next_id.wrapping_add(1).max(1);
+                    if inflight.insert(next_id) {
+                        break Some(next_id);
+                    }
+                }
+            } else {
+                None
+            };
+            pending.pop_front();
+            head.clear();
+            body.write_head(qos, packet_id, shared.version == Version::V5, &mut head);
+            if head.len() + body.payload.len() > shared.max_packet_size {
+                // MQTT-3.1.2-25: a packet the client cannot take is dropped for it.
+                if let Some(id) = packet_id {
+                    shared.lock_inflight().remove(&id);
+                }
+                continue;
+            }
+            let result = if body.payload.len() < 256 {
+                head.extend_from_slice(&body.payload);
+                sink.feed(WsMessage::Binary(head.split().freeze())).await
+            } else {
+                // The shared payload follows its per-session head as the continuation of
+                // one WebSocket message: no per-recipient copy of it.
+                let first =
+                    WsFrame::message(head.split().freeze(), OpCode::Data(OpData::Binary), false);
+                let rest =
+                    WsFrame::message(body.payload.clone(), OpCode::Data(OpData::Continue), true);
+                match sink.feed(WsMessage::Frame(first)).await {
+                    Ok(()) => sink.feed(WsMessage::Frame(rest)).await,
+                    Err(e) => Err(e),
+                }
+            };
+            if result.is_err() {
+                return;
+            }
+            wrote = true;
+        }
+        if wrote && sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes DISCONNECT (MQTT 5) and the close frame of a server close.
+async fn final_close<W>(conn: &Connection, shared: &Shared, sink: &mut W)
+where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let Some(Close::Server { code, reason, .. }) = conn.outbox().current_close() else {
+        return;
+    };
+    let (mqtt, text) = disconnect_reason(code, &reason);
+    let send = async {
+        if let Some(packet) = packet::disconnect(shared.version, mqtt, &text) {
+            sink.feed(WsMessage::Binary(packet)).await?;
+        }
+        let mut end = text.len().min(123);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        sink.send(WsMessage::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: text[..end].to_owned().into(),
+        })))
+        .await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_carry_the_session_code_or_map_the_service_close() {
+        assert_eq!(
+            disconnect_reason(close::POLICY_VIOLATION, "147: too many"),
+            (reason::RECEIVE_MAXIMUM_EXCEEDED, "too many".to_owned())
+        );
+        assert_eq!(
+            disconnect_reason(close::BY_SERVICE, "Closed by the service"),
+            (
+                reason::ADMINISTRATIVE_ACTION,
+                "Closed by the service".to_owned()
+            )
+        );
+        assert_eq!(
+            disconnect_reason(close::GOING_AWAY, "bye").0,
+            reason::SERVER_SHUTTING_DOWN
+        );
+    }
+
+    fn connect(id: &str, version: Version, keep_alive: u16) -> Connect {
+        Connect {
+            version,
+            client_id: id.into(),
+            clean_start: true,
+            keep_alive,
+            username: None,
+            password: None,
+            will: None,
+            receive_max: None,
+            max_packet_size: None,
+            user_properties: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn connect_rules_are_azures() {
+        assert!(check_connect(&connect("abc123", Version::V311, 60)).is_ok());
+        assert!(
+            check_connect(&connect("", Version::V5, 0)).is_ok(),
+            "5.0 gets an id"
+        );
+        for bad in ["", "has-dash", "ünï", &"a".repeat(129)] {
+            let refused = check_connect(&connect(bad, Version::V311, 60));
+            assert_eq!(
+                refused.map_err(|e| e.0),
+                Err(ConnackCode::CLIENT_ID_INVALID),
+                "{bad}"
+            );
+        }
+        assert!(check_connect(&connect("a", Version::V311, 0)).is_err());
+        assert!(check_connect(&connect("a", Version::V311, 181)).is_err());
+        let mut with_will = connect("a", Version::V5, 60);
+        with_will.will = Some(packet::Will {
+            topic: "  ".into(),
+            payload: Bytes::new(),
+            content_type: None,
+        });
+        assert_eq!(
+            check_connect(&with_will).map_err(|e| e.0),
+            Err(ConnackCode::TOPIC_NAME_INVALID)
+        );
+        if let Some(will) = &mut with_will.will {
+            will.topic = "t".into();
+            will.payload = Bytes::from(vec![0; MAX_WILL_PAYLOAD_BYTES + 1]);
+        }
+        assert_eq!(
+            check_connect(&with_will).map_err(|e| e.0),
+            Err(ConnackCode::PACKET_TOO_LARGE)
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! The Socket.IO edge: the stock `socket.io-client` at `/clients/socketio/hubs/{hub}/`, as
+//! Azure's Web PubSub for Socket.IO serves it in serverless mode.
+//!
+//! Engine.IO v4 with both transports: HTTP long-polling (a `GET` waits for what is queued,
+//! a `POST` carries what the client sends) and WebSocket, directly or upgraded from
+//! long-polling. Heartbeats are answered here and never reach a backend.
+//!
+//! Azure's mapping: one Engine.IO connection is one connection (its id is the Engine.IO
+//! `sid`); each namespace the client connects to is a socket with its own id, in the groups
+//! `0~b64(ns)~` (the namespace) and `0~b64(ns)~b64(socket id)` (its own room), so REST and
+//! gRPC sends of `text/plain` Engine.IO payloads to those groups, filters and group
+//! operations reach Socket.IO sockets. Upstream events are raised per socket (`connect`,
+//! `connected`, `disconnected`, and `azure.webpubsub.user.message` named by the Socket.IO
+//! event), and a handler's answer to an event goes back to the client as is: that is how
+//! acks to `emitWithAck` work.
+//!
+//! In a cluster, every node serves the Engine.IO sessions it created. A long-polling request
+//! for a session of another node is answered `400` with Engine.IO's "Session ID unknown"
+//! (code 1), on which the stock client starts a new session: run long-polling clusters
+//! behind a balancer with session affinity, or let clients use WebSocket (one request).
+//!
+//! # Layout
+//! - this file: routes, the handshake (token, limits, registration) and the session table;
+//! - [`session`]: one Engine.IO session: its namespaces, packets, upstream events, heartbeat
+//!   and end;
+//! - [`polling`]: the long-polling `GET` and `POST`;
+//! - [`websocket`]: the WebSocket transport and the upgrade from long-polling.
+
+mod polling;
+mod session;
+mod websocket;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::Stream;
+use hyper::upgrade::OnUpgrade;
+use tracing::Instrument as _;
+use warp::http::{HeaderMap, Method, Response, StatusCode, header};
+use warp::{Filter, Rejection};
+
+use super::ws::Edge;
+use crate::limits::LimitKind;
+use crate::message::{Frame, WireFormat};
+use crate::protocol::socketio as packets;
+use crate::router::{ConnectSpec, HubKey, Permissions};
+use crate::sockets::ClientAddr;
+use crate::telemetry::trace;
+use crate::upstream;
+use hubcast_auth::{self as auth, ClientClaims, ClientProtocol};
+
+use session::EioSession;
+
+/// What the Socket.IO edge shares with every session.
+#[derive(Debug)]
+pub(crate) struct SocketIoEdge {
+    /// The shared client edge state: service layer, upstream, config, tasks, shutdown.
+    edge: Arc<Edge>,
+    /// The Engine.IO sessions of this node, by `sid` (the connection id).
+    sessions: DashMap<Arc<str>, Arc<EioSession>>,
+}
+
+impl SocketIoEdge {
+    pub(crate) fn new(edge: Arc<Edge>) -> Arc<Self> {
+        Arc::new(Self {
+            edge,
+            sessions: DashMap::new(),
+        })
+    }
+}
+
+/// The parts of a request the edge looks at.
+struct Request {
+    hub: String,
+    method: Method,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    upgrade: Option<OnUpgrade>,
+    remote: Option<std::net::SocketAddr>,
+    body: Option<BodyStream>,
+}
+
+type BodyStream = std::pin::Pin<
+    Box<dyn Stream<Item = Result<warp::hyper::body::Bytes, warp::Error>> + Send + 'static>,
+>;
+
+/// The request body as a stream of `Bytes`.
+fn boxed_body<S, B>(body: S) -> BodyStream
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt as _;
+    Box::pin(body.map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining()))))
+}
+
+impl Request {
+    fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The access token: `access_token` in the query, else an `Authorization: Bearer` header.
+    fn token(&self) -> Option<&str> {
+        self.query("access_token").or_else(|| {
+            self.header(header::AUTHORIZATION).and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .map(str::trim)
+            })
+        })
+    }
+
+    fn is_websocket(&self) -> bool {
+        self.header(header::UPGRADE)
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    }
+}
+
+/// An HTTP answer of the edge.
+pub(super) type Reply = Response<warp::hyper::body::Bytes>;
+
+/// A plain-text answer.
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    let mut response = Response::new(warp::hyper::body::Bytes::from(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    response
+}
+
+/// Engine.IO's error answer: `{"code":n,"message":"..."}` with a `400` (`403` for a refused
+/// token), which the stock client reports as a `connect_error`.
+fn eio_error(status: StatusCode, code: u8, message: &str) -> Reply {
+    let body = serde_json::json!({ "code": code, "message": message }).to_string();
+    let mut response = Response::new(warp::hyper::body::Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Engine.IO error codes (engine.io `Server.errors`).
+mod code {
+    pub(super) const UNKNOWN_TRANSPORT: u8 = 0;
+    pub(super) const UNKNOWN_SID: u8 = 1;
+    pub(super) const BAD_HANDSHAKE_METHOD: u8 = 2;
+    pub(super) const BAD_REQUEST: u8 = 3;
+    pub(super) const FORBIDDEN: u8 = 4;
+    pub(super) const UNSUPPORTED_PROTOCOL_VERSION: u8 = 5;
+}
+
+/// The warp filter for `/clients/socketio/hubs/{hub}` (with or without the trailing `/` the
+/// stock client adds).
+pub(crate) fn routes(
+    sio: Arc<SocketIoEdge>,
+) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    warp::path("clients")
+        .and(warp::path("socketio"))
+        .and(warp::path("hubs"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::method())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<ClientAddr>())
+        .and(warp::body::stream())
+        .then(
+            move |hub: String,
+                  method: Method,
+                  query: Vec<(String, String)>,
+                  headers: HeaderMap,
+                  upgrade: Option<OnUpgrade>,
+                  remote: Option<ClientAddr>,
+                  body| {
+                let sio = sio.clone();
+                let request = Request {
+                    hub,
+                    method,
+                    query,
+                    headers,
+                    upgrade,
+                    remote: remote.map(|ClientAddr(a)| a),
+                    body: Some(boxed_body(body)),
+                };
+                let span = tracing::info_span!(
+                    "socketio request",
+                    otel.kind = "server",
+                    protocol = "socketio",
+                    http.response.status_code = tracing::field::Empty,
+                );
+                trace::set_parent(&span, trace::extract_http(&request.headers));
+                async move {
+                    let response = handle(&sio, request).instrument(span.clone()).await;
+                    span.record("http.response.status_code", response.status().as_u16());
+                    response
+                }
+            },
+        )
+}
+
+/// Dispatches one request: a handshake, a poll, a post, or a WebSocket (new or upgrade).
+async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
+    let Some(hub_name) = auth::percent_decode(&request.hub) else {
+        return text(StatusCode::BAD_REQUEST, "hub name is not valid UTF-8\n");
+    };
+    let hub = match HubKey::new(&hub_name) {
+        Ok(hub) => hub,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    if request.query("EIO") != Some("4") {
+        return eio_error(
+            StatusCode::BAD_REQUEST,
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version: only Engine.IO v4 (Socket.IO v3 and later)",
+        );
+    }
+    let transport = request.query("transport").unwrap_or_default().to_owned();
+    let websocket = match transport.as_str() {
+        "polling" => false,
+        "websocket" => true,
+        _ => {
+            return eio_error(
+                StatusCode::BAD_REQUEST,
+                code::UNKNOWN_TRANSPORT,
+                "Transport unknown: use polling or websocket",
+            );
+        }
+    };
+    if let Some(sid) = request.query("sid").map(str::to_owned) {
+        let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
+            return eio_error(
+                StatusCode::BAD_REQUEST,
+                code::UNKNOWN_SID,
+                "Session ID unknown",
+            );
+        };
+        if session.hub() != &hub {
+            return eio_error(
+                StatusCode::BAD_REQUEST,
+                code::UNKNOWN_SID,
+                "Session ID unknown",
+            );
+        }
+        return match (websocket, request.method.clone()) {
+            (true, Method::GET) if request.is_websocket() => {
+                websocket::upgrade(sio, session, &mut request)
+            }
+            (false, Method::GET) => polling::poll(sio, &session).await,
+            (false, Method::POST) => {
+                let body = request.body.take().expect("the body is read once");
+                polling::post(sio, &session, body).await
+            }
+            _ => eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
+        };
+    }
+    if request.method != Method::GET {
+        return eio_error(
+            StatusCode::BAD_REQUEST,
+            code::BAD_HANDSHAKE_METHOD,
+            "Bad handshake method: a new session starts with a GET",
+        );
+    }
+    if websocket && !request.is_websocket() {
+        return eio_error(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            "transport=websocket needs a WebSocket upgrade request",
+        );
+    }
+    match open(sio, &request, &hub_name, hub.clone(), websocket) {
+        Ok(session) if websocket => websocket::accept_new(sio, session, &mut request),
+        Ok(session) => polling::handshake(sio, &session),
+        Err(refusal) => {
+            sio.edge
+                .node
+                .metrics()
+                .registry()
+                .connect_refusals
+                .with(&[refusal.0.as_str()])
+                .inc();
+            refusal.into_reply()
+        }
+    }
+}
+
+/// A refused handshake: the status and Engine.IO error.
+struct Refusal(StatusCode, u8, String);
+
+impl Refusal {
+    fn into_reply(self) -> Reply {
+        eio_error(self.0, self.1, &self.2)
+    }
+}
+
+/// A new Engine.IO session: token (or anonymous), per-hub limits, then registration. The
+/// `connect` event is raised later, per namespace.
+fn open(
+    sio: &Arc<SocketIoEdge>,
+    request: &Request,
+    hub_name: &str,
+    hub: HubKey,
+    websocket: bool,
+) -> Result<Arc<EioSession>, Refusal> {
+    let edge = &sio.edge;
+    if edge.draining.is_cancelled() {
+        return Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::BAD_REQUEST,
+            "the server is shutting down".into(),
+        ));
+    }
+    let claims = authenticate(edge, request, hub_name)?;
+    let limits = edge.config.hub_limits(&hub);
+    edge.node
+        .check_admission(&limits, &edge.limits, &hub, claims.user_id.as_deref())
+        .map_err(|refused| {
+            let status = match refused.kind {
+                LimitKind::UserIdLength => StatusCode::BAD_REQUEST,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
+            Refusal(status, code::FORBIDDEN, refused.message)
+        })?;
+    let body = upstream::connect_body(&request.query, &request.headers, request.token());
+    let (permissions, rejected) = Permissions::from_roles(&claims.roles);
+    if !rejected.is_empty() {
+        tracing::warn!(roles = ?rejected, "ignoring unknown or invalid roles");
+    }
+    let id = edge.node.new_connection_id();
+    let config = &edge.config.socketio;
+    // A WebSocket client gets the handshake as its first frame; a polling client as the
+    // answer to this request.
+    let greeting = websocket.then(|| {
+        Frame::Text(
+            packets::open_packet(
+                id.as_str(),
+                &[],
+                config.ping_interval.as_millis() as u64,
+                config.ping_timeout.as_millis() as u64,
+                config.max_payload_bytes,
+            )
+            .into(),
+        )
+    });
+    let conn = edge.node.register_client(ConnectSpec {
+        id,
+        hub,
+        user_id: claims.user_id.map(Into::into),
+        format: WireFormat::SocketIo,
+        subprotocol: None,
+        reliable: None,
+        remote_addr: request.remote,
+        permissions,
+        groups: claims.groups,
+        greeting,
+    });
+    let session = EioSession::new(sio, conn, body, websocket);
+    sio.sessions.insert(session.sid(), session.clone());
+    session::spawn_lifecycle(sio, session.clone());
+    Ok(session)
+}
+
+/// Verifies a Socket.IO access token (audience `.../clients/socketio/hubs/{hub}`), or admits
+/// an anonymous client where the hub allows it.
+fn authenticate(edge: &Edge, request: &Request, hub: &str) -> Result<ClientClaims, Refusal> {
+    match request.token() {
+        Some(token) => auth::verify_client_token_for(
+            token,
+            &edge.keys,
+            &edge.endpoint,
+            ClientProtocol::SocketIo,
+            hub,
+        )
+        .map_err(|e| Refusal(StatusCode::UNAUTHORIZED, code::FORBIDDEN, e.to_string())),
+        None if edge.config.hub(hub).anonymous_connect => Ok(ClientClaims::default()),
+        None => Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            code::FORBIDDEN,
+            "missing access token: pass access_token in the query (socket.io-client: \
+             query: { access_token }) or an Authorization: Bearer header"
+                .into(),
+        )),
+    }
+}
+
+/// Reads a request body of at most `max` bytes within `timeout`.
+async fn read_body(
+    mut body: BodyStream,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, (StatusCode, &'static str)> {
+    use futures_util::StreamExt as _;
+    let read = async {
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|_| (StatusCode::BAD_REQUEST, "the body could not be read"))?;
+            if out.len() + chunk.len() > max {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the payload exceeds maxPayload (socketio.max_payload_bytes)",
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(Err((
+        StatusCode::REQUEST_TIMEOUT,
+        "the body did not arrive within limits.request_body_timeout",
+    )))
+}
