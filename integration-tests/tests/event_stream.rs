@@ -201,6 +201,7 @@ async fn connect_decisions_and_user_event_replies_travel_on_the_stream() {
     let echo = pb::Payload {
         data: Some(pb::payload::Data::Json(r#"{"echo":1}"#.into())),
         content_type: String::new(),
+        ..Default::default()
     };
     listener
         .reply(

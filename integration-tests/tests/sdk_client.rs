@@ -695,3 +695,184 @@ async fn a_silent_connection_is_taken_as_dead_and_recovered() {
     assert_eq!(proxy.cuts(), 0);
     client.stop().await;
 }
+
+/// `invoke_event` against a webhook backend: an answer, an empty answer, a refusal with the
+/// handler's words, the caller's timeout and a dropped future cancelling the call upstream
+/// (its webhook request is dropped before the backend answers), an id in flight refused.
+async fn invoke_event_answers_fails_and_cancels(protocol: Protocol) {
+    use hubcast_integration_tests::webhook::{Answer, WebhookReceiver};
+    use hubcast_server::config::{EventHandlerConfig, HubConfig};
+
+    let mut receiver = WebhookReceiver::start_with(|r| match r.event() {
+        _ if r.method == http::Method::OPTIONS => Answer::allow_any_origin(),
+        "echo" => Answer::status(200)
+            .header("content-type", "application/json")
+            .body(r.body.clone()),
+        "empty" => Answer::status(204),
+        "refuse" => Answer::status(400).body("not like that"),
+        // "hold": answered too late for every caller.
+        _ => Answer::status(204).after(Duration::from_secs(3)),
+    })
+    .await;
+    let handler = EventHandlerConfig {
+        url_template: receiver.url("/upstream/{event}"),
+        user_event_pattern: Some("*".into()),
+        system_events: Vec::new(),
+        auth: None,
+        http2: false,
+    };
+    let server = TestServer::start_with(|c| {
+        c.hubs.insert(
+            HUB.into(),
+            HubConfig {
+                event_handlers: vec![handler],
+                ..HubConfig::default()
+            },
+        );
+    })
+    .await;
+    let url = server.url(HUB, Some("ivy"), &[], &[]);
+    let (client, mut events) = connect(url, protocol).await;
+    expect_connected(&mut events).await;
+
+    let answer = tokio::time::timeout(TIMEOUT, client.invoke_event("echo", json!({"n": [1, 2]})))
+        .await
+        .expect("in time")
+        .expect("answered");
+    assert_eq!(answer, Some(Payload::Json(json!({"n": [1, 2]}))));
+    let empty = client.invoke_event("empty", "x").await.expect("answered");
+    assert_eq!(empty, None);
+    let refused = client
+        .invoke_event("refuse", "x")
+        .await
+        .expect_err("refused");
+    assert!(refused.is_invocation(), "{refused}");
+    assert_eq!(refused.invocation_error_name(), Some("BadRequest"));
+    assert_eq!(refused.invocation_error_message(), Some("not like that"));
+
+    let started = std::time::Instant::now();
+    let late = client
+        .invoke_event("hold", "t")
+        .timeout(Duration::from_millis(300))
+        .await
+        .expect_err("timed out");
+    assert!(late.is_timeout(), "{late}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A future dropped before the answer cancels the call: its request is dropped too.
+    let dropped = client.invoke_event("hold", "d").into_future();
+    assert_eq!(dropped.invocation_id(), "5");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(dropped);
+    // Both held calls reached the backend, which has not answered them: their ids are free
+    // again only because the service abandoned them (else it answers `Duplicate`).
+    receiver.next_named("hold").await;
+    receiver.next_named("hold").await;
+    for id in ["4", "5"] {
+        let again = client
+            .invoke_event("echo", json!(id))
+            .invocation_id(id)
+            .await
+            .expect("the id is free again");
+        assert_eq!(again, Some(Payload::Json(json!(id))));
+    }
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn json_invoke_event_answers_fails_and_cancels() {
+    invoke_event_answers_fails_and_cancels(Protocol::JsonReliable).await;
+}
+
+#[tokio::test]
+async fn protobuf_invoke_event_answers_fails_and_cancels() {
+    invoke_event_answers_fails_and_cancels(Protocol::Protobuf).await;
+}
+
+/// Group streams through the SDK: a writer's chunks reach a reader in order with their
+/// positions and no gaps, then the end; the service's idle timeout ends a stream and the
+/// writer learns why; a stream of a dropped socket fails its writer.
+async fn group_streams_write_and_arrive_in_order(protocol: Protocol) {
+    let server = TestServer::start().await;
+    let roles = [JOIN_ROLE, SEND_ROLE];
+    let (publisher, mut pub_events) =
+        connect(server.url(HUB, Some("pub"), &roles, &[]), protocol).await;
+    expect_connected(&mut pub_events).await;
+    let (reader, mut events) =
+        connect(server.url(HUB, Some("reader"), &roles, &[]), protocol).await;
+    expect_connected(&mut events).await;
+    acked(publisher.join_group("live")).await.expect("join");
+    acked(reader.join_group("live")).await.expect("join");
+
+    let mut writer = tokio::time::timeout(
+        TIMEOUT,
+        publisher
+            .open_group_stream("live")
+            .stream_id("s1")
+            .no_echo(true)
+            .into_future(),
+    )
+    .await
+    .expect("in time")
+    .expect("opened");
+    assert_eq!(writer.stream_id(), "s1");
+    for i in 1..=5u64 {
+        writer.write(format!("chunk {i}")).await.expect("taken");
+    }
+    writer.keep_alive().expect("sent");
+    writer.end().await.expect("closed");
+    for i in 1..=6u64 {
+        let m = expect_group_message(&mut events).await;
+        let stream = m.stream.expect("a stream message");
+        assert_eq!(
+            (stream.stream_id.as_str(), stream.sequence_id, stream.missed),
+            ("s1", i, 0)
+        );
+        if i <= 5 {
+            assert_eq!(m.payload.as_text(), Some(format!("chunk {i}").as_str()));
+            assert!(!stream.end);
+        } else {
+            assert!(stream.end, "the end follows the last chunk");
+            assert_eq!(stream.error, None);
+        }
+    }
+
+    // Ended by the service when idle: the next write fails with its reason.
+    let mut idle = publisher
+        .open_group_stream("live")
+        .idle_timeout(Duration::from_millis(200))
+        .await
+        .expect("opened");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let error = idle.write("late").await.expect_err("the stream ended");
+    assert!(error.is_stream() || error.is_closed(), "{error}");
+    let end = expect_group_message(&mut events).await;
+    let position = end.stream.expect("a stream message");
+    assert!(position.end);
+    assert_eq!(
+        position.error.as_ref().map(|e| e.0.as_str()),
+        Some("IdleTimeout")
+    );
+
+    // Refused: no right to send to the group.
+    let (outsider, mut outsider_events) =
+        connect(server.url(HUB, Some("out"), &[], &[]), protocol).await;
+    expect_connected(&mut outsider_events).await;
+    let refused = outsider
+        .open_group_stream("live")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.stream_error_name(), Some("Forbidden"));
+    publisher.stop().await;
+    reader.stop().await;
+    outsider.stop().await;
+}
+
+#[tokio::test]
+async fn json_group_streams_write_and_arrive_in_order() {
+    group_streams_write_and_arrive_in_order(Protocol::JsonReliable).await;
+}
+
+#[tokio::test]
+async fn protobuf_group_streams_write_and_arrive_in_order() {
+    group_streams_write_and_arrive_in_order(Protocol::ProtobufReliable).await;
+}

@@ -467,6 +467,7 @@ async fn grpc_send_to_group(server: &TestServer, group: &str, traceparent: &str,
         payload: Some(pb::Payload {
             content_type: String::new(),
             data: Some(pb::payload::Data::Text(text.into())),
+            ..Default::default()
         }),
         ..Default::default()
     });

@@ -54,6 +54,8 @@ use crate::payload::Payload;
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
+    /// The last automatic invocation id, shared by every handle.
+    invocation_ids: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a client's connection stands.
@@ -89,6 +91,35 @@ pub(crate) enum Command {
     },
     Stop {
         done: oneshot::Sender<()>,
+    },
+    /// An invocation, sent when connected and answered by `invokeResponse`.
+    Invoke {
+        invocation_id: String,
+        event: String,
+        payload: Payload,
+        reply: oneshot::Sender<Result<Option<Payload>>>,
+    },
+    /// The caller stopped waiting: the service is told, and answers nothing.
+    CancelInvocation(String),
+    /// Opens a group stream on the current socket; answered once the service took it.
+    StreamStart {
+        stream_id: String,
+        group: String,
+        no_echo: bool,
+        idle_timeout_ms: Option<u32>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A chunk (answered once the service took it) or a keep-alive (`chunk: None`).
+    StreamData {
+        stream_id: String,
+        chunk: Option<(u64, Payload)>,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Ends a group stream; answered once the service closed it.
+    StreamEnd {
+        stream_id: String,
+        error: Option<(String, Option<String>)>,
+        reply: oneshot::Sender<Result<()>>,
     },
 }
 
@@ -185,7 +216,11 @@ impl Client {
         commands: mpsc::UnboundedSender<Command>,
         status: watch::Receiver<Status>,
     ) -> Self {
-        Self { commands, status }
+        Self {
+            commands,
+            status,
+            invocation_ids: Default::default(),
+        }
     }
 
     /// Joins `group`. The client remembers it and joins it again on every new connection.
@@ -232,6 +267,48 @@ impl Client {
             event: event.into(),
             payload: payload.into(),
             ack: AckChoice::Auto,
+        }
+    }
+
+    /// Opens a group stream to `group` (Azure's `sendToGroup` with `stream`): resolves with
+    /// a writer once the service took it. Its chunks reach the group's members in order, as
+    /// one stream ([`crate::GroupMessage::stream`]). A stream lives on its socket: when the
+    /// socket drops, the writer's next call fails ([`Error::is_closed`]).
+    ///
+    /// # Errors
+    /// [`Error::is_stream`]: the service refused the stream (`Forbidden`, `BadRequest`, the
+    /// per-connection limit); [`Error::is_closed`]: not connected.
+    pub fn open_group_stream(&self, group: impl Into<String>) -> OpenGroupStream<'_> {
+        OpenGroupStream {
+            client: self,
+            group: group.into(),
+            stream_id: None,
+            no_echo: false,
+            idle_timeout: None,
+        }
+    }
+
+    /// Calls the hub's upstream (`invoke`: the user event `azure.webpubsub.user.<event>`)
+    /// and resolves with its answer, if it sent data. Awaiting the returned builder sends it;
+    /// dropping the future before the answer cancels the call at the service
+    /// (`cancelInvocation`), and so does [`InvokeEvent::timeout`] when it passes.
+    ///
+    /// # Errors
+    /// [`Error::is_invocation`]: the upstream refused or failed the call, or the service gave
+    /// up on it ([`Error::invocation_error_name`]); [`Error::is_timeout`]: the caller's
+    /// timeout passed; [`Error::is_closed`]: the connection dropped with the call in flight;
+    /// [`Error::is_invalid_argument`]: its invocation id is in flight already.
+    pub fn invoke_event(
+        &self,
+        event: impl Into<String>,
+        payload: impl Into<Payload>,
+    ) -> InvokeEvent<'_> {
+        InvokeEvent {
+            client: self,
+            event: event.into(),
+            payload: payload.into(),
+            invocation_id: None,
+            timeout: None,
         }
     }
 
@@ -407,5 +484,266 @@ impl IntoFuture for SendEvent<'_> {
             },
             self.ack,
         )
+    }
+}
+
+/// An invocation being built ([`Client::invoke_event`]); await it to send it.
+#[derive(Debug)]
+#[must_use = "an invocation does nothing until awaited"]
+pub struct InvokeEvent<'a> {
+    client: &'a Client,
+    event: String,
+    payload: Payload,
+    invocation_id: Option<String>,
+    timeout: Option<std::time::Duration>,
+}
+
+impl InvokeEvent<'_> {
+    /// The invocation id; default: the next of the client's counter (`"1"`, `"2"`, …).
+    pub fn invocation_id(mut self, id: impl Into<String>) -> Self {
+        self.invocation_id = Some(id.into());
+        self
+    }
+
+    /// Gives up (and cancels the call at the service) after `timeout`.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl IntoFuture for InvokeEvent<'_> {
+    type Output = Result<Option<Payload>>;
+    type IntoFuture = InvokeFuture;
+
+    fn into_future(self) -> InvokeFuture {
+        let client = self.client;
+        let invocation_id = self.invocation_id.unwrap_or_else(|| {
+            let n = client
+                .invocation_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (n + 1).to_string()
+        });
+        let (reply, rx) = oneshot::channel();
+        let sent = client.commands.send(Command::Invoke {
+            invocation_id: invocation_id.clone(),
+            event: self.event,
+            payload: self.payload,
+            reply,
+        });
+        InvokeFuture {
+            rx: sent.is_ok().then_some(rx),
+            commands: client.commands.clone(),
+            invocation_id,
+            timeout: self.timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            done: false,
+        }
+    }
+}
+
+/// The answer to an invocation ([`Client::invoke_event`]). Dropping it before the answer
+/// cancels the call at the service.
+#[derive(Debug)]
+#[must_use = "the answer of an invocation is only known by awaiting it"]
+pub struct InvokeFuture {
+    rx: Option<oneshot::Receiver<Result<Option<Payload>>>>,
+    commands: mpsc::UnboundedSender<Command>,
+    invocation_id: String,
+    timeout: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl InvokeFuture {
+    /// The invocation's id.
+    pub fn invocation_id(&self) -> &str {
+        &self.invocation_id
+    }
+}
+
+impl Future for InvokeFuture {
+    type Output = Result<Option<Payload>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(rx) = this.rx.as_mut() else {
+            this.done = true;
+            return Poll::Ready(Err(Error::stopped()));
+        };
+        if let Poll::Ready(answer) = Pin::new(rx).poll(cx) {
+            this.done = true;
+            return Poll::Ready(answer.unwrap_or_else(|_| Err(Error::stopped())));
+        }
+        if let Some(timeout) = this.timeout.as_mut()
+            && timeout.as_mut().poll(cx).is_ready()
+        {
+            // Not done: dropping the future tells the service.
+            return Poll::Ready(Err(Error::new(crate::error::Kind::Timeout(
+                "no answer to the invocation in time",
+            ))));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for InvokeFuture {
+    fn drop(&mut self) {
+        if !self.done && self.rx.is_some() {
+            let _ = self
+                .commands
+                .send(Command::CancelInvocation(self.invocation_id.clone()));
+        }
+    }
+}
+
+/// A group stream being opened ([`Client::open_group_stream`]); await it to open it.
+#[derive(Debug)]
+#[must_use = "a stream is only opened when awaited"]
+pub struct OpenGroupStream<'a> {
+    client: &'a Client,
+    group: String,
+    stream_id: Option<String>,
+    no_echo: bool,
+    idle_timeout: Option<std::time::Duration>,
+}
+
+impl OpenGroupStream<'_> {
+    /// The stream id; default: a fresh one.
+    pub fn stream_id(mut self, id: impl Into<String>) -> Self {
+        self.stream_id = Some(id.into());
+        self
+    }
+
+    /// The publisher does not receive its own chunks.
+    pub fn no_echo(mut self, no_echo: bool) -> Self {
+        self.no_echo = no_echo;
+        self
+    }
+
+    /// The service ends the stream after this long without a chunk or keep-alive (at most
+    /// 300 s, the default).
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a> IntoFuture for OpenGroupStream<'a> {
+    type Output = Result<GroupStreamWriter>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<GroupStreamWriter>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let stream_id = self.stream_id.unwrap_or_else(fresh_stream_id);
+            let (reply, rx) = oneshot::channel();
+            self.client
+                .commands
+                .send(Command::StreamStart {
+                    stream_id: stream_id.clone(),
+                    group: self.group,
+                    no_echo: self.no_echo,
+                    idle_timeout_ms: self
+                        .idle_timeout
+                        .map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+                    reply,
+                })
+                .map_err(|_| Error::stopped())?;
+            rx.await.unwrap_or_else(|_| Err(Error::stopped()))?;
+            Ok(GroupStreamWriter {
+                commands: self.client.commands.clone(),
+                stream_id,
+                next: 1,
+            })
+        })
+    }
+}
+
+/// A fresh stream id: the time and a process-wide counter, unique within a client.
+fn fresh_stream_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{n}")
+}
+
+/// The publishing end of a group stream ([`Client::open_group_stream`]).
+#[derive(Debug)]
+pub struct GroupStreamWriter {
+    commands: mpsc::UnboundedSender<Command>,
+    stream_id: String,
+    next: u64,
+}
+
+impl GroupStreamWriter {
+    /// The stream's id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Sends the next chunk; resolves once the service took it (`streamAck`).
+    ///
+    /// # Errors
+    /// [`Error::is_stream`]: refused (`streamNack`) or the stream ended
+    /// (`IdleTimeout`, ...); [`Error::is_closed`]: the socket dropped.
+    pub async fn write(&mut self, payload: impl Into<Payload>) -> Result<()> {
+        let sequence_id = self.next;
+        self.next += 1;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StreamData {
+                stream_id: self.stream_id.clone(),
+                chunk: Some((sequence_id, payload.into())),
+                reply: Some(reply),
+            })
+            .map_err(|_| Error::stopped())?;
+        rx.await.unwrap_or_else(|_| Err(Error::stopped()))
+    }
+
+    /// Tells the service the stream is alive without a chunk (it ends idle streams).
+    ///
+    /// # Errors
+    /// [`Error::is_stopped`]: the client is stopped.
+    pub fn keep_alive(&self) -> Result<()> {
+        self.commands
+            .send(Command::StreamData {
+                stream_id: self.stream_id.clone(),
+                chunk: None,
+                reply: None,
+            })
+            .map_err(|_| Error::stopped())
+    }
+
+    /// Ends the stream; resolves once the service closed it (`streamClosed`).
+    ///
+    /// # Errors
+    /// As [`GroupStreamWriter::write`].
+    pub async fn end(self) -> Result<()> {
+        self.finish(None).await
+    }
+
+    /// Ends the stream with an error for its readers (`UserError` with `message` and
+    /// `user_error_code`).
+    ///
+    /// # Errors
+    /// As [`GroupStreamWriter::write`].
+    pub async fn end_with_error(
+        self,
+        message: impl Into<String>,
+        user_error_code: Option<String>,
+    ) -> Result<()> {
+        self.finish(Some((message.into(), user_error_code))).await
+    }
+
+    async fn finish(self, error: Option<(String, Option<String>)>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StreamEnd {
+                stream_id: self.stream_id.clone(),
+                error,
+                reply,
+            })
+            .map_err(|_| Error::stopped())?;
+        rx.await.unwrap_or_else(|_| Err(Error::stopped()))
     }
 }

@@ -32,8 +32,9 @@ use crate::builder::{Options, UrlSource, check_url};
 use crate::client::{Ack, AckChoice, Command, Op, State, Status};
 use crate::error::{Error, Kind, Result};
 use crate::event::{
-    Connected, Disconnected, Event, GroupMessage, RejoinGroupFailed, ServerMessage,
+    Connected, Disconnected, Event, GroupMessage, RejoinGroupFailed, ServerMessage, StreamPosition,
 };
+use crate::payload::Payload;
 use crate::protocol::{self, Data, Incoming, Request};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -179,6 +180,52 @@ pub(crate) struct Worker {
     /// Rejoins still unanswered on a new connection; `Connected` and messages wait for them.
     rejoining: usize,
     held: Vec<Event>,
+    /// Invocations waiting to be sent or answered, by id.
+    invocations: HashMap<String, Invocation>,
+    /// Group streams this client publishes on the current socket, by id.
+    streams: HashMap<String, OutStream>,
+    /// The last chunk number seen of each received group stream, by group and stream id.
+    inbound: HashMap<(String, String), u64>,
+}
+
+/// A group stream this client publishes: who waits for what.
+#[derive(Debug, Default)]
+struct OutStream {
+    opening: Option<oneshot::Sender<Result<()>>>,
+    /// Chunks written and not yet acknowledged, by sequence id.
+    writes: BTreeMap<u64, oneshot::Sender<Result<()>>>,
+    ending: Option<oneshot::Sender<Result<()>>>,
+}
+
+impl OutStream {
+    /// Fails everyone still waiting.
+    fn fail(self, error: impl Fn() -> Error) {
+        if let Some(reply) = self.opening {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, reply) in self.writes {
+            let _ = reply.send(Err(error()));
+        }
+        if let Some(reply) = self.ending {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+fn not_connected() -> Error {
+    Error::new(Kind::Closed {
+        code: None,
+        reason: "not connected: a group stream lives on one socket".into(),
+    })
+}
+
+/// An invocation waiting to be sent (on the next socket) or answered.
+#[derive(Debug)]
+struct Invocation {
+    frame: WsMessage,
+    reply: oneshot::Sender<Result<Option<Payload>>>,
+    /// Written on the current socket.
+    sent: bool,
 }
 
 impl Worker {
@@ -209,6 +256,9 @@ impl Worker {
             groups: BTreeSet::new(),
             rejoining: 0,
             held: Vec::new(),
+            invocations: HashMap::new(),
+            streams: HashMap::new(),
+            inbound: HashMap::new(),
         }
     }
 
@@ -361,6 +411,39 @@ impl Worker {
                             return lost(&e);
                         }
                     }
+                    Some(Command::Invoke {
+                        invocation_id,
+                        event,
+                        payload,
+                        reply,
+                    }) => {
+                        self.enqueue_invocation(invocation_id, &event, &payload, reply);
+                        if let Err(e) = self.flush(ws).await {
+                            return lost(&e);
+                        }
+                    }
+                    Some(Command::CancelInvocation(id)) => {
+                        if self.invocations.remove(&id).is_some_and(|call| call.sent) {
+                            let frame = protocol::encode(
+                                self.opts.protocol,
+                                &Request::CancelInvocation(&id),
+                            );
+                            if let Err(e) = ws.send(frame).await {
+                                return lost(&e);
+                            }
+                        }
+                    }
+                    Some(
+                        command @ (Command::StreamStart { .. }
+                        | Command::StreamData { .. }
+                        | Command::StreamEnd { .. }),
+                    ) => {
+                        if let Some(frame) = self.stream_command(command)
+                            && let Err(e) = ws.send(frame).await
+                        {
+                            return lost(&e);
+                        }
+                    }
                     Some(Command::Stop { done }) => {
                         self.stop_waiters.push(done);
                         return End::Stop;
@@ -464,6 +547,24 @@ impl Worker {
                     session.token = Some(token);
                 }
             }
+            answer @ (Incoming::StreamAck { .. }
+            | Incoming::StreamNack { .. }
+            | Incoming::StreamClosed { .. }) => self.on_stream_answer(answer),
+            Incoming::InvokeResponse {
+                invocation_id,
+                result,
+            } => {
+                if let Some(call) = self.invocations.remove(&invocation_id) {
+                    let outcome = result.map_err(|(name, message)| {
+                        Error::new(Kind::Invocation {
+                            invocation_id,
+                            name,
+                            message,
+                        })
+                    });
+                    let _ = call.reply.send(outcome);
+                }
+            }
             Incoming::Connected { .. }
             | Incoming::Disconnected { .. }
             | Incoming::Pong
@@ -482,12 +583,18 @@ impl Worker {
             self.last_seq = id;
         }
         let event = match data.group {
-            Some(group) => Event::GroupMessage(GroupMessage {
-                group,
-                from_user_id: data.from_user_id,
-                payload: data.payload,
-                sequence_id: data.sequence_id,
-            }),
+            Some(group) => {
+                let stream = data
+                    .stream
+                    .map(|place| stream_position(&mut self.inbound, &group, place));
+                Event::GroupMessage(GroupMessage {
+                    group,
+                    from_user_id: data.from_user_id,
+                    payload: data.payload,
+                    sequence_id: data.sequence_id,
+                    stream,
+                })
+            }
             None => Event::ServerMessage(ServerMessage {
                 payload: data.payload,
                 sequence_id: data.sequence_id,
@@ -607,6 +714,174 @@ impl Worker {
         self.push(Lane::Request, op, ack_id, Reply::Caller(reply));
     }
 
+    /// Records a group stream command; returns the frame to write, if any (a refused command
+    /// is answered here).
+    fn stream_command(&mut self, command: Command) -> Option<WsMessage> {
+        let protocol = self.opts.protocol;
+        match command {
+            Command::StreamStart {
+                stream_id,
+                group,
+                no_echo,
+                idle_timeout_ms,
+                reply,
+            } => {
+                if self.streams.contains_key(&stream_id) {
+                    let why = format!("stream {stream_id} is open already");
+                    let _ = reply.send(Err(Error::invalid_argument(why)));
+                    return None;
+                }
+                let frame = protocol::encode(
+                    protocol,
+                    &Request::StreamStart {
+                        group: &group,
+                        stream_id: &stream_id,
+                        no_echo,
+                        idle_timeout_ms,
+                    },
+                );
+                self.streams.insert(
+                    stream_id,
+                    OutStream {
+                        opening: Some(reply),
+                        ..OutStream::default()
+                    },
+                );
+                Some(frame)
+            }
+            Command::StreamData {
+                stream_id,
+                chunk,
+                reply,
+            } => {
+                let Some(stream) = self.streams.get_mut(&stream_id) else {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(not_connected()));
+                    }
+                    return None;
+                };
+                if let (Some((sequence_id, _)), Some(reply)) = (&chunk, reply) {
+                    stream.writes.insert(*sequence_id, reply);
+                }
+                Some(protocol::encode(
+                    protocol,
+                    &Request::StreamData {
+                        stream_id: &stream_id,
+                        chunk: chunk.as_ref().map(|(id, payload)| (*id, payload)),
+                    },
+                ))
+            }
+            Command::StreamEnd {
+                stream_id,
+                error,
+                reply,
+            } => {
+                let Some(stream) = self.streams.get_mut(&stream_id) else {
+                    let _ = reply.send(Err(not_connected()));
+                    return None;
+                };
+                stream.ending = Some(reply);
+                Some(protocol::encode(
+                    protocol,
+                    &Request::StreamEnd {
+                        stream_id: &stream_id,
+                        error: error.as_ref().map(|(m, c)| (m.as_str(), c.as_deref())),
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// The service's answers about a stream this client publishes.
+    fn on_stream_answer(&mut self, incoming: Incoming) {
+        match incoming {
+            Incoming::StreamAck {
+                stream_id,
+                expected,
+            } => {
+                let Some(stream) = self.streams.get_mut(&stream_id) else {
+                    return;
+                };
+                if let Some(reply) = stream.opening.take() {
+                    let _ = reply.send(Ok(()));
+                }
+                let later = stream.writes.split_off(&expected);
+                for (_, reply) in std::mem::replace(&mut stream.writes, later) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Incoming::StreamNack {
+                stream_id,
+                name,
+                message,
+                expected,
+            } => {
+                let Some(stream) = self.streams.get_mut(&stream_id) else {
+                    return;
+                };
+                for (_, reply) in stream.writes.split_off(&expected) {
+                    let _ = reply.send(Err(Error::new(Kind::Stream {
+                        stream_id: stream_id.clone(),
+                        name: name.clone(),
+                        message: message.clone(),
+                    })));
+                }
+            }
+            Incoming::StreamClosed { stream_id, error } => {
+                let Some(mut stream) = self.streams.remove(&stream_id) else {
+                    return;
+                };
+                let failure = |(name, message): &(String, String)| {
+                    Error::new(Kind::Stream {
+                        stream_id: stream_id.clone(),
+                        name: name.clone(),
+                        message: message.clone(),
+                    })
+                };
+                if error.is_none()
+                    && let Some(reply) = stream.ending.take()
+                {
+                    let _ = reply.send(Ok(()));
+                }
+                let error = error.unwrap_or(("StreamClosed".into(), "the stream is closed".into()));
+                stream.fail(|| failure(&error));
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes an invocation from a handle; it goes out with the next [`Worker::flush`].
+    fn enqueue_invocation(
+        &mut self,
+        invocation_id: String,
+        event: &str,
+        payload: &Payload,
+        reply: oneshot::Sender<Result<Option<Payload>>>,
+    ) {
+        if self.invocations.contains_key(&invocation_id) {
+            let why = format!("invocation id {invocation_id} is in flight already");
+            let _ = reply.send(Err(Error::invalid_argument(why)));
+            return;
+        }
+        let frame = protocol::encode(
+            self.opts.protocol,
+            &Request::Invoke {
+                invocation_id: &invocation_id,
+                event,
+                payload,
+            },
+        );
+        self.invocations.insert(
+            invocation_id,
+            Invocation {
+                frame,
+                reply,
+                sent: false,
+            },
+        );
+    }
+
     fn push(&mut self, lane: Lane, op: Op, ack_id: Option<u64>, reply: Reply) {
         let frame = protocol::encode(self.opts.protocol, &request(&op, ack_id));
         let key = (lane, self.next_key);
@@ -629,6 +904,10 @@ impl Worker {
 
     /// Writes every request not yet written on this socket, in order.
     async fn flush(&mut self, ws: &mut Ws) -> Result<(), WsError> {
+        for call in self.invocations.values_mut().filter(|c| !c.sent) {
+            ws.feed(call.frame.clone()).await?;
+            call.sent = true;
+        }
         let unsent: Vec<Key> = self
             .ops
             .iter()
@@ -636,7 +915,7 @@ impl Worker {
             .map(|(k, _)| *k)
             .collect();
         if unsent.is_empty() {
-            return Ok(());
+            return ws.flush().await;
         }
         for key in unsent {
             let frame = self.ops[&key].frame.clone();
@@ -662,6 +941,25 @@ impl Worker {
     fn on_socket_lost(&mut self) {
         for pending in self.ops.values_mut() {
             pending.sent_at = None;
+        }
+        // The service abandons the calls of a socket that ends: they fail (as in Azure's
+        // client); calls not written yet go out on the next socket.
+        let lost: Vec<String> = self
+            .invocations
+            .iter()
+            .filter(|(_, c)| c.sent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (_, stream) in self.streams.drain() {
+            stream.fail(not_connected);
+        }
+        for id in lost {
+            if let Some(call) = self.invocations.remove(&id) {
+                let _ = call.reply.send(Err(Error::new(Kind::Closed {
+                    code: None,
+                    reason: "the connection dropped before the invocation was answered".into(),
+                })));
+            }
         }
     }
 
@@ -852,7 +1150,25 @@ impl Worker {
                     let _ = reply.send(Err(Error::stopped()));
                 }
                 Command::Stop { done } => self.stop_waiters.push(done),
+                Command::Invoke { reply, .. } => {
+                    let _ = reply.send(Err(Error::stopped()));
+                }
+                Command::CancelInvocation(_) => {}
+                Command::StreamStart { reply, .. } | Command::StreamEnd { reply, .. } => {
+                    let _ = reply.send(Err(Error::stopped()));
+                }
+                Command::StreamData { reply, .. } => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(Error::stopped()));
+                    }
+                }
             }
+        }
+        for (_, stream) in self.streams.drain() {
+            stream.fail(Error::stopped);
+        }
+        for (_, call) in self.invocations.drain() {
+            let _ = call.reply.send(Err(Error::stopped()));
         }
         self.set_state(State::Stopped);
         self.emit(Event::Stopped);
@@ -877,6 +1193,25 @@ impl Worker {
             match woke {
                 Ok(out) => return Some(out),
                 Err(Some(Command::Request { op, ack, reply })) => self.enqueue(op, ack, reply),
+                Err(Some(Command::Invoke {
+                    invocation_id,
+                    event,
+                    payload,
+                    reply,
+                })) => self.enqueue_invocation(invocation_id, &event, &payload, reply),
+                Err(Some(Command::CancelInvocation(id))) => {
+                    self.invocations.remove(&id);
+                }
+                Err(Some(
+                    Command::StreamStart { reply, .. } | Command::StreamEnd { reply, .. },
+                )) => {
+                    let _ = reply.send(Err(not_connected()));
+                }
+                Err(Some(Command::StreamData { reply, .. })) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(not_connected()));
+                    }
+                }
                 Err(Some(Command::Stop { done })) => {
                     self.stop_waiters.push(done);
                     return None;
@@ -931,6 +1266,30 @@ impl Worker {
     fn emit(&self, event: Event) {
         // No receiver: the application dropped its events and does not want them.
         let _ = self.events.send(event);
+    }
+}
+
+/// Where a received group message stands in its stream, and how many chunks went missing
+/// right before it (`last` holds the last chunk number seen per group and stream).
+fn stream_position(
+    last: &mut HashMap<(String, String), u64>,
+    group: &str,
+    place: protocol::StreamPlace,
+) -> StreamPosition {
+    let key = (group.to_owned(), place.stream_id.clone());
+    let seen = last.get(&key).copied().unwrap_or(0);
+    let missed = place.sequence_id.saturating_sub(seen + 1);
+    if place.end {
+        last.remove(&key);
+    } else {
+        last.insert(key, place.sequence_id.max(seen));
+    }
+    StreamPosition {
+        stream_id: place.stream_id,
+        sequence_id: place.sequence_id,
+        missed,
+        end: place.end,
+        error: place.error,
     }
 }
 
@@ -1097,6 +1456,32 @@ async fn close(mut ws: Ws) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_in_received_streams_are_counted() {
+        let mut last = HashMap::new();
+        let place = |id: &str, n: u64, end: bool| protocol::StreamPlace {
+            stream_id: id.into(),
+            sequence_id: n,
+            end,
+            error: None,
+        };
+        let missed: Vec<u64> = [(1, false), (2, false), (5, false), (7, true)]
+            .into_iter()
+            .map(|(n, end)| stream_position(&mut last, "g", place("s", n, end)).missed)
+            .collect();
+        assert_eq!(missed, [0, 0, 2, 1]);
+        assert!(last.is_empty(), "an ended stream is forgotten");
+        // Streams are told apart by group and id.
+        assert_eq!(
+            stream_position(&mut last, "g", place("t", 1, false)).missed,
+            0
+        );
+        assert_eq!(
+            stream_position(&mut last, "h", place("t", 2, false)).missed,
+            1
+        );
+    }
 
     #[test]
     fn recovery_url_appends_encoded_parameters() {

@@ -44,6 +44,18 @@ pub(crate) enum Kind {
         name: String,
         message: String,
     },
+    /// The upstream refused or failed an invocation, or the service gave up on it.
+    Invocation {
+        invocation_id: String,
+        name: String,
+        message: String,
+    },
+    /// The service refused a group stream's chunk, or ended the stream.
+    Stream {
+        stream_id: String,
+        name: String,
+        message: String,
+    },
     /// A payload could not be serialized.
     Encode,
     /// A message or payload could not be deserialized.
@@ -113,6 +125,44 @@ impl Error {
     /// The service refused the request for lack of permission (ack error `Forbidden`).
     pub fn is_forbidden(&self) -> bool {
         self.ack_error_name() == Some("Forbidden")
+    }
+
+    /// An invocation ([`crate::Client::invoke_event`]) failed at the service: the upstream
+    /// refused or failed it, or the service gave up (see [`Error::invocation_error_name`]).
+    pub fn is_invocation(&self) -> bool {
+        matches!(self.inner.kind, Kind::Invocation { .. })
+    }
+
+    /// The service's name for a failed invocation: `BadRequest`, `Unauthorized`, `Forbidden`,
+    /// `NotFound`, `InternalServerError`, `Timeout`, `Duplicate`.
+    pub fn invocation_error_name(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Invocation { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The message of a failed invocation (the upstream's own words for a refusal).
+    pub fn invocation_error_message(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Invocation { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The service refused a group stream's chunk (`InvalidSequenceId`, `BadRequest`) or ended
+    /// the stream (`IdleTimeout`, `StreamNotFound`, `Forbidden`, ...); see
+    /// [`Error::stream_error_name`].
+    pub fn is_stream(&self) -> bool {
+        matches!(self.inner.kind, Kind::Stream { .. })
+    }
+
+    /// The service's name for a refused chunk or an ended group stream.
+    pub fn stream_error_name(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Stream { name, .. } => Some(name),
+            _ => None,
+        }
     }
 
     /// The client was stopped before the operation completed, or is stopped already.
@@ -209,6 +259,16 @@ impl fmt::Display for Error {
                 name,
                 message,
             } => write!(f, "request {ack_id} failed: {name}: {message}"),
+            Kind::Invocation {
+                invocation_id,
+                name,
+                message,
+            } => write!(f, "invocation {invocation_id} failed: {name}: {message}"),
+            Kind::Stream {
+                stream_id,
+                name,
+                message,
+            } => write!(f, "stream {stream_id}: {name}: {message}"),
             Kind::Encode => f.write_str("cannot encode the payload"),
             Kind::Decode => f.write_str("cannot decode"),
             Kind::Stopped => f.write_str("the client is stopped"),

@@ -69,6 +69,25 @@ pub struct GroupMessage {
     pub payload: Payload,
     /// The sequence id on reliable protocols (`None` otherwise).
     pub sequence_id: Option<u64>,
+    /// Its place in a group stream, when it is a chunk (or the end) of one.
+    pub stream: Option<StreamPosition>,
+}
+
+/// A group message's place in a group stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamPosition {
+    /// The stream, as its publisher named it.
+    pub stream_id: String,
+    /// The chunk's number (1, 2, 3, …); for the end, one past the last chunk.
+    pub sequence_id: u64,
+    /// Chunks of this stream that never arrived right before this one (a gap; 0 normally).
+    pub missed: u64,
+    /// The stream's end: it carries no chunk.
+    pub end: bool,
+    /// Why the stream ended early: name (`UserError`, `IdleTimeout`, `Cancelled`), message
+    /// and the publisher's own code.
+    pub error: Option<(String, String, Option<String>)>,
 }
 
 /// A message sent by the server.

@@ -38,10 +38,14 @@ mod protocol;
 mod service;
 
 pub use builder::Builder;
-pub use client::{Ack, AckFuture, Client, SendEvent, SendToGroup, State};
+pub use client::{
+    Ack, AckFuture, Client, GroupStreamWriter, InvokeEvent, InvokeFuture, OpenGroupStream,
+    SendEvent, SendToGroup, State,
+};
 pub use error::{BoxError, Error, Result};
 pub use event::{
     Connected, Disconnected, Event, Events, GroupMessage, RejoinGroupFailed, ServerMessage,
+    StreamPosition,
 };
 pub use hubcast_proto as proto;
 pub use payload::{DataType, Payload};
@@ -70,6 +74,7 @@ mod tests {
             payload: Some(Payload {
                 data: Some(payload::Data::Text("hi".into())),
                 content_type: String::new(),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -87,6 +87,38 @@ pub(crate) enum Request<'a> {
     },
     SequenceAck(u64),
     Ping,
+    Invoke {
+        invocation_id: &'a str,
+        event: &'a str,
+        payload: &'a Payload,
+    },
+    CancelInvocation(&'a str),
+    StreamStart {
+        group: &'a str,
+        stream_id: &'a str,
+        no_echo: bool,
+        idle_timeout_ms: Option<u32>,
+    },
+    /// A chunk, or a keep-alive (`None`).
+    StreamData {
+        stream_id: &'a str,
+        chunk: Option<(u64, &'a Payload)>,
+    },
+    StreamEnd {
+        stream_id: &'a str,
+        /// The publisher's error message and code.
+        error: Option<(&'a str, Option<&'a str>)>,
+    },
+}
+
+/// A group message's place in a group stream, as the service sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamPlace {
+    pub(crate) stream_id: String,
+    pub(crate) sequence_id: u64,
+    pub(crate) end: bool,
+    /// Name, message and the publisher's code.
+    pub(crate) error: Option<(String, String, Option<String>)>,
 }
 
 /// A data message from the service.
@@ -97,6 +129,7 @@ pub(crate) struct Data {
     pub(crate) from_user_id: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) sequence_id: Option<u64>,
+    pub(crate) stream: Option<StreamPlace>,
 }
 
 /// A message from the service to the client.
@@ -117,6 +150,26 @@ pub(crate) enum Incoming {
         error: Option<(String, String)>,
     },
     Data(Data),
+    InvokeResponse {
+        invocation_id: String,
+        /// The answer's payload, or the error's name and message.
+        result: std::result::Result<Option<Payload>, (String, String)>,
+    },
+    StreamAck {
+        stream_id: String,
+        expected: u64,
+    },
+    StreamNack {
+        stream_id: String,
+        name: String,
+        message: String,
+        expected: u64,
+    },
+    StreamClosed {
+        stream_id: String,
+        /// Name and message, when the service ended the stream.
+        error: Option<(String, String)>,
+    },
     Pong,
     /// A message this client does not know (a newer protocol feature): ignored, as Azure's
     /// clients do.
@@ -187,6 +240,61 @@ fn encode_json(request: &Request<'_>) -> Value {
             set("sequenceId", id.into());
         }
         Request::Ping => set("type", "ping".into()),
+        Request::Invoke {
+            invocation_id,
+            event,
+            payload,
+        } => {
+            set("type", "invoke".into());
+            set("invocationId", invocation_id.into());
+            set("target", "event".into());
+            set("event", event.into());
+            set("dataType", payload.data_type().as_str().into());
+            set("data", json_data(payload));
+        }
+        Request::CancelInvocation(invocation_id) => {
+            set("type", "cancelInvocation".into());
+            set("invocationId", invocation_id.into());
+        }
+        Request::StreamStart {
+            group,
+            stream_id,
+            no_echo,
+            idle_timeout_ms,
+        } => {
+            set("type", "sendToGroup".into());
+            set("group", group.into());
+            if no_echo {
+                set("noEcho", true.into());
+            }
+            let mut stream = Map::new();
+            stream.insert("streamId".into(), stream_id.into());
+            if let Some(ms) = idle_timeout_ms {
+                stream.insert("idleTimeoutMs".into(), ms.into());
+            }
+            set("stream", Value::Object(stream));
+        }
+        Request::StreamData { stream_id, chunk } => {
+            set("type", "streamData".into());
+            set("streamId", stream_id.into());
+            if let Some((sequence_id, payload)) = chunk {
+                set("streamSequenceId", sequence_id.into());
+                set("dataType", payload.data_type().as_str().into());
+                set("data", json_data(payload));
+            }
+        }
+        Request::StreamEnd { stream_id, error } => {
+            set("type", "streamEnd".into());
+            set("streamId", stream_id.into());
+            if let Some((message, code)) = error {
+                let mut e = Map::new();
+                e.insert("message".into(), message.into());
+                if let Some(code) = code {
+                    e.insert("userErrorCode".into(), code.into());
+                }
+                set("error", Value::Object(e));
+            }
+        }
     }
     Value::Object(m)
 }
@@ -241,6 +349,54 @@ fn encode_protobuf(request: &Request<'_>) -> UpstreamMessage {
             M::SequenceAckMessage(upstream_message::SequenceAckMessage { sequence_id })
         }
         Request::Ping => M::PingMessage(upstream_message::PingMessage {}),
+        Request::Invoke {
+            invocation_id,
+            event,
+            payload,
+        } => M::InvokeMessage(upstream_message::InvokeMessage {
+            invocation_id: invocation_id.to_owned(),
+            target: "event".into(),
+            event: event.to_owned(),
+            data: Some(protobuf_data(payload)),
+            ..Default::default()
+        }),
+        Request::CancelInvocation(invocation_id) => {
+            M::CancelInvocationMessage(upstream_message::CancelInvocationMessage {
+                invocation_id: invocation_id.to_owned(),
+            })
+        }
+        Request::StreamStart {
+            group,
+            stream_id,
+            no_echo,
+            idle_timeout_ms,
+        } => M::SendToGroupMessage(upstream_message::SendToGroupMessage {
+            group: group.to_owned(),
+            no_echo: no_echo.then_some(true),
+            stream: Some(upstream_message::StreamStartInfo {
+                stream_id: stream_id.to_owned(),
+                idle_timeout_ms,
+            }),
+            ..Default::default()
+        }),
+        Request::StreamData { stream_id, chunk } => {
+            M::StreamDataMessage(upstream_message::StreamDataMessage {
+                stream_id: stream_id.to_owned(),
+                stream_sequence_id: chunk.map(|(id, _)| id),
+                data: chunk.map(|(_, payload)| protobuf_data(payload)),
+            })
+        }
+        Request::StreamEnd { stream_id, error } => {
+            M::StreamEndMessage(upstream_message::StreamEndMessage {
+                stream_id: stream_id.to_owned(),
+                error: error.map(|(message, code)| {
+                    upstream_message::stream_end_message::StreamEndError {
+                        message: Some(message.to_owned()),
+                        user_error_code: code.map(str::to_owned),
+                    }
+                }),
+            })
+        }
     };
     UpstreamMessage {
         message: Some(message),
@@ -294,6 +450,31 @@ struct RawIncoming {
     data_type: Option<String>,
     data: Option<Value>,
     sequence_id: Option<u64>,
+    invocation_id: Option<String>,
+    stream_id: Option<String>,
+    expected_sequence_id: Option<u64>,
+    name: Option<String>,
+    stream: Option<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStream {
+    stream_id: String,
+    stream_sequence_id: u64,
+    #[serde(default)]
+    end_of_stream: bool,
+    error: Option<RawStreamError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStreamError {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    message: String,
+    user_error_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -341,7 +522,59 @@ fn decode_json(text: &str) -> Result<Incoming> {
                 from_user_id: raw.from_user_id,
                 payload,
                 sequence_id: raw.sequence_id,
+                stream: raw.stream.map(|s| StreamPlace {
+                    stream_id: s.stream_id,
+                    sequence_id: s.stream_sequence_id,
+                    end: s.end_of_stream,
+                    error: s.error.map(|e| (e.name, e.message, e.user_error_code)),
+                }),
             })
+        }
+        "invokeResponse" => {
+            let invocation_id = raw
+                .invocation_id
+                .ok_or_else(|| decode_error("`invokeResponse` without an invocationId"))?;
+            let result = if raw.success == Some(true) {
+                match raw.data_type.as_deref() {
+                    Some(data_type) => Ok(Some(json_payload(Some(data_type), raw.data)?)),
+                    None => Ok(None),
+                }
+            } else {
+                let error = raw.error.unwrap_or(RawAckError {
+                    name: String::new(),
+                    message: String::new(),
+                });
+                Err((error.name, error.message))
+            };
+            Incoming::InvokeResponse {
+                invocation_id,
+                result,
+            }
+        }
+        "streamAck" | "streamNack" | "streamClosed" => {
+            let stream_id = raw
+                .stream_id
+                .ok_or_else(|| decode_error("a stream message without a streamId"))?;
+            let expected = || {
+                raw.expected_sequence_id
+                    .ok_or_else(|| decode_error("a stream message without an expectedSequenceId"))
+            };
+            match raw.kind.as_str() {
+                "streamAck" => Incoming::StreamAck {
+                    stream_id,
+                    expected: expected()?,
+                },
+                "streamNack" => Incoming::StreamNack {
+                    expected: expected()?,
+                    stream_id,
+                    name: raw.name.unwrap_or_default(),
+                    message: raw.message.unwrap_or_default(),
+                },
+                _ => Incoming::StreamClosed {
+                    stream_id,
+                    error: raw.error.map(|e| (e.name, e.message)),
+                },
+            }
         }
         "pong" => Incoming::Pong,
         _ => Incoming::Unknown,
@@ -391,14 +624,8 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
             error: ack.error.map(|e| (e.name, e.message)),
         },
         Some(M::DataMessage(data)) => {
-            use message_data::Data as D;
             let payload = match data.data.and_then(|d| d.data) {
-                Some(D::TextData(text)) => Payload::Text(text),
-                Some(D::BinaryData(bytes)) => Payload::Binary(bytes),
-                Some(D::ProtobufData(any)) => Payload::Protobuf(any),
-                Some(D::JsonData(json)) => {
-                    Payload::Json(serde_json::from_str(&json).map_err(decode_error)?)
-                }
+                Some(d) => protobuf_payload(d)?,
                 None => return Err(decode_error("data message without data")),
             };
             let group = if data.from == "group" {
@@ -415,10 +642,55 @@ fn decode_protobuf(bytes: Bytes) -> Result<Incoming> {
                 from_user_id: None,
                 payload,
                 sequence_id: data.sequence_id,
+                stream: data.stream.map(|s| StreamPlace {
+                    stream_id: s.stream_id,
+                    sequence_id: s.stream_sequence_id,
+                    end: s.end_of_stream.unwrap_or(false),
+                    error: s.error.map(|e| (e.name, e.message, e.user_error_code)),
+                }),
             })
         }
+        Some(M::InvokeResponseMessage(r)) => {
+            let result = if r.success {
+                Ok(r.data
+                    .and_then(|d| d.data)
+                    .map(protobuf_payload)
+                    .transpose()?)
+            } else {
+                let error = r.error.unwrap_or_default();
+                Err((error.name, error.message))
+            };
+            Incoming::InvokeResponse {
+                invocation_id: r.invocation_id,
+                result,
+            }
+        }
         Some(M::PongMessage(_)) => Incoming::Pong,
+        Some(M::StreamAckMessage(a)) => Incoming::StreamAck {
+            stream_id: a.stream_id,
+            expected: a.expected_sequence_id,
+        },
+        Some(M::StreamNackMessage(n)) => Incoming::StreamNack {
+            stream_id: n.stream_id,
+            name: n.name,
+            message: n.message,
+            expected: n.expected_sequence_id,
+        },
+        Some(M::StreamClosedMessage(c)) => Incoming::StreamClosed {
+            stream_id: c.stream_id,
+            error: c.error.map(|e| (e.name, e.message)),
+        },
         None => Incoming::Unknown,
+    })
+}
+
+fn protobuf_payload(data: message_data::Data) -> Result<Payload> {
+    use message_data::Data as D;
+    Ok(match data {
+        D::TextData(text) => Payload::Text(text),
+        D::BinaryData(bytes) => Payload::Binary(bytes),
+        D::ProtobufData(any) => Payload::Protobuf(any),
+        D::JsonData(json) => Payload::Json(serde_json::from_str(&json).map_err(decode_error)?),
     })
 }
 
@@ -432,6 +704,46 @@ mod tests {
             WsMessage::Text(t) => serde_json::from_str(t.as_str()).expect("JSON"),
             other => panic!("expected text, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn invocations_encode_and_their_answers_decode() {
+        let payload = Payload::Text("hi".into());
+        let request = Request::Invoke {
+            invocation_id: "7",
+            event: "e",
+            payload: &payload,
+        };
+        assert_eq!(
+            json_of(encode(Protocol::Json, &request)),
+            json!({"type":"invoke","invocationId":"7","target":"event","event":"e","dataType":"text","data":"hi"})
+        );
+        assert_eq!(
+            json_of(encode(Protocol::Json, &Request::CancelInvocation("7"))),
+            json!({"type":"cancelInvocation","invocationId":"7"})
+        );
+        let ok = decode_json(
+            r#"{"type":"invokeResponse","invocationId":"7","success":true,"dataType":"json","data":{"a":1}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            ok,
+            Incoming::InvokeResponse {
+                invocation_id: "7".into(),
+                result: Ok(Some(Payload::Json(json!({"a":1})))),
+            }
+        );
+        let failed = decode_json(
+            r#"{"type":"invokeResponse","invocationId":"8","success":false,"error":{"name":"Timeout","message":"late"}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            failed,
+            Incoming::InvokeResponse {
+                invocation_id: "8".into(),
+                result: Err(("Timeout".into(), "late".into())),
+            }
+        );
     }
 
     #[test]
@@ -523,7 +835,8 @@ mod tests {
                 group: Some("g".into()),
                 from_user_id: Some("u".into()),
                 payload: Payload::Text("hi".into()),
-                sequence_id: Some(9)
+                sequence_id: Some(9),
+                stream: None
             })
         );
         assert_eq!(
@@ -536,7 +849,8 @@ mod tests {
                 group: None,
                 from_user_id: None,
                 payload: Payload::Json(json!([1])),
-                sequence_id: None
+                sequence_id: None,
+                stream: None
             })
         );
         assert_eq!(
@@ -602,6 +916,7 @@ mod tests {
                     }),
                     sequence_id: Some(5),
                     metadata: Default::default(),
+                    stream: None,
                 },
             )),
         };
@@ -612,7 +927,8 @@ mod tests {
                 group: Some("g".into()),
                 from_user_id: None,
                 payload: Payload::Json(json!({"n": 2})),
-                sequence_id: Some(5)
+                sequence_id: Some(5),
+                stream: None,
             })
         );
     }

@@ -71,8 +71,18 @@ impl Message {
             payload: pb::Payload {
                 data: Some(data),
                 content_type: content_type.to_owned(),
+                ..Default::default()
             },
         }
+    }
+
+    /// Adds an entry of application metadata, delivered with the message (`metadata` on JSON
+    /// clients). Keys are lower-cased by the service, which refuses more than 16 entries or
+    /// 4096 bytes in all.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.payload.metadata.insert(key.into(), value.into());
+        self
     }
 
     /// The wire form.

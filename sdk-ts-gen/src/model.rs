@@ -739,11 +739,15 @@ mod tests {
                 "join_group_message",
                 "leave_group_message",
                 "sequence_ack_message",
-                "ping_message"
+                "ping_message",
+                "invoke_message",
+                "cancel_invocation_message",
+                "stream_data_message",
+                "stream_end_message"
             ]
         );
         let numbers: Vec<i32> = up.fields.iter().map(|f| f.number).collect();
-        assert_eq!(numbers, [1, 5, 6, 7, 8, 9]);
+        assert_eq!(numbers, [1, 5, 6, 7, 8, 9, 100, 101, 102, 103]);
         for field in &up.fields {
             assert_eq!(field.oneof.as_deref(), Some("message"), "{}", field.name);
             assert!(!field.comments.is_empty(), "{} has no comment", field.name);

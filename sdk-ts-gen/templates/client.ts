@@ -14,14 +14,20 @@ import {
   DownstreamMessage,
   type DownstreamMessage_AckMessage,
   type DownstreamMessage_DataMessage,
+  type DownstreamMessage_InvokeResponseMessage,
+  type DownstreamMessage_StreamInfo,
   type DownstreamMessage_SystemMessage_ConnectedMessage,
   type MessageData,
   Subprotocol,
   UpstreamMessage,
+  UpstreamMessage_CancelInvocationMessage,
   UpstreamMessage_EventMessage,
+  UpstreamMessage_InvokeMessage,
   UpstreamMessage_JoinGroupMessage,
   UpstreamMessage_LeaveGroupMessage,
   UpstreamMessage_SendToGroupMessage,
+  UpstreamMessage_StreamDataMessage,
+  UpstreamMessage_StreamEndMessage,
 } from "./protocol.js";
 import * as wire from "./wire.js";
 
@@ -232,6 +238,97 @@ export type SendEventOptions = OperationOptions &
     fireAndForget?: boolean;
   };
 
+/** Options of {@link HubcastClient.invokeEvent}. */
+export interface InvokeEventOptions {
+  /** The invocation id; default: the next of the client's counter (`"1"`, `"2"`, …). */
+  invocationId?: string;
+  /** Cancels the invocation: the service is told (`cancelInvocation`) and answers nothing. */
+  abortSignal?: AbortSignal;
+  /** Gives up after this many milliseconds, cancelling the invocation as an abort does. */
+  timeoutInMs?: number;
+  /** Application metadata for the upstream (`x-webpubsub-metadata-<key>` headers). */
+  metadata?: { [key: string]: string };
+}
+
+/** The upstream's answer to {@link HubcastClient.invokeEvent}: its payload, if it sent one. */
+export type InvokeEventResult<TJson = unknown> = { invocationId: string } & (
+  | Payload<TJson>
+  | { dataType?: undefined; data?: undefined }
+);
+
+/**
+ * An invocation failed: the upstream refused or failed it, or the service gave up on it
+ * (`errorDetail`: `BadRequest`, `Forbidden`, `NotFound`, `InternalServerError`, `Timeout`, …),
+ * or it was cancelled, timed out at the client, or lost with its connection.
+ */
+export class InvocationError extends Error {
+  /** The invocation's id. */
+  readonly invocationId: string;
+  /** The service's error, when it answered with one. */
+  readonly errorDetail: { name: string; message: string } | undefined;
+
+  constructor(
+    message: string,
+    options: { invocationId: string; errorDetail?: { name: string; message: string }; cause?: unknown },
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "InvocationError";
+    this.invocationId = options.invocationId;
+    this.errorDetail = options.errorDetail;
+  }
+}
+
+/** Options of {@link HubcastClient.openGroupStream}. */
+export interface OpenGroupStreamOptions {
+  /** The stream id; default: a random UUID. */
+  streamId?: string;
+  /** The publisher does not receive its own chunks. */
+  noEcho?: boolean;
+  /** The service ends the stream after this long without a chunk or keep-alive (at most 300 000 ms). */
+  idleTimeoutInMs?: number;
+}
+
+/**
+ * A group stream failed: `name` is the service's (`InvalidSequenceId`, `IdleTimeout`,
+ * `StreamNotFound`, `Forbidden`, …) or, for a received stream, why it ended (`UserError` with
+ * the publisher's `userErrorCode`, `IdleTimeout`, `Cancelled`).
+ */
+export class GroupStreamError extends Error {
+  /** The stream's id. */
+  readonly streamId: string;
+  /** The publisher's own code, for a `UserError`. */
+  readonly userErrorCode: string | undefined;
+
+  constructor(streamId: string, name: string, message: string, userErrorCode?: string) {
+    super(message);
+    this.name = name;
+    this.streamId = streamId;
+    this.userErrorCode = userErrorCode;
+  }
+}
+
+/** A chunk of a received group stream. */
+export type GroupStreamChunk<TJson = unknown> = Payload<TJson> & {
+  /** 1, 2, 3, … */
+  streamSequenceId: number;
+  /** Chunks missing right before this one (a gap; 0 normally). */
+  missed: number;
+  /** The publisher's user id, if it has one. */
+  fromUserId?: string;
+};
+
+/**
+ * A group stream published by another client ({@link HubcastClient.onGroupStream}): iterate
+ * its chunks; the iteration ends with the stream, or throws a {@link GroupStreamError} when
+ * it ended with an error.
+ */
+export interface InboundGroupStream<TJson = unknown> extends AsyncIterable<GroupStreamChunk<TJson>> {
+  readonly groupName: string;
+  readonly streamId: string;
+  /** Chunks missed so far (gaps in `streamSequenceId`). */
+  readonly missedChunks: number;
+}
+
 /** An operation failed: the service refused it (`errorDetail`), or it could not be delivered. */
 export class SendMessageError extends Error {
   /** The ack id of the operation, if it had one. */
@@ -365,6 +462,14 @@ export class HubcastClient<TJson = unknown> {
   private readonly pendingAcks = new Map<number, PendingAck>();
   /** Operations waiting for the client to be connected. */
   private readonly waiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>();
+
+  private nextInvocationId = 1;
+  /** Invocations waiting for their `invokeResponse`, by id. */
+  private readonly pendingInvocations = new Map<string, PendingInvocation>();
+  /** Group streams this client publishes, by stream id. */
+  private readonly outboundStreams = new Map<string, GroupStreamWriter<TJson>>();
+  /** `onGroupStream` callbacks. */
+  private readonly streamSubscriptions = new Set<StreamSubscription<TJson>>();
 
   /** Highest data-message sequence id received, and the one last acknowledged. */
   private sequenceId = 0;
@@ -544,6 +649,124 @@ export class HubcastClient<TJson = unknown> {
       }),
       { ackId: options.ackId, abortSignal, fireAndForget },
     );
+  }
+
+  /**
+   * Calls the hub's upstream (`invoke`: the user event `azure.webpubsub.user.<event>`) and
+   * resolves with its answer. Rejects with an {@link InvocationError}: the upstream's refusal
+   * or failure, the service's timeout, or this client's (`timeoutInMs`, `abortSignal`, which
+   * also tell the service to give up the call), or a dropped connection.
+   */
+  async invokeEvent<D extends DataType>(
+    event: string,
+    content: Content<D, TJson>,
+    dataType: D,
+    options: InvokeEventOptions = {},
+  ): Promise<InvokeEventResult<TJson>> {
+    const invocationId = options.invocationId ?? String(this.nextInvocationId++);
+    if (this.pendingInvocations.has(invocationId)) {
+      throw new InvocationError(`invocation id ${invocationId} is already in flight`, { invocationId });
+    }
+    const { abortSignal, timeoutInMs } = options;
+    try {
+      await this.waitConnected(abortSignal);
+    } catch (error) {
+      throw new InvocationError(error instanceof Error ? error.message : String(error), { invocationId, cause: error });
+    }
+    const value = UpstreamMessage_InvokeMessage.create({
+      invocationId,
+      target: "event",
+      event,
+      data: toMessageData(content, dataType),
+      metadata: options.metadata ?? {},
+    });
+    const response = await new Promise<DownstreamMessage_InvokeResponseMessage>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const cleanup = (): void => {
+        this.pendingInvocations.delete(invocationId);
+        if (timer !== undefined) clearTimeout(timer);
+        abortSignal?.removeEventListener("abort", onAbort);
+      };
+      const cancel = (why: string): void => {
+        cleanup();
+        try {
+          const cancelMessage = UpstreamMessage_CancelInvocationMessage.create({ invocationId });
+          this.send({ message: { case: "cancelInvocationMessage", value: cancelMessage } });
+        } catch {
+          // Not connected: the service abandons the call with the connection anyway.
+        }
+        reject(new InvocationError(why, { invocationId }));
+      };
+      const onAbort = (): void => cancel(`invocation ${invocationId} was cancelled`);
+      this.pendingInvocations.set(invocationId, {
+        resolve: (m) => {
+          cleanup();
+          resolve(m);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(new InvocationError(e.message, { invocationId, cause: e }));
+        },
+      });
+      if (abortSignal?.aborted) return onAbort();
+      abortSignal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutInMs !== undefined) {
+        timer = setTimeout(() => cancel(`invocation ${invocationId} timed out after ${timeoutInMs} ms`), timeoutInMs);
+      }
+      try {
+        this.send({ message: { case: "invokeMessage", value } });
+      } catch (error) {
+        this.pendingInvocations.get(invocationId)?.reject(error as Error);
+      }
+    });
+    if (!response.success) {
+      const errorDetail = { name: response.error?.name ?? "", message: response.error?.message ?? "" };
+      throw new InvocationError(`invocation ${invocationId} failed: ${errorDetail.name}: ${errorDetail.message}`, {
+        invocationId,
+        errorDetail,
+      });
+    }
+    if (response.data === undefined) return { invocationId };
+    return { invocationId, ...fromMessageData<TJson>(response.data) };
+  }
+
+  /**
+   * Opens a group stream (`sendToGroup` with `stream`): resolves once the service took it, with
+   * a writer whose chunks reach the group's members in order, as one stream.
+   */
+  async openGroupStream(group: string, options: OpenGroupStreamOptions = {}): Promise<GroupStreamWriter<TJson>> {
+    const streamId = options.streamId ?? globalThis.crypto.randomUUID();
+    if (this.outboundStreams.has(streamId)) throw new GroupStreamError(streamId, "BadRequest", `stream ${streamId} is already open`);
+    await this.waitConnected();
+    const writer = new GroupStreamWriter<TJson>(streamId, (m) => this.send(m), () =>
+      this.outboundStreams.delete(streamId),
+    );
+    this.outboundStreams.set(streamId, writer);
+    const start = UpstreamMessage_SendToGroupMessage.create({
+      group,
+      noEcho: options.noEcho ?? false,
+      stream: { streamId, idleTimeoutMs: options.idleTimeoutInMs },
+    });
+    await writer.started(() => this.send({ message: { case: "sendToGroupMessage", value: start } }));
+    return writer;
+  }
+
+  /**
+   * Calls `callback` with every group stream that starts arriving (of `groupNames`, or of
+   * every group); returns a handle whose `close()` stops it.
+   */
+  onGroupStream(
+    callback: (stream: InboundGroupStream<TJson>) => void,
+    options: { groupNames?: string[] } = {},
+  ): { close(): void } {
+    const subscription = new StreamSubscription<TJson>(callback, options.groupNames);
+    this.streamSubscriptions.add(subscription);
+    return {
+      close: () => {
+        this.streamSubscriptions.delete(subscription);
+        subscription.close();
+      },
+    };
   }
 
   // --- operations and acks ---
@@ -762,6 +985,18 @@ export class HubcastClient<TJson = unknown> {
       case "dataMessage":
         this.onData(m.value);
         return;
+      case "invokeResponseMessage":
+        this.pendingInvocations.get(m.value.invocationId)?.resolve(m.value);
+        return;
+      case "streamAckMessage":
+        this.outboundStreams.get(m.value.streamId)?.onAck(m.value.expectedSequenceId);
+        return;
+      case "streamNackMessage":
+        this.outboundStreams.get(m.value.streamId)?.onNack(m.value.name, m.value.message, m.value.expectedSequenceId);
+        return;
+      case "streamClosedMessage":
+        this.outboundStreams.get(m.value.streamId)?.onClosed(m.value.error);
+        return;
       case "systemMessage": {
         const system = m.value.message;
         if (system?.case === "connectedMessage") {
@@ -825,6 +1060,11 @@ export class HubcastClient<TJson = unknown> {
       return;
     }
     const { from, group, data: _data, ...fields } = data;
+    if (from === "group" && data.stream !== undefined) {
+      for (const subscription of this.streamSubscriptions) {
+        subscription.onMessage(group ?? "", data.stream, data.fromUserId, payload);
+      }
+    }
     if (from === "group") {
       this.emit("group-message", { message: { ...fields, kind: "groupData", group: group ?? "", ...payload } });
     } else {
@@ -847,6 +1087,8 @@ export class HubcastClient<TJson = unknown> {
     this.stopTimers();
     const lost = new ConnectionLost(code, reason);
     for (const pending of [...this.pendingAcks.values()]) pending.reject(lost);
+    for (const pending of [...this.pendingInvocations.values()]) pending.reject(lost);
+    for (const writer of [...this.outboundStreams.values()]) writer.onClosed({ name: "ConnectionLost", message: lost.message });
     if (socket.settle !== undefined) {
       // The attempt that opened this socket fails; its caller decides what comes next.
       socket.settle(new ConnectionError(`connection failed (code ${code}${reason ? `: ${reason}` : ""})`, code, reason));
@@ -1023,6 +1265,223 @@ export class HubcastClient<TJson = unknown> {
 }
 
 // --- payloads ---
+
+interface PendingInvocation {
+  resolve: (response: DownstreamMessage_InvokeResponseMessage) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * A group stream this client publishes ({@link HubcastClient.openGroupStream}). `write`
+ * resolves once the service took the chunk (`streamAck`) and rejects if it refused it
+ * (`streamNack`) or the stream closed; `end` resolves once the service closed the stream.
+ */
+export class GroupStreamWriter<TJson = unknown> {
+  /** The stream's id. */
+  readonly streamId: string;
+  private nextSequenceId = 1;
+  private readonly writes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private opening: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private ending: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private closedWith: Error | null | undefined;
+
+  /** @internal */
+  constructor(
+    streamId: string,
+    private readonly sendMessage: (message: UpstreamMessage) => void,
+    private readonly forget: () => void,
+  ) {
+    this.streamId = streamId;
+  }
+
+  /** @internal Sends the start and waits for the service to take it. */
+  started(send: () => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.opening = { resolve, reject };
+      try {
+        send();
+      } catch (error) {
+        this.onClosed({ name: "ConnectionLost", message: (error as Error).message });
+      }
+    });
+  }
+
+  /** Sends the next chunk; resolves once the service took it. */
+  write<D extends DataType>(content: Content<D, TJson>, dataType: D): Promise<void> {
+    if (this.closedWith !== undefined) return Promise.reject(this.closedError());
+    const streamSequenceId = this.nextSequenceId++;
+    const value = UpstreamMessage_StreamDataMessage.create({
+      streamId: this.streamId,
+      streamSequenceId,
+      data: toMessageData(content, dataType),
+    });
+    return new Promise<void>((resolve, reject) => {
+      this.writes.set(streamSequenceId, { resolve, reject });
+      this.trySend({ message: { case: "streamDataMessage", value } });
+    });
+  }
+
+  /** Tells the service the stream is alive without a chunk (it ends idle streams). */
+  keepAlive(): void {
+    if (this.closedWith !== undefined) throw this.closedError();
+    const value = UpstreamMessage_StreamDataMessage.create({ streamId: this.streamId });
+    this.sendMessage({ message: { case: "streamDataMessage", value } });
+  }
+
+  /** Ends the stream (with an error for its readers, if given); resolves once the service closed it. */
+  end(error?: { message: string; userErrorCode?: string }): Promise<void> {
+    if (this.closedWith !== undefined) return Promise.reject(this.closedError());
+    const value = UpstreamMessage_StreamEndMessage.create({ streamId: this.streamId });
+    if (error !== undefined) {
+      value.error = { message: error.message };
+      if (error.userErrorCode !== undefined) value.error.userErrorCode = error.userErrorCode;
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.ending = { resolve, reject };
+      this.trySend({ message: { case: "streamEndMessage", value } });
+    });
+  }
+
+  private trySend(message: UpstreamMessage): void {
+    try {
+      this.sendMessage(message);
+    } catch (error) {
+      this.onClosed({ name: "ConnectionLost", message: (error as Error).message });
+    }
+  }
+
+  private closedError(): Error {
+    return this.closedWith ?? new GroupStreamError(this.streamId, "StreamClosed", `stream ${this.streamId} is closed`);
+  }
+
+  /** @internal `streamAck`: every chunk before `expected` was taken. */
+  onAck(expected: number): void {
+    if (expected === 1 && this.opening !== undefined) {
+      this.opening.resolve();
+      this.opening = undefined;
+    }
+    for (const [id, pending] of this.writes) {
+      if (id < expected) {
+        this.writes.delete(id);
+        pending.resolve();
+      }
+    }
+  }
+
+  /** @internal `streamNack`: the chunks from `expected` on were refused. */
+  onNack(name: string, message: string, expected: number): void {
+    for (const [id, pending] of this.writes) {
+      if (id >= expected) {
+        this.writes.delete(id);
+        pending.reject(new GroupStreamError(this.streamId, name, message));
+      }
+    }
+    this.nextSequenceId = expected;
+  }
+
+  /** @internal `streamClosed` (or the connection's end). */
+  onClosed(error: { name: string; message: string } | undefined): void {
+    if (this.closedWith !== undefined) return;
+    this.forget();
+    const failure = error === undefined ? null : new GroupStreamError(this.streamId, error.name, error.message);
+    this.closedWith = failure;
+    const rejection = failure ?? this.closedError();
+    this.opening?.reject(rejection);
+    this.opening = undefined;
+    for (const pending of this.writes.values()) pending.reject(rejection);
+    this.writes.clear();
+    if (this.ending !== undefined) {
+      if (failure === null) this.ending.resolve();
+      else this.ending.reject(failure);
+      this.ending = undefined;
+    }
+  }
+}
+
+/** One `onGroupStream` callback and the streams it was given. */
+class StreamSubscription<TJson> {
+  private readonly active = new Map<string, InboundStream<TJson>>();
+
+  constructor(
+    private readonly callback: (stream: InboundGroupStream<TJson>) => void,
+    private readonly groupNames: string[] | undefined,
+  ) {}
+
+  onMessage(group: string, info: DownstreamMessage_StreamInfo, fromUserId: string | undefined, payload: Payload<TJson>): void {
+    if (this.groupNames !== undefined && !this.groupNames.includes(group)) return;
+    const key = JSON.stringify([group, info.streamId]);
+    let stream = this.active.get(key);
+    if (stream === undefined) {
+      stream = new InboundStream<TJson>(group, info.streamId);
+      this.active.set(key, stream);
+      try {
+        this.callback(stream);
+      } catch {
+        // The callback's own failure does not stop the client.
+      }
+    }
+    if (info.endOfStream) {
+      this.active.delete(key);
+      stream.finish(info);
+    } else {
+      stream.push(info.streamSequenceId, fromUserId, payload);
+    }
+  }
+
+  close(): void {
+    for (const stream of this.active.values()) stream.finish(undefined);
+    this.active.clear();
+  }
+}
+
+/** A received group stream: a queue of chunks read by one async iterator. */
+class InboundStream<TJson> implements InboundGroupStream<TJson> {
+  missedChunks = 0;
+  private last = 0;
+  private readonly chunks: GroupStreamChunk<TJson>[] = [];
+  private readonly readers: { resolve: (r: IteratorResult<GroupStreamChunk<TJson>>) => void; reject: (e: Error) => void }[] = [];
+  private done: Error | null | undefined;
+
+  constructor(
+    readonly groupName: string,
+    readonly streamId: string,
+  ) {}
+
+  push(sequenceId: number, fromUserId: string | undefined, payload: Payload<TJson>): void {
+    if (this.done !== undefined || sequenceId <= this.last) return;
+    const missed = sequenceId - this.last - 1;
+    this.missedChunks += missed;
+    this.last = sequenceId;
+    const chunk = { ...payload, streamSequenceId: sequenceId, missed } as GroupStreamChunk<TJson>;
+    if (fromUserId) chunk.fromUserId = fromUserId;
+    const reader = this.readers.shift();
+    if (reader !== undefined) reader.resolve({ done: false, value: chunk });
+    else this.chunks.push(chunk);
+  }
+
+  finish(info: DownstreamMessage_StreamInfo | undefined): void {
+    if (this.done !== undefined) return;
+    if (info !== undefined) this.missedChunks += Math.max(0, info.streamSequenceId - this.last - 1);
+    const e = info?.error;
+    this.done = e === undefined ? null : new GroupStreamError(this.streamId, e.name, e.message, e.userErrorCode);
+    for (const reader of this.readers.splice(0)) {
+      if (this.done === null) reader.resolve({ done: true, value: undefined });
+      else reader.reject(this.done);
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GroupStreamChunk<TJson>> {
+    return {
+      next: () => {
+        const chunk = this.chunks.shift();
+        if (chunk !== undefined) return Promise.resolve({ done: false, value: chunk });
+        if (this.done === null) return Promise.resolve({ done: true, value: undefined });
+        if (this.done !== undefined) return Promise.reject(this.done);
+        return new Promise((resolve, reject) => this.readers.push({ resolve, reject }));
+      },
+    };
+  }
+}
 
 function toMessageData(content: unknown, dataType: DataType): MessageData {
   switch (dataType) {

@@ -1,4 +1,4 @@
-import { AckErrorName, CloseCode, type DownstreamMessage_DataMessage, UpstreamMessage_EventMessage, UpstreamMessage_SendToGroupMessage } from "./protocol.js";
+import { AckErrorName, CloseCode, type DownstreamMessage_DataMessage, UpstreamMessage, UpstreamMessage_EventMessage, UpstreamMessage_SendToGroupMessage } from "./protocol.js";
 import * as wire from "./wire.js";
 /** The subprotocols a {@link HubcastClient} speaks. */
 export type ProtocolName = "json" | "json.reliable" | "protobuf" | "protobuf.reliable";
@@ -159,6 +159,89 @@ export type SendEventOptions = OperationOptions & Partial<Omit<UpstreamMessage_E
     /** Send without an ack id: resolves once written, failures are not reported. */
     fireAndForget?: boolean;
 };
+/** Options of {@link HubcastClient.invokeEvent}. */
+export interface InvokeEventOptions {
+    /** The invocation id; default: the next of the client's counter (`"1"`, `"2"`, …). */
+    invocationId?: string;
+    /** Cancels the invocation: the service is told (`cancelInvocation`) and answers nothing. */
+    abortSignal?: AbortSignal;
+    /** Gives up after this many milliseconds, cancelling the invocation as an abort does. */
+    timeoutInMs?: number;
+    /** Application metadata for the upstream (`x-webpubsub-metadata-<key>` headers). */
+    metadata?: {
+        [key: string]: string;
+    };
+}
+/** The upstream's answer to {@link HubcastClient.invokeEvent}: its payload, if it sent one. */
+export type InvokeEventResult<TJson = unknown> = {
+    invocationId: string;
+} & (Payload<TJson> | {
+    dataType?: undefined;
+    data?: undefined;
+});
+/**
+ * An invocation failed: the upstream refused or failed it, or the service gave up on it
+ * (`errorDetail`: `BadRequest`, `Forbidden`, `NotFound`, `InternalServerError`, `Timeout`, …),
+ * or it was cancelled, timed out at the client, or lost with its connection.
+ */
+export declare class InvocationError extends Error {
+    /** The invocation's id. */
+    readonly invocationId: string;
+    /** The service's error, when it answered with one. */
+    readonly errorDetail: {
+        name: string;
+        message: string;
+    } | undefined;
+    constructor(message: string, options: {
+        invocationId: string;
+        errorDetail?: {
+            name: string;
+            message: string;
+        };
+        cause?: unknown;
+    });
+}
+/** Options of {@link HubcastClient.openGroupStream}. */
+export interface OpenGroupStreamOptions {
+    /** The stream id; default: a random UUID. */
+    streamId?: string;
+    /** The publisher does not receive its own chunks. */
+    noEcho?: boolean;
+    /** The service ends the stream after this long without a chunk or keep-alive (at most 300 000 ms). */
+    idleTimeoutInMs?: number;
+}
+/**
+ * A group stream failed: `name` is the service's (`InvalidSequenceId`, `IdleTimeout`,
+ * `StreamNotFound`, `Forbidden`, …) or, for a received stream, why it ended (`UserError` with
+ * the publisher's `userErrorCode`, `IdleTimeout`, `Cancelled`).
+ */
+export declare class GroupStreamError extends Error {
+    /** The stream's id. */
+    readonly streamId: string;
+    /** The publisher's own code, for a `UserError`. */
+    readonly userErrorCode: string | undefined;
+    constructor(streamId: string, name: string, message: string, userErrorCode?: string);
+}
+/** A chunk of a received group stream. */
+export type GroupStreamChunk<TJson = unknown> = Payload<TJson> & {
+    /** 1, 2, 3, … */
+    streamSequenceId: number;
+    /** Chunks missing right before this one (a gap; 0 normally). */
+    missed: number;
+    /** The publisher's user id, if it has one. */
+    fromUserId?: string;
+};
+/**
+ * A group stream published by another client ({@link HubcastClient.onGroupStream}): iterate
+ * its chunks; the iteration ends with the stream, or throws a {@link GroupStreamError} when
+ * it ended with an error.
+ */
+export interface InboundGroupStream<TJson = unknown> extends AsyncIterable<GroupStreamChunk<TJson>> {
+    readonly groupName: string;
+    readonly streamId: string;
+    /** Chunks missed so far (gaps in `streamSequenceId`). */
+    readonly missedChunks: number;
+}
 /** An operation failed: the service refused it (`errorDetail`), or it could not be delivered. */
 export declare class SendMessageError extends Error {
     /** The ack id of the operation, if it had one. */
@@ -222,6 +305,13 @@ export declare class HubcastClient<TJson = unknown> {
     private readonly pendingAcks;
     /** Operations waiting for the client to be connected. */
     private readonly waiters;
+    private nextInvocationId;
+    /** Invocations waiting for their `invokeResponse`, by id. */
+    private readonly pendingInvocations;
+    /** Group streams this client publishes, by stream id. */
+    private readonly outboundStreams;
+    /** `onGroupStream` callbacks. */
+    private readonly streamSubscriptions;
     /** Highest data-message sequence id received, and the one last acknowledged. */
     private sequenceId;
     private sequenceAcked;
@@ -266,6 +356,27 @@ export declare class HubcastClient<TJson = unknown> {
     sendToGroup<D extends DataType>(group: string, content: Content<D, TJson>, dataType: D, options?: SendToGroupOptions): Promise<AckResult>;
     /** Raises an event to the hub's upstream handler. `content` is typed by `dataType`. */
     sendEvent<D extends DataType>(event: string, content: Content<D, TJson>, dataType: D, options?: SendEventOptions): Promise<AckResult>;
+    /**
+     * Calls the hub's upstream (`invoke`: the user event `azure.webpubsub.user.<event>`) and
+     * resolves with its answer. Rejects with an {@link InvocationError}: the upstream's refusal
+     * or failure, the service's timeout, or this client's (`timeoutInMs`, `abortSignal`, which
+     * also tell the service to give up the call), or a dropped connection.
+     */
+    invokeEvent<D extends DataType>(event: string, content: Content<D, TJson>, dataType: D, options?: InvokeEventOptions): Promise<InvokeEventResult<TJson>>;
+    /**
+     * Opens a group stream (`sendToGroup` with `stream`): resolves once the service took it, with
+     * a writer whose chunks reach the group's members in order, as one stream.
+     */
+    openGroupStream(group: string, options?: OpenGroupStreamOptions): Promise<GroupStreamWriter<TJson>>;
+    /**
+     * Calls `callback` with every group stream that starts arriving (of `groupNames`, or of
+     * every group); returns a handle whose `close()` stops it.
+     */
+    onGroupStream(callback: (stream: InboundGroupStream<TJson>) => void, options?: {
+        groupNames?: string[];
+    }): {
+        close(): void;
+    };
     private invoke;
     private sendWithAck;
     private onAck;
@@ -301,5 +412,45 @@ export declare class HubcastClient<TJson = unknown> {
     private sendSequenceAck;
     private setState;
     private emit;
+}
+/**
+ * A group stream this client publishes ({@link HubcastClient.openGroupStream}). `write`
+ * resolves once the service took the chunk (`streamAck`) and rejects if it refused it
+ * (`streamNack`) or the stream closed; `end` resolves once the service closed the stream.
+ */
+export declare class GroupStreamWriter<TJson = unknown> {
+    private readonly sendMessage;
+    private readonly forget;
+    /** The stream's id. */
+    readonly streamId: string;
+    private nextSequenceId;
+    private readonly writes;
+    private opening;
+    private ending;
+    private closedWith;
+    /** @internal */
+    constructor(streamId: string, sendMessage: (message: UpstreamMessage) => void, forget: () => void);
+    /** @internal Sends the start and waits for the service to take it. */
+    started(send: () => void): Promise<void>;
+    /** Sends the next chunk; resolves once the service took it. */
+    write<D extends DataType>(content: Content<D, TJson>, dataType: D): Promise<void>;
+    /** Tells the service the stream is alive without a chunk (it ends idle streams). */
+    keepAlive(): void;
+    /** Ends the stream (with an error for its readers, if given); resolves once the service closed it. */
+    end(error?: {
+        message: string;
+        userErrorCode?: string;
+    }): Promise<void>;
+    private trySend;
+    private closedError;
+    /** @internal `streamAck`: every chunk before `expected` was taken. */
+    onAck(expected: number): void;
+    /** @internal `streamNack`: the chunks from `expected` on were refused. */
+    onNack(name: string, message: string, expected: number): void;
+    /** @internal `streamClosed` (or the connection's end). */
+    onClosed(error: {
+        name: string;
+        message: string;
+    } | undefined): void;
 }
 export {};

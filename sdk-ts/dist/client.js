@@ -8,7 +8,7 @@
 // retries of an operation reuse its ack id (so a retry after a drop is answered `Duplicate`
 // instead of publishing twice), operations issued while the client is reconnecting wait for
 // the connection instead of failing, and the protobuf subprotocols are supported.
-import { AckErrorName, CloseCode, DownstreamMessage, Subprotocol, UpstreamMessage, UpstreamMessage_EventMessage, UpstreamMessage_JoinGroupMessage, UpstreamMessage_LeaveGroupMessage, UpstreamMessage_SendToGroupMessage, } from "./protocol.js";
+import { AckErrorName, CloseCode, DownstreamMessage, Subprotocol, UpstreamMessage, UpstreamMessage_CancelInvocationMessage, UpstreamMessage_EventMessage, UpstreamMessage_InvokeMessage, UpstreamMessage_JoinGroupMessage, UpstreamMessage_LeaveGroupMessage, UpstreamMessage_SendToGroupMessage, UpstreamMessage_StreamDataMessage, UpstreamMessage_StreamEndMessage, } from "./protocol.js";
 import * as wire from "./wire.js";
 const PROTOCOLS = {
     json: { subprotocol: Subprotocol.Json, binary: false, reliable: false },
@@ -21,6 +21,40 @@ export function subprotocolOf(protocol) {
     return PROTOCOLS[protocol].subprotocol;
 }
 const WS_OPEN = 1;
+/**
+ * An invocation failed: the upstream refused or failed it, or the service gave up on it
+ * (`errorDetail`: `BadRequest`, `Forbidden`, `NotFound`, `InternalServerError`, `Timeout`, …),
+ * or it was cancelled, timed out at the client, or lost with its connection.
+ */
+export class InvocationError extends Error {
+    /** The invocation's id. */
+    invocationId;
+    /** The service's error, when it answered with one. */
+    errorDetail;
+    constructor(message, options) {
+        super(message, options.cause === undefined ? undefined : { cause: options.cause });
+        this.name = "InvocationError";
+        this.invocationId = options.invocationId;
+        this.errorDetail = options.errorDetail;
+    }
+}
+/**
+ * A group stream failed: `name` is the service's (`InvalidSequenceId`, `IdleTimeout`,
+ * `StreamNotFound`, `Forbidden`, …) or, for a received stream, why it ended (`UserError` with
+ * the publisher's `userErrorCode`, `IdleTimeout`, `Cancelled`).
+ */
+export class GroupStreamError extends Error {
+    /** The stream's id. */
+    streamId;
+    /** The publisher's own code, for a `UserError`. */
+    userErrorCode;
+    constructor(streamId, name, message, userErrorCode) {
+        super(message);
+        this.name = name;
+        this.streamId = streamId;
+        this.userErrorCode = userErrorCode;
+    }
+}
 /** An operation failed: the service refused it (`errorDetail`), or it could not be delivered. */
 export class SendMessageError extends Error {
     /** The ack id of the operation, if it had one. */
@@ -108,6 +142,13 @@ export class HubcastClient {
     pendingAcks = new Map();
     /** Operations waiting for the client to be connected. */
     waiters = new Set();
+    nextInvocationId = 1;
+    /** Invocations waiting for their `invokeResponse`, by id. */
+    pendingInvocations = new Map();
+    /** Group streams this client publishes, by stream id. */
+    outboundStreams = new Map();
+    /** `onGroupStream` callbacks. */
+    streamSubscriptions = new Set();
     /** Highest data-message sequence id received, and the one last acknowledged. */
     sequenceId = 0;
     sequenceAcked = 0;
@@ -253,6 +294,118 @@ export class HubcastClient {
                 value: UpstreamMessage_EventMessage.create({ ...fields, event, data, ackId }),
             },
         }), { ackId: options.ackId, abortSignal, fireAndForget });
+    }
+    /**
+     * Calls the hub's upstream (`invoke`: the user event `azure.webpubsub.user.<event>`) and
+     * resolves with its answer. Rejects with an {@link InvocationError}: the upstream's refusal
+     * or failure, the service's timeout, or this client's (`timeoutInMs`, `abortSignal`, which
+     * also tell the service to give up the call), or a dropped connection.
+     */
+    async invokeEvent(event, content, dataType, options = {}) {
+        const invocationId = options.invocationId ?? String(this.nextInvocationId++);
+        if (this.pendingInvocations.has(invocationId)) {
+            throw new InvocationError(`invocation id ${invocationId} is already in flight`, { invocationId });
+        }
+        const { abortSignal, timeoutInMs } = options;
+        try {
+            await this.waitConnected(abortSignal);
+        }
+        catch (error) {
+            throw new InvocationError(error instanceof Error ? error.message : String(error), { invocationId, cause: error });
+        }
+        const value = UpstreamMessage_InvokeMessage.create({
+            invocationId,
+            target: "event",
+            event,
+            data: toMessageData(content, dataType),
+            metadata: options.metadata ?? {},
+        });
+        const response = await new Promise((resolve, reject) => {
+            let timer;
+            const cleanup = () => {
+                this.pendingInvocations.delete(invocationId);
+                if (timer !== undefined)
+                    clearTimeout(timer);
+                abortSignal?.removeEventListener("abort", onAbort);
+            };
+            const cancel = (why) => {
+                cleanup();
+                try {
+                    const cancelMessage = UpstreamMessage_CancelInvocationMessage.create({ invocationId });
+                    this.send({ message: { case: "cancelInvocationMessage", value: cancelMessage } });
+                }
+                catch {
+                    // Not connected: the service abandons the call with the connection anyway.
+                }
+                reject(new InvocationError(why, { invocationId }));
+            };
+            const onAbort = () => cancel(`invocation ${invocationId} was cancelled`);
+            this.pendingInvocations.set(invocationId, {
+                resolve: (m) => {
+                    cleanup();
+                    resolve(m);
+                },
+                reject: (e) => {
+                    cleanup();
+                    reject(new InvocationError(e.message, { invocationId, cause: e }));
+                },
+            });
+            if (abortSignal?.aborted)
+                return onAbort();
+            abortSignal?.addEventListener("abort", onAbort, { once: true });
+            if (timeoutInMs !== undefined) {
+                timer = setTimeout(() => cancel(`invocation ${invocationId} timed out after ${timeoutInMs} ms`), timeoutInMs);
+            }
+            try {
+                this.send({ message: { case: "invokeMessage", value } });
+            }
+            catch (error) {
+                this.pendingInvocations.get(invocationId)?.reject(error);
+            }
+        });
+        if (!response.success) {
+            const errorDetail = { name: response.error?.name ?? "", message: response.error?.message ?? "" };
+            throw new InvocationError(`invocation ${invocationId} failed: ${errorDetail.name}: ${errorDetail.message}`, {
+                invocationId,
+                errorDetail,
+            });
+        }
+        if (response.data === undefined)
+            return { invocationId };
+        return { invocationId, ...fromMessageData(response.data) };
+    }
+    /**
+     * Opens a group stream (`sendToGroup` with `stream`): resolves once the service took it, with
+     * a writer whose chunks reach the group's members in order, as one stream.
+     */
+    async openGroupStream(group, options = {}) {
+        const streamId = options.streamId ?? globalThis.crypto.randomUUID();
+        if (this.outboundStreams.has(streamId))
+            throw new GroupStreamError(streamId, "BadRequest", `stream ${streamId} is already open`);
+        await this.waitConnected();
+        const writer = new GroupStreamWriter(streamId, (m) => this.send(m), () => this.outboundStreams.delete(streamId));
+        this.outboundStreams.set(streamId, writer);
+        const start = UpstreamMessage_SendToGroupMessage.create({
+            group,
+            noEcho: options.noEcho ?? false,
+            stream: { streamId, idleTimeoutMs: options.idleTimeoutInMs },
+        });
+        await writer.started(() => this.send({ message: { case: "sendToGroupMessage", value: start } }));
+        return writer;
+    }
+    /**
+     * Calls `callback` with every group stream that starts arriving (of `groupNames`, or of
+     * every group); returns a handle whose `close()` stops it.
+     */
+    onGroupStream(callback, options = {}) {
+        const subscription = new StreamSubscription(callback, options.groupNames);
+        this.streamSubscriptions.add(subscription);
+        return {
+            close: () => {
+                this.streamSubscriptions.delete(subscription);
+                subscription.close();
+            },
+        };
     }
     // --- operations and acks ---
     async invoke(build, options) {
@@ -473,6 +626,18 @@ export class HubcastClient {
             case "dataMessage":
                 this.onData(m.value);
                 return;
+            case "invokeResponseMessage":
+                this.pendingInvocations.get(m.value.invocationId)?.resolve(m.value);
+                return;
+            case "streamAckMessage":
+                this.outboundStreams.get(m.value.streamId)?.onAck(m.value.expectedSequenceId);
+                return;
+            case "streamNackMessage":
+                this.outboundStreams.get(m.value.streamId)?.onNack(m.value.name, m.value.message, m.value.expectedSequenceId);
+                return;
+            case "streamClosedMessage":
+                this.outboundStreams.get(m.value.streamId)?.onClosed(m.value.error);
+                return;
             case "systemMessage": {
                 const system = m.value.message;
                 if (system?.case === "connectedMessage") {
@@ -537,6 +702,11 @@ export class HubcastClient {
             return;
         }
         const { from, group, data: _data, ...fields } = data;
+        if (from === "group" && data.stream !== undefined) {
+            for (const subscription of this.streamSubscriptions) {
+                subscription.onMessage(group ?? "", data.stream, data.fromUserId, payload);
+            }
+        }
         if (from === "group") {
             this.emit("group-message", { message: { ...fields, kind: "groupData", group: group ?? "", ...payload } });
         }
@@ -561,6 +731,10 @@ export class HubcastClient {
         const lost = new ConnectionLost(code, reason);
         for (const pending of [...this.pendingAcks.values()])
             pending.reject(lost);
+        for (const pending of [...this.pendingInvocations.values()])
+            pending.reject(lost);
+        for (const writer of [...this.outboundStreams.values()])
+            writer.onClosed({ name: "ConnectionLost", message: lost.message });
         if (socket.settle !== undefined) {
             // The attempt that opened this socket fails; its caller decides what comes next.
             socket.settle(new ConnectionError(`connection failed (code ${code}${reason ? `: ${reason}` : ""})`, code, reason));
@@ -731,7 +905,227 @@ export class HubcastClient {
         }
     }
 }
-// --- payloads ---
+/**
+ * A group stream this client publishes ({@link HubcastClient.openGroupStream}). `write`
+ * resolves once the service took the chunk (`streamAck`) and rejects if it refused it
+ * (`streamNack`) or the stream closed; `end` resolves once the service closed the stream.
+ */
+export class GroupStreamWriter {
+    sendMessage;
+    forget;
+    /** The stream's id. */
+    streamId;
+    nextSequenceId = 1;
+    writes = new Map();
+    opening;
+    ending;
+    closedWith;
+    /** @internal */
+    constructor(streamId, sendMessage, forget) {
+        this.sendMessage = sendMessage;
+        this.forget = forget;
+        this.streamId = streamId;
+    }
+    /** @internal Sends the start and waits for the service to take it. */
+    started(send) {
+        return new Promise((resolve, reject) => {
+            this.opening = { resolve, reject };
+            try {
+                send();
+            }
+            catch (error) {
+                this.onClosed({ name: "ConnectionLost", message: error.message });
+            }
+        });
+    }
+    /** Sends the next chunk; resolves once the service took it. */
+    write(content, dataType) {
+        if (this.closedWith !== undefined)
+            return Promise.reject(this.closedError());
+        const streamSequenceId = this.nextSequenceId++;
+        const value = UpstreamMessage_StreamDataMessage.create({
+            streamId: this.streamId,
+            streamSequenceId,
+            data: toMessageData(content, dataType),
+        });
+        return new Promise((resolve, reject) => {
+            this.writes.set(streamSequenceId, { resolve, reject });
+            this.trySend({ message: { case: "streamDataMessage", value } });
+        });
+    }
+    /** Tells the service the stream is alive without a chunk (it ends idle streams). */
+    keepAlive() {
+        if (this.closedWith !== undefined)
+            throw this.closedError();
+        const value = UpstreamMessage_StreamDataMessage.create({ streamId: this.streamId });
+        this.sendMessage({ message: { case: "streamDataMessage", value } });
+    }
+    /** Ends the stream (with an error for its readers, if given); resolves once the service closed it. */
+    end(error) {
+        if (this.closedWith !== undefined)
+            return Promise.reject(this.closedError());
+        const value = UpstreamMessage_StreamEndMessage.create({ streamId: this.streamId });
+        if (error !== undefined) {
+            value.error = { message: error.message };
+            if (error.userErrorCode !== undefined)
+                value.error.userErrorCode = error.userErrorCode;
+        }
+        return new Promise((resolve, reject) => {
+            this.ending = { resolve, reject };
+            this.trySend({ message: { case: "streamEndMessage", value } });
+        });
+    }
+    trySend(message) {
+        try {
+            this.sendMessage(message);
+        }
+        catch (error) {
+            this.onClosed({ name: "ConnectionLost", message: error.message });
+        }
+    }
+    closedError() {
+        return this.closedWith ?? new GroupStreamError(this.streamId, "StreamClosed", `stream ${this.streamId} is closed`);
+    }
+    /** @internal `streamAck`: every chunk before `expected` was taken. */
+    onAck(expected) {
+        if (expected === 1 && this.opening !== undefined) {
+            this.opening.resolve();
+            this.opening = undefined;
+        }
+        for (const [id, pending] of this.writes) {
+            if (id < expected) {
+                this.writes.delete(id);
+                pending.resolve();
+            }
+        }
+    }
+    /** @internal `streamNack`: the chunks from `expected` on were refused. */
+    onNack(name, message, expected) {
+        for (const [id, pending] of this.writes) {
+            if (id >= expected) {
+                this.writes.delete(id);
+                pending.reject(new GroupStreamError(this.streamId, name, message));
+            }
+        }
+        this.nextSequenceId = expected;
+    }
+    /** @internal `streamClosed` (or the connection's end). */
+    onClosed(error) {
+        if (this.closedWith !== undefined)
+            return;
+        this.forget();
+        const failure = error === undefined ? null : new GroupStreamError(this.streamId, error.name, error.message);
+        this.closedWith = failure;
+        const rejection = failure ?? this.closedError();
+        this.opening?.reject(rejection);
+        this.opening = undefined;
+        for (const pending of this.writes.values())
+            pending.reject(rejection);
+        this.writes.clear();
+        if (this.ending !== undefined) {
+            if (failure === null)
+                this.ending.resolve();
+            else
+                this.ending.reject(failure);
+            this.ending = undefined;
+        }
+    }
+}
+/** One `onGroupStream` callback and the streams it was given. */
+class StreamSubscription {
+    callback;
+    groupNames;
+    active = new Map();
+    constructor(callback, groupNames) {
+        this.callback = callback;
+        this.groupNames = groupNames;
+    }
+    onMessage(group, info, fromUserId, payload) {
+        if (this.groupNames !== undefined && !this.groupNames.includes(group))
+            return;
+        const key = JSON.stringify([group, info.streamId]);
+        let stream = this.active.get(key);
+        if (stream === undefined) {
+            stream = new InboundStream(group, info.streamId);
+            this.active.set(key, stream);
+            try {
+                this.callback(stream);
+            }
+            catch {
+                // The callback's own failure does not stop the client.
+            }
+        }
+        if (info.endOfStream) {
+            this.active.delete(key);
+            stream.finish(info);
+        }
+        else {
+            stream.push(info.streamSequenceId, fromUserId, payload);
+        }
+    }
+    close() {
+        for (const stream of this.active.values())
+            stream.finish(undefined);
+        this.active.clear();
+    }
+}
+/** A received group stream: a queue of chunks read by one async iterator. */
+class InboundStream {
+    groupName;
+    streamId;
+    missedChunks = 0;
+    last = 0;
+    chunks = [];
+    readers = [];
+    done;
+    constructor(groupName, streamId) {
+        this.groupName = groupName;
+        this.streamId = streamId;
+    }
+    push(sequenceId, fromUserId, payload) {
+        if (this.done !== undefined || sequenceId <= this.last)
+            return;
+        const missed = sequenceId - this.last - 1;
+        this.missedChunks += missed;
+        this.last = sequenceId;
+        const chunk = { ...payload, streamSequenceId: sequenceId, missed };
+        if (fromUserId)
+            chunk.fromUserId = fromUserId;
+        const reader = this.readers.shift();
+        if (reader !== undefined)
+            reader.resolve({ done: false, value: chunk });
+        else
+            this.chunks.push(chunk);
+    }
+    finish(info) {
+        if (this.done !== undefined)
+            return;
+        if (info !== undefined)
+            this.missedChunks += Math.max(0, info.streamSequenceId - this.last - 1);
+        const e = info?.error;
+        this.done = e === undefined ? null : new GroupStreamError(this.streamId, e.name, e.message, e.userErrorCode);
+        for (const reader of this.readers.splice(0)) {
+            if (this.done === null)
+                reader.resolve({ done: true, value: undefined });
+            else
+                reader.reject(this.done);
+        }
+    }
+    [Symbol.asyncIterator]() {
+        return {
+            next: () => {
+                const chunk = this.chunks.shift();
+                if (chunk !== undefined)
+                    return Promise.resolve({ done: false, value: chunk });
+                if (this.done === null)
+                    return Promise.resolve({ done: true, value: undefined });
+                if (this.done !== undefined)
+                    return Promise.reject(this.done);
+                return new Promise((resolve, reject) => this.readers.push({ resolve, reject }));
+            },
+        };
+    }
+}
 function toMessageData(content, dataType) {
     switch (dataType) {
         case "json": {

@@ -119,10 +119,89 @@ export interface UpstreamMessage {
      | {
         case: "pingMessage";
         value: UpstreamMessage_PingMessage;
+    }
+    /** Call the upstream application and wait for its answer (`InvokeResponseMessage`). */
+     | {
+        case: "invokeMessage";
+        value: UpstreamMessage_InvokeMessage;
+    }
+    /** Stop waiting for an invocation: the service abandons it and sends no answer. */
+     | {
+        case: "cancelInvocationMessage";
+        value: UpstreamMessage_CancelInvocationMessage;
+    }
+    /** A chunk of a group stream opened by `SendToGroupMessage.stream`, or a keep-alive. */
+     | {
+        case: "streamDataMessage";
+        value: UpstreamMessage_StreamDataMessage;
+    }
+    /** The end of a group stream. */
+     | {
+        case: "streamEndMessage";
+        value: UpstreamMessage_StreamEndMessage;
     };
 }
 /** Codec of {@link UpstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export declare const UpstreamMessage: wire.MessageType<UpstreamMessage>;
+/**
+ * A call of the upstream application: the user event `azure.webpubsub.user.<event>`, whose
+ * answer comes back as an `InvokeResponseMessage` with the same id.
+ */
+export interface UpstreamMessage_InvokeMessage {
+    /** Chosen by the client, unique among its invocations in flight. */
+    invocationId: string;
+    /** What is called: `event` (the only target). */
+    target: string;
+    /** The event name. */
+    event: string;
+    /** The payload, if any. */
+    data?: MessageData;
+    /** Application metadata forwarded to the upstream. */
+    metadata: {
+        [key: string]: string;
+    };
+}
+/** Codec of {@link UpstreamMessage_InvokeMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const UpstreamMessage_InvokeMessage: wire.MessageType<UpstreamMessage_InvokeMessage>;
+/** Stop waiting for an invocation. */
+export interface UpstreamMessage_CancelInvocationMessage {
+    /** The invocation's id. */
+    invocationId: string;
+}
+/** Codec of {@link UpstreamMessage_CancelInvocationMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const UpstreamMessage_CancelInvocationMessage: wire.MessageType<UpstreamMessage_CancelInvocationMessage>;
+/**
+ * A chunk of a group stream (with `stream_sequence_id` and `data`), or a keep-alive (with
+ * neither).
+ */
+export interface UpstreamMessage_StreamDataMessage {
+    /** The stream's id. */
+    streamId: string;
+    /** 1 for the first chunk, one more for each next one. */
+    streamSequenceId?: number;
+    /** The chunk. */
+    data?: MessageData;
+}
+/** Codec of {@link UpstreamMessage_StreamDataMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const UpstreamMessage_StreamDataMessage: wire.MessageType<UpstreamMessage_StreamDataMessage>;
+/** The end of a group stream, with the publisher's error if it gives up. */
+export interface UpstreamMessage_StreamEndMessage {
+    /** The stream's id. */
+    streamId: string;
+    /** Why the publisher gives up; unset for a normal end. */
+    error?: UpstreamMessage_StreamEndMessage_StreamEndError;
+}
+/** Codec of {@link UpstreamMessage_StreamEndMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const UpstreamMessage_StreamEndMessage: wire.MessageType<UpstreamMessage_StreamEndMessage>;
+/** The publisher's error. */
+export interface UpstreamMessage_StreamEndMessage_StreamEndError {
+    /** What happened. */
+    message?: string;
+    /** The publisher's own code. */
+    userErrorCode?: string;
+}
+/** Codec of {@link UpstreamMessage_StreamEndMessage_StreamEndError}: protobuf binary and the JSON subprotocols' shape. */
+export declare const UpstreamMessage_StreamEndMessage_StreamEndError: wire.MessageType<UpstreamMessage_StreamEndMessage_StreamEndError>;
 /** Publish data to every connection in a group. */
 export interface UpstreamMessage_SendToGroupMessage {
     /** The target group name. */
@@ -234,10 +313,86 @@ export interface DownstreamMessage {
      | {
         case: "pongMessage";
         value: DownstreamMessage_PongMessage;
+    }
+    /** The answer to an `UpstreamMessage.InvokeMessage`. */
+     | {
+        case: "invokeResponseMessage";
+        value: DownstreamMessage_InvokeResponseMessage;
+    }
+    /** A group stream's chunks up to `expected_sequence_id` were taken (or the stream opened). */
+     | {
+        case: "streamAckMessage";
+        value: DownstreamMessage_StreamAckMessage;
+    }
+    /** A chunk was refused (out of order, or unreadable); the stream goes on. */
+     | {
+        case: "streamNackMessage";
+        value: DownstreamMessage_StreamNackMessage;
+    }
+    /** A group stream is over: ended by its publisher, or by the service (with an error). */
+     | {
+        case: "streamClosedMessage";
+        value: DownstreamMessage_StreamClosedMessage;
     };
 }
 /** Codec of {@link DownstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export declare const DownstreamMessage: wire.MessageType<DownstreamMessage>;
+/** The answer to an invocation. */
+export interface DownstreamMessage_InvokeResponseMessage {
+    /** The invocation's id. */
+    invocationId: string;
+    /** True if the upstream answered; `data` is its answer, if any. */
+    success: boolean;
+    /** The upstream's answer. */
+    data?: MessageData;
+    /** Why the invocation failed; set only when `success` is false. */
+    error?: DownstreamMessage_InvokeResponseMessage_InvokeError;
+}
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_InvokeResponseMessage: wire.MessageType<DownstreamMessage_InvokeResponseMessage>;
+/**
+ * A failed invocation: `name` is `BadRequest`, `Unauthorized`, `Forbidden`, `NotFound`,
+ * `InternalServerError`, `Timeout` or `Duplicate`.
+ */
+export interface DownstreamMessage_InvokeResponseMessage_InvokeError {
+    /** Machine-readable name. */
+    name: string;
+    /** The upstream's words, or the service's. */
+    message: string;
+}
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage_InvokeError}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_InvokeResponseMessage_InvokeError: wire.MessageType<DownstreamMessage_InvokeResponseMessage_InvokeError>;
+/** Progress of a group stream. */
+export interface DownstreamMessage_StreamAckMessage {
+    /** The stream's id. */
+    streamId: string;
+    /** The sequence id of the next chunk the service takes. */
+    expectedSequenceId: number;
+}
+/** Codec of {@link DownstreamMessage_StreamAckMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_StreamAckMessage: wire.MessageType<DownstreamMessage_StreamAckMessage>;
+/** A refused chunk. */
+export interface DownstreamMessage_StreamNackMessage {
+    /** The stream's id. */
+    streamId: string;
+    /** `InvalidSequenceId` (a gap: a chunk was lost) or `BadRequest`. */
+    name: string;
+    /** What happened. */
+    message: string;
+    /** The sequence id of the next chunk the service takes. */
+    expectedSequenceId: number;
+}
+/** Codec of {@link DownstreamMessage_StreamNackMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_StreamNackMessage: wire.MessageType<DownstreamMessage_StreamNackMessage>;
+/** The end of a group stream for its publisher. */
+export interface DownstreamMessage_StreamClosedMessage {
+    /** The stream's id. */
+    streamId: string;
+    /** Why the service ended it: `IdleTimeout`, `StreamNotFound`, `Forbidden`, `BadRequest`. */
+    error?: StreamError;
+}
+/** Codec of {@link DownstreamMessage_StreamClosedMessage}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_StreamClosedMessage: wire.MessageType<DownstreamMessage_StreamClosedMessage>;
 /** The outcome of an acknowledged request. */
 export interface DownstreamMessage_AckMessage {
     /** The `ack_id` of the request this acknowledges. */
@@ -287,11 +442,26 @@ export interface DownstreamMessage_DataMessage {
     metadata: {
         [key: string]: string;
     };
+    /** Set when the message is a chunk, or the end, of a group stream. */
+    stream?: DownstreamMessage_StreamInfo;
     /** The user id of the client that published the message; absent (JSON `null`) when the server published it or the sender is anonymous. JSON subprotocols only. */
     fromUserId?: string;
 }
 /** Codec of {@link DownstreamMessage_DataMessage}: protobuf binary and the JSON subprotocols' shape. */
 export declare const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_DataMessage>;
+/** A group message's place in a group stream. */
+export interface DownstreamMessage_StreamInfo {
+    /** The stream's id. */
+    streamId: string;
+    /** The chunk's number; for the end, one past the last chunk's. */
+    streamSequenceId: number;
+    /** The last message of the stream (it carries no chunk). */
+    endOfStream?: boolean;
+    /** Why the stream ended early: `UserError` (the publisher's), `IdleTimeout`, `Cancelled`. */
+    error?: StreamError;
+}
+/** Codec of {@link DownstreamMessage_StreamInfo}: protobuf binary and the JSON subprotocols' shape. */
+export declare const DownstreamMessage_StreamInfo: wire.MessageType<DownstreamMessage_StreamInfo>;
 /** A connection lifecycle notification. */
 export interface DownstreamMessage_SystemMessage {
     /** The notification. Exactly one is set. */
@@ -341,6 +511,17 @@ export interface DownstreamMessage_PongMessage {
 }
 /** Codec of {@link DownstreamMessage_PongMessage}: protobuf binary and the JSON subprotocols' shape. */
 export declare const DownstreamMessage_PongMessage: wire.MessageType<DownstreamMessage_PongMessage>;
+/** Why a group stream ended early. */
+export interface StreamError {
+    /** Machine-readable name. */
+    name: string;
+    /** What happened. */
+    message: string;
+    /** The publisher's own code (`UserError`). */
+    userErrorCode?: string;
+}
+/** Codec of {@link StreamError}: protobuf binary and the JSON subprotocols' shape. */
+export declare const StreamError: wire.MessageType<StreamError>;
 /**
  * A message payload. Which field is set determines the data type, and how the payload maps to
  * JSON clients (`dataType`) and to upstream content types.

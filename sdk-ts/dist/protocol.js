@@ -65,7 +65,7 @@ export const Subprotocol = {
 /** Codec of {@link UpstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const UpstreamMessage = {
     typeName: "hubcast.v1.UpstreamMessage",
-    jsonKeys: ["type", "group", "ackId", "dataType", "data", "noEcho", "ttlSeconds", "metadata", "stream", "event", "sequenceId"],
+    jsonKeys: ["type", "group", "ackId", "dataType", "data", "noEcho", "ttlSeconds", "metadata", "stream", "event", "sequenceId", "invocationId", "target", "streamId", "streamSequenceId", "error"],
     create(init) {
         return { ...init };
     },
@@ -89,6 +89,18 @@ export const UpstreamMessage = {
                 break;
             case "pingMessage":
                 w.tag(9, 2).message(message.value, UpstreamMessage_PingMessage.encode);
+                break;
+            case "invokeMessage":
+                w.tag(100, 2).message(message.value, UpstreamMessage_InvokeMessage.encode);
+                break;
+            case "cancelInvocationMessage":
+                w.tag(101, 2).message(message.value, UpstreamMessage_CancelInvocationMessage.encode);
+                break;
+            case "streamDataMessage":
+                w.tag(102, 2).message(message.value, UpstreamMessage_StreamDataMessage.encode);
+                break;
+            case "streamEndMessage":
+                w.tag(103, 2).message(message.value, UpstreamMessage_StreamEndMessage.encode);
                 break;
         }
         return w;
@@ -117,6 +129,18 @@ export const UpstreamMessage = {
                     continue;
                 case 74: // ping_message
                     m.message = { case: "pingMessage", value: UpstreamMessage_PingMessage.decode(r, r.uint32()) };
+                    continue;
+                case 802: // invoke_message
+                    m.message = { case: "invokeMessage", value: UpstreamMessage_InvokeMessage.decode(r, r.uint32()) };
+                    continue;
+                case 810: // cancel_invocation_message
+                    m.message = { case: "cancelInvocationMessage", value: UpstreamMessage_CancelInvocationMessage.decode(r, r.uint32()) };
+                    continue;
+                case 818: // stream_data_message
+                    m.message = { case: "streamDataMessage", value: UpstreamMessage_StreamDataMessage.decode(r, r.uint32()) };
+                    continue;
+                case 826: // stream_end_message
+                    m.message = { case: "streamEndMessage", value: UpstreamMessage_StreamEndMessage.decode(r, r.uint32()) };
                     continue;
             }
             r.skip(tag);
@@ -152,6 +176,22 @@ export const UpstreamMessage = {
                 o.type = "ping";
                 Object.assign(o, UpstreamMessage_PingMessage.toJson(message.value));
                 break;
+            case "invokeMessage":
+                o.type = "invoke";
+                Object.assign(o, UpstreamMessage_InvokeMessage.toJson(message.value));
+                break;
+            case "cancelInvocationMessage":
+                o.type = "cancelInvocation";
+                Object.assign(o, UpstreamMessage_CancelInvocationMessage.toJson(message.value));
+                break;
+            case "streamDataMessage":
+                o.type = "streamData";
+                Object.assign(o, UpstreamMessage_StreamDataMessage.toJson(message.value));
+                break;
+            case "streamEndMessage":
+                o.type = "streamEnd";
+                Object.assign(o, UpstreamMessage_StreamEndMessage.toJson(message.value));
+                break;
         }
         return o;
     },
@@ -176,7 +216,300 @@ export const UpstreamMessage = {
             case "ping":
                 m.message = { case: "pingMessage", value: UpstreamMessage_PingMessage.fromJson(o) };
                 break;
+            case "invoke":
+                m.message = { case: "invokeMessage", value: UpstreamMessage_InvokeMessage.fromJson(o) };
+                break;
+            case "cancelInvocation":
+                m.message = { case: "cancelInvocationMessage", value: UpstreamMessage_CancelInvocationMessage.fromJson(o) };
+                break;
+            case "streamData":
+                m.message = { case: "streamDataMessage", value: UpstreamMessage_StreamDataMessage.fromJson(o) };
+                break;
+            case "streamEnd":
+                m.message = { case: "streamEndMessage", value: UpstreamMessage_StreamEndMessage.fromJson(o) };
+                break;
         }
+        return m;
+    },
+};
+/** Codec of {@link UpstreamMessage_InvokeMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_InvokeMessage = {
+    typeName: "hubcast.v1.UpstreamMessage.InvokeMessage",
+    jsonKeys: ["invocationId", "target", "event", "dataType", "data", "metadata"],
+    create(init) {
+        return { invocationId: "", target: "", event: "", metadata: {}, ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.invocationId)
+            w.tag(1, 2).string(m.invocationId);
+        if (m.target)
+            w.tag(2, 2).string(m.target);
+        if (m.event)
+            w.tag(3, 2).string(m.event);
+        if (m.data !== undefined)
+            w.tag(4, 2).message(m.data, MessageData.encode);
+        if (m.metadata)
+            for (const [k, v] of Object.entries(m.metadata)) {
+                w.tag(5, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
+            }
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = UpstreamMessage_InvokeMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // invocation_id
+                    m.invocationId = r.string();
+                    continue;
+                case 18: // target
+                    m.target = r.string();
+                    continue;
+                case 26: // event
+                    m.event = r.string();
+                    continue;
+                case 34: // data
+                    m.data = MessageData.decode(r, r.uint32());
+                    continue;
+                case 42: { // metadata
+                    const [k, v] = r.mapEntry(10, (r) => r.string(), "", 18, (r) => r.string(), "");
+                    m.metadata[k] = v;
+                    continue;
+                }
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.invocationId)
+            o.invocationId = m.invocationId;
+        if (m.target)
+            o.target = m.target;
+        if (m.event)
+            o.event = m.event;
+        if (m.data !== undefined)
+            Object.assign(o, MessageData.toJson(m.data));
+        if (m.metadata && Object.keys(m.metadata).length)
+            o.metadata = { ...m.metadata };
+        return o;
+    },
+    fromJson(o) {
+        const m = UpstreamMessage_InvokeMessage.create();
+        if (o.invocationId != null)
+            m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+        if (o.target != null)
+            m.target = wire.jsonString(o.target, "target");
+        if (o.event != null)
+            m.event = wire.jsonString(o.event, "event");
+        if (MessageData.jsonKeys.some((k) => o[k] !== undefined))
+            m.data = MessageData.fromJson(o);
+        if (o.metadata != null)
+            m.metadata = wire.mapFromJson(wire.jsonObject(o.metadata, "metadata"), (v) => wire.jsonString(v, "metadata"));
+        return m;
+    },
+};
+/** Codec of {@link UpstreamMessage_CancelInvocationMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_CancelInvocationMessage = {
+    typeName: "hubcast.v1.UpstreamMessage.CancelInvocationMessage",
+    jsonKeys: ["invocationId"],
+    create(init) {
+        return { invocationId: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.invocationId)
+            w.tag(1, 2).string(m.invocationId);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = UpstreamMessage_CancelInvocationMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // invocation_id
+                    m.invocationId = r.string();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.invocationId)
+            o.invocationId = m.invocationId;
+        return o;
+    },
+    fromJson(o) {
+        const m = UpstreamMessage_CancelInvocationMessage.create();
+        if (o.invocationId != null)
+            m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+        return m;
+    },
+};
+/** Codec of {@link UpstreamMessage_StreamDataMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamDataMessage = {
+    typeName: "hubcast.v1.UpstreamMessage.StreamDataMessage",
+    jsonKeys: ["streamId", "streamSequenceId", "dataType", "data"],
+    create(init) {
+        return { streamId: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.streamSequenceId !== undefined)
+            w.tag(2, 0).uint64(m.streamSequenceId);
+        if (m.data !== undefined)
+            w.tag(3, 2).message(m.data, MessageData.encode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = UpstreamMessage_StreamDataMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 16: // stream_sequence_id
+                    m.streamSequenceId = r.uint64();
+                    continue;
+                case 26: // data
+                    m.data = MessageData.decode(r, r.uint32());
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.streamSequenceId !== undefined)
+            o.streamSequenceId = m.streamSequenceId;
+        if (m.data !== undefined)
+            Object.assign(o, MessageData.toJson(m.data));
+        return o;
+    },
+    fromJson(o) {
+        const m = UpstreamMessage_StreamDataMessage.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.streamSequenceId != null)
+            m.streamSequenceId = wire.jsonNumber(o.streamSequenceId, "streamSequenceId");
+        if (MessageData.jsonKeys.some((k) => o[k] !== undefined))
+            m.data = MessageData.fromJson(o);
+        return m;
+    },
+};
+/** Codec of {@link UpstreamMessage_StreamEndMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamEndMessage = {
+    typeName: "hubcast.v1.UpstreamMessage.StreamEndMessage",
+    jsonKeys: ["streamId", "error"],
+    create(init) {
+        return { streamId: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.error !== undefined)
+            w.tag(2, 2).message(m.error, UpstreamMessage_StreamEndMessage_StreamEndError.encode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = UpstreamMessage_StreamEndMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 18: // error
+                    m.error = UpstreamMessage_StreamEndMessage_StreamEndError.decode(r, r.uint32());
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.error !== undefined)
+            o.error = UpstreamMessage_StreamEndMessage_StreamEndError.toJson(m.error);
+        return o;
+    },
+    fromJson(o) {
+        const m = UpstreamMessage_StreamEndMessage.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.error != null)
+            m.error = UpstreamMessage_StreamEndMessage_StreamEndError.fromJson(wire.jsonObject(o.error, "error"));
+        return m;
+    },
+};
+/** Codec of {@link UpstreamMessage_StreamEndMessage_StreamEndError}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamEndMessage_StreamEndError = {
+    typeName: "hubcast.v1.UpstreamMessage.StreamEndMessage.StreamEndError",
+    jsonKeys: ["message", "userErrorCode"],
+    create(init) {
+        return { ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.message !== undefined)
+            w.tag(1, 2).string(m.message);
+        if (m.userErrorCode !== undefined)
+            w.tag(2, 2).string(m.userErrorCode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = UpstreamMessage_StreamEndMessage_StreamEndError.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // message
+                    m.message = r.string();
+                    continue;
+                case 18: // user_error_code
+                    m.userErrorCode = r.string();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.message !== undefined)
+            o.message = m.message;
+        if (m.userErrorCode !== undefined)
+            o.userErrorCode = m.userErrorCode;
+        return o;
+    },
+    fromJson(o) {
+        const m = UpstreamMessage_StreamEndMessage_StreamEndError.create();
+        if (o.message != null)
+            m.message = wire.jsonString(o.message, "message");
+        if (o.userErrorCode != null)
+            m.userErrorCode = wire.jsonString(o.userErrorCode, "userErrorCode");
         return m;
     },
 };
@@ -584,7 +917,7 @@ export const UpstreamMessage_StreamStartInfo = {
 /** Codec of {@link DownstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const DownstreamMessage = {
     typeName: "hubcast.v1.DownstreamMessage",
-    jsonKeys: ["type", "ackId", "success", "error", "from", "group", "dataType", "data", "sequenceId", "metadata", "fromUserId", "event", "connectionId", "userId", "reconnectionToken", "message"],
+    jsonKeys: ["type", "ackId", "success", "error", "from", "group", "dataType", "data", "sequenceId", "metadata", "stream", "fromUserId", "event", "connectionId", "userId", "reconnectionToken", "message", "invocationId", "streamId", "expectedSequenceId", "name"],
     create(init) {
         return { ...init };
     },
@@ -602,6 +935,18 @@ export const DownstreamMessage = {
                 break;
             case "pongMessage":
                 w.tag(4, 2).message(message.value, DownstreamMessage_PongMessage.encode);
+                break;
+            case "invokeResponseMessage":
+                w.tag(100, 2).message(message.value, DownstreamMessage_InvokeResponseMessage.encode);
+                break;
+            case "streamAckMessage":
+                w.tag(101, 2).message(message.value, DownstreamMessage_StreamAckMessage.encode);
+                break;
+            case "streamNackMessage":
+                w.tag(102, 2).message(message.value, DownstreamMessage_StreamNackMessage.encode);
+                break;
+            case "streamClosedMessage":
+                w.tag(103, 2).message(message.value, DownstreamMessage_StreamClosedMessage.encode);
                 break;
         }
         return w;
@@ -624,6 +969,18 @@ export const DownstreamMessage = {
                     continue;
                 case 34: // pong_message
                     m.message = { case: "pongMessage", value: DownstreamMessage_PongMessage.decode(r, r.uint32()) };
+                    continue;
+                case 802: // invoke_response_message
+                    m.message = { case: "invokeResponseMessage", value: DownstreamMessage_InvokeResponseMessage.decode(r, r.uint32()) };
+                    continue;
+                case 810: // stream_ack_message
+                    m.message = { case: "streamAckMessage", value: DownstreamMessage_StreamAckMessage.decode(r, r.uint32()) };
+                    continue;
+                case 818: // stream_nack_message
+                    m.message = { case: "streamNackMessage", value: DownstreamMessage_StreamNackMessage.decode(r, r.uint32()) };
+                    continue;
+                case 826: // stream_closed_message
+                    m.message = { case: "streamClosedMessage", value: DownstreamMessage_StreamClosedMessage.decode(r, r.uint32()) };
                     continue;
             }
             r.skip(tag);
@@ -651,6 +1008,22 @@ export const DownstreamMessage = {
                 o.type = "pong";
                 Object.assign(o, DownstreamMessage_PongMessage.toJson(message.value));
                 break;
+            case "invokeResponseMessage":
+                o.type = "invokeResponse";
+                Object.assign(o, DownstreamMessage_InvokeResponseMessage.toJson(message.value));
+                break;
+            case "streamAckMessage":
+                o.type = "streamAck";
+                Object.assign(o, DownstreamMessage_StreamAckMessage.toJson(message.value));
+                break;
+            case "streamNackMessage":
+                o.type = "streamNack";
+                Object.assign(o, DownstreamMessage_StreamNackMessage.toJson(message.value));
+                break;
+            case "streamClosedMessage":
+                o.type = "streamClosed";
+                Object.assign(o, DownstreamMessage_StreamClosedMessage.toJson(message.value));
+                break;
         }
         return o;
     },
@@ -669,7 +1042,305 @@ export const DownstreamMessage = {
             case "pong":
                 m.message = { case: "pongMessage", value: DownstreamMessage_PongMessage.fromJson(o) };
                 break;
+            case "invokeResponse":
+                m.message = { case: "invokeResponseMessage", value: DownstreamMessage_InvokeResponseMessage.fromJson(o) };
+                break;
+            case "streamAck":
+                m.message = { case: "streamAckMessage", value: DownstreamMessage_StreamAckMessage.fromJson(o) };
+                break;
+            case "streamNack":
+                m.message = { case: "streamNackMessage", value: DownstreamMessage_StreamNackMessage.fromJson(o) };
+                break;
+            case "streamClosed":
+                m.message = { case: "streamClosedMessage", value: DownstreamMessage_StreamClosedMessage.fromJson(o) };
+                break;
         }
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_InvokeResponseMessage = {
+    typeName: "hubcast.v1.DownstreamMessage.InvokeResponseMessage",
+    jsonKeys: ["invocationId", "success", "dataType", "data", "error"],
+    create(init) {
+        return { invocationId: "", success: false, ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.invocationId)
+            w.tag(1, 2).string(m.invocationId);
+        if (m.success)
+            w.tag(2, 0).bool(m.success);
+        if (m.data !== undefined)
+            w.tag(3, 2).message(m.data, MessageData.encode);
+        if (m.error !== undefined)
+            w.tag(4, 2).message(m.error, DownstreamMessage_InvokeResponseMessage_InvokeError.encode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_InvokeResponseMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // invocation_id
+                    m.invocationId = r.string();
+                    continue;
+                case 16: // success
+                    m.success = r.bool();
+                    continue;
+                case 26: // data
+                    m.data = MessageData.decode(r, r.uint32());
+                    continue;
+                case 34: // error
+                    m.error = DownstreamMessage_InvokeResponseMessage_InvokeError.decode(r, r.uint32());
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.invocationId)
+            o.invocationId = m.invocationId;
+        if (m.success)
+            o.success = m.success;
+        if (m.data !== undefined)
+            Object.assign(o, MessageData.toJson(m.data));
+        if (m.error !== undefined)
+            o.error = DownstreamMessage_InvokeResponseMessage_InvokeError.toJson(m.error);
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_InvokeResponseMessage.create();
+        if (o.invocationId != null)
+            m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+        if (o.success != null)
+            m.success = wire.jsonBool(o.success, "success");
+        if (MessageData.jsonKeys.some((k) => o[k] !== undefined))
+            m.data = MessageData.fromJson(o);
+        if (o.error != null)
+            m.error = DownstreamMessage_InvokeResponseMessage_InvokeError.fromJson(wire.jsonObject(o.error, "error"));
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage_InvokeError}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_InvokeResponseMessage_InvokeError = {
+    typeName: "hubcast.v1.DownstreamMessage.InvokeResponseMessage.InvokeError",
+    jsonKeys: ["name", "message"],
+    create(init) {
+        return { name: "", message: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.name)
+            w.tag(1, 2).string(m.name);
+        if (m.message)
+            w.tag(2, 2).string(m.message);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_InvokeResponseMessage_InvokeError.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // name
+                    m.name = r.string();
+                    continue;
+                case 18: // message
+                    m.message = r.string();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.name)
+            o.name = m.name;
+        if (m.message)
+            o.message = m.message;
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_InvokeResponseMessage_InvokeError.create();
+        if (o.name != null)
+            m.name = wire.jsonString(o.name, "name");
+        if (o.message != null)
+            m.message = wire.jsonString(o.message, "message");
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_StreamAckMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamAckMessage = {
+    typeName: "hubcast.v1.DownstreamMessage.StreamAckMessage",
+    jsonKeys: ["streamId", "expectedSequenceId"],
+    create(init) {
+        return { streamId: "", expectedSequenceId: 0, ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.expectedSequenceId)
+            w.tag(2, 0).uint64(m.expectedSequenceId);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_StreamAckMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 16: // expected_sequence_id
+                    m.expectedSequenceId = r.uint64();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.expectedSequenceId)
+            o.expectedSequenceId = m.expectedSequenceId;
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_StreamAckMessage.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.expectedSequenceId != null)
+            m.expectedSequenceId = wire.jsonNumber(o.expectedSequenceId, "expectedSequenceId");
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_StreamNackMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamNackMessage = {
+    typeName: "hubcast.v1.DownstreamMessage.StreamNackMessage",
+    jsonKeys: ["streamId", "name", "message", "expectedSequenceId"],
+    create(init) {
+        return { streamId: "", name: "", message: "", expectedSequenceId: 0, ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.name)
+            w.tag(2, 2).string(m.name);
+        if (m.message)
+            w.tag(3, 2).string(m.message);
+        if (m.expectedSequenceId)
+            w.tag(4, 0).uint64(m.expectedSequenceId);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_StreamNackMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 18: // name
+                    m.name = r.string();
+                    continue;
+                case 26: // message
+                    m.message = r.string();
+                    continue;
+                case 32: // expected_sequence_id
+                    m.expectedSequenceId = r.uint64();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.name)
+            o.name = m.name;
+        if (m.message)
+            o.message = m.message;
+        if (m.expectedSequenceId)
+            o.expectedSequenceId = m.expectedSequenceId;
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_StreamNackMessage.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.name != null)
+            m.name = wire.jsonString(o.name, "name");
+        if (o.message != null)
+            m.message = wire.jsonString(o.message, "message");
+        if (o.expectedSequenceId != null)
+            m.expectedSequenceId = wire.jsonNumber(o.expectedSequenceId, "expectedSequenceId");
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_StreamClosedMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamClosedMessage = {
+    typeName: "hubcast.v1.DownstreamMessage.StreamClosedMessage",
+    jsonKeys: ["streamId", "error"],
+    create(init) {
+        return { streamId: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.error !== undefined)
+            w.tag(2, 2).message(m.error, StreamError.encode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_StreamClosedMessage.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 18: // error
+                    m.error = StreamError.decode(r, r.uint32());
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.error !== undefined)
+            o.error = StreamError.toJson(m.error);
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_StreamClosedMessage.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.error != null)
+            m.error = StreamError.fromJson(wire.jsonObject(o.error, "error"));
         return m;
     },
 };
@@ -785,7 +1456,7 @@ export const DownstreamMessage_AckMessage_ErrorMessage = {
 /** Codec of {@link DownstreamMessage_DataMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const DownstreamMessage_DataMessage = {
     typeName: "hubcast.v1.DownstreamMessage.DataMessage",
-    jsonKeys: ["from", "group", "dataType", "data", "sequenceId", "metadata", "fromUserId"],
+    jsonKeys: ["from", "group", "dataType", "data", "sequenceId", "metadata", "stream", "fromUserId"],
     create(init) {
         return { from: "", metadata: {}, ...init };
     },
@@ -802,6 +1473,8 @@ export const DownstreamMessage_DataMessage = {
             for (const [k, v] of Object.entries(m.metadata)) {
                 w.tag(5, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
             }
+        if (m.stream !== undefined)
+            w.tag(100, 2).message(m.stream, DownstreamMessage_StreamInfo.encode);
         return w;
     },
     decode(input, length) {
@@ -828,6 +1501,9 @@ export const DownstreamMessage_DataMessage = {
                     m.metadata[k] = v;
                     continue;
                 }
+                case 802: // stream
+                    m.stream = DownstreamMessage_StreamInfo.decode(r, r.uint32());
+                    continue;
             }
             r.skip(tag);
         }
@@ -846,6 +1522,8 @@ export const DownstreamMessage_DataMessage = {
             o.sequenceId = m.sequenceId;
         if (m.metadata && Object.keys(m.metadata).length)
             o.metadata = { ...m.metadata };
+        if (m.stream !== undefined)
+            o.stream = DownstreamMessage_StreamInfo.toJson(m.stream);
         if (m.fromUserId !== undefined)
             o.fromUserId = m.fromUserId;
         return o;
@@ -862,8 +1540,78 @@ export const DownstreamMessage_DataMessage = {
             m.sequenceId = wire.jsonNumber(o.sequenceId, "sequenceId");
         if (o.metadata != null)
             m.metadata = wire.mapFromJson(wire.jsonObject(o.metadata, "metadata"), (v) => wire.jsonString(v, "metadata"));
+        if (o.stream != null)
+            m.stream = DownstreamMessage_StreamInfo.fromJson(wire.jsonObject(o.stream, "stream"));
         if (o.fromUserId != null)
             m.fromUserId = wire.jsonString(o.fromUserId, "fromUserId");
+        return m;
+    },
+};
+/** Codec of {@link DownstreamMessage_StreamInfo}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamInfo = {
+    typeName: "hubcast.v1.DownstreamMessage.StreamInfo",
+    jsonKeys: ["streamId", "streamSequenceId", "endOfStream", "error"],
+    create(init) {
+        return { streamId: "", streamSequenceId: 0, ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.streamId)
+            w.tag(1, 2).string(m.streamId);
+        if (m.streamSequenceId)
+            w.tag(2, 0).uint64(m.streamSequenceId);
+        if (m.endOfStream !== undefined)
+            w.tag(3, 0).bool(m.endOfStream);
+        if (m.error !== undefined)
+            w.tag(4, 2).message(m.error, StreamError.encode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = DownstreamMessage_StreamInfo.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // stream_id
+                    m.streamId = r.string();
+                    continue;
+                case 16: // stream_sequence_id
+                    m.streamSequenceId = r.uint64();
+                    continue;
+                case 24: // end_of_stream
+                    m.endOfStream = r.bool();
+                    continue;
+                case 34: // error
+                    m.error = StreamError.decode(r, r.uint32());
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.streamId)
+            o.streamId = m.streamId;
+        if (m.streamSequenceId)
+            o.streamSequenceId = m.streamSequenceId;
+        if (m.endOfStream !== undefined)
+            o.endOfStream = m.endOfStream;
+        if (m.error !== undefined)
+            o.error = StreamError.toJson(m.error);
+        return o;
+    },
+    fromJson(o) {
+        const m = DownstreamMessage_StreamInfo.create();
+        if (o.streamId != null)
+            m.streamId = wire.jsonString(o.streamId, "streamId");
+        if (o.streamSequenceId != null)
+            m.streamSequenceId = wire.jsonNumber(o.streamSequenceId, "streamSequenceId");
+        if (o.endOfStream != null)
+            m.endOfStream = wire.jsonBool(o.endOfStream, "endOfStream");
+        if (o.error != null)
+            m.error = StreamError.fromJson(wire.jsonObject(o.error, "error"));
         return m;
     },
 };
@@ -1059,6 +1807,65 @@ export const DownstreamMessage_PongMessage = {
     },
     fromJson(o) {
         const m = DownstreamMessage_PongMessage.create();
+        return m;
+    },
+};
+/** Codec of {@link StreamError}: protobuf binary and the JSON subprotocols' shape. */
+export const StreamError = {
+    typeName: "hubcast.v1.StreamError",
+    jsonKeys: ["name", "message", "userErrorCode"],
+    create(init) {
+        return { name: "", message: "", ...init };
+    },
+    encode(m, w = new wire.Writer()) {
+        if (m.name)
+            w.tag(1, 2).string(m.name);
+        if (m.message)
+            w.tag(2, 2).string(m.message);
+        if (m.userErrorCode !== undefined)
+            w.tag(3, 2).string(m.userErrorCode);
+        return w;
+    },
+    decode(input, length) {
+        const r = wire.Reader.from(input);
+        const end = r.end(length);
+        const m = StreamError.create();
+        while (r.pos < end) {
+            const tag = r.uint32();
+            switch (tag) {
+                case 10: // name
+                    m.name = r.string();
+                    continue;
+                case 18: // message
+                    m.message = r.string();
+                    continue;
+                case 26: // user_error_code
+                    m.userErrorCode = r.string();
+                    continue;
+            }
+            r.skip(tag);
+        }
+        r.done(end);
+        return m;
+    },
+    toJson(m) {
+        const o = {};
+        if (m.name)
+            o.name = m.name;
+        if (m.message)
+            o.message = m.message;
+        if (m.userErrorCode !== undefined)
+            o.userErrorCode = m.userErrorCode;
+        return o;
+    },
+    fromJson(o) {
+        const m = StreamError.create();
+        if (o.name != null)
+            m.name = wire.jsonString(o.name, "name");
+        if (o.message != null)
+            m.message = wire.jsonString(o.message, "message");
+        if (o.userErrorCode != null)
+            m.userErrorCode = wire.jsonString(o.userErrorCode, "userErrorCode");
         return m;
     },
 };

@@ -110,13 +110,21 @@ export interface UpstreamMessage {
      */
     | { case: "sequenceAckMessage"; value: UpstreamMessage_SequenceAckMessage }
     /** Keep-alive probe; the service replies with a `DownstreamMessage.PongMessage`. */
-    | { case: "pingMessage"; value: UpstreamMessage_PingMessage };
+    | { case: "pingMessage"; value: UpstreamMessage_PingMessage }
+    /** Call the upstream application and wait for its answer (`InvokeResponseMessage`). */
+    | { case: "invokeMessage"; value: UpstreamMessage_InvokeMessage }
+    /** Stop waiting for an invocation: the service abandons it and sends no answer. */
+    | { case: "cancelInvocationMessage"; value: UpstreamMessage_CancelInvocationMessage }
+    /** A chunk of a group stream opened by `SendToGroupMessage.stream`, or a keep-alive. */
+    | { case: "streamDataMessage"; value: UpstreamMessage_StreamDataMessage }
+    /** The end of a group stream. */
+    | { case: "streamEndMessage"; value: UpstreamMessage_StreamEndMessage };
 }
 
 /** Codec of {@link UpstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const UpstreamMessage: wire.MessageType<UpstreamMessage> = {
   typeName: "hubcast.v1.UpstreamMessage",
-  jsonKeys: ["type", "group", "ackId", "dataType", "data", "noEcho", "ttlSeconds", "metadata", "stream", "event", "sequenceId"],
+  jsonKeys: ["type", "group", "ackId", "dataType", "data", "noEcho", "ttlSeconds", "metadata", "stream", "event", "sequenceId", "invocationId", "target", "streamId", "streamSequenceId", "error"],
   create(init?: Partial<UpstreamMessage>): UpstreamMessage {
     return { ...init };
   },
@@ -140,6 +148,18 @@ export const UpstreamMessage: wire.MessageType<UpstreamMessage> = {
         break;
       case "pingMessage":
         w.tag(9, 2).message(message.value, UpstreamMessage_PingMessage.encode);
+        break;
+      case "invokeMessage":
+        w.tag(100, 2).message(message.value, UpstreamMessage_InvokeMessage.encode);
+        break;
+      case "cancelInvocationMessage":
+        w.tag(101, 2).message(message.value, UpstreamMessage_CancelInvocationMessage.encode);
+        break;
+      case "streamDataMessage":
+        w.tag(102, 2).message(message.value, UpstreamMessage_StreamDataMessage.encode);
+        break;
+      case "streamEndMessage":
+        w.tag(103, 2).message(message.value, UpstreamMessage_StreamEndMessage.encode);
         break;
     }
     return w;
@@ -168,6 +188,18 @@ export const UpstreamMessage: wire.MessageType<UpstreamMessage> = {
           continue;
         case 74: // ping_message
           m.message = { case: "pingMessage", value: UpstreamMessage_PingMessage.decode(r, r.uint32()) };
+          continue;
+        case 802: // invoke_message
+          m.message = { case: "invokeMessage", value: UpstreamMessage_InvokeMessage.decode(r, r.uint32()) };
+          continue;
+        case 810: // cancel_invocation_message
+          m.message = { case: "cancelInvocationMessage", value: UpstreamMessage_CancelInvocationMessage.decode(r, r.uint32()) };
+          continue;
+        case 818: // stream_data_message
+          m.message = { case: "streamDataMessage", value: UpstreamMessage_StreamDataMessage.decode(r, r.uint32()) };
+          continue;
+        case 826: // stream_end_message
+          m.message = { case: "streamEndMessage", value: UpstreamMessage_StreamEndMessage.decode(r, r.uint32()) };
           continue;
       }
       r.skip(tag);
@@ -203,6 +235,22 @@ export const UpstreamMessage: wire.MessageType<UpstreamMessage> = {
         o.type = "ping";
         Object.assign(o, UpstreamMessage_PingMessage.toJson(message.value));
         break;
+      case "invokeMessage":
+        o.type = "invoke";
+        Object.assign(o, UpstreamMessage_InvokeMessage.toJson(message.value));
+        break;
+      case "cancelInvocationMessage":
+        o.type = "cancelInvocation";
+        Object.assign(o, UpstreamMessage_CancelInvocationMessage.toJson(message.value));
+        break;
+      case "streamDataMessage":
+        o.type = "streamData";
+        Object.assign(o, UpstreamMessage_StreamDataMessage.toJson(message.value));
+        break;
+      case "streamEndMessage":
+        o.type = "streamEnd";
+        Object.assign(o, UpstreamMessage_StreamEndMessage.toJson(message.value));
+        break;
     }
     return o;
   },
@@ -227,7 +275,318 @@ export const UpstreamMessage: wire.MessageType<UpstreamMessage> = {
       case "ping":
         m.message = { case: "pingMessage", value: UpstreamMessage_PingMessage.fromJson(o) };
         break;
+      case "invoke":
+        m.message = { case: "invokeMessage", value: UpstreamMessage_InvokeMessage.fromJson(o) };
+        break;
+      case "cancelInvocation":
+        m.message = { case: "cancelInvocationMessage", value: UpstreamMessage_CancelInvocationMessage.fromJson(o) };
+        break;
+      case "streamData":
+        m.message = { case: "streamDataMessage", value: UpstreamMessage_StreamDataMessage.fromJson(o) };
+        break;
+      case "streamEnd":
+        m.message = { case: "streamEndMessage", value: UpstreamMessage_StreamEndMessage.fromJson(o) };
+        break;
     }
+    return m;
+  },
+};
+
+/**
+ * A call of the upstream application: the user event `azure.webpubsub.user.<event>`, whose
+ * answer comes back as an `InvokeResponseMessage` with the same id.
+ */
+export interface UpstreamMessage_InvokeMessage {
+  /** Chosen by the client, unique among its invocations in flight. */
+  invocationId: string;
+  /** What is called: `event` (the only target). */
+  target: string;
+  /** The event name. */
+  event: string;
+  /** The payload, if any. */
+  data?: MessageData;
+  /** Application metadata forwarded to the upstream. */
+  metadata: { [key: string]: string };
+}
+
+/** Codec of {@link UpstreamMessage_InvokeMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_InvokeMessage: wire.MessageType<UpstreamMessage_InvokeMessage> = {
+  typeName: "hubcast.v1.UpstreamMessage.InvokeMessage",
+  jsonKeys: ["invocationId", "target", "event", "dataType", "data", "metadata"],
+  create(init?: Partial<UpstreamMessage_InvokeMessage>): UpstreamMessage_InvokeMessage {
+    return { invocationId: "", target: "", event: "", metadata: {}, ...init };
+  },
+  encode(m: UpstreamMessage_InvokeMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.invocationId) w.tag(1, 2).string(m.invocationId);
+    if (m.target) w.tag(2, 2).string(m.target);
+    if (m.event) w.tag(3, 2).string(m.event);
+    if (m.data !== undefined) w.tag(4, 2).message(m.data, MessageData.encode);
+    if (m.metadata) for (const [k, v] of Object.entries(m.metadata)) {
+      w.tag(5, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
+    }
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): UpstreamMessage_InvokeMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = UpstreamMessage_InvokeMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // invocation_id
+          m.invocationId = r.string();
+          continue;
+        case 18: // target
+          m.target = r.string();
+          continue;
+        case 26: // event
+          m.event = r.string();
+          continue;
+        case 34: // data
+          m.data = MessageData.decode(r, r.uint32());
+          continue;
+        case 42: { // metadata
+          const [k, v] = r.mapEntry(10, (r) => r.string(), "", 18, (r) => r.string(), "");
+          m.metadata[k] = v;
+          continue;
+        }
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: UpstreamMessage_InvokeMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.invocationId) o.invocationId = m.invocationId;
+    if (m.target) o.target = m.target;
+    if (m.event) o.event = m.event;
+    if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
+    if (m.metadata && Object.keys(m.metadata).length) o.metadata = { ...m.metadata };
+    return o;
+  },
+  fromJson(o: wire.JsonObject): UpstreamMessage_InvokeMessage {
+    const m = UpstreamMessage_InvokeMessage.create();
+    if (o.invocationId != null) m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+    if (o.target != null) m.target = wire.jsonString(o.target, "target");
+    if (o.event != null) m.event = wire.jsonString(o.event, "event");
+    if (MessageData.jsonKeys.some((k) => o[k] !== undefined)) m.data = MessageData.fromJson(o);
+    if (o.metadata != null) m.metadata = wire.mapFromJson(wire.jsonObject(o.metadata, "metadata"), (v) => wire.jsonString(v, "metadata"));
+    return m;
+  },
+};
+
+/** Stop waiting for an invocation. */
+export interface UpstreamMessage_CancelInvocationMessage {
+  /** The invocation's id. */
+  invocationId: string;
+}
+
+/** Codec of {@link UpstreamMessage_CancelInvocationMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_CancelInvocationMessage: wire.MessageType<UpstreamMessage_CancelInvocationMessage> = {
+  typeName: "hubcast.v1.UpstreamMessage.CancelInvocationMessage",
+  jsonKeys: ["invocationId"],
+  create(init?: Partial<UpstreamMessage_CancelInvocationMessage>): UpstreamMessage_CancelInvocationMessage {
+    return { invocationId: "", ...init };
+  },
+  encode(m: UpstreamMessage_CancelInvocationMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.invocationId) w.tag(1, 2).string(m.invocationId);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): UpstreamMessage_CancelInvocationMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = UpstreamMessage_CancelInvocationMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // invocation_id
+          m.invocationId = r.string();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: UpstreamMessage_CancelInvocationMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.invocationId) o.invocationId = m.invocationId;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): UpstreamMessage_CancelInvocationMessage {
+    const m = UpstreamMessage_CancelInvocationMessage.create();
+    if (o.invocationId != null) m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+    return m;
+  },
+};
+
+/**
+ * A chunk of a group stream (with `stream_sequence_id` and `data`), or a keep-alive (with
+ * neither).
+ */
+export interface UpstreamMessage_StreamDataMessage {
+  /** The stream's id. */
+  streamId: string;
+  /** 1 for the first chunk, one more for each next one. */
+  streamSequenceId?: number;
+  /** The chunk. */
+  data?: MessageData;
+}
+
+/** Codec of {@link UpstreamMessage_StreamDataMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamDataMessage: wire.MessageType<UpstreamMessage_StreamDataMessage> = {
+  typeName: "hubcast.v1.UpstreamMessage.StreamDataMessage",
+  jsonKeys: ["streamId", "streamSequenceId", "dataType", "data"],
+  create(init?: Partial<UpstreamMessage_StreamDataMessage>): UpstreamMessage_StreamDataMessage {
+    return { streamId: "", ...init };
+  },
+  encode(m: UpstreamMessage_StreamDataMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.streamSequenceId !== undefined) w.tag(2, 0).uint64(m.streamSequenceId);
+    if (m.data !== undefined) w.tag(3, 2).message(m.data, MessageData.encode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): UpstreamMessage_StreamDataMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = UpstreamMessage_StreamDataMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 16: // stream_sequence_id
+          m.streamSequenceId = r.uint64();
+          continue;
+        case 26: // data
+          m.data = MessageData.decode(r, r.uint32());
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: UpstreamMessage_StreamDataMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.streamSequenceId !== undefined) o.streamSequenceId = m.streamSequenceId;
+    if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
+    return o;
+  },
+  fromJson(o: wire.JsonObject): UpstreamMessage_StreamDataMessage {
+    const m = UpstreamMessage_StreamDataMessage.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.streamSequenceId != null) m.streamSequenceId = wire.jsonNumber(o.streamSequenceId, "streamSequenceId");
+    if (MessageData.jsonKeys.some((k) => o[k] !== undefined)) m.data = MessageData.fromJson(o);
+    return m;
+  },
+};
+
+/** The end of a group stream, with the publisher's error if it gives up. */
+export interface UpstreamMessage_StreamEndMessage {
+  /** The stream's id. */
+  streamId: string;
+  /** Why the publisher gives up; unset for a normal end. */
+  error?: UpstreamMessage_StreamEndMessage_StreamEndError;
+}
+
+/** Codec of {@link UpstreamMessage_StreamEndMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamEndMessage: wire.MessageType<UpstreamMessage_StreamEndMessage> = {
+  typeName: "hubcast.v1.UpstreamMessage.StreamEndMessage",
+  jsonKeys: ["streamId", "error"],
+  create(init?: Partial<UpstreamMessage_StreamEndMessage>): UpstreamMessage_StreamEndMessage {
+    return { streamId: "", ...init };
+  },
+  encode(m: UpstreamMessage_StreamEndMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.error !== undefined) w.tag(2, 2).message(m.error, UpstreamMessage_StreamEndMessage_StreamEndError.encode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): UpstreamMessage_StreamEndMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = UpstreamMessage_StreamEndMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 18: // error
+          m.error = UpstreamMessage_StreamEndMessage_StreamEndError.decode(r, r.uint32());
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: UpstreamMessage_StreamEndMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.error !== undefined) o.error = UpstreamMessage_StreamEndMessage_StreamEndError.toJson(m.error);
+    return o;
+  },
+  fromJson(o: wire.JsonObject): UpstreamMessage_StreamEndMessage {
+    const m = UpstreamMessage_StreamEndMessage.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.error != null) m.error = UpstreamMessage_StreamEndMessage_StreamEndError.fromJson(wire.jsonObject(o.error, "error"));
+    return m;
+  },
+};
+
+/** The publisher's error. */
+export interface UpstreamMessage_StreamEndMessage_StreamEndError {
+  /** What happened. */
+  message?: string;
+  /** The publisher's own code. */
+  userErrorCode?: string;
+}
+
+/** Codec of {@link UpstreamMessage_StreamEndMessage_StreamEndError}: protobuf binary and the JSON subprotocols' shape. */
+export const UpstreamMessage_StreamEndMessage_StreamEndError: wire.MessageType<UpstreamMessage_StreamEndMessage_StreamEndError> = {
+  typeName: "hubcast.v1.UpstreamMessage.StreamEndMessage.StreamEndError",
+  jsonKeys: ["message", "userErrorCode"],
+  create(init?: Partial<UpstreamMessage_StreamEndMessage_StreamEndError>): UpstreamMessage_StreamEndMessage_StreamEndError {
+    return { ...init };
+  },
+  encode(m: UpstreamMessage_StreamEndMessage_StreamEndError, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.message !== undefined) w.tag(1, 2).string(m.message);
+    if (m.userErrorCode !== undefined) w.tag(2, 2).string(m.userErrorCode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): UpstreamMessage_StreamEndMessage_StreamEndError {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = UpstreamMessage_StreamEndMessage_StreamEndError.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // message
+          m.message = r.string();
+          continue;
+        case 18: // user_error_code
+          m.userErrorCode = r.string();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: UpstreamMessage_StreamEndMessage_StreamEndError): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.message !== undefined) o.message = m.message;
+    if (m.userErrorCode !== undefined) o.userErrorCode = m.userErrorCode;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): UpstreamMessage_StreamEndMessage_StreamEndError {
+    const m = UpstreamMessage_StreamEndMessage_StreamEndError.create();
+    if (o.message != null) m.message = wire.jsonString(o.message, "message");
+    if (o.userErrorCode != null) m.userErrorCode = wire.jsonString(o.userErrorCode, "userErrorCode");
     return m;
   },
 };
@@ -671,13 +1030,21 @@ export interface DownstreamMessage {
     /** A connection lifecycle notification. */
     | { case: "systemMessage"; value: DownstreamMessage_SystemMessage }
     /** The reply to an `UpstreamMessage.PingMessage`. */
-    | { case: "pongMessage"; value: DownstreamMessage_PongMessage };
+    | { case: "pongMessage"; value: DownstreamMessage_PongMessage }
+    /** The answer to an `UpstreamMessage.InvokeMessage`. */
+    | { case: "invokeResponseMessage"; value: DownstreamMessage_InvokeResponseMessage }
+    /** A group stream's chunks up to `expected_sequence_id` were taken (or the stream opened). */
+    | { case: "streamAckMessage"; value: DownstreamMessage_StreamAckMessage }
+    /** A chunk was refused (out of order, or unreadable); the stream goes on. */
+    | { case: "streamNackMessage"; value: DownstreamMessage_StreamNackMessage }
+    /** A group stream is over: ended by its publisher, or by the service (with an error). */
+    | { case: "streamClosedMessage"; value: DownstreamMessage_StreamClosedMessage };
 }
 
 /** Codec of {@link DownstreamMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const DownstreamMessage: wire.MessageType<DownstreamMessage> = {
   typeName: "hubcast.v1.DownstreamMessage",
-  jsonKeys: ["type", "ackId", "success", "error", "from", "group", "dataType", "data", "sequenceId", "metadata", "fromUserId", "event", "connectionId", "userId", "reconnectionToken", "message"],
+  jsonKeys: ["type", "ackId", "success", "error", "from", "group", "dataType", "data", "sequenceId", "metadata", "stream", "fromUserId", "event", "connectionId", "userId", "reconnectionToken", "message", "invocationId", "streamId", "expectedSequenceId", "name"],
   create(init?: Partial<DownstreamMessage>): DownstreamMessage {
     return { ...init };
   },
@@ -695,6 +1062,18 @@ export const DownstreamMessage: wire.MessageType<DownstreamMessage> = {
         break;
       case "pongMessage":
         w.tag(4, 2).message(message.value, DownstreamMessage_PongMessage.encode);
+        break;
+      case "invokeResponseMessage":
+        w.tag(100, 2).message(message.value, DownstreamMessage_InvokeResponseMessage.encode);
+        break;
+      case "streamAckMessage":
+        w.tag(101, 2).message(message.value, DownstreamMessage_StreamAckMessage.encode);
+        break;
+      case "streamNackMessage":
+        w.tag(102, 2).message(message.value, DownstreamMessage_StreamNackMessage.encode);
+        break;
+      case "streamClosedMessage":
+        w.tag(103, 2).message(message.value, DownstreamMessage_StreamClosedMessage.encode);
         break;
     }
     return w;
@@ -717,6 +1096,18 @@ export const DownstreamMessage: wire.MessageType<DownstreamMessage> = {
           continue;
         case 34: // pong_message
           m.message = { case: "pongMessage", value: DownstreamMessage_PongMessage.decode(r, r.uint32()) };
+          continue;
+        case 802: // invoke_response_message
+          m.message = { case: "invokeResponseMessage", value: DownstreamMessage_InvokeResponseMessage.decode(r, r.uint32()) };
+          continue;
+        case 810: // stream_ack_message
+          m.message = { case: "streamAckMessage", value: DownstreamMessage_StreamAckMessage.decode(r, r.uint32()) };
+          continue;
+        case 818: // stream_nack_message
+          m.message = { case: "streamNackMessage", value: DownstreamMessage_StreamNackMessage.decode(r, r.uint32()) };
+          continue;
+        case 826: // stream_closed_message
+          m.message = { case: "streamClosedMessage", value: DownstreamMessage_StreamClosedMessage.decode(r, r.uint32()) };
           continue;
       }
       r.skip(tag);
@@ -744,6 +1135,22 @@ export const DownstreamMessage: wire.MessageType<DownstreamMessage> = {
         o.type = "pong";
         Object.assign(o, DownstreamMessage_PongMessage.toJson(message.value));
         break;
+      case "invokeResponseMessage":
+        o.type = "invokeResponse";
+        Object.assign(o, DownstreamMessage_InvokeResponseMessage.toJson(message.value));
+        break;
+      case "streamAckMessage":
+        o.type = "streamAck";
+        Object.assign(o, DownstreamMessage_StreamAckMessage.toJson(message.value));
+        break;
+      case "streamNackMessage":
+        o.type = "streamNack";
+        Object.assign(o, DownstreamMessage_StreamNackMessage.toJson(message.value));
+        break;
+      case "streamClosedMessage":
+        o.type = "streamClosed";
+        Object.assign(o, DownstreamMessage_StreamClosedMessage.toJson(message.value));
+        break;
     }
     return o;
   },
@@ -762,7 +1169,319 @@ export const DownstreamMessage: wire.MessageType<DownstreamMessage> = {
       case "pong":
         m.message = { case: "pongMessage", value: DownstreamMessage_PongMessage.fromJson(o) };
         break;
+      case "invokeResponse":
+        m.message = { case: "invokeResponseMessage", value: DownstreamMessage_InvokeResponseMessage.fromJson(o) };
+        break;
+      case "streamAck":
+        m.message = { case: "streamAckMessage", value: DownstreamMessage_StreamAckMessage.fromJson(o) };
+        break;
+      case "streamNack":
+        m.message = { case: "streamNackMessage", value: DownstreamMessage_StreamNackMessage.fromJson(o) };
+        break;
+      case "streamClosed":
+        m.message = { case: "streamClosedMessage", value: DownstreamMessage_StreamClosedMessage.fromJson(o) };
+        break;
     }
+    return m;
+  },
+};
+
+/** The answer to an invocation. */
+export interface DownstreamMessage_InvokeResponseMessage {
+  /** The invocation's id. */
+  invocationId: string;
+  /** True if the upstream answered; `data` is its answer, if any. */
+  success: boolean;
+  /** The upstream's answer. */
+  data?: MessageData;
+  /** Why the invocation failed; set only when `success` is false. */
+  error?: DownstreamMessage_InvokeResponseMessage_InvokeError;
+}
+
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_InvokeResponseMessage: wire.MessageType<DownstreamMessage_InvokeResponseMessage> = {
+  typeName: "hubcast.v1.DownstreamMessage.InvokeResponseMessage",
+  jsonKeys: ["invocationId", "success", "dataType", "data", "error"],
+  create(init?: Partial<DownstreamMessage_InvokeResponseMessage>): DownstreamMessage_InvokeResponseMessage {
+    return { invocationId: "", success: false, ...init };
+  },
+  encode(m: DownstreamMessage_InvokeResponseMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.invocationId) w.tag(1, 2).string(m.invocationId);
+    if (m.success) w.tag(2, 0).bool(m.success);
+    if (m.data !== undefined) w.tag(3, 2).message(m.data, MessageData.encode);
+    if (m.error !== undefined) w.tag(4, 2).message(m.error, DownstreamMessage_InvokeResponseMessage_InvokeError.encode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_InvokeResponseMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_InvokeResponseMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // invocation_id
+          m.invocationId = r.string();
+          continue;
+        case 16: // success
+          m.success = r.bool();
+          continue;
+        case 26: // data
+          m.data = MessageData.decode(r, r.uint32());
+          continue;
+        case 34: // error
+          m.error = DownstreamMessage_InvokeResponseMessage_InvokeError.decode(r, r.uint32());
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_InvokeResponseMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.invocationId) o.invocationId = m.invocationId;
+    if (m.success) o.success = m.success;
+    if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
+    if (m.error !== undefined) o.error = DownstreamMessage_InvokeResponseMessage_InvokeError.toJson(m.error);
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_InvokeResponseMessage {
+    const m = DownstreamMessage_InvokeResponseMessage.create();
+    if (o.invocationId != null) m.invocationId = wire.jsonString(o.invocationId, "invocationId");
+    if (o.success != null) m.success = wire.jsonBool(o.success, "success");
+    if (MessageData.jsonKeys.some((k) => o[k] !== undefined)) m.data = MessageData.fromJson(o);
+    if (o.error != null) m.error = DownstreamMessage_InvokeResponseMessage_InvokeError.fromJson(wire.jsonObject(o.error, "error"));
+    return m;
+  },
+};
+
+/**
+ * A failed invocation: `name` is `BadRequest`, `Unauthorized`, `Forbidden`, `NotFound`,
+ * `InternalServerError`, `Timeout` or `Duplicate`.
+ */
+export interface DownstreamMessage_InvokeResponseMessage_InvokeError {
+  /** Machine-readable name. */
+  name: string;
+  /** The upstream's words, or the service's. */
+  message: string;
+}
+
+/** Codec of {@link DownstreamMessage_InvokeResponseMessage_InvokeError}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_InvokeResponseMessage_InvokeError: wire.MessageType<DownstreamMessage_InvokeResponseMessage_InvokeError> = {
+  typeName: "hubcast.v1.DownstreamMessage.InvokeResponseMessage.InvokeError",
+  jsonKeys: ["name", "message"],
+  create(init?: Partial<DownstreamMessage_InvokeResponseMessage_InvokeError>): DownstreamMessage_InvokeResponseMessage_InvokeError {
+    return { name: "", message: "", ...init };
+  },
+  encode(m: DownstreamMessage_InvokeResponseMessage_InvokeError, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.name) w.tag(1, 2).string(m.name);
+    if (m.message) w.tag(2, 2).string(m.message);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_InvokeResponseMessage_InvokeError {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_InvokeResponseMessage_InvokeError.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // name
+          m.name = r.string();
+          continue;
+        case 18: // message
+          m.message = r.string();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_InvokeResponseMessage_InvokeError): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.name) o.name = m.name;
+    if (m.message) o.message = m.message;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_InvokeResponseMessage_InvokeError {
+    const m = DownstreamMessage_InvokeResponseMessage_InvokeError.create();
+    if (o.name != null) m.name = wire.jsonString(o.name, "name");
+    if (o.message != null) m.message = wire.jsonString(o.message, "message");
+    return m;
+  },
+};
+
+/** Progress of a group stream. */
+export interface DownstreamMessage_StreamAckMessage {
+  /** The stream's id. */
+  streamId: string;
+  /** The sequence id of the next chunk the service takes. */
+  expectedSequenceId: number;
+}
+
+/** Codec of {@link DownstreamMessage_StreamAckMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamAckMessage: wire.MessageType<DownstreamMessage_StreamAckMessage> = {
+  typeName: "hubcast.v1.DownstreamMessage.StreamAckMessage",
+  jsonKeys: ["streamId", "expectedSequenceId"],
+  create(init?: Partial<DownstreamMessage_StreamAckMessage>): DownstreamMessage_StreamAckMessage {
+    return { streamId: "", expectedSequenceId: 0, ...init };
+  },
+  encode(m: DownstreamMessage_StreamAckMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.expectedSequenceId) w.tag(2, 0).uint64(m.expectedSequenceId);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_StreamAckMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_StreamAckMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 16: // expected_sequence_id
+          m.expectedSequenceId = r.uint64();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_StreamAckMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.expectedSequenceId) o.expectedSequenceId = m.expectedSequenceId;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_StreamAckMessage {
+    const m = DownstreamMessage_StreamAckMessage.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.expectedSequenceId != null) m.expectedSequenceId = wire.jsonNumber(o.expectedSequenceId, "expectedSequenceId");
+    return m;
+  },
+};
+
+/** A refused chunk. */
+export interface DownstreamMessage_StreamNackMessage {
+  /** The stream's id. */
+  streamId: string;
+  /** `InvalidSequenceId` (a gap: a chunk was lost) or `BadRequest`. */
+  name: string;
+  /** What happened. */
+  message: string;
+  /** The sequence id of the next chunk the service takes. */
+  expectedSequenceId: number;
+}
+
+/** Codec of {@link DownstreamMessage_StreamNackMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamNackMessage: wire.MessageType<DownstreamMessage_StreamNackMessage> = {
+  typeName: "hubcast.v1.DownstreamMessage.StreamNackMessage",
+  jsonKeys: ["streamId", "name", "message", "expectedSequenceId"],
+  create(init?: Partial<DownstreamMessage_StreamNackMessage>): DownstreamMessage_StreamNackMessage {
+    return { streamId: "", name: "", message: "", expectedSequenceId: 0, ...init };
+  },
+  encode(m: DownstreamMessage_StreamNackMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.name) w.tag(2, 2).string(m.name);
+    if (m.message) w.tag(3, 2).string(m.message);
+    if (m.expectedSequenceId) w.tag(4, 0).uint64(m.expectedSequenceId);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_StreamNackMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_StreamNackMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 18: // name
+          m.name = r.string();
+          continue;
+        case 26: // message
+          m.message = r.string();
+          continue;
+        case 32: // expected_sequence_id
+          m.expectedSequenceId = r.uint64();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_StreamNackMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.name) o.name = m.name;
+    if (m.message) o.message = m.message;
+    if (m.expectedSequenceId) o.expectedSequenceId = m.expectedSequenceId;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_StreamNackMessage {
+    const m = DownstreamMessage_StreamNackMessage.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.name != null) m.name = wire.jsonString(o.name, "name");
+    if (o.message != null) m.message = wire.jsonString(o.message, "message");
+    if (o.expectedSequenceId != null) m.expectedSequenceId = wire.jsonNumber(o.expectedSequenceId, "expectedSequenceId");
+    return m;
+  },
+};
+
+/** The end of a group stream for its publisher. */
+export interface DownstreamMessage_StreamClosedMessage {
+  /** The stream's id. */
+  streamId: string;
+  /** Why the service ended it: `IdleTimeout`, `StreamNotFound`, `Forbidden`, `BadRequest`. */
+  error?: StreamError;
+}
+
+/** Codec of {@link DownstreamMessage_StreamClosedMessage}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamClosedMessage: wire.MessageType<DownstreamMessage_StreamClosedMessage> = {
+  typeName: "hubcast.v1.DownstreamMessage.StreamClosedMessage",
+  jsonKeys: ["streamId", "error"],
+  create(init?: Partial<DownstreamMessage_StreamClosedMessage>): DownstreamMessage_StreamClosedMessage {
+    return { streamId: "", ...init };
+  },
+  encode(m: DownstreamMessage_StreamClosedMessage, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.error !== undefined) w.tag(2, 2).message(m.error, StreamError.encode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_StreamClosedMessage {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_StreamClosedMessage.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 18: // error
+          m.error = StreamError.decode(r, r.uint32());
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_StreamClosedMessage): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.error !== undefined) o.error = StreamError.toJson(m.error);
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_StreamClosedMessage {
+    const m = DownstreamMessage_StreamClosedMessage.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.error != null) m.error = StreamError.fromJson(wire.jsonObject(o.error, "error"));
     return m;
   },
 };
@@ -908,6 +1627,8 @@ export interface DownstreamMessage_DataMessage {
   sequenceId?: number;
   /** Application metadata attached by the publisher. */
   metadata: { [key: string]: string };
+  /** Set when the message is a chunk, or the end, of a group stream. */
+  stream?: DownstreamMessage_StreamInfo;
   /** The user id of the client that published the message; absent (JSON `null`) when the server published it or the sender is anonymous. JSON subprotocols only. */
   fromUserId?: string;
 }
@@ -915,7 +1636,7 @@ export interface DownstreamMessage_DataMessage {
 /** Codec of {@link DownstreamMessage_DataMessage}: protobuf binary and the JSON subprotocols' shape. */
 export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_DataMessage> = {
   typeName: "hubcast.v1.DownstreamMessage.DataMessage",
-  jsonKeys: ["from", "group", "dataType", "data", "sequenceId", "metadata", "fromUserId"],
+  jsonKeys: ["from", "group", "dataType", "data", "sequenceId", "metadata", "stream", "fromUserId"],
   create(init?: Partial<DownstreamMessage_DataMessage>): DownstreamMessage_DataMessage {
     return { from: "", metadata: {}, ...init };
   },
@@ -927,6 +1648,7 @@ export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_D
     if (m.metadata) for (const [k, v] of Object.entries(m.metadata)) {
       w.tag(5, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
     }
+    if (m.stream !== undefined) w.tag(100, 2).message(m.stream, DownstreamMessage_StreamInfo.encode);
     return w;
   },
   decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_DataMessage {
@@ -953,6 +1675,9 @@ export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_D
           m.metadata[k] = v;
           continue;
         }
+        case 802: // stream
+          m.stream = DownstreamMessage_StreamInfo.decode(r, r.uint32());
+          continue;
       }
       r.skip(tag);
     }
@@ -966,6 +1691,7 @@ export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_D
     if (m.data !== undefined) Object.assign(o, MessageData.toJson(m.data));
     if (m.sequenceId !== undefined) o.sequenceId = m.sequenceId;
     if (m.metadata && Object.keys(m.metadata).length) o.metadata = { ...m.metadata };
+    if (m.stream !== undefined) o.stream = DownstreamMessage_StreamInfo.toJson(m.stream);
     if (m.fromUserId !== undefined) o.fromUserId = m.fromUserId;
     return o;
   },
@@ -976,7 +1702,77 @@ export const DownstreamMessage_DataMessage: wire.MessageType<DownstreamMessage_D
     if (MessageData.jsonKeys.some((k) => o[k] !== undefined)) m.data = MessageData.fromJson(o);
     if (o.sequenceId != null) m.sequenceId = wire.jsonNumber(o.sequenceId, "sequenceId");
     if (o.metadata != null) m.metadata = wire.mapFromJson(wire.jsonObject(o.metadata, "metadata"), (v) => wire.jsonString(v, "metadata"));
+    if (o.stream != null) m.stream = DownstreamMessage_StreamInfo.fromJson(wire.jsonObject(o.stream, "stream"));
     if (o.fromUserId != null) m.fromUserId = wire.jsonString(o.fromUserId, "fromUserId");
+    return m;
+  },
+};
+
+/** A group message's place in a group stream. */
+export interface DownstreamMessage_StreamInfo {
+  /** The stream's id. */
+  streamId: string;
+  /** The chunk's number; for the end, one past the last chunk's. */
+  streamSequenceId: number;
+  /** The last message of the stream (it carries no chunk). */
+  endOfStream?: boolean;
+  /** Why the stream ended early: `UserError` (the publisher's), `IdleTimeout`, `Cancelled`. */
+  error?: StreamError;
+}
+
+/** Codec of {@link DownstreamMessage_StreamInfo}: protobuf binary and the JSON subprotocols' shape. */
+export const DownstreamMessage_StreamInfo: wire.MessageType<DownstreamMessage_StreamInfo> = {
+  typeName: "hubcast.v1.DownstreamMessage.StreamInfo",
+  jsonKeys: ["streamId", "streamSequenceId", "endOfStream", "error"],
+  create(init?: Partial<DownstreamMessage_StreamInfo>): DownstreamMessage_StreamInfo {
+    return { streamId: "", streamSequenceId: 0, ...init };
+  },
+  encode(m: DownstreamMessage_StreamInfo, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.streamId) w.tag(1, 2).string(m.streamId);
+    if (m.streamSequenceId) w.tag(2, 0).uint64(m.streamSequenceId);
+    if (m.endOfStream !== undefined) w.tag(3, 0).bool(m.endOfStream);
+    if (m.error !== undefined) w.tag(4, 2).message(m.error, StreamError.encode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): DownstreamMessage_StreamInfo {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = DownstreamMessage_StreamInfo.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // stream_id
+          m.streamId = r.string();
+          continue;
+        case 16: // stream_sequence_id
+          m.streamSequenceId = r.uint64();
+          continue;
+        case 24: // end_of_stream
+          m.endOfStream = r.bool();
+          continue;
+        case 34: // error
+          m.error = StreamError.decode(r, r.uint32());
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: DownstreamMessage_StreamInfo): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.streamId) o.streamId = m.streamId;
+    if (m.streamSequenceId) o.streamSequenceId = m.streamSequenceId;
+    if (m.endOfStream !== undefined) o.endOfStream = m.endOfStream;
+    if (m.error !== undefined) o.error = StreamError.toJson(m.error);
+    return o;
+  },
+  fromJson(o: wire.JsonObject): DownstreamMessage_StreamInfo {
+    const m = DownstreamMessage_StreamInfo.create();
+    if (o.streamId != null) m.streamId = wire.jsonString(o.streamId, "streamId");
+    if (o.streamSequenceId != null) m.streamSequenceId = wire.jsonNumber(o.streamSequenceId, "streamSequenceId");
+    if (o.endOfStream != null) m.endOfStream = wire.jsonBool(o.endOfStream, "endOfStream");
+    if (o.error != null) m.error = StreamError.fromJson(wire.jsonObject(o.error, "error"));
     return m;
   },
 };
@@ -1204,6 +2000,67 @@ export const DownstreamMessage_PongMessage: wire.MessageType<DownstreamMessage_P
   },
   fromJson(o: wire.JsonObject): DownstreamMessage_PongMessage {
     const m = DownstreamMessage_PongMessage.create();
+    return m;
+  },
+};
+
+/** Why a group stream ended early. */
+export interface StreamError {
+  /** Machine-readable name. */
+  name: string;
+  /** What happened. */
+  message: string;
+  /** The publisher's own code (`UserError`). */
+  userErrorCode?: string;
+}
+
+/** Codec of {@link StreamError}: protobuf binary and the JSON subprotocols' shape. */
+export const StreamError: wire.MessageType<StreamError> = {
+  typeName: "hubcast.v1.StreamError",
+  jsonKeys: ["name", "message", "userErrorCode"],
+  create(init?: Partial<StreamError>): StreamError {
+    return { name: "", message: "", ...init };
+  },
+  encode(m: StreamError, w: wire.Writer = new wire.Writer()): wire.Writer {
+    if (m.name) w.tag(1, 2).string(m.name);
+    if (m.message) w.tag(2, 2).string(m.message);
+    if (m.userErrorCode !== undefined) w.tag(3, 2).string(m.userErrorCode);
+    return w;
+  },
+  decode(input: Uint8Array | wire.Reader, length?: number): StreamError {
+    const r = wire.Reader.from(input);
+    const end = r.end(length);
+    const m = StreamError.create();
+    while (r.pos < end) {
+      const tag = r.uint32();
+      switch (tag) {
+        case 10: // name
+          m.name = r.string();
+          continue;
+        case 18: // message
+          m.message = r.string();
+          continue;
+        case 26: // user_error_code
+          m.userErrorCode = r.string();
+          continue;
+      }
+      r.skip(tag);
+    }
+    r.done(end);
+    return m;
+  },
+  toJson(m: StreamError): wire.JsonObject {
+    const o: wire.JsonObject = {};
+    if (m.name) o.name = m.name;
+    if (m.message) o.message = m.message;
+    if (m.userErrorCode !== undefined) o.userErrorCode = m.userErrorCode;
+    return o;
+  },
+  fromJson(o: wire.JsonObject): StreamError {
+    const m = StreamError.create();
+    if (o.name != null) m.name = wire.jsonString(o.name, "name");
+    if (o.message != null) m.message = wire.jsonString(o.message, "message");
+    if (o.userErrorCode != null) m.userErrorCode = wire.jsonString(o.userErrorCode, "userErrorCode");
     return m;
   },
 };

@@ -388,6 +388,12 @@ pub struct UpstreamConfig {
     pub request_origin: Option<String>,
     /// Largest handler response body accepted, in bytes. Default 16 MiB.
     pub max_response_bytes: usize,
+    /// Longest wait for the answer to a client's `invoke`; beyond it the client gets a failed
+    /// `invokeResponse` (`Timeout`) and the call is abandoned. Unset (the default): `timeout`,
+    /// as Azure treats an invocation as an ordinary blocking user event. Each delivery attempt
+    /// stays bounded by `timeout` too, so only a shorter value changes anything.
+    #[serde(default, with = "optional_seconds")]
+    pub invoke_timeout: Option<Duration>,
 }
 
 impl Default for UpstreamConfig {
@@ -402,6 +408,7 @@ impl Default for UpstreamConfig {
             validation_ttl: Duration::from_secs(300),
             request_origin: None,
             max_response_bytes: 16 * 1024 * 1024,
+            invoke_timeout: None,
         }
     }
 }
@@ -553,6 +560,22 @@ pub(crate) mod seconds {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional duration in seconds (`invoke_timeout = 10`); absent is `None`.
+mod optional_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -82,6 +82,12 @@ pub struct Limits {
     /// has arrived for this long is dropped as dead. Must exceed `client.keepalive_interval`.
     #[serde(with = "crate::config::seconds")]
     pub idle_timeout: Duration,
+    /// Listener-wide: `invoke` calls one socket may have waiting for the upstream at once; a
+    /// further one is answered with a failed `invokeResponse` (`Forbidden`) at once.
+    pub max_invocations_per_connection: usize,
+    /// Listener-wide: group streams one socket may have open at once; a further start is
+    /// answered with `streamClosed` (`Forbidden`).
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +106,8 @@ impl Default for Limits {
             request_body_timeout: Duration::from_secs(30),
             max_concurrent_handshakes: 1_024,
             idle_timeout: Duration::from_secs(120),
+            max_invocations_per_connection: 64,
+            max_streams_per_connection: 16,
         }
     }
 }
@@ -200,6 +208,14 @@ impl Limits {
                 self.max_concurrent_handshakes as u64,
             ),
             ("max_pending_sockets", self.max_pending_sockets as u64),
+            (
+                "max_invocations_per_connection",
+                self.max_invocations_per_connection as u64,
+            ),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection as u64,
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
@@ -258,11 +274,15 @@ pub enum LimitKind {
     HandshakeTimeout,
     /// [`Limits::request_body_timeout`] (408).
     RequestBodyTimeout,
+    /// [`Limits::max_invocations_per_connection`].
+    InvocationsPerConnection,
+    /// [`Limits::max_streams_per_connection`].
+    StreamsPerConnection,
 }
 
 impl LimitKind {
     /// Every kind, in a fixed order (for listings and metrics labels).
-    pub const ALL: [LimitKind; 14] = [
+    pub const ALL: [LimitKind; 16] = [
         Self::ConnectionsPerHub,
         Self::ConnectionsPerUser,
         Self::GroupsPerConnection,
@@ -277,6 +297,8 @@ impl LimitKind {
         Self::PendingSockets,
         Self::HandshakeTimeout,
         Self::RequestBodyTimeout,
+        Self::InvocationsPerConnection,
+        Self::StreamsPerConnection,
     ];
 
     /// The name used in logs and as a metrics label.
@@ -296,6 +318,8 @@ impl LimitKind {
             Self::PendingSockets => "pending_sockets",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::RequestBodyTimeout => "request_body_timeout",
+            Self::InvocationsPerConnection => "invocations_per_connection",
+            Self::StreamsPerConnection => "streams_per_connection",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`Queued`] items. This module sits below both, so the fan-out path points one way:
 //! router → protocol → message.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -113,6 +114,150 @@ pub enum Source {
     Server,
 }
 
+/// Application metadata of a message or user event: lower-cased keys and their values
+/// (Azure's `X-WebPubSub-Metadata-<key>`), checked by [`metadata_from`]. Shared: one fan-out
+/// encodes it once per wire format.
+pub type Metadata = Arc<BTreeMap<String, String>>;
+
+/// Most metadata entries of one message.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// Most bytes of metadata keys and values together, per message.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Longest metadata key, in characters.
+const MAX_METADATA_KEY_CHARS: usize = 64;
+
+/// Checks and collects metadata entries: keys lower-cased (a repeated key: the last value
+/// wins), 1–64 characters of `a-z0-9-_.` (they become header names upstream), values
+/// without control characters, within [`MAX_METADATA_ENTRIES`] and [`MAX_METADATA_BYTES`].
+/// No entries is `None`.
+///
+/// # Errors
+/// What is wrong, naming the key or the bound.
+pub fn metadata_from(
+    entries: impl IntoIterator<Item = (String, String)>,
+) -> Result<Option<Metadata>, String> {
+    let mut map = BTreeMap::new();
+    for (key, value) in entries {
+        let key = key.to_ascii_lowercase();
+        if key.is_empty()
+            || key.len() > MAX_METADATA_KEY_CHARS
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "metadata key '{key}' must be 1 to {MAX_METADATA_KEY_CHARS} characters of a-z, 0-9, '-', '_' and '.'"
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "metadata value of '{key}' must not contain control characters"
+            ));
+        }
+        map.insert(key, value);
+    }
+    if map.len() > MAX_METADATA_ENTRIES {
+        return Err(format!(
+            "{} metadata entries are more than the limit of {MAX_METADATA_ENTRIES}",
+            map.len()
+        ));
+    }
+    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(format!(
+            "{bytes} bytes of metadata are more than the limit of {MAX_METADATA_BYTES}"
+        ));
+    }
+    Ok((!map.is_empty()).then(|| Arc::new(map)))
+}
+
+/// One connection's state in a group (group presence, spec part 2 §4.3): what
+/// `groupStateSnapshot` and `groupStateUpdate` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStateItem {
+    /// The connection.
+    pub connection_id: Arc<str>,
+    /// Its user, if any.
+    pub user_id: Option<Arc<str>>,
+    /// Its state; `None` once cleared (by the client, a leave, or its end).
+    pub state: Option<Arc<BTreeMap<String, String>>>,
+    /// When it changed, in Unix milliseconds.
+    pub updated_at: u64,
+}
+
+/// Most entries of one connection's state in one group.
+pub const MAX_GROUP_STATE_ENTRIES: usize = 16;
+/// Most bytes of keys and values of one connection's state in one group.
+pub const MAX_GROUP_STATE_BYTES: usize = 1024;
+
+/// Checks a `setGroupState` state: at most [`MAX_GROUP_STATE_ENTRIES`] entries and
+/// [`MAX_GROUP_STATE_BYTES`] bytes, keys not empty.
+///
+/// # Errors
+/// What is wrong, naming the bound.
+pub fn check_group_state(state: &BTreeMap<String, String>) -> Result<(), String> {
+    if state.len() > MAX_GROUP_STATE_ENTRIES {
+        return Err(format!(
+            "the state has {} entries, more than the limit of {MAX_GROUP_STATE_ENTRIES}",
+            state.len()
+        ));
+    }
+    if state.keys().any(String::is_empty) {
+        return Err("state keys must not be empty".into());
+    }
+    let bytes: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_GROUP_STATE_BYTES {
+        return Err(format!(
+            "the state has {bytes} bytes of keys and values, more than the limit of {MAX_GROUP_STATE_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// Where a group message stands in a group stream (spec part 2 §4.2): JSON clients get it
+/// as `stream{streamId, streamSequenceId, endOfStream?, error?}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream, as its publisher named it.
+    pub stream_id: Arc<str>,
+    /// 1, 2, 3, … per chunk; the end's is one past the last chunk's.
+    pub sequence_id: u64,
+    /// The last message of the stream.
+    pub end: bool,
+    /// Why the stream ended, if it failed.
+    pub error: Option<StreamError>,
+}
+
+/// Why a group stream ended early: `UserError` (the publisher's `streamEnd` error),
+/// `IdleTimeout`, `Cancelled` (the publisher's connection ended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError {
+    /// The error's name.
+    pub name: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The publisher's own code (`UserError`).
+    pub user_error_code: Option<String>,
+}
+
+impl StreamError {
+    /// The error names a stream ends with.
+    pub const NAMES: [&'static str; 4] = [
+        "UserError",
+        "IdleTimeout",
+        "Cancelled",
+        "InternalServerError",
+    ];
+
+    /// `name` as one of [`StreamError::NAMES`] (another node's), else `InternalServerError`.
+    pub fn known_name(name: &str) -> &'static str {
+        Self::NAMES
+            .into_iter()
+            .find(|n| *n == name)
+            .unwrap_or("InternalServerError")
+    }
+}
+
 /// A message to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -120,6 +265,10 @@ pub struct Message {
     pub source: Source,
     /// What it carries.
     pub data: Data,
+    /// Its application metadata, if any.
+    pub metadata: Option<Metadata>,
+    /// Its place in a group stream, if it belongs to one.
+    pub stream: Option<Arc<StreamInfo>>,
 }
 
 impl Message {
@@ -131,6 +280,8 @@ impl Message {
                 from_user,
             },
             data,
+            metadata: None,
+            stream: None,
         }
     }
 
@@ -139,7 +290,23 @@ impl Message {
         Self {
             source: Source::Server,
             data,
+            metadata: None,
+            stream: None,
         }
+    }
+
+    /// The same message as a chunk (or the end) of a group stream.
+    #[must_use]
+    pub fn with_stream(mut self, stream: Option<Arc<StreamInfo>>) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// The same message with `metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Option<Metadata>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 
@@ -167,4 +334,39 @@ pub struct Origin {
     pub published: Option<Instant>,
     /// The fan-out span, when the message is traced.
     pub trace: Option<TraceParent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_checked_and_bounded() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let m = metadata_from([pair("Trace-ID", "1"), pair("trace-id", "2")])
+            .expect("valid")
+            .expect("some");
+        assert_eq!(m.len(), 1, "keys are lower-cased and the last wins");
+        assert_eq!(m["trace-id"], "2");
+        assert_eq!(metadata_from([]), Ok(None));
+        for bad in [
+            pair("", "v"),
+            pair("a b", "v"),
+            pair("é", "v"),
+            pair("k", "a\nb"),
+        ] {
+            assert!(metadata_from([bad.clone()]).is_err(), "{bad:?}");
+        }
+        assert!(metadata_from([pair(&"k".repeat(65), "v")]).is_err());
+        let many = (0..=MAX_METADATA_ENTRIES).map(|i| pair(&format!("k{i}"), "v"));
+        assert!(
+            metadata_from(many)
+                .expect_err("too many")
+                .contains("limit of 16")
+        );
+        let big = [pair("k", &"v".repeat(MAX_METADATA_BYTES))];
+        assert!(metadata_from(big).expect_err("too big").contains("4096"));
+        let fits = [pair("k", &"v".repeat(MAX_METADATA_BYTES - 1))];
+        assert!(metadata_from(fits).is_ok());
+    }
 }

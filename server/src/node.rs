@@ -14,8 +14,10 @@
 //! a cluster (and merge the answers).
 
 mod client;
+mod presence;
 mod routing;
 
+pub(crate) use presence::PresenceError;
 pub(crate) use routing::Forwarded;
 
 use std::sync::Arc;
@@ -168,6 +170,8 @@ struct Inner {
     keys: KeyRing,
     /// The public endpoint, without a trailing slash (token audiences, client URLs).
     endpoint: String,
+    /// Group presence: this node's connections' states and subscribers.
+    presence: presence::Presence,
 }
 
 impl Node {
@@ -185,6 +189,7 @@ impl Node {
                 cluster,
                 keys,
                 endpoint,
+                presence: presence::Presence::default(),
             }),
         }
     }
@@ -206,6 +211,10 @@ impl Node {
         &self.inner.router
     }
 
+    fn presence(&self) -> &presence::Presence {
+        &self.inner.presence
+    }
+
     /// The backplane; `None` on a single node.
     fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.inner.cluster.as_ref()
@@ -215,7 +224,7 @@ impl Node {
 
     fn local_send_to_all(&self, req: pb::SendToAllRequest) -> Result<pb::SendToAllResponse> {
         let hub = HubKey::new(&req.hub)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::All,
@@ -230,7 +239,10 @@ impl Node {
     fn local_send_to_group(&self, req: pb::SendToGroupRequest) -> Result<pb::SendToGroupResponse> {
         let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;
-        let message = Message::to_group(req.group.as_str(), None, data(req.payload)?);
+        let message = {
+            let (data, metadata) = payload(req.payload)?;
+            Message::to_group(req.group.as_str(), None, data).with_metadata(metadata)
+        };
         self.send(
             &hub,
             Target::Group(&req.group),
@@ -245,7 +257,7 @@ impl Node {
     fn local_send_to_user(&self, req: pb::SendToUserRequest) -> Result<pb::SendToUserResponse> {
         let hub = HubKey::new(&req.hub)?;
         required(Field::UserId, &req.user_id)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::User(&req.user_id),
@@ -263,7 +275,7 @@ impl Node {
     ) -> Result<pb::SendToConnectionResponse> {
         let hub = HubKey::new(&req.hub)?;
         required(Field::ConnectionId, &req.connection_id)?;
-        let message = Message::from_server(data(req.payload)?);
+        let message = server_message(req.payload)?;
         self.send(
             &hub,
             Target::Connection(&req.connection_id),
@@ -739,6 +751,22 @@ fn permission_args<'a>(
         Some(target)
     };
     Ok((hub, permission, target))
+}
+
+/// A server message from a send request's payload.
+fn server_message(payload: Option<pb::Payload>) -> Result<Message> {
+    let (data, metadata) = self::payload(payload)?;
+    Ok(Message::from_server(data).with_metadata(metadata))
+}
+
+/// A payload and its metadata as the router carries them.
+fn payload(payload: Option<pb::Payload>) -> Result<(Data, Option<crate::message::Metadata>)> {
+    let metadata = match &payload {
+        Some(p) if !p.metadata.is_empty() => crate::message::metadata_from(p.metadata.clone())
+            .map_err(|e| NodeError::invalid(Field::Payload, format!("message {e}")))?,
+        _ => None,
+    };
+    Ok((data(payload)?, metadata))
 }
 
 /// A payload as the router carries it.

@@ -19,7 +19,7 @@ pub mod socketio;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::message::{Frame, Queued, WireFormat};
+use crate::message::{Data, Frame, GroupStateItem, Queued, WireFormat};
 
 pub use json::{AckError, ClientMessage, ParseError};
 
@@ -122,6 +122,92 @@ pub fn ack(format: WireFormat, ack_id: u64, error: Option<(AckError, &str)>) -> 
         WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
         WireFormat::Json => Some(Frame::Text(json::encode_ack(ack_id, error))),
         WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_ack(ack_id, error))),
+    }
+}
+
+/// The answer to an `invoke`: the handler's data (if any), or an error's name and message.
+/// Azure's protobuf protocol defines no such frame; Hubcast's has one (client.proto, 100+).
+pub fn invoke_response(
+    format: WireFormat,
+    invocation_id: &str,
+    result: Result<Option<&Data>, (&str, &str)>,
+) -> Option<Frame> {
+    match format {
+        WireFormat::Json => Some(Frame::Text(json::encode_invoke_response(
+            invocation_id,
+            result,
+        ))),
+        WireFormat::Protobuf => Some(Frame::Binary(protobuf::encode_invoke_response(
+            invocation_id,
+            result,
+        ))),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
+    }
+}
+
+/// A `groupStateSnapshot` (or `groupStateUpdate`) of `group`. Only the JSON subprotocols
+/// have the frames (Azure's protobuf protocol defines none).
+pub fn group_state(
+    format: WireFormat,
+    snapshot: bool,
+    group: &str,
+    items: &[GroupStateItem],
+) -> Option<Frame> {
+    match format {
+        WireFormat::Json => Some(Frame::Text(json::encode_group_state(
+            snapshot, group, items,
+        ))),
+        WireFormat::Simple | WireFormat::Protobuf | WireFormat::Mqtt | WireFormat::SocketIo => None,
+    }
+}
+
+/// A group stream's answer to its publisher: `streamAck`, `streamNack` or `streamClosed`
+/// (Azure's protobuf protocol has no stream frames; Hubcast's has, client.proto 100+).
+#[derive(Debug, Clone, Copy)]
+pub enum StreamReply<'a> {
+    /// Everything before `expected` arrived.
+    Ack {
+        /// The next sequence id the service takes.
+        expected: u64,
+    },
+    /// A chunk out of order was refused.
+    Nack {
+        /// Why (`InvalidSequenceId`).
+        name: &'a str,
+        /// What happened.
+        message: &'a str,
+        /// The next sequence id the service takes.
+        expected: u64,
+    },
+    /// The stream is over, with the reason when the service ended it.
+    Closed {
+        /// `(name, message)`.
+        error: Option<(&'a str, &'a str)>,
+    },
+}
+
+/// Renders a [`StreamReply`] for `stream_id`.
+pub fn stream_reply(format: WireFormat, stream_id: &str, reply: StreamReply<'_>) -> Option<Frame> {
+    match format {
+        WireFormat::Json => Some(Frame::Text(match reply {
+            StreamReply::Ack { expected } => json::encode_stream_ack(stream_id, expected),
+            StreamReply::Nack {
+                name,
+                message,
+                expected,
+            } => json::encode_stream_nack(stream_id, name, message, expected),
+            StreamReply::Closed { error } => json::encode_stream_closed(stream_id, error),
+        })),
+        WireFormat::Protobuf => Some(Frame::Binary(match reply {
+            StreamReply::Ack { expected } => protobuf::encode_stream_ack(stream_id, expected),
+            StreamReply::Nack {
+                name,
+                message,
+                expected,
+            } => protobuf::encode_stream_nack(stream_id, name, message, expected),
+            StreamReply::Closed { error } => protobuf::encode_stream_closed(stream_id, error),
+        })),
+        WireFormat::Simple | WireFormat::Mqtt | WireFormat::SocketIo => None,
     }
 }
 

@@ -54,8 +54,8 @@ use hubcast_auth::KeyRing;
 
 pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply, SocketIoSocket};
 pub(crate) use session::{
-    JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_json_event,
-    on_simple_frame,
+    Invocation, JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_invoke,
+    on_json_event, on_simple_frame,
 };
 
 use event::{EventName, ReplyBody};
@@ -116,10 +116,15 @@ pub(crate) struct ConnectAccepted {
 pub(crate) enum UserEventOutcome {
     /// Nothing selects the event: the edge keeps its behaviour without a handler.
     NoHandler,
-    /// The backend answered; `Some` data goes back to the sender.
-    Replied(Option<crate::message::Data>),
-    /// Delivery failed (the reason is logged): the sender learns of a failure.
-    Failed,
+    /// The backend answered; `Some` data goes back to the sender, with the metadata the
+    /// backend gave it.
+    Replied(
+        Option<crate::message::Data>,
+        Option<crate::message::Metadata>,
+    ),
+    /// Delivery failed (the reason is logged): the sender learns of a failure (an invoking
+    /// client also of its kind).
+    Failed(DeliveryError),
 }
 
 /// The upstream of every hub: decides where each event goes and delivers it.
@@ -328,6 +333,29 @@ impl Upstream {
         }
     }
 
+    /// Queues the non-blocking group presence event `gp.joined` (`joined`) or `gp.left` of a
+    /// client's join or leave of `group`, when a handler or listener takes it. Never waits:
+    /// with the queue full, the event is dropped and logged.
+    pub(crate) fn group_presence(&self, session: &Session, group: &str, joined: bool) {
+        let name = if joined {
+            EventName::Joined
+        } else {
+            EventName::Left
+        };
+        if !self.routes(session.hub(), &name) {
+            return;
+        }
+        let group = group.to_owned();
+        let event = session.event(if joined {
+            EventKind::GroupJoined { group }
+        } else {
+            EventKind::GroupLeft { group }
+        });
+        if let Err(e) = self.queue_for(session).try_send(event) {
+            tracing::warn!(error = %e, "upstream queue full: group presence event dropped");
+        }
+    }
+
     /// Queues the non-blocking `disconnected` event, waiting up to the upstream timeout for
     /// room in a full queue. Raised at most once per session.
     pub(crate) async fn disconnected(&self, session: &Session, reason: Option<&str>) {
@@ -351,24 +379,27 @@ impl Upstream {
         session: &Session,
         name: &str,
         data: Option<crate::message::Data>,
+        metadata: Option<crate::message::Metadata>,
     ) -> UserEventOutcome {
         let event = session.event(EventKind::User {
             name: name.to_owned(),
             data,
+            metadata,
         });
         match self.dispatch(&event).await {
             Ok(None) => UserEventOutcome::NoHandler,
             Ok(Some(reply)) => {
                 session.apply_state(reply.state);
                 match reply.body {
-                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data)),
-                    ReplyBody::Empty => UserEventOutcome::Replied(None),
-                    ReplyBody::Connect(_) => UserEventOutcome::Replied(None),
+                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data), reply.metadata),
+                    ReplyBody::Empty | ReplyBody::Connect(_) => {
+                        UserEventOutcome::Replied(None, reply.metadata)
+                    }
                 }
             }
             Err(e) => {
                 tracing::warn!(event = name, error = %e, "user event failed");
-                UserEventOutcome::Failed
+                UserEventOutcome::Failed(e)
             }
         }
     }
@@ -501,6 +532,7 @@ mod tests {
                     ..Default::default()
                 }),
                 state: Some("s".into()),
+                metadata: None,
             }))
         };
         let offered = ["json.webpubsub.azure.v1".to_owned()];
@@ -508,8 +540,8 @@ mod tests {
         assert_eq!(ok.state.as_deref(), Some("s"));
         let refused = decide_connect(reply("mqtt"), &offered).expect_err("not offered");
         assert_eq!(refused.status, 500);
-        let refused =
-            decide_connect(Err(DeliveryError::Rejected(403)), &offered).expect_err("rejected");
+        let refused = decide_connect(Err(DeliveryError::Rejected(403, None)), &offered)
+            .expect_err("rejected");
         assert_eq!(refused.status, 403);
         let refused = decide_connect(Err(DeliveryError::Timeout), &offered).expect_err("timeout");
         assert_eq!(refused.status, 504);

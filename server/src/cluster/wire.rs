@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -46,13 +46,16 @@ pub(crate) enum Body {
     /// Boxed: the largest variant by far, and the rarest.
     #[prost(message, boxed, tag = "9")]
     Event(Box<pb::Event>),
+    /// Changes of group state (presence) on the sender, for this node's subscribers.
+    #[prost(message, tag = "10")]
+    GroupState(GroupStates),
 }
 
 /// A question a node answers from its own connections.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Query {
     /// Which question.
-    #[prost(oneof = "Question", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Question", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub(crate) question: Option<Question>,
 }
 
@@ -86,6 +89,10 @@ pub(crate) enum Question {
     /// Answered by every node with its [`HubDetail`].
     #[prost(message, tag = "9")]
     HubDetail(pb::GetHubStatsRequest),
+    /// Answered by every node with the [`GroupStates`] of its connections in the group
+    /// (the question's `items` are empty).
+    #[prost(message, tag = "10")]
+    GroupStates(GroupStates),
 }
 
 /// A node's answer: success with an encoded response message, or an error.
@@ -140,6 +147,32 @@ pub(crate) struct GroupSend {
     /// The payload.
     #[prost(bytes = "bytes", tag = "6")]
     pub(crate) payload: bytes::Bytes,
+    /// Its place in a group stream, if any.
+    #[prost(message, optional, tag = "7")]
+    pub(crate) stream: Option<GroupSendStream>,
+}
+
+/// A group send's place in a group stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GroupSendStream {
+    /// The stream.
+    #[prost(string, tag = "1")]
+    pub(crate) stream_id: String,
+    /// The chunk's number (the end's: one past the last chunk).
+    #[prost(uint64, tag = "2")]
+    pub(crate) sequence_id: u64,
+    /// The last message of the stream.
+    #[prost(bool, tag = "3")]
+    pub(crate) end: bool,
+    /// The error's name, when the stream failed.
+    #[prost(string, optional, tag = "4")]
+    pub(crate) error_name: Option<String>,
+    /// The error's message.
+    #[prost(string, optional, tag = "5")]
+    pub(crate) error_message: Option<String>,
+    /// The publisher's error code.
+    #[prost(string, optional, tag = "6")]
+    pub(crate) user_error_code: Option<String>,
 }
 
 /// What event-stream listeners one node has: the subscriptions of its `Listen` streams.
@@ -171,4 +204,39 @@ impl EventAnswer {
     pub(crate) const TIMEOUT: u32 = 1;
     /// No listener of that node takes the event (any more): try another node.
     pub(crate) const NO_LISTENER: u32 = 2;
+}
+
+/// Group states (presence) of connections in one group: a change to deliver, a question, or
+/// the answer to it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GroupStates {
+    /// The hub routing key.
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The group.
+    #[prost(string, tag = "2")]
+    pub(crate) group: String,
+    /// The states.
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) items: Vec<GroupStateEntry>,
+}
+
+/// One connection's state in a group.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GroupStateEntry {
+    /// The connection.
+    #[prost(string, tag = "1")]
+    pub(crate) connection_id: String,
+    /// Its user, if any.
+    #[prost(string, optional, tag = "2")]
+    pub(crate) user_id: Option<String>,
+    /// The state (empty when cleared).
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub(crate) state: std::collections::BTreeMap<String, String>,
+    /// The state was cleared.
+    #[prost(bool, tag = "4")]
+    pub(crate) cleared: bool,
+    /// When it changed, in Unix milliseconds.
+    #[prost(uint64, tag = "5")]
+    pub(crate) updated_at: u64,
 }

@@ -20,6 +20,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use warp::path::FullPath;
 use warp::{Filter, Rejection};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -840,7 +841,32 @@ where
     Ok(pb::Payload {
         data: Some(data),
         content_type: String::new(),
+        metadata: metadata_headers(&req.headers)?,
     })
+}
+
+/// Prefix of the request headers that carry message metadata (Azure's emulator).
+const METADATA_HEADER: &str = "x-webpubsub-metadata-";
+
+/// The `X-WebPubSub-Metadata-<key>` headers of a send, by lower-cased key: for a repeated
+/// header the last value, and of a comma-separated value its last item, wins (as in Azure's
+/// emulator). The service layer checks the keys and bounds.
+fn metadata_headers(headers: &HeaderMap) -> Result<HashMap<String, String>, RestError> {
+    let mut metadata = HashMap::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER) else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| {
+            RestError::bad_request(
+                format!("the header {name} is not visible ASCII text"),
+                "message",
+            )
+        })?;
+        let last = value.rsplit(',').next().unwrap_or(value).trim();
+        metadata.insert(key.to_owned(), last.to_owned());
+    }
+    Ok(metadata)
 }
 
 /// The body of `:addToGroups` / `:removeFromGroups`.

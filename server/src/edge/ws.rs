@@ -12,7 +12,9 @@
 //! `awps_reconnection_token`, and a recovered socket picks up where the old one stopped.
 
 mod dispatch;
+mod invoke;
 mod session;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -101,6 +101,7 @@ impl Node {
     /// Unregisters a connection: it leaves its groups and no send reaches it any more.
     pub(crate) fn unregister_client(&self, conn: &Connection) {
         self.router().disconnect(conn);
+        self.presence_gone(conn);
     }
 
     /// A client's own join (its permission already checked by the edge); `false` when it
@@ -111,7 +112,11 @@ impl Node {
 
     /// A client's own leave; `false` when it was not a member.
     pub(crate) fn leave_group_from_client(&self, conn: &Connection, group: &str) -> bool {
-        self.router().leave_group(conn, group)
+        let left = self.router().leave_group(conn, group);
+        if left {
+            self.group_left(conn, group);
+        }
+        left
     }
 
     /// Sends `message` to one client of this node, numbered like any other message for a

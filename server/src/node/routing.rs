@@ -23,10 +23,10 @@ use pb::batch_operation::Operation;
 use prost::Message as _;
 
 use super::{Field, Node, NodeError, PageToken, Result, page_request};
-use crate::cluster::wire::{Body, GroupSend, HubDetail, Query, Question, Reply};
+use crate::cluster::wire::{Body, GroupSend, GroupSendStream, HubDetail, Query, Question, Reply};
 use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
-use crate::message::{Data, Message, Source, Utf8Bytes};
+use crate::message::{Data, Message, Source, StreamError, StreamInfo, Utf8Bytes};
 use crate::router::{Connection, HubKey};
 use crate::telemetry::trace;
 
@@ -145,7 +145,7 @@ impl Node {
     }
 
     /// Asks every other node; `None` on a single node.
-    async fn ask_others<R: prost::Message + Default>(
+    pub(super) async fn ask_others<R: prost::Message + Default>(
         &self,
         question: impl FnOnce() -> Question,
     ) -> Result<Option<Vec<R>>> {
@@ -381,6 +381,7 @@ impl Node {
             }
             Question::ListConnections(r) => self.local_list_connections(r)?.encode_to_vec(),
             Question::ListGroups(r) => self.local_list_groups(r)?.encode_to_vec(),
+            Question::GroupStates(q) => self.local_group_states(q).encode_to_vec(),
             Question::HubDetail(r) => {
                 let hub = HubKey::new(&r.hub)?;
                 self.local_hub_detail(&hub).encode_to_vec()
@@ -402,7 +403,20 @@ impl Node {
             tracing::warn!("ignoring a malformed group send from another node");
             return;
         };
-        let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data);
+        let stream = send.stream.map(|s| {
+            Arc::new(StreamInfo {
+                stream_id: s.stream_id.into(),
+                sequence_id: s.sequence_id,
+                end: s.end,
+                error: s.error_name.map(|name| StreamError {
+                    name: StreamError::known_name(&name),
+                    message: s.error_message.unwrap_or_default(),
+                    user_error_code: s.user_error_code,
+                }),
+            })
+        });
+        let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data)
+            .with_stream(stream);
         let Ok(hub) = HubKey::new(&send.hub) else {
             tracing::warn!("ignoring a group send from another node for an invalid hub");
             return;
@@ -413,9 +427,15 @@ impl Node {
     }
 }
 
-/// A client's group send on its way to the other nodes.
+/// A client's group send (or presence change) on its way to the other nodes.
 #[derive(Debug)]
 pub(crate) struct Forwarded(Published);
+
+impl From<Published> for Forwarded {
+    fn from(published: Published) -> Self {
+        Self(published)
+    }
+}
 
 impl Forwarded {
     /// Waits until Redis has taken the message.
@@ -454,7 +474,23 @@ impl Node {
         no_echo: bool,
         data: Data,
     ) -> Result<Option<Forwarded>> {
-        let message = Message::to_group(group, conn.user_id().cloned(), data);
+        self.send_stream_chunk_from_client(conn, group, no_echo, data, None)
+    }
+
+    /// [`Node::send_to_group_from_client`] for a chunk (or the end) of a group stream: the
+    /// message carries its place in the stream, on this node and across the cluster.
+    ///
+    /// # Errors
+    /// As [`Node::send_to_group_from_client`].
+    pub(crate) fn send_stream_chunk_from_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        no_echo: bool,
+        data: Data,
+        stream: Option<Arc<StreamInfo>>,
+    ) -> Result<Option<Forwarded>> {
+        let message = Message::to_group(group, conn.user_id().cloned(), data).with_stream(stream);
         let me = [conn.id().as_str()];
         let excluded: &[&str] = if no_echo { &me } else { &[] };
         let recipients = self
@@ -489,6 +525,14 @@ impl Node {
             Data::Binary(b) => (2, b.clone()),
             Data::Protobuf(b) => (3, b.clone()),
         };
+        let stream = message.stream.as_deref().map(|s| GroupSendStream {
+            stream_id: s.stream_id.to_string(),
+            sequence_id: s.sequence_id,
+            end: s.end,
+            error_name: s.error.as_ref().map(|e| e.name.to_owned()),
+            error_message: s.error.as_ref().map(|e| e.message.clone()),
+            user_error_code: s.error.as_ref().and_then(|e| e.user_error_code.clone()),
+        });
         cluster
             .broadcast_confirmed(Body::GroupSend(GroupSend {
                 hub: hub.to_owned(),
@@ -497,6 +541,7 @@ impl Node {
                 excluded: excluded.map(str::to_owned),
                 data_type,
                 payload,
+                stream,
             }))
             .map(Some)
     }
@@ -514,6 +559,10 @@ impl Node {
             })),
             Body::GroupSend(send) => {
                 self.deliver_group_send(send);
+                None
+            }
+            Body::GroupState(states) => {
+                self.deliver_group_states(states);
                 None
             }
             // The backplane handles these itself.

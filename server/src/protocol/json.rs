@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::message::{Data, Message, Source, Utf8Bytes};
+use crate::message::{Data, GroupStateItem, Message, Metadata, Source, Utf8Bytes, metadata_from};
 
 /// Standard base64 (Azure's `binary` and `protobuf` payloads), tolerant of missing padding
 /// on input, always padded on output.
@@ -57,6 +57,8 @@ pub enum ClientMessage<'a> {
         ack_id: Option<u64>,
         /// The payload, if any.
         data: Option<Data>,
+        /// Its metadata, if any (`x-webpubsub-metadata-<key>` upstream).
+        metadata: Option<Metadata>,
     },
     /// `sequenceAck` (reliable subprotocols only).
     SequenceAck {
@@ -65,6 +67,72 @@ pub enum ClientMessage<'a> {
     },
     /// `ping`: answered with `pong`.
     Ping,
+    /// `invoke` with `target` `event` (or none): a user event whose answer goes back to the
+    /// client as `invokeResponse` with the same `invocationId`.
+    Invoke {
+        /// The client's id of the call, echoed in the answer.
+        invocation_id: Cow<'a, str>,
+        /// The event name.
+        event: Cow<'a, str>,
+        /// The payload, if any.
+        data: Option<Data>,
+        /// Its metadata, if any.
+        metadata: Option<Metadata>,
+    },
+    /// `setGroupState`: sets (or, without `state`, clears) this connection's state in a group.
+    SetGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+        /// The new state; `None` clears it.
+        state: Option<std::collections::BTreeMap<String, String>>,
+    },
+    /// `subscribeGroupState`: a `groupStateSnapshot` now, `groupStateUpdate`s from then on.
+    SubscribeGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+    /// `unsubscribeGroupState`.
+    UnsubscribeGroupState {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Ack requested with this id.
+        ack_id: Option<u64>,
+    },
+    /// `sendToGroup` with `stream{streamId, idleTimeoutMs?}` and no data: opens a group
+    /// stream.
+    StreamStart {
+        /// The group.
+        group: Cow<'a, str>,
+        /// Do not deliver to the sender.
+        no_echo: bool,
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// Milliseconds without `streamData` after which the stream is closed.
+        idle_timeout_ms: Option<u64>,
+    },
+    /// `streamData`: a chunk (`streamSequenceId` with data), or a keep-alive (neither).
+    StreamData {
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// The chunk's number and payload; `None` for a keep-alive.
+        chunk: Option<(u64, Data)>,
+    },
+    /// `streamEnd`, with the publisher's error if it gives up.
+    StreamEnd {
+        /// The stream's id.
+        stream_id: Cow<'a, str>,
+        /// `error{message, userErrorCode}`.
+        error: Option<(String, Option<String>)>,
+    },
+    /// `cancelInvocation`: the client no longer waits for this call.
+    CancelInvocation {
+        /// The id of the call.
+        invocation_id: Cow<'a, str>,
+    },
     /// A well-formed message of a type this server does not handle.
     Unsupported {
         /// The `type` as sent.
@@ -90,6 +158,33 @@ pub enum ParseError {
         /// What is wrong.
         message: String,
     },
+    /// A `streamData` that names its stream but is invalid (a number without data, bad data):
+    /// answered with a `streamNack` (`BadRequest`) when the stream is open.
+    #[error("{message}")]
+    InvalidStreamData {
+        /// The stream's id.
+        stream_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stream start (`sendToGroup` with `stream`) that is invalid (it carries data):
+    /// answered with `streamClosed` (`BadRequest`).
+    #[error("{message}")]
+    InvalidStreamStart {
+        /// The stream's id.
+        stream_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An `invoke` that names its call but is invalid (unknown `target`, no `event`, bad
+    /// data): answered with a failed `invokeResponse` of that id.
+    #[error("{message}")]
+    InvalidInvocation {
+        /// The call's id.
+        invocation_id: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -110,6 +205,38 @@ struct Raw<'a> {
     no_echo: Option<bool>,
     #[serde(rename = "sequenceId", default)]
     sequence_id: Option<u64>,
+    #[serde(rename = "invocationId", borrow, default)]
+    invocation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    target: Option<Cow<'a, str>>,
+    #[serde(default)]
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    state: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    stream: Option<RawStreamStart>,
+    #[serde(rename = "streamId", borrow, default)]
+    stream_id: Option<Cow<'a, str>>,
+    #[serde(rename = "streamSequenceId", default)]
+    stream_sequence_id: Option<u64>,
+    #[serde(default)]
+    error: Option<RawStreamError>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamStart {
+    #[serde(rename = "streamId")]
+    stream_id: String,
+    #[serde(rename = "idleTimeoutMs", default)]
+    idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(rename = "userErrorCode", default)]
+    user_error_code: Option<String>,
 }
 
 /// Parses one text frame from a JSON client. Message types match case-insensitively.
@@ -134,10 +261,81 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             ClientMessage::LeaveGroup { group, ack_id }
         });
     }
+    if is("setGroupState") || is("subscribeGroupState") || is("unsubscribeGroupState") {
+        let group = raw
+            .group
+            .ok_or_else(|| invalid(format!("'{kind}' requires a 'group'")))?;
+        return Ok(if is("setGroupState") {
+            if let Some(state) = &raw.state {
+                crate::message::check_group_state(state).map_err(invalid)?;
+            }
+            ClientMessage::SetGroupState {
+                group,
+                ack_id,
+                state: raw.state,
+            }
+        } else if is("subscribeGroupState") {
+            ClientMessage::SubscribeGroupState { group, ack_id }
+        } else {
+            ClientMessage::UnsubscribeGroupState { group, ack_id }
+        });
+    }
+    if is("streamData") || is("streamEnd") {
+        // Without a stream id no answer can reach the publisher: the frame is malformed.
+        let stream_id = raw.stream_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+            ParseError::Malformed(format!("'{kind}' requires a non-empty string 'streamId'"))
+        })?;
+        if is("streamEnd") {
+            let error = raw.error.map(|e| {
+                (
+                    e.message
+                        .unwrap_or_else(|| "The publisher ended the stream with an error.".into()),
+                    e.user_error_code,
+                )
+            });
+            return Ok(ClientMessage::StreamEnd { stream_id, error });
+        }
+        let invalid = |message: String| ParseError::InvalidStreamData {
+            stream_id: stream_id.clone().into_owned(),
+            message,
+        };
+        let chunk = match (raw.stream_sequence_id, raw.data) {
+            (None, None) => None,
+            (Some(id), Some(data)) if id > 0 => Some((
+                id,
+                decode_data(raw.data_type.as_deref(), data).map_err(invalid)?,
+            )),
+            _ => {
+                return Err(invalid(
+                    "'streamData' takes a 'streamSequenceId' (from 1) with 'data', or neither (a keep-alive)"
+                        .into(),
+                ));
+            }
+        };
+        return Ok(ClientMessage::StreamData { stream_id, chunk });
+    }
     if is("sendToGroup") {
         let group = raw
             .group
             .ok_or_else(|| invalid("'sendToGroup' requires a 'group'".into()))?;
+        if let Some(stream) = raw.stream {
+            if raw.data.is_some() {
+                return Err(ParseError::InvalidStreamStart {
+                    stream_id: stream.stream_id,
+                    message: "A 'sendToGroup' that opens a stream carries no 'data': send it with 'streamData'."
+                        .into(),
+                });
+            }
+            if stream.stream_id.is_empty() {
+                return Err(invalid("'stream' requires a non-empty 'streamId'".into()));
+            }
+            return Ok(ClientMessage::StreamStart {
+                group,
+                no_echo: raw.no_echo.unwrap_or(false),
+                stream_id: Cow::Owned(stream.stream_id),
+                idle_timeout_ms: stream.idle_timeout_ms,
+            });
+        }
         let data = raw
             .data
             .ok_or_else(|| invalid("'sendToGroup' requires non-null 'data'".into()))?;
@@ -159,10 +357,12 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             .map(|d| decode_data(raw.data_type.as_deref(), d))
             .transpose()
             .map_err(invalid)?;
+        let metadata = metadata_from(raw.metadata.into_iter().flatten()).map_err(invalid)?;
         return Ok(ClientMessage::Event {
             event,
             ack_id,
             data,
+            metadata,
         });
     }
     if is("sequenceAck") {
@@ -173,6 +373,47 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
     }
     if is("ping") {
         return Ok(ClientMessage::Ping);
+    }
+    if is("invoke") || is("cancelInvocation") {
+        // Without an id no answer can reach the caller: the frame is malformed.
+        let invocation_id = raw
+            .invocation_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                ParseError::Malformed(format!(
+                    "'{kind}' requires a non-empty string 'invocationId'"
+                ))
+            })?;
+        if is("cancelInvocation") {
+            return Ok(ClientMessage::CancelInvocation { invocation_id });
+        }
+        let invalid = |message: String| ParseError::InvalidInvocation {
+            invocation_id: invocation_id.clone().into_owned(),
+            message,
+        };
+        if let Some(target) = raw.target.as_deref()
+            && !target.eq_ignore_ascii_case("event")
+        {
+            return Err(invalid(format!(
+                "Unsupported invoke target '{target}': the only target is 'event'."
+            )));
+        }
+        let event = raw
+            .event
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| invalid("'invoke' requires a non-empty 'event' name".into()))?;
+        let data = raw
+            .data
+            .map(|d| decode_data(raw.data_type.as_deref(), d))
+            .transpose()
+            .map_err(invalid)?;
+        let metadata = metadata_from(raw.metadata.into_iter().flatten()).map_err(invalid)?;
+        return Ok(ClientMessage::Invoke {
+            invocation_id,
+            event,
+            data,
+            metadata,
+        });
     }
     Ok(ClientMessage::Unsupported {
         kind: raw.kind,
@@ -279,6 +520,39 @@ fn push_message_fields(out: &mut String, message: &Message) {
         Source::Server => out.push_str(r#""type":"message","from":"server","#),
     }
     push_data(out, &message.data);
+    if let Some(metadata) = &message.metadata {
+        out.push_str(r#","metadata":{"#);
+        for (i, (key, value)) in metadata.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(out, key);
+            out.push(':');
+            push_str(out, value);
+        }
+        out.push('}');
+    }
+    if let Some(stream) = &message.stream {
+        out.push_str(r#","stream":{"streamId":"#);
+        push_str(out, &stream.stream_id);
+        out.push_str(r#","streamSequenceId":"#);
+        out.push_str(itoa::Buffer::new().format(stream.sequence_id));
+        if stream.end {
+            out.push_str(r#","endOfStream":true"#);
+        }
+        if let Some(error) = &stream.error {
+            out.push_str(r#","error":{"name":"#);
+            push_str(out, error.name);
+            out.push_str(r#","message":"#);
+            push_str(out, &error.message);
+            if let Some(code) = &error.user_error_code {
+                out.push_str(r#","userErrorCode":"#);
+                push_str(out, code);
+            }
+            out.push('}');
+        }
+        out.push('}');
+    }
     out.push('}');
 }
 
@@ -370,6 +644,114 @@ pub fn encode_ack(ack_id: u64, error: Option<(AckError, &str)>) -> Utf8Bytes {
     out.into()
 }
 
+/// `{"type":"invokeResponse","invocationId":..,"success":true}` with the answer's
+/// `dataType` and `data` when it has some, or `"success":false,"error":{"name","message"}`.
+pub fn encode_invoke_response(
+    invocation_id: &str,
+    result: Result<Option<&Data>, (&str, &str)>,
+) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"invokeResponse","invocationId":"#);
+    push_str(&mut out, invocation_id);
+    match result {
+        Ok(data) => {
+            out.push_str(r#","success":true"#);
+            if let Some(data) = data {
+                out.push(',');
+                push_data(&mut out, data);
+            }
+        }
+        Err((name, message)) => {
+            out.push_str(r#","success":false,"error":{"name":"#);
+            push_str(&mut out, name);
+            out.push_str(r#","message":"#);
+            push_str(&mut out, message);
+            out.push('}');
+        }
+    }
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"groupStateSnapshot"|"groupStateUpdate","group":..,"items":[{"connectionId",
+/// "userId"?,"state"?,"updatedAt"}]}`.
+pub fn encode_group_state(snapshot: bool, group: &str, items: &[GroupStateItem]) -> Utf8Bytes {
+    let mut out = String::from(if snapshot {
+        r#"{"type":"groupStateSnapshot","group":"#
+    } else {
+        r#"{"type":"groupStateUpdate","group":"#
+    });
+    push_str(&mut out, group);
+    out.push_str(r#","items":["#);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"connectionId":"#);
+        push_str(&mut out, &item.connection_id);
+        if let Some(user) = &item.user_id {
+            out.push_str(r#","userId":"#);
+            push_str(&mut out, user);
+        }
+        if let Some(state) = &item.state {
+            out.push_str(r#","state":{"#);
+            for (j, (key, value)) in state.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                push_str(&mut out, key);
+                out.push(':');
+                push_str(&mut out, value);
+            }
+            out.push('}');
+        }
+        out.push_str(r#","updatedAt":"#);
+        out.push_str(itoa::Buffer::new().format(item.updated_at));
+        out.push('}');
+    }
+    out.push_str("]}");
+    out.into()
+}
+
+/// `{"type":"streamAck","streamId":..,"expectedSequenceId":n}`.
+pub fn encode_stream_ack(stream_id: &str, expected: u64) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamAck","streamId":"#);
+    push_str(&mut out, stream_id);
+    out.push_str(r#","expectedSequenceId":"#);
+    out.push_str(itoa::Buffer::new().format(expected));
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"streamNack","streamId":..,"name":..,"message":..,"expectedSequenceId":n}`.
+pub fn encode_stream_nack(stream_id: &str, name: &str, message: &str, expected: u64) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamNack","streamId":"#);
+    push_str(&mut out, stream_id);
+    out.push_str(r#","name":"#);
+    push_str(&mut out, name);
+    out.push_str(r#","message":"#);
+    push_str(&mut out, message);
+    out.push_str(r#","expectedSequenceId":"#);
+    out.push_str(itoa::Buffer::new().format(expected));
+    out.push('}');
+    out.into()
+}
+
+/// `{"type":"streamClosed","streamId":..}`, with `"error":{"name","message"}` when the
+/// service closed it.
+pub fn encode_stream_closed(stream_id: &str, error: Option<(&str, &str)>) -> Utf8Bytes {
+    let mut out = String::from(r#"{"type":"streamClosed","streamId":"#);
+    push_str(&mut out, stream_id);
+    if let Some((name, message)) = error {
+        out.push_str(r#","error":{"name":"#);
+        push_str(&mut out, name);
+        out.push_str(r#","message":"#);
+        push_str(&mut out, message);
+        out.push('}');
+    }
+    out.push('}');
+    out.into()
+}
+
 /// `{"type":"pong"}`.
 pub fn encode_pong() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"type":"pong"}"#)
@@ -439,10 +821,36 @@ mod tests {
             Ok(ClientMessage::SequenceAck { sequence_id: 57 })
         );
         assert_eq!(
-            parse(r#"{"type":"invoke","ackId":9}"#),
+            parse(r#"{"type":"setSomething","ackId":9}"#),
             Ok(ClientMessage::Unsupported {
-                kind: "invoke".into(),
+                kind: "setSomething".into(),
                 ack_id: Some(9)
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"invoke","invocationId":"7","target":"event","event":"e","dataType":"text","data":"hi"}"#
+            ),
+            Ok(ClientMessage::Invoke {
+                invocation_id: "7".into(),
+                event: "e".into(),
+                data: Some(Data::Text("hi".into())),
+                metadata: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"invoke","invocationId":"8","event":"e"}"#),
+            Ok(ClientMessage::Invoke {
+                invocation_id: "8".into(),
+                event: "e".into(),
+                data: None,
+                metadata: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"cancelInvocation","invocationId":"7"}"#),
+            Ok(ClientMessage::CancelInvocation {
+                invocation_id: "7".into()
             })
         );
     }
@@ -457,6 +865,10 @@ mod tests {
             r#"{"type":"joinGroup","ackId":"1"}"#,
             r#"{"type":"joinGroup","ackId":-1}"#,
             r#"{"type":"joinGroup","group":5}"#,
+            r#"{"type":"invoke","event":"e"}"#,
+            r#"{"type":"invoke","invocationId":"","event":"e"}"#,
+            r#"{"type":"invoke","invocationId":7,"event":"e"}"#,
+            r#"{"type":"cancelInvocation"}"#,
         ] {
             assert!(matches!(parse(bad), Err(ParseError::Malformed(_))), "{bad}");
         }
@@ -494,6 +906,52 @@ mod tests {
     }
 
     #[test]
+    fn invalid_invocations_keep_their_id() {
+        for (bad, needle) in [
+            (
+                r#"{"type":"invoke","invocationId":"i","target":"service","event":"e"}"#,
+                "target",
+            ),
+            (r#"{"type":"invoke","invocationId":"i"}"#, "event"),
+            (
+                r#"{"type":"invoke","invocationId":"i","event":"e","dataType":"xml","data":"a"}"#,
+                "dataType",
+            ),
+        ] {
+            match parse(bad) {
+                Err(ParseError::InvalidInvocation {
+                    invocation_id,
+                    message,
+                }) => {
+                    assert_eq!(invocation_id, "i");
+                    assert!(message.contains(needle), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn encodes_invoke_responses() {
+        let data = Data::Json(r#"{"a":1}"#.into());
+        assert_eq!(
+            value(&encode_invoke_response("1", Ok(Some(&data)))),
+            json!({"type":"invokeResponse","invocationId":"1","success":true,"dataType":"json","data":{"a":1}})
+        );
+        assert_eq!(
+            value(&encode_invoke_response("2", Ok(None))),
+            json!({"type":"invokeResponse","invocationId":"2","success":true})
+        );
+        assert_eq!(
+            value(&encode_invoke_response(
+                "3",
+                Err(("BadRequest", "no \"x\""))
+            )),
+            json!({"type":"invokeResponse","invocationId":"3","success":false,"error":{"name":"BadRequest","message":"no \"x\""}})
+        );
+    }
+
+    #[test]
     fn encodes_group_and_server_messages() {
         let m = Message::to_group("g\"1", Some("alice".into()), Data::Text("hi\n".into()));
         assert_eq!(
@@ -510,6 +968,167 @@ mod tests {
             value(&encode_message(&m)),
             json!({"type":"message","from":"server","dataType":"binary","data":"AAEC"})
         );
+    }
+
+    #[test]
+    fn group_state_messages_parse_and_encode() {
+        match parse(r#"{"type":"setGroupState","group":"g","ackId":1,"state":{"a":"b"}}"#) {
+            Ok(ClientMessage::SetGroupState {
+                group,
+                ack_id: Some(1),
+                state: Some(state),
+            }) => assert_eq!((group.as_ref(), state["a"].as_str()), ("g", "b")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"setGroupState","group":"g"}"#),
+            Ok(ClientMessage::SetGroupState { state: None, .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"subscribeGroupState","ackId":2}"#),
+            Err(ParseError::Invalid {
+                ack_id: Some(2),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"setGroupState","group":"g","state":{"a":1}}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        let items = [
+            GroupStateItem {
+                connection_id: "c1".into(),
+                user_id: Some("u".into()),
+                state: Some(std::sync::Arc::new([("k".into(), "v".into())].into())),
+                updated_at: 5,
+            },
+            GroupStateItem {
+                connection_id: "c2".into(),
+                user_id: None,
+                state: None,
+                updated_at: 6,
+            },
+        ];
+        assert_eq!(
+            value(&encode_group_state(false, "g", &items)),
+            json!({"type":"groupStateUpdate","group":"g","items":[
+                {"connectionId":"c1","userId":"u","state":{"k":"v"},"updatedAt":5},
+                {"connectionId":"c2","updatedAt":6}
+            ]})
+        );
+        assert_eq!(
+            value(&encode_group_state(true, "g", &[])),
+            json!({"type":"groupStateSnapshot","group":"g","items":[]})
+        );
+    }
+
+    #[test]
+    fn stream_frames_parse_and_encode() {
+        assert_eq!(
+            parse(
+                r#"{"type":"sendToGroup","group":"g","noEcho":true,"stream":{"streamId":"s","idleTimeoutMs":500}}"#
+            ),
+            Ok(ClientMessage::StreamStart {
+                group: "g".into(),
+                no_echo: true,
+                stream_id: "s".into(),
+                idle_timeout_ms: Some(500)
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"streamData","streamId":"s","streamSequenceId":3,"dataType":"text","data":"x"}"#
+            ),
+            Ok(ClientMessage::StreamData {
+                stream_id: "s".into(),
+                chunk: Some((3, Data::Text("x".into())))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"streamData","streamId":"s"}"#),
+            Ok(ClientMessage::StreamData {
+                stream_id: "s".into(),
+                chunk: None
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"streamEnd","streamId":"s","error":{"message":"m","userErrorCode":"E"}}"#
+            ),
+            Ok(ClientMessage::StreamEnd {
+                stream_id: "s".into(),
+                error: Some(("m".into(), Some("E".into())))
+            })
+        );
+        for bad in [
+            r#"{"type":"streamData","streamId":"s","streamSequenceId":1}"#,
+            r#"{"type":"streamData","streamId":"s","streamSequenceId":0,"dataType":"text","data":"x"}"#,
+            r#"{"type":"streamData","streamId":"s","data":"x"}"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::InvalidStreamData { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(r#"{"type":"sendToGroup","group":"g","data":"x","stream":{"streamId":"s"}}"#),
+            Err(ParseError::InvalidStreamStart { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"streamEnd"}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        let chunk = Message::to_group("g", None, Data::Text("".into())).with_stream(Some(
+            std::sync::Arc::new(crate::message::StreamInfo {
+                stream_id: "s".into(),
+                sequence_id: 4,
+                end: true,
+                error: Some(crate::message::StreamError {
+                    name: "UserError",
+                    message: "m".into(),
+                    user_error_code: Some("E".into()),
+                }),
+            }),
+        ));
+        assert_eq!(
+            value(&encode_message(&chunk))["stream"],
+            json!({"streamId":"s","streamSequenceId":4,"endOfStream":true,"error":{"name":"UserError","message":"m","userErrorCode":"E"}})
+        );
+        assert_eq!(
+            value(&encode_stream_ack("s", 2)),
+            json!({"type":"streamAck","streamId":"s","expectedSequenceId":2})
+        );
+        assert_eq!(
+            value(&encode_stream_nack("s", "InvalidSequenceId", "m", 2)),
+            json!({"type":"streamNack","streamId":"s","name":"InvalidSequenceId","message":"m","expectedSequenceId":2})
+        );
+        assert_eq!(
+            value(&encode_stream_closed("s", None)),
+            json!({"type":"streamClosed","streamId":"s"})
+        );
+    }
+
+    #[test]
+    fn metadata_follows_the_data() {
+        let metadata = metadata_from([("k".to_owned(), "v\"".to_owned())]).expect("valid");
+        let m = Message::from_server(Data::Text("hi".into())).with_metadata(metadata);
+        assert_eq!(
+            value(&encode_message(&m)),
+            json!({"type":"message","from":"server","dataType":"text","data":"hi","metadata":{"k":"v\""}})
+        );
+        match parse(r#"{"type":"event","event":"e","metadata":{"Key":"v"}}"#) {
+            Ok(ClientMessage::Event { metadata, .. }) => {
+                assert_eq!(metadata.expect("some")["key"], "v");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"event","event":"e","ackId":4,"metadata":{"a b":"v"}}"#),
+            Err(ParseError::Invalid {
+                ack_id: Some(4),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use hubcast_proto::v1::{
-    DownstreamMessage, MessageData, UpstreamMessage, downstream_message, message_data,
+    DownstreamMessage, MessageData, StreamError, UpstreamMessage, downstream_message, message_data,
     upstream_message,
 };
 use prost::Message as _;
@@ -27,6 +27,8 @@ mod field {
     pub(super) const DATA_GROUP: u32 = 2;
     pub(super) const DATA_DATA: u32 = 3;
     pub(super) const DATA_SEQUENCE_ID: u32 = 4;
+    pub(super) const DATA_METADATA: u32 = 5;
+    pub(super) const DATA_STREAM: u32 = 100;
     pub(super) const TEXT_DATA: u32 = 1;
     pub(super) const BINARY_DATA: u32 = 2;
     pub(super) const PROTOBUF_DATA: u32 = 3;
@@ -52,6 +54,28 @@ pub fn parse(frame: &Bytes) -> Result<ClientMessage<'static>, ParseError> {
             group: Cow::Owned(m.group),
             ack_id: m.ack_id,
         },
+        Some(M::SendToGroupMessage(m)) if m.stream.is_some() => {
+            let stream = m.stream.unwrap_or_default();
+            if m.data.is_some() {
+                return Err(ParseError::InvalidStreamStart {
+                    stream_id: stream.stream_id,
+                    message: "A 'sendToGroup' that opens a stream carries no 'data': send it with 'streamData'."
+                        .into(),
+                });
+            }
+            if stream.stream_id.is_empty() {
+                return Err(ParseError::Invalid {
+                    ack_id: m.ack_id,
+                    message: "'stream' requires a non-empty 'streamId'".into(),
+                });
+            }
+            ClientMessage::StreamStart {
+                group: Cow::Owned(m.group),
+                no_echo: m.no_echo.unwrap_or(false),
+                stream_id: Cow::Owned(stream.stream_id),
+                idle_timeout_ms: stream.idle_timeout_ms.map(u64::from),
+            }
+        }
         Some(M::SendToGroupMessage(m)) => {
             let invalid = |message: String| ParseError::Invalid {
                 ack_id: m.ack_id,
@@ -83,16 +107,104 @@ pub fn parse(frame: &Bytes) -> Result<ClientMessage<'static>, ParseError> {
                         ack_id: m.ack_id,
                         message,
                     })?;
+            let metadata = crate::message::metadata_from(m.metadata).map_err(|message| {
+                ParseError::Invalid {
+                    ack_id: m.ack_id,
+                    message,
+                }
+            })?;
             ClientMessage::Event {
                 event: Cow::Owned(m.event),
                 ack_id: m.ack_id,
                 data,
+                metadata,
             }
         }
         Some(M::SequenceAckMessage(m)) => ClientMessage::SequenceAck {
             sequence_id: m.sequence_id,
         },
         Some(M::PingMessage(_)) => ClientMessage::Ping,
+        Some(M::InvokeMessage(m)) => {
+            if m.invocation_id.is_empty() {
+                return Err(ParseError::Malformed(
+                    "'invoke' requires a non-empty 'invocationId'".into(),
+                ));
+            }
+            let invalid = |message: String| ParseError::InvalidInvocation {
+                invocation_id: m.invocation_id.clone(),
+                message,
+            };
+            if !m.target.is_empty() && !m.target.eq_ignore_ascii_case("event") {
+                return Err(invalid(format!(
+                    "Unsupported invoke target '{}': the only target is 'event'.",
+                    m.target
+                )));
+            }
+            if m.event.is_empty() {
+                return Err(invalid("'invoke' requires a non-empty 'event' name".into()));
+            }
+            let data = m.data.map(decode_data).transpose().map_err(invalid)?;
+            let metadata = crate::message::metadata_from(m.metadata).map_err(invalid)?;
+            ClientMessage::Invoke {
+                invocation_id: Cow::Owned(m.invocation_id),
+                event: Cow::Owned(m.event),
+                data,
+                metadata,
+            }
+        }
+        Some(M::CancelInvocationMessage(m)) => {
+            if m.invocation_id.is_empty() {
+                return Err(ParseError::Malformed(
+                    "'cancelInvocation' requires a non-empty 'invocationId'".into(),
+                ));
+            }
+            ClientMessage::CancelInvocation {
+                invocation_id: Cow::Owned(m.invocation_id),
+            }
+        }
+        Some(M::StreamDataMessage(m)) => {
+            if m.stream_id.is_empty() {
+                return Err(ParseError::Malformed(
+                    "'streamData' requires a non-empty 'streamId'".into(),
+                ));
+            }
+            let invalid = |message: String| ParseError::InvalidStreamData {
+                stream_id: m.stream_id.clone(),
+                message,
+            };
+            let chunk = match (m.stream_sequence_id, m.data) {
+                (None, None) => None,
+                (Some(id), Some(data)) if id > 0 => Some((id, decode_data(data).map_err(invalid)?)),
+                _ => {
+                    return Err(invalid(
+                        "'streamData' takes a 'streamSequenceId' (from 1) with 'data', or neither (a keep-alive)"
+                            .into(),
+                    ));
+                }
+            };
+            ClientMessage::StreamData {
+                stream_id: Cow::Owned(m.stream_id),
+                chunk,
+            }
+        }
+        Some(M::StreamEndMessage(m)) => {
+            if m.stream_id.is_empty() {
+                return Err(ParseError::Malformed(
+                    "'streamEnd' requires a non-empty 'streamId'".into(),
+                ));
+            }
+            ClientMessage::StreamEnd {
+                stream_id: Cow::Owned(m.stream_id),
+                error: m.error.map(|e| {
+                    (
+                        e.message.unwrap_or_else(|| {
+                            "The publisher ended the stream with an error.".into()
+                        }),
+                        e.user_error_code,
+                    )
+                }),
+            }
+        }
         None => ClientMessage::Unsupported {
             kind: Cow::Borrowed("(empty or unknown message)"),
             ack_id: None,
@@ -150,6 +262,26 @@ pub fn encode_data_message(message: &Message) -> Bytes {
     encode_key(field::DATA_DATA, WireType::LengthDelimited, &mut inner);
     encode_varint(data_len as u64, &mut inner);
     put_bytes(&mut inner, tag, payload);
+    // A map field is a repeated entry message: key = 1, value = 2.
+    for (key, value) in message.metadata.iter().flat_map(|m| m.iter()) {
+        let mut entry = BytesMut::with_capacity(key.len() + value.len() + 4);
+        put_bytes(&mut entry, 1, key.as_bytes());
+        put_bytes(&mut entry, 2, value.as_bytes());
+        put_bytes(&mut inner, field::DATA_METADATA, &entry);
+    }
+    if let Some(stream) = &message.stream {
+        let info = downstream_message::StreamInfo {
+            stream_id: stream.stream_id.to_string(),
+            stream_sequence_id: stream.sequence_id,
+            end_of_stream: stream.end.then_some(true),
+            error: stream.error.as_ref().map(|e| StreamError {
+                name: e.name.to_owned(),
+                message: e.message.clone(),
+                user_error_code: e.user_error_code.clone(),
+            }),
+        };
+        put_bytes(&mut inner, field::DATA_STREAM, &info.encode_to_vec());
+    }
     inner.freeze()
 }
 
@@ -228,6 +360,84 @@ pub fn encode_ack(ack_id: u64, error: Option<(AckError, &str)>) -> Bytes {
             error: error.map(|(name, message)| ErrorMessage {
                 name: name.name().to_owned(),
                 message: message.to_owned(),
+            }),
+        },
+    ))
+}
+
+/// A payload as the generated `MessageData`.
+fn message_data(data: &Data) -> MessageData {
+    use message_data::Data as D;
+    MessageData {
+        data: Some(match data {
+            Data::Text(t) => D::TextData(t.to_string()),
+            Data::Json(t) => D::JsonData(t.to_string()),
+            Data::Binary(b) => D::BinaryData(b.clone()),
+            Data::Protobuf(b) => {
+                D::ProtobufData(prost_types::Any::decode(b.clone()).unwrap_or_default())
+            }
+        }),
+    }
+}
+
+/// The answer to an invocation.
+pub fn encode_invoke_response(
+    invocation_id: &str,
+    result: Result<Option<&Data>, (&str, &str)>,
+) -> Bytes {
+    use downstream_message::invoke_response_message::InvokeError;
+    let (success, data, error) = match result {
+        Ok(data) => (true, data.map(message_data), None),
+        Err((name, message)) => (
+            false,
+            None,
+            Some(InvokeError {
+                name: name.to_owned(),
+                message: message.to_owned(),
+            }),
+        ),
+    };
+    downstream(downstream_message::Message::InvokeResponseMessage(
+        downstream_message::InvokeResponseMessage {
+            invocation_id: invocation_id.to_owned(),
+            success,
+            data,
+            error,
+        },
+    ))
+}
+
+/// `streamAck`.
+pub fn encode_stream_ack(stream_id: &str, expected: u64) -> Bytes {
+    downstream(downstream_message::Message::StreamAckMessage(
+        downstream_message::StreamAckMessage {
+            stream_id: stream_id.to_owned(),
+            expected_sequence_id: expected,
+        },
+    ))
+}
+
+/// `streamNack`.
+pub fn encode_stream_nack(stream_id: &str, name: &str, message: &str, expected: u64) -> Bytes {
+    downstream(downstream_message::Message::StreamNackMessage(
+        downstream_message::StreamNackMessage {
+            stream_id: stream_id.to_owned(),
+            name: name.to_owned(),
+            message: message.to_owned(),
+            expected_sequence_id: expected,
+        },
+    ))
+}
+
+/// `streamClosed`.
+pub fn encode_stream_closed(stream_id: &str, error: Option<(&str, &str)>) -> Bytes {
+    downstream(downstream_message::Message::StreamClosedMessage(
+        downstream_message::StreamClosedMessage {
+            stream_id: stream_id.to_owned(),
+            error: error.map(|(name, message)| StreamError {
+                name: name.to_owned(),
+                message: message.to_owned(),
+                user_error_code: None,
             }),
         },
     ))
@@ -315,6 +525,98 @@ mod tests {
         assert_eq!(
             data_of(send(D::ProtobufData(any.clone()))),
             Ok(Data::Protobuf(Bytes::from(any.encode_to_vec())))
+        );
+    }
+
+    #[test]
+    fn invocations_and_streams_parse_and_answer() {
+        use upstream_message::Message as M;
+        let frame = |m: M| Bytes::from(UpstreamMessage { message: Some(m) }.encode_to_vec());
+        let invoke = frame(M::InvokeMessage(upstream_message::InvokeMessage {
+            invocation_id: "i".into(),
+            target: "event".into(),
+            event: "e".into(),
+            data: Some(MessageData {
+                data: Some(message_data::Data::TextData("x".into())),
+            }),
+            metadata: Default::default(),
+        }));
+        assert!(matches!(
+            parse(&invoke),
+            Ok(ClientMessage::Invoke { invocation_id, data: Some(Data::Text(_)), .. }) if invocation_id == "i"
+        ));
+        let no_id = frame(M::InvokeMessage(upstream_message::InvokeMessage {
+            event: "e".into(),
+            ..Default::default()
+        }));
+        assert!(matches!(parse(&no_id), Err(ParseError::Malformed(_))));
+        let chunk = frame(M::StreamDataMessage(upstream_message::StreamDataMessage {
+            stream_id: "s".into(),
+            stream_sequence_id: Some(2),
+            data: Some(MessageData {
+                data: Some(message_data::Data::TextData("c".into())),
+            }),
+        }));
+        assert!(matches!(
+            parse(&chunk),
+            Ok(ClientMessage::StreamData {
+                chunk: Some((2, _)),
+                ..
+            })
+        ));
+        let Down::InvokeResponseMessage(r) =
+            decode(&encode_invoke_response("i", Err(("Timeout", "late"))))
+        else {
+            panic!("invokeResponse expected");
+        };
+        assert_eq!(
+            (r.success, r.error.map(|e| e.name)),
+            (false, Some("Timeout".into()))
+        );
+        let Down::StreamNackMessage(n) =
+            decode(&encode_stream_nack("s", "InvalidSequenceId", "m", 3))
+        else {
+            panic!("streamNack expected");
+        };
+        assert_eq!(n.expected_sequence_id, 3);
+        let message = Message::to_group("g", None, Data::Text("c".into())).with_stream(Some(
+            std::sync::Arc::new(crate::message::StreamInfo {
+                stream_id: "s".into(),
+                sequence_id: 5,
+                end: true,
+                error: None,
+            }),
+        ));
+        let Down::DataMessage(m) = decode(&encode_message(&message)) else {
+            panic!("data message expected");
+        };
+        let stream = m.stream.expect("stream info");
+        assert_eq!(
+            (
+                stream.stream_id.as_str(),
+                stream.stream_sequence_id,
+                stream.end_of_stream
+            ),
+            ("s", 5, Some(true))
+        );
+    }
+
+    #[test]
+    fn metadata_is_the_data_message_map() {
+        let metadata = crate::message::metadata_from([
+            ("A".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "two".to_owned()),
+        ])
+        .expect("valid");
+        let message = Message::from_server(Data::Text("x".into())).with_metadata(metadata);
+        let Down::DataMessage(m) = decode(&encode_message(&message)) else {
+            panic!("data message expected");
+        };
+        assert_eq!(
+            m.metadata,
+            [("a".into(), "1".into()), ("b".into(), "two".into())]
+                .into_iter()
+                .collect()
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::Data;
+use crate::message::{Data, Metadata};
 use crate::router::ConnectionId;
 
 /// One event of one connection.
@@ -58,6 +58,16 @@ pub(crate) enum EventKind {
         /// Why, if the server closed the connection.
         reason: Option<String>,
     },
+    /// A client joined a group (non-blocking, `azure.webpubsub.gp.joined`).
+    GroupJoined {
+        /// The group.
+        group: String,
+    },
+    /// A client left a group, or ended while in it (non-blocking, `azure.webpubsub.gp.left`).
+    GroupLeft {
+        /// The group.
+        group: String,
+    },
     /// A user event (blocking): a JSON client's `event` message or a simple client's frame
     /// (`message`).
     User {
@@ -65,6 +75,8 @@ pub(crate) enum EventKind {
         name: String,
         /// Its data, if any.
         data: Option<Data>,
+        /// The client's metadata for it (`x-webpubsub-metadata-<key>` headers upstream).
+        metadata: Option<Metadata>,
     },
 }
 
@@ -75,6 +87,8 @@ impl EventKind {
             EventKind::Connect(_) => EventName::Connect,
             EventKind::Connected => EventName::Connected,
             EventKind::Disconnected { .. } => EventName::Disconnected,
+            EventKind::GroupJoined { .. } => EventName::Joined,
+            EventKind::GroupLeft { .. } => EventName::Left,
             EventKind::User { name, .. } => EventName::User(name),
         }
     }
@@ -89,6 +103,10 @@ pub(crate) enum EventName<'a> {
     Connected,
     /// `disconnected`.
     Disconnected,
+    /// Group presence `joined`.
+    Joined,
+    /// Group presence `left`.
+    Left,
     /// A user event.
     User(&'a str),
 }
@@ -107,6 +125,8 @@ impl EventName<'_> {
             EventName::Connect => "connect",
             EventName::Connected => "connected",
             EventName::Disconnected => "disconnected",
+            EventName::Joined => "joined",
+            EventName::Left => "left",
             EventName::User(_) => "user",
         }
     }
@@ -115,6 +135,7 @@ impl EventName<'_> {
     pub(crate) fn ce_type(&self) -> String {
         match self {
             EventName::User(name) => format!("azure.webpubsub.user.{name}"),
+            EventName::Joined | EventName::Left => format!("azure.webpubsub.gp.{self}"),
             system => format!("azure.webpubsub.sys.{system}"),
         }
     }
@@ -126,6 +147,8 @@ impl fmt::Display for EventName<'_> {
             EventName::Connect => "connect",
             EventName::Connected => "connected",
             EventName::Disconnected => "disconnected",
+            EventName::Joined => "joined",
+            EventName::Left => "left",
             EventName::User(name) => name,
         })
     }
@@ -202,6 +225,9 @@ pub(crate) struct Reply {
     pub(crate) body: ReplyBody,
     /// The new connection state: `None` keeps it, `Some("")` clears it.
     pub(crate) state: Option<String>,
+    /// Metadata for the message that carries a user event's answer to its sender (webhook
+    /// `X-WebPubSub-Metadata-<key>` response headers, the reply payload's `metadata`).
+    pub(crate) metadata: Option<Metadata>,
 }
 
 /// What a successful answer carries.
@@ -219,9 +245,12 @@ pub(crate) enum ReplyBody {
 /// Why an event could not be delivered or was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum DeliveryError {
-    /// The backend answered with this non-2xx HTTP status (or the stream equivalent).
+    /// The backend answered with this non-2xx HTTP status (or the stream equivalent), with
+    /// its detail (a webhook's text body, a listener's error message) when it gave one. The
+    /// detail reaches a client only as the error of an `invoke`: the caller asked the backend
+    /// directly, and the backend chose what to say.
     #[error("the event handler answered HTTP {0}")]
-    Rejected(u16),
+    Rejected(u16, Option<String>),
     /// No answer within the upstream timeout.
     #[error("the event handler did not answer in time")]
     Timeout,
@@ -244,8 +273,8 @@ impl DeliveryError {
     /// The HTTP status a refused `connect` gets.
     pub(crate) fn connect_status(&self) -> u16 {
         match self {
-            DeliveryError::Rejected(status @ 400..=599) => *status,
-            DeliveryError::Rejected(_) => 500,
+            DeliveryError::Rejected(status @ 400..=599, _) => *status,
+            DeliveryError::Rejected(..) => 500,
             DeliveryError::Timeout => 504,
             DeliveryError::Unreachable(_)
             | DeliveryError::InvalidResponse(_)
@@ -257,7 +286,7 @@ impl DeliveryError {
     /// What a refused client is told: the kind of failure, never the backend's details.
     pub(crate) fn client_message(&self) -> String {
         match self {
-            DeliveryError::Rejected(status) => {
+            DeliveryError::Rejected(status, _) => {
                 format!("the connection was rejected by the event handler (HTTP {status})")
             }
             DeliveryError::Timeout => "the connect event handler did not answer in time".into(),

@@ -22,6 +22,8 @@ pub(crate) struct Selection {
     connect: bool,
     connected: bool,
     disconnected: bool,
+    joined: bool,
+    left: bool,
 }
 
 impl Selection {
@@ -60,9 +62,11 @@ impl Selection {
                 "connect" => selection.connect = true,
                 "connected" => selection.connected = true,
                 "disconnected" => selection.disconnected = true,
+                "joined" => selection.joined = true,
+                "left" => selection.left = true,
                 other => {
                     return Err(format!(
-                        "unknown system event '{other}': expected connect, connected or disconnected"
+                        "unknown system event '{other}': expected connect, connected, disconnected, joined or left"
                     ));
                 }
             }
@@ -76,6 +80,8 @@ impl Selection {
             EventName::Connect => self.connect = true,
             EventName::Connected => self.connected = true,
             EventName::Disconnected => self.disconnected = true,
+            EventName::Joined => self.joined = true,
+            EventName::Left => self.left = true,
             EventName::User(_) => {}
         }
         self
@@ -87,6 +93,8 @@ impl Selection {
             EventName::Connect => self.connect,
             EventName::Connected => self.connected,
             EventName::Disconnected => self.disconnected,
+            EventName::Joined => self.joined,
+            EventName::Left => self.left,
             EventName::User(name) => match &self.user {
                 UserEvents::None => false,
                 UserEvents::All => true,
@@ -119,6 +127,17 @@ mod tests {
     #[test]
     fn bad_settings_are_refused() {
         assert!(Selection::new(Some("a,,b"), []).is_err());
-        assert!(Selection::new(None, ["joined"]).is_err());
+        assert!(Selection::new(None, ["message"]).is_err());
+    }
+
+    #[test]
+    fn group_presence_events_are_system_events() {
+        let s = Selection::new(None, ["joined", "Left"]).expect("valid");
+        assert!(s.selects(&EventName::Joined));
+        assert!(s.selects(&EventName::Left));
+        assert!(!s.selects(&EventName::Connected));
+        assert_eq!(EventName::Joined.ce_type(), "azure.webpubsub.gp.joined");
+        assert_eq!(EventName::Left.ce_type(), "azure.webpubsub.gp.left");
+        assert!(!EventName::Left.is_blocking());
     }
 }

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::event::{ConnectBody, Event, EventKind, SocketIoSocket};
+use super::event::{ConnectBody, DeliveryError, Event, EventKind, SocketIoSocket};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
-use crate::message::{Data, Frame, Message, close};
+use crate::message::{Data, Frame, Message, Metadata, close};
 use crate::node::Node;
 use crate::protocol::{self, AckError};
 use crate::router::{Close, Connection, ConnectionId};
@@ -136,6 +136,8 @@ pub(crate) struct JsonEvent {
     pub(crate) ack_id: Option<u64>,
     /// The payload, if any.
     pub(crate) data: Option<Data>,
+    /// Its metadata, if any.
+    pub(crate) metadata: Option<Metadata>,
 }
 
 /// Event names that are refused (acked `BadRequest`, never delivered): the dot-segments of
@@ -184,15 +186,17 @@ pub(crate) async fn on_json_event(
         let why = format!("Message with ack-id: {id} has been processed");
         return reply(protocol::ack(format, id, Some((AckError::Duplicate, &why))));
     }
-    let outcome = upstream.user_event(session, &event.name, event.data).await;
+    let outcome = upstream
+        .user_event(session, &event.name, event.data, event.metadata)
+        .await;
     let ok = match outcome {
-        UserEventOutcome::NoHandler | UserEventOutcome::Replied(None) => true,
-        UserEventOutcome::Replied(Some(data)) => {
+        UserEventOutcome::NoHandler | UserEventOutcome::Replied(None, _) => true,
+        UserEventOutcome::Replied(Some(data), metadata) => {
             // A server message, numbered like any other for reliable clients.
-            node.send_to_client(conn, &Message::from_server(data));
+            node.send_to_client(conn, &Message::from_server(data).with_metadata(metadata));
             true
         }
-        UserEventOutcome::Failed => false,
+        UserEventOutcome::Failed(_) => false,
     };
     if let Some(id) = event.ack_id {
         if ok {
@@ -208,6 +212,107 @@ pub(crate) async fn on_json_event(
     }
 }
 
+/// An `invoke` of a JSON client, taken out of the message parser for the upstream.
+#[derive(Debug)]
+pub(crate) struct Invocation {
+    /// The client's id of the call.
+    pub(crate) id: String,
+    /// The event name.
+    pub(crate) name: String,
+    /// The payload, if any.
+    pub(crate) data: Option<Data>,
+    /// Its metadata, if any.
+    pub(crate) metadata: Option<Metadata>,
+}
+
+/// Handles a JSON client's `invoke` (spec part 2 §4.1): delivered as the blocking user event
+/// `azure.webpubsub.user.<event>`, like an `event` message, and answered with an
+/// `invokeResponse` of the same id: the handler's data, or an error. Error names: the
+/// handler's refusal by status (`BadRequest` for 4xx but `Unauthorized` 401, `Forbidden` 403
+/// and `NotFound` 404, with the handler's own text as the message), `InternalServerError` for
+/// a 5xx or a handler that cannot be reached or understood, `Timeout` past `timeout`, and
+/// `NotFound` when no handler takes the event. The caller bounds the wait and may drop this
+/// future to cancel the call (a client's `cancelInvocation`, or its socket's end): nothing is
+/// sent then.
+pub(crate) async fn on_invoke(
+    upstream: &Upstream,
+    session: &Session,
+    conn: &Connection,
+    invocation: Invocation,
+    timeout: std::time::Duration,
+) {
+    let format = conn.format();
+    let respond = |result: Result<Option<&Data>, (&str, &str)>| {
+        if let Some(frame) = protocol::invoke_response(format, &invocation.id, result) {
+            conn.send_frame(frame);
+        }
+    };
+    if REFUSED_EVENT_NAMES.contains(&invocation.name.as_str()) {
+        let why = format!(
+            "The event name '{}' is not allowed: '.' and '..' are not event names.",
+            invocation.name
+        );
+        return respond(Err(("BadRequest", &why)));
+    }
+    let call = upstream.user_event(
+        session,
+        &invocation.name,
+        invocation.data.clone(),
+        invocation.metadata.clone(),
+    );
+    let outcome = match tokio::time::timeout(timeout, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => UserEventOutcome::Failed(DeliveryError::Timeout),
+    };
+    match outcome {
+        UserEventOutcome::Replied(data, _) => respond(Ok(data.as_ref())),
+        UserEventOutcome::NoHandler => {
+            let why = format!("No event handler takes the event '{}'.", invocation.name);
+            respond(Err(("NotFound", &why)));
+        }
+        UserEventOutcome::Failed(e) => {
+            let (name, why) = invoke_error(&e, timeout);
+            respond(Err((name, &why)));
+        }
+    }
+}
+
+/// The error name and message of a failed invocation.
+fn invoke_error(e: &DeliveryError, timeout: std::time::Duration) -> (&'static str, String) {
+    match e {
+        DeliveryError::Rejected(status, detail) => {
+            let name = match status {
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                400..=499 => "BadRequest",
+                _ => "InternalServerError",
+            };
+            let why = detail
+                .clone()
+                .unwrap_or_else(|| format!("The event handler answered HTTP {status}."));
+            (name, why)
+        }
+        DeliveryError::Timeout => (
+            "Timeout",
+            format!(
+                "The event handler did not answer within {} s.",
+                timeout.as_secs_f64()
+            ),
+        ),
+        DeliveryError::NoListener => (
+            "InternalServerError",
+            "No backend listens on the event stream for this hub.".into(),
+        ),
+        DeliveryError::Unreachable(_)
+        | DeliveryError::InvalidResponse(_)
+        | DeliveryError::NotValidated(_) => (
+            "InternalServerError",
+            "The event handler failed to handle the invocation.".into(),
+        ),
+    }
+}
+
 /// Handles a simple client's frame (spec §2.4): delivered as `azure.webpubsub.user.message`;
 /// a reply with data goes back as a frame. Without a handler, or when delivery fails, the
 /// connection is closed with 1011.
@@ -217,8 +322,11 @@ pub(crate) async fn on_simple_frame(
     conn: &Connection,
     data: Data,
 ) {
-    let reason = match upstream.user_event(session, "message", Some(data)).await {
-        UserEventOutcome::Replied(reply) => {
+    let reason = match upstream
+        .user_event(session, "message", Some(data), None)
+        .await
+    {
+        UserEventOutcome::Replied(reply, _) => {
             if let Some(data) = reply {
                 conn.send_frame(match data {
                     Data::Text(t) | Data::Json(t) => Frame::Text(t),
@@ -228,7 +336,7 @@ pub(crate) async fn on_simple_frame(
             return;
         }
         UserEventOutcome::NoHandler => "No event handler is configured for the 'message' event.",
-        UserEventOutcome::Failed => "The event handler failed to handle the 'message' event.",
+        UserEventOutcome::Failed(_) => "The event handler failed to handle the 'message' event.",
     };
     conn.close(Close::Server {
         code: close::INTERNAL_ERROR,

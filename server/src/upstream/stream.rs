@@ -289,6 +289,8 @@ impl Listeners {
             Some(pb::event::Kind::Connect(_)) => EventName::Connect,
             Some(pb::event::Kind::Connected(_)) => EventName::Connected,
             Some(pb::event::Kind::Disconnected(_)) => EventName::Disconnected,
+            Some(pb::event::Kind::GroupJoined(_)) => EventName::Joined,
+            Some(pb::event::Kind::GroupLeft(_)) => EventName::Left,
             Some(pb::event::Kind::UserEvent(u)) => EventName::User(&u.name),
             None => return Err(DeliveryError::NoListener),
         };
@@ -419,6 +421,8 @@ fn parse_subscription(s: &pb::Subscription) -> Result<(Vec<String>, Selection), 
             Ok(pb::SystemEventKind::Connect) => EventName::Connect,
             Ok(pb::SystemEventKind::Connected) => EventName::Connected,
             Ok(pb::SystemEventKind::Disconnected) => EventName::Disconnected,
+            Ok(pb::SystemEventKind::GroupJoined) => EventName::Joined,
+            Ok(pb::SystemEventKind::GroupLeft) => EventName::Left,
             _ => {
                 return Err(Status::invalid_argument(format!(
                     "invalid system event kind {kind}"
@@ -450,6 +454,7 @@ fn to_payload(data: &Data) -> pb::Payload {
     pb::Payload {
         data: Some(data),
         content_type: content_type.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -488,10 +493,24 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
         EventKind::Disconnected { reason } => Kind::Disconnected(pb::DisconnectedEvent {
             reason: reason.clone().unwrap_or_default(),
         }),
-        EventKind::User { name, data } => Kind::UserEvent(pb::UserEvent {
+        EventKind::GroupJoined { group } => Kind::GroupJoined(pb::GroupPresenceEvent {
+            group: group.clone(),
+        }),
+        EventKind::GroupLeft { group } => Kind::GroupLeft(pb::GroupPresenceEvent {
+            group: group.clone(),
+        }),
+        EventKind::User {
+            name,
+            data,
+            metadata,
+        } => Kind::UserEvent(pb::UserEvent {
             name: name.clone(),
             data: data.as_ref().map(to_payload),
-            metadata: HashMap::new(),
+            metadata: metadata
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
     };
     pb::Event {
@@ -517,6 +536,7 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
 
 fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, DeliveryError> {
     use pb::event_reply::Result as R;
+    let mut metadata = None;
     let body = match (reply.result, kind) {
         (None, _) => ReplyBody::Empty,
         (Some(R::Error(error)), _) => {
@@ -527,7 +547,8 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
                 _ => 500,
             };
             tracing::debug!(status, message = %error.message, "listener failed the event");
-            return Err(DeliveryError::Rejected(status));
+            let detail = (!error.message.is_empty()).then_some(error.message);
+            return Err(DeliveryError::Rejected(status, detail));
         }
         (Some(R::Connect(c)), EventKind::Connect(_)) => ReplyBody::Connect(ConnectResponse {
             user_id: c.user_id,
@@ -536,7 +557,13 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
             subprotocol: c.subprotocol,
         }),
         (Some(R::UserEvent(u)), EventKind::User { .. }) => match u.data {
-            Some(payload) => ReplyBody::Data(from_payload(payload)?),
+            Some(mut payload) => {
+                metadata = crate::message::metadata_from(std::mem::take(&mut payload.metadata))
+                    .map_err(|e| {
+                        DeliveryError::InvalidResponse(format!("the reply's payload {e}"))
+                    })?;
+                ReplyBody::Data(from_payload(payload)?)
+            }
             None => ReplyBody::Empty,
         },
         (Some(_), _) => {
@@ -548,6 +575,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
     Ok(Reply {
         body,
         state: reply.connection_state,
+        metadata,
     })
 }
 
@@ -568,6 +596,7 @@ mod tests {
             kind: EventKind::User {
                 name: "e".into(),
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
+                metadata: crate::message::metadata_from([("k".into(), "v".into())]).expect("valid"),
             },
             socketio: None,
         }
@@ -582,19 +611,20 @@ mod tests {
         let Some(pb::event::Kind::UserEvent(u)) = pb_event.kind else {
             panic!("user event expected");
         };
+        assert_eq!(u.metadata.get("k").map(String::as_str), Some("v"));
         let data = from_payload(u.data.expect("payload")).expect("valid");
         assert!(matches!(data, Data::Protobuf(_)));
         let reply = pb::EventReply {
             event_id: 7,
             result: Some(pb::event_reply::Result::Error(pb::EventError {
                 code: pb::EventErrorCode::Forbidden as i32,
-                message: String::new(),
+                message: "not you".into(),
             })),
             connection_state: None,
         };
         assert_eq!(
             from_proto(&event.kind, reply).map(|_| ()),
-            Err(DeliveryError::Rejected(403))
+            Err(DeliveryError::Rejected(403, Some("not you".into())))
         );
     }
 

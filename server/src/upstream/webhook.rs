@@ -250,7 +250,7 @@ fn segment(value: &str) -> String {
 /// The `error` label of `hubcast_webhook_errors_total`.
 fn delivery_error_label(error: &DeliveryError) -> &'static str {
     match error {
-        DeliveryError::Rejected(_) => "rejected",
+        DeliveryError::Rejected(..) => "rejected",
         DeliveryError::Timeout => "timeout",
         DeliveryError::Unreachable(_) => "unreachable",
         DeliveryError::InvalidResponse(_) => "invalid_response",
@@ -288,6 +288,7 @@ pub(crate) mod fuzz {
             EventKind::User {
                 name: "message".into(),
                 data: None,
+                metadata: None,
             },
         ];
         for kind in &kinds {
@@ -304,7 +305,10 @@ pub(crate) mod fuzz {
 /// Reads a handler's answer (spec §6.4–6.6).
 fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, DeliveryError> {
     if !response.status.is_success() {
-        return Err(DeliveryError::Rejected(response.status.as_u16()));
+        return Err(DeliveryError::Rejected(
+            response.status.as_u16(),
+            error_detail(&response.body),
+        ));
     }
     let blocking = kind.name().is_blocking();
     let state = if blocking {
@@ -324,6 +328,27 @@ fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, 
     } else {
         None
     };
+    let metadata = if blocking {
+        crate::message::metadata_from(
+            response
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let key = name.as_str().strip_prefix(cloudevents::METADATA_PREFIX)?;
+                    Some((key, value))
+                })
+                .map(|(key, value)| {
+                    let value = value
+                        .to_str()
+                        .map_err(|_| invalid(&format!("metadata header of '{key}' is not text")))?;
+                    Ok((key.to_owned(), value.to_owned()))
+                })
+                .collect::<Result<Vec<_>, DeliveryError>>()?,
+        )
+        .map_err(|e| invalid(&format!("the answer's {e}")))?
+    } else {
+        None
+    };
     let empty = response.status.as_u16() == 204 || response.body.is_empty();
     let body = match kind {
         _ if empty || !blocking => ReplyBody::Empty,
@@ -333,7 +358,11 @@ fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, 
         ),
         _ => ReplyBody::Data(data_of(&response.headers, response.body)?),
     };
-    Ok(Reply { body, state })
+    Ok(Reply {
+        body,
+        state,
+        metadata,
+    })
 }
 
 /// The data of a user-event answer, by its media type (parameters ignored). No
@@ -364,6 +393,16 @@ fn data_of(headers: &HeaderMap, body: Bytes) -> Result<Data, DeliveryError> {
         "application/x-protobuf" => Ok(Data::Protobuf(body)),
         other => Err(invalid(&format!("unsupported content type '{other}'"))),
     }
+}
+
+/// Most characters of a refusal's body kept as its detail.
+const MAX_ERROR_DETAIL_CHARS: usize = 512;
+
+/// The detail of a refusal: its body when that is non-empty UTF-8 text, cut to
+/// [`MAX_ERROR_DETAIL_CHARS`] (`res.fail(400, "why")` of Azure's middleware writes `why`).
+fn error_detail(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    (!text.is_empty()).then(|| text.chars().take(MAX_ERROR_DETAIL_CHARS).collect())
 }
 
 fn invalid(why: &str) -> DeliveryError {
@@ -451,6 +490,7 @@ mod tests {
         let user = EventKind::User {
             name: "e".into(),
             data: None,
+            metadata: None,
         };
         let data = |ct: &'static str, body: &str| match parse_response(
             &user,
@@ -481,12 +521,13 @@ mod tests {
             parse_response(&user, response(204, &[], "")),
             Ok(Reply {
                 body: ReplyBody::Empty,
-                state: None
+                state: None,
+                metadata: None,
             })
         ));
         assert_eq!(
             parse_response(&user, response(503, &[], "")).map(|_| ()),
-            Err(DeliveryError::Rejected(503))
+            Err(DeliveryError::Rejected(503, None))
         );
         let two = response(
             200,

@@ -299,18 +299,18 @@ impl EioSession {
         let outcome = sio
             .edge
             .upstream
-            .user_event(&session, event, Some(Data::Text(payload.into())))
+            .user_event(&session, event, Some(Data::Text(payload.into())), None)
             .await;
         match outcome {
-            UserEventOutcome::Replied(Some(data)) => {
+            UserEventOutcome::Replied(Some(data), _) => {
                 // The answer goes back as is; the codec drops what is not an Engine.IO
                 // payload the client could parse.
                 sio.edge
                     .node
                     .send_to_client(&self.conn, &Message::from_server(data));
             }
-            UserEventOutcome::Replied(None) | UserEventOutcome::NoHandler => {}
-            UserEventOutcome::Failed => {
+            UserEventOutcome::Replied(None, _) | UserEventOutcome::NoHandler => {}
+            UserEventOutcome::Failed(_) => {
                 tracing::debug!(event, "the event handler failed; nothing sent back");
             }
         }

@@ -10,11 +10,11 @@ use super::Edge;
 use crate::limits::LimitKind;
 use crate::message::Utf8Bytes;
 use crate::message::{Data, Frame, WireFormat, close};
-use crate::node::{Forwarded, NodeError};
+use crate::node::{Forwarded, NodeError, PresenceError};
 use crate::protocol::{self, AckError, ClientMessage, ParseError, json};
 use crate::router::{self, Close, Connection, Permission};
 use crate::telemetry::trace;
-use crate::upstream::JsonEvent;
+use crate::upstream::{Invocation, JsonEvent};
 
 /// What a frame asks of the upstream, which the reader awaits (the backend may take time).
 #[derive(Debug)]
@@ -23,6 +23,36 @@ pub(super) enum UserEvent {
     Event(JsonEvent),
     /// A frame of a simple client: the `message` event.
     Frame(Data),
+    /// An `invoke`: the reader starts it and reads on.
+    Invoke(Invocation),
+    /// A `cancelInvocation`.
+    CancelInvocation(String),
+    /// A group stream frame: the reader's stream table takes it.
+    Stream(StreamFrame),
+}
+
+/// A group stream frame of a JSON client.
+#[derive(Debug)]
+pub(super) enum StreamFrame {
+    /// `sendToGroup` with `stream`.
+    Start {
+        group: String,
+        no_echo: bool,
+        stream_id: String,
+        idle_timeout_ms: Option<u64>,
+    },
+    /// `streamData`.
+    Data {
+        stream_id: String,
+        chunk: Option<(u64, Data)>,
+    },
+    /// A `streamData` that could not be read.
+    Invalid { stream_id: String, message: String },
+    /// `streamEnd`.
+    End {
+        stream_id: String,
+        error: Option<(String, Option<String>)>,
+    },
 }
 
 /// A text frame from the client.
@@ -82,6 +112,33 @@ fn on_parsed(
             close::INVALID_PAYLOAD,
             &format!("Invalid message: {why}"),
         ),
+        Err(ParseError::InvalidStreamStart { stream_id, message }) => reply(
+            conn,
+            protocol::stream_reply(
+                conn.format(),
+                &stream_id,
+                protocol::StreamReply::Closed {
+                    error: Some((AckError::BadRequest.name(), &message)),
+                },
+            ),
+        ),
+        Err(ParseError::InvalidStreamData { stream_id, message }) => {
+            return Some(UserEvent::Stream(StreamFrame::Invalid {
+                stream_id,
+                message,
+            }));
+        }
+        Err(ParseError::InvalidInvocation {
+            invocation_id,
+            message,
+        }) => reply(
+            conn,
+            protocol::invoke_response(
+                conn.format(),
+                &invocation_id,
+                Err((AckError::BadRequest.name(), &message)),
+            ),
+        ),
         Err(ParseError::Invalid { ack_id, message }) => {
             if let Some(id) = ack_id {
                 reply(
@@ -108,12 +165,16 @@ fn on_message(
         ClientMessage::JoinGroup { group, ack_id } => acked(edge, conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
             check_group_count(edge, conn, &group)?;
-            node.join_group_from_client(conn, &group);
+            if node.join_group_from_client(conn, &group) {
+                group_presence(edge, conn, &group, true);
+            }
             Ok(())
         }),
         ClientMessage::LeaveGroup { group, ack_id } => acked(edge, conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "leave")?;
-            node.leave_group_from_client(conn, &group);
+            if node.leave_group_from_client(conn, &group) {
+                group_presence(edge, conn, &group, false);
+            }
             Ok(())
         }),
         ClientMessage::SendToGroup {
@@ -131,6 +192,7 @@ fn on_message(
             event,
             ack_id,
             data,
+            metadata,
         } => {
             let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
             if event.chars().count() > max {
@@ -150,8 +212,85 @@ fn on_message(
                 name: event.into_owned(),
                 ack_id,
                 data,
+                metadata,
             }));
         }
+        ClientMessage::Invoke {
+            invocation_id,
+            event,
+            data,
+            metadata,
+        } => {
+            let max = edge.config.hub_limits(conn.hub()).max_event_name_chars;
+            if event.chars().count() > max {
+                edge.limits.hit(LimitKind::EventNameLength);
+                let why = format!(
+                    "The event name is longer than {max} characters (limits.max_event_name_chars)."
+                );
+                let error = Err((AckError::BadRequest.name(), why.as_str()));
+                reply(
+                    conn,
+                    protocol::invoke_response(conn.format(), &invocation_id, error),
+                );
+                return None;
+            }
+            return Some(UserEvent::Invoke(Invocation {
+                id: invocation_id.into_owned(),
+                name: event.into_owned(),
+                data,
+                metadata,
+            }));
+        }
+        ClientMessage::StreamStart {
+            group,
+            no_echo,
+            stream_id,
+            idle_timeout_ms,
+        } => {
+            return Some(UserEvent::Stream(StreamFrame::Start {
+                group: group.into_owned(),
+                no_echo,
+                stream_id: stream_id.into_owned(),
+                idle_timeout_ms,
+            }));
+        }
+        ClientMessage::StreamData { stream_id, chunk } => {
+            return Some(UserEvent::Stream(StreamFrame::Data {
+                stream_id: stream_id.into_owned(),
+                chunk,
+            }));
+        }
+        ClientMessage::StreamEnd { stream_id, error } => {
+            return Some(UserEvent::Stream(StreamFrame::End {
+                stream_id: stream_id.into_owned(),
+                error,
+            }));
+        }
+        ClientMessage::CancelInvocation { invocation_id } => {
+            return Some(UserEvent::CancelInvocation(invocation_id.into_owned()));
+        }
+        ClientMessage::SetGroupState {
+            group,
+            ack_id,
+            state,
+        } => acked_after_publish(conn, ack_id, || {
+            router::check_group_name(&group).map_err(|e| (AckError::BadRequest, e.to_string()))?;
+            node.set_group_state(conn, &group, state)
+                .map_err(|e| match e {
+                    PresenceError::Refused(why) => (AckError::Forbidden, why),
+                    PresenceError::Cluster(e) => {
+                        (AckError::InternalServerError, forward_failure(&e))
+                    }
+                })
+        }),
+        ClientMessage::SubscribeGroupState { group, ack_id } => {
+            subscribe_group_state(edge, conn, &group, ack_id);
+        }
+        ClientMessage::UnsubscribeGroupState { group, ack_id } => acked(conn, ack_id, || {
+            router::check_group_name(&group).map_err(|e| (AckError::BadRequest, e.to_string()))?;
+            node.unsubscribe_group_state(conn, &group);
+            Ok(())
+        }),
         ClientMessage::Ping => reply(conn, protocol::pong(conn.format())),
         ClientMessage::SequenceAck { sequence_id } => {
             // An ack beyond what was written claims messages the client cannot have: ignored,
@@ -175,6 +314,65 @@ fn on_message(
     None
 }
 
+/// Raises the upstream group presence event (`gp.joined` / `gp.left`) of a client's join or
+/// leave.
+pub(super) fn group_presence(edge: &Edge, conn: &Connection, group: &str, joined: bool) {
+    if let Some(session) = edge.sessions.get(conn.id().as_str()) {
+        edge.upstream.group_presence(&session, group, joined);
+    }
+}
+
+/// `subscribeGroupState`: allowed to a member of the group or a connection that may join it.
+/// The snapshot (every node's states) is gathered in a task of its own, so the reader goes
+/// on; it is sent before the ack, and every change after it.
+fn subscribe_group_state(edge: &Edge, conn: &Arc<Connection>, group: &str, ack_id: Option<u64>) {
+    let format = conn.format();
+    let answer = |error: Option<(AckError, &str)>| {
+        if let Some(id) = ack_id {
+            reply(conn, protocol::ack(format, id, error));
+        }
+    };
+    if let Err(e) = router::check_group_name(group) {
+        return answer(Some((AckError::BadRequest, &e.to_string())));
+    }
+    let member = conn.membership().groups.contains(group);
+    if !member && !conn.allows(Permission::JoinLeaveGroup, group) {
+        let why = format!(
+            "The connection may not see the state of group '{group}': it is not in the group and may not join it."
+        );
+        return answer(Some((AckError::Forbidden, &why)));
+    }
+    if let Some(id) = ack_id
+        && conn.acks().is_duplicate(id)
+    {
+        let why = format!("Message with ack-id: {id} has been processed");
+        return answer(Some((AckError::Duplicate, &why)));
+    }
+    let snapshot = match edge.node.subscribe_group_state(conn, group) {
+        Ok(snapshot) => snapshot,
+        Err(why) => return answer(Some((AckError::Forbidden, &why))),
+    };
+    let (conn, group) = (conn.clone(), group.to_owned());
+    tokio::spawn(async move {
+        match snapshot.await {
+            Ok(items) => {
+                reply(&conn, protocol::group_state(format, true, &group, &items));
+                if let Some(id) = ack_id {
+                    conn.acks().record(id);
+                    reply(&conn, protocol::ack(format, id, None));
+                }
+            }
+            Err(e) => {
+                if let Some(id) = ack_id {
+                    let why = format!("The group's state could not be gathered: {e}");
+                    let error = Some((AckError::InternalServerError, why.as_str()));
+                    reply(&conn, protocol::ack(format, id, error));
+                }
+            }
+        }
+    });
+}
+
 /// The Azure `type` of a client message, for its span.
 fn message_type(message: &ClientMessage<'_>) -> &'static str {
     match message {
@@ -184,6 +382,14 @@ fn message_type(message: &ClientMessage<'_>) -> &'static str {
         ClientMessage::Event { .. } => "event",
         ClientMessage::SequenceAck { .. } => "sequenceAck",
         ClientMessage::Ping => "ping",
+        ClientMessage::SetGroupState { .. } => "setGroupState",
+        ClientMessage::SubscribeGroupState { .. } => "subscribeGroupState",
+        ClientMessage::UnsubscribeGroupState { .. } => "unsubscribeGroupState",
+        ClientMessage::Invoke { .. } => "invoke",
+        ClientMessage::StreamStart { .. } => "sendToGroup",
+        ClientMessage::StreamData { .. } => "streamData",
+        ClientMessage::StreamEnd { .. } => "streamEnd",
+        ClientMessage::CancelInvocation { .. } => "cancelInvocation",
         ClientMessage::Unsupported { .. } => "unsupported",
     }
 }

@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::dispatch::{self, UserEvent};
+use super::dispatch::{self, StreamFrame, UserEvent};
+use super::invoke::Invocations;
+use super::stream::Streams;
 use super::{CLOSE_TIMEOUT, Edge, Recovery, SHUTDOWN_REASON, connection_span};
 use crate::limits::{LimitKind, RateLimiter};
 use crate::message::{Frame, WireFormat, close};
@@ -86,6 +88,11 @@ where
         return;
     };
     edge.upstream.connected(&session);
+    // The groups of its token and its `connect` answer.
+    let groups: Vec<_> = conn.membership().groups.iter().cloned().collect();
+    for group in groups {
+        edge.upstream.group_presence(&session, &group, true);
+    }
     serve(edge, conn, ws, epoch, token, session).await;
 }
 
@@ -278,8 +285,12 @@ async fn finish(edge: &Edge, conn: &Connection, session: &Session, reason: &'sta
         .disconnects
         .with(&[conn.hub(), reason])
         .inc();
+    let groups: Vec<_> = conn.membership().groups.iter().cloned().collect();
     edge.node.unregister_client(conn);
     edge.sessions.remove(conn.id().as_str());
+    for group in groups {
+        edge.upstream.group_presence(session, &group, false);
+    }
     let reason = upstream::disconnect_reason(conn);
     edge.upstream.disconnected(session, reason.as_deref()).await;
     tracing::debug!("disconnected");
@@ -314,12 +325,12 @@ fn await_recovery(edge: &Arc<Edge>, conn: Arc<Connection>, session: Arc<Session>
 /// Reader and writer side by side until the socket ends. The socket comes back with the end
 /// when the reader stopped with input unread, for [`linger`] to close.
 async fn run<S>(
-    edge: &Edge,
+    edge: &Arc<Edge>,
     conn: &Arc<Connection>,
     ws: WebSocketStream<S>,
     epoch: u64,
     token: &CancellationToken,
-    session: &Session,
+    session: &Arc<Session>,
 ) -> (SocketEnd, Option<WebSocketStream<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -376,15 +387,21 @@ where
 /// Reads client frames until the client closes or the socket fails. Once the server has
 /// started closing, data frames are ignored while waiting for the client's close.
 async fn read_loop<R>(
-    edge: &Edge,
+    edge: &Arc<Edge>,
     conn: &Arc<Connection>,
     mut stream: R,
-    session: &Session,
+    session: &Arc<Session>,
     metrics: &HubMetrics,
 ) -> ReadEnd
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
+    // Dropped with the reader, which cancels the calls still in flight and ends the streams
+    // still open.
+    let mut own = SocketOwned {
+        invocations: Invocations::new(),
+        streams: Streams::new(edge, conn),
+    };
     let mut rate = RateLimiter::new(&edge.config.hub_limits(conn.hub()));
     let idle = edge.config.limits.idle_timeout;
     // One timer per socket, re-armed only when it fires: each frame just notes the time, so
@@ -439,18 +456,26 @@ where
                 metrics.received(false, text.len());
                 let span = message_span(conn, "text");
                 if let Some(event) = span.in_scope(|| dispatch::on_text(edge, conn, text)) {
-                    // Boxed: the upstream call is large and rare, and an idle
-                    // connection's task would otherwise reserve room for it.
-                    Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
+                    let event =
+                        span.in_scope(|| start_or_cancel(edge, conn, session, &mut own, event));
+                    if let Some(event) = event {
+                        // Boxed: the upstream call is large and rare, and an idle
+                        // connection's task would otherwise reserve room for it.
+                        Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
+                    }
                 }
             }
             Ok(WsMessage::Binary(bytes)) => {
                 metrics.received(true, bytes.len());
                 let span = message_span(conn, "binary");
                 if let Some(event) = span.in_scope(|| dispatch::on_binary(edge, conn, bytes)) {
-                    // Boxed: the upstream call is large and rare, and an idle
-                    // connection's task would otherwise reserve room for it.
-                    Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
+                    let event =
+                        span.in_scope(|| start_or_cancel(edge, conn, session, &mut own, event));
+                    if let Some(event) = event {
+                        // Boxed: the upstream call is large and rare, and an idle
+                        // connection's task would otherwise reserve room for it.
+                        Box::pin(user_event(edge, conn, session, event).instrument(span)).await;
+                    }
                 }
             }
             Ok(_) => {}
@@ -515,6 +540,47 @@ fn message_span(conn: &Connection, frame: &'static str) -> tracing::Span {
     )
 }
 
+/// What a socket's reader owns beyond the socket: its `invoke` calls in flight and its open
+/// group streams, both ended when it drops.
+struct SocketOwned {
+    invocations: Invocations,
+    streams: Streams,
+}
+
+/// Starts an `invoke` (in a task of its own), carries out a `cancelInvocation` or a group
+/// stream frame, without waiting; hands back any other event for [`user_event`].
+fn start_or_cancel(
+    edge: &Arc<Edge>,
+    conn: &Arc<Connection>,
+    session: &Arc<Session>,
+    own: &mut SocketOwned,
+    event: UserEvent,
+) -> Option<UserEvent> {
+    match event {
+        UserEvent::Invoke(invocation) => own.invocations.start(edge, conn, session, invocation),
+        UserEvent::CancelInvocation(id) => own.invocations.cancel(&id),
+        UserEvent::Stream(StreamFrame::Start {
+            group,
+            no_echo,
+            stream_id,
+            idle_timeout_ms,
+        }) => own
+            .streams
+            .start(&group, no_echo, &stream_id, idle_timeout_ms),
+        UserEvent::Stream(StreamFrame::Data { stream_id, chunk }) => {
+            own.streams.data(&stream_id, chunk);
+        }
+        UserEvent::Stream(StreamFrame::End { stream_id, error }) => {
+            own.streams.end(&stream_id, error);
+        }
+        UserEvent::Stream(StreamFrame::Invalid { stream_id, message }) => {
+            own.streams.invalid(&stream_id, &message);
+        }
+        other => return Some(other),
+    }
+    None
+}
+
 /// Hands a client's event or simple-client frame to the upstream and applies the answer.
 /// The reader waits for it, so one client's events reach the backend in order.
 async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: UserEvent) {
@@ -525,6 +591,8 @@ async fn user_event(edge: &Edge, conn: &Connection, session: &Session, event: Us
         UserEvent::Frame(data) => {
             upstream::on_simple_frame(&edge.upstream, session, conn, data).await;
         }
+        // Taken by `start_or_cancel` before.
+        UserEvent::Invoke(_) | UserEvent::CancelInvocation(_) | UserEvent::Stream(_) => {}
     }
 }
 

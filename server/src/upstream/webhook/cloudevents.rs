@@ -74,8 +74,33 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
     if let (Some(state), false) = (&event.state, matches!(event.kind, EventKind::Connect(_))) {
         put(&mut h, CONNECTION_STATE, state);
     }
+    if let EventKind::User {
+        metadata: Some(metadata),
+        ..
+    } = &event.kind
+    {
+        for (key, value) in metadata.iter() {
+            // Keys were checked to be header-name characters (`message::metadata_from`).
+            let Ok(name) = HeaderName::from_bytes(format!("{METADATA_PREFIX}{key}").as_bytes())
+            else {
+                continue;
+            };
+            match HeaderValue::from_str(value) {
+                Ok(value) => {
+                    h.insert(name, value);
+                }
+                Err(_) => {
+                    tracing::debug!(key = %key, "metadata value is no header value; left out")
+                }
+            }
+        }
+    }
     h
 }
+
+/// Prefix of the headers that carry metadata: a user event's upstream, and a handler's
+/// answer for the message to its sender.
+pub(crate) const METADATA_PREFIX: &str = "x-webpubsub-metadata-";
 
 /// Sets a header whose value comes from a client or a backend (user ids, state). Values
 /// that cannot be header values (control characters) are left out and logged.
@@ -114,6 +139,11 @@ pub(crate) fn body(kind: &EventKind) -> Bytes {
                 .into(),
             None => Bytes::from_static(b"{}"),
         },
+        EventKind::GroupJoined { group } | EventKind::GroupLeft { group } => {
+            serde_json::to_vec(&serde_json::json!({ "group": group }))
+                .expect("a string serializes")
+                .into()
+        }
         EventKind::User { data, .. } => match data {
             Some(Data::Text(t) | Data::Json(t)) => Bytes::copy_from_slice(t.as_bytes()),
             Some(Data::Binary(b) | Data::Protobuf(b)) => b.clone(),
