@@ -214,6 +214,7 @@ mod tests {
                     }),
                     sequence_id: Some(5),
                     metadata: Default::default(),
+                    stream: None,
                 },
             )),
         };

@@ -273,7 +273,7 @@ fn on_message(
             group,
             ack_id,
             state,
-        } => acked_after_publish(conn, ack_id, || {
+        } => acked_after_publish(edge, conn, ack_id, || {
             router::check_group_name(&group).map_err(|e| (AckError::BadRequest, e.to_string()))?;
             node.set_group_state(conn, &group, state)
                 .map_err(|e| match e {
@@ -286,7 +286,7 @@ fn on_message(
         ClientMessage::SubscribeGroupState { group, ack_id } => {
             subscribe_group_state(edge, conn, &group, ack_id);
         }
-        ClientMessage::UnsubscribeGroupState { group, ack_id } => acked(conn, ack_id, || {
+        ClientMessage::UnsubscribeGroupState { group, ack_id } => acked(edge, conn, ack_id, || {
             router::check_group_name(&group).map_err(|e| (AckError::BadRequest, e.to_string()))?;
             node.unsubscribe_group_state(conn, &group);
             Ok(())
