@@ -52,7 +52,10 @@ use crate::cluster::Cluster;
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
 use hubcast_auth::KeyRing;
 
-pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply, SocketIoSocket};
+pub(crate) use event::{
+    ConnectResponse, DeliveryError, Event, EventKind, MqttDisconnectPacket, MqttDisconnected,
+    MqttIds, MqttRefusal, Reply, SocketIoSocket,
+};
 pub(crate) use session::{
     JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_json_event,
     on_simple_frame,
@@ -100,6 +103,8 @@ pub(crate) struct ConnectRefusal {
     pub(crate) status: u16,
     /// Plain-text reason for the client.
     pub(crate) message: String,
+    /// For an MQTT client: the CONNACK code the backend chose, if it chose one.
+    pub(crate) mqtt: Option<MqttRefusal>,
 }
 
 /// An accepted `connect`: what the backend changed (nothing when no handler took the event).
@@ -300,6 +305,7 @@ impl Upstream {
             Err(ConnectRefusal {
                 status: 500,
                 message: "the connect event handler failed".into(),
+                mqtt: None,
             })
         })
     }
@@ -319,11 +325,22 @@ impl Upstream {
     /// Queues the non-blocking `disconnected` event, waiting up to the upstream timeout for
     /// room in a full queue. Raised at most once per session.
     pub(crate) async fn disconnected(&self, session: &Session, reason: Option<&str>) {
+        self.disconnected_mqtt(session, reason, None).await;
+    }
+
+    /// [`Upstream::disconnected`] of an MQTT session, with the `mqtt` member of its body.
+    pub(crate) async fn disconnected_mqtt(
+        &self,
+        session: &Session,
+        reason: Option<&str>,
+        mqtt: Option<MqttDisconnected>,
+    ) {
         if !session.mark_disconnected() || !self.routes(session.hub(), &EventName::Disconnected) {
             return;
         }
         let event = session.event(EventKind::Disconnected {
             reason: reason.map(str::to_owned),
+            mqtt,
         });
         let queue = self.queue_for(session);
         match tokio::time::timeout(self.settings.timeout, queue.send(event)).await {
@@ -386,7 +403,13 @@ fn decide_connect(
     outcome: Result<Option<Reply>, DeliveryError>,
     offered: &[String],
 ) -> Result<ConnectAccepted, ConnectRefusal> {
-    let refuse = |status: u16, message: String| Err(ConnectRefusal { status, message });
+    let refuse = |status: u16, message: String| {
+        Err(ConnectRefusal {
+            status,
+            message,
+            mqtt: None,
+        })
+    };
     match outcome {
         Ok(None) => Ok(ConnectAccepted::default()),
         Ok(Some(reply)) => {
@@ -413,7 +436,15 @@ fn decide_connect(
         Err(e) => {
             tracing::info!(error = %e, "connect refused by upstream");
             let status = e.connect_status();
-            refuse(status, e.client_message())
+            let message = e.client_message();
+            match e {
+                DeliveryError::RejectedMqtt(_, refusal) => Err(ConnectRefusal {
+                    status,
+                    message,
+                    mqtt: Some(refusal),
+                }),
+                _ => refuse(status, message),
+            }
         }
     }
 }

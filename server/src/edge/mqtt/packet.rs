@@ -367,6 +367,22 @@ impl ConnackCode {
         }
     }
 
+    /// The code a backend chose for refusing a client of `version` (`{"mqtt":{"code":…}}`),
+    /// when it is a refusal code of that version; Azure turns any other into "unspecified
+    /// error" (3.1.1 has none: "server unavailable").
+    pub(crate) fn from_backend(code: u32, version: Version) -> Self {
+        const V5_REFUSALS: [u8; 21] = [
+            0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
+            0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+        ];
+        let code = u8::try_from(code).ok();
+        match (version, code) {
+            (Version::V311, Some(c @ 1..=5)) => Self { v3: c, v5: c },
+            (Version::V5, Some(c)) if V5_REFUSALS.contains(&c) => Self { v3: c, v5: c },
+            _ => Self::UNSPECIFIED,
+        }
+    }
+
     /// The code for an upstream `connect` refused with HTTP `status` (as Azure's SDKs map
     /// them: 400 bad credentials, 401 not authorized, 5xx unavailable).
     pub(crate) fn from_http(status: u16) -> Self {
@@ -583,6 +599,24 @@ mod tests {
     use super::*;
 
     const CONNECT_V311: &[u8] = b"\x10\x12\x00\x04MQTT\x04\x02\x00\x3c\x00\x06client";
+
+    #[test]
+    fn a_backends_refusal_code_is_kept_when_the_version_has_it() {
+        let code = |c, v| ConnackCode::from_backend(c, v).of(v);
+        assert_eq!(code(2, Version::V311), 2);
+        assert_eq!(code(5, Version::V311), 5);
+        assert_eq!(code(0, Version::V311), 3, "success is no refusal");
+        assert_eq!(
+            code(0x8A, Version::V311),
+            3,
+            "a 5.0 code for a 3.1.1 client"
+        );
+        assert_eq!(code(0x8A, Version::V5), 0x8A);
+        assert_eq!(code(0x9F, Version::V5), 0x9F);
+        assert_eq!(code(2, Version::V5), 0x80, "a 3.1.1 code for a 5.0 client");
+        assert_eq!(code(0x8B, Version::V5), 0x80, "not a CONNACK code");
+        assert_eq!(code(1 << 20, Version::V5), 0x80);
+    }
 
     #[test]
     fn frames_split_and_joined_packets() {

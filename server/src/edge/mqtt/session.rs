@@ -37,6 +37,7 @@ use crate::router::{
 };
 use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
 use crate::upstream::{self, Session};
+use crate::upstream::{MqttDisconnectPacket, MqttDisconnected, MqttIds};
 
 /// Answers the reader may queue before it waits for the writer.
 const CONTROL_CAPACITY: usize = 64;
@@ -251,18 +252,26 @@ async fn admit(
                 .collect()
         }),
     });
-    let event = Session::connect_event(
+    let mut event = Session::connect_event(
         accepted.hub.shared(),
         id.clone(),
         claims.user_id.as_deref(),
         Some(super::SUBPROTOCOL),
         body,
     );
-    let (answer, session) = edge
-        .upstream
-        .connect(event)
-        .await
-        .map_err(|r| (ConnackCode::from_http(r.status), r.message))?;
+    // Sessions end with their socket here, so each session has one physical connection;
+    // both ids are still told apart, as Azure's events do.
+    event.mqtt = Some(Arc::new(MqttIds {
+        physical_connection_id: edge.node.new_connection_id().as_str().to_owned(),
+        session_id: edge.node.new_connection_id().as_str().to_owned(),
+    }));
+    let (answer, session) = edge.upstream.connect(event).await.map_err(|r| {
+        let code = match &r.mqtt {
+            Some(refusal) => ConnackCode::from_backend(refusal.code, connect.version),
+            None => ConnackCode::from_http(r.status),
+        };
+        (code, r.message)
+    })?;
     upstream::apply_connect(&answer, &mut claims, None);
     if let Some(user) = &claims.user_id {
         let max = edge.config.hub_limits(&accepted.hub).max_user_id_chars;
@@ -553,8 +562,36 @@ async fn run_session<S>(
     edge.node.unregister_client(&conn);
     edge.sessions.remove(conn.id().as_str());
     let why = upstream::disconnect_reason(&conn);
-    edge.upstream.disconnected(&session, why.as_deref()).await;
+    let mqtt_end = session_end(&end, conn.outbox().current_close(), version);
+    edge.upstream
+        .disconnected_mqtt(&session, why.as_deref(), Some(mqtt_end))
+        .await;
     tracing::debug!(reason = label, "disconnected");
+}
+
+/// The `mqtt` member of a session's `disconnected` event: the client's DISCONNECT, or the
+/// server's (MQTT 5 only: 3.1.1 has no server DISCONNECT), or none when the socket went
+/// away without one.
+fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDisconnected {
+    let packet = |code| MqttDisconnectPacket {
+        code,
+        user_properties: Vec::new(),
+    };
+    match (end, close) {
+        (ReadEnd::Disconnected { code, .. }, _) => MqttDisconnected {
+            initiated_by_client: true,
+            disconnect_packet: Some(packet(*code)),
+        },
+        (_, Some(Close::Server { code, reason, .. })) => MqttDisconnected {
+            initiated_by_client: false,
+            disconnect_packet: (version == Version::V5)
+                .then(|| packet(disconnect_reason(code, &reason).0)),
+        },
+        _ => MqttDisconnected {
+            initiated_by_client: true,
+            disconnect_packet: None,
+        },
+    }
 }
 
 /// Publishes the will of a session that ended without a normal DISCONNECT, under the same
