@@ -4,6 +4,8 @@
 // members of the connect and disconnected bodies, and the middleware's MQTT refusals
 // (`failWith({ mqtt: { code } })`, `fail(status)`) read into the CONNACK code. The clients are
 // the npm `mqtt` client (MQTT.js 5.x) over WebSocket, as 3.1.1 and 5.0.
+// Request/response over `$webpubsub/server/events/{event}`: the user event reaches
+// `handleUserEvent`, its answer comes back on `…/succeeded` or `…/failed`.
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test mqtt-events.test.mjs
@@ -68,6 +70,14 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
         res.success({ userId: `mqtt-${id}` });
       }
     },
+    handleUserEvent(req, res) {
+      seen.push("user", req);
+      if (req.context.eventName === "echo") {
+        res.success(JSON.stringify({ echo: req.data }), "json");
+      } else {
+        res.fail(400, "not this one");
+      }
+    },
     onConnected(req) {
       seen.push("connected", req);
     },
@@ -128,6 +138,7 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
         `[hubs.${HUB}]`,
         `[[hubs.${HUB}.event_handlers]]`,
         `url_template = "http://127.0.0.1:${port}/api/webpubsub/hubs/{hub}/"`,
+        `user_event_pattern = "*"`,
         `system_events = ["connect", "connected", "disconnected"]`,
         "",
       ].join("\n"),
@@ -200,6 +211,59 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     disconnected = await seen.wait("disconnected", forId(dropped), "onDisconnected of a dropped socket");
     assert.equal(disconnected.mqtt.initiatedByClient, true);
     assert.equal(disconnected.mqtt.disconnectPacket, null);
+  });
+
+  /** The next message on `topic`. */
+  function nextMessage(client, topic) {
+    return withTimeout(
+      new Promise((resolve) => {
+        const handler = (t, payload, packet) => {
+          if (t === topic) {
+            client.off("message", handler);
+            resolve({ payload, packet });
+          }
+        };
+        client.on("message", handler);
+      }),
+      STEP_TIMEOUT_MS,
+      `a message on ${topic}`,
+    );
+  }
+
+  test("MQTT 5.0: a request on $webpubsub/server/events/{event} is answered on …/succeeded or …/failed", async () => {
+    const id = clientId("req");
+    const client = await connect(id, 5);
+    const base = "$webpubsub/server/events";
+    let answer = nextMessage(client, `${base}/echo/succeeded`);
+    await withTimeout(
+      client.publishAsync(`${base}/echo`, JSON.stringify({ n: 1 }), {
+        qos: 1,
+        properties: { contentType: "application/json", correlationData: Buffer.from("c-1") },
+      }),
+      STEP_TIMEOUT_MS,
+      "request published",
+    );
+    let { payload, packet } = await answer;
+    assert.deepEqual(JSON.parse(payload.toString()), { echo: { n: 1 } });
+    assert.equal(packet.properties.contentType, "application/json");
+    assert.equal(packet.properties.userProperties["azure-status-code"], "200");
+    assert.equal(packet.properties.correlationData.toString(), "c-1");
+    const request = await seen.wait("user", forId(id), "handleUserEvent");
+    assert.equal(request.context.eventName, "echo");
+    assert.equal(request.context.mqtt.physicalConnectionId !== undefined, true);
+
+    answer = nextMessage(client, `${base}/other/failed`);
+    client.publish(`${base}/other`, "x", { qos: 0, properties: { contentType: "text/plain" } });
+    ({ packet } = await answer);
+    assert.equal(packet.properties.userProperties["azure-status-code"], "400");
+    assert.equal(client.connected, true);
+
+    // Not an event name: refused in the PUBACK with 0x90 (Topic Name invalid).
+    await assert.rejects(
+      client.publishAsync(`${base}/a/b`, "x", { qos: 1 }),
+      (e) => e.code === 0x90 || /144/.test(`${e}`),
+    );
+    await client.endAsync();
   });
 
   for (const [name, protocolVersion, banned, denied] of [

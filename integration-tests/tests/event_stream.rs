@@ -293,7 +293,7 @@ async fn mqtt_connect(
 }
 
 #[tokio::test]
-async fn mqtt_sessions_carry_their_ids_connect_packet_and_end_on_the_stream() {
+async fn mqtt_sessions_carry_their_ids_connect_requests_and_end_on_the_stream() {
     use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::Message;
     let server = server(|_| {}).await;
@@ -341,6 +341,74 @@ async fn mqtt_sessions_carry_their_ids_connect_packet_and_end_on_the_stream() {
     let ids = connected.mqtt.expect("mqtt on connected");
     assert_eq!(ids.physical_connection_id, physical);
     assert!(!ids.session_id.is_empty());
+
+    // A request on `$webpubsub/server/events/ping` (QoS 0, no properties) is the user event
+    // `ping`; the listener's answer comes back on `…/ping/succeeded` with its status.
+    let topic = b"$webpubsub/server/events/ping";
+    let mut body = u16::try_from(topic.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    body.extend_from_slice(topic);
+    body.push(0);
+    body.extend_from_slice(b"hello");
+    let mut publish = vec![0x30, u8::try_from(body.len()).expect("short")];
+    publish.extend_from_slice(&body);
+    ws.send(Message::Binary(publish.into()))
+        .await
+        .expect("send");
+    let user = listener.next().await;
+    let Some(event::Kind::UserEvent(u)) = &user.kind else {
+        panic!("user event expected: {user:?}");
+    };
+    assert_eq!(u.name, "ping");
+    assert_eq!(
+        user.mqtt.as_ref().map(|m| &m.session_id),
+        Some(&ids.session_id)
+    );
+    let pong = pb::Payload {
+        data: Some(pb::payload::Data::Text("pong".into())),
+        content_type: String::new(),
+    };
+    listener
+        .reply(
+            &user,
+            Some(event_reply::Result::UserEvent(pb::UserEventResult {
+                data: Some(pong),
+            })),
+            None,
+        )
+        .await;
+    let reply = loop {
+        use futures_util::StreamExt as _;
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a reply in time")
+        {
+            Some(Ok(Message::Binary(b))) => break b,
+            Some(Ok(_)) => {}
+            other => panic!("no reply: {other:?}"),
+        }
+    };
+    let mqtt_proto::v5::Packet::Publish(reply) = mqtt_proto::v5::Packet::decode(&reply)
+        .expect("valid")
+        .expect("whole")
+    else {
+        panic!("a PUBLISH expected");
+    };
+    assert_eq!(
+        &*reply.topic_name,
+        "$webpubsub/server/events/ping/succeeded"
+    );
+    assert_eq!(&reply.payload[..], b"pong");
+    assert_eq!(reply.properties.content_type.as_deref(), Some("text/plain"));
+    let status: Vec<_> = reply
+        .properties
+        .user_properties
+        .iter()
+        .map(|p| (p.name.to_string(), p.value.to_string()))
+        .collect();
+    assert_eq!(status, [("azure-status-code".to_owned(), "200".to_owned())]);
     // DISCONNECT, reason 0x04 (with will message), no properties.
     ws.send(Message::Binary(vec![0xE0, 2, 0x04, 0].into()))
         .await

@@ -357,25 +357,37 @@ impl Upstream {
         name: &str,
         data: Option<crate::message::Data>,
     ) -> UserEventOutcome {
-        let event = session.event(EventKind::User {
-            name: name.to_owned(),
-            data,
-        });
-        match self.dispatch(&event).await {
+        match self.user_event_answer(session, name, data).await {
             Ok(None) => UserEventOutcome::NoHandler,
-            Ok(Some(reply)) => {
-                session.apply_state(reply.state);
-                match reply.body {
-                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data)),
-                    ReplyBody::Empty => UserEventOutcome::Replied(None),
-                    ReplyBody::Connect(_) => UserEventOutcome::Replied(None),
-                }
-            }
+            Ok(Some(reply)) => UserEventOutcome::Replied(reply),
             Err(e) => {
                 tracing::warn!(event = name, error = %e, "user event failed");
                 UserEventOutcome::Failed
             }
         }
+    }
+
+    /// [`Upstream::user_event`], with the failure as it came, for an edge that tells its
+    /// client why (MQTT's `azure-status-code`): `Ok(None)` when nothing selects the event,
+    /// `Ok(Some(data))` when the backend answered.
+    pub(crate) async fn user_event_answer(
+        &self,
+        session: &Session,
+        name: &str,
+        data: Option<crate::message::Data>,
+    ) -> Result<Option<Option<crate::message::Data>>, DeliveryError> {
+        let event = session.event(EventKind::User {
+            name: name.to_owned(),
+            data,
+        });
+        let Some(reply) = self.dispatch(&event).await? else {
+            return Ok(None);
+        };
+        session.apply_state(reply.state);
+        Ok(Some(match reply.body {
+            ReplyBody::Data(data) => Some(data),
+            ReplyBody::Empty | ReplyBody::Connect(_) => None,
+        }))
     }
 
     fn queue_for(&self, session: &Session) -> &mpsc::Sender<Event> {

@@ -160,6 +160,9 @@ pub(crate) struct Publish {
     pub(crate) payload: Bytes,
     pub(crate) content_type: Option<Arc<str>>,
     pub(crate) topic_alias: Option<u16>,
+    /// MQTT 5 correlation data, echoed in the reply to a request on
+    /// `$webpubsub/server/events/{event}`.
+    pub(crate) correlation_data: Option<Bytes>,
 }
 
 /// A packet from the client, whatever its version.
@@ -252,6 +255,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             payload: p.payload,
             content_type: None,
             topic_alias: None,
+            correlation_data: None,
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
         v3::Packet::Pubrec(_) => Inbound::Pubrec,
@@ -305,6 +309,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             payload: p.payload,
             content_type: p.properties.content_type,
             topic_alias: p.properties.topic_alias,
+            correlation_data: p.properties.correlation_data,
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
         v5::Packet::Pubrec(_) => Inbound::Pubrec,
@@ -576,6 +581,46 @@ pub(crate) fn pingresp(version: Version) -> Bytes {
         Version::V311 => encode(&v3::Packet::Pingresp),
         Version::V5 => encode(&v5::Packet::Pingresp),
     }
+}
+
+/// The reply to a request on `$webpubsub/server/events/{event}`, at QoS 0 on `topic`
+/// (`…/succeeded` or `…/failed`): for MQTT 5 with the backend's status in the user property
+/// `azure-status-code`, its content type, and the request's correlation data.
+pub(crate) fn event_reply(
+    version: Version,
+    topic: &str,
+    payload: Bytes,
+    content_type: Option<&str>,
+    status: u16,
+    correlation_data: Option<Bytes>,
+) -> Option<Bytes> {
+    let topic_name = mqtt_proto::TopicName::try_from(topic).ok()?;
+    Some(match version {
+        Version::V311 => encode(&v3::Packet::Publish(v3::Publish {
+            dup: false,
+            retain: false,
+            qos_pid: mqtt_proto::QosPid::Level0,
+            topic_name,
+            payload,
+        })),
+        Version::V5 => {
+            let mut publish = v5::Publish {
+                dup: false,
+                retain: false,
+                qos_pid: mqtt_proto::QosPid::Level0,
+                topic_name,
+                payload,
+                properties: v5::PublishProperties::default(),
+            };
+            publish.properties.content_type = content_type.map(Into::into);
+            publish.properties.correlation_data = correlation_data;
+            publish.properties.user_properties = vec![v5::UserProperty {
+                name: "azure-status-code".into(),
+                value: status.to_string().into(),
+            }];
+            encode(&v5::Packet::Publish(publish))
+        }
+    })
 }
 
 /// A server DISCONNECT (MQTT 5 only: a 3.1.1 server just closes).

@@ -58,6 +58,10 @@ const MAX_CLIENT_ID_CHARS: usize = 128;
 /// The prefix of Azure's reserved topics.
 const RESERVED_PREFIX: &str = "$webpubsub/";
 
+/// A PUBLISH to `$webpubsub/server/events/{event}` raises the user event `{event}`; the
+/// backend's answer comes back on `…/{event}/succeeded` or `…/{event}/failed`.
+const EVENTS_PREFIX: &str = "$webpubsub/server/events/";
+
 /// MQTT 5 reason codes the session uses.
 mod reason {
     pub(super) const SUCCESS: u8 = 0x00;
@@ -496,6 +500,7 @@ async fn run_session<S>(
     let (sink, stream) = ws.split();
     let reader = Reader {
         mqtt,
+        session: session.clone(),
         conn: &conn,
         shared: &shared,
         control,
@@ -659,6 +664,8 @@ fn disconnect_reason(code: u16, text: &str) -> (u8, String) {
 /// The reader of one session.
 struct Reader<'a> {
     mqtt: &'a MqttEdge,
+    /// The upstream side, for requests on `$webpubsub/server/events/{event}`.
+    session: Arc<Session>,
     conn: &'a Arc<Connection>,
     shared: &'a Shared,
     control: mpsc::Sender<Bytes>,
@@ -914,6 +921,88 @@ impl Reader<'_> {
         self.reply(packet).await;
     }
 
+    /// A PUBLISH to `$webpubsub/server/events/{name}`: the user event `name` to the
+    /// upstream, acknowledged at once; the backend's answer is published to the client on
+    /// `…/succeeded` (2xx) or `…/failed`, with the status in `azure-status-code` (MQTT 5).
+    /// Nothing comes back when no handler selects the event. A name that cannot be an event
+    /// (empty, with a `/`, `.` or `..`) is refused with 0x90, a payload that does not match
+    /// its content type with 0x99, as any PUBLISH refusal.
+    async fn on_event_request(&mut self, publish: &Publish, name: String) -> Option<ReadEnd> {
+        let version = self.shared.version;
+        let data = if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            Err((
+                reason::TOPIC_NAME_INVALID,
+                format!("'{name}' is not an event name."),
+            ))
+        } else {
+            let content_type = publish.content_type.as_deref();
+            codec::data_of(content_type, publish.payload.clone())
+                .map_err(|e| (reason::PAYLOAD_FORMAT_INVALID, e.to_string()))
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err((code, why)) => {
+                if publish.qos == 0 {
+                    self.stop(code, close::POLICY_VIOLATION, &why);
+                    return Some(ReadEnd::Stopped);
+                }
+                self.ack(publish, code, Some(&why)).await;
+                return None;
+            }
+        };
+        if publish.qos == 2 {
+            self.inbound_qos2
+                .insert(publish.packet_id.unwrap_or_default());
+        }
+        self.ack(publish, reason::SUCCESS, None).await;
+        let upstream = self.mqtt.edge.upstream.clone();
+        let session = self.session.clone();
+        let control = self.control.clone();
+        let correlation_data = publish.correlation_data.clone();
+        let request_topic = publish.topic.clone();
+        // The reader goes on while the backend answers (keep-alive, other packets).
+        tokio::spawn(
+            async move {
+                let (status, reply) = match upstream
+                    .user_event_answer(&session, &name, Some(data))
+                    .await
+                {
+                    Ok(None) => {
+                        tracing::debug!(event = %name, "no handler for the MQTT event request");
+                        return;
+                    }
+                    Ok(Some(reply)) => (if reply.is_some() { 200 } else { 204 }, reply),
+                    Err(e) => {
+                        tracing::debug!(event = %name, error = %e, "MQTT event request failed");
+                        (e.connect_status(), None)
+                    }
+                };
+                let outcome = if (200..300).contains(&status) {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                let (payload, content_type) = match &reply {
+                    Some(data) => (codec::payload_of(data), codec::content_type(data)),
+                    None => (Bytes::new(), None),
+                };
+                let topic = format!("{request_topic}/{outcome}");
+                if let Some(packet) = packet::event_reply(
+                    version,
+                    &topic,
+                    payload,
+                    content_type,
+                    status,
+                    correlation_data,
+                ) {
+                    let _ = control.send(packet).await;
+                }
+            }
+            .in_current_span(),
+        );
+        None
+    }
+
     /// A PUBLISH: a send to the group named by its topic. A refusal is told in the PUBACK
     /// or PUBREC for QoS 1 and 2; at QoS 0 there is nothing to tell it in, so the session
     /// is closed (as Azure does).
@@ -971,6 +1060,10 @@ impl Reader<'_> {
                 );
                 return Some(ReadEnd::Stopped);
             }
+        }
+        if let Some(name) = publish.topic.strip_prefix(EVENTS_PREFIX) {
+            let name = name.to_owned();
+            return self.on_event_request(&publish, name).await;
         }
         let topic = &*publish.topic;
         let refusal = if topic.starts_with(RESERVED_PREFIX) {
