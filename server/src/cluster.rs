@@ -55,6 +55,7 @@ use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::RedisTarget;
 use endpoint::{Commands, Endpoint};
@@ -85,6 +86,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long leaving the cluster waits for the backplane's tasks: the loops end at once; an
+/// answer to a relayed event may still be waiting for this node's listener.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Messages waiting to be published; beyond this, sends fail instead of queueing.
 const OUTGOING_CAPACITY: usize = 8192;
@@ -242,6 +247,9 @@ pub struct Cluster {
     recheck: tokio::sync::Notify,
     serving: watch::Sender<bool>,
     stop: CancellationToken,
+    /// The publisher, subscriber and heartbeat loops and the answers to relayed events:
+    /// [`Cluster::stop`] waits for them.
+    tasks: TaskTracker,
 }
 
 impl fmt::Debug for Cluster {
@@ -301,11 +309,12 @@ impl Cluster {
             recheck: tokio::sync::Notify::new(),
             serving,
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         cluster.heartbeat_once().await;
-        tokio::spawn(publisher(cluster.clone(), queue));
-        tokio::spawn(subscriber(cluster.clone()));
-        tokio::spawn(heartbeat(cluster.clone()));
+        cluster.tasks.spawn(publisher(cluster.clone(), queue));
+        cluster.tasks.spawn(subscriber(cluster.clone()));
+        cluster.tasks.spawn(heartbeat(cluster.clone()));
         tracing::info!(node = %cluster.node, prefix = %cluster.prefix, lease = ?cluster.lease, "joined the cluster");
         let requests = Requests {
             queue: requests,
@@ -871,13 +880,15 @@ impl Cluster {
     }
 
     /// Leaves the cluster: stops the tasks and gives up the lease, so the other nodes stop
-    /// asking this one at once.
+    /// asking this one at once, then waits (at most [`STOP_TIMEOUT`]) for the backplane's
+    /// tasks to end.
     pub async fn stop(&self) {
         self.stop.cancel();
         self.relay
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        self.tasks.close();
         let mut conn = self.commands.clone();
         let mut pipe = redis::pipe();
         pipe.del(self.lease_key(&self.node))
@@ -888,6 +899,15 @@ impl Cluster {
             .ignore();
         let _: Result<redis::RedisResult<()>, _> =
             tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
+        if tokio::time::timeout(STOP_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "backplane tasks still running after leaving the cluster"
+            );
+        }
     }
 
     /// Handles one message from Redis.
@@ -996,7 +1016,7 @@ impl Cluster {
         let node = self.node.to_string();
         let channel = self.node_channel(&envelope.origin);
         let delivery = relay.deliver(event);
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 let reply = answer(delivery.await);
                 let bytes = Envelope {
