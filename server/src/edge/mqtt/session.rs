@@ -960,8 +960,9 @@ impl Reader<'_> {
         let control = self.control.clone();
         let correlation_data = publish.correlation_data.clone();
         let request_topic = publish.topic.clone();
-        // The reader goes on while the backend answers (keep-alive, other packets).
-        tokio::spawn(
+        // The reader goes on while the backend answers (keep-alive, other packets); on the
+        // edge's tracker, so shutdown waits for the answer as for the session.
+        self.mqtt.edge.tracker.spawn(
             async move {
                 let (status, reply) = match upstream
                     .user_event_answer(&session, &name, Some(data))
@@ -1112,7 +1113,8 @@ impl Reader<'_> {
                 // reader goes on meanwhile.
                 let control = self.control.clone();
                 let (qos, id) = (publish.qos, publish.packet_id.unwrap_or_default());
-                tokio::spawn(async move {
+                // On the edge's tracker, so shutdown waits for the ack as for the session.
+                edge.tracker.spawn(async move {
                     let (code, why) = match forwarded.outcome().await {
                         Ok(()) => (reason::SUCCESS, None),
                         Err(e) => (reason::UNSPECIFIED, Some(e.to_string())),
