@@ -129,6 +129,7 @@ fn fail(code: pb::EventErrorCode) -> Option<event_reply::Result> {
     Some(event_reply::Result::Error(pb::EventError {
         code: code as i32,
         message: "no".into(),
+        mqtt_code: None,
     }))
 }
 
@@ -247,6 +248,183 @@ async fn connect_decisions_and_user_event_replies_travel_on_the_stream() {
         .reply(&connect, fail(pb::EventErrorCode::Unauthorized), None)
         .await;
     assert_eq!(refused.await.expect("task"), 401);
+}
+
+/// Opens an MQTT 5 session over WebSocket as `client_id` (raw bytes: a CONNECT with user
+/// name `device`), and returns the socket and the CONNACK's reason code and reason string.
+async fn mqtt_connect(
+    server: &TestServer,
+    client_id: &str,
+) -> (hubcast_integration_tests::Ws, u8, Option<String>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use mqtt_proto::v5;
+    use tokio_tungstenite::tungstenite::Message;
+    let token = server.mqtt_token(HUB, Some("dev"), &[]);
+    let url = server.ws_url(&format!("/clients/mqtt/hubs/{HUB}?access_token={token}"));
+    let (mut ws, _) = hubcast_integration_tests::try_connect(request(&url, &["mqtt"], None))
+        .await
+        .expect("the upgrade succeeds");
+    // CONNECT: "MQTT", level 5, flags user name + clean start, keep-alive 60, no properties.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x82, 0, 60, 0];
+    for field in [client_id, "device"] {
+        body.extend_from_slice(&u16::try_from(field.len()).expect("short").to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, u8::try_from(body.len()).expect("short")];
+    packet.extend_from_slice(&body);
+    ws.send(Message::Binary(packet.into())).await.expect("send");
+    let connack = loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a CONNACK in time")
+        {
+            Some(Ok(Message::Binary(b))) => break b,
+            Some(Ok(_)) => {}
+            other => panic!("no CONNACK: {other:?}"),
+        }
+    };
+    match v5::Packet::decode(&connack).expect("valid").expect("whole") {
+        v5::Packet::Connack(c) => (
+            ws,
+            c.reason_code as u8,
+            c.properties.reason_string.map(|r| r.to_string()),
+        ),
+        other => panic!("expected a CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn mqtt_sessions_carry_their_ids_connect_requests_and_end_on_the_stream() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = server(|_| {}).await;
+    let mut listener = Listener::open(&server, everything()).await;
+
+    // A refusal with an MQTT code is that CONNACK code, its message the reason string.
+    let backend = async {
+        let connect = listener.next().await;
+        listener
+            .reply(
+                &connect,
+                Some(event_reply::Result::Error(pb::EventError {
+                    code: pb::EventErrorCode::Forbidden as i32,
+                    message: "banned here".into(),
+                    mqtt_code: Some(0x8A),
+                })),
+                None,
+            )
+            .await;
+        connect
+    };
+    let ((_, code, reason), connect) = tokio::join!(mqtt_connect(&server, "banned1"), backend);
+    assert_eq!((code, reason.as_deref()), (0x8A, Some("banned here")));
+    let mqtt = connect.mqtt.as_ref().expect("the MQTT side of connect");
+    assert!(!mqtt.physical_connection_id.is_empty());
+    assert_eq!(mqtt.session_id, "", "no session yet on connect");
+    let packet = mqtt.connect.as_ref().expect("the CONNECT packet");
+    assert_eq!(
+        (packet.protocol_version, packet.username.as_deref()),
+        (5, Some("device"))
+    );
+
+    // Accepted: `connected` and `disconnected` carry the session; the client's DISCONNECT
+    // is in the `disconnected` event.
+    let backend = async {
+        let connect = listener.next().await;
+        listener.reply(&connect, accept(None, &[]), None).await;
+        connect
+    };
+    let ((mut ws, code, _), connect) = tokio::join!(mqtt_connect(&server, "device1"), backend);
+    assert_eq!(code, 0);
+    let physical = connect.mqtt.expect("mqtt").physical_connection_id;
+    let connected = listener.next().await;
+    assert!(matches!(connected.kind, Some(event::Kind::Connected(_))));
+    let ids = connected.mqtt.expect("mqtt on connected");
+    assert_eq!(ids.physical_connection_id, physical);
+    assert!(!ids.session_id.is_empty());
+
+    // A request on `$webpubsub/server/events/ping` (QoS 0, no properties) is the user event
+    // `ping`; the listener's answer comes back on `…/ping/succeeded` with its status.
+    let topic = b"$webpubsub/server/events/ping";
+    let mut body = u16::try_from(topic.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    body.extend_from_slice(topic);
+    body.push(0);
+    body.extend_from_slice(b"hello");
+    let mut publish = vec![0x30, u8::try_from(body.len()).expect("short")];
+    publish.extend_from_slice(&body);
+    ws.send(Message::Binary(publish.into()))
+        .await
+        .expect("send");
+    let user = listener.next().await;
+    let Some(event::Kind::UserEvent(u)) = &user.kind else {
+        panic!("user event expected: {user:?}");
+    };
+    assert_eq!(u.name, "ping");
+    assert_eq!(
+        user.mqtt.as_ref().map(|m| &m.session_id),
+        Some(&ids.session_id)
+    );
+    let pong = pb::Payload {
+        data: Some(pb::payload::Data::Text("pong".into())),
+        content_type: String::new(),
+        metadata: Default::default(),
+    };
+    listener
+        .reply(
+            &user,
+            Some(event_reply::Result::UserEvent(pb::UserEventResult {
+                data: Some(pong),
+            })),
+            None,
+        )
+        .await;
+    let reply = loop {
+        use futures_util::StreamExt as _;
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a reply in time")
+        {
+            Some(Ok(Message::Binary(b))) => break b,
+            Some(Ok(_)) => {}
+            other => panic!("no reply: {other:?}"),
+        }
+    };
+    let mqtt_proto::v5::Packet::Publish(reply) = mqtt_proto::v5::Packet::decode(&reply)
+        .expect("valid")
+        .expect("whole")
+    else {
+        panic!("a PUBLISH expected");
+    };
+    assert_eq!(
+        &*reply.topic_name,
+        "$webpubsub/server/events/ping/succeeded"
+    );
+    assert_eq!(&reply.payload[..], b"pong");
+    assert_eq!(reply.properties.content_type.as_deref(), Some("text/plain"));
+    let status: Vec<_> = reply
+        .properties
+        .user_properties
+        .iter()
+        .map(|p| (p.name.to_string(), p.value.to_string()))
+        .collect();
+    assert_eq!(status, [("azure-status-code".to_owned(), "200".to_owned())]);
+    // DISCONNECT, reason 0x04 (with will message), no properties.
+    ws.send(Message::Binary(vec![0xE0, 2, 0x04, 0].into()))
+        .await
+        .expect("send");
+    let disconnected = listener.next().await;
+    assert!(matches!(
+        disconnected.kind,
+        Some(event::Kind::Disconnected(_))
+    ));
+    let mqtt = disconnected.mqtt.expect("mqtt on disconnected");
+    assert_eq!(mqtt.session_id, ids.session_id);
+    let end = mqtt.disconnected.expect("how the session ended");
+    assert!(end.initiated_by_client);
+    assert_eq!(end.disconnect_packet.map(|p| p.code), Some(0x04));
 }
 
 #[tokio::test]

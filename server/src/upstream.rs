@@ -52,7 +52,10 @@ use crate::cluster::{Cluster, RelayedEvents};
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
 use hubcast_auth::KeyRing;
 
-pub(crate) use event::{ConnectResponse, DeliveryError, Event, EventKind, Reply, SocketIoSocket};
+pub(crate) use event::{
+    ConnectResponse, DeliveryError, Event, EventKind, MqttDisconnectPacket, MqttDisconnected,
+    MqttIds, MqttRefusal, Reply, SocketIoSocket,
+};
 pub(crate) use session::{
     Invocation, JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_invoke,
     on_json_event, on_simple_frame,
@@ -100,6 +103,8 @@ pub(crate) struct ConnectRefusal {
     pub(crate) status: u16,
     /// Plain-text reason for the client.
     pub(crate) message: String,
+    /// For an MQTT client: the CONNACK code the backend chose, if it chose one.
+    pub(crate) mqtt: Option<MqttRefusal>,
 }
 
 /// An accepted `connect`: what the backend changed (nothing when no handler took the event).
@@ -317,6 +322,7 @@ impl Upstream {
             Err(ConnectRefusal {
                 status: 500,
                 message: "the connect event handler failed".into(),
+                mqtt: None,
             })
         })
     }
@@ -359,11 +365,22 @@ impl Upstream {
     /// Queues the non-blocking `disconnected` event, waiting up to the upstream timeout for
     /// room in a full queue. Raised at most once per session.
     pub(crate) async fn disconnected(&self, session: &Session, reason: Option<&str>) {
+        self.disconnected_mqtt(session, reason, None).await;
+    }
+
+    /// [`Upstream::disconnected`] of an MQTT session, with the `mqtt` member of its body.
+    pub(crate) async fn disconnected_mqtt(
+        &self,
+        session: &Session,
+        reason: Option<&str>,
+        mqtt: Option<MqttDisconnected>,
+    ) {
         if !session.mark_disconnected() || !self.routes(session.hub(), &EventName::Disconnected) {
             return;
         }
         let event = session.event(EventKind::Disconnected {
             reason: reason.map(str::to_owned),
+            mqtt,
         });
         let queue = self.queue_for(session);
         match tokio::time::timeout(self.settings.timeout, queue.send(event)).await {
@@ -381,27 +398,58 @@ impl Upstream {
         data: Option<crate::message::Data>,
         metadata: Option<crate::message::Metadata>,
     ) -> UserEventOutcome {
-        let event = session.event(EventKind::User {
-            name: name.to_owned(),
-            data,
-            metadata,
-        });
-        match self.dispatch(&event).await {
+        match self.user_event_reply(session, name, data, metadata).await {
             Ok(None) => UserEventOutcome::NoHandler,
-            Ok(Some(reply)) => {
-                session.apply_state(reply.state);
-                match reply.body {
-                    ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data), reply.metadata),
-                    ReplyBody::Empty | ReplyBody::Connect(_) => {
-                        UserEventOutcome::Replied(None, reply.metadata)
-                    }
+            Ok(Some(Reply { body, metadata, .. })) => match body {
+                ReplyBody::Data(data) => UserEventOutcome::Replied(Some(data), metadata),
+                ReplyBody::Empty | ReplyBody::Connect(_) => {
+                    UserEventOutcome::Replied(None, metadata)
                 }
-            }
+            },
             Err(e) => {
                 tracing::warn!(event = name, error = %e, "user event failed");
                 UserEventOutcome::Failed(e)
             }
         }
+    }
+
+    /// [`Upstream::user_event`], with the failure as it came, for an edge that tells its
+    /// client why (MQTT's `azure-status-code`): `Ok(None)` when nothing selects the event,
+    /// `Ok(Some(data))` when the backend answered.
+    pub(crate) async fn user_event_answer(
+        &self,
+        session: &Session,
+        name: &str,
+        data: Option<crate::message::Data>,
+    ) -> Result<Option<Option<crate::message::Data>>, DeliveryError> {
+        Ok(self
+            .user_event_reply(session, name, data, None)
+            .await?
+            .map(|reply| match reply.body {
+                ReplyBody::Data(data) => Some(data),
+                ReplyBody::Empty | ReplyBody::Connect(_) => None,
+            }))
+    }
+
+    /// Raises a blocking user event and applies the connection state of the answer; `None`
+    /// when nothing selects the event.
+    async fn user_event_reply(
+        &self,
+        session: &Session,
+        name: &str,
+        data: Option<crate::message::Data>,
+        metadata: Option<crate::message::Metadata>,
+    ) -> Result<Option<Reply>, DeliveryError> {
+        let event = session.event(EventKind::User {
+            name: name.to_owned(),
+            data,
+            metadata,
+        });
+        let Some(mut reply) = self.dispatch(&event).await? else {
+            return Ok(None);
+        };
+        session.apply_state(reply.state.take());
+        Ok(Some(reply))
     }
 
     fn queue_for(&self, session: &Session) -> &mpsc::Sender<Event> {
@@ -429,7 +477,13 @@ fn decide_connect(
     outcome: Result<Option<Reply>, DeliveryError>,
     offered: &[String],
 ) -> Result<ConnectAccepted, ConnectRefusal> {
-    let refuse = |status: u16, message: String| Err(ConnectRefusal { status, message });
+    let refuse = |status: u16, message: String| {
+        Err(ConnectRefusal {
+            status,
+            message,
+            mqtt: None,
+        })
+    };
     match outcome {
         Ok(None) => Ok(ConnectAccepted::default()),
         Ok(Some(reply)) => {
@@ -456,7 +510,15 @@ fn decide_connect(
         Err(e) => {
             tracing::info!(error = %e, "connect refused by upstream");
             let status = e.connect_status();
-            refuse(status, e.client_message())
+            let message = e.client_message();
+            match e {
+                DeliveryError::RejectedMqtt(_, refusal) => Err(ConnectRefusal {
+                    status,
+                    message,
+                    mqtt: Some(refusal),
+                }),
+                _ => refuse(status, message),
+            }
         }
     }
 }

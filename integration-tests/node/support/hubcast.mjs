@@ -585,16 +585,7 @@ const POLLING_ACROSS_NODES =
  * the one list of what HUBCAST_TEST_TOPOLOGY=cluster leaves out of the files it runs (which
  * files run across nodes is up to scripts/test). Each is reported as skipped with its reason.
  */
-// Why operations on one MQTT connection cannot be tested on a BalancedCluster.
-const MQTT_CLIENT_IDS_ACROSS_NODES =
-  "an MQTT client's connection id is its client id, which does not start with the id of the " +
-  "node that holds it, so REST and gRPC operations on one MQTT connection only reach it on " +
-  "its own node (README, MQTT clients: what differs)";
-
 export const SINGLE_NODE_ONLY = new Map([
-  ["MQTT 3.1.1: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
-  ["MQTT 5.0: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
-  ["MQTT 5.0: a REST close ends the session with DISCONNECT 0x98 (administrative action)", MQTT_CLIENT_IDS_ACROSS_NODES],
   ["reliable protocol through network cuts (official client)", RECOVERY_ACROSS_NODES],
   ["json.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
   ["protobuf.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],

@@ -5,9 +5,11 @@
 //! which act on this node's connections, on the nodes that must act:
 //!
 //! - an operation on one connection (send, group membership, permission, close, exists,
-//!   details) runs on the node that owns it, named by the connection id; when that node is
-//!   gone, so is the connection, and the local answer (not found, or a no-op) is the right
-//!   one;
+//!   details) runs on the node that owns it: this one when the connection is here, else the
+//!   node its id starts with. An id that names no live node (an MQTT client id is the
+//!   connection id, and the client chose it) is asked of every node and the answers merged:
+//!   the one node that has the connection acts, the others have nothing to do. When no node
+//!   has it, the answer is the one a single node gives (not found, or a no-op);
 //! - any other mutation runs here and then on every other node (one broadcast);
 //! - any other question is asked of every live node and the answers are merged (pages by key,
 //!   counts of distinct users and groups).
@@ -74,36 +76,88 @@ mutations! {
     revoke_permission => local_revoke_permission(RevokePermissionRequest) -> RevokePermissionResponse, RevokePermission;
 }
 
-/// The connection an operation addresses, when it addresses exactly one.
-fn connection_of(op: &Operation) -> Option<&str> {
+/// The hub and connection an operation addresses, when it addresses exactly one.
+fn connection_of(op: &Operation) -> Option<(&str, &str)> {
     match op {
-        Operation::SendToConnection(r) => Some(&r.connection_id),
-        Operation::AddConnectionToGroup(r) => Some(&r.connection_id),
-        Operation::RemoveConnectionFromGroup(r) => Some(&r.connection_id),
-        Operation::RemoveConnectionFromAllGroups(r) => Some(&r.connection_id),
-        Operation::CloseConnection(r) => Some(&r.connection_id),
-        Operation::GrantPermission(r) => Some(&r.connection_id),
-        Operation::RevokePermission(r) => Some(&r.connection_id),
+        Operation::SendToConnection(r) => Some((&r.hub, &r.connection_id)),
+        Operation::AddConnectionToGroup(r) => Some((&r.hub, &r.connection_id)),
+        Operation::RemoveConnectionFromGroup(r) => Some((&r.hub, &r.connection_id)),
+        Operation::RemoveConnectionFromAllGroups(r) => Some((&r.hub, &r.connection_id)),
+        Operation::CloseConnection(r) => Some((&r.hub, &r.connection_id)),
+        Operation::GrantPermission(r) => Some((&r.hub, &r.connection_id)),
+        Operation::RevokePermission(r) => Some((&r.hub, &r.connection_id)),
         _ => None,
     }
 }
 
+/// Where an operation on one connection runs.
+enum Place {
+    /// On this node: the connection is here, or its id names this node, or there is no
+    /// cluster.
+    Here,
+    /// On the node its id names, which answered.
+    Owner(Reply),
+    /// On every node: the id names no live node, and the connection is not here.
+    Everywhere,
+}
+
 impl Node {
+    /// Finds where the operation `body` on connection `id` of `hub` runs, and when that is
+    /// the node the id names, runs it there.
+    async fn place(&self, hub: &str, id: &str, body: impl FnOnce() -> Body) -> Result<Place> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(Place::Here);
+        };
+        if self.router().connection_exists(hub, id) {
+            return Ok(Place::Here);
+        }
+        match cluster.owner_of(id) {
+            Some(owner) if owner == cluster.node() => return Ok(Place::Here),
+            Some(owner) => {
+                if let Some(reply) = cluster.ask(owner, body()).await? {
+                    return Ok(Place::Owner(reply));
+                }
+            }
+            None => {}
+        }
+        Ok(Place::Everywhere)
+    }
+
+    /// Asks every other node to run `body` and reads each answer; on a single node, none.
+    async fn ask_everyone(&self, body: Body) -> Result<Vec<Result<Vec<u8>>>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(Vec::new());
+        };
+        Ok(cluster.gather(body).await?.iter().map(from_reply).collect())
+    }
+
     /// Runs a mutation where it must run.
     pub(crate) async fn mutate(&self, op: Operation) -> Result<()> {
         let Some(cluster) = self.cluster() else {
             return self.apply_local(op);
         };
-        if let Some(id) = connection_of(&op) {
-            if let Some(owner) = remote_owner(cluster, id) {
-                let body = Body::Op(pb::BatchOperation {
+        if let Some((hub, id)) = connection_of(&op) {
+            let as_body = || {
+                Body::Op(pb::BatchOperation {
                     operation: Some(op.clone()),
-                });
-                if let Some(reply) = cluster.ask(&owner, body).await? {
-                    return from_reply(&reply).map(drop);
+                })
+            };
+            return match self.place(hub, id, as_body).await? {
+                Place::Here => self.apply_local(op),
+                Place::Owner(reply) => from_reply(&reply).map(drop),
+                Place::Everywhere => {
+                    // Here first: it checks the request as every node would, so a bad one
+                    // goes no further.
+                    match self.apply_local(op.clone()) {
+                        Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
+                        here => {
+                            let there = self.ask_everyone(as_body()).await?;
+                            first_found(std::iter::once(here.map(|()| Vec::new())).chain(there))
+                                .map(drop)
+                        }
+                    }
                 }
-            }
-            return self.apply_local(op);
+            };
         }
         cluster.check_available()?;
         self.apply_local(op.clone())?;
@@ -123,24 +177,36 @@ impl Node {
             })
     }
 
-    /// Asks the owner of `id` when another node owns it; `None` means: answer locally.
-    async fn ask_owner<R: prost::Message + Default>(
+    /// Answers a question about connection `id` of `hub` where the connection is: here, on
+    /// the node its id names, or by merging every node's answer (this one's first) with
+    /// `merge`.
+    async fn ask_about_connection<R: prost::Message + Default>(
         &self,
+        hub: &str,
         id: &str,
-        question: impl FnOnce() -> Question,
-    ) -> Result<Option<R>> {
-        let Some(cluster) = self.cluster() else {
-            return Ok(None);
+        question: Question,
+        local: impl FnOnce() -> Result<R>,
+        merge: impl FnOnce(Vec<Result<R>>) -> Result<R>,
+    ) -> Result<R> {
+        let as_body = || {
+            Body::Query(Query {
+                question: Some(question.clone()),
+            })
         };
-        let Some(owner) = remote_owner(cluster, id) else {
-            return Ok(None);
-        };
-        let body = Body::Query(Query {
-            question: Some(question()),
-        });
-        match cluster.ask(&owner, body).await? {
-            Some(reply) => decode(&from_reply(&reply)?).map(Some),
-            None => Ok(None),
+        match self.place(hub, id, as_body).await? {
+            Place::Here => local(),
+            Place::Owner(reply) => decode(&from_reply(&reply)?),
+            Place::Everywhere => {
+                let here = match local() {
+                    Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
+                    here => here,
+                };
+                let mut answers = vec![here];
+                for there in self.ask_everyone(as_body()).await? {
+                    answers.push(there.and_then(|bytes| decode(&bytes)));
+                }
+                merge(answers)
+            }
         }
     }
 
@@ -170,42 +236,57 @@ impl Node {
         &self,
         req: pb::ConnectionExistsRequest,
     ) -> Result<pb::ExistsResponse> {
-        let id = req.connection_id.clone();
-        match self
-            .ask_owner(&id, || Question::ConnectionExists(req.clone()))
-            .await?
-        {
-            Some(answer) => Ok(answer),
-            None => self.local_connection_exists(req),
-        }
+        let (hub, id) = (req.hub.clone(), req.connection_id.clone());
+        self.ask_about_connection(
+            &hub,
+            &id,
+            Question::ConnectionExists(req.clone()),
+            || self.local_connection_exists(req),
+            |answers| {
+                let mut exists = false;
+                for answer in answers {
+                    exists |= answer.map(|a: pb::ExistsResponse| a.exists)?;
+                }
+                Ok(pb::ExistsResponse { exists })
+            },
+        )
+        .await
     }
 
     pub(crate) async fn get_connection(
         &self,
         req: pb::GetConnectionRequest,
     ) -> Result<pb::ConnectionInfo> {
-        let id = req.connection_id.clone();
-        match self
-            .ask_owner(&id, || Question::GetConnection(req.clone()))
-            .await?
-        {
-            Some(answer) => Ok(answer),
-            None => self.local_get_connection(req),
-        }
+        let (hub, id) = (req.hub.clone(), req.connection_id.clone());
+        self.ask_about_connection(
+            &hub,
+            &id,
+            Question::GetConnection(req.clone()),
+            || self.local_get_connection(req),
+            first_found,
+        )
+        .await
     }
 
     pub(crate) async fn check_permission(
         &self,
         req: pb::CheckPermissionRequest,
     ) -> Result<pb::CheckPermissionResponse> {
-        let id = req.connection_id.clone();
-        match self
-            .ask_owner(&id, || Question::CheckPermission(req.clone()))
-            .await?
-        {
-            Some(answer) => Ok(answer),
-            None => self.local_check_permission(req),
-        }
+        let (hub, id) = (req.hub.clone(), req.connection_id.clone());
+        self.ask_about_connection(
+            &hub,
+            &id,
+            Question::CheckPermission(req.clone()),
+            || self.local_check_permission(req),
+            |answers| {
+                let mut granted = false;
+                for answer in answers {
+                    granted |= answer.map(|a: pb::CheckPermissionResponse| a.granted)?;
+                }
+                Ok(pb::CheckPermissionResponse { granted })
+            },
+        )
+        .await
     }
 
     // === questions about the whole hub ===
@@ -571,12 +652,25 @@ impl Node {
     }
 }
 
-/// The node that owns `id`, when it is not this one.
-fn remote_owner(cluster: &Cluster, id: &str) -> Option<String> {
-    cluster
-        .owner_of(id)
-        .filter(|owner| *owner != cluster.node())
-        .map(str::to_owned)
+/// The first successful answer; else the first failure other than "not found", which says
+/// more; else "not found".
+fn first_found<T>(answers: impl IntoIterator<Item = Result<T>>) -> Result<T> {
+    let mut failure: Option<NodeError> = None;
+    for answer in answers {
+        match answer {
+            Ok(found) => return Ok(found),
+            Err(e) => match &failure {
+                Some(f) if f.code() != ErrorCode::NotFound => {}
+                Some(_) if e.code() == ErrorCode::NotFound => {}
+                _ => failure = Some(e),
+            },
+        }
+    }
+    Err(failure.unwrap_or_else(|| NodeError::Remote {
+        code: ErrorCode::NotFound,
+        message: "no node answered".to_owned(),
+        field: Some(Field::ConnectionId),
+    }))
 }
 
 /// Merges one page from each node: items in key order, the first `limit`, and a token when
@@ -757,6 +851,37 @@ mod tests {
         assert_eq!(field_of(99), None);
         assert_eq!(code_of(0), ErrorCode::Internal);
         assert_eq!(code_of(99), ErrorCode::Internal, "a newer node's code");
+    }
+
+    #[test]
+    fn the_node_that_found_it_answers() {
+        let not_found = || -> Result<u8> {
+            Err(NodeError::Remote {
+                code: ErrorCode::NotFound,
+                message: "no such connection".to_owned(),
+                field: Some(Field::ConnectionId),
+            })
+        };
+        let unavailable = || -> Result<u8> {
+            Err(NodeError::Remote {
+                code: ErrorCode::Unavailable,
+                message: "busy".to_owned(),
+                field: None,
+            })
+        };
+        assert_eq!(first_found([not_found(), Ok(7), not_found()]).ok(), Some(7));
+        assert_eq!(
+            first_found([not_found(), not_found()]).map_err(|e| e.code()),
+            Err(ErrorCode::NotFound)
+        );
+        assert_eq!(
+            first_found([not_found(), unavailable(), not_found()]).map_err(|e| e.code()),
+            Err(ErrorCode::Unavailable)
+        );
+        assert_eq!(
+            first_found(Vec::<Result<u8>>::new()).map_err(|e| e.code()),
+            Err(ErrorCode::NotFound)
+        );
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub fn data_of(content_type: Option<&str>, payload: Bytes) -> Result<Data, NotUt
     }
 }
 
+/// The payload bytes of `data` as an MQTT PUBLISH carries them.
+pub fn payload_of(data: &Data) -> Bytes {
+    match data {
+        Data::Text(t) | Data::Json(t) => Bytes::from(t.clone()),
+        Data::Binary(b) | Data::Protobuf(b) => b.clone(),
+    }
+}
+
 /// The topic a message reaches MQTT clients on: its group, or the server topic.
 pub fn topic_of(message: &Message) -> &str {
     match &message.source {

@@ -34,6 +34,20 @@ pub(crate) struct Event {
     pub(crate) kind: EventKind,
     /// For a Socket.IO client: the namespace socket the event is about.
     pub(crate) socketio: Option<Arc<SocketIoSocket>>,
+    /// For an MQTT client: its session and WebSocket (`ce-sessionId`,
+    /// `ce-physicalConnectionId`).
+    pub(crate) mqtt: Option<Arc<MqttIds>>,
+}
+
+/// What Azure's MQTT CloudEvents name besides the connection (the client id): the MQTT
+/// session, and the WebSocket that carries it. The JS middleware knows an MQTT event by
+/// `ce-physicalConnectionId` (with `ce-subprotocol: mqtt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MqttIds {
+    /// One per WebSocket.
+    pub(crate) physical_connection_id: String,
+    /// One per MQTT session; not sent on `connect` (no session exists yet).
+    pub(crate) session_id: String,
 }
 
 /// A Socket.IO socket (one namespace of an Engine.IO connection): Socket.IO clients raise
@@ -57,6 +71,8 @@ pub(crate) enum EventKind {
     Disconnected {
         /// Why, if the server closed the connection.
         reason: Option<String>,
+        /// For an MQTT session: who ended it, and the DISCONNECT packet if there was one.
+        mqtt: Option<MqttDisconnected>,
     },
     /// A client joined a group (non-blocking, `azure.webpubsub.gp.joined`).
     GroupJoined {
@@ -193,12 +209,69 @@ pub(crate) struct MqttConnectBody {
 }
 
 /// An MQTT 5 user property.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct MqttUserProperty {
     /// Its name.
     pub(crate) name: String,
     /// Its value.
     pub(crate) value: String,
+}
+
+/// The `mqtt` member of an MQTT session's `disconnected` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct MqttDisconnected {
+    /// Whether the client ended the session (a DISCONNECT, or its socket went away).
+    #[serde(rename = "initiatedByClient")]
+    pub(crate) initiated_by_client: bool,
+    /// The DISCONNECT packet the client sent or the server sent; none after an IO error (and
+    /// for a server close of an MQTT 3.1.1 session, which has no server DISCONNECT).
+    #[serde(rename = "disconnectPacket")]
+    pub(crate) disconnect_packet: Option<MqttDisconnectPacket>,
+}
+
+/// A DISCONNECT packet, as the `disconnected` event describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct MqttDisconnectPacket {
+    /// Its reason code (0 for MQTT 3.1.1, whose DISCONNECT has none).
+    pub(crate) code: u8,
+    /// Its MQTT 5 user properties.
+    #[serde(rename = "userProperties")]
+    pub(crate) user_properties: Vec<MqttUserProperty>,
+}
+
+/// A backend's refusal of an MQTT client's `connect`: the CONNACK code it chose (the body
+/// `{"mqtt":{"code":…,"reason":…}}` of a 4xx/5xx answer, or the gRPC `EventError.mqtt_code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MqttRefusal {
+    /// The CONNACK return code (3.1.1) or reason code (5.0), as the backend sent it; the edge
+    /// checks it against the client's protocol version.
+    pub(crate) code: u32,
+    /// The reason, for the MQTT 5 CONNACK's reason string.
+    pub(crate) reason: Option<String>,
+}
+
+/// The body of a refused MQTT `connect`, as `@azure/web-pubsub-express` writes it.
+#[derive(Debug, Deserialize)]
+struct MqttRefusalBody {
+    mqtt: MqttRefusalFields,
+}
+
+#[derive(Debug, Deserialize)]
+struct MqttRefusalFields {
+    code: u32,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl MqttRefusal {
+    /// Reads the body of a refused `connect`; `None` when it is not an MQTT refusal.
+    pub(crate) fn from_body(body: &[u8]) -> Option<Self> {
+        let body: MqttRefusalBody = serde_json::from_slice(body).ok()?;
+        Some(Self {
+            code: body.mqtt.code,
+            reason: body.mqtt.reason.filter(|r| !r.is_empty()),
+        })
+    }
 }
 
 /// A backend's acceptance of a `connect`; every field optional (spec §6.4).
@@ -251,6 +324,10 @@ pub(crate) enum DeliveryError {
     /// directly, and the backend chose what to say.
     #[error("the event handler answered HTTP {0}")]
     Rejected(u16, Option<String>),
+    /// The backend refused an MQTT client's `connect` with this HTTP status (or the stream
+    /// equivalent) and a CONNACK code.
+    #[error("the event handler refused the MQTT connection (HTTP {0}, code {code})", code = .1.code)]
+    RejectedMqtt(u16, MqttRefusal),
     /// No answer within the upstream timeout.
     #[error("the event handler did not answer in time")]
     Timeout,
@@ -273,8 +350,9 @@ impl DeliveryError {
     /// The HTTP status a refused `connect` gets.
     pub(crate) fn connect_status(&self) -> u16 {
         match self {
-            DeliveryError::Rejected(status @ 400..=599, _) => *status,
-            DeliveryError::Rejected(..) => 500,
+            DeliveryError::Rejected(status @ 400..=599, _)
+            | DeliveryError::RejectedMqtt(status @ 400..=599, _) => *status,
+            DeliveryError::Rejected(..) | DeliveryError::RejectedMqtt(..) => 500,
             DeliveryError::Timeout => 504,
             DeliveryError::Unreachable(_)
             | DeliveryError::InvalidResponse(_)
@@ -289,6 +367,10 @@ impl DeliveryError {
             DeliveryError::Rejected(status, _) => {
                 format!("the connection was rejected by the event handler (HTTP {status})")
             }
+            DeliveryError::RejectedMqtt(_, refusal) => match &refusal.reason {
+                Some(reason) => reason.clone(),
+                None => "the connection was rejected by the event handler".into(),
+            },
             DeliveryError::Timeout => "the connect event handler did not answer in time".into(),
             DeliveryError::Unreachable(_) => "the connect event handler is unreachable".into(),
             DeliveryError::InvalidResponse(_) => {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::event::{ConnectBody, DeliveryError, Event, EventKind, SocketIoSocket};
+use super::event::{ConnectBody, DeliveryError, Event, EventKind, MqttIds, SocketIoSocket};
 use super::{ConnectAccepted, Upstream, UserEventOutcome};
 use crate::message::{Data, Frame, Message, Metadata, close};
 use crate::node::Node;
@@ -28,6 +28,8 @@ pub(crate) struct Session {
     disconnected: AtomicBool,
     /// For a Socket.IO socket: which one (every event carries it).
     socketio: Option<Arc<SocketIoSocket>>,
+    /// For an MQTT session: its ids (every event carries them).
+    mqtt: Option<Arc<MqttIds>>,
 }
 
 impl Session {
@@ -52,6 +54,7 @@ impl Session {
             next_sequence: AtomicU64::new(1),
             disconnected: AtomicBool::new(false),
             socketio: connect.socketio.clone(),
+            mqtt: connect.mqtt.clone(),
         }
     }
 
@@ -73,6 +76,7 @@ impl Session {
             time: SystemTime::now(),
             kind: EventKind::Connect(body),
             socketio: None,
+            mqtt: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl Session {
             time: SystemTime::now(),
             kind,
             socketio: self.socketio.clone(),
+            mqtt: self.mqtt.clone(),
         }
     }
 
@@ -293,6 +298,11 @@ fn invoke_error(e: &DeliveryError, timeout: std::time::Duration) -> (&'static st
                 .unwrap_or_else(|| format!("The event handler answered HTTP {status}."));
             (name, why)
         }
+        // Only a `connect` of an MQTT client is refused this way, never an invocation.
+        DeliveryError::RejectedMqtt(status, _) => (
+            "InternalServerError",
+            format!("The event handler answered HTTP {status}."),
+        ),
         DeliveryError::Timeout => (
             "Timeout",
             format!(

@@ -20,7 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
+use super::event::{
+    ConnectBody, ConnectResponse, DeliveryError, Event, EventKind, EventName, MqttIds, MqttRefusal,
+    MqttUserProperty, Reply, ReplyBody,
+};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
 use crate::cluster::Cluster;
@@ -490,7 +493,7 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
             client_certificates: Vec::new(),
         }),
         EventKind::Connected => Kind::Connected(pb::ConnectedEvent {}),
-        EventKind::Disconnected { reason } => Kind::Disconnected(pb::DisconnectedEvent {
+        EventKind::Disconnected { reason, .. } => Kind::Disconnected(pb::DisconnectedEvent {
             reason: reason.clone().unwrap_or_default(),
         }),
         EventKind::GroupJoined { group } => Kind::GroupJoined(pb::GroupPresenceEvent {
@@ -531,6 +534,66 @@ fn to_proto(event: &Event, id: u64, blocking: bool) -> pb::Event {
             namespace: s.namespace.clone(),
             socket_id: s.socket_id.clone(),
         }),
+        mqtt: event.mqtt.as_ref().map(|ids| mqtt_event(ids, &event.kind)),
+    }
+}
+
+/// The MQTT side of an MQTT client's event: what the webhook sends as `ce-*` headers and
+/// `mqtt` body members.
+fn mqtt_event(ids: &MqttIds, kind: &EventKind) -> pb::MqttEvent {
+    let properties = |props: &[MqttUserProperty]| {
+        props
+            .iter()
+            .map(|p| pb::MqttUserProperty {
+                name: p.name.clone(),
+                value: p.value.clone(),
+            })
+            .collect()
+    };
+    let connect = match kind {
+        EventKind::Connect(ConnectBody {
+            mqtt: Some(mqtt), ..
+        }) => Some(pb::MqttConnect {
+            protocol_version: u32::from(mqtt.protocol_version),
+            clean_start: mqtt.clean_start,
+            username: mqtt.username.clone(),
+            password: mqtt.password.as_ref().and_then(|p| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .ok()
+                    .map(Into::into)
+            }),
+            user_properties: mqtt
+                .user_properties
+                .as_deref()
+                .map_or_else(Vec::new, properties),
+        }),
+        _ => None,
+    };
+    let disconnected = match kind {
+        EventKind::Disconnected {
+            mqtt: Some(mqtt), ..
+        } => Some(pb::MqttDisconnected {
+            initiated_by_client: mqtt.initiated_by_client,
+            disconnect_packet: mqtt
+                .disconnect_packet
+                .as_ref()
+                .map(|p| pb::MqttDisconnectPacket {
+                    code: u32::from(p.code),
+                    user_properties: properties(&p.user_properties),
+                }),
+        }),
+        _ => None,
+    };
+    pb::MqttEvent {
+        physical_connection_id: ids.physical_connection_id.clone(),
+        session_id: match kind {
+            EventKind::Connect(_) => String::new(),
+            _ => ids.session_id.clone(),
+        },
+        connect,
+        disconnected,
     }
 }
 
@@ -547,6 +610,15 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
                 _ => 500,
             };
             tracing::debug!(status, message = %error.message, "listener failed the event");
+            if let (Some(code), EventKind::Connect(_)) = (error.mqtt_code, kind) {
+                return Err(DeliveryError::RejectedMqtt(
+                    status,
+                    MqttRefusal {
+                        code,
+                        reason: (!error.message.is_empty()).then_some(error.message),
+                    },
+                ));
+            }
             let detail = (!error.message.is_empty()).then_some(error.message);
             return Err(DeliveryError::Rejected(status, detail));
         }
@@ -599,6 +671,7 @@ mod tests {
                 metadata: crate::message::metadata_from([("k".into(), "v".into())]).expect("valid"),
             },
             socketio: None,
+            mqtt: None,
         }
     }
 
@@ -619,6 +692,7 @@ mod tests {
             result: Some(pb::event_reply::Result::Error(pb::EventError {
                 code: pb::EventErrorCode::Forbidden as i32,
                 message: "not you".into(),
+                mqtt_code: None,
             })),
             connection_state: None,
         };

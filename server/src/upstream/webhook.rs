@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::event::{ConnectResponse, DeliveryError, Event, EventKind, EventName, Reply, ReplyBody};
+use super::event::{
+    ConnectResponse, DeliveryError, Event, EventKind, EventName, MqttRefusal, Reply, ReplyBody,
+};
 use super::handler::Selection;
 use super::{BoxFuture, EventSink};
 use crate::config::{EventHandlerConfig, UpstreamConfig};
@@ -250,7 +252,7 @@ fn segment(value: &str) -> String {
 /// The `error` label of `hubcast_webhook_errors_total`.
 fn delivery_error_label(error: &DeliveryError) -> &'static str {
     match error {
-        DeliveryError::Rejected(..) => "rejected",
+        DeliveryError::Rejected(..) | DeliveryError::RejectedMqtt(..) => "rejected",
         DeliveryError::Timeout => "timeout",
         DeliveryError::Unreachable(_) => "unreachable",
         DeliveryError::InvalidResponse(_) => "invalid_response",
@@ -272,7 +274,7 @@ pub(crate) mod fuzz {
     use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
     use super::client::InboundResponse;
-    use crate::upstream::event::{ConnectBody, EventKind};
+    use crate::upstream::event::{ConnectBody, EventKind, MqttConnectBody};
 
     /// Reads `body` with the given headers as the answer to a `connect` and to a user event.
     pub(crate) fn response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) {
@@ -285,6 +287,10 @@ pub(crate) mod fuzz {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         let kinds = [
             EventKind::Connect(ConnectBody::default()),
+            EventKind::Connect(ConnectBody {
+                mqtt: Some(MqttConnectBody::default()),
+                ..ConnectBody::default()
+            }),
             EventKind::User {
                 name: "message".into(),
                 data: None,
@@ -305,8 +311,16 @@ pub(crate) mod fuzz {
 /// Reads a handler's answer (spec §6.4–6.6).
 fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, DeliveryError> {
     if !response.status.is_success() {
+        let status = response.status.as_u16();
+        // An MQTT client's refusal may name its CONNACK code (`{"mqtt":{"code":…}}`).
+        if let EventKind::Connect(body) = kind
+            && body.mqtt.is_some()
+            && let Some(refusal) = MqttRefusal::from_body(&response.body)
+        {
+            return Err(DeliveryError::RejectedMqtt(status, refusal));
+        }
         return Err(DeliveryError::Rejected(
-            response.status.as_u16(),
+            status,
             error_detail(&response.body),
         ));
     }
@@ -535,5 +549,36 @@ mod tests {
             "",
         );
         assert!(parse_response(&user, two).is_err());
+    }
+
+    #[test]
+    fn an_mqtt_refusal_names_its_connack_code() {
+        use crate::upstream::event::{ConnectBody, MqttConnectBody};
+        let mqtt = EventKind::Connect(ConnectBody {
+            mqtt: Some(MqttConnectBody::default()),
+            ..ConnectBody::default()
+        });
+        let body = r#"{"mqtt":{"code":138,"reason":"banned"}}"#;
+        assert_eq!(
+            parse_response(&mqtt, response(403, &[], body)).map(|_| ()),
+            Err(DeliveryError::RejectedMqtt(
+                403,
+                MqttRefusal {
+                    code: 138,
+                    reason: Some("banned".into())
+                }
+            ))
+        );
+        // Without an `mqtt` member, or for another client, the status alone decides.
+        for (kind, body) in [
+            (&mqtt, r#"{"code":138}"#),
+            (&mqtt, "not json"),
+            (&EventKind::Connect(ConnectBody::default()), body),
+        ] {
+            assert!(matches!(
+                parse_response(kind, response(403, &[], body)),
+                Err(DeliveryError::Rejected(403, _))
+            ));
+        }
     }
 }

@@ -160,6 +160,9 @@ pub(crate) struct Publish {
     pub(crate) payload: Bytes,
     pub(crate) content_type: Option<Arc<str>>,
     pub(crate) topic_alias: Option<u16>,
+    /// MQTT 5 correlation data, echoed in the reply to a request on
+    /// `$webpubsub/server/events/{event}`.
+    pub(crate) correlation_data: Option<Bytes>,
 }
 
 /// A packet from the client, whatever its version.
@@ -252,6 +255,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             payload: p.payload,
             content_type: None,
             topic_alias: None,
+            correlation_data: None,
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
         v3::Packet::Pubrec(_) => Inbound::Pubrec,
@@ -305,6 +309,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             payload: p.payload,
             content_type: p.properties.content_type,
             topic_alias: p.properties.topic_alias,
+            correlation_data: p.properties.correlation_data,
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
         v5::Packet::Pubrec(_) => Inbound::Pubrec,
@@ -364,6 +369,22 @@ impl ConnackCode {
         match version {
             Version::V311 => self.v3,
             Version::V5 => self.v5,
+        }
+    }
+
+    /// The code a backend chose for refusing a client of `version` (`{"mqtt":{"code":…}}`),
+    /// when it is a refusal code of that version; Azure turns any other into "unspecified
+    /// error" (3.1.1 has none: "server unavailable").
+    pub(crate) fn from_backend(code: u32, version: Version) -> Self {
+        const V5_REFUSALS: [u8; 21] = [
+            0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
+            0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+        ];
+        let code = u8::try_from(code).ok();
+        match (version, code) {
+            (Version::V311, Some(c @ 1..=5)) => Self { v3: c, v5: c },
+            (Version::V5, Some(c)) if V5_REFUSALS.contains(&c) => Self { v3: c, v5: c },
+            _ => Self::UNSPECIFIED,
         }
     }
 
@@ -562,6 +583,46 @@ pub(crate) fn pingresp(version: Version) -> Bytes {
     }
 }
 
+/// The reply to a request on `$webpubsub/server/events/{event}`, at QoS 0 on `topic`
+/// (`…/succeeded` or `…/failed`): for MQTT 5 with the backend's status in the user property
+/// `azure-status-code`, its content type, and the request's correlation data.
+pub(crate) fn event_reply(
+    version: Version,
+    topic: &str,
+    payload: Bytes,
+    content_type: Option<&str>,
+    status: u16,
+    correlation_data: Option<Bytes>,
+) -> Option<Bytes> {
+    let topic_name = mqtt_proto::TopicName::try_from(topic).ok()?;
+    Some(match version {
+        Version::V311 => encode(&v3::Packet::Publish(v3::Publish {
+            dup: false,
+            retain: false,
+            qos_pid: mqtt_proto::QosPid::Level0,
+            topic_name,
+            payload,
+        })),
+        Version::V5 => {
+            let mut publish = v5::Publish {
+                dup: false,
+                retain: false,
+                qos_pid: mqtt_proto::QosPid::Level0,
+                topic_name,
+                payload,
+                properties: v5::PublishProperties::default(),
+            };
+            publish.properties.content_type = content_type.map(Into::into);
+            publish.properties.correlation_data = correlation_data;
+            publish.properties.user_properties = vec![v5::UserProperty {
+                name: "azure-status-code".into(),
+                value: status.to_string().into(),
+            }];
+            encode(&v5::Packet::Publish(publish))
+        }
+    })
+}
+
 /// A server DISCONNECT (MQTT 5 only: a 3.1.1 server just closes).
 pub(crate) fn disconnect(version: Version, code: u8, reason: &str) -> Option<Bytes> {
     match version {
@@ -583,6 +644,24 @@ mod tests {
     use super::*;
 
     const CONNECT_V311: &[u8] = b"\x10\x12\x00\x04MQTT\x04\x02\x00\x3c\x00\x06client";
+
+    #[test]
+    fn a_backends_refusal_code_is_kept_when_the_version_has_it() {
+        let code = |c, v| ConnackCode::from_backend(c, v).of(v);
+        assert_eq!(code(2, Version::V311), 2);
+        assert_eq!(code(5, Version::V311), 5);
+        assert_eq!(code(0, Version::V311), 3, "success is no refusal");
+        assert_eq!(
+            code(0x8A, Version::V311),
+            3,
+            "a 5.0 code for a 3.1.1 client"
+        );
+        assert_eq!(code(0x8A, Version::V5), 0x8A);
+        assert_eq!(code(0x9F, Version::V5), 0x9F);
+        assert_eq!(code(2, Version::V5), 0x80, "a 3.1.1 code for a 5.0 client");
+        assert_eq!(code(0x8B, Version::V5), 0x80, "not a CONNACK code");
+        assert_eq!(code(1 << 20, Version::V5), 0x80);
+    }
 
     #[test]
     fn frames_split_and_joined_packets() {

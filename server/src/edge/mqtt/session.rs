@@ -37,6 +37,7 @@ use crate::router::{
 };
 use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
 use crate::upstream::{self, Session};
+use crate::upstream::{MqttDisconnectPacket, MqttDisconnected, MqttIds};
 
 /// Answers the reader may queue before it waits for the writer.
 const CONTROL_CAPACITY: usize = 64;
@@ -56,6 +57,10 @@ const MAX_CLIENT_ID_CHARS: usize = 128;
 
 /// The prefix of Azure's reserved topics.
 const RESERVED_PREFIX: &str = "$webpubsub/";
+
+/// A PUBLISH to `$webpubsub/server/events/{event}` raises the user event `{event}`; the
+/// backend's answer comes back on `…/{event}/succeeded` or `…/{event}/failed`.
+const EVENTS_PREFIX: &str = "$webpubsub/server/events/";
 
 /// MQTT 5 reason codes the session uses.
 mod reason {
@@ -251,18 +256,26 @@ async fn admit(
                 .collect()
         }),
     });
-    let event = Session::connect_event(
+    let mut event = Session::connect_event(
         accepted.hub.shared(),
         id.clone(),
         claims.user_id.as_deref(),
         Some(super::SUBPROTOCOL),
         body,
     );
-    let (answer, session) = edge
-        .upstream
-        .connect(event)
-        .await
-        .map_err(|r| (ConnackCode::from_http(r.status), r.message))?;
+    // Sessions end with their socket here, so each session has one physical connection;
+    // both ids are still told apart, as Azure's events do.
+    event.mqtt = Some(Arc::new(MqttIds {
+        physical_connection_id: edge.node.new_connection_id().as_str().to_owned(),
+        session_id: edge.node.new_connection_id().as_str().to_owned(),
+    }));
+    let (answer, session) = edge.upstream.connect(event).await.map_err(|r| {
+        let code = match &r.mqtt {
+            Some(refusal) => ConnackCode::from_backend(refusal.code, connect.version),
+            None => ConnackCode::from_http(r.status),
+        };
+        (code, r.message)
+    })?;
     upstream::apply_connect(&answer, &mut claims, None);
     if let Some(user) = &claims.user_id {
         let max = edge.config.hub_limits(&accepted.hub).max_user_id_chars;
@@ -487,6 +500,7 @@ async fn run_session<S>(
     let (sink, stream) = ws.split();
     let reader = Reader {
         mqtt,
+        session: session.clone(),
         conn: &conn,
         shared: &shared,
         control,
@@ -553,8 +567,36 @@ async fn run_session<S>(
     edge.node.unregister_client(&conn);
     edge.sessions.remove(conn.id().as_str());
     let why = upstream::disconnect_reason(&conn);
-    edge.upstream.disconnected(&session, why.as_deref()).await;
+    let mqtt_end = session_end(&end, conn.outbox().current_close(), version);
+    edge.upstream
+        .disconnected_mqtt(&session, why.as_deref(), Some(mqtt_end))
+        .await;
     tracing::debug!(reason = label, "disconnected");
+}
+
+/// The `mqtt` member of a session's `disconnected` event: the client's DISCONNECT, or the
+/// server's (MQTT 5 only: 3.1.1 has no server DISCONNECT), or none when the socket went
+/// away without one.
+fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDisconnected {
+    let packet = |code| MqttDisconnectPacket {
+        code,
+        user_properties: Vec::new(),
+    };
+    match (end, close) {
+        (ReadEnd::Disconnected { code, .. }, _) => MqttDisconnected {
+            initiated_by_client: true,
+            disconnect_packet: Some(packet(*code)),
+        },
+        (_, Some(Close::Server { code, reason, .. })) => MqttDisconnected {
+            initiated_by_client: false,
+            disconnect_packet: (version == Version::V5)
+                .then(|| packet(disconnect_reason(code, &reason).0)),
+        },
+        _ => MqttDisconnected {
+            initiated_by_client: true,
+            disconnect_packet: None,
+        },
+    }
 }
 
 /// Publishes the will of a session that ended without a normal DISCONNECT, under the same
@@ -622,6 +664,8 @@ fn disconnect_reason(code: u16, text: &str) -> (u8, String) {
 /// The reader of one session.
 struct Reader<'a> {
     mqtt: &'a MqttEdge,
+    /// The upstream side, for requests on `$webpubsub/server/events/{event}`.
+    session: Arc<Session>,
     conn: &'a Arc<Connection>,
     shared: &'a Shared,
     control: mpsc::Sender<Bytes>,
@@ -877,6 +921,89 @@ impl Reader<'_> {
         self.reply(packet).await;
     }
 
+    /// A PUBLISH to `$webpubsub/server/events/{name}`: the user event `name` to the
+    /// upstream, acknowledged at once; the backend's answer is published to the client on
+    /// `…/succeeded` (2xx) or `…/failed`, with the status in `azure-status-code` (MQTT 5).
+    /// Nothing comes back when no handler selects the event. A name that cannot be an event
+    /// (empty, with a `/`, `.` or `..`) is refused with 0x90, a payload that does not match
+    /// its content type with 0x99, as any PUBLISH refusal.
+    async fn on_event_request(&mut self, publish: &Publish, name: String) -> Option<ReadEnd> {
+        let version = self.shared.version;
+        let data = if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            Err((
+                reason::TOPIC_NAME_INVALID,
+                format!("'{name}' is not an event name."),
+            ))
+        } else {
+            let content_type = publish.content_type.as_deref();
+            codec::data_of(content_type, publish.payload.clone())
+                .map_err(|e| (reason::PAYLOAD_FORMAT_INVALID, e.to_string()))
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err((code, why)) => {
+                if publish.qos == 0 {
+                    self.stop(code, close::POLICY_VIOLATION, &why);
+                    return Some(ReadEnd::Stopped);
+                }
+                self.ack(publish, code, Some(&why)).await;
+                return None;
+            }
+        };
+        if publish.qos == 2 {
+            self.inbound_qos2
+                .insert(publish.packet_id.unwrap_or_default());
+        }
+        self.ack(publish, reason::SUCCESS, None).await;
+        let upstream = self.mqtt.edge.upstream.clone();
+        let session = self.session.clone();
+        let control = self.control.clone();
+        let correlation_data = publish.correlation_data.clone();
+        let request_topic = publish.topic.clone();
+        // The reader goes on while the backend answers (keep-alive, other packets); on the
+        // edge's tracker, so shutdown waits for the answer as for the session.
+        self.mqtt.edge.tracker.spawn(
+            async move {
+                let (status, reply) = match upstream
+                    .user_event_answer(&session, &name, Some(data))
+                    .await
+                {
+                    Ok(None) => {
+                        tracing::debug!(event = %name, "no handler for the MQTT event request");
+                        return;
+                    }
+                    Ok(Some(reply)) => (if reply.is_some() { 200 } else { 204 }, reply),
+                    Err(e) => {
+                        tracing::debug!(event = %name, error = %e, "MQTT event request failed");
+                        (e.connect_status(), None)
+                    }
+                };
+                let outcome = if (200..300).contains(&status) {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                let (payload, content_type) = match &reply {
+                    Some(data) => (codec::payload_of(data), codec::content_type(data)),
+                    None => (Bytes::new(), None),
+                };
+                let topic = format!("{request_topic}/{outcome}");
+                if let Some(packet) = packet::event_reply(
+                    version,
+                    &topic,
+                    payload,
+                    content_type,
+                    status,
+                    correlation_data,
+                ) {
+                    let _ = control.send(packet).await;
+                }
+            }
+            .in_current_span(),
+        );
+        None
+    }
+
     /// A PUBLISH: a send to the group named by its topic. A refusal is told in the PUBACK
     /// or PUBREC for QoS 1 and 2; at QoS 0 there is nothing to tell it in, so the session
     /// is closed (as Azure does).
@@ -935,6 +1062,10 @@ impl Reader<'_> {
                 return Some(ReadEnd::Stopped);
             }
         }
+        if let Some(name) = publish.topic.strip_prefix(EVENTS_PREFIX) {
+            let name = name.to_owned();
+            return self.on_event_request(&publish, name).await;
+        }
         let topic = &*publish.topic;
         let refusal = if topic.starts_with(RESERVED_PREFIX) {
             Some((
@@ -982,7 +1113,8 @@ impl Reader<'_> {
                 // reader goes on meanwhile.
                 let control = self.control.clone();
                 let (qos, id) = (publish.qos, publish.packet_id.unwrap_or_default());
-                tokio::spawn(async move {
+                // On the edge's tracker, so shutdown waits for the ack as for the session.
+                edge.tracker.spawn(async move {
                     let (code, why) = match forwarded.outcome().await {
                         Ok(()) => (reason::SUCCESS, None),
                         Err(e) => (reason::UNSPECIFIED, Some(e.to_string())),

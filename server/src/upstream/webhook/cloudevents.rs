@@ -46,11 +46,14 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
         }
         _ => put(&mut h, "ce-type", &name.ce_type()),
     }
-    put(
-        &mut h,
-        "ce-source",
-        &format!("/hubs/{}/client/{}", event.hub, event.connection_id),
-    );
+    let source = match &event.mqtt {
+        Some(mqtt) => format!(
+            "/hubs/{}/client/{}/{}",
+            event.hub, event.connection_id, mqtt.physical_connection_id
+        ),
+        None => format!("/hubs/{}/client/{}", event.hub, event.connection_id),
+    };
+    put(&mut h, "ce-source", &source);
     put(&mut h, "ce-id", &event.sequence.to_string());
     put(&mut h, "ce-time", &format_time(event.time));
     put(
@@ -67,6 +70,17 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
     if let Some(socket) = &event.socketio {
         put(&mut h, "ce-namespace", &socket.namespace);
         put(&mut h, "ce-socketid", &socket.socket_id);
+    }
+    if let Some(mqtt) = &event.mqtt {
+        put(
+            &mut h,
+            "ce-physicalconnectionid",
+            &mqtt.physical_connection_id,
+        );
+        // No session exists while `connect` is decided.
+        if !matches!(event.kind, EventKind::Connect(_)) {
+            put(&mut h, "ce-sessionid", &mqtt.session_id);
+        }
     }
     if let Some(subprotocol) = &event.subprotocol {
         put(&mut h, "ce-subprotocol", subprotocol);
@@ -133,7 +147,13 @@ pub(crate) fn body(kind: &EventKind) -> Bytes {
             .expect("maps of strings serialize")
             .into(),
         EventKind::Connected => Bytes::from_static(b"{}"),
-        EventKind::Disconnected { reason } => match reason {
+        EventKind::Disconnected {
+            reason,
+            mqtt: Some(mqtt),
+        } => serde_json::to_vec(&serde_json::json!({ "reason": reason, "mqtt": mqtt }))
+            .expect("strings and numbers serialize")
+            .into(),
+        EventKind::Disconnected { reason, mqtt: None } => match reason {
             Some(reason) => serde_json::to_vec(&serde_json::json!({ "reason": reason }))
                 .expect("a string serializes")
                 .into(),
