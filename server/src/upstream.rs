@@ -33,6 +33,7 @@ pub(crate) mod event;
 pub(crate) mod handler;
 pub(crate) mod session;
 pub(crate) mod stream;
+pub(crate) mod tunnel;
 pub(crate) mod webhook;
 
 use crate::telemetry::Metrics;
@@ -60,6 +61,7 @@ pub(crate) use session::{
 
 use event::{EventName, ReplyBody};
 use stream::Listeners;
+use tunnel::Tunnels;
 use webhook::{WebhookHandler, WebhookShared};
 
 /// A boxed future, for the dyn-compatible [`EventSink`].
@@ -127,6 +129,8 @@ pub(crate) enum UserEventOutcome {
 pub(crate) struct Upstream {
     hubs: HashMap<String, HubUpstream>,
     listeners: Arc<Listeners>,
+    /// Azure's tunnels (`tunnel:///` handlers).
+    tunnels: Arc<Tunnels>,
     settings: UpstreamConfig,
     /// One queue per delivery worker; a connection's events always use the same one.
     queues: Vec<mpsc::Sender<Event>>,
@@ -154,7 +158,14 @@ impl Upstream {
             .request_origin
             .clone()
             .unwrap_or_else(|| endpoint_host(endpoint));
-        let shared = Arc::new(WebhookShared::new(&settings, keys.clone(), origin, metrics));
+        let tunnels = Tunnels::new(settings.max_response_bytes);
+        let shared = Arc::new(WebhookShared::new(
+            &settings,
+            keys.clone(),
+            origin,
+            metrics,
+            tunnels.clone(),
+        ));
         let mut hubs = HashMap::new();
         for (name, hub) in &config.hubs {
             let handlers = hub
@@ -194,6 +205,7 @@ impl Upstream {
             Self {
                 hubs,
                 listeners: Listeners::new(settings.timeout, cluster),
+                tunnels,
                 settings,
                 queues,
                 hasher: Default::default(),
@@ -201,6 +213,11 @@ impl Upstream {
                 closing,
             }
         }))
+    }
+
+    /// The tunnel registry, for the tunnel edge.
+    pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// The listener registry, for the gRPC service.
@@ -378,6 +395,7 @@ impl Upstream {
             tracing::warn!("upstream events still queued at the end of the grace period");
         }
         self.listeners.close_all().await;
+        self.tunnels.close_all().await;
     }
 }
 
