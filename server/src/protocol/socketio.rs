@@ -392,6 +392,13 @@ pub fn event_payload(packet: &str, attachments: &[Bytes]) -> String {
     out
 }
 
+/// One binary Engine.IO packet in a payload: `b<base64>`.
+pub fn binary_payload(bytes: &[u8]) -> String {
+    let mut out = String::from("b");
+    STANDARD.encode_string(bytes, &mut out);
+    out
+}
+
 // === groups ===
 
 /// The group of a namespace's room, as Azure names it: `0~` + base64url(namespace) + `~` +

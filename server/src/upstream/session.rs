@@ -28,6 +28,8 @@ pub(crate) struct Session {
     disconnected: AtomicBool,
     /// For a Socket.IO socket: which one (every event carries it).
     socketio: Option<Arc<SocketIoSocket>>,
+    /// A Socket.IO connection in default mode (every event carries it).
+    default_mode: bool,
 }
 
 impl Session {
@@ -52,6 +54,7 @@ impl Session {
             next_sequence: AtomicU64::new(1),
             disconnected: AtomicBool::new(false),
             socketio: connect.socketio.clone(),
+            default_mode: connect.default_mode,
         }
     }
 
@@ -73,12 +76,18 @@ impl Session {
             time: SystemTime::now(),
             kind: EventKind::Connect(body),
             socketio: None,
+            default_mode: false,
         }
     }
 
     /// The hub (lower-cased).
     pub(crate) fn hub(&self) -> &str {
         &self.hub
+    }
+
+    /// Whether this is a Socket.IO connection in default mode.
+    pub(crate) fn default_mode(&self) -> bool {
+        self.default_mode
     }
 
     /// The connection id.
@@ -104,6 +113,7 @@ impl Session {
             time: SystemTime::now(),
             kind,
             socketio: self.socketio.clone(),
+            default_mode: self.default_mode,
         }
     }
 

@@ -569,6 +569,7 @@ mod tests {
                 data: Some(Data::Protobuf(bytes::Bytes::from_static(b"\x01"))),
             },
             socketio: None,
+            default_mode: false,
         }
     }
 

@@ -256,6 +256,14 @@ impl Tunnels {
         )
     }
 
+    /// Whether `hub` (lower-cased) has a tunnel on this node.
+    pub(crate) fn any_for_hub(&self, hub: &str) -> bool {
+        self.hubs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(hub)
+    }
+
     /// One of `hub`'s tunnels, in turn.
     fn pick(&self, hub: &str) -> Option<Arc<Tunnel>> {
         let hubs = self.hubs.read().unwrap_or_else(PoisonError::into_inner);
