@@ -166,6 +166,48 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     assert.equal(await got, 42);
   });
 
+  async function seenByServer(socket) {
+    await withTimeout(
+      (async () => {
+        while (!serverSockets.has(socket.id)) await sleep(20);
+      })(),
+      STEP_TIMEOUT_MS,
+      "the server sees the socket",
+    );
+    return serverSockets.get(socket.id);
+  }
+
+  test("emitWithAck from the server: to one socket directly, and to rooms and everyone (:invoke)", async () => {
+    const gina = await connect("gina");
+    const hank = await connect("hank");
+    for (const s of [gina, hank]) s.on("survey", (n, ack) => ack(`${s.id}:${n}`));
+    const ginaOnServer = await seenByServer(gina);
+    await seenByServer(hank);
+    // One socket, through its own connection.
+    assert.equal(await withTimeout(ginaOnServer.timeout(5_000).emitWithAck("survey", 1), STEP_TIMEOUT_MS, "socket.emitWithAck"), `${gina.id}:1`);
+    // The socket's room: the package's broadcast with ack, Hubcast's streamed :invoke.
+    for (const s of [gina, hank]) {
+      const room = `0~Lw~${Buffer.from(s.id).toString("base64url")}`;
+      await withTimeout(
+        (async () => {
+          while (!(await service.groupExists(room))) await sleep(50);
+        })(),
+        STEP_TIMEOUT_MS,
+        "the package put the socket in its own room",
+      );
+    }
+    const one = await withTimeout(server.to(gina.id).timeout(5_000).emitWithAck("survey", 2), STEP_TIMEOUT_MS, "to(id).emitWithAck");
+    assert.deepEqual(one, [`${gina.id}:2`]);
+    // Both: every answering client is one line of the stream.
+    const both = await withTimeout(server.to([gina.id, hank.id]).timeout(5_000).emitWithAck("survey", 3), STEP_TIMEOUT_MS, "to([ids]).emitWithAck");
+    assert.deepEqual([...both].sort(), [`${gina.id}:3`, `${hank.id}:3`].sort());
+    // A room nobody is in: answered at once with no clients.
+    const none = await withTimeout(server.to("empty-room").timeout(5_000).emitWithAck("survey", 4), STEP_TIMEOUT_MS, "empty room");
+    assert.deepEqual(none, []);
+    gina.disconnect();
+    hank.disconnect();
+  });
+
   test("disconnect from the server side and from the client side", async () => {
     const erin = await connect("erin");
     const gone = received(erin, "disconnect", "erin is disconnected by the server");

@@ -239,8 +239,12 @@ where
                         tunnels.tracker().spawn(
                             async move {
                                 let _permit = permit;
-                                let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
-                                let _ = answers.send(frame).await;
+                                if is_invoke(&request) {
+                                    invoke(&edge, &hub, request, &answers).await;
+                                } else {
+                                    let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
+                                    let _ = answers.send(frame).await;
+                                }
                             }
                             .in_current_span(),
                         );
@@ -295,6 +299,132 @@ fn bad_frame_code(error: &FrameError) -> CloseCode {
         FrameError::TooLarge(_) => CloseCode::Size,
         _ => CloseCode::Invalid,
     }
+}
+
+/// Whether a request is Socket.IO's `POST /api/hubs/{hub}/:invoke`.
+fn is_invoke(request: &HttpRequest) -> bool {
+    request.http_method.eq_ignore_ascii_case("POST")
+        && request
+            .url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.path().ends_with("/:invoke"))
+}
+
+/// The value of `name` in a URL query (`+` is a space, as `URLSearchParams` writes it).
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Socket.IO's `:invoke` (`emitWithAck` to many sockets, spec part 2 §2.4a): the packet,
+/// numbered here with one ack id, goes to every connection the filter matches on this node;
+/// the answer is `200` then one `{"Payload":"<the client's ack>"}` line per answering client,
+/// each in a `NotCompleted` part, until every recipient answered or the upstream timeout.
+async fn invoke(
+    edge: &Arc<Edge>,
+    hub: &HubKey,
+    request: HttpRequest,
+    answers: &tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let part = |status: u16, not_completed: bool, content: Bytes| {
+        frames::encode_response(&HttpResponse {
+            ack_id: request.ack_id,
+            local_routing: request.local_routing,
+            status_code: status,
+            channel_name: request.channel_name.clone(),
+            not_completed,
+            headers: [("Content-Type".to_owned(), vec!["text/plain".to_owned()])].into(),
+            content,
+        })
+    };
+    let own_hub = request
+        .url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.path()
+                .strip_prefix("/api/hubs/")
+                .and_then(|rest| rest.strip_suffix("/:invoke"))
+                .and_then(auth::percent_decode)
+        })
+        .is_some_and(|name| name.eq_ignore_ascii_case(hub.as_str()));
+    if !own_hub {
+        let why = format!(
+            "a tunnel for hub '{}' may only call its own hub",
+            hub.as_str()
+        );
+        let _ = answers.send(part(403, false, Bytes::from(why))).await;
+        return;
+    }
+    let filter = request
+        .url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.query().and_then(|q| query_value(q, "filter")))
+        .unwrap_or_default();
+    let Ok(payload) = std::str::from_utf8(&request.content) else {
+        let why = "the :invoke body must be a UTF-8 Engine.IO payload";
+        let _ = answers.send(part(400, false, Bytes::from(why))).await;
+        return;
+    };
+    let invokes = edge.upstream.tunnels().invokes();
+    let (id, mut acks) = invokes.start();
+    let numbered = match crate::protocol::socketio::with_ack_id(payload, id) {
+        Ok(numbered) => numbered,
+        Err(e) => {
+            invokes.finish(id);
+            let why = format!("the :invoke body must be one Socket.IO event packet: {e}");
+            let _ = answers.send(part(400, false, Bytes::from(why))).await;
+            return;
+        }
+    };
+    let expected = match edge.node.send_counted(hub.as_str(), numbered, &filter) {
+        Ok(count) => count,
+        Err(e) => {
+            invokes.finish(id);
+            let _ = answers
+                .send(part(400, false, Bytes::from(e.to_string())))
+                .await;
+            return;
+        }
+    };
+    if expected == 0 {
+        invokes.finish(id);
+        let _ = answers.send(part(200, false, Bytes::new())).await;
+        return;
+    }
+    if answers.send(part(200, true, Bytes::new())).await.is_err() {
+        invokes.finish(id);
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + edge.config.upstream.timeout;
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < expected {
+        let Ok(Some((connection, ack))) = tokio::time::timeout_at(deadline, acks.recv()).await
+        else {
+            break;
+        };
+        if !answered.insert(connection) {
+            continue;
+        }
+        let mut line = serde_json::json!({ "Payload": ack }).to_string();
+        line.push('\n');
+        if answers
+            .send(part(200, true, Bytes::from(line)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    invokes.finish(id);
+    let _ = answers.send(part(200, false, Bytes::new())).await;
 }
 
 /// Runs one REST call from the backend and builds its answer.

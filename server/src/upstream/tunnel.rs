@@ -172,6 +172,64 @@ pub(crate) fn tunnel_headers(headers: &http::HeaderMap) -> frames::Headers {
     out
 }
 
+/// The first ack id the service gives an `:invoke` packet: far above the ids a Socket.IO
+/// server numbers its own acks with (from 0), so the two never meet on a connection.
+const FIRST_INVOKE_ID: u64 = 1_000_000_000_000;
+
+/// Client answers one `:invoke` keeps before it reads them.
+const INVOKE_ANSWERS: usize = 1024;
+
+/// Socket.IO `:invoke` calls waiting for their clients' acks, by the ack id the service gave
+/// the packet (one id for every recipient of a call).
+#[derive(Debug)]
+pub(crate) struct Invokes {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<(String, String)>>>,
+}
+
+impl Invokes {
+    fn new() -> Self {
+        Self {
+            next: AtomicU64::new(FIRST_INVOKE_ID),
+            waiting: Mutex::default(),
+        }
+    }
+
+    /// A new call: its ack id and where its answers arrive (connection id, Engine.IO payload).
+    pub(crate) fn start(&self) -> (u64, mpsc::Receiver<(String, String)>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(INVOKE_ANSWERS);
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        (id, rx)
+    }
+
+    /// The call is over: later answers are the client's own business again.
+    pub(crate) fn finish(&self, id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// A client's ack `id`: taken (true) when it answers a pending call.
+    pub(crate) fn answer(&self, id: u64, connection_id: &str, payload: String) -> bool {
+        if id < FIRST_INVOKE_ID {
+            return false;
+        }
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get(&id) {
+            Some(tx) => {
+                let _ = tx.try_send((connection_id.to_owned(), payload));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The tunnels connected to this node, by lower-cased hub.
 #[derive(Debug)]
 pub(crate) struct Tunnels {
@@ -185,6 +243,8 @@ pub(crate) struct Tunnels {
     /// tunnel outlives the drain of client connections, whose `disconnected` events it may
     /// still carry.
     tracker: TaskTracker,
+    /// Socket.IO `:invoke` calls of the tunnels' backends.
+    invokes: Invokes,
 }
 
 /// A registered tunnel; unregisters it (failing what it still owes) when dropped.
@@ -226,6 +286,7 @@ impl Tunnels {
             max_response,
             closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            invokes: Invokes::new(),
         })
     }
 
@@ -295,6 +356,11 @@ impl Tunnels {
     /// Fires at shutdown.
     pub(crate) fn closing(&self) -> CancellationToken {
         self.closing.clone()
+    }
+
+    /// The pending Socket.IO `:invoke` calls.
+    pub(crate) fn invokes(&self) -> &Invokes {
+        &self.invokes
     }
 
     /// Where the tunnel edge runs its tasks.

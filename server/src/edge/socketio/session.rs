@@ -246,6 +246,19 @@ impl EioSession {
                     let sio_packet = packets::parse_sio(data)
                         .map_err(|e| Fatal(format!("Invalid Socket.IO packet: {e}.")))?;
                     match sio_packet.kind {
+                        // The answer to a service-numbered `:invoke` packet goes to the
+                        // call that waits for it, not to the backend's server.
+                        SioType::Ack
+                            if sio_packet.ack_id.is_some_and(|id| {
+                                sio.edge.upstream.tunnels().invokes().answer(
+                                    id,
+                                    self.conn.id().as_str(),
+                                    format!("4{data}"),
+                                )
+                            }) =>
+                        {
+                            return Ok(());
+                        }
                         SioType::Connect => {
                             let _ = sio.edge.node.join_group_from_client(
                                 &self.conn,
