@@ -18,11 +18,11 @@ import { useAzureSocketIO } from "@azure/web-pubsub-socket.io";
 import { Server as SocketIoServer } from "socket.io";
 import { io } from "socket.io-client";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, sleep, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_hub";
 
-describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 120_000 }, () => {
+describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 120_000, ...topologyOptions("socket.io default mode: useAzureSocketIO over the tunnel") }, () => {
   let hubcast;
   let server;
   let httpServer;

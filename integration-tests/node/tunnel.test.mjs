@@ -21,7 +21,7 @@ import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import express from "express";
 import WebSocket from "ws";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, nextEvent, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, topologyOptions, nextEvent, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "chat";
 const OTHER = "other";
@@ -161,7 +161,7 @@ function forwardTo(port) {
   };
 }
 
-describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", { timeout: 120_000 }, () => {
+describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", { timeout: 120_000, ...topologyOptions("the tunnel: tunnel:/// event handlers and REST over /server/tunnel") }, () => {
   let hubcast;
   let httpServer;
   let port;
@@ -356,6 +356,11 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     const left = await tunnel.call("DELETE", `${base}/groups/room1/connections/${connectionId}?api-version=2023-07-01`);
     assert.ok([200, 204].includes(left.status), `leave: ${left.status} ${left.body}`);
 
+    const notAnEvent = await tunnel.call("POST", `${base}/:invoke?api-version=2023-07-01`, { contentType: "text/plain", body: "41" });
+    assert.equal(notAnEvent.status, 400, "an :invoke body must be a Socket.IO event packet");
+    assert.match(notAnEvent.body, /one Socket.IO event packet/);
+    const nobody = await tunnel.call("POST", `${base}/:invoke?api-version=2023-07-01&filter=${encodeURIComponent("'nobody' in groups")}`, { contentType: "text/plain", body: '42["survey"]' });
+    assert.deepEqual([nobody.status, nobody.body], [200, ""], "an :invoke that reaches nobody ends at once, empty");
     const bad = await tunnel.call("POST", `${base}/:nope?api-version=2023-07-01`);
     assert.equal(bad.status, 404, "an unknown REST route answers 404 over the tunnel");
     const otherHub = await tunnel.call("POST", `https://example.invalid/api/hubs/${OTHER}/:send?api-version=2023-07-01`, { contentType: "text/plain", body: "x" });

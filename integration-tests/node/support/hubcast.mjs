@@ -591,7 +591,14 @@ const MQTT_CLIENT_IDS_ACROSS_NODES =
   "node that holds it, so REST and gRPC operations on one MQTT connection only reach it on " +
   "its own node (README, MQTT clients: what differs)";
 
+// Why the tunnel cannot be tested on a BalancedCluster yet.
+const TUNNEL_ACROSS_NODES =
+  "a tunnel serves the events of the node it is connected to, and :invoke reaches that " +
+  "node's connections (README, The tunnel: not yet across a cluster)";
+
 export const SINGLE_NODE_ONLY = new Map([
+  ["the tunnel: tunnel:/// event handlers and REST over /server/tunnel", TUNNEL_ACROSS_NODES],
+  ["socket.io default mode: useAzureSocketIO over the tunnel", TUNNEL_ACROSS_NODES],
   ["MQTT 3.1.1: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
   ["MQTT 5.0: REST sends to all, a user and a connection arrive on $webpubsub/server/messages", MQTT_CLIENT_IDS_ACROSS_NODES],
   ["MQTT 5.0: a REST close ends the session with DISCONNECT 0x98 (administrative action)", MQTT_CLIENT_IDS_ACROSS_NODES],
