@@ -227,4 +227,29 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     frank.disconnect();
     await serverSide;
   });
+
+  // Last: it restarts Hubcast.
+  test("Hubcast restarts: the tunnel closes with 1001, the package reconnects, and clients are served again", async () => {
+    await hubcast.stop();
+    await hubcast.start(); // the same port, so the package's endpoint still holds
+    const served = async () => {
+      const { token } = await service.getClientAccessToken({ clientProtocol: "socketio", userId: "ivy" });
+      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, query: { access_token: token }, transports: ["websocket"], reconnection: false });
+      sockets.push(socket);
+      try {
+        await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), 2_000, "connect");
+        return await withTimeout(socket.emitWithAck("hello", "ivy"), 2_000, "emitWithAck");
+      } catch {
+        socket.disconnect();
+        return undefined;
+      }
+    };
+    const deadline = Date.now() + 20_000;
+    let answer;
+    while (answer === undefined && Date.now() < deadline) {
+      answer = await served();
+      if (answer === undefined) await sleep(500);
+    }
+    assert.match(answer ?? "", /^hello ivy from /, "the reconnected backend serves a new client");
+  });
 });
