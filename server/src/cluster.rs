@@ -47,7 +47,6 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 use hubcast_proto::v1 as pb;
 use prost::Message as _;
 use rand::RngCore;
@@ -55,6 +54,7 @@ use redis::AsyncCommands;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::RedisTarget;
 use endpoint::{Commands, Endpoint};
@@ -85,6 +85,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long leaving the cluster waits for the backplane's tasks: the loops end at once; an
+/// answer to a relayed event may still be waiting for this node's listener.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Messages waiting to be published; beyond this, sends fail instead of queueing.
 const OUTGOING_CAPACITY: usize = 8192;
@@ -181,13 +185,36 @@ impl Requests {
     }
 }
 
-/// Delivers the events other nodes relay to this node's event-stream listeners. Implemented
-/// by the upstream, which owns the listeners; the backplane only moves the event and the
-/// answer.
-pub(crate) trait EventRelay: Send + Sync + fmt::Debug {
-    /// Offers `event` to this node's listeners; resolves with the outcome, within the
-    /// upstream timeout.
-    fn deliver(&self, event: pb::Event) -> BoxFuture<'static, EventAnswer>;
+/// An event another node relays to this node's event-stream listeners (it has none of its
+/// own for the event). The upstream, which owns the listeners, takes these from
+/// [`RelayedEvents`] and answers each with [`Cluster::answer_relayed`].
+#[derive(Debug)]
+pub(crate) struct RelayedEvent {
+    /// The event, as the relaying node's upstream built it.
+    pub(crate) event: pb::Event,
+    /// Who relayed it, and the id its answer must carry.
+    pub(crate) asker: Asker,
+    /// The relaying node's trace, continued here.
+    pub(crate) span: tracing::Span,
+}
+
+/// The events other nodes relay to this one, handed out once by [`Cluster::start`]: the
+/// composition root gives them to the upstream.
+#[derive(Debug)]
+pub struct RelayedEvents {
+    queue: mpsc::Receiver<RelayedEvent>,
+    stop: CancellationToken,
+}
+
+impl RelayedEvents {
+    /// The next relayed event; `None` once the node has left the cluster.
+    pub(crate) async fn next(&mut self) -> Option<RelayedEvent> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            event = self.queue.recv() => event,
+        }
+    }
 }
 
 /// One message on its way to Redis.
@@ -227,8 +254,8 @@ pub struct Cluster {
     next_request: AtomicU64,
     /// Hands the requests of other nodes to the service layer (see [`Requests`]).
     inbound: mpsc::Sender<Request>,
-    /// Takes the events relayed to this node's listeners.
-    relay: RwLock<Option<Arc<dyn EventRelay>>>,
+    /// Where the events other nodes relay here go (to the upstream, through [`RelayedEvents`]).
+    relayed_events: mpsc::Sender<RelayedEvent>,
     /// The last advertisement of this node's listeners (`None` until it first had one).
     own_ad: Mutex<Option<ListenerAd>>,
     ad_version: AtomicU64,
@@ -242,6 +269,9 @@ pub struct Cluster {
     recheck: tokio::sync::Notify,
     serving: watch::Sender<bool>,
     stop: CancellationToken,
+    /// The publisher, subscriber and heartbeat loops:
+    /// [`Cluster::stop`] waits for them.
+    tasks: TaskTracker,
 }
 
 impl fmt::Debug for Cluster {
@@ -256,12 +286,16 @@ impl fmt::Debug for Cluster {
 
 impl Cluster {
     /// Connects to Redis and starts the publisher, subscriber and heartbeat tasks. The
-    /// requests other nodes send here come out of the returned [`Requests`], from the start.
+    /// requests other nodes send here come out of the returned [`Requests`], and the events
+    /// they relay to this node's event-stream listeners out of [`RelayedEvents`], from the
+    /// start: nothing is installed later.
     ///
     /// # Errors
     /// A malformed URL, or a Redis that cannot be reached at start (a node that cannot join
     /// the cluster should fail loudly, not serve alone).
-    pub async fn start(settings: ClusterSettings) -> Result<(Arc<Self>, Requests), ClusterError> {
+    pub async fn start(
+        settings: ClusterSettings,
+    ) -> Result<(Arc<Self>, Requests, RelayedEvents), ClusterError> {
         let unavailable =
             |e: &dyn fmt::Display| ClusterError::Unavailable(format!("{}: {e}", settings.redis));
         let key_base = match &settings.redis {
@@ -280,6 +314,7 @@ impl Cluster {
         let (outgoing, queue) = mpsc::channel(OUTGOING_CAPACITY);
         let (serving, _) = watch::channel(false);
         let (inbound, requests) = mpsc::channel(INBOUND_CAPACITY);
+        let (relayed_events, relayed) = mpsc::channel(INBOUND_CAPACITY);
         let cluster = Arc::new(Self {
             all_channel: format!("{key_base}:all").into(),
             node: node.into(),
@@ -292,7 +327,7 @@ impl Cluster {
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             inbound,
-            relay: RwLock::new(None),
+            relayed_events,
             own_ad: Mutex::new(None),
             ad_version: AtomicU64::new(0),
             ads: RwLock::new(HashMap::new()),
@@ -301,17 +336,22 @@ impl Cluster {
             recheck: tokio::sync::Notify::new(),
             serving,
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         cluster.heartbeat_once().await;
-        tokio::spawn(publisher(cluster.clone(), queue));
-        tokio::spawn(subscriber(cluster.clone()));
-        tokio::spawn(heartbeat(cluster.clone()));
+        cluster.tasks.spawn(publisher(cluster.clone(), queue));
+        cluster.tasks.spawn(subscriber(cluster.clone()));
+        cluster.tasks.spawn(heartbeat(cluster.clone()));
         tracing::info!(node = %cluster.node, prefix = %cluster.prefix, lease = ?cluster.lease, "joined the cluster");
         let requests = Requests {
             queue: requests,
             stop: cluster.stop.clone(),
         };
-        Ok((cluster, requests))
+        let relayed = RelayedEvents {
+            queue: relayed,
+            stop: cluster.stop.clone(),
+        };
+        Ok((cluster, requests, relayed))
     }
 
     /// This node's id.
@@ -363,14 +403,6 @@ impl Cluster {
                 .add(delta(1, m.received));
             registry.cluster_errors.with(&node).add(delta(2, m.errors));
         });
-    }
-
-    /// Installs what takes the events other nodes relay to this node's listeners.
-    pub(crate) fn set_event_relay(&self, relay: Arc<dyn EventRelay>) {
-        *self
-            .relay
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(relay);
     }
 
     /// The version for the next advertisement of this node's listeners: take it while the
@@ -871,13 +903,11 @@ impl Cluster {
     }
 
     /// Leaves the cluster: stops the tasks and gives up the lease, so the other nodes stop
-    /// asking this one at once.
+    /// asking this one at once, then waits (at most 3 s) for the backplane's
+    /// tasks to end.
     pub async fn stop(&self) {
         self.stop.cancel();
-        self.relay
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        self.tasks.close();
         let mut conn = self.commands.clone();
         let mut pipe = redis::pipe();
         pipe.del(self.lease_key(&self.node))
@@ -888,6 +918,15 @@ impl Cluster {
             .ignore();
         let _: Result<redis::RedisResult<()>, _> =
             tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await;
+        if tokio::time::timeout(STOP_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "backplane tasks still running after leaving the cluster"
+            );
+        }
     }
 
     /// Handles one message from Redis.
@@ -964,27 +1003,11 @@ impl Cluster {
         }
     }
 
-    /// Hands an event relayed by another node to this node's listeners, in a task of its
-    /// own (the listener may take up to the upstream timeout to answer, and the channel must
-    /// not wait for it), and sends the outcome back.
+    /// Hands an event relayed by another node to the upstream, which answers it with
+    /// [`Cluster::answer_relayed`] (the listener may take up to the upstream timeout, and the
+    /// channel must not wait for it). When the upstream cannot take it now, the answer is at
+    /// once "no listener", and the relaying node decides as it does without one.
     fn relayed(&self, envelope: Envelope, event: pb::Event) {
-        let relay = self
-            .relay
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let answer = |answer: EventAnswer| Reply {
-            body: answer.encode_to_vec(),
-            ..Reply::default()
-        };
-        let Some(relay) = relay else {
-            let none = EventAnswer {
-                reply: None,
-                failure: EventAnswer::NO_LISTENER,
-            };
-            self.reply(&envelope.origin, envelope.request_id, answer(none));
-            return;
-        };
         let span = if trace::enabled() {
             let span = tracing::info_span!("relayed event", origin = %envelope.origin);
             trace::set_parent(&span, trace::extract_traceparent(&envelope.traceparent));
@@ -992,31 +1015,54 @@ impl Cluster {
         } else {
             tracing::Span::none()
         };
-        let outgoing = self.outgoing.clone();
-        let node = self.node.to_string();
-        let channel = self.node_channel(&envelope.origin);
-        let delivery = relay.deliver(event);
-        tokio::spawn(
-            async move {
-                let reply = answer(delivery.await);
-                let bytes = Envelope {
-                    origin: node,
-                    request_id: envelope.request_id,
-                    body: Some(Body::Reply(reply)),
-                    traceparent: trace::current_traceparent(),
-                }
-                .encode_to_vec();
-                let item = Outgoing {
-                    channel,
-                    bytes,
-                    done: None,
-                };
-                if outgoing.send(item).await.is_err() {
-                    tracing::debug!("the node stopped before a relayed event's answer went out");
-                }
+        let relayed = RelayedEvent {
+            event,
+            asker: Asker {
+                origin: envelope.origin,
+                request_id: envelope.request_id,
+            },
+            span,
+        };
+        if let Err(e) = self.relayed_events.try_send(relayed) {
+            let relayed = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            tracing::debug!("a relayed event found no room on this node");
+            let none = EventAnswer {
+                reply: None,
+                failure: EventAnswer::NO_LISTENER,
+            };
+            self.reply(
+                &relayed.asker.origin,
+                relayed.asker.request_id,
+                Reply {
+                    body: none.encode_to_vec(),
+                    ..Reply::default()
+                },
+            );
+        }
+    }
+
+    /// Sends the answer to a relayed event back to the node that relayed it.
+    pub(crate) async fn answer_relayed(&self, asker: Asker, answer: EventAnswer) {
+        let reply = Reply {
+            body: answer.encode_to_vec(),
+            ..Reply::default()
+        };
+        let item = Outgoing {
+            channel: self.node_channel(&asker.origin),
+            bytes: Envelope {
+                origin: self.node.to_string(),
+                request_id: asker.request_id,
+                body: Some(Body::Reply(reply)),
+                traceparent: trace::current_traceparent(),
             }
-            .instrument(span),
-        );
+            .encode_to_vec(),
+            done: None,
+        };
+        if self.outgoing.send(item).await.is_err() {
+            tracing::debug!("the node stopped before a relayed event's answer went out");
+        }
     }
 }
 

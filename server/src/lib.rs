@@ -5,7 +5,8 @@
 //! cluster, the backplane). `tests/layout.rs` checks the import rules below.
 //! - [`router`]: the core. Hubs, connections, users, groups, permissions and fan-out. It
 //!   knows nothing of HTTP, warp, tonic, Redis or the configuration layer; in a cluster it
-//!   knows only this node's id (the prefix of the connection ids it hands out).
+//!   knows only this node's id (the prefix of the connection ids it hands out). Hub names
+//!   reach it as [`router::HubKey`]s, validated and lower-cased once where they enter.
 //! - [`message`]: the message model (messages, payloads, frames, wire formats, queued items)
 //!   below both the router and the codecs: router → protocol → message, never back. Its
 //!   [`message::close`] holds every WebSocket close code the server sends.
@@ -18,12 +19,17 @@
 //!   every node of a cluster.
 //! - `edge`: one module per wire protocol, each parsing its protocol, authenticating and
 //!   calling the service layer: `edge/ws` (the WebSocket edge at `/client/hubs/{hub}`),
+//!   `edge/mqtt` (MQTT 3.1.1/5.0 over WebSocket at `/clients/mqtt/hubs/{hub}`),
+//!   `edge/socketio` (Engine.IO v4 / Socket.IO v5 at `/clients/socketio/hubs/{hub}`),
 //!   `edge/rest` (Azure's REST API, on the HTTP listener) and `edge/grpc`
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`). An edge never
-//!   imports the backplane or the composition root.
+//!   imports the backplane, the composition root or the router itself: client edges admit,
+//!   register, join, leave and send through the service layer (`node/client.rs`).
 //! - [`cluster`]: the Redis backplane, beside the router: started and owned by [`Server`],
 //!   handed to the service layer and the upstream; the requests of other nodes come out of
-//!   it as a queue the service layer consumes.
+//!   it as a queue the service layer consumes, and the events they relay to this node's
+//!   event-stream listeners as a queue the upstream consumes. Its tasks end before
+//!   [`Server`] returns.
 //! - `upstream`: upstream events (spec §6): CloudEvents webhooks and the gRPC event stream
 //!   (`hubcast.v1.Events/Listen`), behind one API the WebSocket edge calls.
 //! - [`hubcast_auth`] (the `auth/` crate, beside this one): access keys, client access and

@@ -135,17 +135,19 @@ impl Server {
             None if tls.is_some() => format!("https://{local_addr}"),
             None => format!("http://{local_addr}"),
         };
-        let (cluster, cluster_requests) = match config.cluster.redis_target() {
-            None => (None, None),
+        // The backplane hands out what other nodes ask of this one (for the service layer)
+        // and the events they relay to this node's listeners (for the upstream) once, here.
+        let (cluster, cluster_requests, relayed_events) = match config.cluster.redis_target() {
+            None => (None, None, None),
             Some(redis) => {
-                let (cluster, requests) = Cluster::start(ClusterSettings {
+                let (cluster, requests, relayed) = Cluster::start(ClusterSettings {
                     redis,
                     key_prefix: config.cluster.key_prefix.clone(),
                     lease: config.cluster.lease,
                 })
                 .await
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-                (Some(cluster), Some(requests))
+                (Some(cluster), Some(requests), Some(relayed))
             }
         };
         // The router knows only this node's id (for connection ids), not the backplane.
@@ -167,7 +169,7 @@ impl Server {
             keys.clone(),
             &endpoint,
             router.metrics().clone(),
-            cluster.clone(),
+            cluster.clone().zip(relayed_events),
         )
         .map_err(|e| Error::Invalid(e.to_string()))?;
         let limits = Arc::new(LimitCounters::default());

@@ -49,7 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, RelayedEvents};
 use crate::config::{Config, EventStreamMode, UpstreamConfig};
 use hubcast_auth::KeyRing;
 
@@ -157,8 +157,10 @@ impl Upstream {
         keys: KeyRing,
         endpoint: &str,
         metrics: Metrics,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<(Arc<Cluster>, RelayedEvents)>,
     ) -> Result<Arc<Self>, HandlerConfigError> {
+        let (cluster, relayed) = cluster.unzip();
+        let cluster_for_relay = cluster.clone();
         let settings = config.upstream.clone();
         let origin = settings
             .request_origin
@@ -212,7 +214,7 @@ impl Upstream {
         let closing = CancellationToken::new();
         let count = settings.workers.max(1);
         let per_worker = (settings.queue_capacity / count).max(1);
-        Ok(Arc::new_cyclic(|this: &Weak<Self>| {
+        let upstream = Arc::new_cyclic(|this: &Weak<Self>| {
             let queues = (0..count)
                 .map(|_| {
                     let (tx, rx) = mpsc::channel(per_worker);
@@ -222,7 +224,7 @@ impl Upstream {
                 .collect();
             Self {
                 hubs,
-                listeners: Listeners::new(settings.timeout, cluster),
+                listeners: Listeners::new(settings.timeout, cluster.clone()),
                 tunnels,
                 socketio_default,
                 settings,
@@ -231,7 +233,17 @@ impl Upstream {
                 workers,
                 closing,
             }
-        }))
+        });
+        if let (Some(cluster), Some(relayed)) = (cluster_for_relay, relayed) {
+            upstream.workers.spawn(stream::serve_relayed(
+                Arc::downgrade(upstream.listeners()),
+                cluster,
+                relayed,
+                upstream.workers.clone(),
+                upstream.closing.clone(),
+            ));
+        }
+        Ok(upstream)
     }
 
     /// The tunnel registry, for the tunnel edge.

@@ -11,7 +11,7 @@ mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use hubcast_proto::v1 as pb;
@@ -27,6 +27,7 @@ use crate::cluster::Cluster;
 use crate::cluster::wire::ListenerAd;
 use crate::message::{Data, Utf8Bytes};
 use remote::RemoteListeners;
+pub(crate) use remote::serve_relayed;
 
 /// Events that may wait for one listener's stream before senders wait.
 const LISTENER_QUEUE: usize = 1024;
@@ -129,12 +130,12 @@ pub(crate) struct Listeners {
 impl Listeners {
     /// The registry; with a cluster, it also takes the events other nodes relay here.
     pub(crate) fn new(timeout: Duration, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
-        Arc::new_cyclic(|this: &Weak<Self>| Self {
+        Arc::new(Self {
             list: RwLock::new(Vec::new()),
             cursor: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             timeout,
-            remote: cluster.map(|c| RemoteListeners::new(c, timeout, this.clone())),
+            remote: cluster.map(|c| RemoteListeners::new(c, timeout)),
         })
     }
 

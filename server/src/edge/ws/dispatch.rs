@@ -105,13 +105,13 @@ fn on_message(
         trace::record("message.type", message_type(&message));
     }
     match message {
-        ClientMessage::JoinGroup { group, ack_id } => acked(conn, ack_id, || {
+        ClientMessage::JoinGroup { group, ack_id } => acked(edge, conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "join")?;
             check_group_count(edge, conn, &group)?;
             node.join_group_from_client(conn, &group);
             Ok(())
         }),
-        ClientMessage::LeaveGroup { group, ack_id } => acked(conn, ack_id, || {
+        ClientMessage::LeaveGroup { group, ack_id } => acked(edge, conn, ack_id, || {
             check_group(conn, Permission::JoinLeaveGroup, &group, "leave")?;
             node.leave_group_from_client(conn, &group);
             Ok(())
@@ -121,7 +121,7 @@ fn on_message(
             ack_id,
             no_echo,
             data,
-        } => acked_after_publish(conn, ack_id, || {
+        } => acked_after_publish(edge, conn, ack_id, || {
             check_group(conn, Permission::SendToGroup, &group, "send to")?;
             edge.node
                 .send_to_group_from_client(conn, &group, no_echo, data)
@@ -231,11 +231,12 @@ fn check_group(
 /// without running the operation again; only successes are remembered. The memory belongs
 /// to the connection, so it survives a reliable recovery.
 fn acked(
+    edge: &Edge,
     conn: &Arc<Connection>,
     ack_id: Option<u64>,
     op: impl FnOnce() -> Result<(), (AckError, String)>,
 ) {
-    acked_after_publish(conn, ack_id, || op().map(|()| None));
+    acked_after_publish(edge, conn, ack_id, || op().map(|()| None));
 }
 
 /// What a failed hand-over to the other nodes tells the client.
@@ -249,6 +250,7 @@ fn forward_failure(e: &NodeError) -> String {
 /// that a retry runs again: the ack never claims a delivery to other nodes that did not
 /// happen.
 fn acked_after_publish(
+    edge: &Edge,
     conn: &Arc<Connection>,
     ack_id: Option<u64>,
     op: impl FnOnce() -> Result<Option<Forwarded>, (AckError, String)>,
@@ -279,7 +281,8 @@ fn acked_after_publish(
         Ok(None) => reply(conn, protocol::ack(format, id, None)),
         Ok(Some(forwarded)) => {
             let conn = conn.clone();
-            tokio::spawn(async move {
+            // On the edge's tracker, so shutdown waits for the ack as for the connection.
+            edge.tracker.spawn(async move {
                 match forwarded.outcome().await {
                     Ok(()) => reply(&conn, protocol::ack(format, id, None)),
                     Err(e) => {

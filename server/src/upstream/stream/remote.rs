@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use hubcast_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::{Listeners, from_proto, parse_subscription, to_proto};
 use crate::cluster::wire::{EventAnswer, ListenerAd};
-use crate::cluster::{Cluster, EventRelay};
+use crate::cluster::{Cluster, RelayedEvent, RelayedEvents};
 use crate::upstream::event::{DeliveryError, Event, EventName, Reply};
 use crate::upstream::handler::Selection;
 
@@ -60,10 +61,9 @@ pub(crate) struct RemoteListeners {
 }
 
 impl RemoteListeners {
-    /// The listeners of the other nodes of `cluster`; events relayed to this node go to
-    /// `local`'s listeners.
-    pub(crate) fn new(cluster: Arc<Cluster>, timeout: Duration, local: Weak<Listeners>) -> Self {
-        cluster.set_event_relay(Arc::new(LocalDelivery(local)));
+    /// The listeners of the other nodes of `cluster` (the events they relay here come
+    /// through [`serve_relayed`]).
+    pub(crate) fn new(cluster: Arc<Cluster>, timeout: Duration) -> Self {
         Self {
             cluster,
             timeout,
@@ -193,29 +193,48 @@ impl RemoteListeners {
     }
 }
 
-/// Hands the events other nodes relay here to this node's own listeners.
-#[derive(Debug)]
-struct LocalDelivery(Weak<Listeners>);
-
-impl EventRelay for LocalDelivery {
-    fn deliver(&self, event: pb::Event) -> BoxFuture<'static, EventAnswer> {
-        let listeners = self.0.upgrade();
-        Box::pin(async move {
-            let outcome = match listeners {
-                Some(listeners) => listeners.send_local(event).await,
-                None => Err(DeliveryError::NoListener),
-            };
-            match outcome {
-                Ok(reply) => EventAnswer { reply, failure: 0 },
-                Err(DeliveryError::Timeout) => EventAnswer {
-                    reply: None,
-                    failure: EventAnswer::TIMEOUT,
-                },
-                Err(_) => EventAnswer {
-                    reply: None,
-                    failure: EventAnswer::NO_LISTENER,
-                },
+/// Takes the events other nodes relay here and offers each to this node's own listeners (in
+/// a task on `tasks`, since a listener may take up to the upstream timeout), answering the
+/// relaying node with the outcome. Ends when the node leaves the cluster or the upstream
+/// closes (`closing`).
+pub(crate) async fn serve_relayed(
+    local: Weak<Listeners>,
+    cluster: Arc<Cluster>,
+    mut events: RelayedEvents,
+    tasks: TaskTracker,
+    closing: CancellationToken,
+) {
+    loop {
+        let relayed = tokio::select! {
+            biased;
+            () = closing.cancelled() => break,
+            relayed = events.next() => relayed,
+        };
+        let Some(RelayedEvent { event, asker, span }) = relayed else {
+            break;
+        };
+        let listeners = local.upgrade();
+        let cluster = cluster.clone();
+        tasks.spawn(
+            async move {
+                let outcome = match listeners {
+                    Some(listeners) => listeners.send_local(event).await,
+                    None => Err(DeliveryError::NoListener),
+                };
+                let answer = match outcome {
+                    Ok(reply) => EventAnswer { reply, failure: 0 },
+                    Err(DeliveryError::Timeout) => EventAnswer {
+                        reply: None,
+                        failure: EventAnswer::TIMEOUT,
+                    },
+                    Err(_) => EventAnswer {
+                        reply: None,
+                        failure: EventAnswer::NO_LISTENER,
+                    },
+                };
+                cluster.answer_relayed(asker, answer).await;
             }
-        })
+            .instrument(span),
+        );
     }
 }
