@@ -56,7 +56,8 @@ function parseFrame(data) {
 
 /** A backend's tunnel, written from the spec. */
 class TunnelClient {
-  constructor(hubcast, hub, { onRequest, token } = {}) {
+  constructor(hubcast, hub, { onRequest, token, wsOptions } = {}) {
+    this.wsOptions = wsOptions;
     this.url = `ws://127.0.0.1:${hubcast.port}/server/tunnel?hub=${hub}`;
     this.token = token ?? serviceToken(hubcast.accessKey, this.url);
     this.onRequest = onRequest;
@@ -69,7 +70,7 @@ class TunnelClient {
 
   /** Opens the tunnel; resolves with the ConnectionConnected fields. */
   open() {
-    this.ws = new WebSocket(`${this.url}&access_token=${this.token}`);
+    this.ws = new WebSocket(`${this.url}&access_token=${this.token}`, this.wsOptions);
     this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
     this.ws.on("message", (data, isBinary) => {
       assert.ok(isBinary, "tunnel frames are binary");
@@ -227,7 +228,7 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     port = httpServer.address().port;
     // One node on purpose: a tunnel takes the events of the node it is connected to.
     hubcast = new ProcessServer({
-      configToml: ["[client]", "keepalive_interval = 1", "[upstream]", "timeout = 2", handlerToml(HUB), handlerToml(OTHER), handlerToml(LONELY)].join("\n"),
+      configToml: ["[client]", "keepalive_interval = 1", "[limits]", "idle_timeout = 3", "[upstream]", "timeout = 2", handlerToml(HUB), handlerToml(OTHER), handlerToml(LONELY)].join("\n"),
     });
     await hubcast.start();
   }, { timeout: STARTUP_TIMEOUT_MS + STEP_TIMEOUT_MS });
@@ -310,6 +311,19 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     assert.ok(slow.requests >= 1, "the connect event reached the tunnel");
     assert.equal(slow.ws.readyState, WebSocket.OPEN, "the slow tunnel stays open");
     slow.close();
+  });
+
+  test("a dead tunnel (no frame, no pong) is closed after limits.idle_timeout; a live one stays", async () => {
+    const dead = newTunnel(OTHER, { wsOptions: { autoPong: false } });
+    const live = newTunnel(OTHER);
+    await dead.open();
+    await live.open();
+    const closed = await withTimeout(dead.closed, STEP_TIMEOUT_MS, "the dead tunnel is closed");
+    assert.equal(closed.code, 1001, closed.reason);
+    assert.match(closed.reason, /idle_timeout/);
+    assert.equal(live.ws.readyState, WebSocket.OPEN, "the tunnel that answers pings stays");
+    live.close();
+    await live.closed;
   });
 
   test("several tunnels of a hub share its events", async () => {

@@ -40,7 +40,7 @@ use hubcast_auth as auth;
 /// The path of the endpoint, for the token's audience.
 const PATH: &str = "/server/tunnel";
 
-/// REST calls one tunnel may have running at once; more wait (the backend's own pace).
+/// REST calls one tunnel may have running at once; more are answered 503.
 const MAX_CONCURRENT_CALLS: usize = 64;
 
 type Reply = Response<warp::hyper::body::Bytes>;
@@ -215,6 +215,10 @@ where
     let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS));
     let mut keepalive = tokio::time::interval(edge.config.client.keepalive_interval);
     keepalive.tick().await;
+    // A backend that sends nothing, and answers not even our pings, for `idle_timeout` is
+    // gone (a dead peer leaves no close): its tunnel stops taking events.
+    let idle = edge.config.limits.idle_timeout;
+    let mut last_seen = tokio::time::Instant::now();
     let ending: Option<Ending> = loop {
         tokio::select! {
             frame = outgoing.recv() => {
@@ -224,15 +228,44 @@ where
                 }
             }
             _ = keepalive.tick() => {
-                if sink.send(WsMessage::Binary(frames::encode_status("alive"))).await.is_err() {
+                if last_seen.elapsed() > idle {
+                    break Some(Ending::new(
+                        CloseCode::Away,
+                        "the backend answered nothing, not even pings, for limits.idle_timeout",
+                    ));
+                }
+                // The ServiceStatus keeps the package's 120 s watch quiet; the ping makes a
+                // live backend answer even when it has nothing to say.
+                if sink.send(WsMessage::Binary(frames::encode_status("alive"))).await.is_err()
+                    || sink.send(WsMessage::Ping(Default::default())).await.is_err()
+                {
                     break None;
                 }
             }
-            message = stream.next() => match message {
+            message = stream.next() => {
+                last_seen = tokio::time::Instant::now();
+                match message {
                 Some(Ok(WsMessage::Binary(bytes))) => match frames::decode(&bytes) {
                     Ok(TunnelFrame::Response(response)) => tunnel.on_response(response),
                     Ok(TunnelFrame::Request(request)) => {
-                        let Ok(permit) = calls.clone().acquire_owned().await else { break None };
+                        // Never wait here: this loop also drains what the calls answer.
+                        let Ok(permit) = calls.clone().try_acquire_owned() else {
+                            let busy = HttpResponse {
+                                ack_id: request.ack_id,
+                                local_routing: request.local_routing,
+                                status_code: 503,
+                                channel_name: request.channel_name,
+                                not_completed: false,
+                                headers: frames::Headers::new(),
+                                content: Bytes::from(format!(
+                                    "more than {MAX_CONCURRENT_CALLS} calls are running on this tunnel; retry"
+                                )),
+                            };
+                            if sink.send(WsMessage::Binary(frames::encode_response(&busy))).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        };
                         let edge = edge.clone();
                         let hub = hub.clone();
                         let answers = answers.clone();
@@ -269,7 +302,7 @@ where
                     tracing::debug!(error = %e, "tunnel transport error");
                     break None;
                 }
-            },
+            }},
             () = closing.cancelled() => break Some(Ending::new(
                 CloseCode::Away,
                 "the service is restarting; reconnect",
