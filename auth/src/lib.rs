@@ -50,6 +50,7 @@ pub use url::{client_url, client_url_for, path_segments, percent_decode};
 #[cfg(feature = "verify")]
 pub use verify::{
     ClientClaims, verify_client_token, verify_client_token_for, verify_service_token,
+    verify_tunnel_token,
 };
 
 /// Leeway applied to `exp` and `nbf` so that clocks a few minutes apart still agree.

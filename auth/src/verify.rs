@@ -294,6 +294,48 @@ pub fn verify_service_token(
     }
 }
 
+/// Verifies the token of a backend that opens Azure's tunnel (`/server/tunnel?hub=…`): a
+/// service token whose `aud` is the tunnel URL itself, with the `ws`/`wss` scheme Azure's
+/// packages put there (spec part 2 §2.4a). The scheme is read as `http`/`https` and the rest
+/// is checked as by [`verify_service_token`] (the query, which names the hub, is ignored there
+/// as for REST; the hub the tunnel serves is the request's).
+///
+/// # Errors
+/// The [`AuthError`] to answer with (401).
+pub fn verify_tunnel_token(
+    token: &str,
+    keys: &KeyRing,
+    endpoint: &str,
+    path: &str,
+) -> Result<(), AuthError> {
+    let claims: Map<String, Value> = decode(token, keys, &VALIDATION)?;
+    let audiences = audiences(&claims)?;
+    let as_http = |aud: &str| {
+        let lower = aud
+            .get(..6)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if lower.starts_with("wss://") {
+            format!("https://{}", &aud[6..])
+        } else if lower.starts_with("ws://") {
+            format!("http://{}", &aud[5..])
+        } else {
+            aud.to_owned()
+        }
+    };
+    if audiences
+        .iter()
+        .any(|aud| service_audience_matches(&as_http(aud), endpoint, path))
+    {
+        Ok(())
+    } else {
+        Err(AuthError::WrongAudience {
+            expected: format!("{}{path}", endpoint.trim_end_matches('/')),
+            found: audiences.join(", "),
+        })
+    }
+}
+
 /// Whether `aud` names `path` on `endpoint` (see [`verify_service_token`]).
 fn service_audience_matches(aud: &str, endpoint: &str, path: &str) -> bool {
     // A request path that is not valid percent-encoded UTF-8 names nothing.
@@ -309,6 +351,7 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
+    use super::verify_tunnel_token;
     use super::*;
     use crate::mint::TOKEN_HEADER;
     use crate::{GRPC_AUDIENCE_PATH, TokenRequest, mint_client_token, mint_service_token};
@@ -779,6 +822,31 @@ mod tests {
     fn verify_service(aud: &str, path: &str) -> Result<(), AuthError> {
         let token = mint_service_token(KEY1, aud, Duration::from_secs(60));
         verify_service_token(&token, &ring(), ENDPOINT, path)
+    }
+
+    #[test]
+    fn tunnel_audiences_use_the_ws_scheme() {
+        let verify = |aud: &str| {
+            let token = mint_service_token(KEY1, aud, Duration::from_secs(60));
+            verify_tunnel_token(&token, &ring(), ENDPOINT, "/server/tunnel")
+        };
+        assert_eq!(verify("ws://127.0.0.1:8080/server/tunnel?hub=Chat"), Ok(()));
+        assert_eq!(verify("WS://127.0.0.1:8080/server/tunnel"), Ok(()));
+        assert_eq!(
+            verify("http://127.0.0.1:8080/server/tunnel?hub=chat"),
+            Ok(())
+        );
+        for aud in [
+            "wss://127.0.0.1:8080/server/tunnel?hub=chat",
+            "ws://127.0.0.1:9999/server/tunnel?hub=chat",
+            "ws://127.0.0.1:8080/api/hubs/chat",
+            "ws",
+        ] {
+            assert!(
+                matches!(verify(aud), Err(AuthError::WrongAudience { .. })),
+                "{aud}"
+            );
+        }
     }
 
     #[test]

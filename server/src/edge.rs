@@ -13,4 +13,5 @@ pub(crate) mod grpc;
 pub(crate) mod mqtt;
 pub(crate) mod rest;
 pub(crate) mod socketio;
+pub(crate) mod tunnel;
 pub(crate) mod ws;

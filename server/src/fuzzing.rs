@@ -153,11 +153,26 @@ pub fn socketio_packet(data: &[u8]) {
     let _ = sio::payload_frames(text).count();
 }
 
+/// The tunnel edge's frame parser (length prefix, msgpack array, JSON fields); a decoded
+/// request or response is encoded back.
+pub fn tunnel_frame(data: &[u8]) {
+    use crate::protocol::tunnel::{self as frames, TunnelFrame};
+    match frames::decode(data) {
+        Ok(TunnelFrame::Request(r)) => {
+            let _ = frames::encode_request(&r);
+        }
+        Ok(TunnelFrame::Response(r)) => {
+            let _ = frames::encode_response(&r);
+        }
+        _ => {}
+    }
+}
+
 /// A parser entry point: arbitrary bytes in, nothing out.
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the regression replay and the fuzz crate.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("mqtt_packets", mqtt_packets),
     ("json_protocol", json_protocol),
     ("protobuf_protocol", protobuf_protocol),
@@ -166,6 +181,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("rest_request", rest_request),
     ("webhook_response", webhook_response),
     ("socketio_packet", socketio_packet),
+    ("tunnel_frame", tunnel_frame),
 ];
 
 #[cfg(test)]
@@ -251,6 +267,14 @@ mod tests {
             "[0-6bx\u{1e}/,\\[\\]{}\"0-9a-zA-Z+=-]{0,40}".prop_map(String::from),
         ]) {
             socketio_packet(text.as_bytes());
+        }
+
+        #[test]
+        fn tunnel_frame_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let mut framed = u32::try_from(bytes.len()).expect("short").to_le_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            tunnel_frame(&framed);
+            tunnel_frame(&bytes);
         }
 
         #[test]

@@ -236,6 +236,18 @@ impl Node {
         Ok(pb::SendToAllResponse {})
     }
 
+    /// Sends an Engine.IO payload to the connections of this node that `filter` matches (all
+    /// of the hub's when empty) and says how many took it: the send of a Socket.IO `:invoke`,
+    /// whose answers are awaited per recipient (spec part 2 §2.4a). This node only.
+    ///
+    /// # Errors
+    /// An invalid hub or filter.
+    pub(crate) fn send_counted(&self, hub: &str, payload: String, filter: &str) -> Result<usize> {
+        let hub = HubKey::new(hub)?;
+        let message = Message::from_server(Data::Text(payload.into()));
+        self.send(&hub, Target::All, &message, &[], filter, 0)
+    }
+
     fn local_send_to_group(&self, req: pb::SendToGroupRequest) -> Result<pb::SendToGroupResponse> {
         let hub = HubKey::new(&req.hub)?;
         router::check_group_name(&req.group)?;

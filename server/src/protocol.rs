@@ -16,6 +16,7 @@ pub mod json;
 pub mod mqtt;
 pub mod protobuf;
 pub mod socketio;
+pub mod tunnel;
 
 use bytes::{Bytes, BytesMut};
 

@@ -341,6 +341,7 @@ impl Server {
             .or(crate::edge::socketio::routes(
                 crate::edge::socketio::SocketIoEdge::new(edge.clone()),
             ))
+            .or(crate::edge::tunnel::routes(edge.clone()))
             .or(health)
             .or(metrics)
             .or(crate::edge::rest::routes(

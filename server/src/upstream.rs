@@ -33,6 +33,7 @@ pub(crate) mod event;
 pub(crate) mod handler;
 pub(crate) mod session;
 pub(crate) mod stream;
+pub(crate) mod tunnel;
 pub(crate) mod webhook;
 
 use crate::telemetry::Metrics;
@@ -63,6 +64,7 @@ pub(crate) use session::{
 
 use event::{EventName, ReplyBody};
 use stream::Listeners;
+use tunnel::Tunnels;
 use webhook::{WebhookHandler, WebhookShared};
 
 /// A boxed future, for the dyn-compatible [`EventSink`].
@@ -88,6 +90,9 @@ pub(crate) struct HandlerConfigError {
     index: usize,
     message: String,
 }
+
+/// Where the package `@azure/web-pubsub-socket.io` takes its events (its `TUNNEL_PATH`).
+const SOCKETIO_DEFAULT_PATH: &str = "tunnel:///eventhandler/";
 
 /// The webhook handlers and stream mode of one `[hubs.X]` entry.
 #[derive(Debug)]
@@ -137,6 +142,11 @@ pub(crate) enum UserEventOutcome {
 pub(crate) struct Upstream {
     hubs: HashMap<String, HubUpstream>,
     listeners: Arc<Listeners>,
+    /// Azure's tunnels (`tunnel:///` handlers).
+    tunnels: Arc<Tunnels>,
+    /// The implicit handler of Socket.IO default mode: every event to a tunnel of the hub,
+    /// at the package's path.
+    socketio_default: Arc<WebhookHandler>,
     settings: UpstreamConfig,
     /// One queue per delivery worker; a connection's events always use the same one.
     queues: Vec<mpsc::Sender<Event>>,
@@ -166,7 +176,26 @@ impl Upstream {
             .request_origin
             .clone()
             .unwrap_or_else(|| endpoint_host(endpoint));
-        let shared = Arc::new(WebhookShared::new(&settings, keys.clone(), origin, metrics));
+        let tunnels = Tunnels::new(settings.max_response_bytes);
+        let shared = Arc::new(WebhookShared::new(
+            &settings,
+            keys.clone(),
+            origin,
+            metrics,
+            tunnels.clone(),
+        ));
+        let socketio_default = WebhookHandler::new(
+            &crate::config::EventHandlerConfig {
+                url_template: SOCKETIO_DEFAULT_PATH.into(),
+                user_event_pattern: Some("*".into()),
+                system_events: vec!["connect".into(), "connected".into(), "disconnected".into()],
+                auth: None,
+                http2: false,
+            },
+            shared.clone(),
+        )
+        .map(Arc::new)
+        .expect("the built-in Socket.IO handler is valid");
         let mut hubs = HashMap::new();
         for (name, hub) in &config.hubs {
             let handlers = hub
@@ -206,6 +235,8 @@ impl Upstream {
             Self {
                 hubs,
                 listeners: Listeners::new(settings.timeout, cluster.clone()),
+                tunnels,
+                socketio_default,
                 settings,
                 queues,
                 hasher: Default::default(),
@@ -225,9 +256,22 @@ impl Upstream {
         Ok(upstream)
     }
 
+    /// The tunnel registry, for the tunnel edge.
+    pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
     /// The listener registry, for the gRPC service.
     pub(crate) fn listeners(&self) -> &Arc<Listeners> {
         &self.listeners
+    }
+
+    /// Whether a new Socket.IO connection of `hub` runs in Azure's default mode: the hub has
+    /// no event handler configured and a backend has a tunnel open for it (as
+    /// `useAzureSocketIO` does). Its events then all go to the tunnels; without a tunnel the
+    /// hub stays in serverless mode.
+    pub(crate) fn socketio_default_mode(&self, hub: &str) -> bool {
+        self.hub(hub).is_none_or(|h| h.handlers.is_empty()) && self.tunnels.any_for_hub(hub)
     }
 
     fn hub(&self, hub: &str) -> Option<&HubUpstream> {
@@ -251,6 +295,9 @@ impl Upstream {
 
     /// Delivers `event` to whoever takes it. `Ok(None)`: nothing selects the event.
     async fn dispatch(&self, event: &Event) -> Result<Option<Reply>, DeliveryError> {
+        if event.default_mode {
+            return self.socketio_default.deliver(event).await.map(Some);
+        }
         let name = event.kind.name();
         let mode = self.hub(&event.hub).map(|h| h.mode).unwrap_or_default();
         let mut stream_failed = false;
@@ -291,7 +338,7 @@ impl Upstream {
         self: &Arc<Self>,
         event: Event,
     ) -> Result<(ConnectAccepted, Session), ConnectRefusal> {
-        if !self.routes(&event.hub, &EventName::Connect) {
+        if !event.default_mode && !self.routes(&event.hub, &EventName::Connect) {
             let accepted = ConnectAccepted::default();
             let session = Session::new(&event, &accepted);
             return Ok((accepted, session));
@@ -330,7 +377,7 @@ impl Upstream {
     /// Queues the non-blocking `connected` event. Never waits: with the queue full, the event
     /// is dropped and logged.
     pub(crate) fn connected(&self, session: &Session) {
-        if !self.routes(session.hub(), &EventName::Connected) {
+        if !session.default_mode() && !self.routes(session.hub(), &EventName::Connected) {
             return;
         }
         let event = session.event(EventKind::Connected);
@@ -375,7 +422,9 @@ impl Upstream {
         reason: Option<&str>,
         mqtt: Option<MqttDisconnected>,
     ) {
-        if !session.mark_disconnected() || !self.routes(session.hub(), &EventName::Disconnected) {
+        if !session.mark_disconnected()
+            || !(session.default_mode() || self.routes(session.hub(), &EventName::Disconnected))
+        {
             return;
         }
         let event = session.event(EventKind::Disconnected {
@@ -469,6 +518,7 @@ impl Upstream {
             tracing::warn!("upstream events still queued at the end of the grace period");
         }
         self.listeners.close_all().await;
+        self.tunnels.close_all().await;
     }
 }
 

@@ -91,6 +91,7 @@ pub(crate) fn routes(
                         headers,
                         body_timeout,
                         limits,
+                        trusted: false,
                     };
                     let mut operation = "unknown";
                     let handled = handle(&node, &request, body, &mut operation)
@@ -123,6 +124,44 @@ struct RestRequest {
     body_timeout: Duration,
     /// Where a body that timed out is counted.
     limits: Arc<LimitCounters>,
+    /// Already authenticated (a request over a tunnel): no `Authorization` is looked for.
+    trusted: bool,
+}
+
+/// A REST call that arrived over an authenticated tunnel (spec part 2 §2.4): the same data
+/// plane as `/api/hubs/...`, answered the same way, without a bearer token. `path` is the
+/// raw path, `query` the raw query without `?`.
+pub(crate) async fn execute_trusted(
+    node: &Node,
+    limits: Arc<LimitCounters>,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let head = method == Method::HEAD;
+    let call = ControlCall::start("rest", trace::extract_http(&headers));
+    let request = RestRequest {
+        path,
+        method,
+        query,
+        headers,
+        body_timeout: Duration::from_secs(1),
+        limits,
+        trusted: true,
+    };
+    let body = futures_util::stream::once(async move { Ok::<_, warp::Error>(body) });
+    let mut operation = "unknown";
+    let handled = handle(node, &request, Box::pin(body), &mut operation)
+        .instrument(call.span.clone())
+        .await;
+    let reply = match handled {
+        Ok(reply) => reply,
+        Err(error) => error.into_response(head),
+    };
+    call.finish(node.metrics(), operation, reply.status().as_str());
+    reply
 }
 
 // === errors ===
@@ -246,7 +285,9 @@ where
 {
     let query = Query::parse(&req.query)?;
     let api_version = api_version(&query)?;
-    authenticate(node, req)?;
+    if !req.trusted {
+        authenticate(node, req)?;
+    }
     let rest = req
         .path
         .strip_prefix("/api/hubs/")

@@ -280,7 +280,7 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
             "transport=websocket needs a WebSocket upgrade request",
         );
     }
-    match open(sio, &request, &hub_name, hub.clone(), websocket) {
+    match open(sio, &mut request, &hub_name, hub.clone(), websocket).await {
         Ok(session) if websocket => websocket::accept_new(sio, session, &mut request),
         Ok(session) => polling::handshake(sio, &session),
         Err(refusal) => {
@@ -306,10 +306,13 @@ impl Refusal {
 }
 
 /// A new Engine.IO session: token (or anonymous), per-hub limits, then registration. The
-/// `connect` event is raised later, per namespace.
-fn open(
+/// `connect` event is raised later, per namespace; in default mode (a backend's tunnel and no
+/// handler, spec part 2 §2.4) it is raised here, once for the connection, and the backend's
+/// Socket.IO server decides.
+async fn open(
     sio: &Arc<SocketIoEdge>,
-    request: &Request,
+    // `&mut`: the body stream is `Send` but not `Sync`, and this future is awaited.
+    request: &mut Request,
     hub_name: &str,
     hub: HubKey,
     websocket: bool,
@@ -339,6 +342,29 @@ fn open(
         tracing::warn!(roles = ?rejected, "ignoring unknown or invalid roles");
     }
     let id = edge.node.new_connection_id();
+    let default_mode = if edge.upstream.socketio_default_mode(hub.as_str()) {
+        let mut event = upstream::Session::connect_event(
+            hub.shared(),
+            id.clone(),
+            claims.user_id.as_deref(),
+            None,
+            body.clone(),
+        );
+        event.default_mode = true;
+        match edge.upstream.connect(event).await {
+            Ok((_, session)) => Some(Arc::new(session)),
+            Err(refusal) => {
+                return Err(Refusal(
+                    StatusCode::from_u16(refusal.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    code::FORBIDDEN,
+                    refusal.message,
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let config = &edge.config.socketio;
     // A WebSocket client gets the handshake as its first frame; a polling client as the
     // answer to this request.
@@ -366,9 +392,12 @@ fn open(
         groups: claims.groups,
         greeting,
     });
-    let session = EioSession::new(sio, conn, body, websocket);
+    let session = EioSession::new(sio, conn, body, websocket, default_mode.clone());
     sio.sessions.insert(session.sid(), session.clone());
     session::spawn_lifecycle(sio, session.clone());
+    if let Some(upstream_session) = &default_mode {
+        edge.upstream.connected(upstream_session);
+    }
     Ok(session)
 }
 

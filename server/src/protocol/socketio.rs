@@ -392,6 +392,48 @@ pub fn event_payload(packet: &str, attachments: &[Bytes]) -> String {
     out
 }
 
+/// The Engine.IO payload of an event (`4` + a Socket.IO event packet, then its attachments)
+/// with `id` as its ack id: how the service numbers the packet of an `:invoke` (the
+/// backend sends it without one, spec part 2 §2.4a).
+///
+/// # Errors
+/// The payload does not start with a Socket.IO event packet, or it already has an ack id.
+pub fn with_ack_id(payload: &str, id: u64) -> Result<String, PacketError> {
+    let (first, rest) = match payload.split_once(SEPARATOR) {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (payload, None),
+    };
+    let packet = first.strip_prefix('4').ok_or(PacketError::Empty)?;
+    let p = parse_sio(packet)?;
+    if !matches!(p.kind, SioType::Event | SioType::BinaryEvent) || p.ack_id.is_some() {
+        return Err(PacketError::AckId);
+    }
+    let mut out = String::with_capacity(payload.len() + 24);
+    out.push('4');
+    if p.kind.is_binary() {
+        out.push('5');
+        out.push_str(&p.attachments.to_string());
+        out.push('-');
+    } else {
+        out.push('2');
+    }
+    out.push_str(&namespace_prefix(p.namespace));
+    out.push_str(&id.to_string());
+    out.push_str(p.data);
+    if let Some(rest) = rest {
+        out.push(SEPARATOR);
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// One binary Engine.IO packet in a payload: `b<base64>`.
+pub fn binary_payload(bytes: &[u8]) -> String {
+    let mut out = String::from("b");
+    STANDARD.encode_string(bytes, &mut out);
+    out
+}
+
 // === groups ===
 
 /// The group of a namespace's room, as Azure names it: `0~` + base64url(namespace) + `~` +
@@ -418,6 +460,29 @@ pub fn new_socket_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn invoke_packets_get_an_ack_id() {
+        assert_eq!(
+            with_ack_id("42[\"survey\",1]", 7).as_deref(),
+            Ok("427[\"survey\",1]")
+        );
+        assert_eq!(
+            with_ack_id("42/ns,[\"e\"]", 12).as_deref(),
+            Ok("42/ns,12[\"e\"]")
+        );
+        assert_eq!(
+            with_ack_id(
+                "451-[\"e\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQI=",
+                3
+            )
+            .as_deref(),
+            Ok("451-3[\"e\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQI=")
+        );
+        assert!(with_ack_id("425[\"e\"]", 3).is_err(), "already numbered");
+        assert!(with_ack_id("43[1]", 3).is_err(), "not an event");
+        assert!(with_ack_id("2", 3).is_err(), "not a message");
+    }
+
     use super::*;
 
     #[test]

@@ -34,6 +34,9 @@ pub(crate) struct Event {
     pub(crate) kind: EventKind,
     /// For a Socket.IO client: the namespace socket the event is about.
     pub(crate) socketio: Option<Arc<SocketIoSocket>>,
+    /// An event of a Socket.IO connection in Azure's default mode (spec part 2 §2.4): it
+    /// goes to the hub's tunnels (`@azure/web-pubsub-socket.io`), whatever handlers say.
+    pub(crate) default_mode: bool,
     /// For an MQTT client: its session and WebSocket (`ce-sessionId`,
     /// `ce-physicalConnectionId`).
     pub(crate) mqtt: Option<Arc<MqttIds>>,

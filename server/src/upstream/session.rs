@@ -30,6 +30,8 @@ pub(crate) struct Session {
     socketio: Option<Arc<SocketIoSocket>>,
     /// For an MQTT session: its ids (every event carries them).
     mqtt: Option<Arc<MqttIds>>,
+    /// A Socket.IO connection in default mode (every event carries it).
+    default_mode: bool,
 }
 
 impl Session {
@@ -55,6 +57,7 @@ impl Session {
             disconnected: AtomicBool::new(false),
             socketio: connect.socketio.clone(),
             mqtt: connect.mqtt.clone(),
+            default_mode: connect.default_mode,
         }
     }
 
@@ -77,12 +80,18 @@ impl Session {
             kind: EventKind::Connect(body),
             socketio: None,
             mqtt: None,
+            default_mode: false,
         }
     }
 
     /// The hub (lower-cased).
     pub(crate) fn hub(&self) -> &str {
         &self.hub
+    }
+
+    /// Whether this is a Socket.IO connection in default mode.
+    pub(crate) fn default_mode(&self) -> bool {
+        self.default_mode
     }
 
     /// The connection id.
@@ -109,6 +118,7 @@ impl Session {
             kind,
             socketio: self.socketio.clone(),
             mqtt: self.mqtt.clone(),
+            default_mode: self.default_mode,
         }
     }
 

@@ -672,6 +672,7 @@ mod tests {
             },
             socketio: None,
             mqtt: None,
+            default_mode: false,
         }
     }
 

@@ -17,6 +17,7 @@ use super::event::{
     ConnectResponse, DeliveryError, Event, EventKind, EventName, MqttRefusal, Reply, ReplyBody,
 };
 use super::handler::Selection;
+use super::tunnel::Tunnels;
 use super::{BoxFuture, EventSink};
 use crate::config::{EventHandlerConfig, UpstreamConfig};
 use crate::message::{Data, Utf8Bytes};
@@ -40,6 +41,10 @@ pub(crate) struct WebhookShared {
     keys: KeyRing,
     origin: HeaderValue,
     metrics: Metrics,
+    /// Where `tunnel:///` handlers send their requests.
+    tunnels: Arc<Tunnels>,
+    /// The upstream timeout (per attempt), for requests over a tunnel.
+    timeout: std::time::Duration,
 }
 
 impl WebhookShared {
@@ -48,6 +53,7 @@ impl WebhookShared {
         keys: KeyRing,
         origin: String,
         metrics: Metrics,
+        tunnels: Arc<Tunnels>,
     ) -> Self {
         let client = HttpClient::new(settings);
         let origin = HeaderValue::from_str(&origin).unwrap_or_else(|_| {
@@ -60,6 +66,8 @@ impl WebhookShared {
             keys,
             origin,
             metrics,
+            tunnels,
+            timeout: settings.timeout,
         }
     }
 }
@@ -74,6 +82,8 @@ pub(crate) struct WebhookHandler {
     /// The `?code=` value, percent-encoded.
     code: Option<String>,
     http2: bool,
+    /// A `tunnel:///<path>` handler: requests go through a tunnel of the event's hub.
+    tunnel: bool,
     shared: Arc<WebhookShared>,
 }
 
@@ -87,11 +97,23 @@ impl WebhookHandler {
         shared: Arc<WebhookShared>,
     ) -> Result<Self, String> {
         let template = config.url_template.trim();
+        // `tunnel:///<path>`: the request goes through a tunnel, with an absolute URL on
+        // this service's host (the backend reads only its path).
+        let tunnel_path = template.strip_prefix("tunnel:///");
+        let rewritten;
+        let template = match tunnel_path {
+            Some(path) => {
+                let host = shared.origin.to_str().unwrap_or("localhost");
+                rewritten = format!("https://{host}/{path}");
+                rewritten.as_str()
+            }
+            None => template,
+        };
         let rest = template
             .strip_prefix("http://")
             .or_else(|| template.strip_prefix("https://"))
             .ok_or_else(|| {
-                format!("url_template '{template}' must start with http:// or https://")
+                format!("url_template '{template}' must start with http://, https:// or tunnel:///")
             })?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if authority.is_empty() || authority.contains('{') {
@@ -130,6 +152,7 @@ impl WebhookHandler {
             auth_header,
             code,
             http2: config.http2,
+            tunnel: tunnel_path.is_some(),
             shared,
         };
         handler
@@ -207,13 +230,16 @@ impl WebhookHandler {
         let name = event.kind.name();
         let shared = &self.shared;
         let invalid = |e: http::uri::InvalidUri| DeliveryError::InvalidResponse(e.to_string());
-        let validate_url = self.url(&event.hub, "validate").map_err(invalid)?;
         let auth = self.auth_headers();
-        shared
-            .validator
-            .ensure(&validate_url, &auth, self.http2)
-            .await
-            .map_err(DeliveryError::NotValidated)?;
+        // A tunnel is authenticated by the backend's own token: no abuse-protection check.
+        if !self.tunnel {
+            let validate_url = self.url(&event.hub, "validate").map_err(invalid)?;
+            shared
+                .validator
+                .ensure(&validate_url, &auth, self.http2)
+                .await
+                .map_err(DeliveryError::NotValidated)?;
+        }
         let mut headers = cloudevents::headers(event, &shared.origin, &shared.keys);
         headers.extend(auth);
         trace::inject_http(&mut headers);
@@ -224,17 +250,21 @@ impl WebhookHandler {
             body: cloudevents::body(&event.kind),
             http2: self.http2,
         };
-        let response = shared
-            .client
-            .send(request, !name.is_blocking())
-            .await
-            .map_err(|e| match e {
-                SendError::Timeout => DeliveryError::Timeout,
-                SendError::Network(e) => DeliveryError::Unreachable(e),
-                SendError::TooLarge => {
-                    DeliveryError::InvalidResponse("the response body is too large".into())
-                }
-            })?;
+        let sent = if self.tunnel {
+            shared
+                .tunnels
+                .request(&event.hub, &request, shared.timeout)
+                .await
+        } else {
+            shared.client.send(request, !name.is_blocking()).await
+        };
+        let response = sent.map_err(|e| match e {
+            SendError::Timeout => DeliveryError::Timeout,
+            SendError::Network(e) => DeliveryError::Unreachable(e),
+            SendError::TooLarge => {
+                DeliveryError::InvalidResponse("the response body is too large".into())
+            }
+        })?;
         tracing::Span::current().record("http.response.status_code", response.status.as_u16());
         parse_response(&event.kind, response)
     }
@@ -437,6 +467,7 @@ mod tests {
             keys,
             "localhost".into(),
             Metrics::new(),
+            Tunnels::new(1024),
         ))
     }
 

@@ -78,6 +78,10 @@ pub(crate) struct EioSession {
     /// the lifecycle task then ends the session with `end_reason`.
     ended: CancellationToken,
     end_reason: Mutex<Option<String>>,
+    /// Default mode (spec part 2 §2.4): the connection's upstream side. Every packet the
+    /// client sends goes to the backend's Socket.IO server as is, which answers over REST;
+    /// the edge keeps only the heartbeat and the namespace groups.
+    default_mode: Option<Arc<Session>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +94,7 @@ impl EioSession {
         conn: Arc<Connection>,
         connect_body: ConnectBody,
         websocket: bool,
+        default_mode: Option<Arc<Session>>,
     ) -> Arc<Self> {
         let limits = sio.edge.config.hub_limits(conn.hub());
         Arc::new(Self {
@@ -110,6 +115,7 @@ impl EioSession {
             post_gate: tokio::sync::Mutex::new(()),
             ended: CancellationToken::new(),
             end_reason: Mutex::new(None),
+            default_mode,
         })
     }
 
@@ -188,6 +194,9 @@ impl EioSession {
                 kind.name()
             )));
         }
+        if let Some(upstream) = &self.default_mode {
+            return self.forward(sio, upstream, packet).await;
+        }
         match packet {
             EioPacket::Binary(bytes) => self.on_attachment(sio, bytes).await,
             EioPacket::Text(kind, data) => {
@@ -214,6 +223,76 @@ impl EioSession {
                 }
             }
         }
+    }
+
+    /// Default mode: a packet goes to the backend as an Engine.IO payload (`4…`, or `b` +
+    /// base64 for binary), one user event each, in order. A namespace connect or disconnect
+    /// also joins or leaves the namespace's group, as Azure does (broadcasts address it).
+    async fn forward(
+        &self,
+        sio: &SocketIoEdge,
+        upstream: &Arc<Session>,
+        packet: EioPacket<'_>,
+    ) -> Result<(), Fatal> {
+        let payload = match packet {
+            EioPacket::Binary(bytes) => packets::binary_payload(&bytes),
+            EioPacket::Text(kind, data) => match kind {
+                EioType::Pong | EioType::Noop => return Ok(()),
+                EioType::Close => {
+                    self.end("");
+                    return Ok(());
+                }
+                EioType::Message => {
+                    let sio_packet = packets::parse_sio(data)
+                        .map_err(|e| Fatal(format!("Invalid Socket.IO packet: {e}.")))?;
+                    match sio_packet.kind {
+                        // The answer to a service-numbered `:invoke` packet goes to the
+                        // call that waits for it, not to the backend's server.
+                        SioType::Ack
+                            if sio_packet.ack_id.is_some_and(|id| {
+                                sio.edge.upstream.tunnels().invokes().answer(
+                                    id,
+                                    self.conn.id().as_str(),
+                                    format!("4{data}"),
+                                )
+                            }) =>
+                        {
+                            return Ok(());
+                        }
+                        SioType::Connect => {
+                            let _ = sio.edge.node.join_group_from_client(
+                                &self.conn,
+                                &packets::namespace_group(sio_packet.namespace),
+                            );
+                        }
+                        SioType::Disconnect => {
+                            let prefix = packets::namespace_group(sio_packet.namespace);
+                            for group in self.conn.groups() {
+                                if group.starts_with(&prefix) {
+                                    sio.edge.node.leave_group_from_client(&self.conn, &group);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    format!("4{data}")
+                }
+                EioType::Open | EioType::Ping | EioType::Upgrade => {
+                    return Err(Fatal(format!(
+                        "Unexpected Engine.IO packet type {kind:?} from the client."
+                    )));
+                }
+            },
+        };
+        if let UserEventOutcome::Failed(_) = sio
+            .edge
+            .upstream
+            .user_event(upstream, "message", Some(Data::Text(payload.into())), None)
+            .await
+        {
+            tracing::debug!("the Socket.IO server did not take a packet");
+        }
+        Ok(())
     }
 
     async fn on_attachment(&self, sio: &SocketIoEdge, bytes: Bytes) -> Result<(), Fatal> {
@@ -411,6 +490,9 @@ impl EioSession {
             .inc();
         sio.sessions.remove(self.conn.id().as_str());
         sio.edge.node.unregister_client(&self.conn);
+        if let Some(upstream) = &self.default_mode {
+            sio.edge.upstream.disconnected(upstream, Some(reason)).await;
+        }
         let sockets: Vec<_> = lock(&self.sockets).drain().map(|(_, s)| s).collect();
         for socket in sockets {
             sio.edge

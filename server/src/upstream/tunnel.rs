@@ -1,0 +1,377 @@
+//! Azure's tunnel as an event transport: backends that dial in at `/server/tunnel?hub=…`
+//! (`@azure/web-pubsub-socket.io`, Azure's tunnel tool) and take a hub's CloudEvents as
+//! `HttpRequest` frames, for the event handlers whose URL is `tunnel:///<path>`.
+//!
+//! [`Tunnels`] is the registry: the tunnel edge registers each connected tunnel under its hub
+//! and hands it the frames it reads; a webhook handler with a `tunnel:///` URL sends its
+//! request through [`Tunnels::request`], which picks one of the hub's tunnels (round robin:
+//! several tunnels of a hub share the load), numbers the request and waits for the matching
+//! `HttpResponse` (its parts joined while `NotCompleted`). A tunnel that goes away fails its
+//! pending requests at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::webhook::client::{InboundResponse, OutboundRequest, SendError};
+use crate::protocol::tunnel::{self as frames, HttpRequest, HttpResponse};
+
+/// Frames that may wait for one tunnel's writer before senders wait.
+pub(crate) const TUNNEL_QUEUE: usize = 256;
+
+/// One connected tunnel, as the registry sees it.
+#[derive(Debug)]
+pub(crate) struct Tunnel {
+    id: u64,
+    /// What the tunnel's writer sends, in order.
+    tx: mpsc::Sender<Bytes>,
+    /// Requests sent and not fully answered yet, by AckId: the parts so far and the waiter.
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_ack: AtomicU64,
+    /// Largest answer (all parts together) taken.
+    max_response: usize,
+}
+
+#[derive(Debug)]
+struct Pending {
+    status: Option<u16>,
+    headers: frames::Headers,
+    body: BytesMut,
+    done: oneshot::Sender<Result<InboundResponse, SendError>>,
+}
+
+impl Tunnel {
+    /// The tunnel's number on this node.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A sender to the tunnel's writer (for answers to the backend's own requests).
+    pub(crate) fn sender(&self) -> mpsc::Sender<Bytes> {
+        self.tx.clone()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one `HttpResponse` frame from the backend. An answer to nothing we asked (or to
+    /// a request that timed out) is dropped.
+    pub(crate) fn on_response(&self, response: HttpResponse) {
+        let mut pending = self.pending();
+        let Some(entry) = pending.get_mut(&response.ack_id) else {
+            tracing::debug!(
+                ack_id = response.ack_id,
+                "tunnel answer to no pending request"
+            );
+            return;
+        };
+        entry.status.get_or_insert(response.status_code);
+        if entry.headers.is_empty() {
+            entry.headers = response.headers;
+        }
+        if entry.body.len() + response.content.len() > self.max_response {
+            let entry = pending.remove(&response.ack_id).expect("present");
+            let _ = entry.done.send(Err(SendError::TooLarge));
+            return;
+        }
+        entry.body.extend_from_slice(&response.content);
+        if response.not_completed {
+            return;
+        }
+        let entry = pending.remove(&response.ack_id).expect("present");
+        let _ = entry
+            .done
+            .send(Ok(inbound(entry.status, &entry.headers, entry.body)));
+    }
+
+    /// Sends `request` and waits for its whole answer.
+    async fn request(
+        &self,
+        request: &OutboundRequest,
+        url: String,
+        timeout: Duration,
+    ) -> Result<InboundResponse, SendError> {
+        let ack_id = self.next_ack.fetch_add(1, Ordering::Relaxed) + 1;
+        let (done, answer) = oneshot::channel();
+        self.pending().insert(
+            ack_id,
+            Pending {
+                status: None,
+                headers: frames::Headers::new(),
+                body: BytesMut::new(),
+                done,
+            },
+        );
+        let frame = frames::encode_request(&HttpRequest {
+            ack_id,
+            local_routing: false,
+            channel_name: None,
+            http_method: request.method.to_string(),
+            url,
+            headers: tunnel_headers(&request.headers),
+            content: request.body.clone(),
+        });
+        let outcome = tokio::time::timeout(timeout, async {
+            self.tx
+                .send(frame)
+                .await
+                .map_err(|_| SendError::Network("the tunnel closed".into()))?;
+            answer
+                .await
+                .unwrap_or_else(|_| Err(SendError::Network("the tunnel closed".into())))
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                self.pending().remove(&ack_id);
+                Err(SendError::Timeout)
+            }
+        }
+    }
+}
+
+/// The parts of an answer as the webhook client returns them.
+fn inbound(status: Option<u16>, headers: &frames::Headers, body: BytesMut) -> InboundResponse {
+    let mut map = http::HeaderMap::new();
+    for (name, values) in headers {
+        let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for value in values {
+            if let Ok(value) = http::HeaderValue::from_str(value) {
+                map.append(name.clone(), value);
+            }
+        }
+    }
+    InboundResponse {
+        status: http::StatusCode::from_u16(status.unwrap_or(500))
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+        headers: map,
+        body: body.freeze(),
+    }
+}
+
+/// `{name: [values]}` from a header map.
+pub(crate) fn tunnel_headers(headers: &http::HeaderMap) -> frames::Headers {
+    let mut out = frames::Headers::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            out.entry(name.as_str().to_owned())
+                .or_default()
+                .push(value.to_owned());
+        }
+    }
+    out
+}
+
+/// The first ack id the service gives an `:invoke` packet: far above the ids a Socket.IO
+/// server numbers its own acks with (from 0), so the two never meet on a connection.
+const FIRST_INVOKE_ID: u64 = 1_000_000_000_000;
+
+/// Client answers one `:invoke` keeps before it reads them.
+const INVOKE_ANSWERS: usize = 1024;
+
+/// Socket.IO `:invoke` calls waiting for their clients' acks, by the ack id the service gave
+/// the packet (one id for every recipient of a call).
+#[derive(Debug)]
+pub(crate) struct Invokes {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<(String, String)>>>,
+}
+
+impl Invokes {
+    fn new() -> Self {
+        Self {
+            next: AtomicU64::new(FIRST_INVOKE_ID),
+            waiting: Mutex::default(),
+        }
+    }
+
+    /// A new call: its ack id and where its answers arrive (connection id, Engine.IO payload).
+    pub(crate) fn start(&self) -> (u64, mpsc::Receiver<(String, String)>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(INVOKE_ANSWERS);
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        (id, rx)
+    }
+
+    /// The call is over: later answers are the client's own business again.
+    pub(crate) fn finish(&self, id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// A client's ack `id`: taken (true) when it answers a pending call.
+    pub(crate) fn answer(&self, id: u64, connection_id: &str, payload: String) -> bool {
+        if id < FIRST_INVOKE_ID {
+            return false;
+        }
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get(&id) {
+            Some(tx) => {
+                let _ = tx.try_send((connection_id.to_owned(), payload));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The tunnels connected to this node, by lower-cased hub.
+#[derive(Debug)]
+pub(crate) struct Tunnels {
+    hubs: RwLock<HashMap<String, Vec<Arc<Tunnel>>>>,
+    next_id: AtomicU64,
+    turn: AtomicUsize,
+    max_response: usize,
+    /// Cancelled at shutdown: every tunnel closes (1001, so backends come back).
+    closing: CancellationToken,
+    /// The tunnels' tasks (and their REST calls), apart from the client edges' tasks: a
+    /// tunnel outlives the drain of client connections, whose `disconnected` events it may
+    /// still carry.
+    tracker: TaskTracker,
+    /// Socket.IO `:invoke` calls of the tunnels' backends.
+    invokes: Invokes,
+}
+
+/// A registered tunnel; unregisters it (failing what it still owes) when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    tunnels: Arc<Tunnels>,
+    hub: String,
+    pub(crate) tunnel: Arc<Tunnel>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut hubs = self
+            .tunnels
+            .hubs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = hubs.get_mut(&self.hub) {
+            list.retain(|t| t.id != self.tunnel.id);
+            if list.is_empty() {
+                hubs.remove(&self.hub);
+            }
+        }
+        drop(hubs);
+        for (_, entry) in self.tunnel.pending().drain() {
+            let _ = entry
+                .done
+                .send(Err(SendError::Network("the tunnel closed".into())));
+        }
+    }
+}
+
+impl Tunnels {
+    pub(crate) fn new(max_response: usize) -> Arc<Self> {
+        Arc::new(Self {
+            hubs: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            turn: AtomicUsize::new(0),
+            max_response,
+            closing: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            invokes: Invokes::new(),
+        })
+    }
+
+    /// Registers a tunnel for `hub`; its writer takes the frames of the returned receiver.
+    pub(crate) fn register(self: &Arc<Self>, hub: &str) -> (Registration, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(TUNNEL_QUEUE);
+        let tunnel = Arc::new(Tunnel {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            pending: Mutex::default(),
+            next_ack: AtomicU64::new(0),
+            max_response: self.max_response,
+        });
+        let hub = hub.to_ascii_lowercase();
+        self.hubs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(hub.clone())
+            .or_default()
+            .push(tunnel.clone());
+        (
+            Registration {
+                tunnels: self.clone(),
+                hub,
+                tunnel,
+            },
+            rx,
+        )
+    }
+
+    /// Whether `hub` (lower-cased) has a tunnel on this node.
+    pub(crate) fn any_for_hub(&self, hub: &str) -> bool {
+        self.hubs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(hub)
+    }
+
+    /// One of `hub`'s tunnels, in turn.
+    fn pick(&self, hub: &str) -> Option<Arc<Tunnel>> {
+        let hubs = self.hubs.read().unwrap_or_else(PoisonError::into_inner);
+        let list = hubs.get(hub)?;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        list.get(turn % list.len()).cloned()
+    }
+
+    /// Sends `request` (its URL absolute, as the package requires) through one of `hub`'s
+    /// tunnels and waits up to `timeout` for the whole answer.
+    ///
+    /// # Errors
+    /// [`SendError::Network`] when no tunnel is connected for `hub` (or it closed), as an
+    /// unreachable webhook; [`SendError::Timeout`]; [`SendError::TooLarge`].
+    pub(crate) async fn request(
+        &self,
+        hub: &str,
+        request: &OutboundRequest,
+        timeout: Duration,
+    ) -> Result<InboundResponse, SendError> {
+        let tunnel = self
+            .pick(hub)
+            .ok_or_else(|| SendError::Network(format!("no tunnel is connected for hub '{hub}'")))?;
+        tunnel
+            .request(request, request.uri.to_string(), timeout)
+            .await
+    }
+
+    /// Fires at shutdown.
+    pub(crate) fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
+    /// The pending Socket.IO `:invoke` calls.
+    pub(crate) fn invokes(&self) -> &Invokes {
+        &self.invokes
+    }
+
+    /// Where the tunnel edge runs its tasks.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Closes every tunnel (the edge sends 1001) and waits a moment for the close frames.
+    pub(crate) async fn close_all(&self) {
+        self.closing.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+    }
+}
