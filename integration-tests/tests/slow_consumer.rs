@@ -40,7 +40,15 @@ fn number_of(message: &serde_json::Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_closed_while_readers_get_everything_in_order() {
-    let server = TestServer::start_with(|config| config.client.outbox_bytes = OUTBOX_BYTES).await;
+    let server = TestServer::start_with(|config| {
+        config.client.outbox_bytes = OUTBOX_BYTES;
+        // The sender pushes 16 MiB as fast as the readers keep up: on an idle machine that
+        // is more than the default per-socket byte rate (16 MiB/s), and a rate-limited
+        // sender would starve the readers. This test is about the slow consumer only.
+        config.limits.bytes_per_second = 1 << 30;
+        config.limits.messages_per_second = 1_000_000;
+    })
+    .await;
     let stats_before = server.router().stats();
 
     // The slow client: a small kernel receive buffer, so that once it stops reading the

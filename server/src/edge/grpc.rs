@@ -249,6 +249,8 @@ pub(crate) struct GrpcEdge {
     /// Stops following the cluster's health once the server drains.
     draining: CancellationToken,
     task: JoinHandle<()>,
+    /// Follows the cluster's health (cluster only); ends when the server drains.
+    follower: Option<JoinHandle<()>>,
 }
 
 impl GrpcEdge {
@@ -269,10 +271,9 @@ impl GrpcEdge {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ControlServer<ControlService>>().await;
         let draining = CancellationToken::new();
-        if let Some(serving) = cluster_serving {
-            // Ends when the edge starts draining, at the start of shutdown; it holds nothing.
-            tokio::spawn(follow_cluster(health.clone(), serving, draining.clone()));
-        }
+        // Ends when the edge starts draining, at the start of shutdown; `stop` joins it.
+        let follower = cluster_serving
+            .map(|serving| tokio::spawn(follow_cluster(health.clone(), serving, draining.clone())));
         // v1 for current tools, v1alpha for older grpcurl and friends.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -326,6 +327,7 @@ impl GrpcEdge {
             stop,
             draining,
             task,
+            follower,
         }
     }
 
@@ -344,6 +346,12 @@ impl GrpcEdge {
     /// Stops accepting, lets in-flight calls finish for a moment, then drops the rest.
     pub(crate) async fn stop(self) {
         self.stop.cancel();
+        self.draining.cancel();
+        if let Some(follower) = self.follower
+            && let Err(e) = follower.await
+        {
+            tracing::warn!(error = %e, "cluster health follower failed");
+        }
         let mut task = self.task;
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             tracing::debug!("gRPC calls still in flight at shutdown; dropping them");

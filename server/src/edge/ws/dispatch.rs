@@ -353,7 +353,8 @@ fn subscribe_group_state(edge: &Edge, conn: &Arc<Connection>, group: &str, ack_i
         Err(why) => return answer(Some((AckError::Forbidden, &why))),
     };
     let (conn, group) = (conn.clone(), group.to_owned());
-    tokio::spawn(async move {
+    // On the edge's tracker, so shutdown waits for the snapshot as for the connection.
+    edge.tracker.spawn(async move {
         match snapshot.await {
             Ok(items) => {
                 reply(&conn, protocol::group_state(format, true, &group, &items));
