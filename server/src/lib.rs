@@ -21,6 +21,7 @@
 //!   calling the service layer: `edge/ws` (the WebSocket edge at `/client/hubs/{hub}`),
 //!   `edge/mqtt` (MQTT 3.1.1/5.0 over WebSocket at `/clients/mqtt/hubs/{hub}`),
 //!   `edge/socketio` (Engine.IO v4 / Socket.IO v5 at `/clients/socketio/hubs/{hub}`),
+//!   `edge/tunnel` (Azure's tunnel at `/server/tunnel`, through which backends dial in),
 //!   `edge/rest` (Azure's REST API, on the HTTP listener) and `edge/grpc`
 //!   (`hubcast.v1.Control` with health and reflection, on `grpc_listen`). An edge never
 //!   imports the backplane, the composition root or the router itself: client edges admit,
@@ -30,8 +31,9 @@
 //!   it as a queue the service layer consumes, and the events they relay to this node's
 //!   event-stream listeners as a queue the upstream consumes. Its tasks end before
 //!   [`Server`] returns.
-//! - `upstream`: upstream events (spec §6): CloudEvents webhooks and the gRPC event stream
-//!   (`hubcast.v1.Events/Listen`), behind one API the WebSocket edge calls.
+//! - `upstream`: upstream events (spec §6): CloudEvents webhooks, `tunnel:///` handlers
+//!   and the gRPC event stream (`hubcast.v1.Events/Listen`), behind one API the client
+//!   edges call.
 //! - [`hubcast_auth`] (the `auth/` crate, beside this one): access keys, client access and
 //!   service tokens (HS256 JWT) and connection strings. The edges verify tokens with its
 //!   `verify` feature; the SDK and the load generator mint with it without linking this crate.
