@@ -105,10 +105,15 @@ impl System {
                 };
                 let grpc_port = free_port()?;
                 grpc = Some(format!("127.0.0.1:{grpc_port}"));
-                let mut config = String::new();
+                // The per-socket rate limits guard against abuse; a load generator on an idle
+                // machine publishes faster than their defaults (1,000 messages, 16 MiB per
+                // second), and a rate-limited publisher would be measured as lost messages.
+                let mut config = String::from(
+                    "[limits]\nmessages_per_second = 1000000\nbytes_per_second = 1073741824\n",
+                );
                 if plan.scenario == Scenario::Echo {
                     let receiver = EchoReceiver::start().await?;
-                    config = format!(
+                    config += &format!(
                         "[hubs.\"*\"]\n[[hubs.\"*\".event_handlers]]\n\
                          url_template = \"http://{}/{{hub}}/{{event}}\"\n\
                          user_event_pattern = \"*\"\n",
