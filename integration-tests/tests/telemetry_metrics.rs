@@ -173,6 +173,23 @@ async fn metrics_match_a_scripted_workload() {
     assert_eq!(scrape.types["hubcast_fanout_latency_seconds"], "histogram");
     assert_eq!(scrape.value("hubcast_connections", &[("hub", HUB)]), 3.0);
     assert_eq!(scrape.value("hubcast_connects_total", &[("hub", HUB)]), 3.0);
+    // The same connections by client protocol: all three came through the default edge.
+    let protocol = |p| [("protocol", p)];
+    assert_eq!(scrape.types["hubcast_protocol_connections"], "gauge");
+    assert_eq!(
+        scrape.value("hubcast_protocol_connections", &protocol("default")),
+        3.0
+    );
+    assert_eq!(
+        scrape.value("hubcast_protocol_connects_total", &protocol("default")),
+        3.0
+    );
+    for other in ["mqtt", "socketio"] {
+        assert_eq!(
+            scrape.value("hubcast_protocol_connections", &protocol(other)),
+            0.0
+        );
+    }
     assert_eq!(
         scrape.value("hubcast_connect_refusals_total", &[("status", "401")]),
         1.0
@@ -268,6 +285,28 @@ async fn metrics_match_a_scripted_workload() {
         0.0
     );
     assert!(scrape.value("hubcast_received_bytes_total", &[hub, ("kind", "text")]) > 3.0 * 40.0);
+    assert_eq!(
+        scrape.value(
+            "hubcast_protocol_messages_received_total",
+            &protocol("default")
+        ),
+        6.0
+    );
+    assert_eq!(
+        scrape.value(
+            "hubcast_protocol_received_bytes_total",
+            &protocol("default")
+        ),
+        scrape.value("hubcast_received_bytes_total", &[hub, ("kind", "text")])
+    );
+    assert_eq!(
+        scrape.value("hubcast_protocol_connections", &protocol("default")),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("hubcast_protocol_connects_total", &protocol("default")),
+        3.0
+    );
     // Disconnects by reason.
     assert_eq!(
         scrape.value("hubcast_disconnects_total", &[hub, ("reason", "client")]),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::telemetry::Protocol;
 use crate::telemetry::trace::TraceParent;
 
 pub mod close;
@@ -33,6 +34,18 @@ pub enum WireFormat {
     /// per packet for a WebSocket client. Only text messages that are valid payloads reach
     /// it (Azure's serverless mode sends `text/plain` Engine.IO payloads).
     SocketIo,
+}
+
+impl WireFormat {
+    /// The client protocol (the edge) a connection of this format came in through, for the
+    /// `protocol` label of metrics.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            WireFormat::Simple | WireFormat::Json | WireFormat::Protobuf => Protocol::Default,
+            WireFormat::Mqtt => Protocol::Mqtt,
+            WireFormat::SocketIo => Protocol::SocketIo,
+        }
+    }
 }
 
 /// One WebSocket data frame, ready to write. Cloning shares the bytes.

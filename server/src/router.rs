@@ -259,8 +259,7 @@ impl Router {
             .counters
             .connections
             .fetch_add(1, Ordering::Relaxed);
-        hub.metrics.connections.inc();
-        hub.metrics.connects.inc();
+        hub.metrics.connected(conn.format().protocol());
         for group in groups {
             if check_group_name(&group).is_ok() {
                 self.join_group(&conn, &group);
@@ -296,7 +295,7 @@ impl Router {
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
-        hub.metrics.connections.dec();
+        hub.metrics.disconnected(conn.format().protocol());
     }
 
     /// Adds `conn` to `group` (the caller has checked permission and the name). Returns

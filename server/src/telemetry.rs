@@ -9,7 +9,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod trace;
 
-pub use metrics::{HubMetrics, Metrics, SendKind};
+pub use metrics::{HubMetrics, Metrics, Protocol, SendKind};
 
 use std::time::Instant;
 

@@ -117,6 +117,7 @@ pub(crate) fn routes(
                 let span = tracing::info_span!(
                     "handshake",
                     otel.kind = "server",
+                    protocol = "default",
                     http.response.status_code = tracing::field::Empty,
                 );
                 trace::set_parent(&span, trace::extract_http(&request.headers));
@@ -392,6 +393,7 @@ pub(crate) struct Recovery {
 pub(crate) fn connection_span(conn: &Connection) -> tracing::Span {
     tracing::info_span!(
         "connection",
+        protocol = "default",
         hub = conn.hub().as_str(),
         connection.id = %conn.id(),
         user = conn.user_id().map(|u| &**u).unwrap_or(""),

@@ -609,6 +609,18 @@ registry! {
     /// Connections ended, by hub and reason.
     disconnects: Counter = "hubcast_disconnects_total",
         "Client connections ended, by reason.", ["hub", "reason"];
+    /// Client connections open now, by client protocol (see [`Protocol`]).
+    protocol_connections: Gauge = "hubcast_protocol_connections",
+        "Client connections open now, by client protocol (default, mqtt, socketio).", ["protocol"];
+    /// Connections accepted, by client protocol.
+    protocol_connects: Counter = "hubcast_protocol_connects_total",
+        "Client connections accepted, by client protocol.", ["protocol"];
+    /// Messages received from clients, by client protocol.
+    protocol_messages_received: Counter = "hubcast_protocol_messages_received_total",
+        "Data messages received from clients, by client protocol.", ["protocol"];
+    /// Bytes of those messages.
+    protocol_received_bytes: Counter = "hubcast_protocol_received_bytes_total",
+        "Payload bytes of data messages received from clients, by client protocol.", ["protocol"];
     /// Frames received from clients, by hub and frame kind (text, binary).
     messages_received: Counter = "hubcast_messages_received_total",
         "Data frames received from clients.", ["hub", "kind"];
@@ -727,6 +739,58 @@ impl SendKind {
     }
 }
 
+/// The values of the `protocol` label: the edge a client connection came in through.
+///
+/// Why families of their own rather than a `protocol` label on the per-hub ones: those
+/// expire and are capped by hub, and a third label would triple their series for hubs that
+/// use one protocol. Three fixed series answer "how many MQTT clients, how many messages from
+/// Socket.IO" without touching the per-hub budget; a per-hub-and-protocol breakdown is not
+/// kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Web PubSub's own clients (`/client/hubs/{hub}`: simple, JSON and protobuf).
+    Default = 0,
+    /// MQTT clients (`/clients/mqtt/hubs/{hub}`).
+    Mqtt = 1,
+    /// Socket.IO clients (`/clients/socketio/hubs/{hub}`).
+    SocketIo = 2,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 3] = [Protocol::Default, Protocol::Mqtt, Protocol::SocketIo];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Default => "default",
+            Protocol::Mqtt => "mqtt",
+            Protocol::SocketIo => "socketio",
+        }
+    }
+}
+
+/// The series of one client protocol (see [`Protocol`]), shared by every hub's
+/// [`HubSeries`]: they have no `hub` label, so they never expire.
+#[derive(Debug)]
+pub struct ProtocolSeries {
+    connections: Arc<Gauge>,
+    connects: Arc<Counter>,
+    messages_received: Arc<Counter>,
+    received_bytes: Arc<Counter>,
+}
+
+impl ProtocolSeries {
+    fn new(r: &Registry, protocol: Protocol) -> Self {
+        let label = [protocol.label()];
+        Self {
+            connections: r.protocol_connections.with(&label),
+            connects: r.protocol_connects.with(&label),
+            messages_received: r.protocol_messages_received.with(&label),
+            received_bytes: r.protocol_received_bytes.with(&label),
+        }
+    }
+}
+
 /// One hub's series, looked up once when the hub is created, so fan-out and the socket
 /// tasks record with a relaxed atomic add and nothing else. A cheap handle: clones share
 /// the series.
@@ -771,6 +835,8 @@ pub struct HubSeries {
     pub reliable_unacked_messages: Arc<Gauge>,
     /// `hubcast_reliable_unacked_bytes{hub}` (set by a collect hook).
     pub reliable_unacked_bytes: Arc<Gauge>,
+    /// The `hubcast_protocol_*{protocol}` series, indexed by [`Protocol`].
+    protocols: [ProtocolSeries; 3],
 }
 
 /// The two kinds of received frames, in the order of [`HubSeries::messages_received`].
@@ -794,6 +860,7 @@ impl HubSeries {
             outbox_bytes: r.outbox_bytes.own(&[hub]),
             reliable_unacked_messages: r.reliable_unacked_messages.own(&[hub]),
             reliable_unacked_bytes: r.reliable_unacked_bytes.own(&[hub]),
+            protocols: Protocol::ALL.map(|p| ProtocolSeries::new(r, p)),
         }
     }
 
@@ -838,12 +905,33 @@ impl HubSeries {
         }
     }
 
-    /// Counts one frame received from a client.
+    /// Counts one message received from a client of `protocol`: a text or binary frame of
+    /// the default protocol, a PUBLISH of MQTT, an event of Socket.IO.
     #[inline]
-    pub fn received(&self, binary: bool, bytes: usize) {
+    pub fn received(&self, protocol: Protocol, binary: bool, bytes: usize) {
         let i = usize::from(binary);
         self.messages_received[i].inc();
         self.received_bytes[i].add(bytes as u64);
+        let p = &self.protocols[protocol as usize];
+        p.messages_received.inc();
+        p.received_bytes.add(bytes as u64);
+    }
+
+    /// Counts a connection of `protocol` accepted and open.
+    #[inline]
+    pub fn connected(&self, protocol: Protocol) {
+        self.connections.inc();
+        self.connects.inc();
+        let p = &self.protocols[protocol as usize];
+        p.connections.inc();
+        p.connects.inc();
+    }
+
+    /// Counts a connection of `protocol` gone.
+    #[inline]
+    pub fn disconnected(&self, protocol: Protocol) {
+        self.connections.dec();
+        self.protocols[protocol as usize].connections.dec();
     }
 }
 
@@ -874,9 +962,13 @@ impl Default for Metrics {
 impl Metrics {
     /// An empty registry.
     pub fn new() -> Self {
-        Self {
-            registry: Arc::new(Registry::new()),
+        let registry = Arc::new(Registry::new());
+        // The protocol series exist from the start, at zero: a dashboard sees every
+        // protocol, used or not, and a rate over the first connection is right.
+        for protocol in Protocol::ALL {
+            ProtocolSeries::new(&registry, protocol);
         }
+        Self { registry }
     }
 
     /// The families, to record into.

@@ -35,6 +35,7 @@ use crate::router::outbox::Taken;
 use crate::router::{
     self, Close, ConnectSpec, Connection, ConnectionId, HubKey, Permission, Permissions,
 };
+use crate::telemetry::Protocol;
 use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
 use crate::upstream::{self, Session};
 use crate::upstream::{MqttDisconnectPacket, MqttDisconnected, MqttIds};
@@ -1010,9 +1011,11 @@ impl Reader<'_> {
     async fn on_publish(&mut self, publish: Publish, len: usize) -> Option<ReadEnd> {
         let version = self.shared.version;
         let edge = &self.mqtt.edge;
-        edge.node
-            .hub_metrics(self.conn.hub())
-            .received(true, publish.payload.len());
+        edge.node.hub_metrics(self.conn.hub()).received(
+            Protocol::Mqtt,
+            true,
+            publish.payload.len(),
+        );
         if version == Version::V5 {
             if publish.topic_alias.is_some() {
                 self.stop(

@@ -21,6 +21,7 @@ use crate::limits::{LimitKind, RateLimiter};
 use crate::message::{Data, Frame, Message, close};
 use crate::protocol::socketio::{self as packets, EioPacket, EioType, SioPacket, SioType};
 use crate::router::{Close, Connection, HubKey};
+use crate::telemetry::Protocol;
 use crate::upstream::event::ConnectBody;
 use crate::upstream::{Session, SocketIoSocket, UserEventOutcome};
 
@@ -182,7 +183,7 @@ impl EioSession {
             EioPacket::Binary(b) => (b.len(), true),
         };
         let metrics = sio.edge.node.hub_metrics(self.hub());
-        metrics.received(binary, len);
+        metrics.received(Protocol::SocketIo, binary, len);
         if let Err(kind) = lock(&self.rate).take(len, now) {
             sio.edge.limits.hit(kind);
             return Err(Fatal(format!(

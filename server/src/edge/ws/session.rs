@@ -29,8 +29,8 @@ use crate::message::{Frame, WireFormat, close};
 use crate::protocol::{self, Rendered, Subprotocol};
 use crate::router::outbox::Taken;
 use crate::router::{Close, Connection, HubKey};
-use crate::telemetry::HubMetrics;
 use crate::telemetry::trace::{self, TraceParent};
+use crate::telemetry::{HubMetrics, Protocol};
 use crate::upstream::{self, Session};
 use hubcast_auth as auth;
 
@@ -453,7 +453,7 @@ where
             }
             Ok(WsMessage::Text(_) | WsMessage::Binary(_)) if closing => {}
             Ok(WsMessage::Text(text)) => {
-                metrics.received(false, text.len());
+                metrics.received(Protocol::Default, false, text.len());
                 let span = message_span(conn, "text");
                 if let Some(event) = span.in_scope(|| dispatch::on_text(edge, conn, text)) {
                     let event =
@@ -466,7 +466,7 @@ where
                 }
             }
             Ok(WsMessage::Binary(bytes)) => {
-                metrics.received(true, bytes.len());
+                metrics.received(Protocol::Default, true, bytes.len());
                 let span = message_span(conn, "binary");
                 if let Some(event) = span.in_scope(|| dispatch::on_binary(edge, conn, bytes)) {
                     let event =
