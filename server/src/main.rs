@@ -41,6 +41,20 @@ enum Command {
     /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
     /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
     ServiceToken(ServiceTokenArgs),
+    /// Ask a running server whether it serves (`GET /api/health`): exit 0 on a 2xx answer,
+    /// 1 otherwise. For container health checks, where the image has no shell or curl.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// The URL to ask [default: /api/health on the HTTP listener (--listen), over https
+    /// when the listener has TLS, with an unspecified address asked on loopback].
+    #[arg(long)]
+    url: Option<String>,
+    /// How long the whole request may take: a number with s, m, h or d.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +281,7 @@ fn main() -> ExitCode {
             init_logging(None);
             service_token(&config, args)
         }
+        Some(Command::Health(args)) => health(&config, args),
         None => serve(config),
     }
 }
@@ -354,6 +369,73 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
         auth::client_url_for(&endpoint, protocol, &request.hub, &token)
     );
     ExitCode::SUCCESS
+}
+
+fn health(config: &Config, args: HealthArgs) -> ExitCode {
+    let url = args.url.unwrap_or_else(|| {
+        let mut addr = config.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}/api/health")
+    });
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            eprintln!("hubcast: invalid --url {url}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubcast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        // The same client stack as webhooks (hyper-util over hyper-rustls, webpki roots).
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| e.to_string())?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
+        match tokio::time::timeout(args.timeout, client.get(uri)).await {
+            Err(_) => Err(format!("no answer within {:?}", args.timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(response)) => Ok(response.status()),
+        }
+    });
+    match outcome {
+        Ok(status) if status.is_success() => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("hubcast: {url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hubcast: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(config: Config) -> ExitCode {
