@@ -800,6 +800,9 @@ impl Control {
                     hyper_util::rt::TokioExecutor::new(),
                 )
                 .pool_max_idle_per_host(CONTROL_CONCURRENCY)
+                // Below the servers' keep-alive timeouts (Node's default is 5 s), so an idle
+                // connection is not reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(3))
                 .build(connector);
                 Ok(Control::Rest {
                     client,

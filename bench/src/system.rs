@@ -167,7 +167,7 @@ impl System {
                     .arg(&config_path)
                     .env("RUST_LOG", "warn")
                     .env_remove("HUBCAST_REDIS_URL");
-                spawn(command, &bin)?
+                spawn(command, &bin, None)?
             }
             Kind::Floor => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -176,7 +176,7 @@ impl System {
                     .arg("floor")
                     .arg("--listen")
                     .arg(format!("127.0.0.1:{port}"));
-                spawn(command, &bin)?
+                spawn(command, &bin, None)?
             }
             Kind::Nats => {
                 let client_port = free_port()?;
@@ -194,7 +194,7 @@ impl System {
                 )?;
                 let mut command = Command::new(&options.nats_bin);
                 command.arg("-c").arg(&config_path);
-                spawn(command, &options.nats_bin)?
+                spawn(command, &options.nats_bin, None)?
             }
             Kind::Mosquitto => {
                 // mosquitto 2.0 refuses to start with a WebSocket listener alone ("Unable
@@ -226,7 +226,7 @@ impl System {
                 let bin = find_binary(&options.mosquitto_bin);
                 let mut command = Command::new(&bin);
                 command.arg("-c").arg(&config_path);
-                spawn(command, &bin)?
+                spawn(command, &bin, None)?
             }
             Kind::SocketIo => {
                 let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio");
@@ -241,7 +241,17 @@ impl System {
                     .arg(peer.join("server.js"))
                     .env("PORT", port.to_string())
                     .current_dir(&peer);
-                spawn(command, Path::new("node"))?
+                // Node makes the stdio it inherits non-blocking; were it this process's
+                // stderr, a pipe shared with stdout (`2>&1 | ...`) would make this process's
+                // own writes fail with EAGAIN. The peer logs to a file of the run instead.
+                let log_path = dir.path().join("socketio-peer.log");
+                let log = std::fs::File::create(&log_path)
+                    .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+                let mut child = spawn(command, Path::new("node"), Some(log))?;
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the Socket.IO peer exited with {status}"));
+                }
+                child
             }
             Kind::All => unreachable!("expanded by the caller"),
         });
@@ -323,11 +333,12 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn spawn(mut command: Command, bin: &Path) -> Result<Child, String> {
+/// Starts `command`, its stderr to `log` when given (else this process's).
+fn spawn(mut command: Command, bin: &Path, log: Option<std::fs::File>) -> Result<Child, String> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(log.map_or_else(Stdio::inherit, Stdio::from));
     command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))

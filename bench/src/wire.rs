@@ -590,6 +590,8 @@ fn number_after(bytes: &[u8], key: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     fn reader(kind: Kind) -> Reader {
@@ -636,6 +638,28 @@ mod tests {
             r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn mqtt_deliveries_are_counted_and_qos1_ones_acknowledged() {
+        let mut r = reader(Kind::Mosquitto);
+        let mut replies = Vec::new();
+        let mut both = mqtt::publish("g0", "@7.xx", 0, 0).expect("encodes");
+        both.extend(mqtt::publish("g0", "@8.xx", 1, 41).expect("encodes"));
+        // One WebSocket message with a packet and a half, then the rest.
+        let cut = both.len() - 3;
+        r.on_message(Message::binary(both[..cut].to_vec()), &mut replies);
+        assert_eq!(r.stats.delivered.load(Ordering::Relaxed), 1);
+        assert!(replies.is_empty(), "QoS 0 is not acknowledged");
+        r.on_message(Message::binary(both[cut..].to_vec()), &mut replies);
+        assert_eq!(r.stats.delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(replies, [Message::binary(mqtt::puback(42).to_vec())]);
+    }
+
+    #[test]
+    fn socketio_rooms_are_named_as_azure_names_them() {
+        assert_eq!(socketio_room_group("g0"), "0~Lw~ZzA");
+        assert_eq!(socketio_event("@1.x"), r#"42["msg","@1.x"]"#);
     }
 
     #[test]

@@ -46,6 +46,11 @@ io.on("connection", (socket) => {
   });
 });
 
+// The generator keeps its HTTP connections open between sends, which may be seconds apart
+// when the peer is slow: Node's default 5 s keep-alive would close one as a request starts.
+httpServer.keepAliveTimeout = 120_000;
+httpServer.headersTimeout = 125_000;
+
 httpServer.listen(port, "127.0.0.1", () => {
   console.error(`socket.io peer listening on 127.0.0.1:${httpServer.address().port}`);
 });
