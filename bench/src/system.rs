@@ -129,6 +129,8 @@ impl System {
         let mut echo = None;
         let port = free_port()?;
         let mut grpc = None;
+        // A child that logs to a file rather than to this process's stderr.
+        let mut child_log = None;
         let mut child = Running(match kind {
             Kind::Hubcast | Kind::HubcastMqtt | Kind::HubcastSocketIo => {
                 let bin = match &options.hubcast_bin {
@@ -247,11 +249,8 @@ impl System {
                 let log_path = dir.path().join("socketio-peer.log");
                 let log = std::fs::File::create(&log_path)
                     .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-                let mut child = spawn(command, Path::new("node"), Some(log))?;
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("the Socket.IO peer exited with {status}"));
-                }
-                child
+                child_log = Some(log_path);
+                spawn(command, Path::new("node"), Some(log))?
             }
             Kind::All => unreachable!("expanded by the caller"),
         });
@@ -264,9 +263,12 @@ impl System {
             }
             Ok::<_, String>(())
         };
-        started
-            .await
-            .map_err(|e| format!("{} did not start: {e}", kind.name()))?;
+        if let Err(e) = started.await {
+            let log = child_log
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default();
+            return Err(format!("{} did not start: {e}\n{log}", kind.name()));
+        }
         let pid = child.0.id();
         Ok(Self {
             kind,
