@@ -17,9 +17,18 @@ const { Server } = require("socket.io");
 const port = Number(process.env.PORT || 0);
 // Socket.IO answers its own path (/socket.io/) and passes every other request here.
 const httpServer = http.createServer((req, res) => {
-  const room = req.method === "POST" && req.url.startsWith("/publish/") ? decodeURIComponent(req.url.slice(9)) : "";
-  if (!room) {
+  if (req.method !== "POST" || !req.url.startsWith("/publish/")) {
     res.writeHead(404).end();
+    return;
+  }
+  let room;
+  try {
+    room = decodeURIComponent(req.url.slice("/publish/".length));
+  } catch {
+    room = "";
+  }
+  if (!room) {
+    res.writeHead(400).end("a room name is required: POST /publish/<room>");
     return;
   }
   const chunks = [];
