@@ -15,6 +15,7 @@ mod barrier;
 mod floor;
 mod limits;
 mod metrics;
+mod mqtt;
 mod report;
 mod scenario;
 mod system;
@@ -65,7 +66,8 @@ struct RunCli {
     /// The scenario.
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// Systems to measure, in this order (repeatable; `all` = hubcast, floor, nats, socketio).
+    /// Systems to measure, in this order (repeatable; `all` = every system, each running
+    /// the scenarios it has an equivalent of).
     #[arg(long = "target", value_enum, default_value = "hubcast")]
     targets: Vec<Kind>,
     /// Client connections (of this shard, when sharded, they are counted over all shards).
@@ -90,6 +92,9 @@ struct RunCli {
     /// messages) instead of `json.webpubsub.azure.v1`.
     #[arg(long)]
     reliable: bool,
+    /// MQTT systems: the QoS of the publishes and of the subscriptions (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
     /// Use running servers instead of starting one: WebSocket base URLs (repeatable;
     /// clients are spread over them round-robin). Only with a single `--target`.
     #[arg(long = "url")]
@@ -118,6 +123,9 @@ struct RunCli {
     /// The `nats-server` binary.
     #[arg(long, default_value = "nats-server")]
     nats_bin: PathBuf,
+    /// The `mosquitto` binary (looked up on PATH, then in /usr/sbin).
+    #[arg(long, default_value = "mosquitto")]
+    mosquitto_bin: PathBuf,
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -163,7 +171,7 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
     let mut targets = Vec::new();
     for target in cli.targets {
         match target {
-            Kind::All => targets.extend([Kind::Hubcast, Kind::Floor, Kind::Nats, Kind::SocketIo]),
+            Kind::All => targets.extend(Kind::EVERY),
             other => targets.push(other),
         }
     }
@@ -179,6 +187,7 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
         duration: cli.duration,
         warmup: cli.warmup,
         reliable: cli.reliable,
+        qos: cli.qos,
         shard,
         connect_concurrency: cli.connect_concurrency.max(1),
         barrier: cli.barrier,
@@ -194,6 +203,7 @@ async fn run_cli(cli: RunCli) -> Result<(), String> {
     let start = system::StartOptions {
         hubcast_bin: cli.hubcast_bin,
         nats_bin: cli.nats_bin,
+        mosquitto_bin: cli.mosquitto_bin,
         urls: cli.urls,
         access_key: cli.access_key,
         grpc: cli.grpc,

@@ -53,6 +53,8 @@ pub(crate) struct RunResult {
     pub(crate) size: usize,
     pub(crate) rate: f64,
     pub(crate) reliable: bool,
+    /// MQTT systems: the QoS of the publishes and subscriptions.
+    pub(crate) qos: Option<u8>,
     pub(crate) shard: String,
     pub(crate) duration_s: f64,
     pub(crate) connected: usize,
@@ -69,6 +71,9 @@ pub(crate) struct RunResult {
     pub(crate) deliveries_per_s: f64,
     pub(crate) latency: Latency,
     pub(crate) server: Option<ServerUse>,
+    /// Server CPU time per delivery in the window, in µs: the steadier measure on a shared
+    /// machine (the throughput moves with what else runs; the cost per message less).
+    pub(crate) server_cpu_us_per_delivery: Option<f64>,
     /// The same per server process, in `--pid` order (one entry per node of a cluster;
     /// `rss_per_connection_kib` is 0 there: how the connections split is not known).
     pub(crate) nodes: Vec<ServerUse>,
@@ -100,6 +105,7 @@ impl RunResult {
             size: plan.size,
             rate: plan.rate,
             reliable: plan.reliable && kind == Kind::Hubcast,
+            qos: kind.is_mqtt().then_some(plan.qos),
             shard: format!("{}/{}", plan.shard.index, plan.shard.count),
             duration_s: plan.duration.as_secs_f64(),
             connected: 0,
@@ -113,6 +119,7 @@ impl RunResult {
             deliveries_per_s: 0.0,
             latency: Latency::default(),
             server: None,
+            server_cpu_us_per_delivery: None,
             nodes: Vec::new(),
             sent_in_window: 0,
             due_in_window: 0,
@@ -141,13 +148,23 @@ impl RunResult {
         };
     }
 
+    /// Sets the server's CPU time per delivery from its CPU share and the delivery rate.
+    pub(crate) fn set_cpu_per_delivery(&mut self) {
+        self.server_cpu_us_per_delivery = self
+            .server
+            .as_ref()
+            .filter(|_| self.deliveries_per_s > 0.0)
+            .map(|s| s.cpu_percent / 100.0 * 1e6 / self.deliveries_per_s);
+    }
+
     fn lost(&self) -> u64 {
         self.expected.saturating_sub(self.delivered)
     }
 }
 
 /// Prints a markdown table of `results` with each run's ratio to the floor's run of the
-/// same scenario (deliveries/s, p99 latency, memory per idle connection).
+/// same scenario (deliveries/s, p99 latency, server CPU per delivery, memory per idle
+/// connection).
 pub(crate) fn print_markdown(results: &[RunResult]) {
     if results.is_empty() {
         return;
@@ -155,10 +172,12 @@ pub(crate) fn print_markdown(results: &[RunResult]) {
     println!();
     println!(
         "| scenario | system | clients | sent/s | deliveries/s | vs floor | p50 ms | p99 ms | p99.9 ms | \
-         p99 vs floor | server CPU % | server RSS MiB | idle KiB/conn | connects/s | lost | \
-         generator CPU % |"
+         p99 vs floor | server CPU % | CPU µs/delivery | CPU/delivery vs floor | server RSS MiB | \
+         idle KiB/conn | connects/s | lost | generator CPU % |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let floor = results.iter().find(|r| r.target == "floor");
     for r in results {
         let ratio = |ours: f64, theirs: f64| {
@@ -182,6 +201,12 @@ pub(crate) fn print_markdown(results: &[RunResult]) {
         });
         let p99_vs_floor =
             floor.map_or("–".into(), |f| ratio(r.latency.p99_ms, f.latency.p99_ms));
+        let cpu_vs_floor = floor.map_or("–".into(), |f| {
+            ratio(
+                r.server_cpu_us_per_delivery.unwrap_or(0.0),
+                f.server_cpu_us_per_delivery.unwrap_or(0.0),
+            )
+        });
         let opt =
             |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
         let system = match r.stalled_client_closed_by_server {
@@ -189,10 +214,15 @@ pub(crate) fn print_markdown(results: &[RunResult]) {
             Some(false) => format!("{} (stalled client kept)", r.target),
             None => r.target.to_owned(),
         };
+        let variant = match (r.reliable, r.qos) {
+            (true, _) => " (reliable)".to_owned(),
+            (false, Some(qos)) => format!(" (QoS {qos})"),
+            (false, None) => String::new(),
+        };
         println!(
-            "| {}{} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {}{} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
             r.scenario,
-            if r.reliable { " (reliable)" } else { "" },
+            variant,
             system,
             r.connected,
             r.sent_per_s,
@@ -203,6 +233,8 @@ pub(crate) fn print_markdown(results: &[RunResult]) {
             r.latency.p999_ms,
             p99_vs_floor,
             opt(r.server.as_ref().map(|s| s.cpu_percent), 0),
+            opt(r.server_cpu_us_per_delivery, 2),
+            cpu_vs_floor,
             opt(r.server.as_ref().map(|s| s.rss_mib), 1),
             opt(r.idle_rss_per_connection_kib, 2),
             r.connects_per_s,

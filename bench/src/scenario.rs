@@ -58,6 +58,14 @@ pub(crate) enum Scenario {
     /// Maximum fan-out: one group of every client, 100 B, as fast as the system delivers
     /// (closed loop: at most 32 messages per recipient outstanding).
     Fanout,
+    /// The same with MQTT subscribers on one topic and an MQTT publisher (`--qos`): Hubcast's
+    /// MQTT edge against mosquitto, and the floor.
+    MqttFanout,
+    /// The same with Socket.IO clients in one room, each message sent by the backend over
+    /// HTTP (Azure's REST send on Hubcast, `io.to(room).emit` behind an HTTP endpoint on the
+    /// Node peer), and the floor.
+    #[value(name = "socketio-fanout")]
+    SocketIoFanout,
     /// Idle connections: memory per connection after warm-up.
     Idle,
     /// Connect rate: new authenticated connections per second.
@@ -78,16 +86,36 @@ impl Scenario {
             Scenario::UserGrpc => "user-grpc",
             Scenario::Echo => "echo",
             Scenario::Fanout => "fanout",
+            Scenario::MqttFanout => "mqtt-fanout",
+            Scenario::SocketIoFanout => "socketio-fanout",
             Scenario::Idle => "idle",
             Scenario::ConnectRate => "connect-rate",
             Scenario::SlowConsumer => "slow-consumer",
         }
     }
 
-    /// Echo needs an upstream (a Hubcast feature); every other scenario runs on the floor
-    /// and the peers too (control-plane sends become a publisher connection there).
+    /// Echo needs an upstream (a Hubcast feature); the MQTT and Socket.IO fan-outs run on
+    /// the systems that speak their protocol and on the floor (the bound for any WebSocket
+    /// fan-out); every other scenario runs on the JSON clients of Hubcast, the floor, NATS
+    /// and Socket.IO (control-plane sends become a publisher connection on the last three).
     pub(crate) fn supports(self, kind: Kind) -> bool {
-        self != Scenario::Echo || kind == Kind::Hubcast
+        match self {
+            Scenario::Echo => kind == Kind::Hubcast,
+            Scenario::MqttFanout => kind.is_mqtt() || kind == Kind::Floor,
+            Scenario::SocketIoFanout => kind.is_socketio() || kind == Kind::Floor,
+            _ => matches!(
+                kind,
+                Kind::Hubcast | Kind::Floor | Kind::Nats | Kind::SocketIo
+            ),
+        }
+    }
+
+    /// One group of every client, closed loop.
+    pub(crate) fn is_fanout(self) -> bool {
+        matches!(
+            self,
+            Scenario::Fanout | Scenario::MqttFanout | Scenario::SocketIoFanout
+        )
     }
 
     fn sends(self) -> bool {
@@ -106,6 +134,7 @@ pub(crate) struct RunArgs {
     pub(crate) duration: f64,
     pub(crate) warmup: f64,
     pub(crate) reliable: bool,
+    pub(crate) qos: u8,
     pub(crate) shard: Shard,
     pub(crate) connect_concurrency: usize,
     /// A directory shared by the shards of one run: they start together (see `barrier`).
@@ -125,6 +154,8 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) reliable: bool,
+    /// MQTT: the QoS of publishes and subscriptions.
+    pub(crate) qos: u8,
     pub(crate) shard: Shard,
     pub(crate) connect_concurrency: usize,
     pub(crate) barrier: Option<PathBuf>,
@@ -161,26 +192,27 @@ impl RunArgs {
             UserRest | UserGrpc => 0.18 * clients_f,
             Echo => 0.5 * clients_f,
             SlowConsumer => 50.0,
-            Fanout | Idle | ConnectRate => 0.0,
+            Fanout | MqttFanout | SocketIoFanout | Idle | ConnectRate => 0.0,
         });
         if !(0.0..=1_000_000.0).contains(&rate) {
             return Err("--rate must be between 0 and 1,000,000 messages/s".into());
         }
-        if rate == 0.0 && !matches!(self.scenario, Fanout | Idle | ConnectRate) {
-            return Err("--rate 0 (closed loop) is only for fanout".into());
+        if rate == 0.0
+            && !(self.scenario.is_fanout() || matches!(self.scenario, Idle | ConnectRate))
+        {
+            return Err("--rate 0 (closed loop) is only for the fan-out scenarios".into());
         }
-        let size = self.size.unwrap_or(match self.scenario {
-            Fanout => 100,
-            _ => 2048,
-        });
+        let size = self
+            .size
+            .unwrap_or(if self.scenario.is_fanout() { 100 } else { 2048 });
         if !(32..=1_000_000).contains(&size) {
             return Err("--size must be between 32 and 1,000,000 bytes".into());
         }
         if !(0.1..=600.0).contains(&self.duration) || !(0.0..=600.0).contains(&self.warmup) {
             return Err("--duration must be 0.1–600 s and --warmup 0–600 s".into());
         }
-        if self.scenario == Fanout && self.shard.count > 1 {
-            return Err("fanout runs closed loop in one process; it cannot be sharded".into());
+        if self.scenario.is_fanout() && self.shard.count > 1 {
+            return Err("fan-out runs closed loop in one process; it cannot be sharded".into());
         }
         let publishers = match self.scenario {
             SmallGroup | UserRest | UserGrpc => 4,
@@ -195,6 +227,7 @@ impl RunArgs {
             duration: Duration::from_secs_f64(self.duration),
             warmup: Duration::from_secs_f64(self.warmup),
             reliable: self.reliable,
+            qos: self.qos,
             shard: self.shard,
             connect_concurrency: self.connect_concurrency,
             barrier: self.barrier.clone(),
@@ -224,9 +257,12 @@ impl Plan {
 
     fn group_of(&self, client: usize) -> Option<String> {
         match self.scenario {
-            Scenario::BigGroup | Scenario::U100 | Scenario::Fanout | Scenario::SlowConsumer => {
-                Some(format!("g{}", client % self.groups))
-            }
+            Scenario::BigGroup
+            | Scenario::U100
+            | Scenario::Fanout
+            | Scenario::MqttFanout
+            | Scenario::SocketIoFanout
+            | Scenario::SlowConsumer => Some(format!("g{}", client % self.groups)),
             Scenario::SmallGroup => Some(format!("g{}", client / 10)),
             _ => None,
         }
@@ -250,6 +286,7 @@ impl Plan {
             user,
             publisher: false,
             reliable: self.reliable && kind == Kind::Hubcast,
+            qos: self.qos,
             small_receive_buffer: false,
         }
     }
@@ -429,20 +466,26 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     }
 
     // Publishers (shard 0) for group sends, and for control-plane sends on the peers.
-    let via_control = kind == Kind::Hubcast
-        && matches!(
+    // The Socket.IO fan-out sends from the backend on both Socket.IO systems: Hubcast's
+    // serverless Socket.IO clients cannot send to a room themselves.
+    let via_control = match kind {
+        Kind::Hubcast => matches!(
             plan.scenario,
             Scenario::BroadcastRest
                 | Scenario::BroadcastGrpc
                 | Scenario::UserRest
                 | Scenario::UserGrpc
-        );
+        ),
+        Kind::HubcastSocketIo | Kind::SocketIo => plan.scenario == Scenario::SocketIoFanout,
+        _ => false,
+    };
     let mut publishers: Vec<Outbox> = Vec::new();
     if plan.shard.sends() && plan.scenario != Scenario::Echo && !via_control {
         for p in 0..plan.publishers {
             let who = Identity {
                 index: plan.clients + p,
                 publisher: true,
+                qos: plan.qos,
                 ..Identity::default()
             };
             let ws = wire::connect(system, &who).await?;
@@ -592,6 +635,7 @@ pub(crate) async fn run(plan: &Plan, system: &System) -> Result<RunResult, Strin
     result.server = server_before
         .zip(server_after)
         .map(|(a, b)| crate::report::ServerUse::between(a, b, window_seconds, outboxes.len()));
+    result.set_cpu_per_delivery();
     result.generator_cpu_percent =
         generator_cpu(own_before, Duration::from_secs_f64(window_seconds));
     result.server_closed = count_server_closes(&mut drivers);
@@ -693,11 +737,16 @@ impl Sender<'_> {
             Destination::User(user) => format!("u{user}"),
         };
         let publisher = &self.publishers[(k as usize) % self.publishers.len().max(1)];
-        if publisher
-            .send(wire::publish(self.kind, &group, &text))
-            .await
-            .is_err()
-        {
+        let message = match wire::publish(self.kind, &group, &text, self.plan.qos, k) {
+            Ok(message) => message,
+            Err(e) => {
+                if self.send_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("cannot publish: {e}");
+                }
+                return;
+            }
+        };
+        if publisher.send(message).await.is_err() {
             self.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -723,6 +772,8 @@ enum Control {
         >,
         base: String,
         key: String,
+        /// Hubcast's JSON clients, Hubcast's Socket.IO clients, or the Socket.IO peer.
+        kind: Kind,
     },
     Grpc(ServiceClient),
 }
@@ -749,11 +800,15 @@ impl Control {
                     hyper_util::rt::TokioExecutor::new(),
                 )
                 .pool_max_idle_per_host(CONTROL_CONCURRENCY)
+                // Below the servers' keep-alive timeouts (Node's default is 5 s), so an idle
+                // connection is not reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(3))
                 .build(connector);
                 Ok(Control::Rest {
                     client,
                     base: system.http_url(0),
                     key: system.access_key.clone(),
+                    kind: system.kind,
                 })
             }
         }
@@ -780,19 +835,51 @@ impl Control {
                     .await
                     .map_err(|e| e.to_string()),
             },
-            Control::Rest { client, base, key } => {
-                let path = match destination {
-                    Destination::All => format!("/api/hubs/{HUB}/:send"),
-                    Destination::User(user) => format!("/api/hubs/{HUB}/users/u{user}/:send"),
-                    Destination::Group(group) => format!("/api/hubs/{HUB}/groups/{group}/:send"),
+            Control::Rest {
+                client,
+                base,
+                key,
+                kind,
+            } => {
+                let request = if *kind == Kind::SocketIo {
+                    // The peer's backend endpoint: `io.to(room).emit("msg", body)`.
+                    let Destination::Group(group) = destination else {
+                        return Err("the Socket.IO peer sends to rooms only".into());
+                    };
+                    http::Request::post(format!("{base}/publish/{group}"))
+                        .header(http::header::CONTENT_TYPE, "text/plain")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(text)))
+                        .map_err(|e| e.to_string())?
+                } else {
+                    let (path, body) = match (destination, kind) {
+                        // Azure's REST send to a Socket.IO room: the group of the room, and
+                        // the Engine.IO packet the room's sockets get, as the server SDK
+                        // encodes it.
+                        (Destination::Group(group), Kind::HubcastSocketIo) => (
+                            format!(
+                                "/api/hubs/{HUB}/groups/{}/:send",
+                                wire::socketio_room_group(group)
+                            ),
+                            wire::socketio_event(&text),
+                        ),
+                        (Destination::All, _) => (format!("/api/hubs/{HUB}/:send"), text),
+                        (Destination::User(user), _) => {
+                            (format!("/api/hubs/{HUB}/users/u{user}/:send"), text)
+                        }
+                        (Destination::Group(group), _) => {
+                            (format!("/api/hubs/{HUB}/groups/{group}/:send"), text)
+                        }
+                    };
+                    let url = format!("{base}{path}");
+                    let token =
+                        hubcast_auth::mint_service_token(key, &url, Duration::from_secs(3600));
+                    http::Request::post(format!("{url}?api-version=2024-01-01"))
+                        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                        .header(http::header::CONTENT_TYPE, "text/plain")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .map_err(|e| e.to_string())?
                 };
-                let url = format!("{base}{path}");
-                let token = hubcast_auth::mint_service_token(key, &url, Duration::from_secs(3600));
-                let request = http::Request::post(format!("{url}?api-version=2024-01-01"))
-                    .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-                    .header(http::header::CONTENT_TYPE, "text/plain")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(text)))
-                    .map_err(|e| e.to_string())?;
+                let path = request.uri().path().to_owned();
                 let response = client.request(request).await.map_err(|e| e.to_string())?;
                 if response.status().is_success() {
                     Ok(())

@@ -28,7 +28,14 @@ pub(crate) enum Kind {
     /// Socket.IO (Node, `bench/peers/socketio`).
     #[value(name = "socketio")]
     SocketIo,
-    /// All four, one after the other.
+    /// Hubcast's MQTT edge (MQTT 3.1.1 over WebSocket, `/clients/mqtt/hubs/{hub}`).
+    HubcastMqtt,
+    /// Debian's `mosquitto` with a WebSocket listener.
+    Mosquitto,
+    /// Hubcast's Socket.IO edge (Engine.IO v4 over WebSocket, serverless mode).
+    #[value(name = "hubcast-socketio")]
+    HubcastSocketIo,
+    /// Every system, one after the other (each runs the scenarios it has an equivalent of).
     All,
 }
 
@@ -39,8 +46,32 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::Nats => "nats",
             Kind::SocketIo => "socketio",
+            Kind::HubcastMqtt => "hubcast-mqtt",
+            Kind::Mosquitto => "mosquitto",
+            Kind::HubcastSocketIo => "hubcast-socketio",
             Kind::All => "all",
         }
+    }
+
+    /// Every system `all` stands for.
+    pub(crate) const EVERY: [Kind; 7] = [
+        Kind::Hubcast,
+        Kind::Floor,
+        Kind::Nats,
+        Kind::SocketIo,
+        Kind::HubcastMqtt,
+        Kind::Mosquitto,
+        Kind::HubcastSocketIo,
+    ];
+
+    /// Clients speak MQTT.
+    pub(crate) fn is_mqtt(self) -> bool {
+        matches!(self, Kind::HubcastMqtt | Kind::Mosquitto)
+    }
+
+    /// Clients speak Engine.IO v4 / Socket.IO v5.
+    pub(crate) fn is_socketio(self) -> bool {
+        matches!(self, Kind::SocketIo | Kind::HubcastSocketIo)
     }
 }
 
@@ -49,6 +80,7 @@ impl Kind {
 pub(crate) struct StartOptions {
     pub(crate) hubcast_bin: Option<PathBuf>,
     pub(crate) nats_bin: PathBuf,
+    pub(crate) mosquitto_bin: PathBuf,
     pub(crate) urls: Vec<String>,
     pub(crate) access_key: Option<String>,
     pub(crate) grpc: Option<String>,
@@ -97,8 +129,10 @@ impl System {
         let mut echo = None;
         let port = free_port()?;
         let mut grpc = None;
+        // A child that logs to a file rather than to this process's stderr.
+        let mut child_log = None;
         let mut child = Running(match kind {
-            Kind::Hubcast => {
+            Kind::Hubcast | Kind::HubcastMqtt | Kind::HubcastSocketIo => {
                 let bin = match &options.hubcast_bin {
                     Some(bin) => bin.clone(),
                     None => sibling("hubcast")?,
@@ -135,7 +169,7 @@ impl System {
                     .arg(&config_path)
                     .env("RUST_LOG", "warn")
                     .env_remove("HUBCAST_REDIS_URL");
-                spawn(command, &bin)?
+                spawn(command, &bin, None)?
             }
             Kind::Floor => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -144,7 +178,7 @@ impl System {
                     .arg("floor")
                     .arg("--listen")
                     .arg(format!("127.0.0.1:{port}"));
-                spawn(command, &bin)?
+                spawn(command, &bin, None)?
             }
             Kind::Nats => {
                 let client_port = free_port()?;
@@ -162,7 +196,39 @@ impl System {
                 )?;
                 let mut command = Command::new(&options.nats_bin);
                 command.arg("-c").arg(&config_path);
-                spawn(command, &options.nats_bin)?
+                spawn(command, &options.nats_bin, None)?
+            }
+            Kind::Mosquitto => {
+                // mosquitto 2.0 refuses to start with a WebSocket listener alone ("Unable
+                // to start any listening sockets"), so a plain MQTT listener on loopback
+                // comes first. Its WebSocket listener binds to an interface name: `lo`.
+                // The in-flight window is Hubcast's (`mqtt.inflight_window`, 100); the
+                // queue behind it (1,000) is never reached by the closed loop's 32
+                // messages per subscriber, so nothing is dropped for being queued.
+                let mqtt_port = free_port()?;
+                let config_path = dir.path().join("mosquitto.conf");
+                write(
+                    &config_path,
+                    &format!(
+                        "per_listener_settings false\n\
+                         allow_anonymous true\n\
+                         persistence false\n\
+                         log_dest stderr\n\
+                         log_type error\n\
+                         log_type warning\n\
+                         connection_messages false\n\
+                         set_tcp_nodelay true\n\
+                         max_inflight_messages 100\n\
+                         max_queued_messages 1000\n\
+                         listener {mqtt_port} 127.0.0.1\n\
+                         listener {port} lo\n\
+                         protocol websockets\n"
+                    ),
+                )?;
+                let bin = find_binary(&options.mosquitto_bin);
+                let mut command = Command::new(&bin);
+                command.arg("-c").arg(&config_path);
+                spawn(command, &bin, None)?
             }
             Kind::SocketIo => {
                 let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio");
@@ -177,7 +243,14 @@ impl System {
                     .arg(peer.join("server.js"))
                     .env("PORT", port.to_string())
                     .current_dir(&peer);
-                spawn(command, Path::new("node"))?
+                // Node makes the stdio it inherits non-blocking; were it this process's
+                // stderr, a pipe shared with stdout (`2>&1 | ...`) would make this process's
+                // own writes fail with EAGAIN. The peer logs to a file of the run instead.
+                let log_path = dir.path().join("socketio-peer.log");
+                let log = std::fs::File::create(&log_path)
+                    .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+                child_log = Some(log_path);
+                spawn(command, Path::new("node"), Some(log))?
             }
             Kind::All => unreachable!("expanded by the caller"),
         });
@@ -190,9 +263,12 @@ impl System {
             }
             Ok::<_, String>(())
         };
-        started
-            .await
-            .map_err(|e| format!("{} did not start: {e}", kind.name()))?;
+        if let Err(e) = started.await {
+            let log = child_log
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default();
+            return Err(format!("{} did not start: {e}\n{log}", kind.name()));
+        }
         let pid = child.0.id();
         Ok(Self {
             kind,
@@ -227,6 +303,23 @@ impl Drop for Running {
     }
 }
 
+/// `name` as given when it is a path or found on `PATH`, else in `/usr/sbin` (where Debian
+/// puts `mosquitto`, outside an unprivileged user's `PATH`).
+fn find_binary(name: &Path) -> PathBuf {
+    if name.components().count() > 1 {
+        return name.to_owned();
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    let sbin = Path::new("/usr/sbin").join(name);
+    if !on_path && sbin.is_file() {
+        sbin
+    } else {
+        name.to_owned()
+    }
+}
+
 /// A binary next to this one (`target/<profile>/hubcast` next to `hubcast-bench`).
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -242,11 +335,12 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn spawn(mut command: Command, bin: &Path) -> Result<Child, String> {
+/// Starts `command`, its stderr to `log` when given (else this process's).
+fn spawn(mut command: Command, bin: &Path, log: Option<std::fs::File>) -> Result<Child, String> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(log.map_or_else(Stdio::inherit, Stdio::from));
     command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))

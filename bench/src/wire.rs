@@ -7,15 +7,23 @@
 //! - NATS: its text protocol over WebSocket: `CONNECT`, `SUB`, `PING`/`PONG`, `PUB`, `MSG`.
 //! - Socket.IO: Engine.IO v4 / Socket.IO v5 over a plain WebSocket: open `0{..}`, connect
 //!   `40`, `42["join",[..]]` with an ack, `42["pub",group,payload]`, ping `2` / pong `3`.
+//!   On Hubcast's Socket.IO edge (serverless mode) a client cannot join a room or send to
+//!   one: the token's `webpubsub.group` claim puts it in the room's group, and the backend
+//!   sends (see `scenario::Control`).
+//! - MQTT (Hubcast's MQTT edge, mosquitto): MQTT 3.1.1 over WebSocket (subprotocol `mqtt`,
+//!   binary messages): CONNECT, SUBSCRIBE to the groups as topics, PUBLISH, PUBACK at QoS 1
+//!   (see [`crate::mqtt`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use hubcast_auth::{self as auth, TokenRequest};
+use hubcast_auth::{self as auth, ClientProtocol, TokenRequest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -25,6 +33,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::limits::source_address;
 use crate::metrics::{Stats, stamp_in};
+use crate::mqtt;
 use crate::system::{HUB, Kind, System};
 
 /// How long connecting and subscribing one client may take.
@@ -48,6 +57,8 @@ pub(crate) struct Identity {
     pub(crate) publisher: bool,
     /// Hubcast: the reliable JSON subprotocol.
     pub(crate) reliable: bool,
+    /// MQTT: the QoS of its subscriptions and publishes.
+    pub(crate) qos: u8,
     /// A small socket receive buffer (the slow consumer).
     pub(crate) small_receive_buffer: bool,
 }
@@ -66,9 +77,9 @@ pub(crate) async fn connect(system: &System, who: &Identity) -> Result<Ws, Strin
 
 async fn connect_inner(system: &System, who: &Identity) -> Result<Ws, String> {
     let base = &system.urls[who.index % system.urls.len()];
+    let endpoint = base.replacen("ws", "http", 1);
     let url = match system.kind {
         Kind::Hubcast => {
-            let endpoint = base.replacen("ws", "http", 1);
             let request = TokenRequest {
                 user_id: who.user.clone(),
                 roles: if who.publisher {
@@ -82,8 +93,44 @@ async fn connect_inner(system: &System, who: &Identity) -> Result<Ws, String> {
             let token = auth::mint_client_token(&system.access_key, &endpoint, &request);
             auth::client_url(&endpoint, HUB, &token)
         }
+        Kind::HubcastMqtt => {
+            // Topics are joined by SUBSCRIBE, as MQTT clients do, not by the token.
+            let role = if who.publisher {
+                "webpubsub.sendToGroup"
+            } else {
+                "webpubsub.joinLeaveGroup"
+            };
+            let request = TokenRequest {
+                user_id: who.user.clone(),
+                roles: vec![role.to_owned()],
+                ..TokenRequest::new(HUB)
+            };
+            let token = auth::mint_client_token_for(
+                &system.access_key,
+                &endpoint,
+                ClientProtocol::Mqtt,
+                &request,
+            );
+            auth::client_url_for(&endpoint, ClientProtocol::Mqtt, HUB, &token)
+        }
+        Kind::HubcastSocketIo => {
+            let request = TokenRequest {
+                user_id: who.user.clone(),
+                groups: who.groups.iter().map(|g| socketio_room_group(g)).collect(),
+                ..TokenRequest::new(HUB)
+            };
+            let token = auth::mint_client_token_for(
+                &system.access_key,
+                &endpoint,
+                ClientProtocol::SocketIo,
+                &request,
+            );
+            format!(
+                "{base}/clients/socketio/hubs/{HUB}/?EIO=4&transport=websocket&access_token={token}"
+            )
+        }
         Kind::Floor => format!("{base}/?groups={}", who.groups.join(",")),
-        Kind::Nats => format!("{base}/"),
+        Kind::Nats | Kind::Mosquitto => format!("{base}/"),
         Kind::SocketIo => format!("{base}/socket.io/?EIO=4&transport=websocket"),
         Kind::All => unreachable!("expanded by the caller"),
     };
@@ -91,12 +138,13 @@ async fn connect_inner(system: &System, who: &Identity) -> Result<Ws, String> {
         .as_str()
         .into_client_request()
         .map_err(|e| format!("bad URL {url}: {e}"))?;
-    if system.kind == Kind::Hubcast {
-        let protocol = if who.reliable {
-            "json.reliable.webpubsub.azure.v1"
-        } else {
-            "json.webpubsub.azure.v1"
-        };
+    let protocol = match system.kind {
+        Kind::Hubcast if who.reliable => Some("json.reliable.webpubsub.azure.v1"),
+        Kind::Hubcast => Some("json.webpubsub.azure.v1"),
+        Kind::HubcastMqtt | Kind::Mosquitto => Some("mqtt"),
+        _ => None,
+    };
+    if let Some(protocol) = protocol {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
@@ -166,6 +214,33 @@ async fn send(ws: &mut Ws, message: Message) -> Result<(), String> {
     ws.send(message).await.map_err(|e| e.to_string())
 }
 
+/// The next whole MQTT packet of the handshake, decoded (CONNACK, SUBACK).
+async fn next_mqtt(ws: &mut Ws, framer: &mut mqtt::Framer) -> Result<mqtt::Packet, String> {
+    loop {
+        let bytes = match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed".into()),
+        };
+        let mut packet = None;
+        framer.feed(&bytes, |incoming| {
+            if packet.is_none() {
+                packet = Some(match incoming {
+                    mqtt::Incoming::Other(whole) => mqtt::decode(whole),
+                    mqtt::Incoming::Publish { .. } => {
+                        Err("a PUBLISH before the handshake ended".into())
+                    }
+                });
+            }
+        })?;
+        if let Some(packet) = packet {
+            return packet;
+        }
+    }
+}
+
 /// The per-system handshake after the upgrade.
 async fn subscribe(kind: Kind, who: &Identity, ws: &mut Ws) -> Result<(), String> {
     match kind {
@@ -204,6 +279,46 @@ async fn subscribe(kind: Kind, who: &Identity, ws: &mut Ws) -> Result<(), String
                 }
             }
         }
+        Kind::HubcastMqtt | Kind::Mosquitto => {
+            let mut framer = mqtt::Framer::default();
+            let client_id = format!("bench{}", who.index);
+            send(ws, Message::binary(mqtt::connect(&client_id)?)).await?;
+            match next_mqtt(ws, &mut framer).await? {
+                mqtt::Packet::Connack(ack) if ack.code == mqtt::ConnectReturnCode::Accepted => {}
+                other => return Err(format!("expected an accepting CONNACK, got {other:?}")),
+            }
+            if !who.groups.is_empty() {
+                send(ws, Message::binary(mqtt::subscribe(&who.groups, who.qos)?)).await?;
+                match next_mqtt(ws, &mut framer).await? {
+                    mqtt::Packet::Suback(ack)
+                        if ack
+                            .topics
+                            .iter()
+                            .all(|code| *code != mqtt::SubscribeReturnCode::Failure) => {}
+                    other => return Err(format!("expected a granting SUBACK, got {other:?}")),
+                }
+            }
+        }
+        Kind::HubcastSocketIo => {
+            // Connect to the namespace `/`; the room came with the token.
+            let open = next_text(ws).await?;
+            if !open.starts_with('0') {
+                return Err(format!("expected the Engine.IO open packet, got {open}"));
+            }
+            send(ws, Message::text("40")).await?;
+            loop {
+                let reply = next_text(ws).await?;
+                if reply.starts_with("40") {
+                    break;
+                }
+                if reply.starts_with("44") {
+                    return Err(format!("the namespace connect was refused: {reply}"));
+                }
+                if reply == "2" {
+                    send(ws, Message::text("3")).await?;
+                }
+            }
+        }
         Kind::SocketIo => {
             let open = next_text(ws).await?;
             if !open.starts_with('0') {
@@ -233,17 +348,47 @@ async fn subscribe(kind: Kind, who: &Identity, ws: &mut Ws) -> Result<(), String
     Ok(())
 }
 
-/// A message to `group` in `kind`'s protocol, from a publisher connection.
-pub(crate) fn publish(kind: Kind, group: &str, payload: &str) -> Message {
-    match kind {
+/// The k-th message, to `group` in `kind`'s protocol, from a publisher connection (MQTT:
+/// at `qos`).
+pub(crate) fn publish(
+    kind: Kind,
+    group: &str,
+    payload: &str,
+    qos: u8,
+    k: u64,
+) -> Result<Message, String> {
+    Ok(match kind {
         Kind::Hubcast => Message::text(format!(
             r#"{{"type":"sendToGroup","group":"{group}","dataType":"text","data":"{payload}","noEcho":true}}"#
         )),
         Kind::Floor => Message::text(format!("{group} {payload}")),
         Kind::Nats => Message::binary(format!("PUB {group} {}\r\n{payload}\r\n", payload.len())),
         Kind::SocketIo => Message::text(format!(r#"42["pub","{group}","{payload}"]"#)),
+        Kind::HubcastMqtt | Kind::Mosquitto => {
+            Message::binary(mqtt::publish(group, payload, qos, k)?)
+        }
+        Kind::HubcastSocketIo => {
+            return Err("Hubcast's Socket.IO clients do not send to rooms".into());
+        }
         Kind::All => unreachable!("expanded by the caller"),
-    }
+    })
+}
+
+/// The group Azure names for room `room` of the namespace `/`: `0~` + base64url("/") + `~`
+/// + base64url(room).
+pub(crate) fn socketio_room_group(room: &str) -> String {
+    format!(
+        "0~{}~{}",
+        URL_SAFE_NO_PAD.encode("/"),
+        URL_SAFE_NO_PAD.encode(room)
+    )
+}
+
+/// The Engine.IO packet of the event `msg` with `payload` in the namespace `/`, as a
+/// Socket.IO server writes `emit("msg", payload)` (the payload is a stamped text without
+/// quotes or backslashes).
+pub(crate) fn socketio_event(payload: &str) -> String {
+    format!(r#"42["msg","{payload}"]"#)
 }
 
 /// A Hubcast user event that the echo receiver answers with its own body.
@@ -273,6 +418,7 @@ pub(crate) async fn drive(
         reliable: who.reliable,
         received: 0,
         nats: BytesMut::new(),
+        mqtt: mqtt::Framer::default(),
         stats,
     };
     let mut replies = Vec::new();
@@ -341,6 +487,7 @@ struct Reader {
     reliable: bool,
     received: u64,
     nats: BytesMut,
+    mqtt: mqtt::Framer,
     stats: Arc<Stats>,
 }
 
@@ -371,7 +518,7 @@ impl Reader {
                     self.stats.record(self.client, Some(stamp));
                 }
             }
-            Kind::SocketIo => {
+            Kind::SocketIo | Kind::HubcastSocketIo => {
                 if bytes.as_ref() == b"2" {
                     replies.push(Message::text("3"));
                 } else if bytes.starts_with(b"42") {
@@ -381,6 +528,20 @@ impl Reader {
             Kind::Nats => {
                 self.nats.extend_from_slice(&bytes);
                 self.parse_nats(replies);
+            }
+            Kind::HubcastMqtt | Kind::Mosquitto => {
+                let (stats, client) = (&self.stats, self.client);
+                let framed = self.mqtt.feed(&bytes, |packet| {
+                    if let mqtt::Incoming::Publish { payload, pid } = packet {
+                        stats.record(client, stamp_in(payload));
+                        if let Some(pid) = pid {
+                            replies.push(Message::binary(mqtt::puback(pid).to_vec()));
+                        }
+                    }
+                });
+                if let Err(e) = framed {
+                    eprintln!("client {client}: {e}; its further messages are not counted");
+                }
             }
             Kind::All => {}
         }
@@ -429,6 +590,8 @@ fn number_after(bytes: &[u8], key: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     fn reader(kind: Kind) -> Reader {
@@ -438,6 +601,7 @@ mod tests {
             reliable: false,
             received: 0,
             nats: BytesMut::new(),
+            mqtt: mqtt::Framer::default(),
             stats: Arc::new(Stats::new()),
         }
     }
@@ -474,6 +638,28 @@ mod tests {
             r.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn mqtt_deliveries_are_counted_and_qos1_ones_acknowledged() {
+        let mut r = reader(Kind::Mosquitto);
+        let mut replies = Vec::new();
+        let mut both = mqtt::publish("g0", "@7.xx", 0, 0).expect("encodes");
+        both.extend(mqtt::publish("g0", "@8.xx", 1, 41).expect("encodes"));
+        // One WebSocket message with a packet and a half, then the rest.
+        let cut = both.len() - 3;
+        r.on_message(Message::binary(both[..cut].to_vec()), &mut replies);
+        assert_eq!(r.stats.delivered.load(Ordering::Relaxed), 1);
+        assert!(replies.is_empty(), "QoS 0 is not acknowledged");
+        r.on_message(Message::binary(both[cut..].to_vec()), &mut replies);
+        assert_eq!(r.stats.delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(replies, [Message::binary(mqtt::puback(42).to_vec())]);
+    }
+
+    #[test]
+    fn socketio_rooms_are_named_as_azure_names_them() {
+        assert_eq!(socketio_room_group("g0"), "0~Lw~ZzA");
+        assert_eq!(socketio_event("@1.x"), r#"42["msg","@1.x"]"#);
     }
 
     #[test]
