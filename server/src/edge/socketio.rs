@@ -14,10 +14,12 @@
 //! event), and a handler's answer to an event goes back to the client as is: that is how
 //! acks to `emitWithAck` work.
 //!
-//! In a cluster, every node serves the Engine.IO sessions it created. A long-polling request
-//! for a session of another node is answered `400` with Engine.IO's "Session ID unknown"
-//! (code 1), on which the stock client starts a new session: run long-polling clusters
-//! behind a balancer with session affinity, or let clients use WebSocket (one request).
+//! In a cluster, every node holds the Engine.IO sessions it created (the `sid` names the
+//! node). A long-polling request that the balancer sends to another node is served there:
+//! that node relays it to the owner over the backplane and writes the owner's answer
+//! (`node/polling.rs` says how, and its bounds), so long-polling needs no session affinity.
+//! Only a session's WebSocket upgrade must reach its owner; elsewhere it is refused and the
+//! stock client goes on over long-polling.
 //!
 //! # Layout
 //! - this file: routes, the handshake (token, limits, registration) and the session table;
@@ -40,9 +42,12 @@ use tracing::Instrument as _;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::{Filter, Rejection};
 
+use tokio::sync::{Semaphore, mpsc};
+
 use super::ws::Edge;
 use crate::limits::LimitKind;
 use crate::message::{Frame, WireFormat};
+use crate::node::{PollOwner, PollReply, PollRequest, RelayedPoll};
 use crate::protocol::socketio as packets;
 use crate::router::{ConnectSpec, HubKey, Permissions};
 use crate::sockets::ClientAddr;
@@ -62,12 +67,166 @@ pub(crate) struct SocketIoEdge {
 }
 
 impl SocketIoEdge {
+    /// The edge; in a cluster it also serves the long-polling requests other nodes take
+    /// for its sessions.
     pub(crate) fn new(edge: Arc<Edge>) -> Arc<Self> {
-        Arc::new(Self {
+        let sio = Arc::new(Self {
             edge,
             sessions: DashMap::new(),
-        })
+        });
+        if let Some(polls) = sio.edge.node.host_relayed_polls() {
+            tokio::spawn(serve_relayed_polls(sio.clone(), polls));
+        }
+        sio
     }
+
+    /// This node's session `sid` if it belongs to `hub`.
+    fn session(&self, sid: &str, hub: &str) -> Option<Arc<EioSession>> {
+        self.sessions
+            .get(sid)
+            .map(|s| s.clone())
+            .filter(|s| s.hub().as_str() == hub)
+    }
+}
+
+/// Serves the long-polling requests other nodes relay here, at most
+/// `socketio.max_relayed_polls` at once, until shutdown.
+async fn serve_relayed_polls(sio: Arc<SocketIoEdge>, mut polls: mpsc::Receiver<RelayedPoll>) {
+    let limit = Arc::new(Semaphore::new(sio.edge.config.socketio.max_relayed_polls));
+    loop {
+        let poll = tokio::select! {
+            () = sio.edge.kill.cancelled() => return,
+            poll = polls.recv() => match poll {
+                Some(poll) => poll,
+                None => return,
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(
+                sid = %poll.sid,
+                "refusing a relayed poll: socketio.max_relayed_polls are being served"
+            );
+            let _ = poll.answer.send(poll_reply(eio_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::BAD_REQUEST,
+                "The node holding this session serves too many relayed polls \
+                 (socketio.max_relayed_polls)",
+            )));
+            continue;
+        };
+        let sio = sio.clone();
+        sio.edge.tracker.clone().spawn(async move {
+            let reply = match sio.session(&poll.sid, &poll.hub) {
+                None => unknown_sid(),
+                Some(session) => match poll.request {
+                    PollRequest::Get => polling::poll(&sio, &session).await,
+                    PollRequest::Post(body) => polling::post_relayed(&sio, &session, &body).await,
+                    PollRequest::RefusedPost(why) => {
+                        session.end(why.clone());
+                        eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
+                    }
+                },
+            };
+            let _ = poll.answer.send(poll_reply(reply));
+            drop(permit);
+        });
+    }
+}
+
+/// An answer of this node as the relaying node writes it.
+fn poll_reply(reply: Reply) -> PollReply {
+    let content_type = reply
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain; charset=UTF-8")
+        .to_owned();
+    PollReply {
+        status: reply.status().as_u16(),
+        content_type,
+        body: reply.into_body(),
+    }
+}
+
+/// A long-polling request for a session this node does not hold: relayed to the node that
+/// does, whose answer is written as is. A WebSocket upgrade cannot be relayed: it is
+/// refused, and the stock client goes on over long-polling.
+async fn relay(
+    sio: &SocketIoEdge,
+    request: &mut Request,
+    hub: &HubKey,
+    sid: &str,
+    websocket: bool,
+) -> Reply {
+    let PollOwner::Remote(owner) = sio.edge.node.poll_owner(sid) else {
+        return unknown_sid();
+    };
+    let poll = match (websocket, &request.method) {
+        (true, _) => {
+            return eio_error(
+                StatusCode::BAD_REQUEST,
+                code::BAD_REQUEST,
+                "This long-polling session is held by another node of the cluster: its \
+                 upgrade to WebSocket must reach that node. The session goes on over \
+                 long-polling.",
+            );
+        }
+        (false, &Method::GET) => PollRequest::Get,
+        (false, &Method::POST) => {
+            let body = request.body.take().expect("the body is read once");
+            match polling::read_post_body(sio, body).await {
+                Ok(body) => PollRequest::Post(body),
+                Err((status, why)) => {
+                    // The owner ends the session, as for a body it read itself.
+                    let refused = PollRequest::RefusedPost(why.to_owned());
+                    let hold = std::time::Duration::ZERO;
+                    if let Err(e) = sio
+                        .edge
+                        .node
+                        .relay_poll(&owner, hub.as_str(), sid, refused, hold)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not end a session on its node");
+                    }
+                    return eio_error(status, code::BAD_REQUEST, why);
+                }
+            }
+        }
+        _ => return eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
+    };
+    let hold = sio.edge.config.socketio.max_poll_duration;
+    match sio
+        .edge
+        .node
+        .relay_poll(&owner, hub.as_str(), sid, poll, hold)
+        .await
+    {
+        Ok(Some(answer)) => {
+            let mut response = Response::new(answer.body);
+            *response.status_mut() =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(value) = header::HeaderValue::from_str(&answer.content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        // The owner is gone, and its sessions with it.
+        Ok(None) => unknown_sid(),
+        Err(e) => eio_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::BAD_REQUEST,
+            &format!("The node holding this session cannot be reached: {e}"),
+        ),
+    }
+}
+
+/// Engine.IO's "Session ID unknown", on which the stock client starts a new session.
+fn unknown_sid() -> Reply {
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::UNKNOWN_SID,
+        "Session ID unknown",
+    )
 }
 
 /// The parts of a request the edge looks at.
@@ -240,20 +399,9 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
         }
     };
     if let Some(sid) = request.query("sid").map(str::to_owned) {
-        let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_SID,
-                "Session ID unknown",
-            );
+        let Some(session) = sio.session(&sid, hub.as_str()) else {
+            return relay(sio, &mut request, &hub, &sid, websocket).await;
         };
-        if session.hub() != &hub {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_SID,
-                "Session ID unknown",
-            );
-        }
         return match (websocket, request.method.clone()) {
             (true, Method::GET) if request.is_websocket() => {
                 websocket::upgrade(sio, session, &mut request)

@@ -48,13 +48,7 @@ pub(super) async fn poll(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply
         Transport::Polling => {}
         // The client pauses polling during an upgrade: end its poll at once.
         Transport::Upgrading => return payload("6".into()),
-        Transport::WebSocket => {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::BAD_REQUEST,
-                "This session uses WebSocket now",
-            );
-        }
+        Transport::WebSocket => return uses_websocket(),
     }
     let Ok(_gate) = session.poll_gate.try_lock() else {
         sio.edge.limits.hit(LimitKind::MessageRate);
@@ -112,41 +106,81 @@ pub(super) async fn poll(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply
 /// A long-polling `POST`: the client's packets, handled in order before the answer.
 pub(super) async fn post(sio: &SocketIoEdge, session: &Arc<EioSession>, body: BodyStream) -> Reply {
     if session.transport() == Transport::WebSocket {
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "This session uses WebSocket now",
-        );
+        return uses_websocket();
     }
     let Ok(_gate) = session.post_gate.try_lock() else {
-        session.end("overlapping posts");
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Overlapping post: one POST at a time per session",
-        );
+        return overlapping_post(session);
     };
+    match read_post_body(sio, body).await {
+        Ok(body) => handle_payload(sio, session, &body).await,
+        Err((status, why)) => {
+            session.end(why);
+            eio_error(status, code::BAD_REQUEST, why)
+        }
+    }
+}
+
+/// A `POST` another node took for this session and read: handled as a local one.
+pub(super) async fn post_relayed(
+    sio: &SocketIoEdge,
+    session: &Arc<EioSession>,
+    body: &[u8],
+) -> Reply {
+    if session.transport() == Transport::WebSocket {
+        return uses_websocket();
+    }
+    let Ok(_gate) = session.post_gate.try_lock() else {
+        return overlapping_post(session);
+    };
+    handle_payload(sio, session, body).await
+}
+
+fn uses_websocket() -> Reply {
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        "This session uses WebSocket now",
+    )
+}
+
+fn overlapping_post(session: &EioSession) -> Reply {
+    session.end("overlapping posts");
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        "Overlapping post: one POST at a time per session",
+    )
+}
+
+/// Reads a `POST` body within `socketio.max_payload_bytes` and the request body timeout,
+/// counting a refusal against its limit.
+///
+/// # Errors
+/// The status and reason of the refusal; the session must end.
+pub(super) async fn read_post_body(
+    sio: &SocketIoEdge,
+    body: BodyStream,
+) -> Result<bytes::Bytes, (StatusCode, &'static str)> {
     let config = &sio.edge.config;
-    let body = match read_body(
+    read_body(
         body,
         config.socketio.max_payload_bytes,
         config.limits.request_body_timeout,
     )
     .await
-    {
-        Ok(body) => body,
-        Err((status, why)) => {
-            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                LimitKind::MessageSize
-            } else {
-                LimitKind::RequestBodyTimeout
-            };
-            sio.edge.limits.hit(kind);
-            session.end(why);
-            return eio_error(status, code::BAD_REQUEST, why);
-        }
-    };
-    let Ok(text) = std::str::from_utf8(&body) else {
+    .inspect_err(|(status, _)| {
+        let kind = if *status == StatusCode::PAYLOAD_TOO_LARGE {
+            LimitKind::MessageSize
+        } else {
+            LimitKind::RequestBodyTimeout
+        };
+        sio.edge.limits.hit(kind);
+    })
+}
+
+/// The packets of a `POST` body, handled in order; `ok` once they all are.
+async fn handle_payload(sio: &SocketIoEdge, session: &Arc<EioSession>, body: &[u8]) -> Reply {
+    let Ok(text) = std::str::from_utf8(body) else {
         session.end("the payload is not valid UTF-8");
         return eio_error(
             StatusCode::BAD_REQUEST,

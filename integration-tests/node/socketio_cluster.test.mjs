@@ -1,0 +1,153 @@
+// Socket.IO long-polling across the nodes of a cluster, without session affinity: the polls of
+// one Engine.IO session are sent on purpose to different nodes (each addressed directly), as a
+// balancer without sticky sessions would, and each is served by relaying it to the node that
+// holds the session. A session's WebSocket upgrade must reach that node: elsewhere it is
+// refused with a clear Engine.IO error, and the session goes on over long-polling.
+//
+// Forms a cluster of its own, like cluster.test.mjs (scripts/test runs it once).
+//   cd integration-tests/node && node --test socketio_cluster.test.mjs
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { WebPubSubServiceClient } from "@azure/web-pubsub";
+import WebSocket from "ws";
+
+import { Cluster, STEP_TIMEOUT_MS, withTimeout } from "./support/hubcast.mjs";
+
+const HUB = "sio";
+
+describe("Socket.IO long-polling across three nodes, one session's polls on different nodes", { timeout: 120_000 }, () => {
+  const cluster = new Cluster(3);
+  let service;
+  /** A token per node: each node's endpoint is its own address, which the audience names. */
+  const tokens = [];
+
+  before(async () => {
+    const connectionStrings = await cluster.start();
+    for (const connectionString of connectionStrings) {
+      const client = new WebPubSubServiceClient(connectionString, HUB, { allowInsecureConnection: true });
+      service ??= client;
+      tokens.push((await client.getClientAccessToken({ clientProtocol: "socketio", userId: "alice" })).token);
+    }
+  });
+
+  after(async () => {
+    await cluster.stop();
+  });
+
+  const base = (node) => `http://127.0.0.1:${cluster.nodes[node].port}/clients/socketio/hubs/${HUB}/`;
+  const url = (node, sid, transport = "polling") =>
+    `${base(node)}?EIO=4&transport=${transport}&sid=${encodeURIComponent(sid)}`;
+
+  /** A new polling session on `node`: its sid. */
+  async function handshake(node) {
+    const res = await fetch(`${base(node)}?EIO=4&transport=polling&access_token=${tokens[node]}`);
+    assert.equal(res.status, 200);
+    const open = await res.text();
+    assert.match(open, /^0\{/);
+    return JSON.parse(open.slice(1)).sid;
+  }
+
+  async function get(node, sid) {
+    const res = await withTimeout(fetch(url(node, sid)), 40_000, `a poll on node ${node}`);
+    return { status: res.status, body: await res.text() };
+  }
+
+  async function post(node, sid, body) {
+    const res = await fetch(url(node, sid), { method: "POST", body, headers: { "Content-Type": "text/plain" } });
+    return { status: res.status, body: await res.text() };
+  }
+
+  /** The answer to a WebSocket opened on `node` for session `sid`: open, or the HTTP refusal. */
+  function openWebSocket(node, sid) {
+    const ws = new WebSocket(url(node, sid, "websocket").replace("http:", "ws:"));
+    return withTimeout(
+      new Promise((resolve, reject) => {
+        ws.once("open", () => resolve({ ws }));
+        ws.once("unexpected-response", (_req, res) => {
+          const chunks = [];
+          res.on("data", (c) => chunks.push(c));
+          res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+        });
+        ws.once("error", reject);
+      }),
+      STEP_TIMEOUT_MS,
+      `a WebSocket on node ${node}`,
+    );
+  }
+
+  function nextMessage(ws) {
+    return withTimeout(new Promise((resolve) => ws.once("message", (data) => resolve(String(data)))), STEP_TIMEOUT_MS, "a WebSocket message");
+  }
+
+  test("polls and posts on every node serve one session; its upgrade is refused off its node and works on it", async () => {
+    const sid = await handshake(0);
+    // The namespace connect, posted to node 2; its answer, polled from node 1.
+    assert.deepEqual(await post(2, sid, "40"), { status: 200, body: "ok" });
+    const connected = await get(1, sid);
+    assert.equal(connected.status, 200);
+    assert.match(connected.body, /^40\{"sid":"[^"]+"\}$/);
+    // A REST send, sent through node 1, polled from node 2 while it waits there.
+    const poll = get(2, sid);
+    await service.sendToConnection(sid, '42["news","across"]', { contentType: "text/plain" });
+    assert.deepEqual(await poll, { status: 200, body: '42["news","across"]' });
+
+    // The upgrade off the session's node: a clear refusal, and the session goes on.
+    const refused = await openWebSocket(1, sid);
+    assert.equal(refused.status, 400);
+    assert.match(JSON.parse(refused.body).message, /held by another node.*goes on over long-polling/s);
+    const still = get(2, sid);
+    await service.sendToConnection(sid, '42["news","still"]', { contentType: "text/plain" });
+    assert.deepEqual(await still, { status: 200, body: '42["news","still"]' });
+
+    // The upgrade on the session's own node, while a poll waits on another: the waiting poll
+    // gets a no-op, so the client can finish the upgrade.
+    const waiting = get(1, sid);
+    const { ws } = await openWebSocket(0, sid);
+    ws.send("2probe");
+    assert.equal(await nextMessage(ws), "3probe");
+    assert.deepEqual(await waiting, { status: 200, body: "6" });
+    ws.send("5");
+    const pushed = nextMessage(ws);
+    await service.sendToConnection(sid, '42["news","over websocket"]', { contentType: "text/plain" });
+    assert.equal(await pushed, '42["news","over websocket"]');
+    // Polls of an upgraded session, wherever they land, are refused.
+    const late = await get(2, sid);
+    assert.equal(late.status, 400);
+    assert.match(late.body, /uses WebSocket now/);
+    ws.close();
+  });
+
+  test("a poll storm across nodes ends only that session; an unknown sid and a gone node are Engine.IO's 'Session ID unknown'", async () => {
+    const bystander = await handshake(1);
+    assert.deepEqual(await post(0, bystander, "40"), { status: 200, body: "ok" });
+    assert.match((await get(2, bystander)).body, /^40/);
+
+    const stormed = await handshake(0);
+    const answers = await Promise.all([1, 2, 1, 2, 1, 2].map((node) => get(node, stormed)));
+    const overlapping = answers.filter((a) => a.status === 400 && /Overlapping poll/.test(a.body));
+    assert.ok(overlapping.length >= 1, `overlapping polls are refused: ${JSON.stringify(answers)}`);
+    for (const a of answers) {
+      assert.ok(a.status === 400 || a.body === "1", `every other poll ends with the session's close: ${JSON.stringify(a)}`);
+    }
+    const after = await get(2, stormed);
+    assert.equal(after.status, 400);
+    assert.equal(JSON.parse(after.body).code, 1, "the stormed session is over");
+
+    // The bystander, on another node, is unaffected.
+    const poll = get(0, bystander);
+    await service.sendToConnection(bystander, '42["news","fine"]', { contentType: "text/plain" });
+    assert.deepEqual(await poll, { status: 200, body: '42["news","fine"]' });
+
+    // A sid no node holds, and one of a node that is gone.
+    const unknown = await get(1, `${bystander.slice(0, 6)}-no-such-session`);
+    assert.equal(unknown.status, 400);
+    assert.deepEqual(JSON.parse(unknown.body), { code: 1, message: "Session ID unknown" });
+    const orphan = await handshake(2);
+    await cluster.nodes[2].killNow();
+    const gone = await get(0, orphan);
+    assert.equal(gone.status, 400);
+    assert.deepEqual(JSON.parse(gone.body), { code: 1, message: "Session ID unknown" });
+  });
+});
