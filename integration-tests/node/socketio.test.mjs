@@ -279,12 +279,56 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
     socket.disconnect();
   });
 
-  test("without a token, or with a token for /client, the handshake is refused", async () => {
-    const noToken = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling`);
-    assert.equal(noToken.status, 401);
+  for (const transports of [["polling"], ["websocket"], ["polling", "websocket"]]) {
+    test(`a token in the auth payload (auth: { token }) over ${transports} is accepted like one in the query`, async () => {
+      const { token } = await service.getClientAccessToken({ clientProtocol: "socketio", userId: "dave" });
+      const socket = io(`${baseUrl}/chat`, { path: `/clients/socketio/hubs/${HUB}`, auth: { token }, transports, reconnection: false });
+      sockets.push(socket);
+      await withTimeout(
+        new Promise((resolve, reject) => {
+          socket.once("connect", resolve);
+          socket.once("connect_error", reject);
+        }),
+        STEP_TIMEOUT_MS,
+        "connect with auth: { token }",
+      );
+      const connectEvent = await backend.wait(
+        (e) => e.type === "azure.webpubsub.sys.connect" && e.socketId === socket.id,
+        "the connect event of the socket",
+      );
+      assert.equal(connectEvent.userId, "dave", "the user of the token in the auth payload");
+      assert.equal(connectEvent.namespace, "/chat");
+      assert.equal(await withTimeout(socket.emitWithAck("echo", "authed"), STEP_TIMEOUT_MS, "the ack"), "authed");
+      // The connection's next namespace needs no token again.
+      const root = socket.io.socket("/");
+      await withTimeout(new Promise((r) => root.once("connect", r)), STEP_TIMEOUT_MS, "a second namespace");
+      socket.disconnect();
+      root.disconnect();
+    });
+  }
+
+  test("without a token, or with a token for /client (query or auth payload), the client is refused", async () => {
+    // No token anywhere: the handshake waits for the auth payload, which has none.
+    const open = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling`);
+    assert.equal(open.status, 200);
+    const { sid } = JSON.parse((await open.text()).slice(1));
+    const session = `${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling&sid=${sid}`;
+    assert.equal(await (await fetch(session, { method: "POST", body: "40" })).text(), "ok");
+    const refusal = await (await fetch(session)).text();
+    const [connectError, close] = refusal.split("\x1e");
+    assert.match(connectError, /^44\{"message":"missing access token/);
+    assert.equal(close, "1", "then the session closes");
     const wrong = await service.getClientAccessToken({ userId: "x" });
     const res = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling&access_token=${wrong.token}`);
     assert.equal(res.status, 401);
     assert.match(await res.text(), /audience/);
+    // The stock client with the wrong token in its auth payload hears why in its connect_error.
+    for (const transports of [["polling"], ["websocket"]]) {
+      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, auth: { token: wrong.token }, transports, reconnection: false });
+      sockets.push(socket);
+      const error = await withTimeout(new Promise((r) => socket.once("connect_error", r)), STEP_TIMEOUT_MS, "connect_error");
+      assert.match(error.message, /audience/, `${transports}`);
+      socket.disconnect();
+    }
   });
 });

@@ -28,6 +28,7 @@
 //! - [`polling`]: the long-polling `GET` and `POST`;
 //! - [`websocket`]: the WebSocket transport and the upgrade from long-polling.
 
+mod awaiting_auth;
 mod polling;
 mod session;
 mod websocket;
@@ -49,12 +50,13 @@ use crate::limits::LimitKind;
 use crate::message::{Frame, WireFormat};
 use crate::node::{PollOwner, PollReply, PollRequest, RelayedPoll};
 use crate::protocol::socketio as packets;
-use crate::router::{ConnectSpec, HubKey, Permissions};
+use crate::router::{ConnectSpec, ConnectionId, HubKey, Permissions};
 use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream;
 use hubcast_auth::{self as auth, ClientClaims, ClientProtocol};
 
+use awaiting_auth::AwaitingAuth;
 use session::EioSession;
 
 /// What the Socket.IO edge shares with every session.
@@ -64,6 +66,8 @@ pub(crate) struct SocketIoEdge {
     edge: Arc<Edge>,
     /// The Engine.IO sessions of this node, by `sid` (the connection id).
     sessions: DashMap<Arc<str>, Arc<EioSession>>,
+    /// Sessions of this node waiting for the token of their `auth` payload, by `sid`.
+    awaiting: DashMap<Arc<str>, Arc<AwaitingAuth>>,
 }
 
 impl SocketIoEdge {
@@ -73,6 +77,7 @@ impl SocketIoEdge {
         let sio = Arc::new(Self {
             edge,
             sessions: DashMap::new(),
+            awaiting: DashMap::new(),
         });
         if let Some(polls) = sio.edge.node.host_relayed_polls() {
             tokio::spawn(serve_relayed_polls(sio.clone(), polls));
@@ -83,6 +88,14 @@ impl SocketIoEdge {
     /// This node's session `sid` if it belongs to `hub`.
     fn session(&self, sid: &str, hub: &str) -> Option<Arc<EioSession>> {
         self.sessions
+            .get(sid)
+            .map(|s| s.clone())
+            .filter(|s| s.hub().as_str() == hub)
+    }
+
+    /// This node's session `sid` waiting for its `auth` payload, if it belongs to `hub`.
+    fn awaiting(&self, sid: &str, hub: &str) -> Option<Arc<AwaitingAuth>> {
+        self.awaiting
             .get(sid)
             .map(|s| s.clone())
             .filter(|s| s.hub().as_str() == hub)
@@ -117,7 +130,19 @@ async fn serve_relayed_polls(sio: Arc<SocketIoEdge>, mut polls: mpsc::Receiver<R
         let sio = sio.clone();
         sio.edge.tracker.clone().spawn(async move {
             let reply = match sio.session(&poll.sid, &poll.hub) {
-                None => unknown_sid(),
+                None => match (sio.awaiting(&poll.sid, &poll.hub), poll.request) {
+                    (None, _) => unknown_sid(),
+                    (Some(awaiting), PollRequest::Get) => {
+                        awaiting_auth::poll(&sio, &awaiting).await
+                    }
+                    (Some(awaiting), PollRequest::Post(body)) => {
+                        awaiting_auth::post(&sio, &awaiting, &body).await
+                    }
+                    (Some(_), PollRequest::RefusedPost(why)) => {
+                        sio.awaiting.remove(poll.sid.as_str());
+                        eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
+                    }
+                },
                 Some(session) => match poll.request {
                     PollRequest::Get => polling::poll(&sio, &session).await,
                     PollRequest::Post(body) => polling::post_relayed(&sio, &session, &body).await,
@@ -400,6 +425,25 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
     };
     if let Some(sid) = request.query("sid").map(str::to_owned) {
         let Some(session) = sio.session(&sid, hub.as_str()) else {
+            if let Some(awaiting) = sio.awaiting(&sid, hub.as_str()) {
+                return match (websocket, request.method.clone()) {
+                    (true, Method::GET) if request.is_websocket() => {
+                        awaiting_auth::upgrade(sio, &awaiting, &mut request).await
+                    }
+                    (false, Method::GET) => awaiting_auth::poll(sio, &awaiting).await,
+                    (false, Method::POST) => {
+                        let body = request.body.take().expect("the body is read once");
+                        match polling::read_post_body(sio, body).await {
+                            Ok(body) => awaiting_auth::post(sio, &awaiting, &body).await,
+                            Err((status, why)) => {
+                                sio.awaiting.remove(sid.as_str());
+                                eio_error(status, code::BAD_REQUEST, why)
+                            }
+                        }
+                    }
+                    _ => eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
+                };
+            }
             return relay(sio, &mut request, &hub, &sid, websocket).await;
         };
         return match (websocket, request.method.clone()) {
@@ -428,9 +472,14 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
             "transport=websocket needs a WebSocket upgrade request",
         );
     }
-    match open(sio, &mut request, &hub_name, hub.clone(), websocket).await {
+    let handshake = Handshake::of(&request);
+    if handshake.token.is_none() && !sio.edge.config.hub(&hub_name).anonymous_connect {
+        // The token may come in the `auth` payload of the first namespace connect.
+        return awaiting_auth::begin(sio, &mut request, handshake, hub_name, hub, websocket);
+    }
+    match open(sio, &handshake, &hub_name, hub.clone(), websocket).await {
         Ok(session) if websocket => websocket::accept_new(sio, session, &mut request),
-        Ok(session) => polling::handshake(sio, &session),
+        Ok(session) => polling::handshake(sio, &session.sid()),
         Err(refusal) => {
             sio.edge
                 .node
@@ -440,6 +489,32 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
                 .with(&[refusal.0.as_str()])
                 .inc();
             refusal.into_reply()
+        }
+    }
+}
+
+/// What a new session is made of: the handshake request's query, headers, peer and token.
+#[derive(Debug, Clone)]
+struct Handshake {
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    remote: Option<std::net::SocketAddr>,
+    token: Option<String>,
+    /// The connection id, when the handshake already handed out its `sid`.
+    id: Option<ConnectionId>,
+    /// Whether a WebSocket session's open packet is still to be sent.
+    greet: bool,
+}
+
+impl Handshake {
+    fn of(request: &Request) -> Self {
+        Self {
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+            remote: request.remote,
+            token: request.token().map(str::to_owned),
+            id: None,
+            greet: true,
         }
     }
 }
@@ -459,8 +534,7 @@ impl Refusal {
 /// Socket.IO server decides.
 async fn open(
     sio: &Arc<SocketIoEdge>,
-    // `&mut`: the body stream is `Send` but not `Sync`, and this future is awaited.
-    request: &mut Request,
+    handshake: &Handshake,
     hub_name: &str,
     hub: HubKey,
     websocket: bool,
@@ -473,7 +547,7 @@ async fn open(
             "the server is shutting down".into(),
         ));
     }
-    let claims = authenticate(edge, request, hub_name)?;
+    let claims = authenticate(edge, handshake.token.as_deref(), hub_name)?;
     let limits = edge.config.hub_limits(&hub);
     edge.node
         .check_admission(&limits, &edge.limits, &hub, claims.user_id.as_deref())
@@ -484,12 +558,19 @@ async fn open(
             };
             Refusal(status, code::FORBIDDEN, refused.message)
         })?;
-    let body = upstream::connect_body(&request.query, &request.headers, request.token());
+    let body = upstream::connect_body(
+        &handshake.query,
+        &handshake.headers,
+        handshake.token.as_deref(),
+    );
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
     if !rejected.is_empty() {
         tracing::warn!(roles = ?rejected, "ignoring unknown or invalid roles");
     }
-    let id = edge.node.new_connection_id();
+    let id = handshake
+        .id
+        .clone()
+        .unwrap_or_else(|| edge.node.new_connection_id());
     let default_mode = if edge.upstream.socketio_default_mode(hub.as_str()) {
         let mut event = upstream::Session::connect_event(
             hub.shared(),
@@ -516,7 +597,7 @@ async fn open(
     let config = &edge.config.socketio;
     // A WebSocket client gets the handshake as its first frame; a polling client as the
     // answer to this request.
-    let greeting = websocket.then(|| {
+    let greeting = (websocket && handshake.greet).then(|| {
         Frame::Text(
             packets::open_packet(
                 id.as_str(),
@@ -535,7 +616,7 @@ async fn open(
         format: WireFormat::SocketIo,
         subprotocol: None,
         reliable: None,
-        remote_addr: request.remote,
+        remote_addr: handshake.remote,
         permissions,
         groups: claims.groups,
         greeting,
@@ -551,8 +632,8 @@ async fn open(
 
 /// Verifies a Socket.IO access token (audience `.../clients/socketio/hubs/{hub}`), or admits
 /// an anonymous client where the hub allows it.
-fn authenticate(edge: &Edge, request: &Request, hub: &str) -> Result<ClientClaims, Refusal> {
-    match request.token() {
+fn authenticate(edge: &Edge, token: Option<&str>, hub: &str) -> Result<ClientClaims, Refusal> {
+    match token {
         Some(token) => auth::verify_client_token_for(
             token,
             &edge.keys,
@@ -566,7 +647,8 @@ fn authenticate(edge: &Edge, request: &Request, hub: &str) -> Result<ClientClaim
             StatusCode::UNAUTHORIZED,
             code::FORBIDDEN,
             "missing access token: pass access_token in the query (socket.io-client: \
-             query: { access_token }) or an Authorization: Bearer header"
+             query: { access_token }), the auth payload (auth: { token }) or an \
+             Authorization: Bearer header"
                 .into(),
         )),
     }

@@ -20,10 +20,10 @@ use crate::router::Close;
 use crate::router::outbox::Taken;
 
 /// The answer to a new polling session: its open packet.
-pub(super) fn handshake(sio: &SocketIoEdge, session: &EioSession) -> Reply {
+pub(super) fn handshake(sio: &SocketIoEdge, sid: &str) -> Reply {
     let config = &sio.edge.config.socketio;
     let open = packets::open_packet(
-        &session.sid(),
+        sid,
         &["websocket"],
         config.ping_interval.as_millis() as u64,
         config.ping_timeout.as_millis() as u64,
@@ -33,7 +33,7 @@ pub(super) fn handshake(sio: &SocketIoEdge, session: &EioSession) -> Reply {
 }
 
 /// A `200` with an Engine.IO payload.
-fn payload(body: String) -> Reply {
+pub(super) fn payload(body: String) -> Reply {
     let mut response = Reply::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
