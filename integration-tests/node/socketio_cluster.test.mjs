@@ -119,6 +119,21 @@ describe("Socket.IO long-polling across three nodes, one session's polls on diff
     ws.close();
   });
 
+  test("a session whose token comes in the auth payload is authenticated on its node, whichever node its connect lands on", async () => {
+    const open = await fetch(`${base(0)}?EIO=4&transport=polling`);
+    assert.equal(open.status, 200);
+    const { sid } = JSON.parse((await open.text()).slice(1));
+    // A poll waits on node 2 while the connect with the token goes through node 1.
+    const waiting = get(2, sid);
+    assert.deepEqual(await post(1, sid, `40{"token":"${tokens[0]}"}`), { status: 200, body: "ok" });
+    const connected = await waiting;
+    assert.equal(connected.status, 200);
+    assert.match(connected.body, /^40\{"sid":"[^"]+"\}$/);
+    const poll = get(1, sid);
+    await service.sendToUser("alice", '42["news","for alice"]', { contentType: "text/plain" });
+    assert.deepEqual(await poll, { status: 200, body: '42["news","for alice"]' }, "the token's user");
+  });
+
   test("a poll storm across nodes ends only that session; an unknown sid and a gone node are Engine.IO's 'Session ID unknown'", async () => {
     const bystander = await handshake(1);
     assert.deepEqual(await post(0, bystander, "40"), { status: 200, body: "ok" });
