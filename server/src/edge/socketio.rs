@@ -22,7 +22,10 @@
 //! stock client goes on over long-polling.
 //!
 //! # Layout
-//! - this file: routes, the handshake (token, limits, registration) and the session table;
+//! - this file: routes, the handshake (token, limits, registration), the session table, and
+//!   the relay of long-polling requests for sessions of other nodes;
+//! - [`awaiting_auth`]: a session whose token comes in the `auth` payload of its first
+//!   namespace connect;
 //! - [`session`]: one Engine.IO session: its namespaces, packets, upstream events, heartbeat
 //!   and end;
 //! - [`polling`]: the long-polling `GET` and `POST`;

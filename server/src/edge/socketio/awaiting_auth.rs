@@ -9,15 +9,16 @@
 //! on any session. A refusal reaches the client as a `connect_error` for that namespace,
 //! followed by the close of the session.
 //!
-//! What waits here is bounded: at most `limits.max_concurrent_handshakes` sessions per node,
-//! each for at most `ping_interval + ping_timeout` (the client sends its connect at once).
+//! What waits here is bounded: a waiting session holds one of the node's handshake slots
+//! (`limits.max_concurrent_handshakes`, shared with the WebSocket edge), for at most
+//! `ping_interval + ping_timeout` (the client sends its connect at once).
 //! Polls wait for the outcome like any poll, up to `socketio.max_poll_duration`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -42,6 +43,8 @@ pub(super) struct AwaitingAuth {
     outcome: watch::Sender<Option<Outcome>>,
     /// One `POST` at a time, as on a session.
     gate: tokio::sync::Mutex<()>,
+    /// Its handshake slot (`limits.max_concurrent_handshakes`), freed when it is forgotten.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// How the wait ended.
@@ -97,24 +100,26 @@ pub(super) fn begin(
             "the server is shutting down",
         );
     }
-    let max = edge.config.limits.max_concurrent_handshakes;
-    if sio.awaiting.len() >= max {
+    // A waiting session is a handshake in progress: it holds one of the node's handshake
+    // slots until it is decided.
+    let Ok(permit) = edge.handshakes.clone().try_acquire_owned() else {
         edge.limits.hit(LimitKind::ConcurrentHandshakes);
         return eio_error(
             StatusCode::SERVICE_UNAVAILABLE,
             code::BAD_REQUEST,
             &format!(
-                "too many sessions waiting for their auth payload \
-                 (limits.max_concurrent_handshakes = {max}); retry shortly"
+                "too many handshakes in progress (limits.max_concurrent_handshakes = {}); \
+                 retry shortly",
+                edge.config.limits.max_concurrent_handshakes
             ),
         );
-    }
+    };
     let id = edge.node.new_connection_id();
     let sid: Arc<str> = id.as_str().into();
     handshake.id = Some(id);
     handshake.greet = false;
     if websocket {
-        return begin_websocket(sio, request, handshake, hub_name, hub, sid);
+        return begin_websocket(sio, request, handshake, hub_name, hub, sid, permit);
     }
     let awaiting = Arc::new(AwaitingAuth {
         sid: sid.clone(),
@@ -123,20 +128,25 @@ pub(super) fn begin(
         handshake,
         outcome: watch::channel(None).0,
         gate: tokio::sync::Mutex::new(()),
+        _slot: permit,
     });
-    sio.awaiting.insert(sid.clone(), awaiting.clone());
-    // Forgets the session if no connect came in time (or its refusal was never polled).
+    // Forgets the session if no connect came in time (or its refusal was never polled). Holds
+    // it weakly: a session decided and forgotten frees its handshake slot at once.
+    let weak = Arc::downgrade(&awaiting);
+    sio.awaiting.insert(sid.clone(), awaiting);
     let task_sio = sio.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = tokio::time::sleep(patience(&task_sio)) => {}
             () = task_sio.edge.kill.cancelled() => {}
         }
-        awaiting.resolve(Outcome::Refused(
-            "/".into(),
-            "no namespace connect with a token arrived in time".into(),
-        ));
-        task_sio.awaiting.remove(&awaiting.sid);
+        if let Some(awaiting) = weak.upgrade() {
+            awaiting.resolve(Outcome::Refused(
+                "/".into(),
+                "no namespace connect with a token arrived in time".into(),
+            ));
+            task_sio.awaiting.remove(&awaiting.sid);
+        }
     });
     polling::handshake(sio, &sid)
 }
@@ -188,13 +198,13 @@ async fn authenticate(
     handshake.token = token;
     open(sio, &handshake, hub_name, hub.clone(), websocket)
         .await
-        .map_err(|Refusal(_, _, why)| {
+        .map_err(|Refusal(status, _, why)| {
             sio.edge
                 .node
                 .metrics()
                 .registry()
                 .connect_refusals
-                .with(&["auth_payload"])
+                .with(&[status.as_str()])
                 .inc();
             (namespace, why)
         })
@@ -307,6 +317,7 @@ fn begin_websocket(
     hub_name: String,
     hub: HubKey,
     sid: Arc<str>,
+    slot: OwnedSemaphorePermit,
 ) -> Reply {
     let Some(response) = websocket::switching_protocols(request) else {
         return eio_error(
@@ -347,7 +358,10 @@ fn begin_websocket(
             }
         };
         let packet = packets::parse_text(text.as_str()).ok();
-        match authenticate(&sio, &handshake, &hub_name, &hub, packet.as_ref(), true).await {
+        let authenticated =
+            authenticate(&sio, &handshake, &hub_name, &hub, packet.as_ref(), true).await;
+        drop(slot);
+        match authenticated {
             Ok(session) => {
                 let packet = packet.expect("authenticated by its connect");
                 if let Err(fatal) = session.on_packet(&sio, packet).await {
