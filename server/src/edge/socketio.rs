@@ -222,6 +222,7 @@ async fn relay(
         }
         _ => return eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
     };
+    tracing::debug!(%owner, sid, "relaying a long-polling request to the session's node");
     let hold = sio.edge.config.socketio.max_poll_duration;
     match sio
         .edge
