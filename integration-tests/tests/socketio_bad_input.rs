@@ -24,15 +24,21 @@ use tokio_tungstenite::tungstenite::Message;
 const HUB: &str = "siobad";
 const PATH: &str = "/clients/socketio/hubs/siobad/";
 
+/// A hub without anonymous clients: a token in the query or in the `auth` payload.
+const TOKEN_PATH: &str = "/clients/socketio/hubs/siotoken/";
+
 async fn server() -> TestServer {
     TestServer::start_with(|config| {
-        config.hubs = BTreeMap::from([(
-            HUB.to_owned(),
-            HubConfig {
-                anonymous_connect: true,
-                ..HubConfig::default()
-            },
-        )]);
+        config.hubs = BTreeMap::from([
+            (
+                HUB.to_owned(),
+                HubConfig {
+                    anonymous_connect: true,
+                    ..HubConfig::default()
+                },
+            ),
+            ("siotoken".to_owned(), HubConfig::default()),
+        ]);
         config.socketio.max_payload_bytes = 4096;
     })
     .await
@@ -422,5 +428,72 @@ async fn a_client_that_stops_answering_pings_is_closed_after_ping_interval_plus_
         "{:?}",
         event.json()
     );
+    bystander_receives(&server, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn a_session_without_a_token_whose_first_packet_brings_none_gets_connect_error_and_ends() {
+    let server = server().await;
+    let mut bystander = websocket(&server).await;
+    let addr = server.client_addr();
+    // Long-polling: the handshake hands out a sid; a first packet that is not a namespace
+    // connect, or one without a token, is refused on the next poll, then the session closes.
+    for (first, why) in [
+        ("40", "missing access token"),
+        (r#"40{"token":"not a jwt"}"#, "token"),
+        ("3", "must be a namespace connect"),
+        (r#"42["too","early"]"#, "must be a namespace connect"),
+    ] {
+        let (status, open) = http(
+            addr,
+            "GET",
+            &format!("{TOKEN_PATH}?EIO=4&transport=polling"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{open}");
+        let open: Value =
+            serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("open JSON");
+        let url = format!(
+            "{TOKEN_PATH}?EIO=4&transport=polling&sid={}",
+            open["sid"].as_str().expect("sid")
+        );
+        assert_eq!(
+            http(addr, "POST", &url, first.as_bytes()).await,
+            (200, "ok".to_owned())
+        );
+        let (status, refusal) = http(addr, "GET", &url, b"").await;
+        assert_eq!(status, 200, "{first}: {refusal}");
+        let (connect_error, close) = refusal.split_once('\x1e').expect("two packets");
+        let error: Value = serde_json::from_str(
+            connect_error
+                .strip_prefix("44")
+                .unwrap_or_else(|| panic!("{first}: a connect_error: {refusal}")),
+        )
+        .expect("connect_error JSON");
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{first}: {error}"
+        );
+        assert_eq!(close, "1", "{first}: then the close");
+        let (status, gone) = http(addr, "GET", &url, b"").await;
+        assert_eq!(status, 400, "{first}: the session is over: {gone}");
+    }
+    // WebSocket: the same refusal, then a close with 1008.
+    let url = server.ws_url(&format!("{TOKEN_PATH}?EIO=4&transport=websocket"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket session");
+    assert!(
+        next_text(&mut ws).await.starts_with("0{"),
+        "the open packet"
+    );
+    ws.send(Message::Text(r#"40/chat,{"token":"not a jwt"}"#.into()))
+        .await
+        .expect("send");
+    let refused = next_text(&mut ws).await;
+    assert!(refused.starts_with("44/chat,{"), "{refused}");
+    let (code, _) = close_of(&mut ws).await;
+    assert_eq!(code, 1008);
     bystander_receives(&server, &mut bystander).await;
 }
