@@ -166,3 +166,48 @@ describe("Socket.IO long-polling across three nodes, one session's polls on diff
     assert.deepEqual(JSON.parse(gone.body), { code: 1, message: "Session ID unknown" });
   });
 });
+
+describe("Socket.IO relayed polls beyond socketio.max_relayed_polls", { timeout: 60_000 }, () => {
+  const cluster = new Cluster(2, { configToml: "[socketio]\nmax_relayed_polls = 1\n\n[hubs.sio]\nanonymous_connect = true\n" });
+
+  before(async () => {
+    await cluster.start();
+  });
+
+  after(async () => {
+    await cluster.stop();
+  });
+
+  const base = (node) => `http://127.0.0.1:${cluster.nodes[node].port}/clients/socketio/hubs/${HUB}/`;
+
+  async function session() {
+    const open = await (await fetch(`${base(0)}?EIO=4&transport=polling`)).text();
+    const sid = JSON.parse(open.slice(1)).sid;
+    const url = (node) => `${base(node)}?EIO=4&transport=polling&sid=${sid}`;
+    assert.equal(await (await fetch(url(0), { method: "POST", body: "40" })).text(), "ok");
+    assert.match(await (await fetch(url(0))).text(), /^40/);
+    return url;
+  }
+
+  test("the owner refuses relayed polls beyond its limit with 503; its local polls go on", async () => {
+    const a = await session();
+    const b = await session();
+    // a's poll from node 2 is held on node 1 and takes the one relayed slot.
+    const held = fetch(a(1));
+    await new Promise((r) => setTimeout(r, 300));
+    const refused = await fetch(b(1));
+    assert.equal(refused.status, 503);
+    assert.match((await refused.json()).message, /max_relayed_polls/);
+    // So is a relayed post while the held poll takes the slot.
+    const post = await fetch(a(1), { method: "POST", body: '42["x"]' });
+    assert.equal(post.status, 503);
+    // b on its own node is served, and the sessions end normally.
+    const local = fetch(b(0));
+    const closeB = await fetch(b(0), { method: "POST", body: "1" });
+    assert.equal(await closeB.text(), "ok");
+    assert.equal((await local).status, 200);
+    const closeA = await fetch(a(0), { method: "POST", body: "1" });
+    assert.equal(await closeA.text(), "ok");
+    assert.equal((await held).status, 200, "the held relayed poll ends with its session");
+  });
+});
