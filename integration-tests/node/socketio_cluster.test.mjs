@@ -1,8 +1,7 @@
 // Socket.IO long-polling across the nodes of a cluster, without session affinity: the polls of
 // one Engine.IO session are sent on purpose to different nodes (each addressed directly), as a
 // balancer without sticky sessions would, and each is served by relaying it to the node that
-// holds the session. A session's WebSocket upgrade must reach that node: elsewhere it is
-// refused with a clear Engine.IO error, and the session goes on over long-polling.
+// holds the session; so is its upgrade to WebSocket, on whichever node it lands.
 //
 // Forms a cluster of its own, like cluster.test.mjs (scripts/test runs it once).
 //   cd integration-tests/node && node --test socketio_cluster.test.mjs
@@ -81,7 +80,7 @@ describe("Socket.IO long-polling across three nodes, one session's polls on diff
     return withTimeout(new Promise((resolve) => ws.once("message", (data) => resolve(String(data)))), STEP_TIMEOUT_MS, "a WebSocket message");
   }
 
-  test("polls and posts on every node serve one session; its upgrade is refused off its node and works on it", async () => {
+  test("polls and posts on every node serve one session, and so does its upgrade to WebSocket on another node", async () => {
     const sid = await handshake(0);
     // The namespace connect, posted to node 2; its answer, polled from node 1.
     assert.deepEqual(await post(2, sid, "40"), { status: 200, body: "ok" });
@@ -93,16 +92,49 @@ describe("Socket.IO long-polling across three nodes, one session's polls on diff
     await service.sendToConnection(sid, '42["news","across"]', { contentType: "text/plain" });
     assert.deepEqual(await poll, { status: 200, body: '42["news","across"]' });
 
-    // The upgrade off the session's node: a clear refusal, and the session goes on.
-    const refused = await openWebSocket(1, sid);
-    assert.equal(refused.status, 400);
-    assert.match(JSON.parse(refused.body).message, /held by another node.*goes on over long-polling/s);
-    const still = get(2, sid);
-    await service.sendToConnection(sid, '42["news","still"]', { contentType: "text/plain" });
-    assert.deepEqual(await still, { status: 200, body: '42["news","still"]' });
+    // The upgrade off the session's node, while a poll waits on a third node: the WebSocket
+    // is served there by relaying to the session's node.
+    const waiting = get(2, sid);
+    const { ws } = await openWebSocket(1, sid);
+    ws.send("2probe");
+    assert.equal(await nextMessage(ws), "3probe");
+    assert.deepEqual(await waiting, { status: 200, body: "6" }, "the waiting poll ends with a no-op");
+    ws.send("5");
+    const pushed = nextMessage(ws);
+    await service.sendToConnection(sid, '42["news","over websocket"]', { contentType: "text/plain" });
+    assert.equal(await pushed, '42["news","over websocket"]');
+    // Binary attachments become binary frames.
+    const frames = [];
+    const two = withTimeout(
+      new Promise((resolve) =>
+        ws.on("message", (data, isBinary) => {
+          frames.push(isBinary ? [...data] : String(data));
+          if (frames.length === 2) resolve();
+        }),
+      ),
+      STEP_TIMEOUT_MS,
+      "an event and its attachment",
+    );
+    await service.sendToConnection(sid, '451-["bin",{"_placeholder":true,"num":0}]\x1ebAQID', { contentType: "text/plain" });
+    await two;
+    assert.deepEqual(frames, ['451-["bin",{"_placeholder":true,"num":0}]', [1, 2, 3]]);
+    ws.removeAllListeners("message");
+    // From the client: a namespace connect, handled on the session's node and answered.
+    const answer = nextMessage(ws);
+    ws.send("40/other,");
+    assert.match(await answer, /^40\/other,\{"sid":"[^"]+"\}$/);
+    // Closing the WebSocket ends the session on its node.
+    ws.close();
+    let after;
+    for (let i = 0; i < 5 && after?.status !== 400; i++) after = await get(0, sid);
+    assert.equal(after.status, 400, "the session is over");
+    assert.equal(JSON.parse(after.body).code, 1);
+  });
 
-    // The upgrade on the session's own node, while a poll waits on another: the waiting poll
-    // gets a no-op, so the client can finish the upgrade.
+  test("a session upgraded on its own node: the waiting poll elsewhere ends, later polls are refused", async () => {
+    const sid = await handshake(0);
+    assert.deepEqual(await post(1, sid, "40"), { status: 200, body: "ok" });
+    assert.match((await get(2, sid)).body, /^40/);
     const waiting = get(1, sid);
     const { ws } = await openWebSocket(0, sid);
     ws.send("2probe");

@@ -271,6 +271,19 @@ pub(crate) struct SocketIoPoll {
     /// ends the session with this reason, as it would have for a body it read itself.
     #[prost(string, optional, tag = "5")]
     pub(crate) refused: Option<String>,
+    /// A WebSocket upgrade of the session on the relaying node, which then serves that
+    /// WebSocket by relaying polls and posts: [`SocketIoPoll::PROBED`] (pending polls end
+    /// with a no-op so the client can switch) or [`SocketIoPoll::SWITCHED`] (the session is
+    /// served over the relaying node's WebSocket from now on, or the upgrade was abandoned).
+    #[prost(uint32, tag = "6")]
+    pub(crate) upgrade: u32,
+}
+
+impl SocketIoPoll {
+    /// The client probed a WebSocket on the relaying node.
+    pub(crate) const PROBED: u32 = 1;
+    /// The client switched to it (or the upgrade was abandoned).
+    pub(crate) const SWITCHED: u32 = 2;
 }
 
 /// The owner's HTTP answer to a [`SocketIoPoll`], which the node that took the request

@@ -18,8 +18,8 @@
 //! node). A long-polling request that the balancer sends to another node is served there:
 //! that node relays it to the owner over the backplane and writes the owner's answer
 //! (`node/polling.rs` says how, and its bounds), so long-polling needs no session affinity.
-//! Only a session's WebSocket upgrade must reach its owner; elsewhere it is refused and the
-//! stock client goes on over long-polling.
+//! So may the upgrade to WebSocket: the node that takes the WebSocket serves it by relaying
+//! to the owner ([`remote_websocket`]).
 //!
 //! # Layout
 //! - this file: routes, the handshake (token, limits, registration), the session table, and
@@ -33,6 +33,7 @@
 
 mod awaiting_auth;
 mod polling;
+mod remote_websocket;
 mod session;
 mod websocket;
 
@@ -145,6 +146,11 @@ async fn serve_relayed_polls(sio: Arc<SocketIoEdge>, mut polls: mpsc::Receiver<R
                         sio.awaiting.remove(poll.sid.as_str());
                         eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
                     }
+                    (Some(_), PollRequest::Probed | PollRequest::Switched) => eio_error(
+                        StatusCode::BAD_REQUEST,
+                        code::BAD_REQUEST,
+                        "The session was not authenticated: no upgrade",
+                    ),
                 },
                 Some(session) => match poll.request {
                     PollRequest::Get => polling::poll(&sio, &session).await,
@@ -153,6 +159,8 @@ async fn serve_relayed_polls(sio: Arc<SocketIoEdge>, mut polls: mpsc::Receiver<R
                         session.end(why.clone());
                         eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
                     }
+                    PollRequest::Probed => polling::probed_elsewhere(&sio, &session),
+                    PollRequest::Switched => polling::switched_elsewhere(&session),
                 },
             };
             let _ = poll.answer.send(poll_reply(reply));
@@ -177,10 +185,10 @@ fn poll_reply(reply: Reply) -> PollReply {
 }
 
 /// A long-polling request for a session this node does not hold: relayed to the node that
-/// does, whose answer is written as is. A WebSocket upgrade cannot be relayed: it is
-/// refused, and the stock client goes on over long-polling.
+/// does, whose answer is written as is. A WebSocket upgrade is taken here and served by
+/// relaying ([`remote_websocket`]).
 async fn relay(
-    sio: &SocketIoEdge,
+    sio: &Arc<SocketIoEdge>,
     request: &mut Request,
     hub: &HubKey,
     sid: &str,
@@ -190,14 +198,11 @@ async fn relay(
         return unknown_sid();
     };
     let poll = match (websocket, &request.method) {
+        (true, &Method::GET) if request.is_websocket() => {
+            return remote_websocket::upgrade(sio, request, hub, sid, owner);
+        }
         (true, _) => {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::BAD_REQUEST,
-                "This long-polling session is held by another node of the cluster: its \
-                 upgrade to WebSocket must reach that node. The session goes on over \
-                 long-polling.",
-            );
+            return eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request");
         }
         (false, &Method::GET) => PollRequest::Get,
         (false, &Method::POST) => {

@@ -20,9 +20,11 @@
 //!   unknown" and starts a new session; a backplane that is down is a `503`.
 //!
 //! The node that holds the session is the only one that touches it, so nothing about a
-//! session is shared through Redis. A session's WebSocket upgrade must reach its owner (a
-//! WebSocket cannot be relayed request by request); elsewhere it is refused and the session
-//! goes on over long-polling.
+//! session is shared through Redis. A session's upgrade to WebSocket may land anywhere too:
+//! the node that takes the WebSocket tells the owner of the probe (its pending poll ends with
+//! a no-op, so the client can switch) and of the switch, then serves the WebSocket as a
+//! long-polling client of the owner would, relaying a `GET` at a time for what goes to the
+//! client and a `POST` for each message from it.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -42,8 +44,15 @@ pub(crate) enum PollRequest {
     Get,
     /// A `POST` with its body.
     Post(Bytes),
-    /// A `POST` whose body the relaying node refused (why): end the session.
+    /// A `POST` whose body the relaying node refused, or the end of the WebSocket it served
+    /// the session over (why): end the session.
     RefusedPost(String),
+    /// The client probed a WebSocket for the session on the relaying node: end pending polls
+    /// with a no-op so the client can switch.
+    Probed,
+    /// The client switched to that WebSocket, which the relaying node serves with relayed
+    /// polls and posts from now on (or the upgrade was abandoned): polls are served again.
+    Switched,
 }
 
 /// An HTTP answer to a long-polling request, as the owner wrote it.
@@ -112,10 +121,12 @@ impl Node {
         let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
-        let (post, payload, refused) = match request {
-            PollRequest::Get => (false, Bytes::new(), None),
-            PollRequest::Post(body) => (true, body, None),
-            PollRequest::RefusedPost(why) => (true, Bytes::new(), Some(why)),
+        let (post, payload, refused, upgrade) = match request {
+            PollRequest::Get => (false, Bytes::new(), None, 0),
+            PollRequest::Post(body) => (true, body, None, 0),
+            PollRequest::RefusedPost(why) => (true, Bytes::new(), Some(why), 0),
+            PollRequest::Probed => (false, Bytes::new(), None, SocketIoPoll::PROBED),
+            PollRequest::Switched => (false, Bytes::new(), None, SocketIoPoll::SWITCHED),
         };
         let body = Body::SocketIoPoll(SocketIoPoll {
             hub: hub.to_owned(),
@@ -123,6 +134,7 @@ impl Node {
             post,
             payload,
             refused,
+            upgrade,
         });
         let Some(reply) = cluster
             .ask_within(owner, body, hold + ANSWER_TIMEOUT)
@@ -175,10 +187,12 @@ impl Node {
             cluster.answer(asker, refuse("this node serves no Socket.IO sessions"));
             return;
         };
-        let request = match (poll.post, poll.refused) {
-            (false, _) => PollRequest::Get,
-            (true, Some(why)) => PollRequest::RefusedPost(why),
-            (true, None) => PollRequest::Post(poll.payload),
+        let request = match (poll.upgrade, poll.post, poll.refused) {
+            (SocketIoPoll::PROBED, _, _) => PollRequest::Probed,
+            (SocketIoPoll::SWITCHED, _, _) => PollRequest::Switched,
+            (_, false, _) => PollRequest::Get,
+            (_, true, Some(why)) => PollRequest::RefusedPost(why),
+            (_, true, None) => PollRequest::Post(poll.payload),
         };
         let (answer, answered) = oneshot::channel();
         let relayed = RelayedPoll {

@@ -212,3 +212,35 @@ async fn handle_payload(sio: &SocketIoEdge, session: &Arc<EioSession>, body: &[u
     );
     response
 }
+
+/// The client probed a WebSocket for this session on another node, which will serve it by
+/// relaying: pending polls end with a no-op so the client can switch. An upgrade that does
+/// not complete within `socketio.upgrade_timeout` is abandoned.
+pub(super) fn probed_elsewhere(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply {
+    if session.transport() != Transport::Polling {
+        return eio_error(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            "This session is not on long-polling",
+        );
+    }
+    session.set_transport(Transport::Upgrading);
+    let timeout = sio.edge.config.socketio.upgrade_timeout;
+    let session = session.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if session.transport() == Transport::Upgrading {
+            session.set_transport(Transport::Polling);
+        }
+    });
+    payload("ok".into())
+}
+
+/// The client switched to the WebSocket on another node (or gave up the upgrade): that node
+/// polls for it from now on, as a long-polling client would.
+pub(super) fn switched_elsewhere(session: &EioSession) -> Reply {
+    if session.transport() == Transport::Upgrading {
+        session.set_transport(Transport::Polling);
+    }
+    payload("ok".into())
+}
