@@ -516,8 +516,9 @@ pub struct SocketIoConfig {
     #[serde(with = "seconds")]
     pub upgrade_timeout: Duration,
     /// In a cluster: most long-polling requests this node serves at once for other nodes
-    /// (polls of its sessions that the balancer sent elsewhere, relayed here over the
-    /// backplane). Beyond it a relayed request is answered `503` and the client reconnects.
+    /// (polls and posts of its sessions that the balancer sent elsewhere, relayed here over
+    /// the backplane; a session upgraded to WebSocket on another node holds one while it
+    /// lives). Beyond it a relayed request is answered `503` and the client reconnects.
     pub max_relayed_polls: usize,
 }
 
