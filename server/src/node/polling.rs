@@ -202,7 +202,10 @@ impl Node {
             answer,
         };
         if host.try_send(relayed).is_err() {
-            cluster.answer(asker, refuse("the node holding this session is overloaded"));
+            cluster.answer(
+                asker,
+                refuse("the node holding this session cannot take more relayed polls now"),
+            );
             return;
         }
         let cluster = cluster.clone();
