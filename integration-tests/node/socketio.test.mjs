@@ -16,8 +16,8 @@ import { io } from "socket.io-client";
 
 import { STEP_TIMEOUT_MS, Server, TOPOLOGY, eventually, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
-/** Long-polling needs session affinity, which the test balancer does not give (see SINGLE_NODE_ONLY). */
-const POLLING = TOPOLOGY === "cluster" ? ["websocket"] : ["polling"];
+/** Long-polling works through the test balancer too, which has no session affinity. */
+const POLLING = ["polling"];
 
 const HUB = "sio";
 
@@ -137,6 +137,11 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
       reconnection: false,
     });
     sockets.push(socket);
+    // How the upgrade from long-polling ends: "websocket", or the refusal of the probe.
+    socket.upgradeOutcome = new Promise((resolve) => {
+      socket.io.engine.once("upgrade", () => resolve("websocket"));
+      socket.io.engine.once("upgradeError", (e) => resolve(`refused: ${e.message}`));
+    });
     await withTimeout(
       new Promise((resolve, reject) => {
         socket.once("connect", resolve);
@@ -173,7 +178,11 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
       assert.match(event.contentType, /^text\/plain/);
       assert.match(event.body, /^42\d+\["echo","hello",\{"n":1\}\]$/);
       if (options.transports.length === 2) {
-        await eventually(() => socket.io.engine.transport.name === "websocket", "the upgrade to WebSocket");
+        // Across nodes the balancer may send the WebSocket to another node than the
+        // session's: that node serves it by relaying (socketio_cluster.test.mjs shows it).
+        const outcome = await withTimeout(socket.upgradeOutcome, STEP_TIMEOUT_MS, "the end of the upgrade");
+        assert.equal(outcome, "websocket");
+        assert.equal(socket.io.engine.transport.name, "websocket");
         // Still served after the upgrade.
         assert.equal(await socket.emitWithAck("echo", "again"), "again");
       }
@@ -265,12 +274,56 @@ event_handlers = [{ url_template = "http://127.0.0.1:${port}/eventhandler", user
     socket.disconnect();
   });
 
-  test("without a token, or with a token for /client, the handshake is refused", async () => {
-    const noToken = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling`);
-    assert.equal(noToken.status, 401);
+  for (const transports of [["polling"], ["websocket"], ["polling", "websocket"]]) {
+    test(`a token in the auth payload (auth: { token }) over ${transports} is accepted like one in the query`, async () => {
+      const { token } = await service.getClientAccessToken({ clientProtocol: "socketio", userId: "dave" });
+      const socket = io(`${baseUrl}/chat`, { path: `/clients/socketio/hubs/${HUB}`, auth: { token }, transports, reconnection: false });
+      sockets.push(socket);
+      await withTimeout(
+        new Promise((resolve, reject) => {
+          socket.once("connect", resolve);
+          socket.once("connect_error", reject);
+        }),
+        STEP_TIMEOUT_MS,
+        "connect with auth: { token }",
+      );
+      const connectEvent = await backend.wait(
+        (e) => e.type === "azure.webpubsub.sys.connect" && e.socketId === socket.id,
+        "the connect event of the socket",
+      );
+      assert.equal(connectEvent.userId, "dave", "the user of the token in the auth payload");
+      assert.equal(connectEvent.namespace, "/chat");
+      assert.equal(await withTimeout(socket.emitWithAck("echo", "authed"), STEP_TIMEOUT_MS, "the ack"), "authed");
+      // The connection's next namespace needs no token again.
+      const root = socket.io.socket("/");
+      await withTimeout(new Promise((r) => root.once("connect", r)), STEP_TIMEOUT_MS, "a second namespace");
+      socket.disconnect();
+      root.disconnect();
+    });
+  }
+
+  test("without a token, or with a token for /client (query or auth payload), the client is refused", async () => {
+    // No token anywhere: the handshake waits for the auth payload, which has none.
+    const open = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling`);
+    assert.equal(open.status, 200);
+    const { sid } = JSON.parse((await open.text()).slice(1));
+    const session = `${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling&sid=${sid}`;
+    assert.equal(await (await fetch(session, { method: "POST", body: "40" })).text(), "ok");
+    const refusal = await (await fetch(session)).text();
+    const [connectError, close] = refusal.split("\x1e");
+    assert.match(connectError, /^44\{"message":"missing access token/);
+    assert.equal(close, "1", "then the session closes");
     const wrong = await service.getClientAccessToken({ userId: "x" });
     const res = await fetch(`${baseUrl}/clients/socketio/hubs/${HUB}/?EIO=4&transport=polling&access_token=${wrong.token}`);
     assert.equal(res.status, 401);
     assert.match(await res.text(), /audience/);
+    // The stock client with the wrong token in its auth payload hears why in its connect_error.
+    for (const transports of [["polling"], ["websocket"]]) {
+      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, auth: { token: wrong.token }, transports, reconnection: false });
+      sockets.push(socket);
+      const error = await withTimeout(new Promise((r) => socket.once("connect_error", r)), STEP_TIMEOUT_MS, "connect_error");
+      assert.match(error.message, /audience/, `${transports}`);
+      socket.disconnect();
+    }
   });
 });

@@ -1,6 +1,7 @@
 //! Bad input at the Socket.IO edge: malformed Engine.IO and Socket.IO packets, oversized
 //! payloads, namespaces that are not connected or not valid, unknown sessions, and a storm of
-//! overlapping polls. Each gets a clear refusal (a close code and reason, a `400` with
+//! overlapping polls, namespaces beyond the per-connection limit, a client that stops answering
+//! pings. Each gets a clear refusal (a close code and reason, a `400` with
 //! Engine.IO's error code, a `413`), and nothing else is affected: a bystander session goes
 //! on receiving sends. Runs on one node and across three (a session's requests go to the
 //! node that opened it; REST goes to node 3).
@@ -12,8 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Full};
+use hubcast_integration_tests::webhook::WebhookReceiver;
 use hubcast_integration_tests::{TIMEOUT, TestServer, Ws};
-use hubcast_server::config::HubConfig;
+use hubcast_server::config::{EventHandlerConfig, HubConfig};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -22,15 +24,21 @@ use tokio_tungstenite::tungstenite::Message;
 const HUB: &str = "siobad";
 const PATH: &str = "/clients/socketio/hubs/siobad/";
 
+/// A hub without anonymous clients: a token in the query or in the `auth` payload.
+const TOKEN_PATH: &str = "/clients/socketio/hubs/siotoken/";
+
 async fn server() -> TestServer {
     TestServer::start_with(|config| {
-        config.hubs = BTreeMap::from([(
-            HUB.to_owned(),
-            HubConfig {
-                anonymous_connect: true,
-                ..HubConfig::default()
-            },
-        )]);
+        config.hubs = BTreeMap::from([
+            (
+                HUB.to_owned(),
+                HubConfig {
+                    anonymous_connect: true,
+                    ..HubConfig::default()
+                },
+            ),
+            ("siotoken".to_owned(), HubConfig::default()),
+        ]);
         config.socketio.max_payload_bytes = 4096;
     })
     .await
@@ -310,4 +318,182 @@ async fn unknown_sessions_transports_and_versions_get_engine_io_errors() {
     )
     .await;
     assert_eq!(status, 400, "a session starts with a GET");
+}
+
+#[tokio::test]
+async fn namespace_connects_beyond_max_namespaces_per_connection_get_connect_error() {
+    let server = TestServer::start_with(|config| {
+        config.hubs = BTreeMap::from([(
+            HUB.to_owned(),
+            HubConfig {
+                anonymous_connect: true,
+                ..HubConfig::default()
+            },
+        )]);
+        config.socketio.max_payload_bytes = 4096;
+        config.socketio.max_namespaces_per_connection = 2;
+    })
+    .await;
+    // `/` is the first namespace, `/a` the second: the limit.
+    let mut ws = websocket(&server).await;
+    ws.send(Message::Text("40/a,".into())).await.expect("send");
+    let connected = next_text(&mut ws).await;
+    assert!(connected.starts_with("40/a,{\"sid\":"), "{connected}");
+    ws.send(Message::Text("40/b,".into())).await.expect("send");
+    let refused = next_text(&mut ws).await;
+    let error: Value = serde_json::from_str(
+        refused
+            .strip_prefix("44/b,")
+            .unwrap_or_else(|| panic!("a connect_error for /b: {refused}")),
+    )
+    .expect("connect_error JSON");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limit of 2 namespaces")
+                && m.contains("socketio.max_namespaces_per_connection")),
+        "{error}"
+    );
+    // The connection goes on, and a namespace left frees its place.
+    bystander_receives(&server, &mut ws).await;
+    ws.send(Message::Text("41/a,".into())).await.expect("send");
+    ws.send(Message::Text("40/b,".into())).await.expect("send");
+    let connected = next_text(&mut ws).await;
+    assert!(connected.starts_with("40/b,{\"sid\":"), "{connected}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_closed_after_ping_interval_plus_ping_timeout() {
+    let mut handler = WebhookReceiver::start().await;
+    let url = handler.url("/events");
+    let server = TestServer::start_with(move |config| {
+        config.hubs = BTreeMap::from([(
+            HUB.to_owned(),
+            HubConfig {
+                anonymous_connect: true,
+                event_handlers: vec![EventHandlerConfig {
+                    url_template: url.clone(),
+                    user_event_pattern: None,
+                    system_events: vec!["disconnected".into()],
+                    auth: None,
+                    http2: false,
+                }],
+                ..HubConfig::default()
+            },
+        )]);
+        config.socketio.max_payload_bytes = 4096;
+        config.socketio.ping_interval = Duration::from_secs(1);
+        config.socketio.ping_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut bystander = websocket(&server).await;
+    let mut silent = websocket(&server).await;
+    let since = std::time::Instant::now();
+    // Pings arrive and go unanswered; then the close.
+    let mut pings = 0;
+    let deadline = tokio::time::sleep(TIMEOUT);
+    tokio::pin!(deadline);
+    let close = loop {
+        tokio::select! {
+            frame = silent.next() => match frame {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => pings += 1,
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => {}
+                other => panic!("expected pings, then a close: {other:?}"),
+            },
+            // Meanwhile the bystander answers its pings.
+            frame = bystander.next() => match frame {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    bystander.send(Message::Text("3".into())).await.expect("pong");
+                }
+                other => panic!("the bystander got {other:?}"),
+            },
+            () = &mut deadline => panic!("no close within {TIMEOUT:?}"),
+        }
+    };
+    let elapsed = since.elapsed();
+    assert!(pings >= 1, "the server pinged");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(5),
+        "closed after pingInterval + pingTimeout (2 s), at the next heartbeat: {elapsed:?}"
+    );
+    let frame = close.expect("a close frame");
+    assert!(frame.reason.as_str().contains("ping timeout"), "{frame:?}");
+    // The disconnected event says why; the bystander, which answers its pings, stays.
+    let event = handler.next_named("disconnected").await;
+    assert!(
+        event.json()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ping timeout")),
+        "{:?}",
+        event.json()
+    );
+    bystander_receives(&server, &mut bystander).await;
+}
+
+#[tokio::test]
+async fn a_session_without_a_token_whose_first_packet_brings_none_gets_connect_error_and_ends() {
+    let server = server().await;
+    let mut bystander = websocket(&server).await;
+    let addr = server.client_addr();
+    // Long-polling: the handshake hands out a sid; a first packet that is not a namespace
+    // connect, or one without a token, is refused on the next poll, then the session closes.
+    for (first, why) in [
+        ("40", "missing access token"),
+        (r#"40{"token":"not a jwt"}"#, "token"),
+        ("3", "must be a namespace connect"),
+        (r#"42["too","early"]"#, "must be a namespace connect"),
+    ] {
+        let (status, open) = http(
+            addr,
+            "GET",
+            &format!("{TOKEN_PATH}?EIO=4&transport=polling"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{open}");
+        let open: Value =
+            serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("open JSON");
+        let url = format!(
+            "{TOKEN_PATH}?EIO=4&transport=polling&sid={}",
+            open["sid"].as_str().expect("sid")
+        );
+        assert_eq!(
+            http(addr, "POST", &url, first.as_bytes()).await,
+            (200, "ok".to_owned())
+        );
+        let (status, refusal) = http(addr, "GET", &url, b"").await;
+        assert_eq!(status, 200, "{first}: {refusal}");
+        let (connect_error, close) = refusal.split_once('\x1e').expect("two packets");
+        let error: Value = serde_json::from_str(
+            connect_error
+                .strip_prefix("44")
+                .unwrap_or_else(|| panic!("{first}: a connect_error: {refusal}")),
+        )
+        .expect("connect_error JSON");
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{first}: {error}"
+        );
+        assert_eq!(close, "1", "{first}: then the close");
+        let (status, gone) = http(addr, "GET", &url, b"").await;
+        assert_eq!(status, 400, "{first}: the session is over: {gone}");
+    }
+    // WebSocket: the same refusal, then a close with 1008.
+    let url = server.ws_url(&format!("{TOKEN_PATH}?EIO=4&transport=websocket"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket session");
+    assert!(
+        next_text(&mut ws).await.starts_with("0{"),
+        "the open packet"
+    );
+    ws.send(Message::Text(r#"40/chat,{"token":"not a jwt"}"#.into()))
+        .await
+        .expect("send");
+    let refused = next_text(&mut ws).await;
+    assert!(refused.starts_with("44/chat,{"), "{refused}");
+    let (code, _) = close_of(&mut ws).await;
+    assert_eq!(code, 1008);
+    bystander_receives(&server, &mut bystander).await;
 }

@@ -81,7 +81,7 @@ pub const NODE_ID_LEN: usize = 6;
 const INBOUND_CAPACITY: usize = 1024;
 
 /// How long a node waits for the answers of the others.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -694,7 +694,7 @@ impl Cluster {
     }
 
     /// [`Cluster::ask`], waiting up to `timeout` for the answer of a live node.
-    async fn ask_within(
+    pub(crate) async fn ask_within(
         &self,
         node: &str,
         body: Body,

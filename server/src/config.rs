@@ -515,6 +515,11 @@ pub struct SocketIoConfig {
     /// session stays on long-polling.
     #[serde(with = "seconds")]
     pub upgrade_timeout: Duration,
+    /// In a cluster: most long-polling requests this node serves at once for other nodes
+    /// (polls and posts of its sessions that the balancer sent elsewhere, relayed here over
+    /// the backplane; a session upgraded to WebSocket on another node holds one while it
+    /// lives). Beyond it a relayed request is answered `503` and the client reconnects.
+    pub max_relayed_polls: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -526,6 +531,7 @@ impl Default for SocketIoConfig {
             max_namespaces_per_connection: 32,
             max_poll_duration: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(10),
+            max_relayed_polls: 10_000,
         }
     }
 }

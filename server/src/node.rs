@@ -14,9 +14,11 @@
 //! a cluster (and merge the answers).
 
 mod client;
+mod polling;
 mod presence;
 mod routing;
 
+pub(crate) use polling::{PollOwner, PollReply, PollRequest, RelayedPoll};
 pub(crate) use presence::PresenceError;
 pub(crate) use routing::Forwarded;
 
@@ -172,6 +174,8 @@ struct Inner {
     endpoint: String,
     /// Group presence: this node's connections' states and subscribers.
     presence: presence::Presence,
+    /// Where long-polling requests relayed from other nodes go (the Socket.IO edge).
+    polls: polling::PollHost,
 }
 
 impl Node {
@@ -190,6 +194,7 @@ impl Node {
                 keys,
                 endpoint,
                 presence: presence::Presence::default(),
+                polls: polling::PollHost::default(),
             }),
         }
     }

@@ -16,9 +16,9 @@
 //              different nodes.
 //   Proxy      a TCP proxy in front of a server port: `drop()` / `cut()` every connection
 //              abruptly, `freeze()` the current ones, `route(url)`, `close()`.
-//   Cluster    N `hubcast` processes sharing one access key and one Redis under a key prefix of
-//              their own (`nodes`, `start()`, `stop()`), each addressed directly (for tests
-//              that pick the node); `REDIS_URL` is the test Redis.
+//   Cluster    N `hubcast` processes sharing one access key, one Redis under a key prefix of
+//              their own and an optional `configToml` (`nodes`, `start()`, `stop()`), each
+//              addressed directly (for tests that pick the node); `REDIS_URL` is the test Redis.
 //   TOPOLOGY   "single" (default) or "cluster", from HUBCAST_TEST_TOPOLOGY;
 //              SINGLE_NODE_ONLY, the tests a cluster cannot pass by design, and why;
 //              `topologyOptions(name)`, the node:test options that skip them there.
@@ -395,11 +395,11 @@ export class Proxy {
  * no other test uses, and a short lease (`lease`, e.g. "2s"). Each node is addressed directly.
  */
 export class Cluster {
-  constructor(count, { lease = "2s" } = {}) {
+  constructor(count, { lease = "2s", configToml } = {}) {
     const accessKey = randomBytes(33).toString("base64");
     this.prefix = uniquePrefix();
     const args = ["--redis", REDIS_URL, "--redis-prefix", this.prefix, "--cluster-lease", lease];
-    this.nodes = Array.from({ length: count }, () => new ProcessServer({ args, accessKey }));
+    this.nodes = Array.from({ length: count }, () => new ProcessServer({ args, accessKey, configToml }));
   }
 
   /** Starts every node; resolves with their connection strings. */
@@ -573,13 +573,6 @@ const RECOVERY_ACROSS_NODES =
   "node; that node does not hold the session and answers 1008, so the client starts a fresh " +
   "connection, by design (docs/DEPLOYMENT.md, Reliable clients across nodes)";
 
-// Why Socket.IO long-polling cannot be tested on a BalancedCluster.
-const POLLING_ACROSS_NODES =
-  "each poll of an Engine.IO session is a new HTTP request, which the balancer (no sticky " +
-  "sessions) sends to another node; a node serves only the sessions it opened and answers " +
-  "400 'Session ID unknown' for the others, on which the client starts a new session " +
-  "(docs/DEPLOYMENT.md: long-polling needs session affinity; WebSocket needs none)";
-
 // Why the tunnel cannot be tested on a BalancedCluster yet.
 const TUNNEL_ACROSS_NODES =
   "a tunnel serves the events of the node it is connected to, and :invoke reaches that " +
@@ -596,8 +589,6 @@ export const SINGLE_NODE_ONLY = new Map([
   ["reliable protocol through network cuts (official client)", RECOVERY_ACROSS_NODES],
   ["json.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
   ["protobuf.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
-  ["socket.io long-polling only: emitWithAck reaches the handler and its answer is the ack", POLLING_ACROSS_NODES],
-  ["socket.io long-polling upgraded to WebSocket: emitWithAck reaches the handler and its answer is the ack", POLLING_ACROSS_NODES],
 ]);
 
 /**

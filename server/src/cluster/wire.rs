@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 20")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -49,6 +49,14 @@ pub(crate) enum Body {
     /// Changes of group state (presence) on the sender, for this node's subscribers.
     #[prost(message, tag = "10")]
     GroupState(GroupStates),
+    // --- Socket.IO long-polling across nodes (tags 20-29) ---
+    /// A long-polling request for an Engine.IO session the receiving node holds, taken by
+    /// another node (no sticky sessions); answered with a [`PollAnswer`] in the [`Reply`]
+    /// body once the owner has served it (a `GET` may be held there up to
+    /// `socketio.max_poll_duration`).
+    #[prost(message, tag = "20")]
+    SocketIoPoll(SocketIoPoll),
+    // --- end of Socket.IO long-polling ---
 }
 
 /// A question a node answers from its own connections.
@@ -239,4 +247,56 @@ pub(crate) struct GroupStateEntry {
     /// When it changed, in Unix milliseconds.
     #[prost(uint64, tag = "5")]
     pub(crate) updated_at: u64,
+}
+
+// --- Socket.IO long-polling across nodes ---
+
+/// A long-polling request relayed to the node that holds its Engine.IO session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct SocketIoPoll {
+    /// The hub of the request's path (the owner checks that the session belongs to it).
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The Engine.IO `sid` (the connection id, which names its node).
+    #[prost(string, tag = "2")]
+    pub(crate) sid: String,
+    /// `false`: a `GET` (wait for what is queued); `true`: a `POST` carrying `payload`.
+    #[prost(bool, tag = "3")]
+    pub(crate) post: bool,
+    /// The body of a `POST`, already read and bounded by `socketio.max_payload_bytes` on the
+    /// node that took the request.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub(crate) payload: bytes::Bytes,
+    /// Set when the node that took a `POST` refused its body (too large, too slow): the owner
+    /// ends the session with this reason, as it would have for a body it read itself.
+    #[prost(string, optional, tag = "5")]
+    pub(crate) refused: Option<String>,
+    /// A WebSocket upgrade of the session on the relaying node, which then serves that
+    /// WebSocket by relaying polls and posts: [`SocketIoPoll::PROBED`] (pending polls end
+    /// with a no-op so the client can switch) or [`SocketIoPoll::SWITCHED`] (the session is
+    /// served over the relaying node's WebSocket from now on, or the upgrade was abandoned).
+    #[prost(uint32, tag = "6")]
+    pub(crate) upgrade: u32,
+}
+
+impl SocketIoPoll {
+    /// The client probed a WebSocket on the relaying node.
+    pub(crate) const PROBED: u32 = 1;
+    /// The client switched to it (or the upgrade was abandoned).
+    pub(crate) const SWITCHED: u32 = 2;
+}
+
+/// The owner's HTTP answer to a [`SocketIoPoll`], which the node that took the request
+/// writes as is.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PollAnswer {
+    /// The HTTP status.
+    #[prost(uint32, tag = "1")]
+    pub(crate) status: u32,
+    /// The `Content-Type`.
+    #[prost(string, tag = "2")]
+    pub(crate) content_type: String,
+    /// The body (an Engine.IO payload, `ok`, or an Engine.IO error).
+    #[prost(bytes = "bytes", tag = "3")]
+    pub(crate) body: bytes::Bytes,
 }

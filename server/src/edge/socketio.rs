@@ -14,19 +14,26 @@
 //! event), and a handler's answer to an event goes back to the client as is: that is how
 //! acks to `emitWithAck` work.
 //!
-//! In a cluster, every node serves the Engine.IO sessions it created. A long-polling request
-//! for a session of another node is answered `400` with Engine.IO's "Session ID unknown"
-//! (code 1), on which the stock client starts a new session: run long-polling clusters
-//! behind a balancer with session affinity, or let clients use WebSocket (one request).
+//! In a cluster, every node holds the Engine.IO sessions it created (the `sid` names the
+//! node). A long-polling request that the balancer sends to another node is served there:
+//! that node relays it to the owner over the backplane and writes the owner's answer
+//! (`node/polling.rs` says how, and its bounds), so long-polling needs no session affinity.
+//! So may the upgrade to WebSocket: the node that takes the WebSocket serves it by relaying
+//! to the owner ([`remote_websocket`]).
 //!
 //! # Layout
-//! - this file: routes, the handshake (token, limits, registration) and the session table;
+//! - this file: routes, the handshake (token, limits, registration), the session table, and
+//!   the relay of long-polling requests for sessions of other nodes;
+//! - [`awaiting_auth`]: a session whose token comes in the `auth` payload of its first
+//!   namespace connect;
 //! - [`session`]: one Engine.IO session: its namespaces, packets, upstream events, heartbeat
 //!   and end;
 //! - [`polling`]: the long-polling `GET` and `POST`;
 //! - [`websocket`]: the WebSocket transport and the upgrade from long-polling.
 
+mod awaiting_auth;
 mod polling;
+mod remote_websocket;
 mod session;
 mod websocket;
 
@@ -40,16 +47,20 @@ use tracing::Instrument as _;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::{Filter, Rejection};
 
+use tokio::sync::{Semaphore, mpsc};
+
 use super::ws::Edge;
 use crate::limits::LimitKind;
 use crate::message::{Frame, WireFormat};
+use crate::node::{PollOwner, PollReply, PollRequest, RelayedPoll};
 use crate::protocol::socketio as packets;
-use crate::router::{ConnectSpec, HubKey, Permissions};
+use crate::router::{ConnectSpec, ConnectionId, HubKey, Permissions};
 use crate::sockets::ClientAddr;
 use crate::telemetry::trace;
 use crate::upstream;
 use hubcast_auth::{self as auth, ClientClaims, ClientProtocol};
 
+use awaiting_auth::AwaitingAuth;
 use session::EioSession;
 
 /// What the Socket.IO edge shares with every session.
@@ -59,15 +70,197 @@ pub(crate) struct SocketIoEdge {
     edge: Arc<Edge>,
     /// The Engine.IO sessions of this node, by `sid` (the connection id).
     sessions: DashMap<Arc<str>, Arc<EioSession>>,
+    /// Sessions of this node waiting for the token of their `auth` payload, by `sid`.
+    awaiting: DashMap<Arc<str>, Arc<AwaitingAuth>>,
 }
 
 impl SocketIoEdge {
+    /// The edge; in a cluster it also serves the long-polling requests other nodes take
+    /// for its sessions.
     pub(crate) fn new(edge: Arc<Edge>) -> Arc<Self> {
-        Arc::new(Self {
+        let sio = Arc::new(Self {
             edge,
             sessions: DashMap::new(),
-        })
+            awaiting: DashMap::new(),
+        });
+        if let Some(polls) = sio.edge.node.host_relayed_polls() {
+            tokio::spawn(serve_relayed_polls(sio.clone(), polls));
+        }
+        sio
     }
+
+    /// This node's session `sid` if it belongs to `hub`.
+    fn session(&self, sid: &str, hub: &str) -> Option<Arc<EioSession>> {
+        self.sessions
+            .get(sid)
+            .map(|s| s.clone())
+            .filter(|s| s.hub().as_str() == hub)
+    }
+
+    /// This node's session `sid` waiting for its `auth` payload, if it belongs to `hub`.
+    fn awaiting(&self, sid: &str, hub: &str) -> Option<Arc<AwaitingAuth>> {
+        self.awaiting
+            .get(sid)
+            .map(|s| s.clone())
+            .filter(|s| s.hub().as_str() == hub)
+    }
+}
+
+/// Serves the long-polling requests other nodes relay here, at most
+/// `socketio.max_relayed_polls` at once, until shutdown.
+async fn serve_relayed_polls(sio: Arc<SocketIoEdge>, mut polls: mpsc::Receiver<RelayedPoll>) {
+    let limit = Arc::new(Semaphore::new(sio.edge.config.socketio.max_relayed_polls));
+    loop {
+        let poll = tokio::select! {
+            () = sio.edge.kill.cancelled() => return,
+            poll = polls.recv() => match poll {
+                Some(poll) => poll,
+                None => return,
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(
+                sid = %poll.sid,
+                "refusing a relayed poll: socketio.max_relayed_polls are being served"
+            );
+            let _ = poll.answer.send(poll_reply(eio_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::BAD_REQUEST,
+                "The node holding this session serves too many relayed polls \
+                 (socketio.max_relayed_polls)",
+            )));
+            continue;
+        };
+        let sio = sio.clone();
+        sio.edge.tracker.clone().spawn(async move {
+            let reply = match sio.session(&poll.sid, &poll.hub) {
+                None => match (sio.awaiting(&poll.sid, &poll.hub), poll.request) {
+                    (None, _) => unknown_sid(),
+                    (Some(awaiting), PollRequest::Get) => {
+                        awaiting_auth::poll(&sio, &awaiting).await
+                    }
+                    (Some(awaiting), PollRequest::Post(body)) => {
+                        awaiting_auth::post(&sio, &awaiting, &body).await
+                    }
+                    (Some(_), PollRequest::RefusedPost(why)) => {
+                        sio.awaiting.remove(poll.sid.as_str());
+                        eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
+                    }
+                    (Some(_), PollRequest::Probed | PollRequest::Switched) => eio_error(
+                        StatusCode::BAD_REQUEST,
+                        code::BAD_REQUEST,
+                        "The session was not authenticated: no upgrade",
+                    ),
+                },
+                Some(session) => match poll.request {
+                    PollRequest::Get => polling::poll(&sio, &session).await,
+                    PollRequest::Post(body) => polling::post_relayed(&sio, &session, &body).await,
+                    PollRequest::RefusedPost(why) => {
+                        session.end(why.clone());
+                        eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &why)
+                    }
+                    PollRequest::Probed => polling::probed_elsewhere(&sio, &session),
+                    PollRequest::Switched => polling::switched_elsewhere(&session),
+                },
+            };
+            let _ = poll.answer.send(poll_reply(reply));
+            drop(permit);
+        });
+    }
+}
+
+/// An answer of this node as the relaying node writes it.
+fn poll_reply(reply: Reply) -> PollReply {
+    let content_type = reply
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain; charset=UTF-8")
+        .to_owned();
+    PollReply {
+        status: reply.status().as_u16(),
+        content_type,
+        body: reply.into_body(),
+    }
+}
+
+/// A long-polling request for a session this node does not hold: relayed to the node that
+/// does, whose answer is written as is. A WebSocket upgrade is taken here and served by
+/// relaying ([`remote_websocket`]).
+async fn relay(
+    sio: &Arc<SocketIoEdge>,
+    request: &mut Request,
+    hub: &HubKey,
+    sid: &str,
+    websocket: bool,
+) -> Reply {
+    let PollOwner::Remote(owner) = sio.edge.node.poll_owner(sid) else {
+        return unknown_sid();
+    };
+    let poll = match (websocket, &request.method) {
+        (true, &Method::GET) if request.is_websocket() => {
+            return remote_websocket::upgrade(sio, request, hub, sid, owner);
+        }
+        (true, _) => {
+            return eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request");
+        }
+        (false, &Method::GET) => PollRequest::Get,
+        (false, &Method::POST) => {
+            let body = request.body.take().expect("the body is read once");
+            match polling::read_post_body(sio, body).await {
+                Ok(body) => PollRequest::Post(body),
+                Err((status, why)) => {
+                    // The owner ends the session, as for a body it read itself.
+                    let refused = PollRequest::RefusedPost(why.to_owned());
+                    let hold = std::time::Duration::ZERO;
+                    if let Err(e) = sio
+                        .edge
+                        .node
+                        .relay_poll(&owner, hub.as_str(), sid, refused, hold)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not end a session on its node");
+                    }
+                    return eio_error(status, code::BAD_REQUEST, why);
+                }
+            }
+        }
+        _ => return eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
+    };
+    tracing::debug!(%owner, sid, "relaying a long-polling request to the session's node");
+    let hold = sio.edge.config.socketio.max_poll_duration;
+    match sio
+        .edge
+        .node
+        .relay_poll(&owner, hub.as_str(), sid, poll, hold)
+        .await
+    {
+        Ok(Some(answer)) => {
+            let mut response = Response::new(answer.body);
+            *response.status_mut() =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(value) = header::HeaderValue::from_str(&answer.content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        // The owner is gone, and its sessions with it.
+        Ok(None) => unknown_sid(),
+        Err(e) => eio_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::BAD_REQUEST,
+            &format!("The node holding this session cannot be reached: {e}"),
+        ),
+    }
+}
+
+/// Engine.IO's "Session ID unknown", on which the stock client starts a new session.
+fn unknown_sid() -> Reply {
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::UNKNOWN_SID,
+        "Session ID unknown",
+    )
 }
 
 /// The parts of a request the edge looks at.
@@ -240,20 +433,28 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
         }
     };
     if let Some(sid) = request.query("sid").map(str::to_owned) {
-        let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_SID,
-                "Session ID unknown",
-            );
+        let Some(session) = sio.session(&sid, hub.as_str()) else {
+            if let Some(awaiting) = sio.awaiting(&sid, hub.as_str()) {
+                return match (websocket, request.method.clone()) {
+                    (true, Method::GET) if request.is_websocket() => {
+                        awaiting_auth::upgrade(sio, &awaiting, &mut request).await
+                    }
+                    (false, Method::GET) => awaiting_auth::poll(sio, &awaiting).await,
+                    (false, Method::POST) => {
+                        let body = request.body.take().expect("the body is read once");
+                        match polling::read_post_body(sio, body).await {
+                            Ok(body) => awaiting_auth::post(sio, &awaiting, &body).await,
+                            Err((status, why)) => {
+                                sio.awaiting.remove(sid.as_str());
+                                eio_error(status, code::BAD_REQUEST, why)
+                            }
+                        }
+                    }
+                    _ => eio_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Bad request"),
+                };
+            }
+            return relay(sio, &mut request, &hub, &sid, websocket).await;
         };
-        if session.hub() != &hub {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_SID,
-                "Session ID unknown",
-            );
-        }
         return match (websocket, request.method.clone()) {
             (true, Method::GET) if request.is_websocket() => {
                 websocket::upgrade(sio, session, &mut request)
@@ -280,9 +481,14 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
             "transport=websocket needs a WebSocket upgrade request",
         );
     }
-    match open(sio, &mut request, &hub_name, hub.clone(), websocket).await {
+    let handshake = Handshake::of(&request);
+    if handshake.token.is_none() && !sio.edge.config.hub(&hub_name).anonymous_connect {
+        // The token may come in the `auth` payload of the first namespace connect.
+        return awaiting_auth::begin(sio, &mut request, handshake, hub_name, hub, websocket);
+    }
+    match open(sio, &handshake, &hub_name, hub.clone(), websocket).await {
         Ok(session) if websocket => websocket::accept_new(sio, session, &mut request),
-        Ok(session) => polling::handshake(sio, &session),
+        Ok(session) => polling::handshake(sio, &session.sid()),
         Err(refusal) => {
             sio.edge
                 .node
@@ -292,6 +498,32 @@ async fn handle(sio: &Arc<SocketIoEdge>, mut request: Request) -> Reply {
                 .with(&[refusal.0.as_str()])
                 .inc();
             refusal.into_reply()
+        }
+    }
+}
+
+/// What a new session is made of: the handshake request's query, headers, peer and token.
+#[derive(Debug, Clone)]
+struct Handshake {
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    remote: Option<std::net::SocketAddr>,
+    token: Option<String>,
+    /// The connection id, when the handshake already handed out its `sid`.
+    id: Option<ConnectionId>,
+    /// Whether a WebSocket session's open packet is still to be sent.
+    greet: bool,
+}
+
+impl Handshake {
+    fn of(request: &Request) -> Self {
+        Self {
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+            remote: request.remote,
+            token: request.token().map(str::to_owned),
+            id: None,
+            greet: true,
         }
     }
 }
@@ -311,8 +543,7 @@ impl Refusal {
 /// Socket.IO server decides.
 async fn open(
     sio: &Arc<SocketIoEdge>,
-    // `&mut`: the body stream is `Send` but not `Sync`, and this future is awaited.
-    request: &mut Request,
+    handshake: &Handshake,
     hub_name: &str,
     hub: HubKey,
     websocket: bool,
@@ -325,7 +556,7 @@ async fn open(
             "the server is shutting down".into(),
         ));
     }
-    let claims = authenticate(edge, request, hub_name)?;
+    let claims = authenticate(edge, handshake.token.as_deref(), hub_name)?;
     let limits = edge.config.hub_limits(&hub);
     edge.node
         .check_admission(&limits, &edge.limits, &hub, claims.user_id.as_deref())
@@ -336,12 +567,19 @@ async fn open(
             };
             Refusal(status, code::FORBIDDEN, refused.message)
         })?;
-    let body = upstream::connect_body(&request.query, &request.headers, request.token());
+    let body = upstream::connect_body(
+        &handshake.query,
+        &handshake.headers,
+        handshake.token.as_deref(),
+    );
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
     if !rejected.is_empty() {
         tracing::warn!(roles = ?rejected, "ignoring unknown or invalid roles");
     }
-    let id = edge.node.new_connection_id();
+    let id = handshake
+        .id
+        .clone()
+        .unwrap_or_else(|| edge.node.new_connection_id());
     let default_mode = if edge.upstream.socketio_default_mode(hub.as_str()) {
         let mut event = upstream::Session::connect_event(
             hub.shared(),
@@ -368,7 +606,7 @@ async fn open(
     let config = &edge.config.socketio;
     // A WebSocket client gets the handshake as its first frame; a polling client as the
     // answer to this request.
-    let greeting = websocket.then(|| {
+    let greeting = (websocket && handshake.greet).then(|| {
         Frame::Text(
             packets::open_packet(
                 id.as_str(),
@@ -387,7 +625,7 @@ async fn open(
         format: WireFormat::SocketIo,
         subprotocol: None,
         reliable: None,
-        remote_addr: request.remote,
+        remote_addr: handshake.remote,
         permissions,
         groups: claims.groups,
         greeting,
@@ -403,8 +641,8 @@ async fn open(
 
 /// Verifies a Socket.IO access token (audience `.../clients/socketio/hubs/{hub}`), or admits
 /// an anonymous client where the hub allows it.
-fn authenticate(edge: &Edge, request: &Request, hub: &str) -> Result<ClientClaims, Refusal> {
-    match request.token() {
+fn authenticate(edge: &Edge, token: Option<&str>, hub: &str) -> Result<ClientClaims, Refusal> {
+    match token {
         Some(token) => auth::verify_client_token_for(
             token,
             &edge.keys,
@@ -418,7 +656,8 @@ fn authenticate(edge: &Edge, request: &Request, hub: &str) -> Result<ClientClaim
             StatusCode::UNAUTHORIZED,
             code::FORBIDDEN,
             "missing access token: pass access_token in the query (socket.io-client: \
-             query: { access_token }) or an Authorization: Bearer header"
+             query: { access_token }), the auth payload (auth: { token }) or an \
+             Authorization: Bearer header"
                 .into(),
         )),
     }

@@ -533,6 +533,11 @@ impl Node {
     /// node leaves the cluster. The composition root runs it in a task of its own.
     pub(crate) async fn serve_cluster(self, cluster: Arc<Cluster>, mut requests: Requests) {
         while let Some(request) = requests.next().await {
+            if let Body::SocketIoPoll(poll) = request.body {
+                let _entered = request.span.enter();
+                self.serve_relayed_poll(&cluster, poll, request.asker);
+                continue;
+            }
             let reply = request.span.in_scope(|| self.handle(request.body));
             if let Some(reply) = reply {
                 cluster.answer(request.asker, reply);
@@ -648,6 +653,8 @@ impl Node {
             }
             // The backplane handles these itself.
             Body::Reply(_) | Body::Listeners(_) | Body::Event(_) => None,
+            // Served apart, by `serve_cluster`: it may be held for the poll duration.
+            Body::SocketIoPoll(_) => None,
         }
     }
 }

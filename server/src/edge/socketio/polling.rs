@@ -20,10 +20,10 @@ use crate::router::Close;
 use crate::router::outbox::Taken;
 
 /// The answer to a new polling session: its open packet.
-pub(super) fn handshake(sio: &SocketIoEdge, session: &EioSession) -> Reply {
+pub(super) fn handshake(sio: &SocketIoEdge, sid: &str) -> Reply {
     let config = &sio.edge.config.socketio;
     let open = packets::open_packet(
-        &session.sid(),
+        sid,
         &["websocket"],
         config.ping_interval.as_millis() as u64,
         config.ping_timeout.as_millis() as u64,
@@ -33,7 +33,7 @@ pub(super) fn handshake(sio: &SocketIoEdge, session: &EioSession) -> Reply {
 }
 
 /// A `200` with an Engine.IO payload.
-fn payload(body: String) -> Reply {
+pub(super) fn payload(body: String) -> Reply {
     let mut response = Reply::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -48,13 +48,7 @@ pub(super) async fn poll(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply
         Transport::Polling => {}
         // The client pauses polling during an upgrade: end its poll at once.
         Transport::Upgrading => return payload("6".into()),
-        Transport::WebSocket => {
-            return eio_error(
-                StatusCode::BAD_REQUEST,
-                code::BAD_REQUEST,
-                "This session uses WebSocket now",
-            );
-        }
+        Transport::WebSocket => return uses_websocket(),
     }
     let Ok(_gate) = session.poll_gate.try_lock() else {
         sio.edge.limits.hit(LimitKind::MessageRate);
@@ -112,41 +106,81 @@ pub(super) async fn poll(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply
 /// A long-polling `POST`: the client's packets, handled in order before the answer.
 pub(super) async fn post(sio: &SocketIoEdge, session: &Arc<EioSession>, body: BodyStream) -> Reply {
     if session.transport() == Transport::WebSocket {
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "This session uses WebSocket now",
-        );
+        return uses_websocket();
     }
     let Ok(_gate) = session.post_gate.try_lock() else {
-        session.end("overlapping posts");
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Overlapping post: one POST at a time per session",
-        );
+        return overlapping_post(session);
     };
+    match read_post_body(sio, body).await {
+        Ok(body) => handle_payload(sio, session, &body).await,
+        Err((status, why)) => {
+            session.end(why);
+            eio_error(status, code::BAD_REQUEST, why)
+        }
+    }
+}
+
+/// A `POST` another node took for this session and read: handled as a local one.
+pub(super) async fn post_relayed(
+    sio: &SocketIoEdge,
+    session: &Arc<EioSession>,
+    body: &[u8],
+) -> Reply {
+    if session.transport() == Transport::WebSocket {
+        return uses_websocket();
+    }
+    let Ok(_gate) = session.post_gate.try_lock() else {
+        return overlapping_post(session);
+    };
+    handle_payload(sio, session, body).await
+}
+
+fn uses_websocket() -> Reply {
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        "This session uses WebSocket now",
+    )
+}
+
+fn overlapping_post(session: &EioSession) -> Reply {
+    session.end("overlapping posts");
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        "Overlapping post: one POST at a time per session",
+    )
+}
+
+/// Reads a `POST` body within `socketio.max_payload_bytes` and the request body timeout,
+/// counting a refusal against its limit.
+///
+/// # Errors
+/// The status and reason of the refusal; the session must end.
+pub(super) async fn read_post_body(
+    sio: &SocketIoEdge,
+    body: BodyStream,
+) -> Result<bytes::Bytes, (StatusCode, &'static str)> {
     let config = &sio.edge.config;
-    let body = match read_body(
+    read_body(
         body,
         config.socketio.max_payload_bytes,
         config.limits.request_body_timeout,
     )
     .await
-    {
-        Ok(body) => body,
-        Err((status, why)) => {
-            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                LimitKind::MessageSize
-            } else {
-                LimitKind::RequestBodyTimeout
-            };
-            sio.edge.limits.hit(kind);
-            session.end(why);
-            return eio_error(status, code::BAD_REQUEST, why);
-        }
-    };
-    let Ok(text) = std::str::from_utf8(&body) else {
+    .inspect_err(|(status, _)| {
+        let kind = if *status == StatusCode::PAYLOAD_TOO_LARGE {
+            LimitKind::MessageSize
+        } else {
+            LimitKind::RequestBodyTimeout
+        };
+        sio.edge.limits.hit(kind);
+    })
+}
+
+/// The packets of a `POST` body, handled in order; `ok` once they all are.
+async fn handle_payload(sio: &SocketIoEdge, session: &Arc<EioSession>, body: &[u8]) -> Reply {
+    let Ok(text) = std::str::from_utf8(body) else {
         session.end("the payload is not valid UTF-8");
         return eio_error(
             StatusCode::BAD_REQUEST,
@@ -177,4 +211,36 @@ pub(super) async fn post(sio: &SocketIoEdge, session: &Arc<EioSession>, body: Bo
         header::HeaderValue::from_static("text/html"),
     );
     response
+}
+
+/// The client probed a WebSocket for this session on another node, which will serve it by
+/// relaying: pending polls end with a no-op so the client can switch. An upgrade that does
+/// not complete within `socketio.upgrade_timeout` is abandoned.
+pub(super) fn probed_elsewhere(sio: &SocketIoEdge, session: &Arc<EioSession>) -> Reply {
+    if session.transport() != Transport::Polling {
+        return eio_error(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            "This session is not on long-polling",
+        );
+    }
+    session.set_transport(Transport::Upgrading);
+    let timeout = sio.edge.config.socketio.upgrade_timeout;
+    let session = session.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if session.transport() == Transport::Upgrading {
+            session.set_transport(Transport::Polling);
+        }
+    });
+    payload("ok".into())
+}
+
+/// The client switched to the WebSocket on another node (or gave up the upgrade): that node
+/// polls for it from now on, as a long-polling client would.
+pub(super) fn switched_elsewhere(session: &EioSession) -> Reply {
+    if session.transport() == Transport::Upgrading {
+        session.set_transport(Transport::Polling);
+    }
+    payload("ok".into())
 }

@@ -138,7 +138,7 @@ where
 }
 
 /// Checks the upgrade headers and builds the `101`.
-fn switching_protocols(request: &Request) -> Option<Reply> {
+pub(super) fn switching_protocols(request: &Request) -> Option<Reply> {
     let key = request.header(header::SEC_WEBSOCKET_KEY)?;
     if request.header(header::SEC_WEBSOCKET_VERSION) != Some("13") || request.upgrade.is_none() {
         return None;
@@ -163,7 +163,7 @@ fn switching_protocols(request: &Request) -> Option<Reply> {
 }
 
 /// Waits for the upgraded connection; the codec refuses messages above `maxPayload`.
-async fn socket(
+pub(super) async fn socket(
     sio: &SocketIoEdge,
     upgrade: hyper::upgrade::OnUpgrade,
 ) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
@@ -183,7 +183,7 @@ async fn socket(
 }
 
 /// Reader and writer side by side until the session ends or the socket does.
-async fn serve<S>(sio: &SocketIoEdge, session: &Arc<EioSession>, ws: WebSocketStream<S>)
+pub(super) async fn serve<S>(sio: &SocketIoEdge, session: &Arc<EioSession>, ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -320,7 +320,7 @@ where
 }
 
 /// A close frame's reason is limited to 123 bytes; cut at a character boundary.
-fn truncate(reason: &str) -> &str {
+pub(super) fn truncate(reason: &str) -> &str {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
