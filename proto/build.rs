@@ -8,6 +8,7 @@ use prost::Message as _;
 
 /// The proto files of package `hubcast.v1`, relative to the include root (this crate's dir).
 const PROTOS: &[&str] = &[
+    "hubcast/v1/admin.proto",
     "hubcast/v1/client.proto",
     "hubcast/v1/control.proto",
     "hubcast/v1/events.proto",

@@ -68,6 +68,11 @@ pub const GRPC_AUDIENCE_PATH: &str = "/hubcast.v1.Control";
 /// open the stream.
 pub const EVENTS_AUDIENCE_PATH: &str = "/hubcast.v1.Events";
 
+/// What a service token's audience names after the endpoint for operator tooling: the
+/// `hubcast.v1.Admin` gRPC service (the live trace) and its HTTP form, `GET /api/trace`. A
+/// token of its own, so that a backend's control-plane token does not open the live trace.
+pub const ADMIN_AUDIENCE_PATH: &str = "/hubcast.v1.Admin";
+
 /// Why a key, token or connection string was refused.
 ///
 /// The `Display` text of the token variants is what the client sees in the 401 body: precise

@@ -16,6 +16,8 @@
 //!     ([`v1::control_server::ControlServer`]) stubs and request/response messages;
 //!   - the **event stream** (`events.proto`): the `hubcast.v1.Events` gRPC service that
 //!     delivers upstream events ([`v1::Event`]) to a backend over a bidirectional stream;
+//!   - **operator tooling** (`admin.proto`): the `hubcast.v1.Admin` gRPC service, whose
+//!     `Trace` call streams the live trace ([`v1::TraceEvent`]);
 //!   - the **JSON mapping options** (`options.proto`): custom options with which
 //!     `client.proto` records how its messages look in the JSON subprotocols (Azure's shape),
 //!     read by the TypeScript client generator (`sdk-ts-gen`). They never change the binary
@@ -100,6 +102,7 @@ mod tests {
         let fds = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("valid descriptor set");
         let names: Vec<&str> = fds.file.iter().map(|f| f.name()).collect();
         for expected in [
+            "hubcast/v1/admin.proto",
             "hubcast/v1/client.proto",
             "hubcast/v1/control.proto",
             "hubcast/v1/events.proto",

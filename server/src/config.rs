@@ -61,6 +61,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The live trace (`hubcast.v1.Admin/Trace`, `GET /api/trace`): payloads in records,
+    /// listener buffers and bounds.
+    pub live_trace: crate::telemetry::live_trace::LiveTraceSettings,
     /// OTLP export. Not a file setting: the binary reads the standard `OTEL_*` environment
     /// variables into it ([`OtlpSettings::from_env`]); `None` (the default) exports nothing.
     #[serde(skip)]
@@ -114,6 +117,7 @@ impl Default for Config {
             limits: Limits::default(),
             tls: None,
             metrics: MetricsConfig::default(),
+            live_trace: crate::telemetry::live_trace::LiveTraceSettings::default(),
             otlp: None,
         }
     }

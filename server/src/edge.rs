@@ -9,6 +9,7 @@
 //! label on metrics and spans; bad-input tests and a fuzz target for its parser, cluster tests,
 //! a load-generator scenario, a README section and a RELIABILITY.md row.
 
+pub(crate) mod admin;
 pub(crate) mod grpc;
 pub(crate) mod mqtt;
 pub(crate) mod rest;

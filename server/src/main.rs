@@ -39,7 +39,8 @@ enum Command {
     /// `--socketio`, ws://.../clients/socketio/hubs/{hub}?access_token=...).
     Token(TokenArgs),
     /// Print a bearer token: for a REST request URL (`--url`), the gRPC `hubcast.v1.Control`
-    /// service (`--grpc`), or the gRPC event stream `hubcast.v1.Events` (`--events`).
+    /// service (`--grpc`), the gRPC event stream `hubcast.v1.Events` (`--events`), or the
+    /// live trace (`--admin`: `hubcast.v1.Admin` and `GET /api/trace`).
     ServiceToken(ServiceTokenArgs),
     /// Ask a running server whether it serves (`GET /api/health`): exit 0 on a 2xx answer,
     /// 1 otherwise. For container health checks, where the image has no shell or curl.
@@ -66,16 +67,20 @@ struct ServiceTokenArgs {
     /// The REST request URL (or path) the token is for; its query does not matter.
     #[arg(
         long,
-        conflicts_with_all = ["grpc", "events"],
-        required_unless_present_any = ["grpc", "events"]
+        conflicts_with_all = ["grpc", "events", "admin"],
+        required_unless_present_any = ["grpc", "events", "admin"]
     )]
     url: Option<String>,
     /// A token for the gRPC control plane (audience `<endpoint>/hubcast.v1.Control`).
-    #[arg(long, conflicts_with = "events")]
+    #[arg(long, conflicts_with_all = ["events", "admin"])]
     grpc: bool,
     /// A token for the gRPC event stream (audience `<endpoint>/hubcast.v1.Events`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "admin")]
     events: bool,
+    /// A token for operator tooling: the live trace over gRPC (`hubcast.v1.Admin`) and
+    /// `GET /api/trace` (audience `<endpoint>/hubcast.v1.Admin`).
+    #[arg(long)]
+    admin: bool,
     /// Lifetime: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
@@ -338,6 +343,7 @@ fn service_token(config: &Config, args: ServiceTokenArgs) -> ExitCode {
         Some(url) if url.starts_with('/') => format!("{endpoint}{url}"),
         Some(url) => url,
         None if args.events => format!("{endpoint}{}", auth::EVENTS_AUDIENCE_PATH),
+        None if args.admin => format!("{endpoint}{}", auth::ADMIN_AUDIENCE_PATH),
         None => format!("{endpoint}{}", auth::GRPC_AUDIENCE_PATH),
     };
     println!("{}", auth::mint_service_token(&key, &audience, args.ttl));

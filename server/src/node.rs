@@ -37,6 +37,7 @@ use crate::router::{
     self, Connection, HubKey, Page, PageRequest, Permission, Router, RouterError, SendOptions,
     Target,
 };
+use crate::telemetry::live_trace::{Category, LiveTrace, TraceRecord};
 use hubcast_auth::{self as auth, KeyRing, TokenRequest};
 
 /// Longest message TTL (Azure: 300 s).
@@ -176,6 +177,8 @@ struct Inner {
     presence: presence::Presence,
     /// Where long-polling requests relayed from other nodes go (the Socket.IO edge).
     polls: polling::PollHost,
+    /// The live trace of this node.
+    live_trace: LiveTrace,
 }
 
 impl Node {
@@ -186,6 +189,7 @@ impl Node {
         cluster: Option<Arc<Cluster>>,
         keys: KeyRing,
         endpoint: String,
+        live_trace: LiveTrace,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -195,8 +199,14 @@ impl Node {
                 endpoint,
                 presence: presence::Presence::default(),
                 polls: polling::PollHost::default(),
+                live_trace,
             }),
         }
+    }
+
+    /// The live trace: what the edges and the node record while operators listen.
+    pub(crate) fn live_trace(&self) -> &LiveTrace {
+        &self.inner.live_trace
     }
 
     pub(crate) fn keys(&self) -> &KeyRing {
@@ -331,7 +341,65 @@ impl Node {
                 .map(|_| &matches as router::manage::Predicate<'_>),
             ttl: (ttl_seconds > 0).then(|| Duration::from_secs(u64::from(ttl_seconds))),
         };
-        Ok(self.router().send(hub, target, message, &options))
+        let recipients = self.router().send(hub, target, message, &options);
+        self.trace_send(hub, target, &message.data, recipients, None);
+        Ok(recipients)
+    }
+
+    /// A `MessageSent` live-trace record: a send from the control plane (`from` `None`) or
+    /// a client reached `recipients` connections of this node.
+    pub(crate) fn trace_send(
+        &self,
+        hub: &HubKey,
+        target: Target<'_>,
+        data: &Data,
+        recipients: usize,
+        from: Option<&Connection>,
+    ) {
+        let trace = self.live_trace();
+        trace.emit(|| {
+            let sender = match from {
+                Some(conn) => format!("connection {}", conn.id()),
+                None => "the service".to_owned(),
+            };
+            let to = match target {
+                Target::All => "the hub".to_owned(),
+                Target::Group(g) => format!("group '{g}'"),
+                Target::User(u) => format!("user '{u}'"),
+                Target::Connection(c) => format!("connection {c}"),
+            };
+            let mut r = TraceRecord::new(
+                Category::Messaging,
+                "MessageSent",
+                format!(
+                    "{sender} sent a {} message of {} bytes to {to}: {recipients} recipient(s) on this node",
+                    data.data_type(),
+                    data.len()
+                ),
+            );
+            r.hub = hub.as_str().to_owned();
+            match (target, from) {
+                (_, Some(conn)) => {
+                    r.connection_id = conn.id().as_str().to_owned();
+                    r.user_id = conn.user_id().map(|u| u.to_string()).unwrap_or_default();
+                }
+                (Target::User(u), None) => r.user_id = u.to_owned(),
+                (Target::Connection(c), None) => r.connection_id = c.to_owned(),
+                _ => {}
+            }
+            if let Target::Group(g) = target {
+                r.group = g.to_owned();
+            }
+            if trace.include_payloads() {
+                r.payload = match data {
+                    Data::Text(t) | Data::Json(t) => t.to_string(),
+                    Data::Binary(b) | Data::Protobuf(b) => {
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
+                    }
+                };
+            }
+            r
+        });
     }
 
     // === group membership ===

@@ -28,6 +28,7 @@ use crate::node::Node;
 use crate::router::{Router, RouterConfig};
 use crate::sockets::{self, Backoff, ClientAddr, GrpcAccept, Listener, PendingSockets, Slot};
 use crate::telemetry::Metrics;
+use crate::telemetry::live_trace::LiveTrace;
 use crate::telemetry::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::telemetry::otlp::MetricExport;
 use crate::tls::Tls;
@@ -179,11 +180,19 @@ impl Server {
                 .map_err(|e| Error::Invalid(e.to_string()))?,
             None => None,
         };
+        let live_trace = LiveTrace::new(
+            config.live_trace.clone(),
+            cluster
+                .as_ref()
+                .map(|c| c.node().to_owned())
+                .unwrap_or_default(),
+        );
         let node = Node::new(
             router.clone(),
             cluster.clone(),
             keys.clone(),
             endpoint.clone(),
+            live_trace,
         );
         Ok(Self {
             listener,
@@ -344,6 +353,10 @@ impl Server {
             .or(crate::edge::tunnel::routes(edge.clone()))
             .or(health)
             .or(metrics)
+            .or(crate::edge::admin::sse_route(
+                node.clone(),
+                edge.draining.clone(),
+            ))
             .or(crate::edge::rest::routes(
                 node,
                 self.config.limits.request_body_timeout,

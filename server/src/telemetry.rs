@@ -5,13 +5,14 @@
 //! Export is off unless the standard `OTEL_*` environment variables configure it
 //! ([`otlp::OtlpSettings::from_env`]); `/metrics` is on unless `metrics.enabled = false`.
 
+pub mod live_trace;
 pub mod metrics;
 pub mod otlp;
 pub mod trace;
 
 pub use metrics::{HubMetrics, Metrics, Protocol, SendKind};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One control-plane call (gRPC or REST): its span, continued from the caller's trace
 /// context, and its entry in `hubcast_control_call_duration_seconds`. Both edges use it, so
@@ -44,13 +45,21 @@ impl ControlCall {
 
     /// Ends the call: records its operation (`sendToGroup`, ...) and status (a gRPC code
     /// name or an HTTP status) on the span and in the histogram.
-    pub(crate) fn finish(self, metrics: &Metrics, operation: &str, status: &str) {
+    /// Returns how long the call took.
+    pub(crate) fn finish(self, metrics: &Metrics, operation: &str, status: &str) -> Duration {
         self.span.record("operation", operation);
         self.span.record("status", status);
+        let elapsed = self.started.elapsed();
         metrics
             .registry()
             .control_latency
             .with(&[self.transport, operation, status])
-            .observe(self.started.elapsed());
+            .observe(elapsed);
+        elapsed
+    }
+
+    /// The W3C trace id of the call, when traces are exported (else empty).
+    pub(crate) fn trace_id(&self) -> String {
+        trace::trace_id_of(&self.span)
     }
 }

@@ -27,7 +27,12 @@ use crate::error::{Classify, ErrorCode};
 use crate::node::{Node, NodeError};
 use crate::sockets::{GrpcAccept, grpc_incoming};
 use crate::telemetry::{ControlCall, trace};
-use hubcast_auth::{self as auth, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing};
+use hubcast_auth::{
+    self as auth, ADMIN_AUDIENCE_PATH, EVENTS_AUDIENCE_PATH, GRPC_AUDIENCE_PATH, KeyRing,
+};
+use pb::admin_server::AdminServer;
+
+use super::admin::AdminService;
 use tracing::Instrument as _;
 
 /// Most operations one `Batch` call may carry.
@@ -301,6 +306,16 @@ impl GrpcEdge {
                 path: EVENTS_AUDIENCE_PATH,
             },
         );
+        // The live trace takes tokens of the admin audience: a backend's control-plane token
+        // does not open it.
+        let admin = AdminServer::with_interceptor(
+            AdminService::new(node.clone(), draining.clone()),
+            Authenticate {
+                keys: node.keys().clone(),
+                endpoint: node.endpoint().to_owned(),
+                path: ADMIN_AUDIENCE_PATH,
+            },
+        );
         let control = ControlServer::with_interceptor(ControlService { node }, authenticate);
         let stop = CancellationToken::new();
         let incoming = grpc_incoming(listener, accept, stop.clone());
@@ -316,6 +331,7 @@ impl GrpcEdge {
                 .add_service(reflection_v1alpha)
                 .add_service(control)
                 .add_service(events)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, signal)
                 .await;
             if let Err(e) = served {

@@ -28,6 +28,7 @@ use crate::error::{Classify, ErrorCode};
 use crate::limits::{LimitCounters, LimitKind};
 use crate::node::{Node, NodeError};
 use crate::router::Permission;
+use crate::telemetry::live_trace::{Category, Level, TraceRecord};
 use crate::telemetry::{ControlCall, trace};
 use hubcast_auth as auth;
 use route::{NoRoute, Route};
@@ -101,7 +102,16 @@ pub(crate) fn routes(
                         Ok(reply) => reply,
                         Err(error) => error.into_response(head),
                     };
-                    call.finish(node.metrics(), operation, reply.status().as_str());
+                    let trace_id = call.trace_id();
+                    let elapsed = call.finish(node.metrics(), operation, reply.status().as_str());
+                    trace_request(
+                        &node,
+                        &request,
+                        operation,
+                        reply.status(),
+                        elapsed,
+                        trace_id,
+                    );
                     reply.headers_mut().insert(
                         "api-supported-versions",
                         HeaderValue::from_static(SUPPORTED_VERSIONS_HEADER),
@@ -160,8 +170,67 @@ pub(crate) async fn execute_trusted(
         Ok(reply) => reply,
         Err(error) => error.into_response(head),
     };
-    call.finish(node.metrics(), operation, reply.status().as_str());
+    let trace_id = call.trace_id();
+    let elapsed = call.finish(node.metrics(), operation, reply.status().as_str());
+    trace_request(node, &request, operation, reply.status(), elapsed, trace_id);
     reply
+}
+
+/// An `HttpRequest` record of the live trace for a REST call (its URL with credentials
+/// redacted; headers and bodies are never recorded).
+fn trace_request(
+    node: &Node,
+    request: &RestRequest,
+    operation: &str,
+    status: http::StatusCode,
+    elapsed: Duration,
+    trace_id: String,
+) {
+    node.live_trace().emit(|| {
+        let url = if request.query.is_empty() {
+            request.path.clone()
+        } else {
+            crate::redact::Url(&format!("{}?{}", request.path, request.query)).to_string()
+        };
+        let mut r = TraceRecord::new(
+            Category::HttpRequest,
+            "HttpRequest",
+            format!(
+                "{} {url} ({operation}{}) answered {} in {} ms.",
+                request.method,
+                if request.trusted {
+                    ", over a tunnel"
+                } else {
+                    ""
+                },
+                status.as_u16(),
+                elapsed.as_millis()
+            ),
+        );
+        r.level = if status.is_server_error() {
+            Level::Error
+        } else if status.is_client_error() {
+            Level::Warning
+        } else {
+            Level::Informational
+        };
+        r.hub = hub_of(&request.path);
+        r.route_template = operation.to_owned();
+        r.http_method = request.method.to_string();
+        r.url = url;
+        r.status_code = status.as_u16();
+        r.duration = elapsed;
+        r.trace_id = trace_id;
+        r
+    });
+}
+
+/// The hub a REST path names (`/api/hubs/{hub}/...`), lower-cased; empty if none.
+fn hub_of(path: &str) -> String {
+    path.strip_prefix("/api/hubs/")
+        .and_then(|rest| rest.split('/').next())
+        .map(|hub| hub.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 // === errors ===

@@ -11,6 +11,7 @@ use crate::limits::{HubLimits, LimitCounters, LimitKind};
 use crate::message::Message;
 use crate::router::{ConnectSpec, Connection, ConnectionId, HubKey};
 use crate::telemetry::HubMetrics;
+use crate::telemetry::live_trace::{Category, TraceRecord};
 
 use super::Node;
 
@@ -95,19 +96,26 @@ impl Node {
 
     /// Registers an admitted connection: from now on sends reach it.
     pub(crate) fn register_client(&self, spec: ConnectSpec) -> Arc<Connection> {
-        self.router().connect(spec)
+        let conn = self.router().connect(spec);
+        self.trace_connection(&conn, "ConnectionStarted", "started");
+        conn
     }
 
     /// Unregisters a connection: it leaves its groups and no send reaches it any more.
     pub(crate) fn unregister_client(&self, conn: &Connection) {
         self.router().disconnect(conn);
         self.presence_gone(conn);
+        self.trace_connection(conn, "ConnectionEnded", "ended");
     }
 
     /// A client's own join (its permission already checked by the edge); `false` when it
     /// was a member already.
     pub(crate) fn join_group_from_client(&self, conn: &Arc<Connection>, group: &str) -> bool {
-        self.router().join_group(conn, group)
+        let joined = self.router().join_group(conn, group);
+        if joined {
+            self.trace_membership(conn, group, "GroupJoined", "joined");
+        }
+        joined
     }
 
     /// A client's own leave; `false` when it was not a member.
@@ -115,8 +123,43 @@ impl Node {
         let left = self.router().leave_group(conn, group);
         if left {
             self.group_left(conn, group);
+            self.trace_membership(conn, group, "GroupLeft", "left");
         }
         left
+    }
+
+    /// A connectivity record of the live trace for `conn`.
+    fn trace_connection(&self, conn: &Connection, event: &'static str, what: &str) {
+        self.live_trace().emit(|| {
+            let mut r = TraceRecord::new(
+                Category::Connectivity,
+                event,
+                format!(
+                    "Connection {} {what} ({} client{}).",
+                    conn.id(),
+                    conn.format().protocol().label(),
+                    conn.subprotocol()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default()
+                ),
+            );
+            describe(&mut r, conn);
+            r
+        });
+    }
+
+    /// A messaging record of the live trace: `conn` joined or left `group` on its own.
+    fn trace_membership(&self, conn: &Connection, group: &str, event: &'static str, what: &str) {
+        self.live_trace().emit(|| {
+            let mut r = TraceRecord::new(
+                Category::Messaging,
+                event,
+                format!("Connection {} {what} group '{group}'.", conn.id()),
+            );
+            describe(&mut r, conn);
+            r.group = group.to_owned();
+            r
+        });
     }
 
     /// Sends `message` to one client of this node, numbered like any other message for a
@@ -140,4 +183,15 @@ impl Node {
     pub(crate) fn hub_metrics(&self, hub: &HubKey) -> Arc<HubMetrics> {
         self.router().hub_metrics(hub)
     }
+}
+
+/// Fills in what a live-trace record says of the connection it is about.
+fn describe(r: &mut TraceRecord, conn: &Connection) {
+    r.hub = conn.hub().as_str().to_owned();
+    r.connection_id = conn.id().as_str().to_owned();
+    r.user_id = conn.user_id().map(|u| u.to_string()).unwrap_or_default();
+    r.ip = conn
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
 }

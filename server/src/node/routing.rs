@@ -29,7 +29,7 @@ use crate::cluster::wire::{Body, GroupSend, GroupSendStream, HubDetail, Query, Q
 use crate::cluster::{Cluster, ClusterError, Published, Requests};
 use crate::error::{Classify, ErrorCode};
 use crate::message::{Data, Message, Source, StreamError, StreamInfo, Utf8Bytes};
-use crate::router::{Connection, HubKey};
+use crate::router::{Connection, HubKey, Target};
 use crate::telemetry::trace;
 
 /// Declares the async mutation methods and [`Node::apply_local`] from one list, so the
@@ -584,6 +584,13 @@ impl Node {
             .send_to_group(conn.hub(), group, &message, excluded);
         trace::record("group", group);
         trace::record("recipients", recipients);
+        self.trace_send(
+            conn.hub(),
+            Target::Group(group),
+            &message.data,
+            recipients,
+            Some(conn),
+        );
         let excluded = no_echo.then(|| conn.id().as_str());
         Ok(self
             .forward_group_send(conn.hub(), group, &message, excluded)?

@@ -44,6 +44,21 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
+/// The trace id of `span`, when traces are on and it has a valid one; else empty.
+pub fn trace_id_of(span: &tracing::Span) -> String {
+    if !enabled() {
+        return String::new();
+    }
+    let cx = span.context();
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        sc.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// The current span's context, to carry with a message, when traces are on and the span is
 /// sampled.
 pub fn current_parent() -> Option<TraceParent> {

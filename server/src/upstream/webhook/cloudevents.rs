@@ -209,6 +209,16 @@ pub(crate) fn format_time(time: SystemTime) -> String {
     )
 }
 
+/// UTC `yyyy-MM-ddTHH:mm:ss.fffZ` (RFC 3339 with milliseconds): the live trace's `time`.
+pub(crate) fn format_time_millis(time: SystemTime) -> String {
+    let seconds = format_time(time);
+    let millis = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
+    format!("{}.{millis:03}Z", seconds.trim_end_matches('Z'))
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -228,6 +238,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn live_trace_times_have_milliseconds() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_785_445_678);
+        assert_eq!(format_time_millis(t), "2026-12-09T03:04:05.678Z");
+        assert_eq!(format_time_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn times_are_utc_seconds() {
