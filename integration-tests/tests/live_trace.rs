@@ -387,14 +387,15 @@ async fn a_listener_that_stops_reading_is_ended_without_slowing_delivery() {
     .await;
     let mut stalled = trace(&server, pb::TraceRequest::default()).await;
     // The slot is taken: a second listener is refused.
-    let full = try_trace(
+    let Err(full) = try_trace(
         &server,
         Some(admin_token(&server, ADMIN_AUDIENCE_PATH)),
         pb::TraceRequest::default(),
     )
     .await
-    .err()
-    .expect("one listener at most");
+    else {
+        panic!("one listener at most");
+    };
     assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
 
     // Far more records than the buffer and HTTP/2's window hold, while nobody reads.
