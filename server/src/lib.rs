@@ -67,6 +67,7 @@ pub mod router;
 mod server;
 mod sockets;
 pub mod telemetry;
+pub mod timestamp;
 pub mod tls;
 mod upstream;
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod admin_commands;
+
 use clap::{Args, Parser, Subcommand};
 use hubcast_auth::{self as auth, ConnectionString, TokenRequest};
 use hubcast_server::telemetry::otlp::{OtlpSettings, TraceExport};
@@ -45,6 +47,8 @@ enum Command {
     /// Ask a running server whether it serves (`GET /api/health`): exit 0 on a 2xx answer,
     /// 1 otherwise. For container health checks, where the image has no shell or curl.
     Health(HealthArgs),
+    #[command(flatten)]
+    Admin(admin_commands::AdminCommand),
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +291,7 @@ fn main() -> ExitCode {
             service_token(&config, args)
         }
         Some(Command::Health(args)) => health(&config, args),
+        Some(Command::Admin(command)) => admin(&config, command),
         None => serve(config),
     }
 }
@@ -377,22 +382,73 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs an operator command against the server the configuration (or `--grpc-url` and
+/// `--connection-string`) names.
+fn admin(config: &Config, command: admin_commands::AdminCommand) -> ExitCode {
+    let (grpc_url, connection_string) = command.target();
+    let (endpoint, key) = match signing_key(config, connection_string.map(str::to_owned)) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let grpc_url = grpc_url.map_or_else(
+        || {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", loopback_if_unspecified(config.grpc_listen))
+        },
+        str::to_owned,
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubcast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = admin_commands::Server {
+        grpc_url,
+        endpoint,
+        key,
+    };
+    match runtime.block_on(command.run(server)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `addr`, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback: where a command on
+/// the same machine reaches a listener bound to every interface.
+fn loopback_if_unspecified(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 fn health(config: &Config, args: HealthArgs) -> ExitCode {
     let url = args.url.unwrap_or_else(|| {
-        let mut addr = config.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
         let scheme = if config.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        format!("{scheme}://{addr}/api/health")
+        format!(
+            "{scheme}://{}/api/health",
+            loopback_if_unspecified(config.listen)
+        )
     });
     let uri: http::Uri = match url.parse() {
         Ok(uri) => uri,

@@ -21,7 +21,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::node::Node;
 use crate::telemetry::live_trace::{Category, TraceFilter, TraceItem, TraceRecord, TraceStream};
-use crate::upstream::webhook::cloudevents::format_time_millis;
+use crate::timestamp::rfc3339_millis;
 
 /// How often an idle SSE stream sends a comment, so proxies keep it open.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -133,7 +133,7 @@ fn to_proto(r: &TraceRecord) -> pb::TraceRecord {
 /// empty fields left out.
 fn to_json(r: &TraceRecord) -> serde_json::Value {
     let mut v = json!({
-        "time": format_time_millis(r.time),
+        "time": rfc3339_millis(r.time),
         "level": r.level.as_str(),
         "category": r.category.name(),
         "eventName": r.event_name,
