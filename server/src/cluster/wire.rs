@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 11")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -49,6 +49,11 @@ pub(crate) enum Body {
     /// Changes of group state (presence) on the sender, for this node's subscribers.
     #[prost(message, tag = "10")]
     GroupState(GroupStates),
+    // --- Azure's tunnel across nodes (see the block at the end of this file) ---
+    /// A request for one of this node's Azure tunnels (a `tunnel:///` handler's CloudEvent,
+    /// raised on the relaying node); answered with a [`TunnelAnswer`] in the [`Reply`] body.
+    #[prost(message, tag = "11")]
+    TunnelRequest(TunnelRequest),
 }
 
 /// A question a node answers from its own connections.
@@ -185,6 +190,10 @@ pub(crate) struct ListenerAd {
     /// One per listener; empty when the node has none left.
     #[prost(message, repeated, tag = "2")]
     pub(crate) subscriptions: Vec<pb::Subscription>,
+    /// The hubs (lower-cased) with an Azure tunnel connected to the node: the other nodes
+    /// relay those hubs' tunnel requests here ([`TunnelRequest`]).
+    #[prost(string, repeated, tag = "3")]
+    pub(crate) tunnel_hubs: Vec<String>,
 }
 
 /// How a relayed event went on the node that holds the listeners.
@@ -239,4 +248,78 @@ pub(crate) struct GroupStateEntry {
     /// When it changed, in Unix milliseconds.
     #[prost(uint64, tag = "5")]
     pub(crate) updated_at: u64,
+}
+
+// === Azure's tunnel across nodes ===
+//
+// A backend's tunnel ends on one node while the connections whose events it serves are on
+// every node: the node that raises an event builds the HTTP request as for any `tunnel:///`
+// handler and, with no tunnel of its own for the hub, relays the request to a node that
+// advertises one ([`ListenerAd::tunnel_hubs`]), which sends it through its tunnel and answers
+// with the response. The relay is the event relay's: [`Body::TunnelRequest`] travels and is
+// answered exactly as [`Body::Event`] is.
+
+/// An HTTP request for a tunnel of `hub` on the receiving node.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TunnelRequest {
+    /// The hub (lower-cased).
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The HTTP method.
+    #[prost(string, tag = "2")]
+    pub(crate) method: String,
+    /// The absolute URL, as the backend gets it.
+    #[prost(string, tag = "3")]
+    pub(crate) url: String,
+    /// The headers, in order (a name may repeat).
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) headers: Vec<HeaderPair>,
+    /// The body.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub(crate) body: bytes::Bytes,
+    /// How long the tunnel may take to answer, in milliseconds.
+    #[prost(uint64, tag = "6")]
+    pub(crate) timeout_ms: u64,
+}
+
+/// One HTTP header.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct HeaderPair {
+    /// The name.
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    /// The value.
+    #[prost(string, tag = "2")]
+    pub(crate) value: String,
+}
+
+/// How a relayed [`TunnelRequest`] went on the node that holds the tunnel.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TunnelAnswer {
+    /// 0: answered (below); else one of the `TunnelAnswer` constants.
+    #[prost(uint32, tag = "1")]
+    pub(crate) failure: u32,
+    /// Why it failed, for the log.
+    #[prost(string, tag = "2")]
+    pub(crate) message: String,
+    /// The backend's HTTP status.
+    #[prost(uint32, tag = "3")]
+    pub(crate) status: u32,
+    /// The backend's headers.
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) headers: Vec<HeaderPair>,
+    /// The backend's body.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub(crate) body: bytes::Bytes,
+}
+
+impl TunnelAnswer {
+    /// The tunnel did not answer within the timeout.
+    pub(crate) const TIMEOUT: u32 = 1;
+    /// That node has no tunnel for the hub (any more): try another node.
+    pub(crate) const NO_TUNNEL: u32 = 2;
+    /// The answer was larger than allowed.
+    pub(crate) const TOO_LARGE: u32 = 3;
+    /// The tunnel closed while the request was on it.
+    pub(crate) const CLOSED: u32 = 4;
 }

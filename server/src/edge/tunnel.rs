@@ -198,7 +198,8 @@ where
 {
     let tunnels = edge.upstream.tunnels().clone();
     let closing = tunnels.closing();
-    let (registration, mut outgoing) = tunnels.register(hub.as_str());
+    // In a cluster, every node knows of the tunnel before it is greeted.
+    let (registration, mut outgoing) = tunnels.register_everywhere(hub.as_str()).await;
     let tunnel = registration.tunnel.clone();
     let (mut sink, mut stream) = ws.split();
     let connection_id = format!("tunnel-{}", tunnel.id());

@@ -647,7 +647,7 @@ impl Node {
                 None
             }
             // The backplane handles these itself.
-            Body::Reply(_) | Body::Listeners(_) | Body::Event(_) => None,
+            Body::Reply(_) | Body::Listeners(_) | Body::Event(_) | Body::TunnelRequest(_) => None,
         }
     }
 }
