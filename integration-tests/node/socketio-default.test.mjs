@@ -4,7 +4,8 @@
 // Hubcast's `/clients/socketio/hubs/{hub}`. Hubcast needs no configuration beyond the access
 // key: the hub has no event handler, so its Socket.IO clients' events go to the tunnel.
 //
-// Single node: a tunnel serves the events of the node it is connected to (README, The tunnel).
+// With HUBCAST_TEST_TOPOLOGY=cluster Hubcast is three nodes behind a round-robin balancer: the
+// package's tunnel ends on one node, the clients on every node (README, The tunnel).
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test socketio-default.test.mjs
@@ -18,7 +19,7 @@ import { useAzureSocketIO } from "@azure/web-pubsub-socket.io";
 import { Server as SocketIoServer } from "socket.io";
 import { io } from "socket.io-client";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_hub";
 
@@ -32,7 +33,7 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
   const serverSockets = new Map();
 
   before(async () => {
-    hubcast = new ProcessServer({ configToml: "[socketio]\nping_interval = 5\nping_timeout = 5\n" });
+    hubcast = new Server({ configToml: "[socketio]\nping_interval = 5\nping_timeout = 5\n" });
     const connectionString = await hubcast.start();
     baseUrl = `http://127.0.0.1:${hubcast.port}`;
     service = new WebPubSubServiceClient(connectionString, HUB, { allowInsecureConnection: true });

@@ -6,7 +6,9 @@
 // tool does, the official `@azure/web-pubsub-express` handler in an express app answers the
 // events. Clients are the official `@azure/web-pubsub-client`.
 //
-// Single node: a tunnel serves the events of the node it is connected to (README, The tunnel).
+// With HUBCAST_TEST_TOPOLOGY=cluster the server is three nodes behind a round-robin balancer:
+// tunnels and clients land on different nodes, and a tunnel serves the events raised on every
+// node (README, The tunnel).
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test tunnel.test.mjs
@@ -21,7 +23,7 @@ import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import express from "express";
 import WebSocket from "ws";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, topologyOptions, nextEvent, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, TOPOLOGY, topologyOptions, nextEvent, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "chat";
 const OTHER = "other";
@@ -226,8 +228,7 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
       const s = app.listen(0, "127.0.0.1", () => resolve(s));
     });
     port = httpServer.address().port;
-    // One node on purpose: a tunnel takes the events of the node it is connected to.
-    hubcast = new ProcessServer({
+    hubcast = new Server({
       configToml: ["[client]", "keepalive_interval = 1", "[limits]", "idle_timeout = 3", "[upstream]", "timeout = 2", handlerToml(HUB), handlerToml(OTHER), handlerToml(LONELY)].join("\n"),
     });
     await hubcast.start();

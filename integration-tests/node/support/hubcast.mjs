@@ -580,19 +580,12 @@ const POLLING_ACROSS_NODES =
   "400 'Session ID unknown' for the others, on which the client starts a new session " +
   "(docs/DEPLOYMENT.md: long-polling needs session affinity; WebSocket needs none)";
 
-// Why the tunnel cannot be tested on a BalancedCluster yet.
-const TUNNEL_ACROSS_NODES =
-  "a tunnel serves the events of the node it is connected to, and :invoke reaches that " +
-  "node's connections (README, The tunnel: not yet across a cluster)";
-
 /**
  * The tests (or suites) that cannot pass on a BalancedCluster by design, by name, and why:
  * the one list of what HUBCAST_TEST_TOPOLOGY=cluster leaves out of the files it runs (which
  * files run across nodes is up to scripts/test). Each is reported as skipped with its reason.
  */
 export const SINGLE_NODE_ONLY = new Map([
-  ["the tunnel: tunnel:/// event handlers and REST over /server/tunnel", TUNNEL_ACROSS_NODES],
-  ["socket.io default mode: useAzureSocketIO over the tunnel", TUNNEL_ACROSS_NODES],
   ["reliable protocol through network cuts (official client)", RECOVERY_ACROSS_NODES],
   ["json.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
   ["protobuf.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],

@@ -314,7 +314,7 @@ where
     drop(registration);
     if let Some(ending) = ending {
         tracing::info!(code = %ending.code, reason = %ending.reason, "closing the tunnel");
-        let _ = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             std::time::Duration::from_secs(2),
             sink.send(WsMessage::Close(Some(CloseFrame {
                 code: ending.code,
@@ -322,6 +322,14 @@ where
             }))),
         )
         .await;
+        // The backend may still be sending (the rest of an oversized frame): closed as the
+        // client edge closes, so that no reset destroys the close frame on its way (through
+        // a load balancer the backend would see 1006 instead of the reason).
+        if matches!(sent, Ok(Ok(()))) {
+            if let Ok(ws) = sink.reunite(stream) {
+                super::ws::linger(edge, ws).await;
+            }
+        }
     } else {
         tracing::info!("tunnel closed");
     }
