@@ -59,7 +59,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::RedisTarget;
 use endpoint::{Commands, Endpoint};
 use tracing::Instrument as _;
-use wire::{Body, Envelope, EventAnswer, ListenerAd, Reply, TunnelAnswer, TunnelRequest};
+use wire::{
+    Body, Envelope, EventAnswer, InvokeAck, InvokeCall, InvokeSent, ListenerAd, Reply,
+    TunnelAnswer, TunnelRequest,
+};
 
 use crate::telemetry::{Metrics, trace};
 
@@ -206,6 +209,11 @@ pub(crate) enum Relayed {
     Event(pb::Event),
     /// For one of this node's Azure tunnels; answered with a [`TunnelAnswer`].
     TunnelRequest(TunnelRequest),
+    /// A Socket.IO `:invoke` of another node's tunnel for this node's sockets; answered
+    /// with an [`InvokeSent`].
+    Invoke(InvokeCall),
+    /// A socket's ack to an `:invoke` of this node (not answered).
+    InvokeAck(InvokeAck),
 }
 
 /// The events other nodes relay to this one, handed out once by [`Cluster::start`]: the
@@ -1001,6 +1009,14 @@ impl Cluster {
                 self.relayed(envelope, Relayed::TunnelRequest(request));
                 return;
             }
+            Body::Invoke(call) => {
+                self.relayed(envelope, Relayed::Invoke(call));
+                return;
+            }
+            Body::InvokeAck(ack) => {
+                self.relayed(envelope, Relayed::InvokeAck(ack));
+                return;
+            }
             other => other,
         };
         let span = if trace::enabled() {
@@ -1078,6 +1094,8 @@ impl Cluster {
                     ..TunnelAnswer::default()
                 }
                 .encode_to_vec(),
+                Relayed::Invoke(_) => InvokeSent { count: 0 }.encode_to_vec(),
+                Relayed::InvokeAck(_) => return,
             };
             self.reply(
                 &relayed.asker.origin,
@@ -1116,6 +1134,13 @@ impl Cluster {
 
 // === Azure's tunnel across nodes (see `wire`, the block of the same name) ===
 
+impl Asker {
+    /// The node that relayed the request.
+    pub(crate) fn node(&self) -> &str {
+        &self.origin
+    }
+}
+
 /// This node's advertisement and the versions of its two parts: the event-stream listeners
 /// (versioned by the listener registry) and the hubs with an Azure tunnel here (versioned by
 /// the tunnel registry), so that an older change of one part never undoes a newer one.
@@ -1147,6 +1172,33 @@ impl Cluster {
             }
         });
         self.publish_own_ad(latest, wait).await
+    }
+
+    /// Asks every other node to send an `:invoke`'s packet to its matching sockets and to
+    /// forward their acks here; resolves with how many sockets got it there.
+    ///
+    /// # Errors
+    /// Redis is unreachable or a live node did not answer.
+    pub(crate) async fn invoke_everywhere(&self, call: InvokeCall) -> Result<usize, ClusterError> {
+        let replies = self.gather(Body::Invoke(call)).await?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| InvokeSent::decode(&reply.body[..]).ok())
+            .map(|sent| usize::try_from(sent.count).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add))
+    }
+
+    /// Forwards a socket's ack to the node whose `:invoke` it answers. Never waits: with the
+    /// outgoing queue full, the ack is dropped (as one that comes too late).
+    pub(crate) fn forward_invoke_ack(&self, node: &str, ack: InvokeAck) {
+        let item = Outgoing {
+            channel: self.node_channel(node),
+            bytes: self.envelope(0, Body::InvokeAck(ack)),
+            done: None,
+        };
+        if self.outgoing.try_send(item).is_err() {
+            self.error();
+        }
     }
 
     /// The other nodes with an Azure tunnel for `hub` (lower-cased), sorted.

@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 11")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 11, 12, 13")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -54,6 +54,13 @@ pub(crate) enum Body {
     /// raised on the relaying node); answered with a [`TunnelAnswer`] in the [`Reply`] body.
     #[prost(message, tag = "11")]
     TunnelRequest(TunnelRequest),
+    /// A Socket.IO `:invoke` of a tunnel on the sender, for this node's clients; answered
+    /// with an [`InvokeSent`] in the [`Reply`] body.
+    #[prost(message, tag = "12")]
+    Invoke(InvokeCall),
+    /// A client's answer to an `:invoke` of the receiving node.
+    #[prost(message, tag = "13")]
+    InvokeAck(InvokeAck),
 }
 
 /// A question a node answers from its own connections.
@@ -322,4 +329,52 @@ impl TunnelAnswer {
     pub(crate) const TOO_LARGE: u32 = 3;
     /// The tunnel closed while the request was on it.
     pub(crate) const CLOSED: u32 = 4;
+}
+
+// A Socket.IO `:invoke` (`emitWithAck` to many sockets) arrives over a tunnel on one node
+// while the sockets are on every node: that node sends the numbered packet to its own
+// sockets and asks every other node to do the same ([`Body::Invoke`], gathered), adding up
+// how many sockets got it; each node forwards the acks of its sockets for that call back to
+// it ([`Body::InvokeAck`]), where they join the streamed answer.
+
+/// One `:invoke`: the packet, numbered with the call's ack id, for the matching sockets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeCall {
+    /// The hub (lower-cased).
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The call's ack id (unique in the cluster: each node numbers from its own base).
+    #[prost(uint64, tag = "2")]
+    pub(crate) id: u64,
+    /// The Engine.IO payload, numbered with `id`.
+    #[prost(string, tag = "3")]
+    pub(crate) payload: String,
+    /// The OData filter of the sockets' connections (empty: all of the hub's).
+    #[prost(string, tag = "4")]
+    pub(crate) filter: String,
+    /// How long acks are forwarded, in milliseconds.
+    #[prost(uint64, tag = "5")]
+    pub(crate) timeout_ms: u64,
+}
+
+/// How many of its connections a node sent an [`InvokeCall`]'s packet to.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeSent {
+    /// The number of connections.
+    #[prost(uint64, tag = "1")]
+    pub(crate) count: u64,
+}
+
+/// A socket's ack to an [`InvokeCall`], forwarded to the node that made the call.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeAck {
+    /// The call's ack id.
+    #[prost(uint64, tag = "1")]
+    pub(crate) id: u64,
+    /// The answering connection.
+    #[prost(string, tag = "2")]
+    pub(crate) connection_id: String,
+    /// The ack's Engine.IO payload.
+    #[prost(string, tag = "3")]
+    pub(crate) payload: String,
 }

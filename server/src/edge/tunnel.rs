@@ -59,6 +59,14 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
 pub(crate) fn routes(
     edge: Arc<Edge>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    // The `:invoke` calls of other nodes' tunnels reach this node's sockets through here.
+    let node = edge.node.clone();
+    edge.upstream
+        .tunnels()
+        .install_local_send(Box::new(move |hub, payload, filter| {
+            node.send_counted(hub, payload, filter)
+                .map_err(|e| e.to_string())
+        }));
     warp::path("server")
         .and(warp::path("tunnel"))
         .and(warp::path::end())
@@ -365,8 +373,8 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 }
 
 /// Socket.IO's `:invoke` (`emitWithAck` to many sockets, spec part 2 §2.4a): the packet,
-/// numbered here with one ack id, goes to every connection the filter matches on this node;
-/// the answer is `200` then one `{"Payload":"<the client's ack>"}` line per answering client,
+/// numbered here with one ack id, goes to every connection the filter matches, on this node
+/// and, in a cluster, on the others (which forward their sockets' acks here); the answer is `200` then one `{"Payload":"<the client's ack>"}` line per answering client,
 /// each in a `NotCompleted` part, until every recipient answered or the upstream timeout.
 async fn invoke(
     edge: &Arc<Edge>,
@@ -426,7 +434,7 @@ async fn invoke(
             return;
         }
     };
-    let expected = match edge.node.send_counted(hub.as_str(), numbered, &filter) {
+    let here = match edge.node.send_counted(hub.as_str(), numbered.clone(), &filter) {
         Ok(count) => count,
         Err(e) => {
             invokes.finish(id);
@@ -436,6 +444,19 @@ async fn invoke(
             return;
         }
     };
+    // In a cluster, the sockets of the other nodes too: they forward their acks here.
+    let expected = here
+        + edge
+            .upstream
+            .tunnels()
+            .invoke_elsewhere(
+                hub.as_str(),
+                id,
+                &numbered,
+                &filter,
+                edge.config.upstream.timeout,
+            )
+            .await;
     if expected == 0 {
         invokes.finish(id);
         let _ = answers.send(part(200, false, Bytes::new())).await;

@@ -647,7 +647,12 @@ impl Node {
                 None
             }
             // The backplane handles these itself.
-            Body::Reply(_) | Body::Listeners(_) | Body::Event(_) | Body::TunnelRequest(_) => None,
+            Body::Reply(_)
+            | Body::Listeners(_)
+            | Body::Event(_)
+            | Body::TunnelRequest(_)
+            | Body::Invoke(_)
+            | Body::InvokeAck(_) => None,
         }
     }
 }

@@ -29,7 +29,9 @@ use tokio_util::task::TaskTracker;
 
 use super::webhook::client::{InboundResponse, OutboundRequest, SendError};
 use crate::cluster::Cluster;
-use crate::cluster::wire::{HeaderPair, TunnelAnswer, TunnelRequest};
+use crate::cluster::wire::{
+    HeaderPair, InvokeAck, InvokeCall, InvokeSent, TunnelAnswer, TunnelRequest,
+};
 use crate::protocol::tunnel::{self as frames, HttpRequest, HttpResponse};
 
 /// Added to the upstream timeout when waiting for another node: its tunnel has the whole
@@ -213,6 +215,13 @@ pub(crate) fn tunnel_headers(headers: &http::HeaderMap) -> frames::Headers {
 /// server numbers its own acks with (from 0), so the two never meet on a connection.
 const FIRST_INVOKE_ID: u64 = 1_000_000_000_000;
 
+/// Each node numbers its `:invoke` calls from `FIRST_INVOKE_ID + k << INVOKE_BASE_SHIFT`, `k`
+/// random below [`INVOKE_BASES`]: so the calls of the nodes of a cluster, whose packets meet
+/// on the same sockets, have different ids (2^40 calls per node before two ranges could
+/// meet), and every id stays below 2^53, exact as a JavaScript number.
+const INVOKE_BASE_SHIFT: u32 = 40;
+const INVOKE_BASES: u64 = 4095;
+
 /// Client answers one `:invoke` keeps before it reads them.
 const INVOKE_ANSWERS: usize = 1024;
 
@@ -222,14 +231,32 @@ const INVOKE_ANSWERS: usize = 1024;
 pub(crate) struct Invokes {
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, mpsc::Sender<(String, String)>>>,
+    /// Calls of other nodes that reached sockets here: id → (the calling node, until when
+    /// its sockets' acks are forwarded to it).
+    forwards: Mutex<HashMap<u64, (String, tokio::time::Instant)>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Invokes {
-    fn new() -> Self {
+    fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        let base = match cluster {
+            Some(_) => (rand::random::<u64>() % INVOKE_BASES) << INVOKE_BASE_SHIFT,
+            None => 0,
+        };
         Self {
-            next: AtomicU64::new(FIRST_INVOKE_ID),
+            next: AtomicU64::new(FIRST_INVOKE_ID + base),
             waiting: Mutex::default(),
+            forwards: Mutex::default(),
+            cluster,
         }
+    }
+
+    /// Forwards the acks to call `id` of `node` there, for `timeout`.
+    fn forward(&self, id: u64, node: &str, timeout: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut forwards = self.forwards.lock().unwrap_or_else(PoisonError::into_inner);
+        forwards.retain(|_, (_, until)| *until > now);
+        forwards.insert(id, (node.to_owned(), now + timeout));
     }
 
     /// A new call: its ack id and where its answers arrive (connection id, Engine.IO payload).
@@ -251,19 +278,40 @@ impl Invokes {
             .remove(&id);
     }
 
-    /// A client's ack `id`: taken (true) when it answers a pending call.
+    /// A client's ack `id`: taken (true) when it answers a pending call, of this node or, in
+    /// a cluster, of the node it is forwarded to.
     pub(crate) fn answer(&self, id: u64, connection_id: &str, payload: String) -> bool {
         if id < FIRST_INVOKE_ID {
             return false;
         }
-        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        match waiting.get(&id) {
-            Some(tx) => {
+        {
+            let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(tx) = waiting.get(&id) {
                 let _ = tx.try_send((connection_id.to_owned(), payload));
-                true
+                return true;
             }
-            None => false,
         }
+        let (Some(cluster), Some(node)) = (&self.cluster, self.forwarded_to(id)) else {
+            return false;
+        };
+        cluster.forward_invoke_ack(
+            &node,
+            InvokeAck {
+                id,
+                connection_id: connection_id.to_owned(),
+                payload,
+            },
+        );
+        true
+    }
+
+    /// The node whose call `id` is, while its acks are forwarded.
+    fn forwarded_to(&self, id: u64) -> Option<String> {
+        let forwards = self.forwards.lock().unwrap_or_else(PoisonError::into_inner);
+        forwards
+            .get(&id)
+            .filter(|(_, until)| *until > tokio::time::Instant::now())
+            .map(|(node, _)| node.clone())
     }
 }
 
@@ -286,7 +334,23 @@ pub(crate) struct Tunnels {
     cluster: Option<Arc<Cluster>>,
     /// Round robin over the other nodes.
     remote_turn: AtomicUsize,
+    /// How a packet reaches this node's connections, installed by the tunnel edge (which
+    /// calls the service layer), for the `:invoke` calls of other nodes' tunnels.
+    local_send: std::sync::OnceLock<LocalSender>,
 }
+
+/// A [`LocalSend`] (a closure, which has no `Debug`).
+struct LocalSender(LocalSend);
+
+impl std::fmt::Debug for LocalSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalSender")
+    }
+}
+
+/// Sends an Engine.IO payload to the connections of a hub that an OData filter matches, on
+/// this node; resolves with how many (see `Node::send_counted`).
+pub(crate) type LocalSend = Box<dyn Fn(&str, String, &str) -> Result<usize, String> + Send + Sync>;
 
 /// A registered tunnel; unregisters it (failing what it still owes) when dropped.
 #[derive(Debug)]
@@ -337,8 +401,9 @@ impl Tunnels {
             max_response,
             closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            invokes: Invokes::new(),
+            invokes: Invokes::new(cluster.clone()),
             cluster,
+            local_send: std::sync::OnceLock::new(),
             remote_turn: AtomicUsize::new(0),
         })
     }
@@ -555,6 +620,64 @@ impl Tunnels {
             Err(SendError::Timeout) => fail(TunnelAnswer::TIMEOUT, String::new()),
             Err(SendError::TooLarge) => fail(TunnelAnswer::TOO_LARGE, String::new()),
             Err(SendError::Network(message)) => fail(TunnelAnswer::CLOSED, message),
+        }
+    }
+
+    /// Installs how packets reach this node's connections (once; later calls are ignored).
+    pub(crate) fn install_local_send(&self, send: LocalSend) {
+        let _ = self.local_send.set(LocalSender(send));
+    }
+
+    /// Sends an `:invoke`'s packet (numbered with `id`) to the matching sockets of the other
+    /// nodes, which forward their acks here; resolves with how many sockets got it. A
+    /// failure (Redis unreachable, a node silent) is logged, and counts none: the call then
+    /// ends at its timeout.
+    pub(crate) async fn invoke_elsewhere(
+        &self,
+        hub: &str,
+        id: u64,
+        payload: &str,
+        filter: &str,
+        timeout: Duration,
+    ) -> usize {
+        let Some(cluster) = &self.cluster else {
+            return 0;
+        };
+        let call = InvokeCall {
+            hub: hub.to_owned(),
+            id,
+            payload: payload.to_owned(),
+            filter: filter.to_owned(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        match cluster.invoke_everywhere(call).await {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::warn!(error = %e, "an :invoke did not reach every node");
+                0
+            }
+        }
+    }
+
+    /// Serves another node's `:invoke` here: forwards the acks to call `call.id` to `node`,
+    /// then sends the packet to this node's matching sockets; says how many got it.
+    pub(crate) fn serve_relayed_invoke(&self, call: InvokeCall, node: &str) -> InvokeSent {
+        let Some(LocalSender(send)) = self.local_send.get() else {
+            return InvokeSent { count: 0 };
+        };
+        self.invokes.forward(
+            call.id,
+            node,
+            Duration::from_millis(call.timeout_ms) + RELAY_MARGIN,
+        );
+        match send(&call.hub, call.payload, &call.filter) {
+            Ok(count) => InvokeSent {
+                count: count as u64,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "another node's :invoke could not be sent here");
+                InvokeSent { count: 0 }
+            }
         }
     }
 

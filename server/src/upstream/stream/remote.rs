@@ -236,6 +236,25 @@ pub(crate) async fn serve_relayed(
                 );
                 continue;
             }
+            Relayed::Invoke(call) => {
+                let sent = match tunnels.upgrade() {
+                    Some(tunnels) => {
+                        let _entered = span.enter();
+                        tunnels.serve_relayed_invoke(call, asker.node())
+                    }
+                    None => crate::cluster::wire::InvokeSent { count: 0 },
+                };
+                cluster.answer_relayed(asker, sent).await;
+                continue;
+            }
+            Relayed::InvokeAck(ack) => {
+                if let Some(tunnels) = tunnels.upgrade() {
+                    tunnels
+                        .invokes()
+                        .answer(ack.id, &ack.connection_id, ack.payload);
+                }
+                continue;
+            }
         };
         let listeners = local.upgrade();
         let cluster = cluster.clone();
