@@ -11,7 +11,10 @@
 //   cd integration-tests/node && npm ci && node --test socketio-default.test.mjs
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
@@ -22,6 +25,9 @@ import { io } from "socket.io-client";
 import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_hub";
+/** The hub of the backend that restarts: a process of its own (support/socketio-backend.mjs). */
+const RESTART_HUB = "eio_restart";
+const BACKEND = fileURLToPath(new URL("./support/socketio-backend.mjs", import.meta.url));
 
 describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 120_000, ...topologyOptions("socket.io default mode: useAzureSocketIO over the tunnel") }, () => {
   let hubcast;
@@ -227,6 +233,61 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     const serverSide = withTimeout(new Promise((resolve) => serverSockets.get(id).once("disconnect", resolve)), STEP_TIMEOUT_MS, "the server sees frank leave");
     frank.disconnect();
     await serverSide;
+  });
+
+  /** Starts the backend process; resolves with it once its tunnel is connected. */
+  async function startBackend(connectionString) {
+    const child = spawn(process.execPath, [BACKEND, RESTART_HUB], {
+      env: { ...process.env, HUBCAST_CONNECTION_STRING: connectionString },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    child.exited = new Promise((resolve) => child.once("exit", resolve));
+    const lines = createInterface({ input: child.stdout });
+    const ready = new Promise((resolve, reject) => {
+      lines.on("line", (line) => line.startsWith("ready ") && resolve());
+      child.once("exit", (code) => reject(new Error(`the backend exited (${code}) before its tunnel was connected`)));
+    });
+    try {
+      await withTimeout(ready, STEP_TIMEOUT_MS, "the backend's tunnel is connected");
+    } catch (err) {
+      child.kill("SIGKILL");
+      throw err;
+    }
+    return child;
+  }
+
+  async function connectTo(hub, userId) {
+    const { token } = await new WebPubSubServiceClient(hubcast.connectionString, hub, { allowInsecureConnection: true }).getClientAccessToken({ clientProtocol: "socketio", userId });
+    const socket = io(baseUrl, { path: `/clients/socketio/hubs/${hub}`, query: { access_token: token }, transports: ["websocket"], reconnection: false });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), STEP_TIMEOUT_MS, `${userId} connects`);
+    return socket;
+  }
+
+  test("the Socket.IO backend restarts while Hubcast runs: its tunnel reconnects and events flow again", async () => {
+    const first = await startBackend(hubcast.connectionString);
+    let second;
+    try {
+      const jay = await connectTo(RESTART_HUB, "jay");
+      assert.equal(await withTimeout(jay.emitWithAck("hello", "jay"), STEP_TIMEOUT_MS, "served by the first backend"), `hello jay from ${first.pid}`);
+
+      // The backend dies (no goodbye): its tunnel drops, and Hubcast notices at once.
+      first.kill("SIGKILL");
+      await first.exited;
+      // With no tunnel anywhere, jay's packets go nowhere (nothing waits for a backend):
+      // its ack never comes.
+      await assert.rejects(jay.timeout(1_000).emitWithAck("hello", "jay again"), "no backend answers while none is connected");
+
+      second = await startBackend(hubcast.connectionString);
+      // A new socket is the new backend's: it answers.
+      const kay = await connectTo(RESTART_HUB, "kay");
+      assert.equal(await withTimeout(kay.emitWithAck("hello", "kay"), STEP_TIMEOUT_MS, "served by the second backend"), `hello kay from ${second.pid}`);
+      jay.disconnect();
+      kay.disconnect();
+    } finally {
+      first.kill("SIGKILL");
+      second?.kill("SIGKILL");
+    }
   });
 
   // Last: it restarts Hubcast.

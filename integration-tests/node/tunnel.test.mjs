@@ -412,6 +412,44 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     });
   }
 
+  test("the backend restarts: while no tunnel is connected, events fail at once as with an unreachable webhook; then they flow again", async () => {
+    const first = newTunnel(HUB);
+    await first.open();
+    const kim = newClient(await hubcast.clientUrl(HUB, "kim", []));
+    await withTimeout(kim.start(), STEP_TIMEOUT_MS, "kim start()");
+    const echo = (n) => nextEvent(kim, "server-message", (e) => e.message.data?.echo?.n === n, `the handler's reply ${n}`);
+    let reply = echo(1);
+    await withTimeout(kim.sendEvent("ping", { n: 1 }, "json"), STEP_TIMEOUT_MS, "sendEvent 1");
+    await reply;
+
+    // The backend dies (no close frame): Hubcast notices the dropped tunnel at once.
+    first.ws.terminate();
+    await first.closed;
+    // No tunnel anywhere: a connect is refused and a user event fails, each at once, well
+    // within upstream.timeout (2 s): nothing waits for a tunnel to come back.
+    let started = Date.now();
+    const lee = newClient(await hubcast.clientUrl(HUB, "lee", []));
+    await assert.rejects(withTimeout(lee.start(), STEP_TIMEOUT_MS, "lee start()"));
+    assert.ok(Date.now() - started < 1_500, `the connect was refused at once (${Date.now() - started} ms)`);
+    started = Date.now();
+    await assert.rejects(withTimeout(kim.sendEvent("ping", { n: 2 }, "json"), STEP_TIMEOUT_MS, "sendEvent 2"));
+    assert.ok(Date.now() - started < 1_500, `the user event failed at once (${Date.now() - started} ms)`);
+
+    // The backend is back: a new tunnel serves the connections made before and new ones.
+    const second = newTunnel(HUB);
+    await second.open();
+    reply = echo(3);
+    await withTimeout(kim.sendEvent("ping", { n: 3 }, "json"), STEP_TIMEOUT_MS, "sendEvent 3");
+    await reply;
+    const mia = newClient(await hubcast.clientUrl(HUB, "mia", []));
+    await withTimeout(mia.start(), STEP_TIMEOUT_MS, "mia start() through the new tunnel");
+    assert.ok(second.requests >= 2, `the new tunnel took the events (${second.requests})`);
+    kim.stop();
+    mia.stop();
+    second.close();
+    await second.closed;
+  });
+
   // Last: it stops the server.
   test("at shutdown the service closes tunnels with 1001 (never ConnectionClose), so backends come back", async () => {
     const tunnel = newTunnel(HUB);
