@@ -434,7 +434,10 @@ async fn invoke(
             return;
         }
     };
-    let here = match edge.node.send_counted(hub.as_str(), numbered.clone(), &filter) {
+    let here = match edge
+        .node
+        .send_counted(hub.as_str(), numbered.clone(), &filter)
+    {
         Ok(count) => count,
         Err(e) => {
             invokes.finish(id);

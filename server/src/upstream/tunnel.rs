@@ -463,7 +463,11 @@ impl Tunnels {
         let mut hubs = self.hubs.write().unwrap_or_else(PoisonError::into_inner);
         let list = hubs.entry(hub.clone()).or_default();
         list.push(tunnel.clone());
-        let ad = if list.len() == 1 { self.ad(&hubs) } else { None };
+        let ad = if list.len() == 1 {
+            self.ad(&hubs)
+        } else {
+            None
+        };
         drop(hubs);
         (
             Registration {
@@ -555,7 +559,8 @@ impl Tunnels {
             if nodes.is_empty() {
                 return Err(none());
             }
-            let node = nodes[self.remote_turn.fetch_add(1, Ordering::Relaxed) % nodes.len()].clone();
+            let node =
+                nodes[self.remote_turn.fetch_add(1, Ordering::Relaxed) % nodes.len()].clone();
             let answer = cluster
                 .relay_tunnel_request(&node, relayed.clone(), timeout + RELAY_MARGIN)
                 .await
@@ -701,5 +706,39 @@ impl Tunnels {
         self.closing.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tracker.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoke_ids_stay_exact_javascript_numbers() {
+        // The highest base plus the 2^40 calls a node makes before its range could meet the
+        // next one's: still below 2^53, so socket.io-client reads every ack id exactly.
+        let highest = FIRST_INVOKE_ID + ((INVOKE_BASES - 1) << INVOKE_BASE_SHIFT) + (1 << 40);
+        assert!(highest < 1 << 53);
+        let invokes = Invokes::new(None);
+        let (id, _answers) = invokes.start();
+        assert_eq!(
+            id, FIRST_INVOKE_ID,
+            "a single node numbers from the first id"
+        );
+    }
+
+    #[test]
+    fn acks_go_to_their_call_and_others_stay_the_clients() {
+        let invokes = Invokes::new(None);
+        let (id, mut answers) = invokes.start();
+        assert!(invokes.answer(id, "c1", "43[1]".into()));
+        assert_eq!(answers.try_recv().ok(), Some(("c1".into(), "43[1]".into())));
+        assert!(
+            !invokes.answer(7, "c1", "437[1]".into()),
+            "a server's own ack id"
+        );
+        assert!(!invokes.answer(id + 1, "c1", "x".into()), "no such call");
+        invokes.finish(id);
+        assert!(!invokes.answer(id, "c2", "x".into()), "a call that ended");
     }
 }
