@@ -205,8 +205,9 @@ pub(crate) struct RelayedEvent {
 /// an Azure tunnel.
 #[derive(Debug)]
 pub(crate) enum Relayed {
-    /// For this node's event-stream listeners; answered with an [`EventAnswer`].
-    Event(pb::Event),
+    /// For this node's event-stream listeners; answered with an [`EventAnswer`]. Boxed: the
+    /// largest variant by far.
+    Event(Box<pb::Event>),
     /// For one of this node's Azure tunnels; answered with a [`TunnelAnswer`].
     TunnelRequest(TunnelRequest),
     /// A Socket.IO `:invoke` of another node's tunnel for this node's sockets; answered
@@ -1002,7 +1003,7 @@ impl Cluster {
                 return;
             }
             Body::Event(event) => {
-                self.relayed(envelope, Relayed::Event(*event));
+                self.relayed(envelope, Relayed::Event(event));
                 return;
             }
             Body::TunnelRequest(request) => {

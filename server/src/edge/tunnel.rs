@@ -333,10 +333,10 @@ where
         // The backend may still be sending (the rest of an oversized frame): closed as the
         // client edge closes, so that no reset destroys the close frame on its way (through
         // a load balancer the backend would see 1006 instead of the reason).
-        if matches!(sent, Ok(Ok(()))) {
-            if let Ok(ws) = sink.reunite(stream) {
-                super::ws::linger(edge, ws).await;
-            }
+        if matches!(sent, Ok(Ok(())))
+            && let Ok(ws) = sink.reunite(stream)
+        {
+            super::ws::linger(edge, ws).await;
         }
     } else {
         tracing::info!("tunnel closed");

@@ -565,16 +565,16 @@ impl Tunnels {
                 .relay_tunnel_request(&node, relayed.clone(), timeout + RELAY_MARGIN)
                 .await
                 .map_err(|e| SendError::Network(e.to_string()))?;
-            match answer {
-                Some(answer) => match answer.failure {
+            // `None`: the node is gone. NO_TUNNEL: its tunnels went away meanwhile. Either
+            // way, the next node.
+            if let Some(answer) = answer {
+                match answer.failure {
                     0 => return Ok(answered(answer)),
                     TunnelAnswer::TIMEOUT => return Err(SendError::Timeout),
                     TunnelAnswer::TOO_LARGE => return Err(SendError::TooLarge),
                     TunnelAnswer::CLOSED => return Err(SendError::Network(answer.message)),
-                    // Its tunnels went away meanwhile: try the next node.
                     _ => {}
-                },
-                None => {}
+                }
             }
             tracing::info!(%node, "no tunnel there any more; trying another node");
             tried.push(node);

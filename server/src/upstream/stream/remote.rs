@@ -217,7 +217,7 @@ pub(crate) async fn serve_relayed(
             break;
         };
         let event = match event {
-            Relayed::Event(event) => event,
+            Relayed::Event(event) => *event,
             Relayed::TunnelRequest(request) => {
                 let tunnels = tunnels.upgrade();
                 let cluster = cluster.clone();
