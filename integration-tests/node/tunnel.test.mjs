@@ -314,6 +314,18 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     slow.close();
   });
 
+  test("a tunnel that drops with a request pending fails it at once, before the upstream timeout", async () => {
+    const dying = newTunnel(LONELY, { onRequest: () => undefined });
+    await dying.open();
+    const started = Date.now();
+    const nora = newClient(await hubcast.clientUrl(LONELY, "nora", []));
+    const refused = assert.rejects(withTimeout(nora.start(), STEP_TIMEOUT_MS, "nora start()"));
+    await dying.next((f) => f.type === Type.HttpRequest, "the connect event reaches the tunnel");
+    dying.ws.terminate();
+    await refused;
+    assert.ok(Date.now() - started < 1_500, `refused when the tunnel dropped, not at the upstream timeout of 2 s (${Date.now() - started} ms)`);
+  });
+
   test("a dead tunnel (no frame, no pong) is closed after limits.idle_timeout; a live one stays", async () => {
     const dead = newTunnel(OTHER, { wsOptions: { autoPong: false } });
     const live = newTunnel(OTHER);
