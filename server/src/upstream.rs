@@ -157,8 +157,8 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// Builds the upstream from the configuration and starts its delivery workers (so it
-    /// must be called within a tokio runtime). With a `cluster`, event-stream listeners
-    /// receive the events of every node's connections.
+    /// must be called within a tokio runtime). With a `cluster`, event-stream listeners and
+    /// Azure's tunnels receive the events of every node's connections.
     ///
     /// # Errors
     /// An event handler setting is invalid (URL, event names, auth).
