@@ -40,8 +40,13 @@ use hubcast_auth as auth;
 /// The path of the endpoint, for the token's audience.
 const PATH: &str = "/server/tunnel";
 
-/// REST calls one tunnel may have running at once; more are answered 503.
-const MAX_CONCURRENT_CALLS: usize = 64;
+/// REST calls that may wait on one tunnel (they run one after the other); more are answered
+/// 503.
+const MAX_QUEUED_CALLS: usize = 1024;
+
+/// `:invoke` calls of one tunnel that may wait for their sockets' acks at once; more are
+/// answered 503.
+const MAX_COLLECTING_INVOKES: usize = 64;
 
 type Reply = Response<warp::hyper::body::Bytes>;
 
@@ -221,7 +226,13 @@ where
     }
     // REST answers go out through the same writer as events.
     let answers = tunnel.sender();
-    let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS));
+    // The backend's REST calls run one after the other, in the order it sent them, so its
+    // sends reach clients in that order (Socket.IO emits, as on Azure); in a task of their
+    // own, so this loop never waits for them.
+    let (calls, queued) = tokio::sync::mpsc::channel(MAX_QUEUED_CALLS);
+    tunnels
+        .tracker()
+        .spawn(run_calls(edge.clone(), hub.clone(), queued, answers.clone()).in_current_span());
     let mut keepalive = tokio::time::interval(edge.config.client.keepalive_interval);
     keepalive.tick().await;
     // A backend that sends nothing, and answers not even our pings, for `idle_timeout` is
@@ -258,7 +269,9 @@ where
                     Ok(TunnelFrame::Response(response)) => tunnel.on_response(response),
                     Ok(TunnelFrame::Request(request)) => {
                         // Never wait here: this loop also drains what the calls answer.
-                        let Ok(permit) = calls.clone().try_acquire_owned() else {
+                        if let Err(e) = calls.try_send(request) {
+                            let (tokio::sync::mpsc::error::TrySendError::Full(request)
+                            | tokio::sync::mpsc::error::TrySendError::Closed(request)) = e;
                             let busy = HttpResponse {
                                 ack_id: request.ack_id,
                                 local_routing: request.local_routing,
@@ -267,29 +280,13 @@ where
                                 not_completed: false,
                                 headers: frames::Headers::new(),
                                 content: Bytes::from(format!(
-                                    "more than {MAX_CONCURRENT_CALLS} calls are running on this tunnel; retry"
+                                    "more than {MAX_QUEUED_CALLS} calls are waiting on this tunnel; retry"
                                 )),
                             };
                             if sink.send(WsMessage::Binary(frames::encode_response(&busy))).await.is_err() {
                                 break None;
                             }
-                            continue;
-                        };
-                        let edge = edge.clone();
-                        let hub = hub.clone();
-                        let answers = answers.clone();
-                        tunnels.tracker().spawn(
-                            async move {
-                                let _permit = permit;
-                                if is_invoke(&request) {
-                                    invoke(&edge, &hub, request, &answers).await;
-                                } else {
-                                    let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
-                                    let _ = answers.send(frame).await;
-                                }
-                            }
-                            .in_current_span(),
-                        );
+                        }
                     }
                     Ok(TunnelFrame::ServiceOnly(kind)) => break Some(Ending::new(
                         CloseCode::Policy,
@@ -343,6 +340,26 @@ where
     }
 }
 
+/// Runs a tunnel's REST calls one after the other, in order, until the tunnel ends. An
+/// `:invoke` takes its turn to send its packet; waiting for the acks runs beside the next
+/// calls.
+async fn run_calls(
+    edge: Arc<Edge>,
+    hub: HubKey,
+    mut calls: tokio::sync::mpsc::Receiver<HttpRequest>,
+    answers: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let collecting = Arc::new(tokio::sync::Semaphore::new(MAX_COLLECTING_INVOKES));
+    while let Some(request) = calls.recv().await {
+        if is_invoke(&request) {
+            invoke(&edge, &hub, request, &answers, &collecting).await;
+        } else {
+            let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
+            let _ = answers.send(frame).await;
+        }
+    }
+}
+
 /// The close code for a frame that could not be read.
 fn bad_frame_code(error: &FrameError) -> CloseCode {
     match error {
@@ -381,17 +398,30 @@ async fn invoke(
     hub: &HubKey,
     request: HttpRequest,
     answers: &tokio::sync::mpsc::Sender<Bytes>,
+    collecting: &Arc<tokio::sync::Semaphore>,
 ) {
-    let part = |status: u16, not_completed: bool, content: Bytes| {
+    let (ack_id, local_routing, channel_name) = (
+        request.ack_id,
+        request.local_routing,
+        request.channel_name.clone(),
+    );
+    let part = move |status: u16, not_completed: bool, content: Bytes| {
         frames::encode_response(&HttpResponse {
-            ack_id: request.ack_id,
-            local_routing: request.local_routing,
+            ack_id,
+            local_routing,
             status_code: status,
-            channel_name: request.channel_name.clone(),
+            channel_name: channel_name.clone(),
             not_completed,
             headers: [("Content-Type".to_owned(), vec!["text/plain".to_owned()])].into(),
             content,
         })
+    };
+    let Ok(permit) = collecting.clone().try_acquire_owned() else {
+        let why = format!(
+            "more than {MAX_COLLECTING_INVOKES} :invoke calls are waiting for acks on this tunnel; retry"
+        );
+        let _ = answers.send(part(503, false, Bytes::from(why))).await;
+        return;
     };
     let own_hub = request
         .url
@@ -469,28 +499,38 @@ async fn invoke(
         invokes.finish(id);
         return;
     }
+    // The packet is out: the acks are waited for beside the tunnel's next calls.
     let deadline = tokio::time::Instant::now() + edge.config.upstream.timeout;
-    let mut answered = std::collections::HashSet::new();
-    while answered.len() < expected {
-        let Ok(Some((connection, ack))) = tokio::time::timeout_at(deadline, acks.recv()).await
-        else {
-            break;
-        };
-        if !answered.insert(connection) {
-            continue;
+    let tunnels = edge.upstream.tunnels().clone();
+    let answers = answers.clone();
+    let collect = async move {
+        let _permit = permit;
+        let mut answered = std::collections::HashSet::new();
+        while answered.len() < expected {
+            let Ok(Some((connection, ack))) = tokio::time::timeout_at(deadline, acks.recv()).await
+            else {
+                break;
+            };
+            if !answered.insert(connection) {
+                continue;
+            }
+            let mut line = serde_json::json!({ "Payload": ack }).to_string();
+            line.push('\n');
+            if answers
+                .send(part(200, true, Bytes::from(line)))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        let mut line = serde_json::json!({ "Payload": ack }).to_string();
-        line.push('\n');
-        if answers
-            .send(part(200, true, Bytes::from(line)))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    invokes.finish(id);
-    let _ = answers.send(part(200, false, Bytes::new())).await;
+        tunnels.invokes().finish(id);
+        let _ = answers.send(part(200, false, Bytes::new())).await;
+    };
+    edge.upstream
+        .tunnels()
+        .tracker()
+        .spawn(collect.in_current_span());
 }
 
 /// Runs one REST call from the backend and builds its answer.
