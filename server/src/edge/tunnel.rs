@@ -10,7 +10,8 @@
 //! - Service → backend: the hub's CloudEvents for its `tunnel:///` handlers, as `HttpRequest`
 //!   frames ([`crate::upstream::tunnel`]); the backend's `HttpResponse` frames answer them.
 //! - Backend → service: `HttpRequest` frames are REST calls of the data plane, executed as
-//!   `/api/hubs/...` is ([`super::rest::execute_trusted`]) but only for the tunnel's own hub.
+//!   `/api/hubs/...` is ([`super::rest::execute_trusted`]) but only for the tunnel's own hub,
+//!   one after the other in the order sent, so the backend's sends keep their order.
 //! - A bad frame, a frame type a backend does not send, a text message or an oversized frame
 //!   closes that tunnel with a reason; other tunnels and hubs are not affected.
 //! - At shutdown the tunnel closes with 1001, never `ConnectionClose` (after which the
