@@ -4,13 +4,17 @@
 // Hubcast's `/clients/socketio/hubs/{hub}`. Hubcast needs no configuration beyond the access
 // key: the hub has no event handler, so its Socket.IO clients' events go to the tunnel.
 //
-// Single node: a tunnel serves the events of the node it is connected to (README, The tunnel).
+// With HUBCAST_TEST_TOPOLOGY=cluster Hubcast is three nodes behind a round-robin balancer: the
+// package's tunnel ends on one node, the clients on every node (README, The tunnel).
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test socketio-default.test.mjs
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
@@ -18,9 +22,18 @@ import { useAzureSocketIO } from "@azure/web-pubsub-socket.io";
 import { Server as SocketIoServer } from "socket.io";
 import { io } from "socket.io-client";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, TOPOLOGY, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_hub";
+/** The hub of the backend that restarts: a process of its own (support/socketio-backend.mjs). */
+const RESTART_HUB = "eio_restart";
+const BACKEND = fileURLToPath(new URL("./support/socketio-backend.mjs", import.meta.url));
+// On one node the clients use socket.io-client's default transports (long-polling, then the
+// upgrade to WebSocket). Across the balanced cluster they use WebSocket only: its balancer has
+// no session affinity, so the polls of one Engine.IO session land on different nodes, and a
+// node refuses a session it did not open (docs/DEPLOYMENT.md; see POLLING_ACROSS_NODES in
+// support/hubcast.mjs).
+const TRANSPORTS = TOPOLOGY === "cluster" ? { transports: ["websocket"] } : {};
 
 describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 120_000, ...topologyOptions("socket.io default mode: useAzureSocketIO over the tunnel") }, () => {
   let hubcast;
@@ -32,7 +45,7 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
   const serverSockets = new Map();
 
   before(async () => {
-    hubcast = new ProcessServer({ configToml: "[socketio]\nping_interval = 5\nping_timeout = 5\n" });
+    hubcast = new Server({ configToml: "[socketio]\nping_interval = 5\nping_timeout = 5\n" });
     const connectionString = await hubcast.start();
     baseUrl = `http://127.0.0.1:${hubcast.port}`;
     service = new WebPubSubServiceClient(connectionString, HUB, { allowInsecureConnection: true });
@@ -72,7 +85,7 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     const socket = io(baseUrl, {
       path: `/clients/socketio/hubs/${HUB}`,
       query: { access_token: token },
-      transports: ["websocket"],
+      ...TRANSPORTS,
       reconnection: false,
     });
     sockets.push(socket);
@@ -228,13 +241,71 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     await serverSide;
   });
 
+  /** Starts the backend process; resolves with it once its tunnel is connected. */
+  async function startBackend(connectionString) {
+    const child = spawn(process.execPath, [BACKEND, RESTART_HUB], {
+      env: { ...process.env, HUBCAST_CONNECTION_STRING: connectionString },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    child.exited = new Promise((resolve) => child.once("exit", resolve));
+    const lines = createInterface({ input: child.stdout });
+    const ready = new Promise((resolve, reject) => {
+      lines.on("line", (line) => line.startsWith("ready ") && resolve());
+      child.once("exit", (code) => reject(new Error(`the backend exited (${code}) before its tunnel was connected`)));
+    });
+    try {
+      await withTimeout(ready, STEP_TIMEOUT_MS, "the backend's tunnel is connected");
+    } catch (err) {
+      child.kill("SIGKILL");
+      throw err;
+    }
+    return child;
+  }
+
+  async function connectTo(hub, userId) {
+    const { token } = await new WebPubSubServiceClient(hubcast.connectionString, hub, { allowInsecureConnection: true }).getClientAccessToken({ clientProtocol: "socketio", userId });
+    const socket = io(baseUrl, { path: `/clients/socketio/hubs/${hub}`, query: { access_token: token }, ...TRANSPORTS, reconnection: false });
+    sockets.push(socket);
+    await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), STEP_TIMEOUT_MS, `${userId} connects`);
+    return socket;
+  }
+
+  test("the Socket.IO backend restarts while Hubcast runs: its tunnel reconnects and events flow again", async () => {
+    const first = await startBackend(hubcast.connectionString);
+    let second;
+    try {
+      const jay = await connectTo(RESTART_HUB, "jay");
+      assert.equal(await withTimeout(jay.emitWithAck("hello", "jay"), STEP_TIMEOUT_MS, "served by the first backend"), `hello jay from ${first.pid}`);
+
+      // The backend dies (no goodbye): its tunnel drops, and Hubcast notices at once.
+      first.kill("SIGKILL");
+      await first.exited;
+      // With no tunnel anywhere, jay's packets go nowhere (nothing waits for a backend):
+      // its ack never comes.
+      await assert.rejects(jay.timeout(1_000).emitWithAck("hello", "jay again"), "no backend answers while none is connected");
+
+      second = await startBackend(hubcast.connectionString);
+      // A new socket is the new backend's: it answers.
+      const kay = await connectTo(RESTART_HUB, "kay");
+      assert.equal(await withTimeout(kay.emitWithAck("hello", "kay"), STEP_TIMEOUT_MS, "served by the second backend"), `hello kay from ${second.pid}`);
+      // jay was the first backend's socket: the second does not know it (the package answers
+      // its packets 400), so it is served again only once it reconnects (README).
+      await assert.rejects(jay.timeout(1_000).emitWithAck("hello", "jay, later"), "the new backend does not know jay");
+      jay.disconnect();
+      kay.disconnect();
+    } finally {
+      first.kill("SIGKILL");
+      second?.kill("SIGKILL");
+    }
+  });
+
   // Last: it restarts Hubcast.
   test("Hubcast restarts: the tunnel closes with 1001, the package reconnects, and clients are served again", async () => {
     await hubcast.stop();
     await hubcast.start(); // the same port, so the package's endpoint still holds
     const served = async () => {
       const { token } = await service.getClientAccessToken({ clientProtocol: "socketio", userId: "ivy" });
-      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, query: { access_token: token }, transports: ["websocket"], reconnection: false });
+      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, query: { access_token: token }, ...TRANSPORTS, reconnection: false });
       sockets.push(socket);
       try {
         await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), 2_000, "connect");

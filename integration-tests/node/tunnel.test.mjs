@@ -6,7 +6,9 @@
 // tool does, the official `@azure/web-pubsub-express` handler in an express app answers the
 // events. Clients are the official `@azure/web-pubsub-client`.
 //
-// Single node: a tunnel serves the events of the node it is connected to (README, The tunnel).
+// With HUBCAST_TEST_TOPOLOGY=cluster the server is three nodes behind a round-robin balancer:
+// tunnels and clients land on different nodes, and a tunnel serves the events raised on every
+// node (README, The tunnel).
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test tunnel.test.mjs
@@ -21,7 +23,7 @@ import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import express from "express";
 import WebSocket from "ws";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, ProcessServer, topologyOptions, nextEvent, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, TOPOLOGY, topologyOptions, nextEvent, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "chat";
 const OTHER = "other";
@@ -226,8 +228,7 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
       const s = app.listen(0, "127.0.0.1", () => resolve(s));
     });
     port = httpServer.address().port;
-    // One node on purpose: a tunnel takes the events of the node it is connected to.
-    hubcast = new ProcessServer({
+    hubcast = new Server({
       configToml: ["[client]", "keepalive_interval = 1", "[limits]", "idle_timeout = 3", "[upstream]", "timeout = 2", handlerToml(HUB), handlerToml(OTHER), handlerToml(LONELY)].join("\n"),
     });
     await hubcast.start();
@@ -311,6 +312,18 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
     assert.ok(slow.requests >= 1, "the connect event reached the tunnel");
     assert.equal(slow.ws.readyState, WebSocket.OPEN, "the slow tunnel stays open");
     slow.close();
+  });
+
+  test("a tunnel that drops with a request pending fails it at once, before the upstream timeout", async () => {
+    const dying = newTunnel(LONELY, { onRequest: () => undefined });
+    await dying.open();
+    const started = Date.now();
+    const nora = newClient(await hubcast.clientUrl(LONELY, "nora", []));
+    const refused = assert.rejects(withTimeout(nora.start(), STEP_TIMEOUT_MS, "nora start()"));
+    await dying.next((f) => f.type === Type.HttpRequest, "the connect event reaches the tunnel");
+    dying.ws.terminate();
+    await refused;
+    assert.ok(Date.now() - started < 1_500, `refused when the tunnel dropped, not at the upstream timeout of 2 s (${Date.now() - started} ms)`);
   });
 
   test("a dead tunnel (no frame, no pong) is closed after limits.idle_timeout; a live one stays", async () => {
@@ -410,6 +423,44 @@ describe("the tunnel: tunnel:/// event handlers and REST over /server/tunnel", {
       await other.closed;
     });
   }
+
+  test("the backend restarts: while no tunnel is connected, events fail at once as with an unreachable webhook; then they flow again", async () => {
+    const first = newTunnel(HUB);
+    await first.open();
+    const kim = newClient(await hubcast.clientUrl(HUB, "kim", []));
+    await withTimeout(kim.start(), STEP_TIMEOUT_MS, "kim start()");
+    const echo = (n) => nextEvent(kim, "server-message", (e) => e.message.data?.echo?.n === n, `the handler's reply ${n}`);
+    let reply = echo(1);
+    await withTimeout(kim.sendEvent("ping", { n: 1 }, "json"), STEP_TIMEOUT_MS, "sendEvent 1");
+    await reply;
+
+    // The backend dies (no close frame): Hubcast notices the dropped tunnel at once.
+    first.ws.terminate();
+    await first.closed;
+    // No tunnel anywhere: a connect is refused and a user event fails, each at once, well
+    // within upstream.timeout (2 s): nothing waits for a tunnel to come back.
+    let started = Date.now();
+    const lee = newClient(await hubcast.clientUrl(HUB, "lee", []));
+    await assert.rejects(withTimeout(lee.start(), STEP_TIMEOUT_MS, "lee start()"));
+    assert.ok(Date.now() - started < 1_500, `the connect was refused at once (${Date.now() - started} ms)`);
+    started = Date.now();
+    await assert.rejects(withTimeout(kim.sendEvent("ping", { n: 2 }, "json"), STEP_TIMEOUT_MS, "sendEvent 2"));
+    assert.ok(Date.now() - started < 1_500, `the user event failed at once (${Date.now() - started} ms)`);
+
+    // The backend is back: a new tunnel serves the connections made before and new ones.
+    const second = newTunnel(HUB);
+    await second.open();
+    reply = echo(3);
+    await withTimeout(kim.sendEvent("ping", { n: 3 }, "json"), STEP_TIMEOUT_MS, "sendEvent 3");
+    await reply;
+    const mia = newClient(await hubcast.clientUrl(HUB, "mia", []));
+    await withTimeout(mia.start(), STEP_TIMEOUT_MS, "mia start() through the new tunnel");
+    assert.ok(second.requests >= 2, `the new tunnel took the events (${second.requests})`);
+    kim.stop();
+    mia.stop();
+    second.close();
+    await second.closed;
+  });
 
   // Last: it stops the server.
   test("at shutdown the service closes tunnels with 1001 (never ConnectionClose), so backends come back", async () => {

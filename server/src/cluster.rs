@@ -59,7 +59,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::RedisTarget;
 use endpoint::{Commands, Endpoint};
 use tracing::Instrument as _;
-use wire::{Body, Envelope, EventAnswer, ListenerAd, Reply};
+use wire::{
+    Body, Envelope, EventAnswer, InvokeAck, InvokeCall, InvokeSent, ListenerAd, Reply,
+    TunnelAnswer, TunnelRequest,
+};
 
 use crate::telemetry::{Metrics, trace};
 
@@ -191,11 +194,27 @@ impl Requests {
 #[derive(Debug)]
 pub(crate) struct RelayedEvent {
     /// The event, as the relaying node's upstream built it.
-    pub(crate) event: pb::Event,
+    pub(crate) event: Relayed,
     /// Who relayed it, and the id its answer must carry.
     pub(crate) asker: Asker,
     /// The relaying node's trace, continued here.
     pub(crate) span: tracing::Span,
+}
+
+/// What another node relays here: an event for the event-stream listeners, or a request for
+/// an Azure tunnel.
+#[derive(Debug)]
+pub(crate) enum Relayed {
+    /// For this node's event-stream listeners; answered with an [`EventAnswer`]. Boxed: the
+    /// largest variant by far.
+    Event(Box<pb::Event>),
+    /// For one of this node's Azure tunnels; answered with a [`TunnelAnswer`].
+    TunnelRequest(TunnelRequest),
+    /// A Socket.IO `:invoke` of another node's tunnel for this node's sockets; answered
+    /// with an [`InvokeSent`].
+    Invoke(InvokeCall),
+    /// A socket's ack to an `:invoke` of this node (not answered).
+    InvokeAck(InvokeAck),
 }
 
 /// The events other nodes relay to this one, handed out once by [`Cluster::start`]: the
@@ -256,8 +275,9 @@ pub struct Cluster {
     inbound: mpsc::Sender<Request>,
     /// Where the events other nodes relay here go (to the upstream, through [`RelayedEvents`]).
     relayed_events: mpsc::Sender<RelayedEvent>,
-    /// The last advertisement of this node's listeners (`None` until it first had one).
-    own_ad: Mutex<Option<ListenerAd>>,
+    /// The last advertisement of this node's listeners and tunnels (`None` until it first
+    /// had one), with the versions of its two parts.
+    own_ad: Mutex<OwnAd>,
     ad_version: AtomicU64,
     /// The other nodes' listeners, by node id, as last advertised.
     ads: RwLock<HashMap<String, ListenerAd>>,
@@ -328,7 +348,7 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             inbound,
             relayed_events,
-            own_ad: Mutex::new(None),
+            own_ad: Mutex::new(OwnAd::default()),
             ad_version: AtomicU64::new(0),
             ads: RwLock::new(HashMap::new()),
             ads_generation: AtomicU64::new(0),
@@ -426,16 +446,31 @@ impl Cluster {
         ad: ListenerAd,
         wait: bool,
     ) -> Result<(), ClusterError> {
-        let latest = {
-            let mut own = self
-                .own_ad
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if own.as_ref().is_none_or(|o| o.version < ad.version) {
-                *own = Some(ad);
+        let latest = self.merge_own_ad(|own| {
+            if own.listeners_version < ad.version {
+                own.listeners_version = ad.version;
+                own.ad.get_or_insert_with(ListenerAd::default).subscriptions = ad.subscriptions;
             }
-            own.clone().unwrap_or_default()
-        };
+        });
+        self.publish_own_ad(latest, wait).await
+    }
+
+    /// Takes a change of this node's advertisement and gives it the next version (while
+    /// locked, so that a later version always describes a later state).
+    fn merge_own_ad(&self, change: impl FnOnce(&mut OwnAd)) -> ListenerAd {
+        let mut own = self
+            .own_ad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut own);
+        let version = self.next_ad_version();
+        let ad = own.ad.get_or_insert_with(ListenerAd::default);
+        ad.version = version;
+        ad.clone()
+    }
+
+    /// Stores this node's advertisement in Redis and sends it to the other nodes.
+    async fn publish_own_ad(&self, latest: ListenerAd, wait: bool) -> Result<(), ClusterError> {
         self.check_available()?;
         let mut conn = self.commands.clone();
         let stored: Result<redis::RedisResult<()>, _> = tokio::time::timeout(
@@ -461,6 +496,7 @@ impl Cluster {
         self.own_ad
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ad
             .clone()
     }
 
@@ -525,17 +561,25 @@ impl Cluster {
         event: pb::Event,
         timeout: Duration,
     ) -> Result<Option<EventAnswer>, ClusterError> {
-        let Some(reply) = self
-            .ask_within(node, Body::Event(Box::new(event)), timeout)
-            .await?
-        else {
+        self.relay(node, Body::Event(Box::new(event)), timeout)
+            .await
+    }
+
+    /// Relays `body` to `node` and decodes its answer (see [`Cluster::relay_event`]).
+    async fn relay<A: prost::Message + Default>(
+        &self,
+        node: &str,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Option<A>, ClusterError> {
+        let Some(reply) = self.ask_within(node, body, timeout).await? else {
             self.forget_ads(node);
             return Ok(None);
         };
         if reply.error_code != 0 {
             return Err(ClusterError::Unavailable(reply.message));
         }
-        EventAnswer::decode(&reply.body[..]).map(Some).map_err(|e| {
+        A::decode(&reply.body[..]).map(Some).map_err(|e| {
             self.error();
             ClusterError::Unavailable(format!("node {node} sent an undecodable answer: {e}"))
         })
@@ -959,7 +1003,19 @@ impl Cluster {
                 return;
             }
             Body::Event(event) => {
-                self.relayed(envelope, *event);
+                self.relayed(envelope, Relayed::Event(event));
+                return;
+            }
+            Body::TunnelRequest(request) => {
+                self.relayed(envelope, Relayed::TunnelRequest(request));
+                return;
+            }
+            Body::Invoke(call) => {
+                self.relayed(envelope, Relayed::Invoke(call));
+                return;
+            }
+            Body::InvokeAck(ack) => {
+                self.relayed(envelope, Relayed::InvokeAck(ack));
                 return;
             }
             other => other,
@@ -1007,7 +1063,7 @@ impl Cluster {
     /// [`Cluster::answer_relayed`] (the listener may take up to the upstream timeout, and the
     /// channel must not wait for it). When the upstream cannot take it now, the answer is at
     /// once "no listener", and the relaying node decides as it does without one.
-    fn relayed(&self, envelope: Envelope, event: pb::Event) {
+    fn relayed(&self, envelope: Envelope, event: Relayed) {
         let span = if trace::enabled() {
             let span = tracing::info_span!("relayed event", origin = %envelope.origin);
             trace::set_parent(&span, trace::extract_traceparent(&envelope.traceparent));
@@ -1028,23 +1084,34 @@ impl Cluster {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
             tracing::debug!("a relayed event found no room on this node");
-            let none = EventAnswer {
-                reply: None,
-                failure: EventAnswer::NO_LISTENER,
+            let none = match relayed.event {
+                Relayed::Event(_) => EventAnswer {
+                    reply: None,
+                    failure: EventAnswer::NO_LISTENER,
+                }
+                .encode_to_vec(),
+                Relayed::TunnelRequest(_) => TunnelAnswer {
+                    failure: TunnelAnswer::NO_TUNNEL,
+                    ..TunnelAnswer::default()
+                }
+                .encode_to_vec(),
+                Relayed::Invoke(_) => InvokeSent { count: 0 }.encode_to_vec(),
+                Relayed::InvokeAck(_) => return,
             };
             self.reply(
                 &relayed.asker.origin,
                 relayed.asker.request_id,
                 Reply {
-                    body: none.encode_to_vec(),
+                    body: none,
                     ..Reply::default()
                 },
             );
         }
     }
 
-    /// Sends the answer to a relayed event back to the node that relayed it.
-    pub(crate) async fn answer_relayed(&self, asker: Asker, answer: EventAnswer) {
+    /// Sends the answer to a relayed event (an [`EventAnswer`] or a [`TunnelAnswer`]) back
+    /// to the node that relayed it.
+    pub(crate) async fn answer_relayed(&self, asker: Asker, answer: impl prost::Message) {
         let reply = Reply {
             body: answer.encode_to_vec(),
             ..Reply::default()
@@ -1063,6 +1130,106 @@ impl Cluster {
         if self.outgoing.send(item).await.is_err() {
             tracing::debug!("the node stopped before a relayed event's answer went out");
         }
+    }
+}
+
+// === Azure's tunnel across nodes (see `wire`, the block of the same name) ===
+
+impl Asker {
+    /// The node that relayed the request.
+    pub(crate) fn node(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// This node's advertisement and the versions of its two parts: the event-stream listeners
+/// (versioned by the listener registry) and the hubs with an Azure tunnel here (versioned by
+/// the tunnel registry), so that an older change of one part never undoes a newer one.
+#[derive(Debug, Default)]
+struct OwnAd {
+    listeners_version: u64,
+    tunnels_version: u64,
+    ad: Option<ListenerAd>,
+}
+
+impl Cluster {
+    /// Tells the other nodes which hubs have an Azure tunnel on this node now (`version`
+    /// from [`Cluster::next_ad_version`], taken while the tunnel list was locked), so that
+    /// they relay those hubs' tunnel requests here; with `wait`, returns once every live node
+    /// knows.
+    ///
+    /// # Errors
+    /// As [`Cluster::advertise_listeners`].
+    pub(crate) async fn advertise_tunnels(
+        &self,
+        version: u64,
+        hubs: Vec<String>,
+        wait: bool,
+    ) -> Result<(), ClusterError> {
+        let latest = self.merge_own_ad(|own| {
+            if own.tunnels_version < version {
+                own.tunnels_version = version;
+                own.ad.get_or_insert_with(ListenerAd::default).tunnel_hubs = hubs;
+            }
+        });
+        self.publish_own_ad(latest, wait).await
+    }
+
+    /// Asks every other node to send an `:invoke`'s packet to its matching sockets and to
+    /// forward their acks here; resolves with how many sockets got it there.
+    ///
+    /// # Errors
+    /// Redis is unreachable or a live node did not answer.
+    pub(crate) async fn invoke_everywhere(&self, call: InvokeCall) -> Result<usize, ClusterError> {
+        let replies = self.gather(Body::Invoke(call)).await?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| InvokeSent::decode(&reply.body[..]).ok())
+            .map(|sent| usize::try_from(sent.count).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add))
+    }
+
+    /// Forwards a socket's ack to the node whose `:invoke` it answers. Never waits: with the
+    /// outgoing queue full, the ack is dropped (as one that comes too late).
+    pub(crate) fn forward_invoke_ack(&self, node: &str, ack: InvokeAck) {
+        let item = Outgoing {
+            channel: self.node_channel(node),
+            bytes: self.envelope(0, Body::InvokeAck(ack)),
+            done: None,
+        };
+        if self.outgoing.try_send(item).is_err() {
+            self.error();
+        }
+    }
+
+    /// The other nodes with an Azure tunnel for `hub` (lower-cased), sorted.
+    pub(crate) fn tunnel_nodes(&self, hub: &str) -> Vec<String> {
+        let ads = self
+            .ads
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes: Vec<String> = ads
+            .iter()
+            .filter(|(_, ad)| ad.tunnel_hubs.iter().any(|h| h == hub))
+            .map(|(node, _)| node.clone())
+            .collect();
+        nodes.sort_unstable();
+        nodes
+    }
+
+    /// Relays a request for a tunnel of `request.hub` to `node` and waits up to `timeout`
+    /// for the outcome. `Ok(None)`: that node is gone.
+    ///
+    /// # Errors
+    /// Redis is unreachable, or the node is alive and did not answer in time.
+    pub(crate) async fn relay_tunnel_request(
+        &self,
+        node: &str,
+        request: TunnelRequest,
+        timeout: Duration,
+    ) -> Result<Option<TunnelAnswer>, ClusterError> {
+        self.relay(node, Body::TunnelRequest(request), timeout)
+            .await
     }
 }
 

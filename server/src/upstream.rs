@@ -157,8 +157,8 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// Builds the upstream from the configuration and starts its delivery workers (so it
-    /// must be called within a tokio runtime). With a `cluster`, event-stream listeners
-    /// receive the events of every node's connections.
+    /// must be called within a tokio runtime). With a `cluster`, event-stream listeners and
+    /// Azure's tunnels receive the events of every node's connections.
     ///
     /// # Errors
     /// An event handler setting is invalid (URL, event names, auth).
@@ -176,7 +176,7 @@ impl Upstream {
             .request_origin
             .clone()
             .unwrap_or_else(|| endpoint_host(endpoint));
-        let tunnels = Tunnels::new(settings.max_response_bytes);
+        let tunnels = Tunnels::new(settings.max_response_bytes, cluster.clone());
         let shared = Arc::new(WebhookShared::new(
             &settings,
             keys.clone(),
@@ -247,6 +247,7 @@ impl Upstream {
         if let (Some(cluster), Some(relayed)) = (cluster_for_relay, relayed) {
             upstream.workers.spawn(stream::serve_relayed(
                 Arc::downgrade(upstream.listeners()),
+                Arc::downgrade(upstream.tunnels()),
                 cluster,
                 relayed,
                 upstream.workers.clone(),

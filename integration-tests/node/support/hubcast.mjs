@@ -573,10 +573,6 @@ const RECOVERY_ACROSS_NODES =
   "node; that node does not hold the session and answers 1008, so the client starts a fresh " +
   "connection, by design (docs/DEPLOYMENT.md, Reliable clients across nodes)";
 
-// Why the tunnel cannot be tested on a BalancedCluster yet.
-const TUNNEL_ACROSS_NODES =
-  "a tunnel serves the events of the node it is connected to, and :invoke reaches that " +
-  "node's connections (README, The tunnel: not yet across a cluster)";
 
 /**
  * The tests (or suites) that cannot pass on a BalancedCluster by design, by name, and why:
@@ -584,8 +580,6 @@ const TUNNEL_ACROSS_NODES =
  * files run across nodes is up to scripts/test). Each is reported as skipped with its reason.
  */
 export const SINGLE_NODE_ONLY = new Map([
-  ["the tunnel: tunnel:/// event handlers and REST over /server/tunnel", TUNNEL_ACROSS_NODES],
-  ["socket.io default mode: useAzureSocketIO over the tunnel", TUNNEL_ACROSS_NODES],
   ["reliable protocol through network cuts (official client)", RECOVERY_ACROSS_NODES],
   ["json.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],
   ["protobuf.reliable: dropped connections are recovered with no loss, no duplicate, same connection", RECOVERY_ACROSS_NODES],

@@ -15,7 +15,7 @@ pub(crate) struct Envelope {
     #[prost(uint64, tag = "2")]
     pub(crate) request_id: u64,
     /// What it carries.
-    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 20")]
+    #[prost(oneof = "Body", tags = "3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 20")]
     pub(crate) body: Option<Body>,
     /// The W3C `traceparent` of the publishing span (empty when traces are off), so the
     /// receiving node's work continues the sender's trace.
@@ -49,6 +49,18 @@ pub(crate) enum Body {
     /// Changes of group state (presence) on the sender, for this node's subscribers.
     #[prost(message, tag = "10")]
     GroupState(GroupStates),
+    // --- Azure's tunnel across nodes (see the block at the end of this file) ---
+    /// A request for one of this node's Azure tunnels (a `tunnel:///` handler's CloudEvent,
+    /// raised on the relaying node); answered with a [`TunnelAnswer`] in the [`Reply`] body.
+    #[prost(message, tag = "11")]
+    TunnelRequest(TunnelRequest),
+    /// A Socket.IO `:invoke` of a tunnel on the sender, for this node's clients; answered
+    /// with an [`InvokeSent`] in the [`Reply`] body.
+    #[prost(message, tag = "12")]
+    Invoke(InvokeCall),
+    /// A client's answer to an `:invoke` of the receiving node.
+    #[prost(message, tag = "13")]
+    InvokeAck(InvokeAck),
     // --- Socket.IO long-polling across nodes (tags 20-29) ---
     /// A long-polling request for an Engine.IO session the receiving node holds, taken by
     /// another node (no sticky sessions); answered with a [`PollAnswer`] in the [`Reply`]
@@ -193,6 +205,10 @@ pub(crate) struct ListenerAd {
     /// One per listener; empty when the node has none left.
     #[prost(message, repeated, tag = "2")]
     pub(crate) subscriptions: Vec<pb::Subscription>,
+    /// The hubs (lower-cased) with an Azure tunnel connected to the node: the other nodes
+    /// relay those hubs' tunnel requests here ([`TunnelRequest`]).
+    #[prost(string, repeated, tag = "3")]
+    pub(crate) tunnel_hubs: Vec<String>,
 }
 
 /// How a relayed event went on the node that holds the listeners.
@@ -249,6 +265,127 @@ pub(crate) struct GroupStateEntry {
     pub(crate) updated_at: u64,
 }
 
+// === Azure's tunnel across nodes ===
+//
+// A backend's tunnel ends on one node while the connections whose events it serves are on
+// every node: the node that raises an event builds the HTTP request as for any `tunnel:///`
+// handler and, with no tunnel of its own for the hub, relays the request to a node that
+// advertises one ([`ListenerAd::tunnel_hubs`]), which sends it through its tunnel and answers
+// with the response. The relay is the event relay's: [`Body::TunnelRequest`] travels and is
+// answered exactly as [`Body::Event`] is.
+
+/// An HTTP request for a tunnel of `hub` on the receiving node.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TunnelRequest {
+    /// The hub (lower-cased).
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The HTTP method.
+    #[prost(string, tag = "2")]
+    pub(crate) method: String,
+    /// The absolute URL, as the backend gets it.
+    #[prost(string, tag = "3")]
+    pub(crate) url: String,
+    /// The headers, in order (a name may repeat).
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) headers: Vec<HeaderPair>,
+    /// The body.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub(crate) body: bytes::Bytes,
+    /// How long the tunnel may take to answer, in milliseconds.
+    #[prost(uint64, tag = "6")]
+    pub(crate) timeout_ms: u64,
+}
+
+/// One HTTP header.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct HeaderPair {
+    /// The name.
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    /// The value.
+    #[prost(string, tag = "2")]
+    pub(crate) value: String,
+}
+
+/// How a relayed [`TunnelRequest`] went on the node that holds the tunnel.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TunnelAnswer {
+    /// 0: answered (below); else one of the `TunnelAnswer` constants.
+    #[prost(uint32, tag = "1")]
+    pub(crate) failure: u32,
+    /// Why it failed, for the log.
+    #[prost(string, tag = "2")]
+    pub(crate) message: String,
+    /// The backend's HTTP status.
+    #[prost(uint32, tag = "3")]
+    pub(crate) status: u32,
+    /// The backend's headers.
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) headers: Vec<HeaderPair>,
+    /// The backend's body.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub(crate) body: bytes::Bytes,
+}
+
+impl TunnelAnswer {
+    /// The tunnel did not answer within the timeout.
+    pub(crate) const TIMEOUT: u32 = 1;
+    /// That node has no tunnel for the hub (any more): try another node.
+    pub(crate) const NO_TUNNEL: u32 = 2;
+    /// The answer was larger than allowed.
+    pub(crate) const TOO_LARGE: u32 = 3;
+    /// The tunnel closed while the request was on it.
+    pub(crate) const CLOSED: u32 = 4;
+}
+
+// A Socket.IO `:invoke` (`emitWithAck` to many sockets) arrives over a tunnel on one node
+// while the sockets are on every node: that node sends the numbered packet to its own
+// sockets and asks every other node to do the same ([`Body::Invoke`], gathered), adding up
+// how many sockets got it; each node forwards the acks of its sockets for that call back to
+// it ([`Body::InvokeAck`]), where they join the streamed answer.
+
+/// One `:invoke`: the packet, numbered with the call's ack id, for the matching sockets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeCall {
+    /// The hub (lower-cased).
+    #[prost(string, tag = "1")]
+    pub(crate) hub: String,
+    /// The call's ack id (unique in the cluster: each node numbers from its own base).
+    #[prost(uint64, tag = "2")]
+    pub(crate) id: u64,
+    /// The Engine.IO payload, numbered with `id`.
+    #[prost(string, tag = "3")]
+    pub(crate) payload: String,
+    /// The OData filter of the sockets' connections (empty: all of the hub's).
+    #[prost(string, tag = "4")]
+    pub(crate) filter: String,
+    /// How long acks are forwarded, in milliseconds.
+    #[prost(uint64, tag = "5")]
+    pub(crate) timeout_ms: u64,
+}
+
+/// How many of its connections a node sent an [`InvokeCall`]'s packet to.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeSent {
+    /// The number of connections.
+    #[prost(uint64, tag = "1")]
+    pub(crate) count: u64,
+}
+
+/// A socket's ack to an [`InvokeCall`], forwarded to the node that made the call.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct InvokeAck {
+    /// The call's ack id.
+    #[prost(uint64, tag = "1")]
+    pub(crate) id: u64,
+    /// The answering connection.
+    #[prost(string, tag = "2")]
+    pub(crate) connection_id: String,
+    /// The ack's Engine.IO payload.
+    #[prost(string, tag = "3")]
+    pub(crate) payload: String,
+}
 // --- Socket.IO long-polling across nodes ---
 
 /// A long-polling request relayed to the node that holds its Engine.IO session.

@@ -10,7 +10,8 @@
 //! - Service → backend: the hub's CloudEvents for its `tunnel:///` handlers, as `HttpRequest`
 //!   frames ([`crate::upstream::tunnel`]); the backend's `HttpResponse` frames answer them.
 //! - Backend → service: `HttpRequest` frames are REST calls of the data plane, executed as
-//!   `/api/hubs/...` is ([`super::rest::execute_trusted`]) but only for the tunnel's own hub.
+//!   `/api/hubs/...` is ([`super::rest::execute_trusted`]) but only for the tunnel's own hub,
+//!   one after the other in the order sent, so the backend's sends keep their order.
 //! - A bad frame, a frame type a backend does not send, a text message or an oversized frame
 //!   closes that tunnel with a reason; other tunnels and hubs are not affected.
 //! - At shutdown the tunnel closes with 1001, never `ConnectionClose` (after which the
@@ -40,8 +41,13 @@ use hubcast_auth as auth;
 /// The path of the endpoint, for the token's audience.
 const PATH: &str = "/server/tunnel";
 
-/// REST calls one tunnel may have running at once; more are answered 503.
-const MAX_CONCURRENT_CALLS: usize = 64;
+/// REST calls that may wait on one tunnel (they run one after the other); more are answered
+/// 503.
+const MAX_QUEUED_CALLS: usize = 1024;
+
+/// `:invoke` calls of one tunnel that may wait for their sockets' acks at once; more are
+/// answered 503.
+const MAX_COLLECTING_INVOKES: usize = 64;
 
 type Reply = Response<warp::hyper::body::Bytes>;
 
@@ -59,6 +65,14 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
 pub(crate) fn routes(
     edge: Arc<Edge>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    // The `:invoke` calls of other nodes' tunnels reach this node's sockets through here.
+    let node = edge.node.clone();
+    edge.upstream
+        .tunnels()
+        .install_local_send(Box::new(move |hub, payload, filter| {
+            node.send_counted(hub, payload, filter)
+                .map_err(|e| e.to_string())
+        }));
     warp::path("server")
         .and(warp::path("tunnel"))
         .and(warp::path::end())
@@ -198,7 +212,8 @@ where
 {
     let tunnels = edge.upstream.tunnels().clone();
     let closing = tunnels.closing();
-    let (registration, mut outgoing) = tunnels.register(hub.as_str());
+    // In a cluster, every node knows of the tunnel before it is greeted.
+    let (registration, mut outgoing) = tunnels.register_everywhere(hub.as_str()).await;
     let tunnel = registration.tunnel.clone();
     let (mut sink, mut stream) = ws.split();
     let connection_id = format!("tunnel-{}", tunnel.id());
@@ -212,7 +227,13 @@ where
     }
     // REST answers go out through the same writer as events.
     let answers = tunnel.sender();
-    let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS));
+    // The backend's REST calls run one after the other, in the order it sent them, so its
+    // sends reach clients in that order (Socket.IO emits, as on Azure); in a task of their
+    // own, so this loop never waits for them.
+    let (calls, queued) = tokio::sync::mpsc::channel(MAX_QUEUED_CALLS);
+    tunnels
+        .tracker()
+        .spawn(run_calls(edge.clone(), hub.clone(), queued, answers.clone()).in_current_span());
     let mut keepalive = tokio::time::interval(edge.config.client.keepalive_interval);
     keepalive.tick().await;
     // A backend that sends nothing, and answers not even our pings, for `idle_timeout` is
@@ -249,7 +270,9 @@ where
                     Ok(TunnelFrame::Response(response)) => tunnel.on_response(response),
                     Ok(TunnelFrame::Request(request)) => {
                         // Never wait here: this loop also drains what the calls answer.
-                        let Ok(permit) = calls.clone().try_acquire_owned() else {
+                        if let Err(e) = calls.try_send(request) {
+                            let (tokio::sync::mpsc::error::TrySendError::Full(request)
+                            | tokio::sync::mpsc::error::TrySendError::Closed(request)) = e;
                             let busy = HttpResponse {
                                 ack_id: request.ack_id,
                                 local_routing: request.local_routing,
@@ -258,29 +281,13 @@ where
                                 not_completed: false,
                                 headers: frames::Headers::new(),
                                 content: Bytes::from(format!(
-                                    "more than {MAX_CONCURRENT_CALLS} calls are running on this tunnel; retry"
+                                    "more than {MAX_QUEUED_CALLS} calls are waiting on this tunnel; retry"
                                 )),
                             };
                             if sink.send(WsMessage::Binary(frames::encode_response(&busy))).await.is_err() {
                                 break None;
                             }
-                            continue;
-                        };
-                        let edge = edge.clone();
-                        let hub = hub.clone();
-                        let answers = answers.clone();
-                        tunnels.tracker().spawn(
-                            async move {
-                                let _permit = permit;
-                                if is_invoke(&request) {
-                                    invoke(&edge, &hub, request, &answers).await;
-                                } else {
-                                    let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
-                                    let _ = answers.send(frame).await;
-                                }
-                            }
-                            .in_current_span(),
-                        );
+                        }
                     }
                     Ok(TunnelFrame::ServiceOnly(kind)) => break Some(Ending::new(
                         CloseCode::Policy,
@@ -313,7 +320,7 @@ where
     drop(registration);
     if let Some(ending) = ending {
         tracing::info!(code = %ending.code, reason = %ending.reason, "closing the tunnel");
-        let _ = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             std::time::Duration::from_secs(2),
             sink.send(WsMessage::Close(Some(CloseFrame {
                 code: ending.code,
@@ -321,8 +328,36 @@ where
             }))),
         )
         .await;
+        // The backend may still be sending (the rest of an oversized frame): closed as the
+        // client edge closes, so that no reset destroys the close frame on its way (through
+        // a load balancer the backend would see 1006 instead of the reason).
+        if matches!(sent, Ok(Ok(())))
+            && let Ok(ws) = sink.reunite(stream)
+        {
+            super::ws::linger(edge, ws).await;
+        }
     } else {
         tracing::info!("tunnel closed");
+    }
+}
+
+/// Runs a tunnel's REST calls one after the other, in order, until the tunnel ends. An
+/// `:invoke` takes its turn to send its packet; waiting for the acks runs beside the next
+/// calls.
+async fn run_calls(
+    edge: Arc<Edge>,
+    hub: HubKey,
+    mut calls: tokio::sync::mpsc::Receiver<HttpRequest>,
+    answers: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let collecting = Arc::new(tokio::sync::Semaphore::new(MAX_COLLECTING_INVOKES));
+    while let Some(request) = calls.recv().await {
+        if is_invoke(&request) {
+            invoke(&edge, &hub, request, &answers, &collecting).await;
+        } else {
+            let frame = frames::encode_response(&rest_call(&edge, &hub, request).await);
+            let _ = answers.send(frame).await;
+        }
     }
 }
 
@@ -356,25 +391,38 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 }
 
 /// Socket.IO's `:invoke` (`emitWithAck` to many sockets, spec part 2 §2.4a): the packet,
-/// numbered here with one ack id, goes to every connection the filter matches on this node;
-/// the answer is `200` then one `{"Payload":"<the client's ack>"}` line per answering client,
+/// numbered here with one ack id, goes to every connection the filter matches, on this node
+/// and, in a cluster, on the others (which forward their sockets' acks here); the answer is `200` then one `{"Payload":"<the client's ack>"}` line per answering client,
 /// each in a `NotCompleted` part, until every recipient answered or the upstream timeout.
 async fn invoke(
     edge: &Arc<Edge>,
     hub: &HubKey,
     request: HttpRequest,
     answers: &tokio::sync::mpsc::Sender<Bytes>,
+    collecting: &Arc<tokio::sync::Semaphore>,
 ) {
-    let part = |status: u16, not_completed: bool, content: Bytes| {
+    let (ack_id, local_routing, channel_name) = (
+        request.ack_id,
+        request.local_routing,
+        request.channel_name.clone(),
+    );
+    let part = move |status: u16, not_completed: bool, content: Bytes| {
         frames::encode_response(&HttpResponse {
-            ack_id: request.ack_id,
-            local_routing: request.local_routing,
+            ack_id,
+            local_routing,
             status_code: status,
-            channel_name: request.channel_name.clone(),
+            channel_name: channel_name.clone(),
             not_completed,
             headers: [("Content-Type".to_owned(), vec!["text/plain".to_owned()])].into(),
             content,
         })
+    };
+    let Ok(permit) = collecting.clone().try_acquire_owned() else {
+        let why = format!(
+            "more than {MAX_COLLECTING_INVOKES} :invoke calls are waiting for acks on this tunnel; retry"
+        );
+        let _ = answers.send(part(503, false, Bytes::from(why))).await;
+        return;
     };
     let own_hub = request
         .url
@@ -417,7 +465,10 @@ async fn invoke(
             return;
         }
     };
-    let expected = match edge.node.send_counted(hub.as_str(), numbered, &filter) {
+    let here = match edge
+        .node
+        .send_counted(hub.as_str(), numbered.clone(), &filter)
+    {
         Ok(count) => count,
         Err(e) => {
             invokes.finish(id);
@@ -427,6 +478,19 @@ async fn invoke(
             return;
         }
     };
+    // In a cluster, the sockets of the other nodes too: they forward their acks here.
+    let expected = here
+        + edge
+            .upstream
+            .tunnels()
+            .invoke_elsewhere(
+                hub.as_str(),
+                id,
+                &numbered,
+                &filter,
+                edge.config.upstream.timeout,
+            )
+            .await;
     if expected == 0 {
         invokes.finish(id);
         let _ = answers.send(part(200, false, Bytes::new())).await;
@@ -436,28 +500,38 @@ async fn invoke(
         invokes.finish(id);
         return;
     }
+    // The packet is out: the acks are waited for beside the tunnel's next calls.
     let deadline = tokio::time::Instant::now() + edge.config.upstream.timeout;
-    let mut answered = std::collections::HashSet::new();
-    while answered.len() < expected {
-        let Ok(Some((connection, ack))) = tokio::time::timeout_at(deadline, acks.recv()).await
-        else {
-            break;
-        };
-        if !answered.insert(connection) {
-            continue;
+    let tunnels = edge.upstream.tunnels().clone();
+    let answers = answers.clone();
+    let collect = async move {
+        let _permit = permit;
+        let mut answered = std::collections::HashSet::new();
+        while answered.len() < expected {
+            let Ok(Some((connection, ack))) = tokio::time::timeout_at(deadline, acks.recv()).await
+            else {
+                break;
+            };
+            if !answered.insert(connection) {
+                continue;
+            }
+            let mut line = serde_json::json!({ "Payload": ack }).to_string();
+            line.push('\n');
+            if answers
+                .send(part(200, true, Bytes::from(line)))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        let mut line = serde_json::json!({ "Payload": ack }).to_string();
-        line.push('\n');
-        if answers
-            .send(part(200, true, Bytes::from(line)))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    invokes.finish(id);
-    let _ = answers.send(part(200, false, Bytes::new())).await;
+        tunnels.invokes().finish(id);
+        let _ = answers.send(part(200, false, Bytes::new())).await;
+    };
+    edge.upstream
+        .tunnels()
+        .tracker()
+        .spawn(collect.in_current_span());
 }
 
 /// Runs one REST call from the backend and builds its answer.

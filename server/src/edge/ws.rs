@@ -14,6 +14,8 @@
 mod dispatch;
 mod invoke;
 mod session;
+/// Also how the tunnel edge closes a socket with unread input.
+pub(super) use session::linger;
 mod stream;
 
 use std::sync::Arc;

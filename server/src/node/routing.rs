@@ -659,7 +659,12 @@ impl Node {
                 None
             }
             // The backplane handles these itself.
-            Body::Reply(_) | Body::Listeners(_) | Body::Event(_) => None,
+            Body::Reply(_)
+            | Body::Listeners(_)
+            | Body::Event(_)
+            | Body::TunnelRequest(_)
+            | Body::Invoke(_)
+            | Body::InvokeAck(_) => None,
             // Served apart, by `serve_cluster`: it may be held for the poll duration.
             Body::SocketIoPoll(_) => None,
         }

@@ -183,6 +183,8 @@ impl Listeners {
                 .filter(|l| !l.gone.is_cancelled())
                 .map(|l| l.subscription.clone())
                 .collect(),
+            // The cluster keeps this node's tunnels in the advertisement.
+            tunnel_hubs: Vec::new(),
         })
     }
 

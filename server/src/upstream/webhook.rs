@@ -467,7 +467,7 @@ mod tests {
             keys,
             "localhost".into(),
             Metrics::new(),
-            Tunnels::new(1024),
+            Tunnels::new(1024, None),
         ))
     }
 

@@ -219,7 +219,7 @@ const LINGER_MAX_BYTES: usize = 8 << 20;
 /// Dropping a socket with unread input makes the kernel answer with a reset instead, and a
 /// reset can destroy that close before the client reads it: through a proxy or load
 /// balancer, the client then sees 1006 instead of 1009 and its reason.
-async fn linger<S>(edge: &Edge, mut ws: WebSocketStream<S>)
+pub(in crate::edge) async fn linger<S>(edge: &Edge, mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -21,9 +21,10 @@ use tracing::Instrument as _;
 
 use super::{Listeners, from_proto, parse_subscription, to_proto};
 use crate::cluster::wire::{EventAnswer, ListenerAd};
-use crate::cluster::{Cluster, RelayedEvent, RelayedEvents};
+use crate::cluster::{Cluster, Relayed, RelayedEvent, RelayedEvents};
 use crate::upstream::event::{DeliveryError, Event, EventName, Reply};
 use crate::upstream::handler::Selection;
+use crate::upstream::tunnel::Tunnels;
 
 /// Added to the upstream timeout when waiting for another node: its listener has the whole
 /// timeout to answer, and the answer still has to come back over Redis.
@@ -195,10 +196,12 @@ impl RemoteListeners {
 
 /// Takes the events other nodes relay here and offers each to this node's own listeners (in
 /// a task on `tasks`, since a listener may take up to the upstream timeout), answering the
-/// relaying node with the outcome. Ends when the node leaves the cluster or the upstream
-/// closes (`closing`).
+/// relaying node with the outcome; the requests for Azure tunnels go to this node's tunnels
+/// ([`Tunnels::serve_relayed`]) the same way. Ends when the node leaves the cluster or the
+/// upstream closes (`closing`).
 pub(crate) async fn serve_relayed(
     local: Weak<Listeners>,
+    tunnels: Weak<Tunnels>,
     cluster: Arc<Cluster>,
     mut events: RelayedEvents,
     tasks: TaskTracker,
@@ -212,6 +215,46 @@ pub(crate) async fn serve_relayed(
         };
         let Some(RelayedEvent { event, asker, span }) = relayed else {
             break;
+        };
+        let event = match event {
+            Relayed::Event(event) => *event,
+            Relayed::TunnelRequest(request) => {
+                let tunnels = tunnels.upgrade();
+                let cluster = cluster.clone();
+                tasks.spawn(
+                    async move {
+                        let answer = match tunnels {
+                            Some(tunnels) => tunnels.serve_relayed(request).await,
+                            None => crate::cluster::wire::TunnelAnswer {
+                                failure: crate::cluster::wire::TunnelAnswer::NO_TUNNEL,
+                                ..Default::default()
+                            },
+                        };
+                        cluster.answer_relayed(asker, answer).await;
+                    }
+                    .instrument(span),
+                );
+                continue;
+            }
+            Relayed::Invoke(call) => {
+                let sent = match tunnels.upgrade() {
+                    Some(tunnels) => {
+                        let _entered = span.enter();
+                        tunnels.serve_relayed_invoke(call, asker.node())
+                    }
+                    None => crate::cluster::wire::InvokeSent { count: 0 },
+                };
+                cluster.answer_relayed(asker, sent).await;
+                continue;
+            }
+            Relayed::InvokeAck(ack) => {
+                if let Some(tunnels) = tunnels.upgrade() {
+                    tunnels
+                        .invokes()
+                        .answer(ack.id, &ack.connection_id, ack.payload);
+                }
+                continue;
+            }
         };
         let listeners = local.upgrade();
         let cluster = cluster.clone();
