@@ -86,13 +86,17 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     },
   });
 
-  async function mqttUrl() {
+  /** A client URL; on a cluster, `node` picks one node itself (a session lives on one). */
+  async function mqttUrl(node) {
     const { url } = await service.getClientAccessToken({ userId: "u", roles: DEFAULT_ROLES, clientProtocol: "mqtt" });
-    return url;
+    if (node === undefined || !hubcast.nodes) return url;
+    const direct = new URL(url);
+    direct.port = String(hubcast.nodes[node].port);
+    return direct.toString();
   }
 
-  async function connect(id, protocolVersion, options = {}) {
-    const client = mqtt.connect(await mqttUrl(), {
+  async function connect(id, protocolVersion, options = {}, node = undefined) {
+    const client = mqtt.connect(await mqttUrl(node), {
       clientId: id,
       protocolVersion,
       reconnectPeriod: 0,
@@ -135,6 +139,9 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     const { port } = httpServer.address();
     hubcast = new Server({
       configToml: [
+        // Persistent sessions wait this long for their client.
+        "[client]",
+        "recovery_window = 3",
         `[hubs.${HUB}]`,
         `[[hubs.${HUB}.event_handlers]]`,
         `url_template = "http://127.0.0.1:${port}/api/webpubsub/hubs/{hub}/"`,
@@ -193,6 +200,41 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     assert.equal(disconnected.mqtt.initiatedByClient, false);
     assert.equal(disconnected.mqtt.disconnectPacket.code, 0x98);
   });
+
+  for (const protocolVersion of [4, 5]) {
+    test(`MQTT ${protocolVersion === 5 ? "5.0" : "3.1.1"}: connected and disconnected are raised per session, not per socket`, async () => {
+      const id = clientId("session");
+      const options = protocolVersion === 5
+        ? { clean: false, properties: { sessionExpiryInterval: 30 } }
+        : { clean: false };
+      const first = await connect(id, protocolVersion, options, 0);
+      const connected = await seen.wait("connected", forId(id), "onConnected");
+      const session = connected.context.mqtt.sessionId;
+      first.stream.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+
+      const second = await connect(id, protocolVersion, options, 0);
+      const connects = seen.items.filter((i) => i.kind === "connect" && forId(id)(i.value));
+      assert.equal(connects.length, 2, "a connect event per CONNECT");
+      assert.equal(connects[1].value.mqtt.cleanStart, false);
+      const secondPhysical = connects[1].value.context.mqtt.physicalConnectionId;
+      assert.notEqual(secondPhysical, connects[0].value.context.mqtt.physicalConnectionId);
+      const events = () => seen.items.filter((i) => (i.kind === "connected" || i.kind === "disconnected") && forId(id)(i.value));
+      assert.deepEqual(events().map((i) => i.kind), ["connected"], "no event for the resumed socket");
+
+      // The client goes away for good: the session ends when the window passes.
+      second.stream.destroy();
+      const disconnected = await withTimeout(
+        seen.wait("disconnected", forId(id), "onDisconnected"),
+        STEP_TIMEOUT_MS,
+        "disconnected after the window",
+      );
+      assert.equal(disconnected.context.mqtt.sessionId, session, "the same session");
+      assert.equal(disconnected.context.mqtt.physicalConnectionId, secondPhysical, "its last socket");
+      assert.equal(disconnected.mqtt.disconnectPacket, null);
+      assert.deepEqual(events().map((i) => i.kind), ["connected", "disconnected"]);
+    });
+  }
 
   test("MQTT 3.1.1: a DISCONNECT has code 0; a dropped socket has no DISCONNECT packet", async () => {
     const id = clientId("three");

@@ -135,13 +135,21 @@ impl PublishBody {
         std::str::from_utf8(&self.topic[2..]).unwrap_or_default()
     }
 
-    /// Writes the per-session head of the PUBLISH: fixed header, topic, packet id (QoS 1 and
-    /// 2) and, for MQTT 5, the properties. The payload follows it on the wire.
-    pub fn write_head(&self, qos: u8, packet_id: Option<u16>, v5: bool, out: &mut BytesMut) {
+    /// Writes the per-session head of the PUBLISH: fixed header (with DUP when `dup`: a
+    /// redelivery of a QoS 1 or 2 message), topic, packet id (QoS 1 and 2) and, for MQTT 5,
+    /// the properties. The payload follows it on the wire.
+    pub fn write_head(
+        &self,
+        qos: u8,
+        packet_id: Option<u16>,
+        dup: bool,
+        v5: bool,
+        out: &mut BytesMut,
+    ) {
         let id_len = if qos > 0 { 2 } else { 0 };
         let properties_len = if v5 { self.properties.len() } else { 0 };
         let remaining = self.topic.len() + id_len + properties_len + self.payload.len();
-        out.put_u8(0x30 | (qos << 1));
+        out.put_u8(0x30 | (u8::from(dup && qos > 0) << 3) | (qos << 1));
         put_var_int(out, remaining);
         out.extend_from_slice(&self.topic);
         if qos > 0 {
@@ -200,7 +208,7 @@ mod tests {
 
     fn packet(body: &PublishBody, qos: u8, v5: bool) -> Vec<u8> {
         let mut head = BytesMut::new();
-        body.write_head(qos, Some(7), v5, &mut head);
+        body.write_head(qos, Some(7), false, v5, &mut head);
         let mut packet = head.to_vec();
         packet.extend_from_slice(&body.payload);
         packet

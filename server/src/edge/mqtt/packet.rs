@@ -147,6 +147,9 @@ pub(crate) struct Connect {
     pub(crate) receive_max: Option<u16>,
     /// MQTT 5 Maximum Packet Size the client accepts.
     pub(crate) max_packet_size: Option<u32>,
+    /// MQTT 5 Session Expiry Interval in seconds (absent: 0, the session ends with its
+    /// socket).
+    pub(crate) session_expiry: Option<u32>,
     pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
@@ -245,6 +248,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             }),
             receive_max: None,
             max_packet_size: None,
+            session_expiry: None,
             user_properties: Vec::new(),
         })),
         v3::Packet::Publish(p) => Inbound::Publish(Publish {
@@ -299,6 +303,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             }),
             receive_max: c.properties.receive_max,
             max_packet_size: c.properties.max_packet_size,
+            session_expiry: c.properties.session_expiry_interval,
             user_properties: user_properties(&c.properties.user_properties),
         })),
         v5::Packet::Publish(p) => Inbound::Publish(Publish {
@@ -408,6 +413,8 @@ pub(crate) struct ConnackProperties {
     pub(crate) receive_max: u16,
     pub(crate) server_keep_alive: Option<u16>,
     pub(crate) max_packet_size: u32,
+    /// The Session Expiry Interval the server keeps, when it is not the client's.
+    pub(crate) session_expiry: Option<u32>,
     pub(crate) reason: Option<Arc<str>>,
     pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
@@ -472,6 +479,7 @@ pub(crate) fn connack(
                 p.receive_max = Some(properties.receive_max);
                 p.server_keep_alive = properties.server_keep_alive;
                 p.max_packet_size = Some(properties.max_packet_size);
+                p.session_expiry_interval = properties.session_expiry;
                 // Azure's MQTT has no retained messages, wildcards, shared subscriptions,
                 // subscription identifiers or topic aliases.
                 p.retain_available = Some(false);
