@@ -300,6 +300,67 @@ describe("MQTT sessions that outlive their socket", { timeout: 180_000 }, () => 
     });
   }
 
+  for (const { name, protocolVersion } of VERSIONS) {
+    test(`${name}: QoS 2 reaches MQTT subscribers with PUBREC/PUBREL/PUBCOMP, and a resumed session completes it`, async () => {
+      const id = clientId("qostwo");
+      const topic = `t${id}`;
+      const { client: publisher } = await connect({ clientId: clientId("pub"), protocolVersion });
+      const raw = new RawClient(await mqttUrl(), protocolVersion);
+      await raw.connect(id);
+      raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic, qos: 2 }] });
+      assert.deepEqual((await raw.next((p) => p.cmd === "suback", "SUBACK")).granted, [2]);
+
+      // Published at QoS 2: delivered at QoS 2, exactly once through its exchange.
+      await publisher.publishAsync(topic, "exactly once", { qos: 2 });
+      const first = await raw.next((p) => p.cmd === "publish", "the QoS 2 delivery");
+      assert.equal(first.qos, 2);
+      assert.equal(first.payload.toString(), "exactly once");
+      raw.send({ cmd: "pubrec", messageId: first.messageId });
+      const pubrel = await raw.next((p) => p.cmd === "pubrel", "PUBREL");
+      assert.equal(pubrel.messageId, first.messageId);
+      raw.send({ cmd: "pubcomp", messageId: first.messageId });
+
+      // A REST send stays at QoS 1 (Azure: min(1, granted)); a QoS 1 publish at QoS 1.
+      await service.group(topic).sendToAll("from rest", { contentType: "text/plain" });
+      const rest = await raw.next((p) => p.cmd === "publish", "the REST message");
+      assert.equal(rest.qos, 1);
+      raw.send({ cmd: "puback", messageId: rest.messageId });
+
+      // Interrupted after PUBREC: the resumed session sends PUBREL again, not the message.
+      await publisher.publishAsync(topic, "received once", { qos: 2 });
+      const second = await raw.next((p) => p.cmd === "publish", "the second QoS 2 delivery");
+      raw.send({ cmd: "pubrec", messageId: second.messageId });
+      await raw.next((p) => p.cmd === "pubrel", "PUBREL");
+      // Interrupted before PUBREC: sent again with DUP.
+      await publisher.publishAsync(topic, "not received", { qos: 2 });
+      const third = await raw.next((p) => p.cmd === "publish", "the third QoS 2 delivery");
+      await raw.drop();
+
+      const again = new RawClient(await mqttUrl(), protocolVersion);
+      assert.equal((await again.connect(id)).sessionPresent, true);
+      const rel = await again.next((p) => p.cmd === "pubrel", "PUBREL sent again");
+      assert.equal(rel.messageId, second.messageId);
+      const dup = await again.next((p) => p.cmd === "publish", "the unreceived one again");
+      assert.equal(dup.payload.toString(), "not received");
+      assert.equal(dup.dup, true);
+      assert.equal(dup.qos, 2);
+      assert.equal(dup.messageId, third.messageId);
+      again.send({ cmd: "pubcomp", messageId: rel.messageId });
+      again.send({ cmd: "pubrec", messageId: dup.messageId });
+      await again.next((p) => p.cmd === "pubrel", "PUBREL of the resent one");
+      again.send({ cmd: "pubcomp", messageId: dup.messageId });
+      await sleep(200);
+      assert.deepEqual(
+        again.packets.filter((p) => p.cmd === "publish").map((p) => p.payload.toString()),
+        [],
+        "nothing else was sent again",
+      );
+      again.send({ cmd: "disconnect" });
+      await again.closed;
+      await publisher.endAsync();
+    });
+  }
+
   const acrossNodes = "MQTT 5.0: a CONNECT on another node starts a new session and ends the one the first node kept";
   test(acrossNodes, { skip: TOPOLOGY !== "cluster" && "needs several nodes: HUBCAST_TEST_TOPOLOGY=cluster" }, async () => {
     const id = clientId("nodes");
@@ -313,10 +374,10 @@ describe("MQTT sessions that outlive their socket", { timeout: 180_000 }, () => 
     const packet = await withTimeout(oldDisconnect, STEP_TIMEOUT_MS, "DISCONNECT to the first node's socket");
     assert.equal(packet.reasonCode, 0x8e, "Session taken over");
     const got = collect(moved.client, topic);
-    await service.sendToConnection(id, "one copy", { contentType: "text/plain" });
     const marker = new Promise((resolve) =>
       moved.client.on("message", (t, payload) => t === "$webpubsub/server/messages" && resolve(payload.toString())),
     );
+    await service.sendToConnection(id, "one copy", { contentType: "text/plain" });
     assert.equal(await withTimeout(marker, STEP_TIMEOUT_MS, "a send to the client id"), "one copy");
     assert.deepEqual(got, [], "no subscription came along");
 

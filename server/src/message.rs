@@ -269,6 +269,10 @@ pub struct Message {
     pub metadata: Option<Metadata>,
     /// Its place in a group stream, if it belongs to one.
     pub stream: Option<Arc<StreamInfo>>,
+    /// The QoS of the MQTT PUBLISH it came from: an MQTT subscriber gets it at the lower of
+    /// this and its subscription's QoS. `None` for every other message, which MQTT
+    /// subscribers get at QoS 1 at most (Azure's cross-protocol rule).
+    pub mqtt_qos: Option<u8>,
 }
 
 impl Message {
@@ -282,6 +286,7 @@ impl Message {
             data,
             metadata: None,
             stream: None,
+            mqtt_qos: None,
         }
     }
 
@@ -292,6 +297,7 @@ impl Message {
             data,
             metadata: None,
             stream: None,
+            mqtt_qos: None,
         }
     }
 
@@ -299,6 +305,13 @@ impl Message {
     #[must_use]
     pub fn with_stream(mut self, stream: Option<Arc<StreamInfo>>) -> Self {
         self.stream = stream;
+        self
+    }
+
+    /// The same message as published by an MQTT client at `qos`.
+    #[must_use]
+    pub fn with_mqtt_qos(mut self, qos: Option<u8>) -> Self {
+        self.mqtt_qos = qos;
         self
     }
 

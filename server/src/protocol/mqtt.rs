@@ -3,7 +3,8 @@
 //! A PUBLISH packet is `fixed header | topic | packet id | properties (5.0) | payload`. The
 //! fixed header (QoS, remaining length) and the packet id differ per session; the topic,
 //! the properties and the payload do not. Fan-out therefore queues one shared *body*,
-//! `topic | properties | payload`, and the MQTT writer puts the per-session parts around its
+//! `max QoS | topic | properties | payload` (the first byte is not sent: it caps the QoS the
+//! writer picks), and the MQTT writer puts the per-session parts around its
 //! slices when it writes the packet ([`PublishBody::split`]): no per-recipient copy of the
 //! payload, and one encoding for 3.1.1 and 5.0 sessions alike (a 3.1.1 session skips the
 //! properties).
@@ -82,8 +83,8 @@ pub fn topic_of(message: &Message) -> &str {
     }
 }
 
-/// Encodes the shared body of the PUBLISH packets of `message`: `topic | properties |
-/// payload`, with the properties as MQTT 5 writes them (length first).
+/// Encodes the shared body of the PUBLISH packets of `message`: `max QoS | topic |
+/// properties | payload`, with the properties as MQTT 5 writes them (length first).
 pub fn encode_publish_body(message: &Message) -> Frame {
     let topic = topic_of(message);
     let (payload, content_type) = match &message.data {
@@ -91,7 +92,9 @@ pub fn encode_publish_body(message: &Message) -> Frame {
         data @ (Data::Binary(b) | Data::Protobuf(b)) => (b.clone(), content_type(data)),
     };
     let properties_len = content_type.map_or(0, |t| 1 + 2 + t.len());
-    let mut body = BytesMut::with_capacity(2 + topic.len() + 4 + properties_len + payload.len());
+    let mut body =
+        BytesMut::with_capacity(1 + 2 + topic.len() + 4 + properties_len + payload.len());
+    body.put_u8(message.mqtt_qos.unwrap_or(1).min(2));
     put_string(&mut body, topic);
     put_var_int(&mut body, properties_len);
     if let Some(t) = content_type {
@@ -105,6 +108,9 @@ pub fn encode_publish_body(message: &Message) -> Frame {
 /// A PUBLISH body cut into the slices the writer puts a session's header around.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishBody {
+    /// The highest QoS a recipient gets it at: the publisher's for a message from an MQTT
+    /// client, else 1 (Azure: `min(1, granted QoS)` across protocols).
+    pub max_qos: u8,
     /// The topic, length first, as the packet carries it.
     pub topic: Bytes,
     /// The MQTT 5 properties, length first.
@@ -116,15 +122,18 @@ pub struct PublishBody {
 impl PublishBody {
     /// Cuts a body made by [`encode_publish_body`]; `None` for anything else.
     pub fn split(body: &Bytes) -> Option<Self> {
-        let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-        let topic_end = 2 + topic_len;
+        let max_qos = (*body.first()?).min(2);
+        let topic_len = usize::from(u16::from_be_bytes([*body.get(1)?, *body.get(2)?]));
+        let topic_start = 1;
+        let topic_end = topic_start + 2 + topic_len;
         let (properties_len, len_bytes) = read_var_int(body.get(topic_end..)?)?;
         let properties_end = topic_end + len_bytes + properties_len;
         if properties_end > body.len() {
             return None;
         }
         Some(Self {
-            topic: body.slice(..topic_end),
+            max_qos,
+            topic: body.slice(topic_start..topic_end),
             properties: body.slice(topic_end..properties_end),
             payload: body.slice(properties_end..),
         })

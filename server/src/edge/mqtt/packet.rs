@@ -131,6 +131,7 @@ pub(crate) struct Will {
     pub(crate) payload: Bytes,
     /// MQTT 5 content type.
     pub(crate) content_type: Option<Arc<str>>,
+    pub(crate) qos: u8,
 }
 
 /// A CONNECT of either version.
@@ -174,9 +175,13 @@ pub(crate) enum Inbound {
     Connect(Box<Connect>),
     Publish(Publish),
     Puback(u16),
-    Pubrec,
+    /// The client received a QoS 2 message (`code` ≥ 0x80: it refused it; 3.1.1: 0).
+    Pubrec {
+        id: u16,
+        code: u8,
+    },
     Pubrel(u16),
-    Pubcomp,
+    Pubcomp(u16),
     Subscribe {
         packet_id: u16,
         /// Filter and requested QoS of each subscription.
@@ -245,6 +250,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
                 topic: Arc::from(&*w.topic_name),
                 payload: w.message,
                 content_type: None,
+                qos: qos(w.qos),
             }),
             receive_max: None,
             max_packet_size: None,
@@ -262,9 +268,12 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             correlation_data: None,
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
-        v3::Packet::Pubrec(_) => Inbound::Pubrec,
+        v3::Packet::Pubrec(id) => Inbound::Pubrec {
+            id: id.value(),
+            code: 0,
+        },
         v3::Packet::Pubrel(pid) => Inbound::Pubrel(pid.value()),
-        v3::Packet::Pubcomp(_) => Inbound::Pubcomp,
+        v3::Packet::Pubcomp(id) => Inbound::Pubcomp(id.value()),
         v3::Packet::Subscribe(s) => Inbound::Subscribe {
             packet_id: s.pid.value(),
             topics: s
@@ -300,6 +309,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
                 topic: Arc::from(&*w.topic_name),
                 payload: w.payload,
                 content_type: w.properties.content_type,
+                qos: qos(w.qos),
             }),
             receive_max: c.properties.receive_max,
             max_packet_size: c.properties.max_packet_size,
@@ -317,9 +327,12 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             correlation_data: p.properties.correlation_data,
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
-        v5::Packet::Pubrec(_) => Inbound::Pubrec,
+        v5::Packet::Pubrec(p) => Inbound::Pubrec {
+            id: p.pid.value(),
+            code: p.reason_code as u8,
+        },
         v5::Packet::Pubrel(p) => Inbound::Pubrel(p.pid.value()),
-        v5::Packet::Pubcomp(_) => Inbound::Pubcomp,
+        v5::Packet::Pubcomp(p) => Inbound::Pubcomp(p.pid.value()),
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             packet_id: s.pid.value(),
             subscription_id: s.properties.subscription_id.is_some(),
@@ -579,6 +592,22 @@ pub(crate) fn pubcomp(version: Version, packet_id: u16, found: bool) -> Bytes {
                 v5::PubcompReasonCode::PacketIdentifierNotFound
             };
             encode(&v5::Packet::Pubcomp(v5::Pubcomp::new(pid(packet_id), code)))
+        }
+    }
+}
+
+/// A PUBREL: the server's second step of a QoS 2 delivery; `found` false tells the client
+/// (MQTT 5) that the packet id names nothing in flight.
+pub(crate) fn pubrel(version: Version, packet_id: u16, found: bool) -> Bytes {
+    match version {
+        Version::V311 => encode(&v3::Packet::Pubrel(pid(packet_id))),
+        Version::V5 => {
+            let code = if found {
+                v5::PubrelReasonCode::Success
+            } else {
+                v5::PubrelReasonCode::PacketIdentifierNotFound
+            };
+            encode(&v5::Packet::Pubrel(v5::Pubrel::new(pid(packet_id), code)))
         }
     }
 }

@@ -521,12 +521,10 @@ pub(crate) struct SessionState {
     keep: Mutex<Option<Duration>>,
 }
 
-/// The QoS 1 messages of a session in flight to its client.
+/// The QoS 1 and 2 messages of a session in flight to its client.
 #[derive(Debug, Default)]
 struct Inflight {
-    /// By packet id: the message's sequence id in a persistent session's outbox (0 in
-    /// others), and the QoS it was sent with.
-    by_packet: HashMap<u16, (u64, u8)>,
+    by_packet: HashMap<u16, Flight>,
     /// The last packet id given.
     next_id: u16,
     /// The highest sequence id written to any socket of the session: a message the
@@ -535,13 +533,24 @@ struct Inflight {
     written: u64,
 }
 
+/// One message in flight.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    /// Its sequence id in a persistent session's outbox (0 in others, and once a QoS 2
+    /// message is received: the outbox need not keep it any more).
+    seq: u64,
+    qos: u8,
+    /// QoS 2: the client sent PUBREC and the server PUBREL; PUBCOMP ends it.
+    released: bool,
+}
+
 impl Inflight {
     /// The highest sequence id the outbox may forget: every message up to it was written
-    /// and, at QoS 1, acknowledged.
+    /// and, at QoS 1 and 2, acknowledged or received.
     fn acknowledged(&self) -> u64 {
         self.by_packet
             .values()
-            .map(|(seq, _)| *seq)
+            .map(|f| f.seq)
             .filter(|seq| *seq > 0)
             .min()
             .map_or(self.written, |oldest| oldest - 1)
@@ -583,17 +592,20 @@ impl SessionState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The QoS a message on `topic` is delivered with: Azure's `min(1, granted)`; messages
-    /// of the server topic are published at QoS 1 whether or not the client subscribed to
-    /// it, and groups joined by the service or the token (not by SUBSCRIBE) count as a
+    /// The QoS a message on `topic` that may go out at `max_qos` is delivered with: the
+    /// lower of it and the subscription's (`max_qos` is the MQTT publisher's QoS, and 1 for
+    /// any other message: Azure's `min(1, granted)` across protocols). Messages of the
+    /// server topic count as subscribed at QoS 1 whether or not the client subscribed to
+    /// it, and groups joined by the service or the token (not by SUBSCRIBE) as a
     /// subscription with default options (QoS 0).
-    fn delivery_qos(&self, topic: &str) -> u8 {
+    fn delivery_qos(&self, topic: &str, max_qos: u8) -> u8 {
         let granted = self.lock_subscriptions().get(topic).copied();
-        match granted {
-            Some(q) => q.min(1),
+        let granted = match granted {
+            Some(q) => q,
             None if topic == SERVER_MESSAGES_TOPIC => 1,
             None => 0,
-        }
+        };
+        granted.min(max_qos)
     }
 }
 
@@ -618,13 +630,61 @@ impl Shared {
         self.state.lock_subscriptions()
     }
 
-    /// A PUBACK: the message leaves the window, and a persistent session's outbox forgets
-    /// what is now acknowledged.
+    /// A PUBACK: the QoS 1 message leaves the window, and a persistent session's outbox
+    /// forgets what is now acknowledged.
     fn acknowledge(&self, conn: &Connection, packet_id: u16) {
         let mut inflight = self.state.lock_inflight();
-        if inflight.by_packet.remove(&packet_id).is_none() {
+        if inflight
+            .by_packet
+            .get(&packet_id)
+            .is_none_or(|f| f.qos != 1)
+        {
             return;
         }
+        inflight.by_packet.remove(&packet_id);
+        self.done(conn, inflight);
+    }
+
+    /// A PUBREC: the client has the QoS 2 message; the answer is PUBREL, after which only
+    /// PUBCOMP is awaited (the outbox forgets the message). A refusal (MQTT 5, ≥ 0x80) ends
+    /// the delivery.
+    fn received(&self, conn: &Connection, packet_id: u16, code: u8) -> Option<Bytes> {
+        let mut inflight = self.state.lock_inflight();
+        let Some(flight) = inflight
+            .by_packet
+            .get_mut(&packet_id)
+            .filter(|f| f.qos == 2)
+        else {
+            return Some(packet::pubrel(self.version, packet_id, false));
+        };
+        if code >= 0x80 {
+            inflight.by_packet.remove(&packet_id);
+            self.done(conn, inflight);
+            return None;
+        }
+        flight.released = true;
+        flight.seq = 0;
+        self.done(conn, inflight);
+        Some(packet::pubrel(self.version, packet_id, true))
+    }
+
+    /// A PUBCOMP: the QoS 2 delivery is complete and leaves the window.
+    fn completed(&self, conn: &Connection, packet_id: u16) {
+        let mut inflight = self.state.lock_inflight();
+        if inflight
+            .by_packet
+            .get(&packet_id)
+            .is_none_or(|f| !f.released)
+        {
+            return;
+        }
+        inflight.by_packet.remove(&packet_id);
+        self.done(conn, inflight);
+    }
+
+    /// After a message left the window or was received: wake the writer, and let a
+    /// persistent session's outbox forget what needs no resending.
+    fn done(&self, conn: &Connection, inflight: std::sync::MutexGuard<'_, Inflight>) {
         let done = inflight.acknowledged();
         drop(inflight);
         self.released.notify_one();
@@ -704,9 +764,22 @@ async fn run_session<S>(
             user_properties: Vec::new(),
         },
     );
-    let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-    // The CONNACK is the first packet the client reads.
+    // The CONNACK is the first packet the client reads; a resumed session's QoS 2
+    // deliveries the client had received are released again (MQTT-4.4.0-1), with room in
+    // the channel for all of them before the writer runs.
+    let released: Vec<u16> = shared
+        .state
+        .lock_inflight()
+        .by_packet
+        .iter()
+        .filter(|(_, f)| f.released)
+        .map(|(id, _)| *id)
+        .collect();
+    let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY + released.len());
     let _ = control.send(connack).await;
+    for id in released {
+        let _ = control.send(packet::pubrel(version, id, true)).await;
+    }
     if edge.draining.is_cancelled() {
         server_close(
             &conn,
@@ -946,7 +1019,7 @@ fn publish_will(mqtt: &MqttEdge, conn: &Connection, version: Version, will: &pac
             let _ = mqtt
                 .edge
                 .node
-                .send_to_group_from_client(conn, topic, false, data);
+                .publish_from_mqtt_client(conn, topic, data, will.qos);
             tracing::debug!(topic, "will published");
         }
         Err(e) => tracing::debug!(error = %e, "will not published"),
@@ -1124,7 +1197,12 @@ impl Reader<'_> {
                 self.reply(packet::pubcomp(version, id, found)).await;
             }
             // The server never publishes at QoS 2, so a PUBREC or PUBCOMP names nothing.
-            Inbound::Pubrec | Inbound::Pubcomp => {}
+            Inbound::Pubrec { id, code } => {
+                if let Some(pubrel) = self.shared.received(self.conn, id, code) {
+                    self.reply(pubrel).await;
+                }
+            }
+            Inbound::Pubcomp(id) => self.shared.completed(self.conn, id),
             Inbound::Subscribe {
                 packet_id,
                 topics,
@@ -1436,7 +1514,7 @@ impl Reader<'_> {
         };
         let sent = edge
             .node
-            .send_to_group_from_client(self.conn, topic, false, data);
+            .publish_from_mqtt_client(self.conn, topic, data, publish.qos);
         if publish.qos == 2 {
             self.shared
                 .state
@@ -1562,15 +1640,15 @@ async fn write_loop<W>(
                     let again = inflight
                         .by_packet
                         .iter()
-                        .find(|(_, (seq, _))| *seq == sequence_id)
-                        .map(|(id, (_, qos))| (*qos, Some(*id), true));
+                        .find(|(_, f)| f.seq == sequence_id)
+                        .map(|(id, f)| (f.qos, Some(*id), true));
                     let Some(again) = again else {
                         pending.pop_front();
                         continue;
                     };
                     again
                 } else {
-                    let qos = shared.state.delivery_qos(body.topic_name());
+                    let qos = shared.state.delivery_qos(body.topic_name(), body.max_qos);
                     if qos == 0 {
                         (0, None, false)
                     } else {
@@ -1584,7 +1662,14 @@ async fn write_loop<W>(
                                 break id;
                             }
                         };
-                        inflight.by_packet.insert(id, (sequence_id, qos));
+                        inflight.by_packet.insert(
+                            id,
+                            Flight {
+                                seq: sequence_id,
+                                qos,
+                                released: false,
+                            },
+                        );
                         (qos, Some(id), false)
                     }
                 }
@@ -1759,6 +1844,7 @@ mod tests {
             topic: "  ".into(),
             payload: Bytes::new(),
             content_type: None,
+            qos: 0,
         });
         assert_eq!(
             check_connect(&with_will).map_err(|e| e.0),
