@@ -361,6 +361,42 @@ describe("MQTT sessions that outlive their socket", { timeout: 180_000 }, () => 
     });
   }
 
+  test("MQTT 5.0: messages past their Message Expiry Interval are dropped for a session, the others carry what remains of it", async () => {
+    const id = clientId("expiry");
+    const topic = `t${id}`;
+    const { client: publisher } = await connect({ clientId: clientId("pub"), protocolVersion: 5 });
+    const raw = new RawClient(await mqttUrl(), 5);
+    await raw.connect(id);
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+    await raw.next((p) => p.cmd === "suback", "SUBACK");
+
+    // In flight (written, not acknowledged) when it expires: not sent again.
+    await publisher.publishAsync(topic, "short in flight", { qos: 1, properties: { messageExpiryInterval: 1 } });
+    const inflight = await raw.next((p) => p.cmd === "publish", "the first message");
+    assert.equal(inflight.properties?.messageExpiryInterval, 1, "the interval goes out with it");
+    await raw.drop();
+    // Held for the session while its client is away.
+    await publisher.publishAsync(topic, "short held", { qos: 1, properties: { messageExpiryInterval: 1 } });
+    await publisher.publishAsync(topic, "long held", { qos: 1, properties: { messageExpiryInterval: 60 } });
+    await sleep(1_600);
+
+    const again = new RawClient(await mqttUrl(), 5);
+    assert.equal((await again.connect(id)).sessionPresent, true);
+    const kept = await again.next((p) => p.cmd === "publish", "the message still valid");
+    assert.equal(kept.payload.toString(), "long held", "the expired ones are dropped");
+    const left = kept.properties?.messageExpiryInterval;
+    assert.ok(left >= 57 && left <= 59, `what remains of the interval, not all of it: ${left}`);
+    again.send({ cmd: "puback", messageId: kept.messageId });
+    await publisher.publishAsync(topic, "marker", { qos: 1 });
+    const marker = await again.next((p) => p.cmd === "publish", "the marker");
+    assert.equal(marker.payload.toString(), "marker");
+    assert.equal(marker.properties?.messageExpiryInterval, undefined, "no interval when none was set");
+    again.send({ cmd: "puback", messageId: marker.messageId });
+    again.send({ cmd: "disconnect" });
+    await again.closed;
+    await publisher.endAsync();
+  });
+
   const acrossNodes = "MQTT 5.0: a CONNECT on another node starts a new session and ends the one the first node kept";
   test(acrossNodes, { skip: TOPOLOGY !== "cluster" && "needs several nodes: HUBCAST_TEST_TOPOLOGY=cluster" }, async () => {
     const id = clientId("nodes");

@@ -273,6 +273,9 @@ pub struct Message {
     /// this and its subscription's QoS. `None` for every other message, which MQTT
     /// subscribers get at QoS 1 at most (Azure's cross-protocol rule).
     pub mqtt_qos: Option<u8>,
+    /// The MQTT 5 Message Expiry Interval (seconds) of the PUBLISH it came from: MQTT
+    /// subscribers do not get it once that has passed, and get what remains of it.
+    pub mqtt_expiry: Option<u32>,
 }
 
 impl Message {
@@ -287,6 +290,7 @@ impl Message {
             metadata: None,
             stream: None,
             mqtt_qos: None,
+            mqtt_expiry: None,
         }
     }
 
@@ -298,6 +302,7 @@ impl Message {
             metadata: None,
             stream: None,
             mqtt_qos: None,
+            mqtt_expiry: None,
         }
     }
 
@@ -308,10 +313,12 @@ impl Message {
         self
     }
 
-    /// The same message as published by an MQTT client at `qos`.
+    /// The same message as published by an MQTT client at `qos`, with its Message Expiry
+    /// Interval `expiry`.
     #[must_use]
-    pub fn with_mqtt_qos(mut self, qos: Option<u8>) -> Self {
+    pub fn with_mqtt(mut self, qos: Option<u8>, expiry: Option<u32>) -> Self {
         self.mqtt_qos = qos;
+        self.mqtt_expiry = expiry;
         self
     }
 

@@ -154,6 +154,9 @@ pub(crate) struct GroupSend {
     /// The QoS of the MQTT PUBLISH it came from (`Message::mqtt_qos`).
     #[prost(uint32, optional, tag = "20")]
     pub(crate) mqtt_qos: Option<u32>,
+    /// Its MQTT 5 Message Expiry Interval in seconds (`Message::mqtt_expiry`).
+    #[prost(uint32, optional, tag = "21")]
+    pub(crate) mqtt_expiry: Option<u32>,
     // --- end MQTT ---
 }
 

@@ -498,7 +498,10 @@ impl Node {
         });
         let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data)
             .with_stream(stream)
-            .with_mqtt_qos(send.mqtt_qos.and_then(|q| u8::try_from(q.min(2)).ok()));
+            .with_mqtt(
+                send.mqtt_qos.and_then(|q| u8::try_from(q.min(2)).ok()),
+                send.mqtt_expiry,
+            );
         let Ok(hub) = HubKey::new(&send.hub) else {
             tracing::warn!("ignoring a group send from another node for an invalid hub");
             return;
@@ -577,7 +580,8 @@ impl Node {
     }
 
     /// A PUBLISH of an MQTT client at `qos`: a group send whose MQTT subscribers get it at
-    /// the lower of `qos` and their subscription's.
+    /// the lower of `qos` and their subscription's, and not after its MQTT 5 Message Expiry
+    /// Interval `expiry` (seconds).
     ///
     /// # Errors
     /// As [`Node::send_to_group_from_client`].
@@ -586,10 +590,10 @@ impl Node {
         conn: &Connection,
         group: &str,
         data: Data,
-        qos: u8,
+        (qos, expiry): (u8, Option<u32>),
     ) -> Result<Option<Forwarded>> {
         let message =
-            Message::to_group(group, conn.user_id().cloned(), data).with_mqtt_qos(Some(qos));
+            Message::to_group(group, conn.user_id().cloned(), data).with_mqtt(Some(qos), expiry);
         self.send_message_from_client(conn, group, false, &message)
     }
 
@@ -652,6 +656,7 @@ impl Node {
                 payload,
                 stream,
                 mqtt_qos: message.mqtt_qos.map(u32::from),
+                mqtt_expiry: message.mqtt_expiry,
             }))
             .map(Some)
     }

@@ -167,6 +167,8 @@ pub(crate) struct Publish {
     /// MQTT 5 correlation data, echoed in the reply to a request on
     /// `$webpubsub/server/events/{event}`.
     pub(crate) correlation_data: Option<Bytes>,
+    /// MQTT 5 Message Expiry Interval, in seconds.
+    pub(crate) message_expiry: Option<u32>,
 }
 
 /// A packet from the client, whatever its version.
@@ -266,6 +268,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             content_type: None,
             topic_alias: None,
             correlation_data: None,
+            message_expiry: None,
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
         v3::Packet::Pubrec(id) => Inbound::Pubrec {
@@ -325,6 +328,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             content_type: p.properties.content_type,
             topic_alias: p.properties.topic_alias,
             correlation_data: p.properties.correlation_data,
+            message_expiry: p.properties.message_expiry_interval,
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
         v5::Packet::Pubrec(p) => Inbound::Pubrec {

@@ -1019,7 +1019,7 @@ fn publish_will(mqtt: &MqttEdge, conn: &Connection, version: Version, will: &pac
             let _ = mqtt
                 .edge
                 .node
-                .publish_from_mqtt_client(conn, topic, data, will.qos);
+                .publish_from_mqtt_client(conn, topic, data, (will.qos, None));
             tracing::debug!(topic, "will published");
         }
         Err(e) => tracing::debug!(error = %e, "will not published"),
@@ -1512,9 +1512,12 @@ impl Reader<'_> {
                 return None;
             }
         };
-        let sent = edge
-            .node
-            .publish_from_mqtt_client(self.conn, topic, data, publish.qos);
+        let sent = edge.node.publish_from_mqtt_client(
+            self.conn,
+            topic,
+            data,
+            (publish.qos, publish.message_expiry),
+        );
         if publish.qos == 2 {
             self.shared
                 .state
@@ -1633,6 +1636,27 @@ async fn write_loop<W>(
                 continue;
             };
             let sequence_id = queued.sequence_id.unwrap_or(0);
+            let Ok(expiry) = body.remaining(tokio::time::Instant::now()) else {
+                // Its Message Expiry Interval passed while it waited (for the window, or
+                // for the client to come back): dropped for this session.
+                let mut inflight = shared.state.lock_inflight();
+                if sequence_id > 0 {
+                    let owed = inflight
+                        .by_packet
+                        .iter()
+                        .find(|(_, f)| f.seq == sequence_id)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = owed {
+                        inflight.by_packet.remove(&id);
+                    }
+                    inflight.written = inflight.written.max(sequence_id);
+                    conn.outbox().written(sequence_id);
+                }
+                drop(inflight);
+                pending.pop_front();
+                wrote = true;
+                continue;
+            };
             let (qos, packet_id, dup) = {
                 let mut inflight = shared.state.lock_inflight();
                 if sequence_id > 0 && sequence_id <= inflight.written {
@@ -1681,6 +1705,7 @@ async fn write_loop<W>(
                 packet_id,
                 dup,
                 shared.version == Version::V5,
+                expiry,
                 &mut head,
             );
             let too_large = head.len() + body.payload.len() > shared.max_packet_size;
