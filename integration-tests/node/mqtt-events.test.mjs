@@ -66,6 +66,8 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
         res.failWith({ mqtt: { code: req.mqtt.protocolVersion === 5 ? 0x8a : 2, reason: "banned here" } });
       } else if (id.startsWith("denied")) {
         res.fail(401, "no");
+      } else if (id.startsWith("props")) {
+        res.success({ userId: `mqtt-${id}`, mqtt: { userProperties: [{ name: "region", value: "eu" }] } });
       } else {
         res.success({ userId: `mqtt-${id}` });
       }
@@ -183,12 +185,27 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     const session = connected.context.mqtt.sessionId;
     assert.ok(session, "ce-sessionId after connect");
 
-    await withTimeout(client.endAsync(false, { reasonCode: 0x04 }), STEP_TIMEOUT_MS, "DISCONNECT 0x04");
+    await withTimeout(
+      client.endAsync(false, { reasonCode: 0x04, properties: { userProperties: { why: "done" } } }),
+      STEP_TIMEOUT_MS,
+      "DISCONNECT 0x04",
+    );
     const disconnected = await seen.wait("disconnected", forId(id), "onDisconnected");
     assert.equal(disconnected.context.mqtt.sessionId, session);
     assert.equal(disconnected.context.mqtt.physicalConnectionId, physical);
     assert.equal(disconnected.mqtt.initiatedByClient, true);
     assert.equal(disconnected.mqtt.disconnectPacket.code, 0x04);
+    assert.deepEqual(disconnected.mqtt.disconnectPacket.userProperties, [{ name: "why", value: "done" }]);
+  });
+
+  test("MQTT 5.0: the user properties of the handler's connect answer are the CONNACK's", async () => {
+    const id = clientId("props");
+    const client = mqtt.connect(await mqttUrl(), { clientId: id, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: STEP_TIMEOUT_MS });
+    clients.push(client);
+    const connack = await withTimeout(new Promise((resolve) => client.once("connect", resolve)), STEP_TIMEOUT_MS, "CONNACK");
+    // MQTT.js gives the user properties as an object without a prototype.
+    assert.deepEqual({ ...connack.properties?.userProperties }, { region: "eu" });
+    await client.endAsync();
   });
 
   test("MQTT 5.0: a REST close is a server DISCONNECT 0x98 in the disconnected event", async () => {

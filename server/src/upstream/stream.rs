@@ -616,6 +616,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
                     MqttRefusal {
                         code,
                         reason: (!error.message.is_empty()).then_some(error.message),
+                        user_properties: Vec::new(),
                     },
                 ));
             }
@@ -627,6 +628,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
             groups: (!c.groups.is_empty()).then_some(c.groups),
             roles: c.roles.map(|r| r.values),
             subprotocol: c.subprotocol,
+            mqtt: None,
         }),
         (Some(R::UserEvent(u)), EventKind::User { .. }) => match u.data {
             Some(mut payload) => {

@@ -589,14 +589,18 @@ mod tests {
             mqtt: Some(MqttConnectBody::default()),
             ..ConnectBody::default()
         });
-        let body = r#"{"mqtt":{"code":138,"reason":"banned"}}"#;
+        let body = r#"{"mqtt":{"code":138,"reason":"banned","userProperties":[{"name":"k","value":"v"}]}}"#;
         assert_eq!(
             parse_response(&mqtt, response(403, &[], body)).map(|_| ()),
             Err(DeliveryError::RejectedMqtt(
                 403,
                 MqttRefusal {
                     code: 138,
-                    reason: Some("banned".into())
+                    reason: Some("banned".into()),
+                    user_properties: vec![crate::upstream::event::MqttUserProperty {
+                        name: "k".into(),
+                        value: "v".into(),
+                    }],
                 }
             ))
         );

@@ -199,6 +199,8 @@ pub(crate) enum Inbound {
     Disconnect {
         /// MQTT 5 reason code; 0 for 3.1.1.
         code: u8,
+        /// MQTT 5 user properties.
+        user_properties: Vec<(Arc<str>, Arc<str>)>,
     },
     /// A packet only a server sends, or AUTH (not supported).
     Unexpected(&'static str),
@@ -291,7 +293,10 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             topics: u.topics.iter().map(|f| Arc::from(&**f)).collect(),
         },
         v3::Packet::Pingreq => Inbound::Pingreq,
-        v3::Packet::Disconnect => Inbound::Disconnect { code: 0 },
+        v3::Packet::Disconnect => Inbound::Disconnect {
+            code: 0,
+            user_properties: Vec::new(),
+        },
         v3::Packet::Connack(_) => Inbound::Unexpected("CONNACK"),
         v3::Packet::Suback(_) => Inbound::Unexpected("SUBACK"),
         v3::Packet::Unsuback(_) => Inbound::Unexpected("UNSUBACK"),
@@ -353,6 +358,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
         v5::Packet::Pingreq => Inbound::Pingreq,
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             code: d.reason_code as u8,
+            user_properties: user_properties(&d.properties.user_properties),
         },
         v5::Packet::Connack(_) => Inbound::Unexpected("CONNACK"),
         v5::Packet::Suback(_) => Inbound::Unexpected("SUBACK"),

@@ -103,6 +103,32 @@ mod reason {
 /// A refusal of the CONNECT: the code and a reason for the client and the logs.
 type ConnectRefusal = (ConnackCode, String);
 
+/// A refusal of the CONNECT as the CONNACK tells it: with the backend's MQTT 5 user
+/// properties when it refused the `connect` event with some.
+struct Refused {
+    code: ConnackCode,
+    why: String,
+    user_properties: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl From<ConnectRefusal> for Refused {
+    fn from((code, why): ConnectRefusal) -> Self {
+        Self {
+            code,
+            why,
+            user_properties: Vec::new(),
+        }
+    }
+}
+
+/// MQTT 5 user properties as the upstream's answers give them.
+fn properties_of(properties: &[MqttUserProperty]) -> Vec<(Arc<str>, Arc<str>)> {
+    properties
+        .iter()
+        .map(|p| (Arc::from(p.name.as_str()), Arc::from(p.value.as_str())))
+        .collect()
+}
+
 /// Serves one upgraded socket: CONNECT, the session, and its end.
 pub(super) async fn serve<S>(mqtt: &Arc<MqttEdge>, accepted: Accepted, mut ws: WebSocketStream<S>)
 where
@@ -130,7 +156,11 @@ where
     let version = connect.version;
     let admitted = match admit(mqtt, &accepted, &connect).await {
         Ok(admitted) => admitted,
-        Err((code, why)) => {
+        Err(Refused {
+            code,
+            why,
+            user_properties,
+        }) => {
             tracing::debug!(why, code = code.of(version), "CONNECT refused");
             edge.node
                 .metrics()
@@ -144,6 +174,7 @@ where
                 false,
                 ConnackProperties {
                     reason: Some(why.into()),
+                    user_properties,
                     ..ConnackProperties::default()
                 },
             );
@@ -230,6 +261,8 @@ struct Admitted {
     /// The client resumed a session it had (CONNACK Session Present 1).
     resumed: bool,
     assigned_client_id: Option<Arc<str>>,
+    /// The backend's user properties for the MQTT 5 CONNACK.
+    user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// How long a session of `connect` outlives its socket, if at all: Azure keeps a persistent
@@ -252,7 +285,7 @@ async fn admit(
     mqtt: &MqttEdge,
     accepted: &Accepted,
     connect: &Connect,
-) -> Result<Admitted, ConnectRefusal> {
+) -> Result<Admitted, Refused> {
     let edge = &mqtt.edge;
     let mut claims = accepted
         .claims
@@ -270,7 +303,8 @@ async fn admit(
         return Err((
             ConnackCode::CLIENT_ID_INVALID,
             "the client id is the id of another connection".into(),
-        ));
+        )
+            .into());
     }
 
     let id = ConnectionId::from_client_id(client_id);
@@ -313,8 +347,21 @@ async fn admit(
             Some(refusal) => ConnackCode::from_backend(refusal.code, connect.version),
             None => ConnackCode::from_http(r.status),
         };
-        (code, r.message)
+        Refused {
+            code,
+            why: r.message,
+            user_properties: r
+                .mqtt
+                .as_ref()
+                .map_or_else(Vec::new, |m| properties_of(&m.user_properties)),
+        }
     })?;
+    let user_properties = answer
+        .response
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.user_properties.as_deref())
+        .map_or_else(Vec::new, properties_of);
     upstream::apply_connect(&answer, &mut claims, None);
     let keep = kept_for(connect, edge.config.client.recovery_window);
     if !connect.clean_start
@@ -328,7 +375,10 @@ async fn admit(
             physical_connection_id,
         )
     {
-        return Ok(resumed);
+        return Ok(Admitted {
+            user_properties,
+            ..resumed
+        });
     }
     take_over(mqtt, &accepted.hub, client_id).await?;
     if edge.node.is_clustered() {
@@ -352,7 +402,8 @@ async fn admit(
             return Err((
                 ConnackCode::BAD_USERNAME_OR_PASSWORD,
                 format!("user id longer than {max} characters (limits.max_user_id_chars)"),
-            ));
+            )
+                .into());
         }
     }
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
@@ -390,6 +441,7 @@ async fn admit(
         epoch,
         resumed: false,
         assigned_client_id,
+        user_properties,
     })
 }
 
@@ -432,6 +484,7 @@ fn resume(
         epoch,
         resumed: true,
         assigned_client_id: None,
+        user_properties: Vec::new(),
     })
 }
 
@@ -623,6 +676,8 @@ struct Shared {
     /// This socket's end detached the session (to wait for its client): the writer's
     /// [`Taken::Detached`] is its own doing, not a new socket taking the session over.
     detaching: AtomicBool,
+    /// The user properties of the client's DISCONNECT, for the `disconnected` event.
+    disconnect_properties: Mutex<Vec<MqttUserProperty>>,
 }
 
 impl Shared {
@@ -722,6 +777,7 @@ async fn run_session<S>(
         epoch,
         resumed,
         assigned_client_id,
+        user_properties,
     } = admitted;
     let version = connect.version;
     let hub_limits = edge.config.hub_limits(conn.hub());
@@ -738,6 +794,7 @@ async fn run_session<S>(
             .max_packet_size
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
         detaching: AtomicBool::new(false),
+        disconnect_properties: Mutex::new(Vec::new()),
     };
     let server_keep_alive = (version == Version::V5
         && !(1..=MAX_KEEP_ALIVE).contains(&connect.keep_alive))
@@ -761,7 +818,7 @@ async fn run_session<S>(
             max_packet_size: u32::try_from(hub_limits.max_message_bytes).unwrap_or(u32::MAX),
             session_expiry,
             reason: None,
-            user_properties: Vec::new(),
+            user_properties,
         },
     );
     // The CONNACK is the first packet the client reads; a resumed session's QoS 2
@@ -870,7 +927,18 @@ async fn run_session<S>(
     if will && let Some(will) = &connect.will {
         publish_will(mqtt, &conn, version, will);
     }
-    let mqtt_end = session_end(&end, conn.outbox().current_close(), version);
+    let client_properties = std::mem::take(
+        &mut *shared
+            .disconnect_properties
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let mqtt_end = session_end(
+        &end,
+        conn.outbox().current_close(),
+        version,
+        client_properties,
+    );
     if detached {
         tracing::debug!("socket lost; the session waits for its client");
         await_client(
@@ -930,7 +998,7 @@ fn await_client(
             let (label, mqtt_end) = match &current {
                 Some(Close::Server { .. }) => (
                     close_label(current.as_ref()),
-                    session_end(&ReadEnd::Stopped, current.clone(), version),
+                    session_end(&ReadEnd::Stopped, current.clone(), version, Vec::new()),
                 ),
                 _ => ("session_expired", mqtt_end),
             };
@@ -973,7 +1041,12 @@ async fn finish(
 /// The `mqtt` member of a session's `disconnected` event: the client's DISCONNECT, or the
 /// server's (MQTT 5 only: 3.1.1 has no server DISCONNECT), or none when the socket went
 /// away without one.
-fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDisconnected {
+fn session_end(
+    end: &ReadEnd,
+    close: Option<Close>,
+    version: Version,
+    client_properties: Vec<MqttUserProperty>,
+) -> MqttDisconnected {
     let packet = |code| MqttDisconnectPacket {
         code,
         user_properties: Vec::new(),
@@ -981,7 +1054,10 @@ fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDis
     match (end, close) {
         (ReadEnd::Disconnected { code, .. }, _) => MqttDisconnected {
             initiated_by_client: true,
-            disconnect_packet: Some(packet(*code)),
+            disconnect_packet: Some(MqttDisconnectPacket {
+                code: *code,
+                user_properties: client_properties,
+            }),
         },
         (_, Some(Close::Server { code, reason, .. })) => MqttDisconnected {
             initiated_by_client: false,
@@ -1226,7 +1302,21 @@ impl Reader<'_> {
                     .await;
             }
             Inbound::Pingreq => self.reply(packet::pingresp(version)).await,
-            Inbound::Disconnect { code } => {
+            Inbound::Disconnect {
+                code,
+                user_properties,
+            } => {
+                *self
+                    .shared
+                    .disconnect_properties
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = user_properties
+                    .iter()
+                    .map(|(name, value)| MqttUserProperty {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect();
                 return Some(ReadEnd::Disconnected {
                     code,
                     will: code == 0x04,
