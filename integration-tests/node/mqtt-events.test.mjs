@@ -134,6 +134,15 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
 
   before(async () => {
     const app = express();
+    // What the middleware does not show a handler: the raw headers of a user event, and
+    // `mqtt-*` headers on its answer (the MQTT reply's user properties).
+    app.use((req, res, next) => {
+      if (`${req.headers["ce-type"]}`.startsWith("azure.webpubsub.user.")) {
+        seen.push("user-headers", req.headers);
+        res.setHeader("mqtt-answered-by", "express");
+      }
+      next();
+    });
     app.use(handler.getMiddleware());
     httpServer = await new Promise((resolve) => {
       const s = app.listen(0, "127.0.0.1", () => resolve(s));
@@ -297,7 +306,11 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     await withTimeout(
       client.publishAsync(`${base}/echo`, JSON.stringify({ n: 1 }), {
         qos: 1,
-        properties: { contentType: "application/json", correlationData: Buffer.from("c-1") },
+        properties: {
+          contentType: "application/json",
+          correlationData: Buffer.from("c-1"),
+          userProperties: { device: "d1" },
+        },
       }),
       STEP_TIMEOUT_MS,
       "request published",
@@ -307,6 +320,9 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     assert.equal(packet.properties.contentType, "application/json");
     assert.equal(packet.properties.userProperties["azure-status-code"], "200");
     assert.equal(packet.properties.correlationData.toString(), "c-1");
+    assert.equal(packet.properties.userProperties["answered-by"], "express", "mqtt-* answer headers");
+    const headers = await seen.wait("user-headers", (h) => h["ce-connectionid"] === id, "the request's headers");
+    assert.equal(headers["mqtt-device"], "d1", "a request's user property is an mqtt-{name} header");
     const request = await seen.wait("user", forId(id), "handleUserEvent");
     assert.equal(request.context.eventName, "echo");
     assert.equal(request.context.mqtt.physicalConnectionId !== undefined, true);

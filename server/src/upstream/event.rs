@@ -40,6 +40,9 @@ pub(crate) struct Event {
     /// For an MQTT client: its session and WebSocket (`ce-sessionId`,
     /// `ce-physicalConnectionId`).
     pub(crate) mqtt: Option<Arc<MqttIds>>,
+    /// The MQTT 5 user properties of a request on `$webpubsub/server/events/{event}`: one
+    /// `mqtt-{name}: {value}` header each (Azure's CloudEvents for MQTT).
+    pub(crate) mqtt_properties: Vec<MqttUserProperty>,
 }
 
 /// What Azure's MQTT CloudEvents name besides the connection (the client id): the MQTT
@@ -320,6 +323,9 @@ pub(crate) struct Reply {
     /// Metadata for the message that carries a user event's answer to its sender (webhook
     /// `X-WebPubSub-Metadata-<key>` response headers, the reply payload's `metadata`).
     pub(crate) metadata: Option<Metadata>,
+    /// The `mqtt-{name}` headers of an answer to a user event: the MQTT 5 user properties
+    /// of its reply to an MQTT client.
+    pub(crate) mqtt_properties: Vec<MqttUserProperty>,
 }
 
 /// What a successful answer carries.

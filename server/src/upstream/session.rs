@@ -82,6 +82,7 @@ impl Session {
             socketio: None,
             mqtt: None,
             default_mode: false,
+            mqtt_properties: Vec::new(),
         }
     }
 
@@ -124,6 +125,7 @@ impl Session {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             default_mode: self.default_mode,
+            mqtt_properties: Vec::new(),
         }
     }
 

@@ -650,6 +650,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
         body,
         state: reply.connection_state,
         metadata,
+        mqtt_properties: Vec::new(),
     })
 }
 
@@ -675,6 +676,7 @@ mod tests {
             socketio: None,
             mqtt: None,
             default_mode: false,
+            mqtt_properties: Vec::new(),
         }
     }
 

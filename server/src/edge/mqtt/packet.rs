@@ -169,6 +169,8 @@ pub(crate) struct Publish {
     pub(crate) correlation_data: Option<Bytes>,
     /// MQTT 5 Message Expiry Interval, in seconds.
     pub(crate) message_expiry: Option<u32>,
+    /// MQTT 5 user properties (`mqtt-{name}` headers of an event request).
+    pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// A packet from the client, whatever its version.
@@ -271,6 +273,7 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             topic_alias: None,
             correlation_data: None,
             message_expiry: None,
+            user_properties: Vec::new(),
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
         v3::Packet::Pubrec(id) => Inbound::Pubrec {
@@ -334,6 +337,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             topic_alias: p.properties.topic_alias,
             correlation_data: p.properties.correlation_data,
             message_expiry: p.properties.message_expiry_interval,
+            user_properties: user_properties(&p.properties.user_properties),
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
         v5::Packet::Pubrec(p) => Inbound::Pubrec {
@@ -640,6 +644,7 @@ pub(crate) fn event_reply(
     content_type: Option<&str>,
     status: u16,
     correlation_data: Option<Bytes>,
+    user_properties: &[(Arc<str>, Arc<str>)],
 ) -> Option<Bytes> {
     let topic_name = mqtt_proto::TopicName::try_from(topic).ok()?;
     Some(match version {
@@ -665,6 +670,10 @@ pub(crate) fn event_reply(
                 name: "azure-status-code".into(),
                 value: status.to_string().into(),
             }];
+            publish
+                .properties
+                .user_properties
+                .extend(user_props(user_properties));
             encode(&v5::Packet::Publish(publish))
         }
     })

@@ -1461,22 +1461,32 @@ impl Reader<'_> {
         let control = self.control.clone();
         let correlation_data = publish.correlation_data.clone();
         let request_topic = publish.topic.clone();
+        let request_properties = publish
+            .user_properties
+            .iter()
+            .map(|(name, value)| MqttUserProperty {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect();
         // The reader goes on while the backend answers (keep-alive, other packets); on the
         // edge's tracker, so shutdown waits for the answer as for the session.
         self.mqtt.edge.tracker.spawn(
             async move {
-                let (status, reply) = match upstream
-                    .user_event_answer(&session, &name, Some(data))
+                let (status, reply, reply_properties) = match upstream
+                    .user_event_answer(&session, &name, Some(data), request_properties)
                     .await
                 {
                     Ok(None) => {
                         tracing::debug!(event = %name, "no handler for the MQTT event request");
                         return;
                     }
-                    Ok(Some(reply)) => (if reply.is_some() { 200 } else { 204 }, reply),
+                    Ok(Some((reply, properties))) => {
+                        (if reply.is_some() { 200 } else { 204 }, reply, properties)
+                    }
                     Err(e) => {
                         tracing::debug!(event = %name, error = %e, "MQTT event request failed");
-                        (e.connect_status(), None)
+                        (e.connect_status(), None, Vec::new())
                     }
                 };
                 let outcome = if (200..300).contains(&status) {
@@ -1496,6 +1506,7 @@ impl Reader<'_> {
                     content_type,
                     status,
                     correlation_data,
+                    &properties_of(&reply_properties),
                 ) {
                     let _ = control.send(packet).await;
                 }
