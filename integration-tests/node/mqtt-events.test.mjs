@@ -66,6 +66,8 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
         res.failWith({ mqtt: { code: req.mqtt.protocolVersion === 5 ? 0x8a : 2, reason: "banned here" } });
       } else if (id.startsWith("denied")) {
         res.fail(401, "no");
+      } else if (id.startsWith("props")) {
+        res.success({ userId: `mqtt-${id}`, mqtt: { userProperties: [{ name: "region", value: "eu" }] } });
       } else {
         res.success({ userId: `mqtt-${id}` });
       }
@@ -86,13 +88,17 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     },
   });
 
-  async function mqttUrl() {
+  /** A client URL; on a cluster, `node` picks one node itself (a session lives on one). */
+  async function mqttUrl(node) {
     const { url } = await service.getClientAccessToken({ userId: "u", roles: DEFAULT_ROLES, clientProtocol: "mqtt" });
-    return url;
+    if (node === undefined || !hubcast.nodes) return url;
+    const direct = new URL(url);
+    direct.port = String(hubcast.nodes[node].port);
+    return direct.toString();
   }
 
-  async function connect(id, protocolVersion, options = {}) {
-    const client = mqtt.connect(await mqttUrl(), {
+  async function connect(id, protocolVersion, options = {}, node = undefined) {
+    const client = mqtt.connect(await mqttUrl(node), {
       clientId: id,
       protocolVersion,
       reconnectPeriod: 0,
@@ -128,6 +134,15 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
 
   before(async () => {
     const app = express();
+    // What the middleware does not show a handler: the raw headers of a user event, and
+    // `mqtt-*` headers on its answer (the MQTT reply's user properties).
+    app.use((req, res, next) => {
+      if (`${req.headers["ce-type"]}`.startsWith("azure.webpubsub.user.")) {
+        seen.push("user-headers", req.headers);
+        res.setHeader("mqtt-answered-by", "express");
+      }
+      next();
+    });
     app.use(handler.getMiddleware());
     httpServer = await new Promise((resolve) => {
       const s = app.listen(0, "127.0.0.1", () => resolve(s));
@@ -135,6 +150,9 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     const { port } = httpServer.address();
     hubcast = new Server({
       configToml: [
+        // Persistent sessions wait this long for their client.
+        "[client]",
+        "recovery_window = 3",
         `[hubs.${HUB}]`,
         `[[hubs.${HUB}.event_handlers]]`,
         `url_template = "http://127.0.0.1:${port}/api/webpubsub/hubs/{hub}/"`,
@@ -176,12 +194,27 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     const session = connected.context.mqtt.sessionId;
     assert.ok(session, "ce-sessionId after connect");
 
-    await withTimeout(client.endAsync(false, { reasonCode: 0x04 }), STEP_TIMEOUT_MS, "DISCONNECT 0x04");
+    await withTimeout(
+      client.endAsync(false, { reasonCode: 0x04, properties: { userProperties: { why: "done" } } }),
+      STEP_TIMEOUT_MS,
+      "DISCONNECT 0x04",
+    );
     const disconnected = await seen.wait("disconnected", forId(id), "onDisconnected");
     assert.equal(disconnected.context.mqtt.sessionId, session);
     assert.equal(disconnected.context.mqtt.physicalConnectionId, physical);
     assert.equal(disconnected.mqtt.initiatedByClient, true);
     assert.equal(disconnected.mqtt.disconnectPacket.code, 0x04);
+    assert.deepEqual(disconnected.mqtt.disconnectPacket.userProperties, [{ name: "why", value: "done" }]);
+  });
+
+  test("MQTT 5.0: the user properties of the handler's connect answer are the CONNACK's", async () => {
+    const id = clientId("props");
+    const client = mqtt.connect(await mqttUrl(), { clientId: id, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: STEP_TIMEOUT_MS });
+    clients.push(client);
+    const connack = await withTimeout(new Promise((resolve) => client.once("connect", resolve)), STEP_TIMEOUT_MS, "CONNACK");
+    // MQTT.js gives the user properties as an object without a prototype.
+    assert.deepEqual({ ...connack.properties?.userProperties }, { region: "eu" });
+    await client.endAsync();
   });
 
   test("MQTT 5.0: a REST close is a server DISCONNECT 0x98 in the disconnected event", async () => {
@@ -193,6 +226,41 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     assert.equal(disconnected.mqtt.initiatedByClient, false);
     assert.equal(disconnected.mqtt.disconnectPacket.code, 0x98);
   });
+
+  for (const protocolVersion of [4, 5]) {
+    test(`MQTT ${protocolVersion === 5 ? "5.0" : "3.1.1"}: connected and disconnected are raised per session, not per socket`, async () => {
+      const id = clientId("session");
+      const options = protocolVersion === 5
+        ? { clean: false, properties: { sessionExpiryInterval: 30 } }
+        : { clean: false };
+      const first = await connect(id, protocolVersion, options, 0);
+      const connected = await seen.wait("connected", forId(id), "onConnected");
+      const session = connected.context.mqtt.sessionId;
+      first.stream.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+
+      const second = await connect(id, protocolVersion, options, 0);
+      const connects = seen.items.filter((i) => i.kind === "connect" && forId(id)(i.value));
+      assert.equal(connects.length, 2, "a connect event per CONNECT");
+      assert.equal(connects[1].value.mqtt.cleanStart, false);
+      const secondPhysical = connects[1].value.context.mqtt.physicalConnectionId;
+      assert.notEqual(secondPhysical, connects[0].value.context.mqtt.physicalConnectionId);
+      const events = () => seen.items.filter((i) => (i.kind === "connected" || i.kind === "disconnected") && forId(id)(i.value));
+      assert.deepEqual(events().map((i) => i.kind), ["connected"], "no event for the resumed socket");
+
+      // The client goes away for good: the session ends when the window passes.
+      second.stream.destroy();
+      const disconnected = await withTimeout(
+        seen.wait("disconnected", forId(id), "onDisconnected"),
+        STEP_TIMEOUT_MS,
+        "disconnected after the window",
+      );
+      assert.equal(disconnected.context.mqtt.sessionId, session, "the same session");
+      assert.equal(disconnected.context.mqtt.physicalConnectionId, secondPhysical, "its last socket");
+      assert.equal(disconnected.mqtt.disconnectPacket, null);
+      assert.deepEqual(events().map((i) => i.kind), ["connected", "disconnected"]);
+    });
+  }
 
   test("MQTT 3.1.1: a DISCONNECT has code 0; a dropped socket has no DISCONNECT packet", async () => {
     const id = clientId("three");
@@ -238,7 +306,11 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     await withTimeout(
       client.publishAsync(`${base}/echo`, JSON.stringify({ n: 1 }), {
         qos: 1,
-        properties: { contentType: "application/json", correlationData: Buffer.from("c-1") },
+        properties: {
+          contentType: "application/json",
+          correlationData: Buffer.from("c-1"),
+          userProperties: { device: "d1" },
+        },
       }),
       STEP_TIMEOUT_MS,
       "request published",
@@ -248,6 +320,9 @@ describe("MQTT CloudEvents through @azure/web-pubsub-express", { timeout: 120_00
     assert.equal(packet.properties.contentType, "application/json");
     assert.equal(packet.properties.userProperties["azure-status-code"], "200");
     assert.equal(packet.properties.correlationData.toString(), "c-1");
+    assert.equal(packet.properties.userProperties["answered-by"], "express", "mqtt-* answer headers");
+    const headers = await seen.wait("user-headers", (h) => h["ce-connectionid"] === id, "the request's headers");
+    assert.equal(headers["mqtt-device"], "d1", "a request's user property is an mqtt-{name} header");
     const request = await seen.wait("user", forId(id), "handleUserEvent");
     assert.equal(request.context.eventName, "echo");
     assert.equal(request.context.mqtt.physicalConnectionId !== undefined, true);

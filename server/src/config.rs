@@ -465,13 +465,14 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// The in-flight window, both ways: the most QoS 1 messages sent to a session and not
-    /// yet acknowledged (fewer when the client's MQTT 5 Receive Maximum is lower; further
+    /// The in-flight window, both ways: the most QoS 1 and 2 messages sent to a session and
+    /// not yet acknowledged (fewer when the client's MQTT 5 Receive Maximum is lower; further
     /// messages wait in the outbox), and the Receive Maximum announced to MQTT 5 clients
     /// for their QoS 1 and 2 publishes. A client with more QoS 2 publishes unreleased is
     /// disconnected (0x93 Receive Maximum exceeded).
     pub inflight_window: u16,
-    /// Most MQTT sessions on this node; further MQTT clients are refused with 503.
+    /// Most MQTT sockets on this node (a session waiting for its client to come back holds
+    /// none); further MQTT clients are refused with 503.
     pub max_sessions: usize,
     /// How long a client has after the WebSocket upgrade to send its CONNECT packet.
     #[serde(with = "seconds")]

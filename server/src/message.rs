@@ -282,6 +282,13 @@ pub struct Message {
     pub metadata: Option<Metadata>,
     /// Its place in a group stream, if it belongs to one.
     pub stream: Option<Arc<StreamInfo>>,
+    /// The QoS of the MQTT PUBLISH it came from: an MQTT subscriber gets it at the lower of
+    /// this and its subscription's QoS. `None` for every other message, which MQTT
+    /// subscribers get at QoS 1 at most (Azure's cross-protocol rule).
+    pub mqtt_qos: Option<u8>,
+    /// The MQTT 5 Message Expiry Interval (seconds) of the PUBLISH it came from: MQTT
+    /// subscribers do not get it once that has passed, and get what remains of it.
+    pub mqtt_expiry: Option<u32>,
 }
 
 impl Message {
@@ -295,6 +302,8 @@ impl Message {
             data,
             metadata: None,
             stream: None,
+            mqtt_qos: None,
+            mqtt_expiry: None,
         }
     }
 
@@ -305,6 +314,8 @@ impl Message {
             data,
             metadata: None,
             stream: None,
+            mqtt_qos: None,
+            mqtt_expiry: None,
         }
     }
 
@@ -312,6 +323,15 @@ impl Message {
     #[must_use]
     pub fn with_stream(mut self, stream: Option<Arc<StreamInfo>>) -> Self {
         self.stream = stream;
+        self
+    }
+
+    /// The same message as published by an MQTT client at `qos`, with its Message Expiry
+    /// Interval `expiry`.
+    #[must_use]
+    pub fn with_mqtt(mut self, qos: Option<u8>, expiry: Option<u32>) -> Self {
+        self.mqtt_qos = qos;
+        self.mqtt_expiry = expiry;
         self
     }
 

@@ -55,7 +55,7 @@ use hubcast_auth::KeyRing;
 
 pub(crate) use event::{
     ConnectResponse, DeliveryError, Event, EventKind, MqttDisconnectPacket, MqttDisconnected,
-    MqttIds, MqttRefusal, Reply, SocketIoSocket,
+    MqttIds, MqttRefusal, MqttUserProperty, Reply, SocketIoSocket,
 };
 pub(crate) use session::{
     Invocation, JsonEvent, Session, apply_connect, connect_body, disconnect_reason, on_invoke,
@@ -471,14 +471,23 @@ impl Upstream {
         session: &Session,
         name: &str,
         data: Option<crate::message::Data>,
-    ) -> Result<Option<Option<crate::message::Data>>, DeliveryError> {
-        Ok(self
-            .user_event_reply(session, name, data, None)
-            .await?
-            .map(|reply| match reply.body {
-                ReplyBody::Data(data) => Some(data),
-                ReplyBody::Empty | ReplyBody::Connect(_) => None,
-            }))
+        mqtt_properties: Vec<MqttUserProperty>,
+    ) -> Result<Option<(Option<crate::message::Data>, Vec<MqttUserProperty>)>, DeliveryError> {
+        let mut event = session.event(EventKind::User {
+            name: name.to_owned(),
+            data,
+            metadata: None,
+        });
+        event.mqtt_properties = mqtt_properties;
+        let Some(mut reply) = self.dispatch(&event).await? else {
+            return Ok(None);
+        };
+        session.apply_state(reply.state.take());
+        let data = match reply.body {
+            ReplyBody::Data(data) => Some(data),
+            ReplyBody::Empty | ReplyBody::Connect(_) => None,
+        };
+        Ok(Some((data, reply.mqtt_properties)))
     }
 
     /// Raises a blocking user event and applies the connection state of the answer; `None`
@@ -646,6 +655,7 @@ mod tests {
                 }),
                 state: Some("s".into()),
                 metadata: None,
+                mqtt_properties: Vec::new(),
             }))
         };
         let offered = ["json.webpubsub.azure.v1".to_owned()];

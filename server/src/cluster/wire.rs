@@ -170,6 +170,14 @@ pub(crate) struct GroupSend {
     /// Its place in a group stream, if any.
     #[prost(message, optional, tag = "7")]
     pub(crate) stream: Option<GroupSendStream>,
+    // --- MQTT (tags 20-29) ---
+    /// The QoS of the MQTT PUBLISH it came from (`Message::mqtt_qos`).
+    #[prost(uint32, optional, tag = "20")]
+    pub(crate) mqtt_qos: Option<u32>,
+    /// Its MQTT 5 Message Expiry Interval in seconds (`Message::mqtt_expiry`).
+    #[prost(uint32, optional, tag = "21")]
+    pub(crate) mqtt_expiry: Option<u32>,
+    // --- end MQTT ---
 }
 
 /// A group send's place in a group stream.

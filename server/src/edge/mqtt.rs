@@ -19,6 +19,7 @@ mod session;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dashmap::DashMap;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -42,12 +43,17 @@ const SUBPROTOCOL: &str = "mqtt";
 /// Read buffer per socket (see the WebSocket edge: most clients mostly receive).
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// The MQTT edge: the client edge's shared state, and the count of MQTT sessions.
+/// The MQTT edge: the client edge's shared state, the count of MQTT sockets, and the MQTT
+/// state of every session on this node.
 #[derive(Debug)]
 pub(crate) struct MqttEdge {
     pub(crate) edge: Arc<Edge>,
-    /// MQTT sessions on this node (`mqtt.max_sessions`).
+    /// MQTT sockets on this node (`mqtt.max_sessions`); a session waiting for its client to
+    /// come back holds no socket.
     sessions: AtomicUsize,
+    /// What a session keeps across its sockets (subscriptions, messages in flight), by
+    /// [`session_key`]: a new socket of the same client id finds it here.
+    kept: DashMap<String, Arc<session::SessionState>>,
 }
 
 impl MqttEdge {
@@ -55,8 +61,14 @@ impl MqttEdge {
         Arc::new(Self {
             edge,
             sessions: AtomicUsize::new(0),
+            kept: DashMap::new(),
         })
     }
+}
+
+/// The key of a session in [`MqttEdge::kept`]: client ids are per hub.
+fn session_key(hub: &HubKey, client_id: &str) -> String {
+    format!("{}/{client_id}", hub.as_str())
 }
 
 /// Counts one MQTT session from the upgrade to its end.

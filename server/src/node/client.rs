@@ -174,6 +174,12 @@ impl Node {
         self.router().connection(hub, id)
     }
 
+    /// Whether this node is one of a cluster: an MQTT client id names one session across
+    /// every node, so a new session must end the one another node may hold.
+    pub(crate) fn is_clustered(&self) -> bool {
+        self.cluster().is_some()
+    }
+
     /// Closes every client connection of this node with `code` and `reason` (shutdown).
     pub(crate) fn close_all_clients(&self, code: u16, reason: &str) {
         self.router().close_all(code, reason);

@@ -497,7 +497,11 @@ impl Node {
             })
         });
         let message = Message::to_group(send.group.as_str(), send.from_user.map(Arc::from), data)
-            .with_stream(stream);
+            .with_stream(stream)
+            .with_mqtt(
+                send.mqtt_qos.and_then(|q| u8::try_from(q.min(2)).ok()),
+                send.mqtt_expiry,
+            );
         let Ok(hub) = HubKey::new(&send.hub) else {
             tracing::warn!("ignoring a group send from another node for an invalid hub");
             return;
@@ -577,11 +581,39 @@ impl Node {
         stream: Option<Arc<StreamInfo>>,
     ) -> Result<Option<Forwarded>> {
         let message = Message::to_group(group, conn.user_id().cloned(), data).with_stream(stream);
+        self.send_message_from_client(conn, group, no_echo, &message)
+    }
+
+    /// A PUBLISH of an MQTT client at `qos`: a group send whose MQTT subscribers get it at
+    /// the lower of `qos` and their subscription's, and not after its MQTT 5 Message Expiry
+    /// Interval `expiry` (seconds).
+    ///
+    /// # Errors
+    /// As [`Node::send_to_group_from_client`].
+    pub(crate) fn publish_from_mqtt_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        data: Data,
+        (qos, expiry): (u8, Option<u32>),
+    ) -> Result<Option<Forwarded>> {
+        let message =
+            Message::to_group(group, conn.user_id().cloned(), data).with_mqtt(Some(qos), expiry);
+        self.send_message_from_client(conn, group, false, &message)
+    }
+
+    fn send_message_from_client(
+        &self,
+        conn: &Connection,
+        group: &str,
+        no_echo: bool,
+        message: &Message,
+    ) -> Result<Option<Forwarded>> {
         let me = [conn.id().as_str()];
         let excluded: &[&str] = if no_echo { &me } else { &[] };
         let recipients = self
             .router()
-            .send_to_group(conn.hub(), group, &message, excluded);
+            .send_to_group(conn.hub(), group, message, excluded);
         trace::record("group", group);
         trace::record("recipients", recipients);
         self.trace_send(
@@ -593,7 +625,7 @@ impl Node {
         );
         let excluded = no_echo.then(|| conn.id().as_str());
         Ok(self
-            .forward_group_send(conn.hub(), group, &message, excluded)?
+            .forward_group_send(conn.hub(), group, message, excluded)?
             .map(Forwarded))
     }
 
@@ -635,6 +667,8 @@ impl Node {
                 data_type,
                 payload,
                 stream,
+                mqtt_qos: message.mqtt_qos.map(u32::from),
+                mqtt_expiry: message.mqtt_expiry,
             }))
             .map(Some)
     }

@@ -40,6 +40,9 @@ pub(crate) struct Event {
     /// For an MQTT client: its session and WebSocket (`ce-sessionId`,
     /// `ce-physicalConnectionId`).
     pub(crate) mqtt: Option<Arc<MqttIds>>,
+    /// The MQTT 5 user properties of a request on `$webpubsub/server/events/{event}`: one
+    /// `mqtt-{name}: {value}` header each (Azure's CloudEvents for MQTT).
+    pub(crate) mqtt_properties: Vec<MqttUserProperty>,
 }
 
 /// What Azure's MQTT CloudEvents name besides the connection (the client id): the MQTT
@@ -212,7 +215,7 @@ pub(crate) struct MqttConnectBody {
 }
 
 /// An MQTT 5 user property.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MqttUserProperty {
     /// Its name.
     pub(crate) name: String,
@@ -251,6 +254,8 @@ pub(crate) struct MqttRefusal {
     pub(crate) code: u32,
     /// The reason, for the MQTT 5 CONNACK's reason string.
     pub(crate) reason: Option<String>,
+    /// User properties for the MQTT 5 CONNACK.
+    pub(crate) user_properties: Vec<MqttUserProperty>,
 }
 
 /// The body of a refused MQTT `connect`, as `@azure/web-pubsub-express` writes it.
@@ -264,6 +269,8 @@ struct MqttRefusalFields {
     code: u32,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(rename = "userProperties", default)]
+    user_properties: Option<Vec<MqttUserProperty>>,
 }
 
 impl MqttRefusal {
@@ -273,6 +280,7 @@ impl MqttRefusal {
         Some(Self {
             code: body.mqtt.code,
             reason: body.mqtt.reason.filter(|r| !r.is_empty()),
+            user_properties: body.mqtt.user_properties.unwrap_or_default(),
         })
     }
 }
@@ -292,6 +300,17 @@ pub(crate) struct ConnectResponse {
     /// The subprotocol to select (one the client offered).
     #[serde(default)]
     pub(crate) subprotocol: Option<String>,
+    /// For an MQTT client: what its CONNACK carries (MQTT 5 user properties).
+    #[serde(default)]
+    pub(crate) mqtt: Option<MqttConnectAnswer>,
+}
+
+/// The `mqtt` member of an accepted MQTT `connect`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct MqttConnectAnswer {
+    /// User properties for the MQTT 5 CONNACK.
+    #[serde(rename = "userProperties", default)]
+    pub(crate) user_properties: Option<Vec<MqttUserProperty>>,
 }
 
 /// A successful answer of the backend.
@@ -304,6 +323,9 @@ pub(crate) struct Reply {
     /// Metadata for the message that carries a user event's answer to its sender (webhook
     /// `X-WebPubSub-Metadata-<key>` response headers, the reply payload's `metadata`).
     pub(crate) metadata: Option<Metadata>,
+    /// The `mqtt-{name}` headers of an answer to a user event: the MQTT 5 user properties
+    /// of its reply to an MQTT client.
+    pub(crate) mqtt_properties: Vec<MqttUserProperty>,
 }
 
 /// What a successful answer carries.

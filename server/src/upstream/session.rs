@@ -28,8 +28,9 @@ pub(crate) struct Session {
     disconnected: AtomicBool,
     /// For a Socket.IO socket: which one (every event carries it).
     socketio: Option<Arc<SocketIoSocket>>,
-    /// For an MQTT session: its ids (every event carries them).
-    mqtt: Option<Arc<MqttIds>>,
+    /// For an MQTT session: its ids (every event carries them). The physical connection
+    /// changes when a client resumes its session on a new socket.
+    mqtt: Mutex<Option<Arc<MqttIds>>>,
     /// A Socket.IO connection in default mode (every event carries it).
     default_mode: bool,
 }
@@ -56,7 +57,7 @@ impl Session {
             next_sequence: AtomicU64::new(1),
             disconnected: AtomicBool::new(false),
             socketio: connect.socketio.clone(),
-            mqtt: connect.mqtt.clone(),
+            mqtt: Mutex::new(connect.mqtt.clone()),
             default_mode: connect.default_mode,
         }
     }
@@ -81,6 +82,7 @@ impl Session {
             socketio: None,
             mqtt: None,
             default_mode: false,
+            mqtt_properties: Vec::new(),
         }
     }
 
@@ -117,8 +119,28 @@ impl Session {
             time: SystemTime::now(),
             kind,
             socketio: self.socketio.clone(),
-            mqtt: self.mqtt.clone(),
+            mqtt: self
+                .mqtt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             default_mode: self.default_mode,
+            mqtt_properties: Vec::new(),
+        }
+    }
+
+    /// An MQTT session resumed on a new socket: later events name that socket
+    /// (`ce-physicalConnectionId`); the session id stays.
+    pub(crate) fn set_physical_connection(&self, physical_connection_id: String) {
+        let mut ids = self
+            .mqtt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(current) = ids.as_ref() {
+            *ids = Some(Arc::new(MqttIds {
+                physical_connection_id,
+                session_id: current.session_id.clone(),
+            }));
         }
     }
 

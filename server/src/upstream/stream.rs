@@ -618,6 +618,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
                     MqttRefusal {
                         code,
                         reason: (!error.message.is_empty()).then_some(error.message),
+                        user_properties: Vec::new(),
                     },
                 ));
             }
@@ -629,6 +630,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
             groups: (!c.groups.is_empty()).then_some(c.groups),
             roles: c.roles.map(|r| r.values),
             subprotocol: c.subprotocol,
+            mqtt: None,
         }),
         (Some(R::UserEvent(u)), EventKind::User { .. }) => match u.data {
             Some(mut payload) => {
@@ -650,6 +652,7 @@ fn from_proto(kind: &EventKind, reply: pb::EventReply) -> Result<Reply, Delivery
         body,
         state: reply.connection_state,
         metadata,
+        mqtt_properties: Vec::new(),
     })
 }
 
@@ -675,6 +678,7 @@ mod tests {
             socketio: None,
             mqtt: None,
             default_mode: false,
+            mqtt_properties: Vec::new(),
         }
     }
 

@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::event::{
-    ConnectResponse, DeliveryError, Event, EventKind, EventName, MqttRefusal, Reply, ReplyBody,
+    ConnectResponse, DeliveryError, Event, EventKind, EventName, MqttRefusal, MqttUserProperty,
+    Reply, ReplyBody,
 };
 use super::handler::Selection;
 use super::tunnel::Tunnels;
@@ -402,10 +403,28 @@ fn parse_response(kind: &EventKind, response: InboundResponse) -> Result<Reply, 
         ),
         _ => ReplyBody::Data(data_of(&response.headers, response.body)?),
     };
+    // The `mqtt-{name}` headers of a user event's answer: its MQTT reply's user properties.
+    let mqtt_properties = match kind {
+        EventKind::User { .. } if blocking => response
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name
+                    .as_str()
+                    .strip_prefix(cloudevents::MQTT_PROPERTY_PREFIX)?;
+                Some(MqttUserProperty {
+                    name: name.to_owned(),
+                    value: value.to_str().ok()?.to_owned(),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Reply {
         body,
         state,
         metadata,
+        mqtt_properties,
     })
 }
 
@@ -568,6 +587,7 @@ mod tests {
                 body: ReplyBody::Empty,
                 state: None,
                 metadata: None,
+                ..
             })
         ));
         assert_eq!(
@@ -589,14 +609,18 @@ mod tests {
             mqtt: Some(MqttConnectBody::default()),
             ..ConnectBody::default()
         });
-        let body = r#"{"mqtt":{"code":138,"reason":"banned"}}"#;
+        let body = r#"{"mqtt":{"code":138,"reason":"banned","userProperties":[{"name":"k","value":"v"}]}}"#;
         assert_eq!(
             parse_response(&mqtt, response(403, &[], body)).map(|_| ()),
             Err(DeliveryError::RejectedMqtt(
                 403,
                 MqttRefusal {
                     code: 138,
-                    reason: Some("banned".into())
+                    reason: Some("banned".into()),
+                    user_properties: vec![crate::upstream::event::MqttUserProperty {
+                        name: "k".into(),
+                        value: "v".into(),
+                    }],
                 }
             ))
         );

@@ -131,6 +131,7 @@ pub(crate) struct Will {
     pub(crate) payload: Bytes,
     /// MQTT 5 content type.
     pub(crate) content_type: Option<Arc<str>>,
+    pub(crate) qos: u8,
 }
 
 /// A CONNECT of either version.
@@ -147,6 +148,9 @@ pub(crate) struct Connect {
     pub(crate) receive_max: Option<u16>,
     /// MQTT 5 Maximum Packet Size the client accepts.
     pub(crate) max_packet_size: Option<u32>,
+    /// MQTT 5 Session Expiry Interval in seconds (absent: 0, the session ends with its
+    /// socket).
+    pub(crate) session_expiry: Option<u32>,
     pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
@@ -163,6 +167,10 @@ pub(crate) struct Publish {
     /// MQTT 5 correlation data, echoed in the reply to a request on
     /// `$webpubsub/server/events/{event}`.
     pub(crate) correlation_data: Option<Bytes>,
+    /// MQTT 5 Message Expiry Interval, in seconds.
+    pub(crate) message_expiry: Option<u32>,
+    /// MQTT 5 user properties (`mqtt-{name}` headers of an event request).
+    pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// A packet from the client, whatever its version.
@@ -171,9 +179,13 @@ pub(crate) enum Inbound {
     Connect(Box<Connect>),
     Publish(Publish),
     Puback(u16),
-    Pubrec,
+    /// The client received a QoS 2 message (`code` ≥ 0x80: it refused it; 3.1.1: 0).
+    Pubrec {
+        id: u16,
+        code: u8,
+    },
     Pubrel(u16),
-    Pubcomp,
+    Pubcomp(u16),
     Subscribe {
         packet_id: u16,
         /// Filter and requested QoS of each subscription.
@@ -189,6 +201,8 @@ pub(crate) enum Inbound {
     Disconnect {
         /// MQTT 5 reason code; 0 for 3.1.1.
         code: u8,
+        /// MQTT 5 user properties.
+        user_properties: Vec<(Arc<str>, Arc<str>)>,
     },
     /// A packet only a server sends, or AUTH (not supported).
     Unexpected(&'static str),
@@ -242,9 +256,11 @@ fn from_v3(packet: v3::Packet) -> Inbound {
                 topic: Arc::from(&*w.topic_name),
                 payload: w.message,
                 content_type: None,
+                qos: qos(w.qos),
             }),
             receive_max: None,
             max_packet_size: None,
+            session_expiry: None,
             user_properties: Vec::new(),
         })),
         v3::Packet::Publish(p) => Inbound::Publish(Publish {
@@ -256,11 +272,16 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             content_type: None,
             topic_alias: None,
             correlation_data: None,
+            message_expiry: None,
+            user_properties: Vec::new(),
         }),
         v3::Packet::Puback(pid) => Inbound::Puback(pid.value()),
-        v3::Packet::Pubrec(_) => Inbound::Pubrec,
+        v3::Packet::Pubrec(id) => Inbound::Pubrec {
+            id: id.value(),
+            code: 0,
+        },
         v3::Packet::Pubrel(pid) => Inbound::Pubrel(pid.value()),
-        v3::Packet::Pubcomp(_) => Inbound::Pubcomp,
+        v3::Packet::Pubcomp(id) => Inbound::Pubcomp(id.value()),
         v3::Packet::Subscribe(s) => Inbound::Subscribe {
             packet_id: s.pid.value(),
             topics: s
@@ -275,7 +296,10 @@ fn from_v3(packet: v3::Packet) -> Inbound {
             topics: u.topics.iter().map(|f| Arc::from(&**f)).collect(),
         },
         v3::Packet::Pingreq => Inbound::Pingreq,
-        v3::Packet::Disconnect => Inbound::Disconnect { code: 0 },
+        v3::Packet::Disconnect => Inbound::Disconnect {
+            code: 0,
+            user_properties: Vec::new(),
+        },
         v3::Packet::Connack(_) => Inbound::Unexpected("CONNACK"),
         v3::Packet::Suback(_) => Inbound::Unexpected("SUBACK"),
         v3::Packet::Unsuback(_) => Inbound::Unexpected("UNSUBACK"),
@@ -296,9 +320,11 @@ fn from_v5(packet: v5::Packet) -> Inbound {
                 topic: Arc::from(&*w.topic_name),
                 payload: w.payload,
                 content_type: w.properties.content_type,
+                qos: qos(w.qos),
             }),
             receive_max: c.properties.receive_max,
             max_packet_size: c.properties.max_packet_size,
+            session_expiry: c.properties.session_expiry_interval,
             user_properties: user_properties(&c.properties.user_properties),
         })),
         v5::Packet::Publish(p) => Inbound::Publish(Publish {
@@ -310,11 +336,16 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             content_type: p.properties.content_type,
             topic_alias: p.properties.topic_alias,
             correlation_data: p.properties.correlation_data,
+            message_expiry: p.properties.message_expiry_interval,
+            user_properties: user_properties(&p.properties.user_properties),
         }),
         v5::Packet::Puback(p) => Inbound::Puback(p.pid.value()),
-        v5::Packet::Pubrec(_) => Inbound::Pubrec,
+        v5::Packet::Pubrec(p) => Inbound::Pubrec {
+            id: p.pid.value(),
+            code: p.reason_code as u8,
+        },
         v5::Packet::Pubrel(p) => Inbound::Pubrel(p.pid.value()),
-        v5::Packet::Pubcomp(_) => Inbound::Pubcomp,
+        v5::Packet::Pubcomp(p) => Inbound::Pubcomp(p.pid.value()),
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             packet_id: s.pid.value(),
             subscription_id: s.properties.subscription_id.is_some(),
@@ -331,6 +362,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
         v5::Packet::Pingreq => Inbound::Pingreq,
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             code: d.reason_code as u8,
+            user_properties: user_properties(&d.properties.user_properties),
         },
         v5::Packet::Connack(_) => Inbound::Unexpected("CONNACK"),
         v5::Packet::Suback(_) => Inbound::Unexpected("SUBACK"),
@@ -408,6 +440,8 @@ pub(crate) struct ConnackProperties {
     pub(crate) receive_max: u16,
     pub(crate) server_keep_alive: Option<u16>,
     pub(crate) max_packet_size: u32,
+    /// The Session Expiry Interval the server keeps, when it is not the client's.
+    pub(crate) session_expiry: Option<u32>,
     pub(crate) reason: Option<Arc<str>>,
     pub(crate) user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
@@ -472,6 +506,7 @@ pub(crate) fn connack(
                 p.receive_max = Some(properties.receive_max);
                 p.server_keep_alive = properties.server_keep_alive;
                 p.max_packet_size = Some(properties.max_packet_size);
+                p.session_expiry_interval = properties.session_expiry;
                 // Azure's MQTT has no retained messages, wildcards, shared subscriptions,
                 // subscription identifiers or topic aliases.
                 p.retain_available = Some(false);
@@ -575,6 +610,22 @@ pub(crate) fn pubcomp(version: Version, packet_id: u16, found: bool) -> Bytes {
     }
 }
 
+/// A PUBREL: the server's second step of a QoS 2 delivery; `found` false tells the client
+/// (MQTT 5) that the packet id names nothing in flight.
+pub(crate) fn pubrel(version: Version, packet_id: u16, found: bool) -> Bytes {
+    match version {
+        Version::V311 => encode(&v3::Packet::Pubrel(pid(packet_id))),
+        Version::V5 => {
+            let code = if found {
+                v5::PubrelReasonCode::Success
+            } else {
+                v5::PubrelReasonCode::PacketIdentifierNotFound
+            };
+            encode(&v5::Packet::Pubrel(v5::Pubrel::new(pid(packet_id), code)))
+        }
+    }
+}
+
 /// A PINGRESP.
 pub(crate) fn pingresp(version: Version) -> Bytes {
     match version {
@@ -593,6 +644,7 @@ pub(crate) fn event_reply(
     content_type: Option<&str>,
     status: u16,
     correlation_data: Option<Bytes>,
+    user_properties: &[(Arc<str>, Arc<str>)],
 ) -> Option<Bytes> {
     let topic_name = mqtt_proto::TopicName::try_from(topic).ok()?;
     Some(match version {
@@ -618,6 +670,10 @@ pub(crate) fn event_reply(
                 name: "azure-status-code".into(),
                 value: status.to_string().into(),
             }];
+            publish
+                .properties
+                .user_properties
+                .extend(user_props(user_properties));
             encode(&v5::Packet::Publish(publish))
         }
     })

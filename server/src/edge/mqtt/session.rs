@@ -1,4 +1,12 @@
-//! One MQTT session: its CONNECT, then its reader and writer until the socket ends.
+//! One MQTT socket: its CONNECT, then its reader and writer until the socket ends, and the
+//! session it serves.
+//!
+//! A session is a connection whose id is the client id. It usually ends with its socket; a
+//! persistent one (Clean Session 0, or an MQTT 5 Session Expiry Interval) waits for its
+//! client for the recovery window instead, as a reliable WebSocket connection does: its
+//! outbox is a reliable one (numbered, kept until acknowledged), detached when the socket
+//! drops and attached again by the client's next socket, which finds the MQTT side of the
+//! session (subscriptions, messages in flight) in [`super::MqttEdge`]'s kept states.
 //!
 //! The reader decodes packets and carries them out through the service layer (joins,
 //! leaves, group sends), answering on a bounded control channel; when that channel is full
@@ -9,6 +17,9 @@
 //! PUBACK at a time (the rest wait their turn).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use hubcast_proto::v1 as pb;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,11 +40,12 @@ use super::packet::{
 };
 use super::{Accepted, MqttEdge};
 use crate::limits::{LimitKind, RateLimiter};
-use crate::message::{Frame, WireFormat, close};
+use crate::message::{Frame, Queued, WireFormat, close};
 use crate::protocol::mqtt::{self as codec, PublishBody, SERVER_MESSAGES_TOPIC};
 use crate::router::outbox::Taken;
 use crate::router::{
     self, Close, ConnectSpec, Connection, ConnectionId, HubKey, Permission, Permissions,
+    ReliableLimits,
 };
 use crate::telemetry::Protocol;
 use crate::upstream::event::{MqttConnectBody, MqttUserProperty};
@@ -92,6 +104,32 @@ mod reason {
 /// A refusal of the CONNECT: the code and a reason for the client and the logs.
 type ConnectRefusal = (ConnackCode, String);
 
+/// A refusal of the CONNECT as the CONNACK tells it: with the backend's MQTT 5 user
+/// properties when it refused the `connect` event with some.
+struct Refused {
+    code: ConnackCode,
+    why: String,
+    user_properties: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl From<ConnectRefusal> for Refused {
+    fn from((code, why): ConnectRefusal) -> Self {
+        Self {
+            code,
+            why,
+            user_properties: Vec::new(),
+        }
+    }
+}
+
+/// MQTT 5 user properties as the upstream's answers give them.
+fn properties_of(properties: &[MqttUserProperty]) -> Vec<(Arc<str>, Arc<str>)> {
+    properties
+        .iter()
+        .map(|p| (Arc::from(p.name.as_str()), Arc::from(p.value.as_str())))
+        .collect()
+}
+
 /// Serves one upgraded socket: CONNECT, the session, and its end.
 pub(super) async fn serve<S>(mqtt: &Arc<MqttEdge>, accepted: Accepted, mut ws: WebSocketStream<S>)
 where
@@ -119,7 +157,11 @@ where
     let version = connect.version;
     let admitted = match admit(mqtt, &accepted, &connect).await {
         Ok(admitted) => admitted,
-        Err((code, why)) => {
+        Err(Refused {
+            code,
+            why,
+            user_properties,
+        }) => {
             tracing::debug!(why, code = code.of(version), "CONNECT refused");
             edge.node
                 .metrics()
@@ -133,6 +175,7 @@ where
                 false,
                 ConnackProperties {
                     reason: Some(why.into()),
+                    user_properties,
                     ..ConnackProperties::default()
                 },
             );
@@ -209,20 +252,41 @@ where
     }
 }
 
-/// An accepted session, registered with the router.
+/// An accepted session, registered with the router, on its new socket.
 struct Admitted {
     conn: Arc<Connection>,
     session: Arc<Session>,
+    state: Arc<SessionState>,
+    /// The outbox epoch of this socket.
+    epoch: u64,
+    /// The client resumed a session it had (CONNACK Session Present 1).
+    resumed: bool,
     assigned_client_id: Option<Arc<str>>,
+    /// The backend's user properties for the MQTT 5 CONNACK.
+    user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
-/// Checks the CONNECT as Azure does, takes over an older session of the same client id,
-/// raises the `connect` event and registers the connection.
+/// How long a session of `connect` outlives its socket, if at all: Azure keeps a persistent
+/// session for the recovery window (30 s by default) and no longer. 3.1.1: Clean Session 0;
+/// 5.0: a Session Expiry Interval above 0, capped at the window.
+fn kept_for(connect: &Connect, window: Duration) -> Option<Duration> {
+    match connect.version {
+        Version::V311 => (!connect.clean_start).then_some(window),
+        Version::V5 => match connect.session_expiry {
+            None | Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(u64::from(secs)).min(window)),
+        },
+    }
+}
+
+/// Checks the CONNECT as Azure does, raises the `connect` event, then resumes the session
+/// of this client id (Clean Start 0, same user and MQTT version, still kept on this node)
+/// or ends it and registers a new one.
 async fn admit(
     mqtt: &MqttEdge,
     accepted: &Accepted,
     connect: &Connect,
-) -> Result<Admitted, ConnectRefusal> {
+) -> Result<Admitted, Refused> {
     let edge = &mqtt.edge;
     let mut claims = accepted
         .claims
@@ -234,7 +298,15 @@ async fn admit(
         .is_empty()
         .then(|| Arc::from(edge.node.new_connection_id().as_str()));
     let client_id = assigned_client_id.as_ref().unwrap_or(&connect.client_id);
-    take_over(mqtt, &accepted.hub, client_id).await?;
+    if let Some(old) = edge.node.local_connection(&accepted.hub, client_id)
+        && old.format() != WireFormat::Mqtt
+    {
+        return Err((
+            ConnackCode::CLIENT_ID_INVALID,
+            "the client id is the id of another connection".into(),
+        )
+            .into());
+    }
 
     let id = ConnectionId::from_client_id(client_id);
     let mut body = accepted.connect_body.clone();
@@ -264,10 +336,11 @@ async fn admit(
         Some(super::SUBPROTOCOL),
         body,
     );
-    // Sessions end with their socket here, so each session has one physical connection;
-    // both ids are still told apart, as Azure's events do.
+    // The session id names the session, the physical connection id this socket: a
+    // resumed session keeps the first and takes the second.
+    let physical_connection_id = edge.node.new_connection_id().as_str().to_owned();
     event.mqtt = Some(Arc::new(MqttIds {
-        physical_connection_id: edge.node.new_connection_id().as_str().to_owned(),
+        physical_connection_id: physical_connection_id.clone(),
         session_id: edge.node.new_connection_id().as_str().to_owned(),
     }));
     let (answer, session) = edge.upstream.connect(event).await.map_err(|r| {
@@ -275,16 +348,63 @@ async fn admit(
             Some(refusal) => ConnackCode::from_backend(refusal.code, connect.version),
             None => ConnackCode::from_http(r.status),
         };
-        (code, r.message)
+        Refused {
+            code,
+            why: r.message,
+            user_properties: r
+                .mqtt
+                .as_ref()
+                .map_or_else(Vec::new, |m| properties_of(&m.user_properties)),
+        }
     })?;
+    let user_properties = answer
+        .response
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.user_properties.as_deref())
+        .map_or_else(Vec::new, properties_of);
     upstream::apply_connect(&answer, &mut claims, None);
+    let keep = kept_for(connect, edge.config.client.recovery_window);
+    if !connect.clean_start
+        && let Some(resumed) = resume(
+            mqtt,
+            &accepted.hub,
+            client_id,
+            connect.version,
+            claims.user_id.as_deref(),
+            keep,
+            physical_connection_id,
+        )
+    {
+        return Ok(Admitted {
+            user_properties,
+            ..resumed
+        });
+    }
+    take_over(mqtt, &accepted.hub, client_id).await?;
+    if edge.node.is_clustered() {
+        // One session per client id across the cluster: a session another node holds for
+        // this client id ends there (it cannot move here; docs/DEPLOYMENT.md).
+        let _ = edge
+            .node
+            .close_connection(pb::CloseConnectionRequest {
+                hub: accepted.hub.as_str().to_owned(),
+                connection_id: client_id.to_string(),
+                reason: format!(
+                    "{}: session taken over by a connection on another node",
+                    reason::SESSION_TAKEN_OVER
+                ),
+            })
+            .await;
+    }
     if let Some(user) = &claims.user_id {
         let max = edge.config.hub_limits(&accepted.hub).max_user_id_chars;
         if user.chars().count() > max {
             return Err((
                 ConnackCode::BAD_USERNAME_OR_PASSWORD,
                 format!("user id longer than {max} characters (limits.max_user_id_chars)"),
-            ));
+            )
+                .into());
         }
     }
     let (permissions, rejected) = Permissions::from_roles(&claims.roles);
@@ -293,22 +413,79 @@ async fn admit(
     }
     let session = Arc::new(session);
     edge.sessions.insert(id.shared(), session.clone());
+    let state = Arc::new(SessionState::new(connect.version, keep));
+    mqtt.kept
+        .insert(super::session_key(&accepted.hub, client_id), state.clone());
+    let client = &edge.config.client;
     let conn = edge.node.register_client(ConnectSpec {
         id,
         hub: accepted.hub.clone(),
         user_id: claims.user_id.map(Into::into),
         format: WireFormat::Mqtt,
         subprotocol: Some(super::SUBPROTOCOL),
-        reliable: None,
+        // A persistent session numbers and keeps its messages until acknowledged, as a
+        // reliable WebSocket connection does, and outlives its socket the same way.
+        reliable: keep.map(|_| ReliableLimits {
+            max_messages: client.unacked_max_messages,
+            max_bytes: client.unacked_max_bytes,
+        }),
         remote_addr: accepted.remote,
         permissions,
         groups: claims.groups,
         greeting: None,
     });
+    let epoch = conn.outbox().epoch();
     Ok(Admitted {
         conn,
         session,
+        state,
+        epoch,
+        resumed: false,
         assigned_client_id,
+        user_properties,
+    })
+}
+
+/// Resumes the session of `client_id` on this socket, if this node keeps one that can be:
+/// persistent, of the same MQTT version and user, and not ending. An older socket still
+/// attached is taken over (it gets DISCONNECT 0x8E); the session's subscriptions stay, and
+/// its messages not yet acknowledged are sent again.
+fn resume(
+    mqtt: &MqttEdge,
+    hub: &HubKey,
+    client_id: &str,
+    version: Version,
+    user_id: Option<&str>,
+    keep: Option<Duration>,
+    physical_connection_id: String,
+) -> Option<Admitted> {
+    let edge = &mqtt.edge;
+    let conn = edge.node.local_connection(hub, client_id)?;
+    if conn.format() != WireFormat::Mqtt
+        || !conn.is_reliable()
+        || conn.user_id().map(|u| &**u) != user_id
+    {
+        return None;
+    }
+    let state = mqtt
+        .kept
+        .get(&super::session_key(hub, client_id))
+        .map(|s| s.clone())?;
+    if state.version != version {
+        return None;
+    }
+    let session = edge.sessions.get(conn.id().as_str()).map(|s| s.clone())?;
+    let epoch = conn.outbox().reattach(None)?;
+    *state.lock_keep() = keep;
+    session.set_physical_connection(physical_connection_id);
+    Some(Admitted {
+        conn,
+        session,
+        state,
+        epoch,
+        resumed: true,
+        assigned_client_id: None,
+        user_properties: Vec::new(),
     })
 }
 
@@ -382,45 +559,193 @@ async fn take_over(mqtt: &MqttEdge, hub: &HubKey, client_id: &str) -> Result<(),
     Ok(())
 }
 
-/// What the reader and the writer of a session share.
+/// What a session keeps across its sockets.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct SessionState {
     version: Version,
     /// Granted QoS of each subscription.
     subscriptions: Mutex<HashMap<Arc<str>, u8>>,
-    /// Packet ids of QoS 1 messages written and not yet acknowledged.
-    inflight: Mutex<HashSet<u16>>,
-    /// A PUBACK freed a place in the window.
-    released: Notify,
-    /// The most QoS 1 messages in flight to the client.
-    window: usize,
-    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size).
-    max_packet_size: usize,
+    /// Messages written at QoS 1 and not acknowledged yet.
+    inflight: Mutex<Inflight>,
+    /// Packet ids of QoS 2 publishes received and not yet released (PUBREL): a resend on a
+    /// later socket of the session is acknowledged again, not delivered twice.
+    received: Mutex<HashSet<u16>>,
+    /// How long the session outlives its socket (`None`: it ends with it); the latest
+    /// CONNECT decides.
+    keep: Mutex<Option<Duration>>,
 }
 
-impl Shared {
+/// The QoS 1 and 2 messages of a session in flight to its client.
+#[derive(Debug, Default)]
+struct Inflight {
+    by_packet: HashMap<u16, Flight>,
+    /// The last packet id given.
+    next_id: u16,
+    /// The highest sequence id written to any socket of the session: a message the
+    /// outbox queues again at or below it was written before, and is sent again (with
+    /// DUP) only while unacknowledged.
+    written: u64,
+}
+
+/// One message in flight.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    /// Its sequence id in a persistent session's outbox (0 in others, and once a QoS 2
+    /// message is received: the outbox need not keep it any more).
+    seq: u64,
+    qos: u8,
+    /// QoS 2: the client sent PUBREC and the server PUBREL; PUBCOMP ends it.
+    released: bool,
+}
+
+impl Inflight {
+    /// The highest sequence id the outbox may forget: every message up to it was written
+    /// and, at QoS 1 and 2, acknowledged or received.
+    fn acknowledged(&self) -> u64 {
+        self.by_packet
+            .values()
+            .map(|f| f.seq)
+            .filter(|seq| *seq > 0)
+            .min()
+            .map_or(self.written, |oldest| oldest - 1)
+    }
+}
+
+impl SessionState {
+    fn new(version: Version, keep: Option<Duration>) -> Self {
+        Self {
+            version,
+            subscriptions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(Inflight::default()),
+            received: Mutex::new(HashSet::new()),
+            keep: Mutex::new(keep),
+        }
+    }
+
     fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u8>> {
         self.subscriptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, Inflight> {
         self.inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The QoS a message on `topic` is delivered with: Azure's `min(1, granted)`; messages
-    /// of the server topic are published at QoS 1 whether or not the client subscribed to
-    /// it, and groups joined by the service or the token (not by SUBSCRIBE) count as a
+    fn lock_received(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
+        self.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_keep(&self) -> std::sync::MutexGuard<'_, Option<Duration>> {
+        self.keep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The QoS a message on `topic` that may go out at `max_qos` is delivered with: the
+    /// lower of it and the subscription's (`max_qos` is the MQTT publisher's QoS, and 1 for
+    /// any other message: Azure's `min(1, granted)` across protocols). Messages of the
+    /// server topic count as subscribed at QoS 1 whether or not the client subscribed to
+    /// it, and groups joined by the service or the token (not by SUBSCRIBE) as a
     /// subscription with default options (QoS 0).
-    fn delivery_qos(&self, topic: &str) -> u8 {
+    fn delivery_qos(&self, topic: &str, max_qos: u8) -> u8 {
         let granted = self.lock_subscriptions().get(topic).copied();
-        match granted {
-            Some(q) => q.min(1),
+        let granted = match granted {
+            Some(q) => q,
             None if topic == SERVER_MESSAGES_TOPIC => 1,
             None => 0,
+        };
+        granted.min(max_qos)
+    }
+}
+
+/// What the reader and the writer of one socket share.
+#[derive(Debug)]
+struct Shared {
+    version: Version,
+    state: Arc<SessionState>,
+    /// A PUBACK freed a place in the window.
+    released: Notify,
+    /// The most QoS 1 messages in flight to the client.
+    window: usize,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    max_packet_size: usize,
+    /// This socket's end detached the session (to wait for its client): the writer's
+    /// [`Taken::Detached`] is its own doing, not a new socket taking the session over.
+    detaching: AtomicBool,
+    /// The user properties of the client's DISCONNECT, for the `disconnected` event.
+    disconnect_properties: Mutex<Vec<MqttUserProperty>>,
+}
+
+impl Shared {
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u8>> {
+        self.state.lock_subscriptions()
+    }
+
+    /// A PUBACK: the QoS 1 message leaves the window, and a persistent session's outbox
+    /// forgets what is now acknowledged.
+    fn acknowledge(&self, conn: &Connection, packet_id: u16) {
+        let mut inflight = self.state.lock_inflight();
+        if inflight
+            .by_packet
+            .get(&packet_id)
+            .is_none_or(|f| f.qos != 1)
+        {
+            return;
+        }
+        inflight.by_packet.remove(&packet_id);
+        self.done(conn, inflight);
+    }
+
+    /// A PUBREC: the client has the QoS 2 message; the answer is PUBREL, after which only
+    /// PUBCOMP is awaited (the outbox forgets the message). A refusal (MQTT 5, ≥ 0x80) ends
+    /// the delivery.
+    fn received(&self, conn: &Connection, packet_id: u16, code: u8) -> Option<Bytes> {
+        let mut inflight = self.state.lock_inflight();
+        let Some(flight) = inflight
+            .by_packet
+            .get_mut(&packet_id)
+            .filter(|f| f.qos == 2)
+        else {
+            return Some(packet::pubrel(self.version, packet_id, false));
+        };
+        if code >= 0x80 {
+            inflight.by_packet.remove(&packet_id);
+            self.done(conn, inflight);
+            return None;
+        }
+        flight.released = true;
+        flight.seq = 0;
+        self.done(conn, inflight);
+        Some(packet::pubrel(self.version, packet_id, true))
+    }
+
+    /// A PUBCOMP: the QoS 2 delivery is complete and leaves the window.
+    fn completed(&self, conn: &Connection, packet_id: u16) {
+        let mut inflight = self.state.lock_inflight();
+        if inflight
+            .by_packet
+            .get(&packet_id)
+            .is_none_or(|f| !f.released)
+        {
+            return;
+        }
+        inflight.by_packet.remove(&packet_id);
+        self.done(conn, inflight);
+    }
+
+    /// After a message left the window or was received: wake the writer, and let a
+    /// persistent session's outbox forget what needs no resending.
+    fn done(&self, conn: &Connection, inflight: std::sync::MutexGuard<'_, Inflight>) {
+        let done = inflight.acknowledged();
+        drop(inflight);
+        self.released.notify_one();
+        if conn.is_reliable() {
+            conn.outbox().acknowledge(done);
         }
     }
 }
@@ -449,15 +774,19 @@ async fn run_session<S>(
     let Admitted {
         conn,
         session,
+        state,
+        epoch,
+        resumed,
         assigned_client_id,
+        user_properties,
     } = admitted;
     let version = connect.version;
     let hub_limits = edge.config.hub_limits(conn.hub());
     let config_window = usize::from(edge.config.mqtt.inflight_window.max(1));
+    let keep = *state.lock_keep();
     let shared = Shared {
         version,
-        subscriptions: Mutex::new(HashMap::new()),
-        inflight: Mutex::new(HashSet::new()),
+        state,
         released: Notify::new(),
         window: connect
             .receive_max
@@ -465,28 +794,50 @@ async fn run_session<S>(
         max_packet_size: connect
             .max_packet_size
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+        detaching: AtomicBool::new(false),
+        disconnect_properties: Mutex::new(Vec::new()),
     };
     let server_keep_alive = (version == Version::V5
         && !(1..=MAX_KEEP_ALIVE).contains(&connect.keep_alive))
     .then_some(MAX_KEEP_ALIVE);
     let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
+    // MQTT 5: a Session Expiry Interval above the window is told the one kept.
+    let session_expiry = match (connect.session_expiry, keep) {
+        (Some(asked), Some(kept)) if u64::from(asked) > kept.as_secs() => {
+            Some(u32::try_from(kept.as_secs()).unwrap_or(u32::MAX))
+        }
+        _ => None,
+    };
     let connack = packet::connack(
         version,
         ConnackCode::ACCEPTED,
-        false,
+        resumed,
         ConnackProperties {
             assigned_client_id,
             receive_max: edge.config.mqtt.inflight_window.max(1),
             server_keep_alive,
             max_packet_size: u32::try_from(hub_limits.max_message_bytes).unwrap_or(u32::MAX),
+            session_expiry,
             reason: None,
-            user_properties: Vec::new(),
+            user_properties,
         },
     );
-    let epoch = conn.outbox().epoch();
-    let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-    // The CONNACK is the first packet the client reads.
+    // The CONNACK is the first packet the client reads; a resumed session's QoS 2
+    // deliveries the client had received are released again (MQTT-4.4.0-1), with room in
+    // the channel for all of them before the writer runs.
+    let released: Vec<u16> = shared
+        .state
+        .lock_inflight()
+        .by_packet
+        .iter()
+        .filter(|(_, f)| f.released)
+        .map(|(id, _)| *id)
+        .collect();
+    let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY + released.len());
     let _ = control.send(connack).await;
+    for id in released {
+        let _ = control.send(packet::pubrel(version, id, true)).await;
+    }
     if edge.draining.is_cancelled() {
         server_close(
             &conn,
@@ -495,8 +846,13 @@ async fn run_session<S>(
             "The server is shutting down.",
         );
     }
-    edge.upstream.connected(&session);
-    tracing::debug!(version = version.level(), "connected");
+    if resumed {
+        tracing::debug!(version = version.level(), "session resumed");
+    } else {
+        // Azure raises `connected` once per session, not per socket.
+        edge.upstream.connected(&session);
+        tracing::debug!(version = version.level(), "connected");
+    }
 
     let (sink, stream) = ws.split();
     let reader = Reader {
@@ -508,32 +864,57 @@ async fn run_session<S>(
         framer,
         limit: hub_limits.max_message_bytes,
         rate: RateLimiter::new(&hub_limits),
-        inbound_qos2: HashSet::new(),
         keep_alive: if keep_alive == 0 {
             edge.config.limits.idle_timeout
         } else {
             Duration::from_millis(u64::from(keep_alive) * 1500)
         },
+        epoch,
+        persistent: keep.is_some(),
     };
     let read = reader.run(stream);
     let write = write_loop(&conn, &shared, sink, control_rx, epoch);
-    let end = {
+    // A socket that ends on the client's side (its DISCONNECT, or the network) leaves a
+    // persistent session waiting for the client to come back; any other end ends it.
+    let settle = |end: ReadEnd| -> bool {
+        if matches!(end, ReadEnd::Stopped) {
+            return false;
+        }
+        if keep.is_some() {
+            shared.detaching.store(true, Ordering::Relaxed);
+            if conn.outbox().detach(epoch) {
+                shared.released.notify_one();
+                return true;
+            }
+        }
+        if conn.outbox().epoch() == epoch {
+            conn.close(Close::Peer);
+        }
+        false
+    };
+    let (end, detached) = {
         tokio::pin!(read, write);
         tokio::select! {
             end = &mut read => {
-                if !matches!(end, ReadEnd::Stopped) {
-                    conn.close(Close::Peer);
-                }
+                let detached = settle(end);
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut write).await;
-                end
+                (end, detached)
             }
             () = &mut write => {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut read).await;
-                ReadEnd::Stopped
+                let end = tokio::time::timeout(CLOSE_TIMEOUT, &mut read)
+                    .await
+                    .unwrap_or(ReadEnd::Stopped);
+                let detached = settle(end);
+                (end, detached)
             }
-            () = edge.kill.cancelled() => ReadEnd::Stopped,
+            () = edge.kill.cancelled() => (ReadEnd::Stopped, false),
         }
     };
+    if !detached && conn.outbox().epoch() != epoch {
+        // A new socket of the same client took the session over: it is the session's now.
+        tracing::debug!("socket taken over by a new connection of the session");
+        return;
+    }
     let will = match end {
         ReadEnd::Disconnected { will, .. } => will,
         ReadEnd::Lost | ReadEnd::Stopped => !matches!(
@@ -547,9 +928,41 @@ async fn run_session<S>(
     if will && let Some(will) = &connect.will {
         publish_will(mqtt, &conn, version, will);
     }
+    let client_properties = std::mem::take(
+        &mut *shared
+            .disconnect_properties
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let mqtt_end = session_end(
+        &end,
+        conn.outbox().current_close(),
+        version,
+        client_properties,
+    );
+    if detached {
+        tracing::debug!("socket lost; the session waits for its client");
+        await_client(
+            mqtt,
+            conn,
+            session,
+            (epoch + 1, version),
+            keep.unwrap_or_default(),
+            mqtt_end,
+        );
+        return;
+    }
     let label = match (end, conn.outbox().current_close()) {
         (ReadEnd::Disconnected { .. }, _) => "client",
-        (_, Some(Close::Server { code, .. })) => match code {
+        (_, current) => close_label(current.as_ref()),
+    };
+    finish(mqtt, &conn, &session, label, mqtt_end).await;
+}
+
+/// The `reason` label of `hubcast_disconnects_total` for a session the server closed.
+fn close_label(close: Option<&Close>) -> &'static str {
+    match close {
+        Some(Close::Server { code, .. }) => match *code {
             close::BY_SERVICE => "closed_by_service",
             close::GOING_AWAY => "shutdown",
             close::TOO_BIG => "message_too_large",
@@ -558,19 +971,70 @@ async fn run_session<S>(
             _ => "protocol_error",
         },
         _ => "client",
+    }
+}
+
+/// Keeps a detached persistent session for `keep` (its session expiry, at most the
+/// recovery window), then ends it unless a socket of its client came back. Shutdown, or a
+/// close while detached (REST, another node's takeover), ends it at once.
+fn await_client(
+    mqtt: &Arc<MqttEdge>,
+    conn: Arc<Connection>,
+    session: Arc<Session>,
+    (epoch, version): (u64, Version),
+    keep: Duration,
+    mqtt_end: MqttDisconnected,
+) {
+    let edge = mqtt.edge.clone();
+    let tracker = edge.tracker.clone();
+    let mqtt = mqtt.clone();
+    let task = async move {
+        tokio::select! {
+            () = tokio::time::sleep(keep) => {}
+            () = edge.draining.cancelled() => {}
+            () = conn.outbox().closed() => {}
+        }
+        if conn.outbox().expire(epoch) {
+            let current = conn.outbox().current_close();
+            let (label, mqtt_end) = match &current {
+                Some(Close::Server { .. }) => (
+                    close_label(current.as_ref()),
+                    session_end(&ReadEnd::Stopped, current.clone(), version, Vec::new()),
+                ),
+                _ => ("session_expired", mqtt_end),
+            };
+            tracing::debug!(reason = label, "session ended while its client was away");
+            finish(&mqtt, &conn, &session, label, mqtt_end).await;
+        }
     };
+    tracker.spawn(task.in_current_span());
+}
+
+/// Ends a session: it leaves the router, and the upstream gets its one `disconnected`.
+/// Its state goes first, so a new session of the same client id (which waits for this one
+/// to leave the router) never finds the old one's.
+async fn finish(
+    mqtt: &MqttEdge,
+    conn: &Connection,
+    session: &Arc<Session>,
+    label: &'static str,
+    mqtt_end: MqttDisconnected,
+) {
+    let edge = &mqtt.edge;
     edge.node
         .metrics()
         .registry()
         .disconnects
         .with(&[conn.hub(), label])
         .inc();
-    edge.node.unregister_client(&conn);
-    edge.sessions.remove(conn.id().as_str());
-    let why = upstream::disconnect_reason(&conn);
-    let mqtt_end = session_end(&end, conn.outbox().current_close(), version);
+    mqtt.kept
+        .remove(&super::session_key(conn.hub(), conn.id().as_str()));
+    edge.sessions
+        .remove_if(conn.id().as_str(), |_, s| Arc::ptr_eq(s, session));
+    edge.node.unregister_client(conn);
+    let why = upstream::disconnect_reason(conn);
     edge.upstream
-        .disconnected_mqtt(&session, why.as_deref(), Some(mqtt_end))
+        .disconnected_mqtt(session, why.as_deref(), Some(mqtt_end))
         .await;
     tracing::debug!(reason = label, "disconnected");
 }
@@ -578,7 +1042,12 @@ async fn run_session<S>(
 /// The `mqtt` member of a session's `disconnected` event: the client's DISCONNECT, or the
 /// server's (MQTT 5 only: 3.1.1 has no server DISCONNECT), or none when the socket went
 /// away without one.
-fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDisconnected {
+fn session_end(
+    end: &ReadEnd,
+    close: Option<Close>,
+    version: Version,
+    client_properties: Vec<MqttUserProperty>,
+) -> MqttDisconnected {
     let packet = |code| MqttDisconnectPacket {
         code,
         user_properties: Vec::new(),
@@ -586,7 +1055,10 @@ fn session_end(end: &ReadEnd, close: Option<Close>, version: Version) -> MqttDis
     match (end, close) {
         (ReadEnd::Disconnected { code, .. }, _) => MqttDisconnected {
             initiated_by_client: true,
-            disconnect_packet: Some(packet(*code)),
+            disconnect_packet: Some(MqttDisconnectPacket {
+                code: *code,
+                user_properties: client_properties,
+            }),
         },
         (_, Some(Close::Server { code, reason, .. })) => MqttDisconnected {
             initiated_by_client: false,
@@ -624,7 +1096,7 @@ fn publish_will(mqtt: &MqttEdge, conn: &Connection, version: Version, will: &pac
             let _ = mqtt
                 .edge
                 .node
-                .send_to_group_from_client(conn, topic, false, data);
+                .publish_from_mqtt_client(conn, topic, data, (will.qos, None));
             tracing::debug!(topic, "will published");
         }
         Err(e) => tracing::debug!(error = %e, "will not published"),
@@ -655,7 +1127,9 @@ fn disconnect_reason(code: u16, text: &str) -> (u8, String) {
         close::GOING_AWAY => reason::SERVER_SHUTTING_DOWN,
         close::TOO_BIG => reason::PACKET_TOO_LARGE,
         close::SLOW_CONSUMER => reason::QUOTA_EXCEEDED,
-        close::POLICY_VIOLATION => reason::MESSAGE_RATE_TOO_HIGH,
+        // The session's own 1008 closes carry their code; the service's is a persistent
+        // session's outbox overflowing its limits (`close::UNRECOVERABLE`).
+        close::POLICY_VIOLATION => reason::QUOTA_EXCEEDED,
         close::PROTOCOL_ERROR => reason::PROTOCOL_ERROR,
         _ => reason::UNSPECIFIED,
     };
@@ -673,9 +1147,12 @@ struct Reader<'a> {
     framer: packet::Framer,
     limit: usize,
     rate: RateLimiter,
-    /// Packet ids of QoS 2 publishes received and not yet released (PUBREL).
-    inbound_qos2: HashSet<u16>,
     keep_alive: Duration,
+    /// The outbox epoch of this socket: another means a new socket took the session over.
+    epoch: u64,
+    /// The session outlives its socket: a keep-alive timeout is a lost network, after which
+    /// the session waits for its client, not a close.
+    persistent: bool,
 }
 
 impl Reader<'_> {
@@ -692,6 +1169,10 @@ impl Reader<'_> {
                 m = stream.next() => m,
                 () = tokio::time::sleep(self.keep_alive) => {
                     self.mqtt.edge.limits.hit(LimitKind::IdleTimeout);
+                    if self.persistent {
+                        tracing::debug!("nothing received within 1.5 times the keep-alive");
+                        return ReadEnd::Lost;
+                    }
                     server_close(
                         self.conn,
                         reason::KEEP_ALIVE_TIMEOUT,
@@ -703,6 +1184,9 @@ impl Reader<'_> {
             };
             match message {
                 Some(Ok(WsMessage::Binary(bytes))) => {
+                    if self.conn.outbox().epoch() != self.epoch {
+                        return ReadEnd::Lost;
+                    }
                     if self.conn.outbox().is_closing() {
                         continue;
                     }
@@ -784,17 +1268,18 @@ impl Reader<'_> {
         let version = self.shared.version;
         match inbound {
             Inbound::Publish(publish) => return self.on_publish(publish, len).await,
-            Inbound::Puback(id) => {
-                if self.shared.lock_inflight().remove(&id) {
-                    self.shared.released.notify_one();
-                }
-            }
+            Inbound::Puback(id) => self.shared.acknowledge(self.conn, id),
             Inbound::Pubrel(id) => {
-                let found = self.inbound_qos2.remove(&id);
+                let found = self.shared.state.lock_received().remove(&id);
                 self.reply(packet::pubcomp(version, id, found)).await;
             }
             // The server never publishes at QoS 2, so a PUBREC or PUBCOMP names nothing.
-            Inbound::Pubrec | Inbound::Pubcomp => {}
+            Inbound::Pubrec { id, code } => {
+                if let Some(pubrel) = self.shared.received(self.conn, id, code) {
+                    self.reply(pubrel).await;
+                }
+            }
+            Inbound::Pubcomp(id) => self.shared.completed(self.conn, id),
             Inbound::Subscribe {
                 packet_id,
                 topics,
@@ -818,7 +1303,21 @@ impl Reader<'_> {
                     .await;
             }
             Inbound::Pingreq => self.reply(packet::pingresp(version)).await,
-            Inbound::Disconnect { code } => {
+            Inbound::Disconnect {
+                code,
+                user_properties,
+            } => {
+                *self
+                    .shared
+                    .disconnect_properties
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = user_properties
+                    .iter()
+                    .map(|(name, value)| MqttUserProperty {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect();
                 return Some(ReadEnd::Disconnected {
                     code,
                     will: code == 0x04,
@@ -952,7 +1451,9 @@ impl Reader<'_> {
             }
         };
         if publish.qos == 2 {
-            self.inbound_qos2
+            self.shared
+                .state
+                .lock_received()
                 .insert(publish.packet_id.unwrap_or_default());
         }
         self.ack(publish, reason::SUCCESS, None).await;
@@ -961,22 +1462,32 @@ impl Reader<'_> {
         let control = self.control.clone();
         let correlation_data = publish.correlation_data.clone();
         let request_topic = publish.topic.clone();
+        let request_properties = publish
+            .user_properties
+            .iter()
+            .map(|(name, value)| MqttUserProperty {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect();
         // The reader goes on while the backend answers (keep-alive, other packets); on the
         // edge's tracker, so shutdown waits for the answer as for the session.
         self.mqtt.edge.tracker.spawn(
             async move {
-                let (status, reply) = match upstream
-                    .user_event_answer(&session, &name, Some(data))
+                let (status, reply, reply_properties) = match upstream
+                    .user_event_answer(&session, &name, Some(data), request_properties)
                     .await
                 {
                     Ok(None) => {
                         tracing::debug!(event = %name, "no handler for the MQTT event request");
                         return;
                     }
-                    Ok(Some(reply)) => (if reply.is_some() { 200 } else { 204 }, reply),
+                    Ok(Some((reply, properties))) => {
+                        (if reply.is_some() { 200 } else { 204 }, reply, properties)
+                    }
                     Err(e) => {
                         tracing::debug!(event = %name, error = %e, "MQTT event request failed");
-                        (e.connect_status(), None)
+                        (e.connect_status(), None, Vec::new())
                     }
                 };
                 let outcome = if (200..300).contains(&status) {
@@ -996,6 +1507,7 @@ impl Reader<'_> {
                     content_type,
                     status,
                     correlation_data,
+                    &properties_of(&reply_properties),
                 ) {
                     let _ = control.send(packet).await;
                 }
@@ -1048,12 +1560,14 @@ impl Reader<'_> {
         }
         if publish.qos == 2 {
             let id = publish.packet_id.unwrap_or_default();
-            if self.inbound_qos2.contains(&id) {
+            if self.shared.state.lock_received().contains(&id) {
                 // A resend of a publish already taken: acknowledge it again, deliver once.
                 self.ack(&publish, reason::SUCCESS, None).await;
                 return None;
             }
-            if self.inbound_qos2.len() >= usize::from(edge.config.mqtt.inflight_window.max(1)) {
+            if self.shared.state.lock_received().len()
+                >= usize::from(edge.config.mqtt.inflight_window.max(1))
+            {
                 self.stop(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                     close::POLICY_VIOLATION,
@@ -1102,11 +1616,16 @@ impl Reader<'_> {
                 return None;
             }
         };
-        let sent = edge
-            .node
-            .send_to_group_from_client(self.conn, topic, false, data);
+        let sent = edge.node.publish_from_mqtt_client(
+            self.conn,
+            topic,
+            data,
+            (publish.qos, publish.message_expiry),
+        );
         if publish.qos == 2 {
-            self.inbound_qos2
+            self.shared
+                .state
+                .lock_received()
                 .insert(publish.packet_id.unwrap_or_default());
         }
         match sent {
@@ -1140,8 +1659,17 @@ impl Reader<'_> {
     }
 }
 
-/// Writes the session's packets: answers from the reader first, then messages from the
-/// outbox as PUBLISH packets within the in-flight window. Returns when the session ends.
+/// How often a writer whose in-flight window is full looks whether its socket is still the
+/// session's (a new socket may have taken the session over meanwhile).
+const DETACH_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes the socket's packets: answers from the reader first, then messages from the
+/// outbox as PUBLISH packets within the in-flight window. Returns when the socket ends.
+///
+/// In a persistent session the outbox numbers each message and, after a new socket
+/// attached, queues again every one not forgotten yet: those written before and still
+/// unacknowledged are sent again with DUP and their packet id, the others written before
+/// are skipped, and the rest are new.
 async fn write_loop<W>(
     conn: &Connection,
     shared: &Shared,
@@ -1152,13 +1680,17 @@ async fn write_loop<W>(
     W: Sink<WsMessage, Error = WsError> + Unpin,
 {
     let mut batch = Vec::new();
-    let mut pending: VecDeque<Frame> = VecDeque::new();
-    let mut next_id: u16 = 0;
+    let mut pending: VecDeque<Queued> = VecDeque::new();
     let mut head = BytesMut::new();
+    let persistent = conn.is_reliable();
     // The reader's end drops the sender; the writer goes on to write the close.
     let mut reader_gone = false;
     loop {
         let window_full = !pending.is_empty();
+        if window_full && conn.outbox().epoch() != epoch {
+            detached(shared, &mut sink).await;
+            return;
+        }
         tokio::select! {
             biased;
             packet = control.recv(), if !reader_gone => {
@@ -1180,8 +1712,9 @@ async fn write_loop<W>(
                 final_close(conn, shared, &mut sink).await;
                 return;
             }
+            () = tokio::time::sleep(DETACH_CHECK), if window_full => {}
             taken = conn.outbox().take(epoch, &mut batch), if !window_full => match taken {
-                Taken::Frames => pending.extend(batch.drain(..).map(|q| q.frame)),
+                Taken::Frames => pending.extend(batch.drain(..)),
                 Taken::Close(Close::Server { .. }) => {
                     final_close(conn, shared, &mut sink).await;
                     return;
@@ -1190,12 +1723,15 @@ async fn write_loop<W>(
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
                     return;
                 }
-                Taken::Detached => return,
+                Taken::Detached => {
+                    detached(shared, &mut sink).await;
+                    return;
+                }
             },
         }
         let mut wrote = false;
-        while let Some(frame) = pending.front() {
-            let Frame::Binary(bytes) = frame else {
+        while let Some(queued) = pending.front() {
+            let Frame::Binary(bytes) = &queued.frame else {
                 pending.pop_front();
                 continue;
             };
@@ -1203,29 +1739,92 @@ async fn write_loop<W>(
                 pending.pop_front();
                 continue;
             };
-            let qos = shared.delivery_qos(body.topic_name());
-            let packet_id = if qos > 0 {
-                let mut inflight = shared.lock_inflight();
-                if inflight.len() >= shared.window {
-                    break;
+            let sequence_id = queued.sequence_id.unwrap_or(0);
+            let Ok(expiry) = body.remaining(tokio::time::Instant::now()) else {
+                // Its Message Expiry Interval passed while it waited (for the window, or
+                // for the client to come back): dropped for this session.
+                let mut inflight = shared.state.lock_inflight();
+                if sequence_id > 0 {
+                    let owed = inflight
+                        .by_packet
+                        .iter()
+                        .find(|(_, f)| f.seq == sequence_id)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = owed {
+                        inflight.by_packet.remove(&id);
+                    }
+                    inflight.written = inflight.written.max(sequence_id);
+                    conn.outbox().written(sequence_id);
                 }
-                loop {
-                    next_id = next_id.wrapping_add(1).max(1);
-                    if inflight.insert(next_id) {
-                        break Some(next_id);
+                drop(inflight);
+                pending.pop_front();
+                wrote = true;
+                continue;
+            };
+            let (qos, packet_id, dup) = {
+                let mut inflight = shared.state.lock_inflight();
+                if sequence_id > 0 && sequence_id <= inflight.written {
+                    // Written to an earlier socket of the session.
+                    let again = inflight
+                        .by_packet
+                        .iter()
+                        .find(|(_, f)| f.seq == sequence_id)
+                        .map(|(id, f)| (f.qos, Some(*id), true));
+                    let Some(again) = again else {
+                        pending.pop_front();
+                        continue;
+                    };
+                    again
+                } else {
+                    let qos = shared.state.delivery_qos(body.topic_name(), body.max_qos);
+                    if qos == 0 {
+                        (0, None, false)
+                    } else {
+                        if inflight.by_packet.len() >= shared.window {
+                            break;
+                        }
+                        let id = loop {
+                            inflight.next_id = inflight.next_id.wrapping_add(1).max(1);
+                            let id = inflight.next_id;
+                            if !inflight.by_packet.contains_key(&id) {
+                                break id;
+                            }
+                        };
+                        inflight.by_packet.insert(
+                            id,
+                            Flight {
+                                seq: sequence_id,
+                                qos,
+                                released: false,
+                            },
+                        );
+                        (qos, Some(id), false)
                     }
                 }
-            } else {
-                None
             };
             pending.pop_front();
             head.clear();
-            body.write_head(qos, packet_id, shared.version == Version::V5, &mut head);
-            if head.len() + body.payload.len() > shared.max_packet_size {
+            body.write_head(
+                qos,
+                packet_id,
+                dup,
+                shared.version == Version::V5,
+                expiry,
+                &mut head,
+            );
+            let too_large = head.len() + body.payload.len() > shared.max_packet_size;
+            if too_large {
                 // MQTT-3.1.2-25: a packet the client cannot take is dropped for it.
                 if let Some(id) = packet_id {
-                    shared.lock_inflight().remove(&id);
+                    shared.state.lock_inflight().by_packet.remove(&id);
                 }
+            }
+            if sequence_id > 0 {
+                let mut inflight = shared.state.lock_inflight();
+                inflight.written = inflight.written.max(sequence_id);
+                conn.outbox().written(sequence_id);
+            }
+            if too_large {
                 continue;
             }
             let result = if body.payload.len() < 256 {
@@ -1248,10 +1847,39 @@ async fn write_loop<W>(
             }
             wrote = true;
         }
+        if persistent && wrote {
+            // What was written at QoS 0, and what was acknowledged, need not be kept.
+            let done = shared.state.lock_inflight().acknowledged();
+            conn.outbox().acknowledge(done);
+        }
         if wrote && sink.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// This socket is no longer the session's. When a new socket of the client took it over,
+/// the old one is told (MQTT 5: DISCONNECT 0x8E) and closed, as MQTT requires; when it was
+/// the socket's own end, there is nobody left to tell.
+async fn detached<W>(shared: &Shared, sink: &mut W)
+where
+    W: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    if shared.detaching.load(Ordering::Relaxed) {
+        return;
+    }
+    let text = "Session taken over by a new connection.";
+    let send = async {
+        if let Some(packet) = packet::disconnect(shared.version, reason::SESSION_TAKEN_OVER, text) {
+            sink.feed(WsMessage::Binary(packet)).await?;
+        }
+        sink.send(WsMessage::Close(Some(CloseFrame {
+            code: close::BY_SERVICE.into(),
+            reason: text.into(),
+        })))
+        .await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
 }
 
 /// Writes DISCONNECT (MQTT 5) and the close frame of a server close.
@@ -1301,6 +1929,10 @@ mod tests {
             disconnect_reason(close::GOING_AWAY, "bye").0,
             reason::SERVER_SHUTTING_DOWN
         );
+        assert_eq!(
+            disconnect_reason(close::UNRECOVERABLE, "more than 1000 messages").0,
+            reason::QUOTA_EXCEEDED
+        );
     }
 
     fn connect(id: &str, version: Version, keep_alive: u16) -> Connect {
@@ -1314,6 +1946,7 @@ mod tests {
             will: None,
             receive_max: None,
             max_packet_size: None,
+            session_expiry: None,
             user_properties: Vec::new(),
         }
     }
@@ -1340,6 +1973,7 @@ mod tests {
             topic: "  ".into(),
             payload: Bytes::new(),
             content_type: None,
+            qos: 0,
         });
         assert_eq!(
             check_connect(&with_will).map_err(|e| e.0),

@@ -108,12 +108,30 @@ pub(crate) fn headers(event: &Event, origin: &HeaderValue, keys: &KeyRing) -> He
             }
         }
     }
+    for property in &event.mqtt_properties {
+        // MQTT allows any UTF-8 in a name and value; what a header cannot carry is left out.
+        match (
+            HeaderName::from_bytes(format!("{MQTT_PROPERTY_PREFIX}{}", property.name).as_bytes()),
+            HeaderValue::from_str(&property.value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                h.append(name, value);
+            }
+            _ => {
+                tracing::debug!(name = %property.name, "MQTT user property is no header; left out")
+            }
+        }
+    }
     h
 }
 
 /// Prefix of the headers that carry metadata: a user event's upstream, and a handler's
 /// answer for the message to its sender.
 pub(crate) const METADATA_PREFIX: &str = "x-webpubsub-metadata-";
+
+/// Prefix of the headers that carry the MQTT 5 user properties of a request on
+/// `$webpubsub/server/events/{event}`, and of the reply to it.
+pub(crate) const MQTT_PROPERTY_PREFIX: &str = "mqtt-";
 
 /// Sets a header whose value comes from a client or a backend (user ids, state). Values
 /// that cannot be header values (control characters) are left out and logged.
