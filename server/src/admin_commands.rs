@@ -5,12 +5,13 @@
 //! Human-readable output by default; `--json` prints one JSON object per line (a record of
 //! the trace, a connection, a group) or one object for a single answer, for scripts.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use hubcast_auth as auth;
 use hubcast_proto::v1 as pb;
-use serde_json::{Value, json};
+use hubcast_server::telemetry::live_trace::record_json;
+use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -305,30 +306,10 @@ async fn trace(server: &Server, args: TraceArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn time_of(r: &pb::TraceRecord) -> String {
-    let t = r.time.as_ref().map_or(UNIX_EPOCH, |t| {
-        UNIX_EPOCH
-            + Duration::new(
-                u64::try_from(t.seconds).unwrap_or(0),
-                u32::try_from(t.nanos).unwrap_or(0),
-            )
-    });
-    hubcast_server::timestamp::rfc3339_millis(t)
-}
-
-fn category_name(category: i32) -> &'static str {
-    match pb::TraceCategory::try_from(category) {
-        Ok(pb::TraceCategory::Connectivity) => "connectivity",
-        Ok(pb::TraceCategory::Messaging) => "messaging",
-        Ok(pb::TraceCategory::HttpRequest) => "http",
-        _ => "",
-    }
-}
-
 fn record_line(r: &pb::TraceRecord) -> String {
     let mut line = format!(
         "{} {:<13} {:<17} {}",
-        time_of(r),
+        record_json(r)["time"].as_str().unwrap_or_default(),
         r.level,
         r.event_name,
         r.message
@@ -339,39 +320,6 @@ fn record_line(r: &pb::TraceRecord) -> String {
         }
     }
     line
-}
-
-fn record_json(r: &pb::TraceRecord) -> Value {
-    let mut v = json!({
-        "time": time_of(r),
-        "level": r.level,
-        "category": category_name(r.category),
-        "eventName": r.event_name,
-        "message": r.message,
-    });
-    let object = v.as_object_mut().expect("an object");
-    for (key, value) in [
-        ("hub", &r.hub),
-        ("connectionId", &r.connection_id),
-        ("userId", &r.user_id),
-        ("ip", &r.ip),
-        ("routeTemplate", &r.route_template),
-        ("httpMethod", &r.http_method),
-        ("url", &r.url),
-        ("traceId", &r.trace_id),
-        ("group", &r.group),
-        ("payload", &r.payload),
-        ("node", &r.node),
-    ] {
-        if !value.is_empty() {
-            object.insert(key.to_owned(), json!(value));
-        }
-    }
-    if r.status_code != 0 {
-        object.insert("statusCode".to_owned(), json!(r.status_code));
-        object.insert("durationMs".to_owned(), json!(r.duration_ms));
-    }
-    v
 }
 
 async fn connections(server: &Server, args: ConnectionsArgs) -> Result<(), Failure> {

@@ -401,15 +401,9 @@ fn admin(config: &Config, command: admin_commands::AdminCommand) -> ExitCode {
         },
         str::to_owned,
     );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hubcast: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let server = admin_commands::Server {
         grpc_url,
@@ -423,6 +417,17 @@ fn admin(config: &Config, command: admin_commands::AdminCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The single-threaded runtime of a command that calls a server (not of the server).
+fn command_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("hubcast: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// `addr`, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback: where a command on
@@ -457,15 +462,9 @@ fn health(config: &Config, args: HealthArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hubcast: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         // The same client stack as webhooks (hyper-util over hyper-rustls, webpki roots).

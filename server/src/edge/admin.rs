@@ -20,8 +20,9 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::node::Node;
-use crate::telemetry::live_trace::{Category, TraceFilter, TraceItem, TraceRecord, TraceStream};
-use crate::timestamp::rfc3339_millis;
+use crate::telemetry::live_trace::{
+    Category, TraceFilter, TraceItem, TraceRecord, TraceStream, record_json,
+};
 
 /// How often an idle SSE stream sends a comment, so proxies keep it open.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -129,44 +130,6 @@ fn to_proto(r: &TraceRecord) -> pb::TraceRecord {
     }
 }
 
-/// A record as the SSE stream sends it: Azure's live-trace field names, camel-cased, with
-/// empty fields left out.
-fn to_json(r: &TraceRecord) -> serde_json::Value {
-    let mut v = json!({
-        "time": rfc3339_millis(r.time),
-        "level": r.level.as_str(),
-        "category": r.category.name(),
-        "eventName": r.event_name,
-        "message": r.message,
-    });
-    let object = v.as_object_mut().expect("an object");
-    for (key, value) in [
-        ("hub", &r.hub),
-        ("connectionId", &r.connection_id),
-        ("userId", &r.user_id),
-        ("ip", &r.ip),
-        ("routeTemplate", &r.route_template),
-        ("httpMethod", &r.http_method),
-        ("url", &r.url),
-        ("traceId", &r.trace_id),
-        ("group", &r.group),
-        ("payload", &r.payload),
-        ("node", &r.node),
-    ] {
-        if !value.is_empty() {
-            object.insert(key.to_owned(), json!(value));
-        }
-    }
-    if r.status_code != 0 {
-        object.insert("statusCode".to_owned(), json!(r.status_code));
-        object.insert(
-            "durationMs".to_owned(),
-            json!(u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX)),
-        );
-    }
-    v
-}
-
 /// The query of `GET /api/trace`.
 #[derive(Debug, Default, serde::Deserialize)]
 struct TraceQuery {
@@ -257,7 +220,7 @@ fn sse(stream: TraceStream, draining: CancellationToken) -> warp::reply::Respons
         let event = match stream.next().await? {
             TraceItem::Record(r) => warp::sse::Event::default()
                 .event("record")
-                .data(to_json(&r).to_string()),
+                .data(record_json(&to_proto(&r)).to_string()),
             TraceItem::Dropped(n) => warp::sse::Event::default()
                 .event("dropped")
                 .data(json!({ "dropped": n }).to_string()),

@@ -483,6 +483,54 @@ impl Drop for TraceStream {
     }
 }
 
+/// A record as JSON, the SSE stream's and `hubcast trace --json`'s form: Azure's live-trace
+/// field names, camel-cased, with empty fields left out.
+pub fn record_json(r: &hubcast_proto::v1::TraceRecord) -> serde_json::Value {
+    use hubcast_proto::v1::TraceCategory;
+    let since = r.time.as_ref().map_or(Duration::ZERO, |t| {
+        Duration::new(
+            u64::try_from(t.seconds).unwrap_or(0),
+            u32::try_from(t.nanos).unwrap_or(0),
+        )
+    });
+    let category = match TraceCategory::try_from(r.category) {
+        Ok(TraceCategory::Connectivity) => Category::Connectivity.name(),
+        Ok(TraceCategory::Messaging) => Category::Messaging.name(),
+        Ok(TraceCategory::HttpRequest) => Category::HttpRequest.name(),
+        _ => "",
+    };
+    let mut v = serde_json::json!({
+        "time": crate::timestamp::rfc3339_millis(SystemTime::UNIX_EPOCH + since),
+        "level": r.level,
+        "category": category,
+        "eventName": r.event_name,
+        "message": r.message,
+    });
+    let object = v.as_object_mut().expect("an object");
+    for (key, value) in [
+        ("hub", &r.hub),
+        ("connectionId", &r.connection_id),
+        ("userId", &r.user_id),
+        ("ip", &r.ip),
+        ("routeTemplate", &r.route_template),
+        ("httpMethod", &r.http_method),
+        ("url", &r.url),
+        ("traceId", &r.trace_id),
+        ("group", &r.group),
+        ("payload", &r.payload),
+        ("node", &r.node),
+    ] {
+        if !value.is_empty() {
+            object.insert(key.to_owned(), serde_json::json!(value));
+        }
+    }
+    if r.status_code != 0 {
+        object.insert("statusCode".to_owned(), serde_json::json!(r.status_code));
+        object.insert("durationMs".to_owned(), serde_json::json!(r.duration_ms));
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
