@@ -8,7 +8,8 @@
 //
 // With HUBCAST_TEST_TOPOLOGY=cluster Hubcast is three nodes behind a round-robin balancer: the
 // tunnel ends on one node and the clients on all three, so every broadcast and every
-// acknowledgement crosses nodes.
+// acknowledgement crosses nodes; the clients use their default transports (long-polling, whose
+// requests land on different nodes, then the upgrade to WebSocket).
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test socketio-default-messaging.test.mjs
@@ -22,14 +23,9 @@ import { useAzureSocketIO } from "@azure/web-pubsub-socket.io";
 import { Server as SocketIoServer } from "socket.io";
 import { io as connectClient } from "socket.io-client";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, TOPOLOGY, sleep, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, sleep, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_messaging";
-// On one node, socket.io-client's default transports (long-polling, then WebSocket). Across
-// the balanced cluster, WebSocket only: the balancer has no session affinity, so the polls of
-// one Engine.IO session would land on different nodes, and a node refuses a session it did not
-// open (docs/DEPLOYMENT.md; POLLING_ACROSS_NODES in support/hubcast.mjs).
-const TRANSPORTS = TOPOLOGY === "cluster" ? { transports: ["websocket"] } : {};
 
 describe("socket.io default mode: broadcasting, as the package's own tests do it", { timeout: 120_000 }, () => {
   let hubcast;
@@ -65,7 +61,6 @@ describe("socket.io default mode: broadcasting, as the package's own tests do it
       query: { access_token: token },
       forceNew: true,
       reconnection: false,
-      ...TRANSPORTS,
     });
     sockets.push(socket);
     await withTimeout(

@@ -5,7 +5,9 @@
 // key: the hub has no event handler, so its Socket.IO clients' events go to the tunnel.
 //
 // With HUBCAST_TEST_TOPOLOGY=cluster Hubcast is three nodes behind a round-robin balancer: the
-// package's tunnel ends on one node, the clients on every node (README, The tunnel).
+// package's tunnel ends on one node, the clients on every node (README, The tunnel), with
+// socket.io-client's default transports: long-polling, whose requests land on different
+// nodes, then the upgrade to WebSocket.
 //
 // Run through `scripts/test`, or by hand after `cargo build -p hubcast-server`:
 //   cd integration-tests/node && npm ci && node --test socketio-default.test.mjs
@@ -22,18 +24,12 @@ import { useAzureSocketIO } from "@azure/web-pubsub-socket.io";
 import { Server as SocketIoServer } from "socket.io";
 import { io } from "socket.io-client";
 
-import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, TOPOLOGY, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
+import { SHUTDOWN_TIMEOUT_MS, STARTUP_TIMEOUT_MS, STEP_TIMEOUT_MS, Server, sleep, topologyOptions, withTimeout } from "./support/hubcast.mjs";
 
 const HUB = "eio_hub";
 /** The hub of the backend that restarts: a process of its own (support/socketio-backend.mjs). */
 const RESTART_HUB = "eio_restart";
 const BACKEND = fileURLToPath(new URL("./support/socketio-backend.mjs", import.meta.url));
-// On one node the clients use socket.io-client's default transports (long-polling, then the
-// upgrade to WebSocket). Across the balanced cluster they use WebSocket only: its balancer has
-// no session affinity, so the polls of one Engine.IO session land on different nodes, and a
-// node refuses a session it did not open (docs/DEPLOYMENT.md; see POLLING_ACROSS_NODES in
-// support/hubcast.mjs).
-const TRANSPORTS = TOPOLOGY === "cluster" ? { transports: ["websocket"] } : {};
 
 describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 120_000, ...topologyOptions("socket.io default mode: useAzureSocketIO over the tunnel") }, () => {
   let hubcast;
@@ -85,7 +81,6 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     const socket = io(baseUrl, {
       path: `/clients/socketio/hubs/${HUB}`,
       query: { access_token: token },
-      ...TRANSPORTS,
       reconnection: false,
     });
     sockets.push(socket);
@@ -264,7 +259,7 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
 
   async function connectTo(hub, userId) {
     const { token } = await new WebPubSubServiceClient(hubcast.connectionString, hub, { allowInsecureConnection: true }).getClientAccessToken({ clientProtocol: "socketio", userId });
-    const socket = io(baseUrl, { path: `/clients/socketio/hubs/${hub}`, query: { access_token: token }, ...TRANSPORTS, reconnection: false });
+    const socket = io(baseUrl, { path: `/clients/socketio/hubs/${hub}`, query: { access_token: token }, reconnection: false });
     sockets.push(socket);
     await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), STEP_TIMEOUT_MS, `${userId} connects`);
     return socket;
@@ -305,7 +300,7 @@ describe("socket.io default mode: useAzureSocketIO over the tunnel", { timeout: 
     await hubcast.start(); // the same port, so the package's endpoint still holds
     const served = async () => {
       const { token } = await service.getClientAccessToken({ clientProtocol: "socketio", userId: "ivy" });
-      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, query: { access_token: token }, ...TRANSPORTS, reconnection: false });
+      const socket = io(baseUrl, { path: `/clients/socketio/hubs/${HUB}`, query: { access_token: token }, reconnection: false });
       sockets.push(socket);
       try {
         await withTimeout(new Promise((resolve, reject) => (socket.once("connect", resolve), socket.once("connect_error", reject))), 2_000, "connect");
