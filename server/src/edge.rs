@@ -16,3 +16,12 @@ pub(crate) mod rest;
 pub(crate) mod socketio;
 pub(crate) mod tunnel;
 pub(crate) mod ws;
+
+/// The token of an `Authorization: Bearer <token>` header value (`bearer` accepted too), the
+/// one reading of it for every edge.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}

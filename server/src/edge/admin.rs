@@ -177,11 +177,7 @@ fn open(
 ) -> Result<TraceStream, (StatusCode, String)> {
     let token = authorization
         .as_deref()
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .and_then(super::bearer_token)
         .or(query.access_token.as_deref())
         .ok_or((
             StatusCode::UNAUTHORIZED,

@@ -233,13 +233,9 @@ impl Interceptor for Authenticate {
                      `<endpoint>/hubcast.v1.Control`)",
                 )
             })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
-            })?;
+        let token = super::bearer_token(header).ok_or_else(|| {
+            Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
+        })?;
         auth::verify_service_token(token, &self.keys, &self.endpoint, self.path)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         Ok(request)

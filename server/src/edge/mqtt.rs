@@ -154,11 +154,8 @@ impl Upgrade {
             .find(|(k, _)| k == "access_token")
             .map(|(_, v)| v.as_str())
             .or_else(|| {
-                self.header(header::AUTHORIZATION).and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                        .map(str::trim)
-                })
+                self.header(header::AUTHORIZATION)
+                    .and_then(super::bearer_token)
             })
     }
 

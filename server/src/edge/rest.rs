@@ -641,10 +641,7 @@ fn authenticate(node: &Node, req: &RestRequest) -> Result<(), RestError> {
                     .into(),
             )
         })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
+    let token = super::bearer_token(header)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
     auth::verify_service_token(token, node.keys(), node.endpoint(), &req.path)
         .map_err(|e| unauthorized(e.to_string()))

@@ -303,11 +303,8 @@ impl Request {
     /// The access token: `access_token` in the query, else an `Authorization: Bearer` header.
     fn token(&self) -> Option<&str> {
         self.query("access_token").or_else(|| {
-            self.header(header::AUTHORIZATION).and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-                    .map(str::trim)
-            })
+            self.header(header::AUTHORIZATION)
+                .and_then(super::bearer_token)
         })
     }
 

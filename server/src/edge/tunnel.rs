@@ -126,10 +126,7 @@ fn accept(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        .and_then(super::bearer_token);
     let Some(token) = param("access_token").or(bearer) else {
         return text(
             StatusCode::UNAUTHORIZED,

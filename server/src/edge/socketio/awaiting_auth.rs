@@ -319,17 +319,9 @@ fn begin_websocket(
     sid: Arc<str>,
     slot: OwnedSemaphorePermit,
 ) -> Reply {
-    let Some(response) = websocket::switching_protocols(request) else {
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Bad WebSocket upgrade request",
-        );
+    let Some((response, upgrade)) = websocket::accept_upgrade(request) else {
+        return websocket::bad_upgrade();
     };
-    let upgrade = request
-        .upgrade
-        .take()
-        .expect("checked by switching_protocols");
     let sio = sio.clone();
     sio.edge.tracker.clone().spawn(async move {
         let Some(mut ws) = websocket::socket(&sio, upgrade).await else {

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use warp::http::StatusCode;
 
-use super::{Reply, Request, SocketIoEdge, code, eio_error, websocket};
+use super::{Reply, Request, SocketIoEdge, websocket};
 use crate::limits::LimitKind;
 use crate::node::{PollReply, PollRequest};
 use crate::protocol::socketio::{self as packets, WsPart};
@@ -32,17 +31,9 @@ pub(super) fn upgrade(
     sid: &str,
     owner: String,
 ) -> Reply {
-    let Some(response) = websocket::switching_protocols(request) else {
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Bad WebSocket upgrade request",
-        );
+    let Some((response, upgrade)) = websocket::accept_upgrade(request) else {
+        return websocket::bad_upgrade();
     };
-    let upgrade = request
-        .upgrade
-        .take()
-        .expect("checked by switching_protocols");
     let relay = Relay {
         sio: sio.clone(),
         owner,

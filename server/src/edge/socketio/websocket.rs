@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -37,18 +38,10 @@ pub(super) fn accept_new(
     session: Arc<EioSession>,
     request: &mut Request,
 ) -> Reply {
-    let Some(response) = switching_protocols(request) else {
+    let Some((response, upgrade)) = accept_upgrade(request) else {
         session.end("the WebSocket upgrade request is incomplete");
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Bad WebSocket upgrade request",
-        );
+        return bad_upgrade();
     };
-    let upgrade = request
-        .upgrade
-        .take()
-        .expect("checked by switching_protocols");
     let sio = sio.clone();
     sio.edge.tracker.clone().spawn(async move {
         let Some(ws) = socket(&sio, upgrade).await else {
@@ -74,17 +67,9 @@ pub(super) fn upgrade(
             "This session is not on long-polling",
         );
     }
-    let Some(response) = switching_protocols(request) else {
-        return eio_error(
-            StatusCode::BAD_REQUEST,
-            code::BAD_REQUEST,
-            "Bad WebSocket upgrade request",
-        );
+    let Some((response, upgrade)) = accept_upgrade(request) else {
+        return bad_upgrade();
     };
-    let upgrade = request
-        .upgrade
-        .take()
-        .expect("checked by switching_protocols");
     let sio = sio.clone();
     sio.edge.tracker.clone().spawn(async move {
         let Some(mut ws) = socket(&sio, upgrade).await else {
@@ -137,8 +122,24 @@ where
     }
 }
 
+/// Accepts a WebSocket upgrade request: the `101` to answer and the upgrade to await; `None`
+/// when the request is incomplete (answer [`bad_upgrade`]).
+pub(super) fn accept_upgrade(request: &mut Request) -> Option<(Reply, OnUpgrade)> {
+    let response = switching_protocols(request)?;
+    Some((response, request.upgrade.take()?))
+}
+
+/// Engine.IO's `400` to an incomplete WebSocket upgrade request.
+pub(super) fn bad_upgrade() -> Reply {
+    eio_error(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        "Bad WebSocket upgrade request",
+    )
+}
+
 /// Checks the upgrade headers and builds the `101`.
-pub(super) fn switching_protocols(request: &Request) -> Option<Reply> {
+fn switching_protocols(request: &Request) -> Option<Reply> {
     let key = request.header(header::SEC_WEBSOCKET_KEY)?;
     if request.header(header::SEC_WEBSOCKET_VERSION) != Some("13") || request.upgrade.is_none() {
         return None;
@@ -165,7 +166,7 @@ pub(super) fn switching_protocols(request: &Request) -> Option<Reply> {
 /// Waits for the upgraded connection; the codec refuses messages above `maxPayload`.
 pub(super) async fn socket(
     sio: &SocketIoEdge,
-    upgrade: hyper::upgrade::OnUpgrade,
+    upgrade: OnUpgrade,
 ) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
     let io = match upgrade.await {
         Ok(io) => TokioIo::new(io),
